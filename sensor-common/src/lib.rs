@@ -1,0 +1,377 @@
+//! Types and constants shared by the XDP program (`sensor-ebpf`) and user space
+//! (`sensor-user`). Every type that crosses the kernel/user boundary is defined
+//! here exactly once, `#[repr(C)]`, with explicit padding and a compile-time size
+//! check, so the two sides can never drift apart.
+//!
+//! Byte order: addresses are stored as on the wire (network order); every other
+//! integer is in host order.
+#![no_std]
+
+pub mod hash;
+pub mod sketch;
+
+pub use hash::{flow_ring_index, hash_addr};
+
+/// Largest number of worker rings the XDP program can export to. Each worker
+/// owns one ring; the program picks the ring with [`flow_ring_index`].
+pub const MAX_WORKERS: usize = 8;
+
+/// Map names, so user space never repeats a string literal.
+pub mod map_names {
+    pub const FLOW_TABLE: &str = "FLOW_TABLE";
+    pub const GLOBAL_COUNTERS: &str = "GLOBAL_COUNTERS";
+    pub const SENSOR_CONFIG: &str = "SENSOR_CONFIG";
+    pub const SRC_PACKETS_CMS: &str = "SRC_PACKETS_CMS";
+    pub const SRC_BYTES_CMS: &str = "SRC_BYTES_CMS";
+    pub const SRC_DISTINCT_HLL: &str = "SRC_DISTINCT_HLL";
+    /// Ring `i` is named `RING_WORKER_<i>`, `i` in `0..MAX_WORKERS`.
+    pub const RING_WORKERS: [&str; super::MAX_WORKERS] = [
+        "RING_WORKER_0",
+        "RING_WORKER_1",
+        "RING_WORKER_2",
+        "RING_WORKER_3",
+        "RING_WORKER_4",
+        "RING_WORKER_5",
+        "RING_WORKER_6",
+        "RING_WORKER_7",
+    ];
+}
+
+/// Name of the XDP program inside the eBPF object.
+pub const XDP_PROGRAM_NAME: &str = "sensor_xdp";
+
+/// IP protocol numbers the parser understands.
+pub mod ipproto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// A unidirectional flow: the map key of `FLOW_TABLE` and the subject of every
+/// event. IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`) so one key
+/// type serves both families. For ICMP/ICMPv6, `sport` holds the type and
+/// `dport` the code. Non-first IPv4 fragments and protocols without ports have
+/// both ports zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowKey {
+    /// Source address, network byte order, IPv4-mapped for IPv4.
+    pub src: [u8; 16],
+    /// Destination address, network byte order, IPv4-mapped for IPv4.
+    pub dst: [u8; 16],
+    /// Source port, host byte order.
+    pub sport: u16,
+    /// Destination port, host byte order.
+    pub dport: u16,
+    /// IP protocol number (after IPv6 extension headers).
+    pub proto: u8,
+    /// Always zero: hash keys compare every byte.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// The IPv4-mapped IPv6 prefix `::ffff:0:0/96`.
+pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+impl FlowKey {
+    /// Builds the 16-byte IPv4-mapped form of an IPv4 address given in
+    /// network byte order.
+    #[inline(always)]
+    #[must_use]
+    pub const fn map_v4(addr_be: [u8; 4]) -> [u8; 16] {
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr_be[0], addr_be[1], addr_be[2],
+            addr_be[3],
+        ]
+    }
+
+    /// True when `addr` is an IPv4-mapped address.
+    #[must_use]
+    pub fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+        addr[..12] == V4_MAPPED_PREFIX
+    }
+}
+
+/// Per-flow, per-CPU statistics: the value of `FLOW_TABLE`. User space sums the
+/// CPUs (min/max/first/last merged accordingly).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowStats {
+    /// Packets seen.
+    pub packets: u64,
+    /// Bytes seen (whole frame, L2 header included).
+    pub bytes: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet.
+    pub first_seen_ns: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the latest packet.
+    pub last_seen_ns: u64,
+    /// Sum of squared frame lengths: with `bytes` and `packets` gives variance.
+    pub len_sq_sum: u64,
+    /// TCP segments with SYN and without ACK.
+    pub syn: u32,
+    /// TCP segments with SYN and ACK.
+    pub synack: u32,
+    /// TCP segments with FIN.
+    pub fin: u32,
+    /// TCP segments with RST.
+    pub rst: u32,
+    /// Smallest frame length seen.
+    pub len_min: u16,
+    /// Largest frame length seen.
+    pub len_max: u16,
+    /// OR of every TCP flag byte seen on this flow.
+    pub tcp_flags_or: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
+
+/// Why an event was exported.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// First packet of the flow on this CPU.
+    Start = 1,
+    /// The flow's packet count reached a checkpoint (2, 4 … 1024, then every 1024).
+    Update = 2,
+    /// A TCP segment carrying FIN.
+    Fin = 3,
+    /// A TCP segment carrying RST.
+    Rst = 4,
+}
+
+impl EventKind {
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Start),
+            2 => Some(Self::Update),
+            3 => Some(Self::Fin),
+            4 => Some(Self::Rst),
+            _ => None,
+        }
+    }
+}
+
+/// One record in a worker ring: a snapshot of a flow's per-CPU statistics at
+/// the moment of export.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct FlowEvent {
+    pub key: FlowKey,
+    /// Statistics of this flow on `cpu` after counting the triggering packet.
+    pub stats: FlowStats,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the event was written.
+    pub ts_ns: u64,
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// CPU that saw the triggering packet.
+    pub cpu: u32,
+    /// TCP flags byte of the triggering packet (0 for other protocols).
+    pub tcp_flags: u8,
+    /// 1 if the triggering packet had an 802.1Q/802.1ad tag.
+    pub vlan_tagged: u8,
+    /// Outer VLAN id (0 if untagged), host byte order.
+    pub vlan_id: u16,
+    /// Frame length of the triggering packet.
+    pub pkt_len: u32,
+}
+const _: () = assert!(core::mem::size_of::<FlowEvent>() == 128);
+
+/// TCP flag bits as in the TCP header's 14th byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+}
+
+/// Runtime configuration: the single entry of the `SENSOR_CONFIG` array map.
+/// User space writes it before attaching and flips `epoch` every second.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct SensorConfig {
+    /// Sketch epoch the program writes to (0 or 1); user space reads the other.
+    pub epoch: u32,
+    /// Number of worker rings in use, `1..=MAX_WORKERS`.
+    pub n_workers: u32,
+    /// 1: mirror/SPAN port, return XDP_DROP after observing (nobody needs the
+    /// copy). 0: passive gateway, always XDP_PASS.
+    pub mirror: u32,
+    /// When a ring holds more than `ring_size * 3 / 4` bytes, only one new-flow
+    /// event in `2^sample_shift` is exported. Ring size in bytes.
+    pub ring_bytes: u32,
+    /// See `ring_bytes`.
+    pub sample_shift: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<SensorConfig>() == 24);
+
+/// Global counters: indexes into the `GLOBAL_COUNTERS` per-CPU array of `u64`.
+/// The user side sums CPUs; per-CPU slots need no atomics.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    PacketsSeen = 0,
+    BytesSeen,
+    /// Parsed to L4 (or to L3 for protocols without ports) and counted in a flow.
+    ParsedOk,
+    /// Frame shorter than an Ethernet header.
+    TruncatedL2,
+    /// VLAN tag cut off, or more tags than the parser follows.
+    TruncatedVlan,
+    TooManyVlanTags,
+    /// Ethertype neither IPv4 nor IPv6 (ARP, LLDP …): passed, not a flow.
+    UnknownEthertype,
+    TruncatedIpv4,
+    /// IPv4 IHL below 5 or header longer than the packet.
+    BadIpv4Ihl,
+    /// IPv4 version field is not 4.
+    BadIpVersion,
+    TruncatedIpv6,
+    /// Extension-header chain longer than the parser walks.
+    TooManyExtHeaders,
+    TruncatedExtHeader,
+    /// IPv4 or IPv6 fragment with offset > 0: counted in a port-less flow.
+    NonFirstFragment,
+    TruncatedTcp,
+    /// TCP data offset below 5.
+    BadTcpDataOffset,
+    TruncatedUdp,
+    TruncatedIcmp,
+    /// L4 protocol without ports (GRE, ESP, SCTP …): counted in a port-less flow.
+    OtherL4,
+    /// Flow table insert failed (should not happen with an LRU map).
+    FlowInsertFailed,
+    EventsEmitted,
+    /// `bpf_ringbuf_reserve` failed: the ring was full.
+    EventsLost,
+    /// New-flow events skipped by sampling while the ring was over ¾ full.
+    EventsSampledOut,
+    /// Packets dropped because of mirror mode.
+    MirrorDropped,
+    /// The program hit an internal error and failed open.
+    InternalError,
+}
+
+/// Number of slots in `GLOBAL_COUNTERS`.
+pub const COUNTER_COUNT: u32 = Counter::InternalError as u32 + 1;
+
+impl Counter {
+    /// Every counter in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::PacketsSeen,
+        Counter::BytesSeen,
+        Counter::ParsedOk,
+        Counter::TruncatedL2,
+        Counter::TruncatedVlan,
+        Counter::TooManyVlanTags,
+        Counter::UnknownEthertype,
+        Counter::TruncatedIpv4,
+        Counter::BadIpv4Ihl,
+        Counter::BadIpVersion,
+        Counter::TruncatedIpv6,
+        Counter::TooManyExtHeaders,
+        Counter::TruncatedExtHeader,
+        Counter::NonFirstFragment,
+        Counter::TruncatedTcp,
+        Counter::BadTcpDataOffset,
+        Counter::TruncatedUdp,
+        Counter::TruncatedIcmp,
+        Counter::OtherL4,
+        Counter::FlowInsertFailed,
+        Counter::EventsEmitted,
+        Counter::EventsLost,
+        Counter::EventsSampledOut,
+        Counter::MirrorDropped,
+        Counter::InternalError,
+    ];
+
+    /// Stable snake_case name used in stats output and metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::PacketsSeen => "packets_seen",
+            Counter::BytesSeen => "bytes_seen",
+            Counter::ParsedOk => "parsed_ok",
+            Counter::TruncatedL2 => "truncated_l2",
+            Counter::TruncatedVlan => "truncated_vlan",
+            Counter::TooManyVlanTags => "too_many_vlan_tags",
+            Counter::UnknownEthertype => "unknown_ethertype",
+            Counter::TruncatedIpv4 => "truncated_ipv4",
+            Counter::BadIpv4Ihl => "bad_ipv4_ihl",
+            Counter::BadIpVersion => "bad_ip_version",
+            Counter::TruncatedIpv6 => "truncated_ipv6",
+            Counter::TooManyExtHeaders => "too_many_ext_headers",
+            Counter::TruncatedExtHeader => "truncated_ext_header",
+            Counter::NonFirstFragment => "non_first_fragment",
+            Counter::TruncatedTcp => "truncated_tcp",
+            Counter::BadTcpDataOffset => "bad_tcp_data_offset",
+            Counter::TruncatedUdp => "truncated_udp",
+            Counter::TruncatedIcmp => "truncated_icmp",
+            Counter::OtherL4 => "other_l4",
+            Counter::FlowInsertFailed => "flow_insert_failed",
+            Counter::EventsEmitted => "events_emitted",
+            Counter::EventsLost => "events_lost",
+            Counter::EventsSampledOut => "events_sampled_out",
+            Counter::MirrorDropped => "mirror_dropped",
+            Counter::InternalError => "internal_error",
+        }
+    }
+}
+
+/// True when a flow's per-CPU packet count `n` (after counting the packet)
+/// should produce an `Update` event: 2, 4, 8 … 1024, then every 1024.
+#[inline(always)]
+#[must_use]
+pub const fn is_checkpoint(n: u64) -> bool {
+    if n < 2 {
+        false
+    } else if n <= 1024 {
+        n & (n - 1) == 0
+    } else {
+        n % 1024 == 0
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    use super::{FlowKey, FlowStats, SensorConfig};
+    use crate::sketch::{CmsRow, HllRegisters};
+
+    // SAFETY: all are `#[repr(C)]`, `Copy`, made only of integers with explicit
+    // padding fields, so every bit pattern is valid and there are no holes
+    // (bytemuck's derive checks the same for the structs that have it).
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FlowStats {}
+    unsafe impl aya::Pod for SensorConfig {}
+    unsafe impl aya::Pod for CmsRow {}
+    unsafe impl aya::Pod for HllRegisters {}
+
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_follow_powers_of_two_then_every_1024() {
+        let hits: [u64; 13] = [2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3072, 4096];
+        for n in 0..5000u64 {
+            assert_eq!(is_checkpoint(n), hits.contains(&n), "n = {n}");
+        }
+    }
+
+    #[test]
+    fn counter_table_is_in_index_order() {
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{}", c.name());
+        }
+    }
+}

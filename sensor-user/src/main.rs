@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", sensor::XDP_OBJECT.len());
+}
