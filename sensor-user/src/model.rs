@@ -1,0 +1,1 @@
+//! Streaming features and inference (issue 3).

@@ -1,0 +1,1 @@
+//! Owned by the foundation work (issue 2).

@@ -1,0 +1,120 @@
+//! The record that crosses from the scoring workers to the alert stage: one
+//! scored feature row. Defined here, between `model` and `alerts`, so neither
+//! stage depends on the other's internals.
+
+use std::{net::IpAddr, sync::Arc};
+
+/// Largest feature vector a row can carry (the schema may use fewer).
+pub const MAX_FEATURES: usize = 32;
+
+/// What a row describes. Both directions are kept so the alert stage can name
+/// attacker and victim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Entity {
+    /// One unidirectional flow (5-tuple).
+    Flow,
+    /// A source host's behaviour over a window (scanner, brute-forcer, flooder).
+    SrcHost,
+    /// A destination host's view over a window (the victim: many sources, SYN rate).
+    DstHost,
+}
+
+/// The time window a row's statistics cover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The flow's lifetime so far.
+    Flow,
+    OneSecond,
+    FiveMinutes,
+    OneHour,
+}
+
+/// Attack classes the models speak of. `Benign` is never alerted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum AttackClass {
+    Benign = 0,
+    /// Volume attack: SYN/UDP/ICMP flood, reflection/amplification.
+    Flood = 1,
+    /// Port scan or host sweep.
+    Scan = 2,
+    /// Repeated short connections to one service (SSH, HTTP login).
+    BruteForce = 3,
+    /// Not a known class, but far from benign (autoencoder only).
+    Anomaly = 4,
+}
+
+/// Number of [`AttackClass`] values; class probabilities are indexed by the value.
+pub const N_CLASSES: usize = 5;
+
+impl AttackClass {
+    pub const ALL: [AttackClass; N_CLASSES] = [
+        AttackClass::Benign,
+        AttackClass::Flood,
+        AttackClass::Scan,
+        AttackClass::BruteForce,
+        AttackClass::Anomaly,
+    ];
+
+    /// Stable lowercase name used in JSON, config and model cards.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttackClass::Benign => "benign",
+            AttackClass::Flood => "flood",
+            AttackClass::Scan => "scan",
+            AttackClass::BruteForce => "bruteforce",
+            AttackClass::Anomaly => "anomaly",
+        }
+    }
+}
+
+/// One scored row. Built without allocation on the worker (the model versions
+/// are shared `Arc<str>`s; cloning one only bumps a counter).
+#[derive(Clone, Debug)]
+pub struct ScoredRow {
+    pub entity: Entity,
+    pub window: Window,
+    /// Source of the flow, or the host itself for `SrcHost`; for `DstHost`, the
+    /// most recent source seen talking to it.
+    pub src: IpAddr,
+    /// Destination of the flow, or the host itself for `DstHost`; for `SrcHost`,
+    /// the most recent destination it talked to.
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    /// CLOCK_MONOTONIC ns of the kernel event that produced this row.
+    pub event_ts_ns: u64,
+    /// CLOCK_MONOTONIC ns when scoring finished.
+    pub scored_ts_ns: u64,
+    /// Feature vector as fed to the models (first `n_features` used).
+    pub features: [f32; MAX_FEATURES],
+    pub n_features: u8,
+    /// Classifier probabilities, indexed by `AttackClass as usize`.
+    pub class_probs: [f32; N_CLASSES],
+    /// Autoencoder reconstruction error (higher = more unusual); NaN if the
+    /// row was not escalated to the autoencoder.
+    pub anomaly_score: f32,
+    /// Volume behind the row, for severity: packets per second and bytes.
+    pub packets_per_s: f32,
+    pub bytes: u64,
+    pub packets: u64,
+    pub classifier_version: Arc<str>,
+    pub autoencoder_version: Arc<str>,
+}
+
+impl ScoredRow {
+    /// The most probable class and its probability.
+    #[must_use]
+    pub fn top_class(&self) -> (AttackClass, f32) {
+        let mut best = (AttackClass::Benign, self.class_probs[0]);
+        for c in AttackClass::ALL {
+            let p = self.class_probs[c as usize];
+            if p > best.1 {
+                best = (c, p);
+            }
+        }
+        best
+    }
+}

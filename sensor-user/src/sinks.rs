@@ -1,0 +1,1 @@
+//! Alert stage and its sinks (issue 5).
