@@ -1,1 +1,0 @@
-//! Alert stage and its sinks (issue 5).

@@ -1,0 +1,331 @@
+//! The alert stage: turns scored rows into deduplicated, correlated,
+//! severity-ranked, enriched alerts (EVE JSON lines), and the feedback loop
+//! that tunes its thresholds from analysts' verdicts.
+//!
+//! One thread owns all alert state ([`AlertStage`]); scoring workers reach it
+//! only through a bounded channel of [`ScoredRow`]s, so no lock is shared with
+//! them. A second, idle-most-of-the-time thread polls the verdict store and the
+//! config file once a second and forwards what changed as control messages.
+//! See `docs/alerts.md` for the rules and the output schema.
+
+pub mod config;
+pub mod eve;
+pub mod feedback;
+pub mod inventory;
+mod stage;
+pub mod store;
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
+
+pub use config::{AlertSettings, ModelCard, SensorFile, Thresholds};
+pub use eve::ClockMap;
+pub use feedback::{
+    AlertRecord, ExportTrainingArgs, FeedbackArgs, TuneArgs, Verdict, VerdictRecord,
+    run_export_training, run_feedback, run_tune,
+};
+pub use inventory::{Asset, Inventory};
+pub use stage::{AlertStage, OpenAlertInfo};
+
+use crate::{scored::ScoredRow, sinks::SinkSet};
+
+/// Errors of the alert stage and its tools.
+#[derive(Debug, thiserror::Error)]
+pub enum AlertsError {
+    /// A file could not be opened, read, written or locked.
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TOML file (sensor config, inventory) is malformed or has a bad value.
+    #[error("{}: {message}", location(.path, *.line))]
+    Config {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A model card is malformed.
+    #[error("model card {}: {message}", location(.path, *.line))]
+    ModelCard {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+    /// A record could not be serialised.
+    #[error("encode record for {}: {source}", .path.display())]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A request cannot be carried out (unknown alert, nothing to export …).
+    #[error("{message}")]
+    Invalid { message: String },
+    /// A thread could not be started.
+    #[error("spawn thread {name}: {source}")]
+    Spawn {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn location(path: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    }
+}
+
+/// Counters of the alert stage, as a snapshot for the control thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AlertMetrics {
+    /// Rows received from the scoring workers.
+    pub rows_in: u64,
+    /// Rows whose scores passed no threshold.
+    pub rows_below_threshold: u64,
+    /// Rows producers could not enqueue because the channel was full.
+    pub rows_shed: u64,
+    pub alerts_opened: u64,
+    /// Update records emitted for open alerts.
+    pub alerts_updated: u64,
+    pub alerts_closed: u64,
+    /// Alerts closed early because `max_open_alerts` was reached (also in `alerts_closed`).
+    pub alerts_evicted: u64,
+    pub incidents_opened: u64,
+    pub incidents_closed: u64,
+    /// Incidents closed early because `max_incidents` was reached (also in `incidents_closed`).
+    pub incidents_evicted: u64,
+    /// Gauges: state held now.
+    pub open_alerts: u64,
+    pub open_incidents: u64,
+    /// Verdicts received from the store while running.
+    pub verdicts_applied: u64,
+    /// Threshold sets reloaded from the config file.
+    pub threshold_reloads: u64,
+    /// Lines a sink failed to deliver.
+    pub sink_errors: u64,
+    /// Alert records that could not be written to the alert record log.
+    pub alert_log_errors: u64,
+}
+
+macro_rules! shared_metrics {
+    ($($f:ident),* $(,)?) => {
+        /// [`AlertMetrics`] published by the stage thread for other threads.
+        #[derive(Default)]
+        pub struct SharedMetrics { $($f: AtomicU64,)* }
+
+        impl SharedMetrics {
+            fn publish(&self, m: &AlertMetrics) {
+                $(self.$f.store(m.$f, Ordering::Relaxed);)*
+            }
+
+            /// Reads the latest published counters.
+            #[must_use]
+            pub fn snapshot(&self) -> AlertMetrics {
+                AlertMetrics { $($f: self.$f.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+shared_metrics!(
+    rows_in,
+    rows_below_threshold,
+    rows_shed,
+    alerts_opened,
+    alerts_updated,
+    alerts_closed,
+    alerts_evicted,
+    incidents_opened,
+    incidents_closed,
+    incidents_evicted,
+    open_alerts,
+    open_incidents,
+    verdicts_applied,
+    threshold_reloads,
+    sink_errors,
+    alert_log_errors,
+);
+
+/// What the poller thread tells the stage.
+#[derive(Debug, Clone)]
+pub enum Control {
+    /// An analyst's verdict was recorded.
+    Verdict(VerdictRecord),
+    /// The config file changed: thresholds now in force.
+    Thresholds(Thresholds),
+}
+
+/// Enqueues a row for the alert stage without blocking; a full channel sheds
+/// the row and counts it in `shed` (the stage reports it as `rows_shed`).
+pub fn offer_row(tx: &Sender<ScoredRow>, row: ScoredRow, shed: &AtomicU64) -> bool {
+    match tx.try_send(row) {
+        Ok(()) => true,
+        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+            shed.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// The running stage.
+pub struct AlertStageHandle {
+    thread: JoinHandle<AlertMetrics>,
+    poller: Option<JoinHandle<()>>,
+    metrics: Arc<SharedMetrics>,
+    shed: Arc<AtomicU64>,
+}
+
+impl AlertStageHandle {
+    /// Latest counters (published at least once a second and at exit).
+    #[must_use]
+    pub fn metrics(&self) -> AlertMetrics {
+        let mut m = self.metrics.snapshot();
+        m.rows_shed = self.shed.load(Ordering::Relaxed);
+        m
+    }
+
+    /// The counter producers pass to [`offer_row`].
+    #[must_use]
+    pub fn shed_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shed)
+    }
+
+    /// Waits for the stage to finish: it does once every sender of the row
+    /// channel is dropped, after closing open alerts and flushing the sinks.
+    #[must_use]
+    pub fn join(self) -> AlertMetrics {
+        let m = self.thread.join().unwrap_or_default();
+        if let Some(p) = self.poller {
+            let _ = p.join();
+        }
+        m
+    }
+}
+
+/// How long the stage waits for a row before advancing its clock by itself.
+const IDLE_TICK: Duration = Duration::from_millis(200);
+/// Rows handled per wake-up before checking control messages again.
+const BATCH: usize = 1024;
+
+/// Starts the alert stage thread (and its feedback poller when the settings
+/// name a verdict store or a config file).
+///
+/// The stage runs until every sender of `rows` is dropped.
+///
+/// # Errors
+/// When the alert record log cannot be opened or a thread cannot start.
+pub fn spawn_alert_stage(
+    rows: Receiver<ScoredRow>,
+    settings: AlertSettings,
+    inventory: Inventory,
+    sinks: SinkSet,
+) -> Result<AlertStageHandle, AlertsError> {
+    let shed = Arc::new(AtomicU64::new(0));
+    let metrics = Arc::new(SharedMetrics::default());
+    let (ctrl_tx, ctrl_rx) = crossbeam_channel::bounded::<Control>(1024);
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let poll = Duration::from_millis(settings.alerts.feedback_poll_ms.max(10));
+    let store = settings.alerts.verdict_store.clone();
+    let config_path = settings.config_path.clone();
+    let poller = if store.as_os_str().is_empty() && config_path.is_none() {
+        None
+    } else {
+        Some(
+            std::thread::Builder::new()
+                .name("alert-feedback".into())
+                .spawn(move || {
+                    feedback::poll_loop(&store, config_path.as_deref(), poll, &ctrl_tx, &stop_rx)
+                })
+                .map_err(|source| AlertsError::Spawn {
+                    name: "alert-feedback",
+                    source,
+                })?,
+        )
+    };
+    let mut stage = AlertStage::new(settings, inventory, sinks, ClockMap::from_system())?;
+    let m2 = Arc::clone(&metrics);
+    let shed2 = Arc::clone(&shed);
+    let thread = std::thread::Builder::new()
+        .name("alert-stage".into())
+        .spawn(move || {
+            run_loop(&mut stage, &rows, &ctrl_rx, &m2, &shed2);
+            drop(stop_tx);
+            stage.metrics()
+        })
+        .map_err(|source| AlertsError::Spawn {
+            name: "alert-stage",
+            source,
+        })?;
+    Ok(AlertStageHandle {
+        thread,
+        poller,
+        metrics,
+        shed,
+    })
+}
+
+fn run_loop(
+    stage: &mut AlertStage,
+    rows: &Receiver<ScoredRow>,
+    ctrl: &Receiver<Control>,
+    shared: &SharedMetrics,
+    shed: &AtomicU64,
+) {
+    let mut last_publish = std::time::Instant::now();
+    loop {
+        select! {
+            recv(rows) -> r => match r {
+                Ok(row) => {
+                    stage.process(&row);
+                    for row in rows.try_iter().take(BATCH) {
+                        stage.process(&row);
+                    }
+                    if rows.is_empty() {
+                        stage.flush();
+                    }
+                }
+                Err(_) => break,
+            },
+            recv(ctrl) -> c => {
+                if let Ok(c) = c {
+                    stage.control(c);
+                }
+            },
+            default(IDLE_TICK) => {
+                stage.tick(eve::monotonic_now_ns());
+                stage.flush();
+            },
+        }
+        if last_publish.elapsed() >= Duration::from_secs(1) {
+            stage.tick(eve::monotonic_now_ns());
+            stage.set_rows_shed(shed.load(Ordering::Relaxed));
+            shared.publish(&stage.metrics());
+            last_publish = std::time::Instant::now();
+        }
+    }
+    stage.set_rows_shed(shed.load(Ordering::Relaxed));
+    stage.shutdown();
+    shared.publish(&stage.metrics());
+}
+
+/// Waits on a receiver that only ever disconnects; true when it did.
+pub(crate) fn stopped(stop: &Receiver<()>, wait: Duration) -> bool {
+    matches!(
+        stop.recv_timeout(wait),
+        Err(RecvTimeoutError::Disconnected) | Ok(())
+    )
+}

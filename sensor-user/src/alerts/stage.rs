@@ -1,0 +1,1080 @@
+//! The alert stage's state machine: threshold, dedup, correlate, rank,
+//! enrich, emit. Driven by row timestamps and explicit ticks, never by the
+//! wall clock, so tests replay hours of traffic in microseconds.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use serde_json::{Value, json};
+
+use super::{
+    AlertMetrics, AlertsError, Control,
+    config::{AlertSettings, Thresholds},
+    eve::{self, ClockMap},
+    feedback::{AlertRecord, Verdict, VerdictRecord},
+    inventory::{Inventory, canonical},
+    store::LogWriter,
+};
+use crate::{
+    scored::{AttackClass, Entity, MAX_FEATURES, ScoredRow},
+    sinks::SinkSet,
+};
+
+/// How often (event time) open alerts are checked for updates and closing.
+const SWEEP_NS: u64 = 1_000_000_000;
+/// Heavy hitters kept per aggregated side (sources of a flood, targets of a scan).
+const TOP_K: usize = 8;
+/// HyperLogLog precision for distinct counts per aggregated alert: 2^10
+/// one-byte registers, about 3 % standard error, 1 KiB per alert.
+const HLL_BITS: u32 = 10;
+/// Bounds on the lists an incident record carries.
+const INCIDENT_LIST_CAP: usize = 32;
+/// Open alerts sampled when one must be evicted (approximate LRU, as Redis
+/// does): exact LRU would cost an ordered index update on every row.
+const EVICTION_SAMPLES: usize = 8;
+
+/// How alerts of a class are keyed, so one attack is one alert.
+///
+/// - `flood`: by victim. Sources of a volume attack are often spoofed or
+///   spread (a botnet), so the attacker side is aggregated: distinct source
+///   count (HyperLogLog) and the top sources (space-saving heavy hitters).
+/// - `scan`: by attacker; the targets of a sweep are aggregated the same way.
+/// - `bruteforce`, `anomaly`: by (attacker, victim) for flow rows; rows about
+///   a destination host aggregate its sources, rows about a source host
+///   aggregate its destinations (the other side of such a row is only the
+///   most recent peer, not a fact about the behaviour).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct DedupKey {
+    class: AttackClass,
+    attacker: Option<IpAddr>,
+    victim: Option<IpAddr>,
+}
+
+fn dedup_key(row: &ScoredRow, class: AttackClass) -> DedupKey {
+    let src = canonical(row.src);
+    let dst = canonical(row.dst);
+    let (attacker, victim) = match (class, row.entity) {
+        (AttackClass::Flood, _) | (_, Entity::DstHost) => (None, Some(dst)),
+        (AttackClass::Scan, _) | (_, Entity::SrcHost) => (Some(src), None),
+        _ => (Some(src), Some(dst)),
+    };
+    DedupKey {
+        class,
+        attacker,
+        victim,
+    }
+}
+
+/// A detection: the class that fired, its confidence in 0..=1 (for severity)
+/// and the raw score in the threshold's unit (for tuning).
+#[derive(Clone, Copy, Debug)]
+struct Detection {
+    class: AttackClass,
+    score: f32,
+    raw: f32,
+}
+
+/// The classifier's most probable alerting class at or above its threshold;
+/// failing that, the autoencoder when its reconstruction error reaches the
+/// anomaly threshold. An anomaly's confidence is `1 − ½·threshold/error`: ½ at
+/// the threshold, → 1 as the error grows.
+fn detect(row: &ScoredRow, t: &Thresholds) -> Option<Detection> {
+    let mut best: Option<Detection> = None;
+    for class in [
+        AttackClass::Flood,
+        AttackClass::Scan,
+        AttackClass::BruteForce,
+    ] {
+        let p = row.class_probs[class as usize];
+        if p >= t.get(class) && best.is_none_or(|b| p > b.score) {
+            best = Some(Detection {
+                class,
+                score: p.clamp(0.0, 1.0),
+                raw: p,
+            });
+        }
+    }
+    if best.is_some() {
+        return best;
+    }
+    let e = row.anomaly_score;
+    let th = t.get(AttackClass::Anomaly);
+    if e.is_finite() && th.is_finite() && e >= th {
+        let score = if e > 0.0 && th > 0.0 {
+            1.0 - 0.5 * th / e
+        } else {
+            1.0
+        };
+        return Some(Detection {
+            class: AttackClass::Anomaly,
+            score: score.clamp(0.5, 1.0),
+            raw: e,
+        });
+    }
+    None
+}
+
+/// Distinct count and heavy hitters of the aggregated side of an alert.
+struct Aggregate {
+    hll: Box<[u8; 1 << HLL_BITS]>,
+    top: [(Option<IpAddr>, u64); TOP_K],
+}
+
+impl Aggregate {
+    fn new() -> Self {
+        Self {
+            hll: Box::new([0; 1 << HLL_BITS]),
+            top: [(None, 0); TOP_K],
+        }
+    }
+
+    fn insert(&mut self, a: IpAddr) {
+        let bytes = match a {
+            IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+            IpAddr::V6(v) => v.octets(),
+        };
+        let h = sensor_common::hash_addr(&bytes);
+        let idx = (h >> (64 - HLL_BITS)) as usize;
+        let rank = ((h << HLL_BITS) | (1 << (HLL_BITS - 1))).leading_zeros() as u8 + 1;
+        if rank > self.hll[idx] {
+            self.hll[idx] = rank;
+        }
+        // Space-saving: increment if tracked, else fill a free slot, else
+        // replace the smallest counter (its count carries over as error bound).
+        let mut min_i = 0;
+        for i in 0..TOP_K {
+            match self.top[i].0 {
+                Some(x) if x == a => {
+                    self.top[i].1 += 1;
+                    return;
+                }
+                None => {
+                    self.top[i] = (Some(a), 1);
+                    return;
+                }
+                Some(_) => {
+                    if self.top[i].1 < self.top[min_i].1 {
+                        min_i = i;
+                    }
+                }
+            }
+        }
+        self.top[min_i] = (Some(a), self.top[min_i].1 + 1);
+    }
+
+    /// HyperLogLog estimate with the small-range (linear counting) correction.
+    fn distinct(&self) -> u64 {
+        let m = f64::from(1u32 << HLL_BITS);
+        let mut sum = 0.0;
+        let mut zeros = 0u32;
+        for &r in self.hll.iter() {
+            sum += 2f64.powi(-i32::from(r));
+            if r == 0 {
+                zeros += 1;
+            }
+        }
+        let alpha = 0.7213 / (1.0 + 1.079 / m);
+        let est = alpha * m * m / sum;
+        let est = if est <= 2.5 * m && zeros > 0 {
+            m * (m / f64::from(zeros)).ln()
+        } else {
+            est
+        };
+        est.round() as u64
+    }
+
+    fn top_json(&self) -> Value {
+        let mut v: Vec<_> = self
+            .top
+            .iter()
+            .filter_map(|(a, n)| a.map(|a| (a, *n)))
+            .collect();
+        v.sort_by(|x, y| y.1.cmp(&x.1));
+        Value::Array(
+            v.into_iter()
+                .map(|(a, n)| json!({"ip": a.to_string(), "count": n}))
+                .collect(),
+        )
+    }
+}
+
+/// The 5-tuple of a row, for the EVE envelope.
+#[derive(Clone, Copy, Debug)]
+struct Tuple {
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+}
+
+struct OpenAlert {
+    id: Arc<str>,
+    key: DedupKey,
+    entity: Entity,
+    incident: u64,
+    tuple: Tuple,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    last_emit_ns: u64,
+    count: u64,
+    emitted_count: u64,
+    peak_pps: f32,
+    peak_score: f32,
+    peak_raw: f32,
+    peak_features: [f32; MAX_FEATURES],
+    n_features: u8,
+    aggregate: Option<Aggregate>,
+    victim_criticality: u8,
+    emitted_eve_severity: u8,
+    classifier_version: Arc<str>,
+    autoencoder_version: Arc<str>,
+    verdict: Option<Verdict>,
+}
+
+impl OpenAlert {
+    fn severity(&self) -> (u8, u8) {
+        eve::severity(
+            self.peak_score,
+            self.key.class,
+            self.peak_pps,
+            self.victim_criticality,
+        )
+    }
+}
+
+/// What correlates alerts: an address, or the /24 (IPv4) or /64 (IPv6) it is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum CorrKey {
+    Addr(IpAddr),
+    Net4(u32),
+    Net6(u64),
+}
+
+fn corr_keys(key: &DedupKey, out: &mut Vec<CorrKey>) {
+    out.clear();
+    for a in [key.attacker, key.victim].into_iter().flatten() {
+        out.push(CorrKey::Addr(a));
+        out.push(match a {
+            IpAddr::V4(v) => CorrKey::Net4(u32::from(v) & 0xffff_ff00),
+            IpAddr::V6(v) => CorrKey::Net6((u128::from(v) >> 64) as u64),
+        });
+    }
+}
+
+struct Incident {
+    id: Arc<str>,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
+    alert_ids: Vec<Arc<str>>,
+    n_alerts: u64,
+    open_alerts: u32,
+    classes: Vec<AttackClass>,
+    attackers: Vec<IpAddr>,
+    victims: Vec<IpAddr>,
+    aggregated_attackers: bool,
+    keys: Vec<CorrKey>,
+    max_severity: u8,
+}
+
+/// Read-only view of an open alert (tests, control thread, debugging).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenAlertInfo {
+    pub alert_id: String,
+    pub incident_id: String,
+    pub class: AttackClass,
+    pub attacker: Option<IpAddr>,
+    pub victim: Option<IpAddr>,
+    pub count: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub peak_pps: f32,
+    pub peak_score: f32,
+    /// Estimated distinct peers on the aggregated side, if any.
+    pub distinct_peers: Option<u64>,
+    pub severity: u8,
+}
+
+/// All alert state; owned by one thread.
+pub struct AlertStage {
+    settings: AlertSettings,
+    inventory: Inventory,
+    sinks: SinkSet,
+    clock: ClockMap,
+    alert_log: Option<LogWriter>,
+    run_id: String,
+    now_ns: u64,
+    next_sweep_ns: u64,
+    quiet_ns: u64,
+    update_ns: u64,
+    incident_ns: u64,
+    alerts: Vec<OpenAlert>,
+    index: HashMap<DedupKey, usize>,
+    incidents: HashMap<u64, Incident>,
+    corr: HashMap<CorrKey, u64>,
+    next_alert_seq: u64,
+    next_incident_seq: u64,
+    metrics: AlertMetrics,
+    rng: u64,
+    keys_buf: Vec<CorrKey>,
+    line: Vec<u8>,
+    dirty: bool,
+    feature_names: Vec<String>,
+    /// Why the closing record being emitted closes its alert.
+    pending_close_reason: Option<&'static str>,
+}
+
+fn secs_to_ns(s: f64) -> u64 {
+    (s.max(0.0) * 1e9) as u64
+}
+
+impl AlertStage {
+    /// Builds the stage. `clock` maps row timestamps to wall-clock time.
+    ///
+    /// # Errors
+    /// When the alert record log cannot be opened.
+    pub fn new(
+        settings: AlertSettings,
+        inventory: Inventory,
+        sinks: SinkSet,
+        clock: ClockMap,
+    ) -> Result<Self, AlertsError> {
+        let alert_log = if settings.alerts.alert_log.as_os_str().is_empty() {
+            None
+        } else {
+            Some(LogWriter::open(&settings.alerts.alert_log)?)
+        };
+        let wall_s = eve::clock_ns(libc::CLOCK_REALTIME) / 1_000_000_000;
+        let run_id = format!("{wall_s:x}{:04x}", std::process::id() & 0xffff);
+        Ok(Self {
+            quiet_ns: secs_to_ns(settings.alerts.quiet_period_s),
+            update_ns: secs_to_ns(settings.alerts.update_interval_s),
+            incident_ns: secs_to_ns(settings.alerts.incident_window_s),
+            settings,
+            inventory,
+            sinks,
+            clock,
+            alert_log,
+            run_id,
+            now_ns: 0,
+            next_sweep_ns: 0,
+            alerts: Vec::new(),
+            index: HashMap::new(),
+            incidents: HashMap::new(),
+            corr: HashMap::new(),
+            next_alert_seq: 1,
+            next_incident_seq: 1,
+            metrics: AlertMetrics::default(),
+            rng: 0x9e37_79b9_7f4a_7c15,
+            keys_buf: Vec::new(),
+            line: Vec::with_capacity(2048),
+            dirty: false,
+            feature_names: Vec::new(),
+            pending_close_reason: None,
+        })
+    }
+
+    /// Counters now (`rows_shed` as last set by the owner).
+    #[must_use]
+    pub fn metrics(&self) -> AlertMetrics {
+        let mut m = self.metrics;
+        m.open_alerts = self.alerts.len() as u64;
+        m.open_incidents = self.incidents.len() as u64;
+        m.sink_errors = self.sinks.errors;
+        m
+    }
+
+    pub(crate) fn set_rows_shed(&mut self, n: u64) {
+        self.metrics.rows_shed = n;
+    }
+
+    /// Thresholds in force.
+    #[must_use]
+    pub fn thresholds(&self) -> Thresholds {
+        self.settings.thresholds
+    }
+
+    /// The open alerts.
+    #[must_use]
+    pub fn open_alerts(&self) -> Vec<OpenAlertInfo> {
+        self.alerts
+            .iter()
+            .map(|a| OpenAlertInfo {
+                alert_id: a.id.to_string(),
+                incident_id: self
+                    .incidents
+                    .get(&a.incident)
+                    .map(|i| i.id.to_string())
+                    .unwrap_or_default(),
+                class: a.key.class,
+                attacker: a.key.attacker,
+                victim: a.key.victim,
+                count: a.count,
+                first_seen_ns: a.first_seen_ns,
+                last_seen_ns: a.last_seen_ns,
+                peak_pps: a.peak_pps,
+                peak_score: a.peak_score,
+                distinct_peers: a.aggregate.as_ref().map(Aggregate::distinct),
+                severity: a.severity().0,
+            })
+            .collect()
+    }
+
+    /// Number of open incidents.
+    #[must_use]
+    pub fn open_incident_count(&self) -> usize {
+        self.incidents.len()
+    }
+
+    /// Handles a control message from the feedback poller.
+    pub fn control(&mut self, c: Control) {
+        match c {
+            Control::Verdict(v) => self.apply_verdict(&v),
+            Control::Thresholds(t) => {
+                if t != self.settings.thresholds {
+                    tracing::info!(?t, "alert thresholds reloaded");
+                    self.settings.thresholds = t;
+                    self.metrics.threshold_reloads += 1;
+                }
+            }
+        }
+    }
+
+    /// Attaches an analyst's verdict to the alert if it is still open: a
+    /// false positive stops its update records (the closing record still
+    /// comes, carrying the verdict).
+    pub fn apply_verdict(&mut self, v: &VerdictRecord) {
+        self.metrics.verdicts_applied += 1;
+        if let Some(a) = self.alerts.iter_mut().find(|a| *a.id == *v.alert_id) {
+            a.verdict = Some(v.verdict);
+        }
+    }
+
+    /// Advances the stage clock (CLOCK_MONOTONIC ns) without a row: closes
+    /// quiet alerts and emits due updates.
+    pub fn tick(&mut self, now_ns: u64) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+        }
+        if self.now_ns >= self.next_sweep_ns {
+            self.sweep();
+        }
+    }
+
+    /// Flushes buffered sink output and the alert log.
+    pub fn flush(&mut self) {
+        if self.dirty {
+            self.sinks.flush();
+            self.dirty = false;
+        }
+    }
+
+    /// Handles one scored row. No I/O unless an alert opens or escalates.
+    pub fn process(&mut self, row: &ScoredRow) {
+        self.metrics.rows_in += 1;
+        self.tick(row.event_ts_ns);
+        let Some(det) = detect(row, &self.settings.thresholds) else {
+            self.metrics.rows_below_threshold += 1;
+            return;
+        };
+        let key = dedup_key(row, det.class);
+        let Some(&i) = self.index.get(&key) else {
+            self.open(row, key, det);
+            return;
+        };
+        let a = &mut self.alerts[i];
+        a.count += 1;
+        a.last_seen_ns = a.last_seen_ns.max(row.event_ts_ns);
+        let mut peak = false;
+        if row.packets_per_s > a.peak_pps {
+            a.peak_pps = row.packets_per_s;
+            peak = true;
+        }
+        if det.score > a.peak_score {
+            a.peak_score = det.score;
+            a.peak_raw = det.raw;
+            a.peak_features = row.features;
+            a.n_features = row.n_features;
+            peak = true;
+        }
+        if let Some(agg) = a.aggregate.as_mut() {
+            agg.insert(if key.attacker.is_none() {
+                canonical(row.src)
+            } else {
+                canonical(row.dst)
+            });
+        }
+        // Escalation to a higher EVE level is news now, not at the next update.
+        if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
+            self.emit_alert(i, "update");
+        }
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn open(&mut self, row: &ScoredRow, key: DedupKey, det: Detection) {
+        if self.alerts.len() >= self.settings.alerts.max_open_alerts.max(1) {
+            let mut victim = usize::MAX;
+            for _ in 0..EVICTION_SAMPLES {
+                let j = (self.next_rand() % self.alerts.len() as u64) as usize;
+                if victim == usize::MAX
+                    || self.alerts[j].last_seen_ns < self.alerts[victim].last_seen_ns
+                {
+                    victim = j;
+                }
+            }
+            self.metrics.alerts_evicted += 1;
+            self.close_alert(victim, "evicted");
+        }
+        let incident = self.assign_incident(&key, row.event_ts_ns);
+        let seq = self.next_alert_seq;
+        self.next_alert_seq += 1;
+        let id: Arc<str> = format!("a-{}-{seq}", self.run_id).into();
+        let aggregate = if key.attacker.is_none() || key.victim.is_none() {
+            let mut agg = Aggregate::new();
+            agg.insert(if key.attacker.is_none() {
+                canonical(row.src)
+            } else {
+                canonical(row.dst)
+            });
+            Some(agg)
+        } else {
+            None
+        };
+        let victim_criticality = self.inventory.lookup(canonical(row.dst)).criticality;
+        let mut a = OpenAlert {
+            id: Arc::clone(&id),
+            key,
+            entity: row.entity,
+            incident,
+            tuple: Tuple {
+                src: canonical(row.src),
+                dst: canonical(row.dst),
+                sport: row.sport,
+                dport: row.dport,
+                proto: row.proto,
+            },
+            first_seen_ns: row.event_ts_ns,
+            last_seen_ns: row.event_ts_ns,
+            last_emit_ns: row.event_ts_ns,
+            count: 1,
+            emitted_count: 0,
+            peak_pps: row.packets_per_s.max(0.0),
+            peak_score: det.score,
+            peak_raw: det.raw,
+            peak_features: row.features,
+            n_features: row.n_features,
+            aggregate,
+            victim_criticality,
+            emitted_eve_severity: 4,
+            classifier_version: Arc::clone(&row.classifier_version),
+            autoencoder_version: Arc::clone(&row.autoencoder_version),
+            verdict: None,
+        };
+        if !a.peak_pps.is_finite() {
+            a.peak_pps = 0.0;
+        }
+        let sev = a.severity().0;
+        let i = self.alerts.len();
+        self.alerts.push(a);
+        self.index.insert(key, i);
+        self.metrics.alerts_opened += 1;
+        if let Some(inc) = self.incidents.get_mut(&incident) {
+            inc.n_alerts += 1;
+            inc.open_alerts += 1;
+            inc.last_seen_ns = inc.last_seen_ns.max(row.event_ts_ns);
+            inc.max_severity = inc.max_severity.max(sev);
+            if inc.alert_ids.len() < INCIDENT_LIST_CAP {
+                inc.alert_ids.push(id);
+            }
+            if !inc.classes.contains(&key.class) {
+                inc.classes.push(key.class);
+            }
+            match key.attacker {
+                Some(x)
+                    if !inc.attackers.contains(&x) && inc.attackers.len() < INCIDENT_LIST_CAP =>
+                {
+                    inc.attackers.push(x);
+                }
+                None => inc.aggregated_attackers = true,
+                _ => {}
+            }
+            if let Some(x) = key.victim
+                && !inc.victims.contains(&x)
+                && inc.victims.len() < INCIDENT_LIST_CAP
+            {
+                inc.victims.push(x);
+            }
+        }
+        self.log_alert(i, "open");
+        self.emit_alert(i, "open");
+        let state = if self
+            .incidents
+            .get(&incident)
+            .is_some_and(|x| x.n_alerts == 1)
+        {
+            "open"
+        } else {
+            "update"
+        };
+        self.emit_incident(incident, state, None);
+    }
+
+    /// Finds the active incident sharing an address or subnet with the
+    /// alert, or opens one. Joining the first match (rather than merging
+    /// several incidents) keeps ids stable for consumers.
+    fn assign_incident(&mut self, key: &DedupKey, ts: u64) -> u64 {
+        let mut keys = std::mem::take(&mut self.keys_buf);
+        corr_keys(key, &mut keys);
+        let found = keys.iter().find_map(|k| self.corr.get(k).copied());
+        let seq = if let Some(seq) = found {
+            seq
+        } else {
+            if self.incidents.len() >= self.settings.alerts.max_incidents.max(1) {
+                // Rare (incident creation under a cap); a scan is affordable.
+                if let Some(old) = self
+                    .incidents
+                    .iter()
+                    .min_by_key(|(_, i)| (i.open_alerts > 0, i.last_seen_ns))
+                    .map(|(s, _)| *s)
+                {
+                    self.metrics.incidents_evicted += 1;
+                    self.close_incident(old, "evicted");
+                }
+            }
+            let seq = self.next_incident_seq;
+            self.next_incident_seq += 1;
+            self.incidents.insert(
+                seq,
+                Incident {
+                    id: format!("i-{}-{seq}", self.run_id).into(),
+                    first_seen_ns: ts,
+                    last_seen_ns: ts,
+                    alert_ids: Vec::new(),
+                    n_alerts: 0,
+                    open_alerts: 0,
+                    classes: Vec::new(),
+                    attackers: Vec::new(),
+                    victims: Vec::new(),
+                    aggregated_attackers: false,
+                    keys: Vec::new(),
+                    max_severity: 0,
+                },
+            );
+            self.metrics.incidents_opened += 1;
+            seq
+        };
+        let inc = self
+            .incidents
+            .get_mut(&seq)
+            .expect("incident just found or made");
+        for k in &keys {
+            if !self.corr.contains_key(k) {
+                self.corr.insert(*k, seq);
+                inc.keys.push(*k);
+            }
+        }
+        self.keys_buf = keys;
+        seq
+    }
+
+    fn sweep(&mut self) {
+        let now = self.now_ns;
+        let mut i = self.alerts.len();
+        while i > 0 {
+            i -= 1;
+            let a = &self.alerts[i];
+            if now.saturating_sub(a.last_seen_ns) >= self.quiet_ns {
+                self.close_alert(i, "quiet");
+                continue;
+            }
+            if let Some(inc) = self.incidents.get_mut(&a.incident) {
+                inc.last_seen_ns = inc.last_seen_ns.max(a.last_seen_ns);
+            }
+            if a.count > a.emitted_count
+                && a.verdict != Some(Verdict::Fp)
+                && now.saturating_sub(a.last_emit_ns) >= self.update_ns
+            {
+                self.emit_alert(i, "update");
+            }
+        }
+        let due: Vec<u64> = self
+            .incidents
+            .iter()
+            .filter(|(_, inc)| {
+                inc.open_alerts == 0 && now.saturating_sub(inc.last_seen_ns) >= self.incident_ns
+            })
+            .map(|(s, _)| *s)
+            .collect();
+        for s in due {
+            self.close_incident(s, "quiet");
+        }
+        self.next_sweep_ns = now + SWEEP_NS.min(self.quiet_ns.max(1));
+        if let Some(log) = self.alert_log.as_mut() {
+            // Records are appended unsynced; make them durable once a sweep.
+            let _ = log_sync(log);
+        }
+    }
+
+    fn close_alert(&mut self, i: usize, reason: &'static str) {
+        self.log_alert(i, "close");
+        self.pending_close_reason = Some(reason);
+        self.emit_alert(i, "closed");
+        let a = self.alerts.swap_remove(i);
+        self.index.remove(&a.key);
+        if i < self.alerts.len() {
+            let moved = self.alerts[i].key;
+            self.index.insert(moved, i);
+        }
+        self.metrics.alerts_closed += 1;
+        if let Some(inc) = self.incidents.get_mut(&a.incident) {
+            inc.open_alerts = inc.open_alerts.saturating_sub(1);
+            inc.last_seen_ns = inc.last_seen_ns.max(a.last_seen_ns);
+        }
+    }
+
+    fn close_incident(&mut self, seq: u64, reason: &str) {
+        self.emit_incident(seq, "closed", Some(reason));
+        if let Some(inc) = self.incidents.remove(&seq) {
+            for k in &inc.keys {
+                if self.corr.get(k) == Some(&seq) {
+                    self.corr.remove(k);
+                }
+            }
+            self.metrics.incidents_closed += 1;
+        }
+    }
+
+    /// Closes every open alert and incident (at exit) and flushes.
+    pub fn shutdown(&mut self) {
+        while !self.alerts.is_empty() {
+            let i = self.alerts.len() - 1;
+            self.close_alert(i, "shutdown");
+        }
+        let all: Vec<u64> = self.incidents.keys().copied().collect();
+        for s in all {
+            self.close_incident(s, "shutdown");
+        }
+        if let Some(log) = self.alert_log.as_mut() {
+            let _ = log_sync(log);
+        }
+        self.dirty = true;
+        self.flush();
+    }
+
+    fn wall(&self, ns: u64) -> String {
+        eve::timestamp(self.clock.wall_ns(ns))
+    }
+
+    fn names(&mut self, n: usize) -> &[String] {
+        if self.feature_names.len() != n {
+            self.feature_names = self.settings.feature_names(n);
+        }
+        &self.feature_names
+    }
+
+    /// The features of the peak row furthest from the model card's baseline
+    /// (robust z-score: (x − median) / (IQR / 1.349)).
+    fn top_features(&self, a: &OpenAlert) -> Value {
+        let Some(card) = [
+            self.settings.classifier.as_ref(),
+            self.settings.autoencoder.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|c| c.baseline.iter().any(Option::is_some)) else {
+            return Value::Array(Vec::new());
+        };
+        let n = usize::from(a.n_features).min(MAX_FEATURES);
+        let mut z: Vec<(usize, f32)> = (0..n)
+            .filter_map(|i| {
+                let b = card.baseline.get(i).copied().flatten()?;
+                let x = a.peak_features[i];
+                x.is_finite().then(|| (i, (x - b.center) / b.scale))
+            })
+            .collect();
+        z.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
+        z.truncate(self.settings.alerts.top_features);
+        Value::Array(
+            z.into_iter()
+                .map(|(i, zv)| {
+                    json!({
+                        "name": card.feature_names[i],
+                        "value": a.peak_features[i],
+                        "z": (zv * 100.0).round() / 100.0,
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    fn asset_json(&self, addr: Option<IpAddr>) -> Value {
+        match addr {
+            Some(a) => self.inventory.lookup(a).to_json(),
+            None => {
+                json!({"name": "many", "owner": "many", "criticality": 0, "tags": [], "subnet": "many"})
+            }
+        }
+    }
+
+    fn emit_alert(&mut self, i: usize, state: &'static str) {
+        let reason = self.pending_close_reason.take();
+        let now = self.now_ns;
+        let a = &self.alerts[i];
+        let (sev, eve_sev) = a.severity();
+        let (sid, sig, cat) = eve::signature(a.key.class);
+        let t = a.tuple;
+        let ts = match state {
+            "open" => a.first_seen_ns,
+            "closed" => now.max(a.last_seen_ns),
+            _ => a.last_seen_ns,
+        };
+        let incident_id = self
+            .incidents
+            .get(&a.incident)
+            .map(|x| x.id.to_string())
+            .unwrap_or_default();
+        let (sources, targets) = match (&a.aggregate, a.key.attacker.is_none()) {
+            (Some(agg), true) => (
+                json!({"distinct": agg.distinct(), "top": agg.top_json()}),
+                Value::Null,
+            ),
+            (Some(agg), false) => (
+                Value::Null,
+                json!({"distinct": agg.distinct(), "top": agg.top_json()}),
+            ),
+            (None, _) => (Value::Null, Value::Null),
+        };
+        let ip_or_many =
+            |x: Option<IpAddr>| x.map_or_else(|| "many".to_string(), |a| a.to_string());
+        let mut xs = json!({
+            "state": state,
+            "alert_id": &*a.id,
+            "incident_id": incident_id,
+            "class": a.key.class.name(),
+            "entity": match a.entity { Entity::Flow => "flow", Entity::SrcHost => "src_host", Entity::DstHost => "dst_host" },
+            "score": round4(a.peak_score),
+            "raw_score": round4(a.peak_raw),
+            "threshold": round4(self.settings.thresholds.get(a.key.class)),
+            "severity": sev,
+            "count": a.count,
+            "first_seen": self.wall(a.first_seen_ns),
+            "last_seen": self.wall(a.last_seen_ns),
+            "duration_s": (a.last_seen_ns.saturating_sub(a.first_seen_ns) as f64 / 1e9 * 1000.0).round() / 1000.0,
+            "peak_pps": round4(a.peak_pps),
+            "attacker": ip_or_many(a.key.attacker),
+            "victim": ip_or_many(a.key.victim),
+            "attacker_asset": self.asset_json(a.key.attacker),
+            "victim_asset": self.asset_json(a.key.victim),
+            "sensor": self.settings.sensor_name,
+            "interface": self.settings.interface,
+            "models": {"classifier": &*a.classifier_version, "autoencoder": &*a.autoencoder_version},
+            "top_features": self.top_features(a),
+        });
+        if let Value::Object(m) = &mut xs {
+            if !sources.is_null() {
+                m.insert("sources".into(), sources);
+            }
+            if !targets.is_null() {
+                m.insert("targets".into(), targets);
+            }
+            if let Some(v) = a.verdict {
+                m.insert("verdict".into(), json!(v.name()));
+            }
+            if state == "closed" {
+                m.insert("close_reason".into(), json!(reason.unwrap_or("quiet")));
+            }
+        }
+        let mut rec = json!({
+            "timestamp": self.wall(ts),
+            "flow_id": eve::flow_id(t.src, t.sport, t.dst, t.dport, t.proto),
+            "event_type": if state == "closed" { "alert_closed" } else { "alert" },
+            "src_ip": t.src.to_string(),
+            "src_port": t.sport,
+            "dest_ip": t.dst.to_string(),
+            "dest_port": t.dport,
+            "proto": eve::proto_name(t.proto),
+            "alert": {
+                "action": "allowed",
+                "gid": 1,
+                "signature_id": sid,
+                "rev": 1,
+                "signature": sig,
+                "category": cat,
+                "severity": eve_sev,
+            },
+            "host": self.settings.sensor_name,
+            "xdp_sensor": xs,
+        });
+        if !self.settings.interface.is_empty()
+            && let Value::Object(m) = &mut rec
+        {
+            m.insert("in_iface".into(), json!(self.settings.interface));
+        }
+        let a = &mut self.alerts[i];
+        a.last_emit_ns = ts.max(a.last_emit_ns);
+        a.emitted_count = a.count;
+        a.emitted_eve_severity = eve_sev;
+        let inc_seq = a.incident;
+        if state == "update" {
+            self.metrics.alerts_updated += 1;
+        }
+        if let Some(inc) = self.incidents.get_mut(&inc_seq) {
+            inc.max_severity = inc.max_severity.max(sev);
+        }
+        self.write(&rec);
+    }
+
+    fn emit_incident(&mut self, seq: u64, state: &str, reason: Option<&str>) {
+        let Some(inc) = self.incidents.get(&seq) else {
+            return;
+        };
+        let mut attackers: Vec<String> = inc.attackers.iter().map(ToString::to_string).collect();
+        if inc.aggregated_attackers {
+            attackers.push("many".into());
+        }
+        let (n, eve_sev) = (
+            inc.max_severity,
+            match inc.max_severity {
+                70.. => 1,
+                40.. => 2,
+                _ => 3,
+            },
+        );
+        let mut body = json!({
+            "incident_id": &*inc.id,
+            "state": state,
+            "first_seen": self.wall(inc.first_seen_ns),
+            "last_seen": self.wall(inc.last_seen_ns),
+            "alert_count": inc.n_alerts,
+            "open_alerts": inc.open_alerts,
+            "alert_ids": inc.alert_ids.iter().map(|s| &**s).collect::<Vec<_>>(),
+            "classes": inc.classes.iter().map(|c| c.name()).collect::<Vec<_>>(),
+            "attackers": attackers,
+            "victims": inc.victims.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "severity": n,
+            "eve_severity": eve_sev,
+            "sensor": self.settings.sensor_name,
+        });
+        if let (Some(r), Value::Object(m)) = (reason, &mut body) {
+            m.insert("close_reason".into(), json!(r));
+        }
+        let ts = if state == "closed" {
+            self.now_ns.max(inc.last_seen_ns)
+        } else {
+            inc.last_seen_ns
+        };
+        let rec = json!({
+            "timestamp": self.wall(ts),
+            "event_type": "incident",
+            "host": self.settings.sensor_name,
+            "xdp_sensor": {"incident": body},
+        });
+        self.write(&rec);
+    }
+
+    fn write(&mut self, rec: &Value) {
+        self.line.clear();
+        if serde_json::to_writer(&mut self.line, rec).is_ok() {
+            self.sinks.write_line(&self.line);
+            self.dirty = true;
+        }
+    }
+
+    fn log_alert(&mut self, i: usize, kind: &str) {
+        if self.alert_log.is_none() {
+            return;
+        }
+        let a = &self.alerts[i];
+        let n = usize::from(a.n_features).min(MAX_FEATURES);
+        let (class, score, raw, count, features, cv, av, incident, id) = (
+            a.key.class,
+            a.peak_score,
+            a.peak_raw,
+            a.count,
+            a.peak_features[..n]
+                .iter()
+                .map(|x| x.is_finite().then_some(*x))
+                .collect(),
+            a.classifier_version.to_string(),
+            a.autoencoder_version.to_string(),
+            a.incident,
+            a.id.to_string(),
+        );
+        let rec = AlertRecord {
+            kind: kind.to_string(),
+            alert_id: id,
+            incident_id: self
+                .incidents
+                .get(&incident)
+                .map(|x| x.id.to_string())
+                .unwrap_or_default(),
+            class: class.name().to_string(),
+            score,
+            raw_score: raw,
+            threshold: self.settings.thresholds.get(class),
+            count,
+            feature_names: self.names(n).to_vec(),
+            features,
+            classifier_version: cv,
+            autoencoder_version: av,
+            unix_ms: i64::try_from(self.clock.wall_ns(self.now_ns) / 1_000_000).unwrap_or(0),
+        };
+        if let Some(log) = self.alert_log.as_mut()
+            && log.append(&rec, false).is_err()
+        {
+            self.metrics.alert_log_errors += 1;
+        }
+    }
+}
+
+fn round4(x: f32) -> f64 {
+    if x.is_finite() {
+        (f64::from(x) * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
+    }
+}
+
+fn log_sync(log: &mut LogWriter) -> std::io::Result<()> {
+    log.sync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hll_counts_distinct_within_a_few_percent() {
+        let mut agg = Aggregate::new();
+        for i in 0..30_000u32 {
+            agg.insert(IpAddr::V4((0x0a00_0000 + i).into()));
+            agg.insert(IpAddr::V4((0x0a00_0000 + i).into()));
+        }
+        let d = agg.distinct() as f64;
+        assert!((d - 30_000.0).abs() / 30_000.0 < 0.1, "{d}");
+        let mut small = Aggregate::new();
+        for i in 0..5u32 {
+            small.insert(IpAddr::V4(i.into()));
+        }
+        assert_eq!(small.distinct(), 5);
+    }
+
+    #[test]
+    fn heavy_hitter_stays_on_top() {
+        let mut agg = Aggregate::new();
+        let heavy: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..10_000u32 {
+            agg.insert(IpAddr::V4((0x0a00_0000 + i).into()));
+            if i % 4 == 0 {
+                agg.insert(heavy);
+            }
+        }
+        let top = agg.top_json();
+        assert_eq!(top[0]["ip"], "192.0.2.1");
+    }
+}
