@@ -262,7 +262,7 @@ pub fn spawn_alert_stage(
     let thread = std::thread::Builder::new()
         .name("alert-stage".into())
         .spawn(move || {
-            run_loop(&mut stage, &rows, &ctrl_rx, &m2, &shed2);
+            run_loop(&mut stage, &rows, ctrl_rx, &m2, &shed2);
             drop(stop_tx);
             stage.metrics()
         })
@@ -281,10 +281,11 @@ pub fn spawn_alert_stage(
 fn run_loop(
     stage: &mut AlertStage,
     rows: &Receiver<ScoredRow>,
-    ctrl: &Receiver<Control>,
+    ctrl: Receiver<Control>,
     shared: &SharedMetrics,
     shed: &AtomicU64,
 ) {
+    let mut ctrl = ctrl;
     let mut last_publish = std::time::Instant::now();
     loop {
         select! {
@@ -300,10 +301,10 @@ fn run_loop(
                 }
                 Err(_) => break,
             },
-            recv(ctrl) -> c => {
-                if let Ok(c) = c {
-                    stage.control(c);
-                }
+            recv(ctrl) -> c => match c {
+                Ok(c) => stage.control(c),
+                // No poller (or it stopped): stop selecting on a dead channel.
+                Err(_) => ctrl = crossbeam_channel::never(),
             },
             default(IDLE_TICK) => {
                 stage.tick(eve::monotonic_now_ns());

@@ -916,7 +916,7 @@ impl AlertStage {
             m.insert("in_iface".into(), json!(self.settings.interface));
         }
         let a = &mut self.alerts[i];
-        a.last_emit_ns = ts.max(a.last_emit_ns);
+        a.last_emit_ns = now.max(a.last_emit_ns);
         a.emitted_count = a.count;
         a.emitted_eve_severity = eve_sev;
         let inc_seq = a.incident;
