@@ -1,0 +1,376 @@
+//! The feedback loop end to end: alerts from the stage, verdicts through
+//! `sensor feedback`, thresholds through `sensor tune --apply`, labelled rows
+//! through `sensor export-training`, and a verdict store that survives a
+//! writer killed with SIGKILL.
+
+mod alerts_util;
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use alerts_util::*;
+use sensor::{
+    alerts::{
+        AlertSettings, AlertStage, ExportTrainingArgs, FeedbackArgs, Inventory, SensorFile,
+        TuneArgs, Verdict, VerdictRecord, run_export_training, run_feedback, run_tune,
+        store::{LogWriter, read_all},
+    },
+    scored::{AttackClass, Entity},
+    sinks::{MemorySink, SinkSet},
+};
+
+const CONFIG: &str = r#"# Sensor configuration (test)
+[sensor]
+name = "gw-tune"   # shown as `host`
+
+[workers]
+# Owned by another stage: must survive `tune --apply` untouched.
+count = 2
+
+[alerts]
+verdict_store = "verdicts.jsonl"
+alert_log = "alerts.jsonl"
+
+[thresholds]
+# Lowered during a pilot.
+scan = 0.6
+
+[tuning]
+fp_cost = 1.0
+fn_cost = 100.0
+min_verdicts = 3
+"#;
+
+/// Runs scan alerts through a stage configured by `cfg`: `scores` gives one
+/// alert per score, each from its own attacker.
+fn raise_scan_alerts(cfg: &Path, scores: &[f32]) -> Vec<String> {
+    let settings = AlertSettings::load(cfg).unwrap();
+    let mem = MemorySink::new();
+    let mut stage = AlertStage::new(
+        settings,
+        Inventory::default(),
+        SinkSet::new().with(mem.clone()),
+        CLOCK,
+    )
+    .unwrap();
+    for (i, &p) in scores.iter().enumerate() {
+        let attacker = ip(&format!("198.51.{i}.7"));
+        for k in 0..5u64 {
+            let mut r = row(
+                AttackClass::Scan,
+                p,
+                attacker,
+                ip(&format!("10.0.0.{}", k + 1)),
+                22,
+                SEC + k,
+            );
+            r.entity = Entity::SrcHost;
+            stage.process(&r);
+        }
+    }
+    stage.shutdown();
+    let recs = parse(&mem.take());
+    of_type(&recs, "alert")
+        .iter()
+        .map(|r| r["xdp_sensor"]["alert_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn feedback(cfg: &Path, id: &str, tp: bool) -> String {
+    let mut out = Vec::new();
+    run_feedback(
+        &FeedbackArgs {
+            alert_id: id.into(),
+            tp,
+            fp: !tp,
+            note: Some("triaged".into()),
+            store: None,
+            alert_log: None,
+            config: Some(cfg.to_path_buf()),
+        },
+        &mut out,
+    )
+    .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+fn tune(cfg: &Path, apply: bool) -> (Vec<sensor::alerts::feedback::ClassTuning>, String) {
+    let mut out = Vec::new();
+    let r = run_tune(
+        &TuneArgs {
+            apply,
+            config: cfg.to_path_buf(),
+            store: None,
+            alert_log: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    (r, String::from_utf8(out).unwrap())
+}
+
+fn setup() -> (PathBuf, PathBuf, Vec<String>) {
+    let d = tmpdir("tune");
+    let cfg = d.join("sensor.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    // Four alerts an analyst dismisses, two real scans.
+    let scores = [0.62, 0.64, 0.66, 0.70, 0.93, 0.97];
+    let ids = raise_scan_alerts(&cfg, &scores);
+    assert_eq!(ids.len(), 6);
+    for (id, p) in ids.iter().zip(scores) {
+        let out = feedback(&cfg, id, p > 0.9);
+        assert!(
+            out.contains("recorded") && !out.contains("not found"),
+            "{out}"
+        );
+    }
+    (d, cfg, ids)
+}
+
+#[test]
+fn fp_verdicts_raise_the_class_threshold_through_tune_apply() {
+    let (_d, cfg, _ids) = setup();
+    let (dry, out) = tune(&cfg, false);
+    let scan = dry.iter().find(|t| t.class == AttackClass::Scan).unwrap();
+    assert_eq!((scan.tp, scan.fp), (2, 4));
+    assert_eq!(scan.old, 0.6);
+    assert!(scan.new > 0.70 && scan.new < 0.93, "{scan:?}");
+    assert_eq!((scan.fp_change, scan.fn_change), (-4, 0));
+    assert!(out.contains("scan") && out.contains("dry run"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&cfg).unwrap(),
+        CONFIG,
+        "dry run must not write"
+    );
+    // Classes without verdicts keep their thresholds.
+    let flood = dry.iter().find(|t| t.class == AttackClass::Flood).unwrap();
+    assert_eq!(flood.new, flood.old);
+
+    let (applied, out) = tune(&cfg, true);
+    assert!(out.contains("wrote 1 threshold"), "{out}");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    for kept in [
+        "# Sensor configuration (test)",
+        "# Owned by another stage",
+        "count = 2",
+        "# Lowered during a pilot.",
+        "fn_cost = 100.0",
+    ] {
+        assert!(text.contains(kept), "lost `{kept}`:\n{text}");
+    }
+    let file = SensorFile::load(&cfg).unwrap();
+    let new = applied
+        .iter()
+        .find(|t| t.class == AttackClass::Scan)
+        .unwrap()
+        .new;
+    assert!((file.thresholds["scan"] - new).abs() < 1e-5);
+    // The running stage's loader sees it: a 0.66 scan no longer alerts.
+    let settings = AlertSettings::load(&cfg).unwrap();
+    assert!((settings.thresholds.get(AttackClass::Scan) - new).abs() < 1e-5);
+    let mut stage = AlertStage::new(settings, Inventory::default(), SinkSet::new(), CLOCK).unwrap();
+    let mut r = row(
+        AttackClass::Scan,
+        0.66,
+        ip("192.0.2.1"),
+        ip("10.0.0.1"),
+        22,
+        SEC,
+    );
+    r.entity = Entity::SrcHost;
+    stage.process(&r);
+    assert_eq!(stage.metrics().rows_below_threshold, 1);
+    // Tuning again with the same verdicts changes nothing.
+    let (again, out) = tune(&cfg, true);
+    assert!(again.iter().all(|t| t.new == t.old), "{out}");
+}
+
+#[test]
+fn export_training_writes_labelled_feature_rows() {
+    let (d, cfg, _ids) = setup();
+    let csv = d.join("train.csv");
+    let mut out = Vec::new();
+    let n = run_export_training(
+        &ExportTrainingArgs {
+            out: csv.clone(),
+            config: Some(cfg.clone()),
+            store: None,
+            alert_log: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(n, 6);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "f0,f1,f2,f3,f4,f5,f6,f7,label");
+    assert_eq!(lines.len(), 7);
+    let labels: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    assert_eq!(labels.iter().filter(|l| **l == "scan").count(), 2);
+    assert_eq!(labels.iter().filter(|l| **l == "benign").count(), 4);
+    // The row behind a 0.97 scan: feature i = i · 0.97.
+    assert!(
+        lines.iter().any(|l| l.starts_with("0,0.97,1.94,")),
+        "{text}"
+    );
+    // A later verdict on the same alert wins.
+    let (recs, _) = read_all::<VerdictRecord>(&d.join("verdicts.jsonl")).unwrap();
+    let first_fp = recs.iter().find(|r| r.verdict == Verdict::Fp).unwrap();
+    feedback(&cfg, &first_fp.alert_id, true);
+    run_export_training(
+        &ExportTrainingArgs {
+            out: csv.clone(),
+            config: Some(cfg.clone()),
+            store: None,
+            alert_log: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().filter(|l| l.ends_with(",scan")).count(), 3);
+}
+
+#[test]
+fn feedback_on_unknown_alert_is_recorded_with_a_note() {
+    let d = tmpdir("unknown");
+    let cfg = d.join("sensor.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let out = feedback(&cfg, "a-nope-1", false);
+    assert!(out.contains("not found"), "{out}");
+    let (recs, _) = read_all::<VerdictRecord>(&d.join("verdicts.jsonl")).unwrap();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].note.as_deref(), Some("triaged"));
+}
+
+const CHILD_ENV: &str = "SENSOR_TEST_VERDICT_WRITER_STORE";
+
+/// Not a test on its own: the body of the child process that
+/// `verdicts_survive_sigkill_of_a_writer` spawns and kills. Without the
+/// environment variable it returns at once.
+#[test]
+fn verdict_writer_child() {
+    let Ok(store) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut w = LogWriter::open(Path::new(&store)).unwrap();
+    for i in 0..1_000_000u64 {
+        // Records of varying size, some large, so a kill can land mid-write.
+        let note = "n".repeat(((i * 7919) % 64) as usize * 1024);
+        w.append(
+            &VerdictRecord {
+                alert_id: format!("a-child-{i}"),
+                verdict: if i % 2 == 0 { Verdict::Fp } else { Verdict::Tp },
+                note: Some(note),
+                unix_ms: i as i64,
+                user: None,
+            },
+            true,
+        )
+        .unwrap();
+        // Acknowledged only after fsync returned.
+        println!("ack {i}");
+    }
+}
+
+#[test]
+fn verdicts_survive_sigkill_of_a_writer() {
+    let d = tmpdir("kill");
+    let store = d.join("verdicts.jsonl");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "verdict_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &store)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = BTreeSet::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.len() < 200 {
+        let line = lines.next().expect("child stopped early").unwrap();
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.insert(n.parse::<u64>().unwrap());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Acks still in the pipe were written before the kill, too.
+    for line in lines.map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("ack ") {
+            acked.insert(n.parse::<u64>().unwrap());
+        }
+    }
+
+    let (recs, report) = read_all::<VerdictRecord>(&store).unwrap();
+    assert_eq!(report.corrupt_lines, 0, "{report:?}");
+    let ids: BTreeSet<u64> = recs
+        .iter()
+        .map(|r| {
+            r.alert_id
+                .strip_prefix("a-child-")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), recs.len(), "no duplicates");
+    let missing: Vec<_> = acked.difference(&ids).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged verdicts lost: {missing:?}"
+    );
+    // At most the one record in flight at the kill is beyond the acks.
+    assert!(recs.len() <= acked.len() + 1);
+    for r in &recs {
+        let i: u64 = r
+            .alert_id
+            .strip_prefix("a-child-")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            r.note.as_ref().unwrap().len(),
+            ((i * 7919) % 64) as usize * 1024
+        );
+    }
+
+    // The store still takes writes, and a torn tail (if the kill made one)
+    // is cut so the new record is intact.
+    let mut w = LogWriter::open(&store).unwrap();
+    w.append(
+        &VerdictRecord {
+            alert_id: "a-after-kill".into(),
+            verdict: Verdict::Tp,
+            note: None,
+            unix_ms: 0,
+            user: None,
+        },
+        true,
+    )
+    .unwrap();
+    let (recs2, report2) = read_all::<VerdictRecord>(&store).unwrap();
+    assert_eq!(recs2.len(), recs.len() + 1);
+    assert_eq!(recs2.last().unwrap().alert_id, "a-after-kill");
+    assert!(
+        !report2.torn_tail && report2.corrupt_lines == 0,
+        "{report2:?}"
+    );
+    eprintln!(
+        "sigkill test: {} acked, {} stored, torn tail before repair: {}",
+        acked.len(),
+        recs.len(),
+        report.torn_tail
+    );
+}
