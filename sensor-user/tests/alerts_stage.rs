@@ -704,3 +704,37 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     assert_eq!(log[0].feature_names.len(), 8);
     let _ = SensorFile::load(&cfg).unwrap();
 }
+
+fn repo_file(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn documented_examples_match_the_schema_and_example_configs_load() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("schemas/eve-alert.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    let doc = std::fs::read_to_string(repo_file("docs/alerts.md")).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```json\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 3);
+    for b in blocks {
+        let v: serde_json::Value = serde_json::from_str(b).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{b}\n{errors:#?}");
+    }
+    let file = SensorFile::load(&repo_file("config/sensor.example.toml")).unwrap();
+    assert_eq!(file.sinks.len(), 2);
+    assert_eq!(file.sensor.name, "gw-01");
+    let inv = Inventory::load(file.alerts.inventory.as_ref().unwrap()).unwrap();
+    assert_eq!(&*inv.lookup(ip("10.20.5.17")).name, "payments-db");
+    assert_eq!(&*inv.lookup(ip("10.20.9.1")).name, "datacenter");
+}

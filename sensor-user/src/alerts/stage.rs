@@ -804,8 +804,8 @@ impl AlertStage {
                 .map(|(i, zv)| {
                     json!({
                         "name": card.feature_names[i],
-                        "value": a.peak_features[i],
-                        "z": (zv * 100.0).round() / 100.0,
+                        "value": shortest(a.peak_features[i]),
+                        "z": (f64::from(zv) * 100.0).round() / 100.0,
                     })
                 })
                 .collect(),
@@ -865,7 +865,7 @@ impl AlertStage {
             "first_seen": self.wall(a.first_seen_ns),
             "last_seen": self.wall(a.last_seen_ns),
             "duration_s": (a.last_seen_ns.saturating_sub(a.first_seen_ns) as f64 / 1e9 * 1000.0).round() / 1000.0,
-            "peak_pps": round4(a.peak_pps),
+            "peak_pps": shortest(a.peak_pps),
             "attacker": ip_or_many(a.key.attacker),
             "victim": ip_or_many(a.key.victim),
             "attacker_asset": self.asset_json(a.key.attacker),
@@ -1029,6 +1029,15 @@ impl AlertStage {
         {
             self.metrics.alert_log_errors += 1;
         }
+    }
+}
+
+/// The f64 that prints like the f32 does (`0.98`, not `0.9800000190734863`).
+fn shortest(x: f32) -> f64 {
+    if x.is_finite() {
+        x.to_string().parse().unwrap_or(0.0)
+    } else {
+        0.0
     }
 }
 
