@@ -738,3 +738,51 @@ fn documented_examples_match_the_schema_and_example_configs_load() {
     assert_eq!(&*inv.lookup(ip("10.20.5.17")).name, "payments-db");
     assert_eq!(&*inv.lookup(ip("10.20.9.1")).name, "datacenter");
 }
+
+#[test]
+fn stage_started_from_config_writes_rotated_eve_file() {
+    let d = tmpdir("fromcfg");
+    std::fs::write(d.join("inventory.toml"), INVENTORY).unwrap();
+    std::fs::write(
+        d.join("sensor.toml"),
+        "[sensor]\nname = \"gw-file\"\ninterface = \"eth9\"\n\n[alerts]\ninventory = \"inventory.toml\"\nverdict_store = \"v.jsonl\"\nalert_log = \"a.jsonl\"\n\n[[sinks]]\nkind = \"file\"\npath = \"log/eve.json\"\nmax_bytes = 4096\nkeep = 3\n",
+    )
+    .unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(16);
+    let handle = sensor::alerts::spawn_from_config(rx, &d.join("sensor.toml")).unwrap();
+    let now = sensor::alerts::eve::monotonic_now_ns();
+    for i in 0..20u32 {
+        let attacker = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i * 256));
+        tx.send(row(
+            AttackClass::BruteForce,
+            0.95,
+            attacker,
+            ip(VICTIM),
+            22,
+            now + u64::from(i),
+        ))
+        .unwrap();
+    }
+    drop(tx);
+    let m = handle.join();
+    assert_eq!((m.alerts_opened, m.alerts_closed), (20, 20));
+    // 20 open + 20 closed + incident records, ~1.5 KiB each: rotated, 3 kept.
+    let mut recs = Vec::new();
+    for f in ["log/eve.json", "log/eve.json.1", "log/eve.json.2"] {
+        let text = std::fs::read_to_string(d.join(f)).unwrap();
+        assert!(text.len() <= 4096, "{f} is {} bytes", text.len());
+        recs.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+        );
+    }
+    assert!(!d.join("log/eve.json.3").exists());
+    assert!(recs.iter().all(|r| r["host"] == "gw-file"));
+    let closed = of_type(&recs, "alert_closed");
+    assert!(!closed.is_empty());
+    assert_eq!(
+        closed[0]["xdp_sensor"]["victim_asset"]["name"],
+        "payments-db"
+    );
+    assert_eq!(closed[0]["in_iface"], "eth9");
+}

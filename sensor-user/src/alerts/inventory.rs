@@ -241,7 +241,7 @@ impl Inventory {
             ));
         }
         // Stable: equal prefixes keep file order, so the first listed wins.
-        inv.entries.sort_by(|a, b| b.0.prefix.cmp(&a.0.prefix));
+        inv.entries.sort_by_key(|e| std::cmp::Reverse(e.0.prefix));
         Ok(inv)
     }
 

@@ -278,6 +278,26 @@ pub fn spawn_alert_stage(
     })
 }
 
+/// Loads everything the stage needs from the sensor configuration file
+/// (settings, model cards, inventory, sinks) and starts it.
+///
+/// # Errors
+/// When the config, a model card or the inventory is invalid (with path and
+/// line), a sink cannot be opened, or the thread cannot start.
+pub fn spawn_from_config(
+    rows: Receiver<ScoredRow>,
+    config_path: &Path,
+) -> Result<AlertStageHandle, AlertsError> {
+    let file = SensorFile::load(config_path)?;
+    let settings = AlertSettings::from_file(&file, Some(config_path))?;
+    let inventory = match &file.alerts.inventory {
+        Some(p) => Inventory::load(p)?,
+        None => Inventory::default(),
+    };
+    let sinks = SinkSet::from_config(&file.sinks)?;
+    spawn_alert_stage(rows, settings, inventory, sinks)
+}
+
 fn run_loop(
     stage: &mut AlertStage,
     rows: &Receiver<ScoredRow>,

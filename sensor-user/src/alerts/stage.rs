@@ -188,7 +188,7 @@ impl Aggregate {
             .iter()
             .filter_map(|(a, n)| a.map(|a| (a, *n)))
             .collect();
-        v.sort_by(|x, y| y.1.cmp(&x.1));
+        v.sort_by_key(|x| std::cmp::Reverse(x.1));
         Value::Array(
             v.into_iter()
                 .map(|(a, n)| json!({"ip": a.to_string(), "count": n}))
