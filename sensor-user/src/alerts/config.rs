@@ -253,22 +253,25 @@ pub struct Baseline {
 
 /// What the alert stage takes from a model card.
 ///
-/// Accepted shape (JSON, next to the ONNX file):
+/// Accepted shape (JSON, next to the ONNX file), as `models/train.py` writes it:
 ///
 /// ```json
 /// {
-///   "name": "flow-classifier", "version": "2026.11.1",
-///   "features": ["syn_ratio", "pkts_per_s", ...],          // or "feature_names"
-///   "thresholds": {"flood": 0.92, "scan": 0.85, "bruteforce": 0.9},
-///   "anomaly_threshold": 0.031,                               // autoencoder cards
-///   "baseline": {"syn_ratio": {"p25": 0.0, "p50": 0.01, "p75": 0.05}, ...}
+///   "name": "flow-classifier", "version": "3.0.0+1a2b3c",
+///   "schema": {"version": 3, "features": [{"name": "syn_ratio", "unit": "ratio"}, ...]},
+///   "thresholds": {"attack_score": 0.72, "chosen_by": "..."},
+///   "baseline_quantiles": {"quantiles": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
+///                          "benign_train": {"syn_ratio": [0, 0, 0, 0.01, 0.05, 0.3, 0.6], ...}}
 /// }
 /// ```
 ///
-/// `features` entries may also be objects with a `name`. `baseline` is keyed by
-/// feature name (or an array aligned with `features`); each entry gives
-/// quantiles `p25`/`p50`/`p75` (scale = IQR / 1.349), or `median` and `iqr`,
-/// or `mean` and `std`.
+/// and the autoencoder's `"thresholds": {"anomaly_score": 0.031}`. Also
+/// accepted: `features` / `feature_names` at the top level (names or objects
+/// with `name`); per-class entries in `thresholds` (`"scan": 0.85`, overriding
+/// `attack_score` for that class) and `anomaly_threshold`; `baseline` keyed by
+/// feature name (or an array aligned with the features) with `p25`/`p50`/`p75`,
+/// `median` and `iqr`, or `mean` and `std`. Non-numeric or unknown threshold
+/// entries (descriptions) are ignored.
 #[derive(Clone, Debug, Default)]
 pub struct ModelCard {
     pub name: String,
@@ -322,7 +325,11 @@ impl ModelCard {
             },
             ..Self::default()
         };
-        if let Some(feats) = obj.get("features").or_else(|| obj.get("feature_names")) {
+        let feats = obj
+            .get("features")
+            .or_else(|| obj.get("feature_names"))
+            .or_else(|| obj.get("schema").and_then(|s| s.get("features")));
+        if let Some(feats) = feats {
             let arr = feats.as_array().ok_or("`features` must be an array")?;
             for f in arr {
                 let name = f
@@ -334,17 +341,34 @@ impl ModelCard {
         }
         if let Some(t) = obj.get("thresholds") {
             let t = t.as_object().ok_or("`thresholds` must be an object")?;
-            for (k, val) in t {
-                let class = class_by_name(k)
-                    .filter(|c| *c != AttackClass::Benign)
-                    .ok_or_else(|| format!("`thresholds` has unknown class `{k}`"))?;
-                let x = val
-                    .as_f64()
-                    .ok_or_else(|| format!("threshold of `{k}` must be a number"))?;
-                if class == AttackClass::Anomaly {
-                    card.anomaly_threshold = Some(x as f32);
-                } else {
-                    card.thresholds.insert(class, x as f32);
+            let num = |k: &str, v: &serde_json::Value| {
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .ok_or_else(|| format!("threshold `{k}` must be a number"))
+            };
+            // One threshold on 1 − P(benign) for every attack class; a
+            // class-specific entry overrides it.
+            if let Some(v) = t.get("attack_score") {
+                let x = num("attack_score", v)?;
+                for c in [
+                    AttackClass::Flood,
+                    AttackClass::Scan,
+                    AttackClass::BruteForce,
+                ] {
+                    card.thresholds.insert(c, x);
+                }
+            }
+            for (k, v) in t {
+                match k.as_str() {
+                    "anomaly_score" | "anomaly" => card.anomaly_threshold = Some(num(k, v)?),
+                    "benign" => return Err("`thresholds` cannot name `benign`".into()),
+                    _ => {
+                        // Descriptive entries (definition, how it was chosen,
+                        // validation cost) are for people, not for us.
+                        if let Some(c) = class_by_name(k) {
+                            card.thresholds.insert(c, num(k, v)?);
+                        }
+                    }
                 }
             }
         }
@@ -366,7 +390,63 @@ impl ModelCard {
             }
             _ => {}
         }
+        // The training script's form: quantile levels plus, per feature, the
+        // values at those levels on benign training rows.
+        if let Some(bq) = obj.get("baseline_quantiles") {
+            let levels: Vec<f64> = bq
+                .get("quantiles")
+                .and_then(|q| q.as_array())
+                .ok_or("`baseline_quantiles.quantiles` must be an array")?
+                .iter()
+                .map(|x| x.as_f64().ok_or("quantile levels must be numbers"))
+                .collect::<Result<_, _>>()?;
+            let per = bq
+                .get("benign_train")
+                .and_then(|b| b.as_object())
+                .ok_or("`baseline_quantiles.benign_train` must be an object")?;
+            for (i, name) in card.feature_names.iter().enumerate() {
+                if let Some(vals) = per.get(name).and_then(|v| v.as_array()) {
+                    let at = |q: f64| {
+                        levels
+                            .iter()
+                            .position(|l| (l - q).abs() < 1e-9)
+                            .and_then(|j| vals.get(j))
+                            .and_then(serde_json::Value::as_f64)
+                    };
+                    card.baseline[i] = quantile_baseline(&at);
+                }
+            }
+        }
         Ok(card)
+    }
+}
+
+/// Center p50; scale the IQR / 1.349, or, for features whose middle half is
+/// constant (common for counts that are mostly zero), the 5–95 % range / 3.29
+/// or the 1–99 % range / 4.65.
+fn quantile_baseline(at: &dyn Fn(f64) -> Option<f64>) -> Option<Baseline> {
+    let center = at(0.5)?;
+    let spread = |lo: f64, hi: f64, k: f64| match (at(lo), at(hi)) {
+        (Some(a), Some(b)) if b - a > 1e-9 => Some((b - a) / k),
+        _ => None,
+    };
+    let scale = spread(0.25, 0.75, 1.349)
+        .or_else(|| spread(0.05, 0.95, 3.29))
+        .or_else(|| spread(0.01, 0.99, 4.65))
+        .unwrap_or(0.0);
+    Some(finish_baseline(center, scale))
+}
+
+fn finish_baseline(center: f64, scale: f64) -> Baseline {
+    // A constant feature has zero spread; keep z finite.
+    let scale = if scale.is_finite() && scale > 1e-9 {
+        scale
+    } else {
+        1e-6_f64.max(center.abs() * 1e-3)
+    };
+    Baseline {
+        center: center as f32,
+        scale: scale as f32,
     }
 }
 
@@ -381,16 +461,7 @@ fn baseline_of(v: &serde_json::Value) -> Option<Baseline> {
     } else {
         return None;
     };
-    // A constant feature has zero spread; keep z finite.
-    let scale = if scale.is_finite() && scale > 1e-9 {
-        scale
-    } else {
-        1e-6_f64.max(center.abs() * 1e-3)
-    };
-    Some(Baseline {
-        center: center as f32,
-        scale: scale as f32,
-    })
+    Some(finish_baseline(center, scale))
 }
 
 /// Thresholds in force: per class, in the unit the class is scored in
@@ -539,6 +610,38 @@ mod tests {
         assert_eq!(t.get(AttackClass::Scan), 0.95);
         assert_eq!(t.get(AttackClass::BruteForce), BUILTIN_CLASS_THRESHOLD);
         assert_eq!(t.get(AttackClass::Anomaly), 0.05);
-        assert!(ModelCard::from_json(&serde_json::json!({"thresholds": {"dos": 1}})).is_err());
+        assert!(ModelCard::from_json(&serde_json::json!({"thresholds": {"benign": 1}})).is_err());
+        assert!(
+            ModelCard::from_json(&serde_json::json!({"thresholds": {"scan": "high"}})).is_err()
+        );
+    }
+
+    #[test]
+    fn training_script_card_shape_is_accepted() {
+        let v = serde_json::json!({
+            "name": "flow-classifier", "kind": "classifier", "version": "3.0.0+abc",
+            "schema": {"version": 3, "features": [{"name": "syn_ratio", "unit": "ratio"}, {"name": "pkts", "unit": "1/s"}]},
+            "thresholds": {"attack_score": 0.7, "attack_score_definition": "1 - P(benign)",
+                           "chosen_by": "min cost", "validation_cost": 12.0, "scan": 0.8},
+            "baseline_quantiles": {"quantiles": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
+                "benign_train": {"syn_ratio": [0.0, 0.0, 0.0, 0.0, 0.0, 0.329, 0.5],
+                                 "pkts": [1.0, 2.0, 3.0, 5.0, 4.349, 9.0, 20.0]}}
+        });
+        let c = ModelCard::from_json(&v).unwrap();
+        assert_eq!(c.feature_names, ["syn_ratio", "pkts"]);
+        assert_eq!(c.thresholds[&AttackClass::Flood], 0.7);
+        assert_eq!(c.thresholds[&AttackClass::Scan], 0.8);
+        let b = c.baseline[0].unwrap();
+        assert_eq!(b.center, 0.0);
+        assert!(
+            (b.scale - 0.1).abs() < 1e-6,
+            "IQR 0: falls back to the 5-95 range"
+        );
+        assert_eq!(c.baseline[1].unwrap().center, 5.0);
+        let ae = ModelCard::from_json(
+            &serde_json::json!({"thresholds": {"anomaly_score": 0.04, "chosen_by": "q"}}),
+        )
+        .unwrap();
+        assert_eq!(ae.anomaly_threshold, Some(0.04));
     }
 }

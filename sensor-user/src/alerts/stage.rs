@@ -73,28 +73,34 @@ struct Detection {
     raw: f32,
 }
 
-/// The classifier's most probable alerting class at or above its threshold;
-/// failing that, the autoencoder when its reconstruction error reaches the
-/// anomaly threshold. An anomaly's confidence is `1 − ½·threshold/error`: ½ at
-/// the threshold, → 1 as the error grows.
+/// Classifier first: the alert's class is the most probable attack class and
+/// its score the attack probability `1 − P(benign)` (the model card's
+/// `attack_score`), compared with that class's threshold. Probability mass
+/// split between attack classes still counts as attack. Failing that, the
+/// autoencoder fires `anomaly` when its reconstruction error reaches the
+/// anomaly threshold; its confidence is `1 − ½·threshold/error`: ½ at the
+/// threshold, → 1 as the error grows.
 fn detect(row: &ScoredRow, t: &Thresholds) -> Option<Detection> {
-    let mut best: Option<Detection> = None;
+    let mut top: Option<(AttackClass, f32)> = None;
     for class in [
         AttackClass::Flood,
         AttackClass::Scan,
         AttackClass::BruteForce,
     ] {
         let p = row.class_probs[class as usize];
-        if p >= t.get(class) && best.is_none_or(|b| p > b.score) {
-            best = Some(Detection {
-                class,
-                score: p.clamp(0.0, 1.0),
-                raw: p,
-            });
+        if p > 0.0 && top.is_none_or(|(_, q)| p > q) {
+            top = Some((class, p));
         }
     }
-    if best.is_some() {
-        return best;
+    if let Some((class, _)) = top {
+        let attack = 1.0 - row.class_probs[AttackClass::Benign as usize];
+        if attack >= t.get(class) {
+            return Some(Detection {
+                class,
+                score: attack.clamp(0.0, 1.0),
+                raw: attack,
+            });
+        }
     }
     let e = row.anomaly_score;
     let th = t.get(AttackClass::Anomaly);
