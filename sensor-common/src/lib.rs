@@ -353,6 +353,7 @@ mod pod_impls {
     unsafe impl aya::Pod for SensorConfig {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
+
 }
 
 #[cfg(test)]
