@@ -203,6 +203,44 @@ impl Aggregate {
     }
 }
 
+/// The EVE envelope of alert records, fields in Suricata's order so lines
+/// read the same as Suricata's in a terminal.
+#[derive(serde::Serialize)]
+struct EveAlertRecord<'a> {
+    timestamp: String,
+    flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_iface: Option<&'a str>,
+    event_type: &'static str,
+    src_ip: IpAddr,
+    src_port: u16,
+    dest_ip: IpAddr,
+    dest_port: u16,
+    proto: std::borrow::Cow<'static, str>,
+    alert: EveAlert,
+    host: &'a str,
+    xdp_sensor: Value,
+}
+
+#[derive(serde::Serialize)]
+struct EveAlert {
+    action: &'static str,
+    gid: u32,
+    signature_id: u32,
+    rev: u32,
+    signature: &'static str,
+    category: &'static str,
+    severity: u8,
+}
+
+#[derive(serde::Serialize)]
+struct EveIncidentRecord<'a> {
+    timestamp: String,
+    event_type: &'static str,
+    host: &'a str,
+    xdp_sensor: Value,
+}
+
 /// The 5-tuple of a row, for the EVE envelope.
 #[derive(Clone, Copy, Debug)]
 struct Tuple {
@@ -895,31 +933,38 @@ impl AlertStage {
                 m.insert("close_reason".into(), json!(reason.unwrap_or("quiet")));
             }
         }
-        let mut rec = json!({
-            "timestamp": self.wall(ts),
-            "flow_id": eve::flow_id(t.src, t.sport, t.dst, t.dport, t.proto),
-            "event_type": if state == "closed" { "alert_closed" } else { "alert" },
-            "src_ip": t.src.to_string(),
-            "src_port": t.sport,
-            "dest_ip": t.dst.to_string(),
-            "dest_port": t.dport,
-            "proto": eve::proto_name(t.proto),
-            "alert": {
-                "action": "allowed",
-                "gid": 1,
-                "signature_id": sid,
-                "rev": 1,
-                "signature": sig,
-                "category": cat,
-                "severity": eve_sev,
+        let rec = EveAlertRecord {
+            timestamp: self.wall(ts),
+            flow_id: eve::flow_id(t.src, t.sport, t.dst, t.dport, t.proto),
+            in_iface: (!self.settings.interface.is_empty())
+                .then_some(self.settings.interface.as_str()),
+            event_type: if state == "closed" {
+                "alert_closed"
+            } else {
+                "alert"
             },
-            "host": self.settings.sensor_name,
-            "xdp_sensor": xs,
-        });
-        if !self.settings.interface.is_empty()
-            && let Value::Object(m) = &mut rec
-        {
-            m.insert("in_iface".into(), json!(self.settings.interface));
+            src_ip: t.src,
+            src_port: t.sport,
+            dest_ip: t.dst,
+            dest_port: t.dport,
+            proto: eve::proto_name(t.proto),
+            alert: EveAlert {
+                action: "allowed",
+                gid: 1,
+                signature_id: sid,
+                rev: 1,
+                signature: sig,
+                category: cat,
+                severity: eve_sev,
+            },
+            host: &self.settings.sensor_name,
+            xdp_sensor: xs,
+        };
+        self.line.clear();
+        let ok = serde_json::to_writer(&mut self.line, &rec).is_ok();
+        if ok {
+            self.sinks.write_line(&self.line);
+            self.dirty = true;
         }
         let a = &mut self.alerts[i];
         a.last_emit_ns = now.max(a.last_emit_ns);
@@ -932,7 +977,6 @@ impl AlertStage {
         if let Some(inc) = self.incidents.get_mut(&inc_seq) {
             inc.max_severity = inc.max_severity.max(sev);
         }
-        self.write(&rec);
     }
 
     fn emit_incident(&mut self, seq: u64, state: &str, reason: Option<&str>) {
@@ -974,18 +1018,14 @@ impl AlertStage {
         } else {
             inc.last_seen_ns
         };
-        let rec = json!({
-            "timestamp": self.wall(ts),
-            "event_type": "incident",
-            "host": self.settings.sensor_name,
-            "xdp_sensor": {"incident": body},
-        });
-        self.write(&rec);
-    }
-
-    fn write(&mut self, rec: &Value) {
+        let rec = EveIncidentRecord {
+            timestamp: self.wall(ts),
+            event_type: "incident",
+            host: &self.settings.sensor_name,
+            xdp_sensor: json!({ "incident": body }),
+        };
         self.line.clear();
-        if serde_json::to_writer(&mut self.line, rec).is_ok() {
+        if serde_json::to_writer(&mut self.line, &rec).is_ok() {
             self.sinks.write_line(&self.line);
             self.dirty = true;
         }
