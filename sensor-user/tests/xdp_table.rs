@@ -598,7 +598,9 @@ fn table() -> Vec<Fixture> {
     let tcp = tcp4(v4(21, 1), v4(21, 2), 40013, 80, SYN);
     let tcp_l4 = ETH_LEN + IPV4_LEN;
     t.extend([
-        bad_fx("truncated l2", truncate(udp.clone(), 10), Counter::TruncatedL2, None),
+        // No "truncated l2" row: BPF_PROG_TEST_RUN rejects frames shorter than
+        // an Ethernet header (also behind XDP metadata), so the program's
+        // `TruncatedL2` branch cannot be driven from here.
         bad_fx(
             "truncated vlan tag",
             truncate(udp4_vlan1(v4(22, 1), v4(22, 2)), ETH_LEN + 2),
