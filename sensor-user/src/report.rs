@@ -330,34 +330,66 @@ impl SketchReport {
     }
 }
 
-/// Creates `path` and runs `f` on a buffered writer, mapping I/O errors to
-/// [`SensorError::WriteOutput`] with the path.
-///
-/// # Errors
-/// The file cannot be created or written.
-pub fn write_file(
-    path: &Path,
-    f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
-) -> Result<(), SensorError> {
-    let werr = |source| SensorError::WriteOutput {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::create(path).map_err(werr)?;
-    let mut w = BufWriter::new(file);
-    f(&mut w).map_err(werr)?;
-    w.flush().map_err(werr)
+/// An output file opened when the run starts, so a bad path fails in the
+/// first second rather than after hours of observation.
+#[derive(Debug)]
+pub struct OutputFile {
+    path: std::path::PathBuf,
+    file: File,
 }
 
-/// Writes a serialisable value as one JSON object on one line.
-///
-/// # Errors
-/// The file cannot be created or written.
-pub fn write_json_file<T: Serialize>(path: &Path, value: &T) -> Result<(), SensorError> {
-    write_file(path, |w| {
-        serde_json::to_writer(&mut *w, value)?;
-        w.write_all(b"\n")
-    })
+impl OutputFile {
+    /// Creates (truncates) `path`.
+    ///
+    /// # Errors
+    /// [`SensorError::WriteOutput`] with the path.
+    pub fn create(path: &Path) -> Result<Self, SensorError> {
+        let file = File::create(path).map_err(|source| SensorError::WriteOutput {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a buffered writer over the file, mapping I/O errors to
+    /// [`SensorError::WriteOutput`] with the path.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_with(
+        self,
+        f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> Result<(), SensorError> {
+        let Self { path, file } = self;
+        let werr = |source| SensorError::WriteOutput {
+            path: path.clone(),
+            source,
+        };
+        let mut w = BufWriter::new(file);
+        f(&mut w).map_err(werr)?;
+        w.flush().map_err(werr)?;
+        w.get_ref().sync_all().map_err(werr)
+    }
+
+    /// Writes a serialisable value as one JSON object on one line.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_json<T: Serialize>(self, value: &T) -> Result<(), SensorError> {
+        self.write_with(|w| {
+            serde_json::to_writer(&mut *w, value)?;
+            w.write_all(b"\n")
+        })
+    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::{
     control::{ControlThread, EPOCH, SketchMaps, SketchSnapshot},
     error::SensorError,
     loader::Sensor,
-    report::{self, SketchReport, StatsReport},
+    report::{self, OutputFile, SketchReport, StatsReport},
     workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
 };
 
@@ -168,10 +168,19 @@ fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
 /// or outputs that cannot be written.
 pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
     let opts = args.load_options()?;
+    let outputs = Outputs::create(args)?;
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(args, opts, factory, &sfd, n_workers, flow_table_size);
+    let result = run_inner(
+        args,
+        opts,
+        outputs,
+        factory,
+        &sfd,
+        n_workers,
+        flow_table_size,
+    );
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
@@ -181,6 +190,7 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
 fn run_inner(
     args: &RunArgs,
     opts: crate::loader::LoadOptions,
+    outputs: Outputs,
     factory: &HandlerFactory,
     sfd: &SignalFd,
     n_workers: u32,
@@ -229,7 +239,7 @@ fn run_inner(
 
     let counters = report::read_counters(&sensor)?;
     let flows = report::read_flow_table(&sensor)?;
-    write_outputs(args, &reports, &snapshot, &counters, &flows, duration)?;
+    outputs.write(&reports, &snapshot, &counters, &flows, duration)?;
 
     Ok(RunSummary {
         counters,
@@ -241,34 +251,56 @@ fn run_inner(
     })
 }
 
-fn write_outputs(
-    args: &RunArgs,
-    reports: &[WorkerReport],
-    snapshot: &SketchSnapshot,
-    counters: &[u64; COUNTER_COUNT as usize],
-    flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
-    duration: Duration,
-) -> Result<(), SensorError> {
-    if let Some(path) = &args.flows_out {
-        let worker_flows = merge_worker_flows(reports);
-        report::write_file(path, |w| report::write_flows(w, flows, &worker_flows))?;
-        info!(path = %path.display(), flows = flows.len(), "flow table written");
+/// The requested output files, opened up front.
+struct Outputs {
+    flows: Option<OutputFile>,
+    stats: Option<OutputFile>,
+    sketch: Option<OutputFile>,
+}
+
+impl Outputs {
+    fn create(args: &RunArgs) -> Result<Self, SensorError> {
+        let open =
+            |p: &Option<std::path::PathBuf>| p.as_deref().map(OutputFile::create).transpose();
+        Ok(Self {
+            flows: open(&args.flows_out)?,
+            stats: open(&args.stats_out)?,
+            sketch: open(&args.sketch_out)?,
+        })
     }
-    if let Some(path) = &args.stats_out {
-        let stats = StatsReport::new(
-            counters,
-            reports,
-            snapshot.epochs_flipped,
-            duration.as_secs_f64(),
-        );
-        report::write_json_file(path, &stats)?;
-        info!(path = %path.display(), "statistics written");
+
+    fn write(
+        self,
+        reports: &[WorkerReport],
+        snapshot: &SketchSnapshot,
+        counters: &[u64; COUNTER_COUNT as usize],
+        flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
+        duration: Duration,
+    ) -> Result<(), SensorError> {
+        if let Some(out) = self.flows {
+            let worker_flows = merge_worker_flows(reports);
+            let path = out.path().display().to_string();
+            out.write_with(|w| report::write_flows(w, flows, &worker_flows))?;
+            info!(path, flows = flows.len(), "flow table written");
+        }
+        if let Some(out) = self.stats {
+            let stats = StatsReport::new(
+                counters,
+                reports,
+                snapshot.epochs_flipped,
+                duration.as_secs_f64(),
+            );
+            let path = out.path().display().to_string();
+            out.write_json(&stats)?;
+            info!(path, "statistics written");
+        }
+        if let Some(out) = self.sketch {
+            let path = out.path().display().to_string();
+            out.write_json(&SketchReport::new(snapshot, flows))?;
+            info!(path, "sketch report written");
+        }
+        Ok(())
     }
-    if let Some(path) = &args.sketch_out {
-        report::write_json_file(path, &SketchReport::new(snapshot, flows))?;
-        info!(path = %path.display(), "sketch report written");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
