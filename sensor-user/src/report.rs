@@ -191,10 +191,10 @@ pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], S
 ///
 /// # Errors
 /// The writer failed.
-pub fn write_flows<W: Write>(
+pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
     mut w: W,
     flows: &[(FlowKey, FlowStats)],
-    worker_flows: &HashMap<FlowKey, WorkerFlow>,
+    worker_flows: &HashMap<FlowKey, WorkerFlow, S>,
 ) -> std::io::Result<()> {
     for (key, s) in flows {
         let rec = FlowRecord::new(key, s, worker_flows.get(key));

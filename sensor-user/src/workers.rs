@@ -98,6 +98,93 @@ impl WorkerFlow {
     }
 }
 
+/// Hasher for the worker's flow map. SipHash (std's default) costs tens of
+/// nanoseconds on a 40-byte key; this multiply-xor mix with a fmix64 finish
+/// costs a few. Keys are attacker-controlled (spoofable addresses), so the
+/// state starts from a per-process random seed: collisions cannot be
+/// precomputed offline.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHasher(u64);
+
+impl FlowHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline(always)]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(31);
+    }
+}
+
+impl std::hash::Hasher for FlowHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        sensor_common::hash::fmix64(self.0)
+    }
+}
+
+/// Builds [`FlowHasher`]s from one random seed per map.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHashBuilder {
+    seed: u64,
+}
+
+impl Default for FlowHashBuilder {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState is seeded from the OS once per thread; one
+        // SipHash output of it is a good random seed.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5e45_0f10_c0de_0001);
+        Self { seed: h.finish() }
+    }
+}
+
+impl std::hash::BuildHasher for FlowHashBuilder {
+    type Hasher = FlowHasher;
+    #[inline]
+    fn build_hasher(&self) -> FlowHasher {
+        FlowHasher(self.seed)
+    }
+}
+
+/// The worker's flow map.
+pub type FlowMap = HashMap<FlowKey, WorkerFlow, FlowHashBuilder>;
+
 /// Per-worker counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerCounters {
@@ -121,7 +208,7 @@ pub struct WorkerCounters {
 pub struct WorkerState {
     pub index: usize,
     pub counters: WorkerCounters,
-    flows: HashMap<FlowKey, WorkerFlow>,
+    flows: FlowMap,
     flow_capacity: usize,
     handler: Box<dyn EventHandler>,
 }
@@ -133,7 +220,7 @@ impl WorkerState {
         Self {
             index,
             counters: WorkerCounters::default(),
-            flows: HashMap::with_capacity(flow_capacity),
+            flows: HashMap::with_capacity_and_hasher(flow_capacity, FlowHashBuilder::default()),
             flow_capacity: flow_capacity.max(1),
             handler,
         }
@@ -222,7 +309,7 @@ impl WorkerState {
 
     /// Flow state, for reports.
     #[must_use]
-    pub fn flows(&self) -> &HashMap<FlowKey, WorkerFlow> {
+    pub fn flows(&self) -> &FlowMap {
         &self.flows
     }
 
@@ -242,15 +329,17 @@ impl WorkerState {
 pub struct WorkerReport {
     pub worker: usize,
     pub counters: WorkerCounters,
-    pub flows: HashMap<FlowKey, WorkerFlow>,
+    pub flows: FlowMap,
 }
 
 /// Merges the flow state of all workers (each flow normally lives on exactly
 /// one; merging keeps the result right if the ring choice ever changed).
 #[must_use]
-pub fn merge_worker_flows(reports: &[WorkerReport]) -> HashMap<FlowKey, WorkerFlow> {
-    let mut out: HashMap<FlowKey, WorkerFlow> =
-        HashMap::with_capacity(reports.iter().map(|r| r.flows.len()).sum());
+pub fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
+    let mut out: FlowMap = HashMap::with_capacity_and_hasher(
+        reports.iter().map(|r| r.flows.len()).sum(),
+        FlowHashBuilder::default(),
+    );
     for r in reports {
         for (k, f) in &r.flows {
             out.entry(*k).or_default().merge(f);
@@ -503,6 +592,30 @@ mod tests {
         let f = merged[&event(0, EventKind::Start).key];
         assert_eq!((f.events, f.start, f.update), (2, 1, 1));
         assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn flow_hasher_separates_keys_and_is_seeded() {
+        use std::hash::BuildHasher;
+        let b = FlowHashBuilder::default();
+        let k0 = event(0, EventKind::Start).key;
+        let k1 = event(1, EventKind::Start).key;
+        assert_eq!(b.hash_one(k0), b.hash_one(k0));
+        assert_ne!(b.hash_one(k0), b.hash_one(k1));
+        let mut swapped = k0;
+        swapped.src = k0.dst;
+        swapped.dst = k0.src;
+        assert_ne!(b.hash_one(k0), b.hash_one(swapped), "direction matters");
+        // Two builders (two workers, two runs) disagree: the seed is random.
+        assert_ne!(b.hash_one(k0), FlowHashBuilder::default().hash_one(k0));
+        // Buckets spread: 4096 sequential keys fill most of 4096 low-bit buckets.
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..4096u32 {
+            let mut k = k0;
+            k.src = FlowKey::map_v4(i.to_be_bytes());
+            seen.insert(b.hash_one(k) & 4095);
+        }
+        assert!(seen.len() > 2400, "{}", seen.len());
     }
 
     #[test]
