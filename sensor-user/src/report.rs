@@ -216,6 +216,8 @@ pub struct WorkerStats {
     pub decode_errors: u64,
     /// Events of flows the worker could not track (flow map full).
     pub untracked: u64,
+    /// Flows the worker forgot to make room (least recently active).
+    pub evicted: u64,
 }
 
 /// The `--stats-out` object.
@@ -251,6 +253,7 @@ impl StatsReport {
                 rst: r.counters.rst,
                 decode_errors: r.counters.decode_errors,
                 untracked: r.counters.untracked,
+                evicted: r.counters.evicted,
             })
             .collect();
         Self {

@@ -57,10 +57,6 @@ pub const TICK_NS: u64 = 1_000_000;
 const POLL_TIMEOUT_MS: u8 = 1;
 /// Events drained between clock reads while the ring stays busy.
 const EVENTS_PER_CLOCK_CHECK: u32 = 256;
-/// Flows without an event for this long are forgotten once the map is ¾ full.
-pub const FLOW_IDLE_NS: u64 = 120_000_000_000;
-/// How often the map is checked for idle flows.
-const HOUSEKEEPING_NS: u64 = 1_000_000_000;
 
 /// What a worker knows about one flow, from its events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -198,6 +194,8 @@ pub struct WorkerCounters {
     pub decode_errors: u64,
     /// Events of flows not tracked because the flow map was full.
     pub untracked: u64,
+    /// Flows forgotten to make room (least recently active first).
+    pub evicted: u64,
     /// `poll` wake-ups (one syscall each).
     pub wakeups: u64,
 }
@@ -210,6 +208,8 @@ pub struct WorkerState {
     pub counters: WorkerCounters,
     flows: FlowMap,
     flow_capacity: usize,
+    /// Reused by eviction to find the age cutoff without allocating.
+    scratch_ts: Vec<u64>,
     handler: Box<dyn EventHandler>,
 }
 
@@ -222,6 +222,7 @@ impl WorkerState {
             counters: WorkerCounters::default(),
             flows: HashMap::with_capacity_and_hasher(flow_capacity, FlowHashBuilder::default()),
             flow_capacity: flow_capacity.max(1),
+            scratch_ts: Vec::with_capacity(flow_capacity),
             handler,
         }
     }
@@ -291,20 +292,32 @@ impl WorkerState {
         self.handler.on_tick(now_ns);
     }
 
-    /// Forgets flows idle for [`FLOW_IDLE_NS`] once the map is ¾ full, so it
-    /// never grows past its pre-sized capacity. Runs once a second, off the
-    /// event path.
-    pub fn housekeeping(&mut self, now_ns: u64) {
-        if self.flows.len() * 4 >= self.flow_capacity * 3 {
-            let before = self.flows.len();
-            self.flows
-                .retain(|_, f| now_ns.saturating_sub(f.last_ts_ns) < FLOW_IDLE_NS);
-            debug!(
-                worker = self.index,
-                forgotten = before - self.flows.len(),
-                "idle flows expired"
-            );
+    /// Keeps the flow map within its pre-sized capacity: once it is ¾ full,
+    /// forgets the least recently active flows until it is half full (the
+    /// same policy as the kernel's LRU flow table, so under a flood the
+    /// worker keeps the flows the table keeps). Called every tick; the
+    /// check is O(1) and the O(n) eviction runs only under pressure, so the
+    /// cost per new flow stays constant.
+    pub fn housekeeping(&mut self) {
+        let len = self.flows.len();
+        if len * 4 < self.flow_capacity * 3 {
+            return;
         }
+        let remove = len - self.flow_capacity / 2;
+        if remove == 0 {
+            return;
+        }
+        self.scratch_ts.clear();
+        self.scratch_ts
+            .extend(self.flows.values().map(|f| f.last_ts_ns));
+        let (_, &mut cutoff, _) = self.scratch_ts.select_nth_unstable(remove - 1);
+        self.flows.retain(|_, f| f.last_ts_ns > cutoff);
+        let evicted = (len - self.flows.len()) as u64;
+        self.counters.evicted += evicted;
+        debug!(
+            worker = self.index,
+            evicted, "flow map full: least recently active flows evicted"
+        );
     }
 
     /// Flow state, for reports.
@@ -456,7 +469,6 @@ fn run_worker(
     stop: &AtomicBool,
 ) -> WorkerReport {
     let mut next_tick = monotonic_ns() + TICK_NS;
-    let mut next_housekeeping = next_tick + HOUSEKEEPING_NS;
     loop {
         let mut drained = 0u32;
         while let Some(item) = ring.next() {
@@ -473,11 +485,8 @@ fn run_worker(
         let now = monotonic_ns();
         if now >= next_tick {
             state.tick(now);
+            state.housekeeping();
             next_tick = now + TICK_NS;
-        }
-        if now >= next_housekeeping {
-            state.housekeeping(now);
-            next_housekeeping = now + HOUSEKEEPING_NS;
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.
@@ -569,16 +578,34 @@ mod tests {
     }
 
     #[test]
-    fn full_flow_map_counts_untracked_and_housekeeping_frees_it() {
-        let mut w = WorkerState::new(0, 4, Box::new(NoopHandler));
-        for i in 0..6 {
+    fn full_flow_map_counts_untracked_and_evicts_least_recent() {
+        let mut w = WorkerState::new(0, 8, Box::new(NoopHandler));
+        for i in 0..10 {
             w.dispatch(bytemuck::bytes_of(&event(i, EventKind::Start)));
         }
-        assert_eq!(w.flows().len(), 4);
+        assert_eq!(w.flows().len(), 8);
         assert_eq!(w.counters.untracked, 2);
-        assert_eq!(w.counters.events, 6);
-        w.housekeeping(FLOW_IDLE_NS + 100);
-        assert!(w.flows().is_empty());
+        assert_eq!(w.counters.events, 10);
+        // Flow 0 becomes the most recently active.
+        let mut again = event(0, EventKind::Update);
+        again.ts_ns = 1_000;
+        w.dispatch(bytemuck::bytes_of(&again));
+        w.housekeeping();
+        assert_eq!(w.flows().len(), 4, "evicted down to half");
+        assert_eq!(w.counters.evicted, 4);
+        let kept: Vec<u16> = {
+            let mut v: Vec<u16> = w.flows().keys().map(|k| k.sport).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            kept,
+            vec![0, 5, 6, 7],
+            "the most recently active flows stay"
+        );
+        // Below ¾ nothing happens.
+        w.housekeeping();
+        assert_eq!(w.flows().len(), 4);
     }
 
     #[test]
