@@ -286,12 +286,15 @@ pub struct ControlThread {
 }
 
 impl ControlThread {
-    /// Starts rotating epochs every `period`.
+    /// Starts rotating epochs every `period`, publishing to `sketches`.
     ///
     /// # Errors
     /// The configuration cannot be read or the thread cannot start.
-    pub fn spawn(maps: SketchMaps, period: Duration) -> Result<Self, SensorError> {
-        let sketches = SketchHandle::default();
+    pub fn spawn(
+        maps: SketchMaps,
+        period: Duration,
+        sketches: SketchHandle,
+    ) -> Result<Self, SensorError> {
         let mut ctl = Controller::new(maps, sketches.clone())?;
         let (stop, stopped) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
