@@ -336,7 +336,7 @@ pub const fn is_checkpoint(n: u64) -> bool {
     } else if n <= 1024 {
         n & (n - 1) == 0
     } else {
-        n % 1024 == 0
+        n.is_multiple_of(1024)
     }
 }
 
@@ -353,7 +353,6 @@ mod pod_impls {
     unsafe impl aya::Pod for SensorConfig {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
-
 }
 
 #[cfg(test)]
