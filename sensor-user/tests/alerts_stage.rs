@@ -786,3 +786,26 @@ fn stage_started_from_config_writes_rotated_eve_file() {
     );
     assert_eq!(closed[0]["in_iface"], "eth9");
 }
+
+#[test]
+fn correlation_index_is_bounded_per_incident() {
+    let (mut stage, _mem) = stage();
+    // One attacker brute-forcing 1000 servers in 1000 subnets: one incident
+    // through the shared attacker, but only 256 keys indexed for it.
+    for i in 0..1000u32 {
+        let victim = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + i * 256));
+        stage.process(&row(
+            AttackClass::BruteForce,
+            0.95,
+            ip("198.51.100.7"),
+            victim,
+            22,
+            SEC + u64::from(i),
+        ));
+    }
+    assert_eq!(stage.open_incident_count(), 1);
+    assert_eq!(stage.open_alerts().len(), 1000);
+    let m = stage.metrics();
+    // Alert 1 indexes 4 keys, each later one 2 new (victim and its /24).
+    assert_eq!(m.correlation_keys_dropped, 1000 - 127);
+}

@@ -644,6 +644,42 @@ mod tests {
     }
 
     #[test]
+    fn args_work_as_subcommands() {
+        use clap::{Parser, Subcommand};
+        #[derive(Parser)]
+        struct Cli {
+            #[command(subcommand)]
+            cmd: Cmd,
+        }
+        #[derive(Subcommand)]
+        enum Cmd {
+            Feedback(FeedbackArgs),
+            Tune(TuneArgs),
+            ExportTraining(ExportTrainingArgs),
+        }
+        let c =
+            Cli::try_parse_from(["sensor", "tune", "--apply", "--config", "/tmp/s.toml"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::Tune(TuneArgs { apply: true, ref config, .. }) if config == Path::new("/tmp/s.toml"))
+        );
+        let c = Cli::try_parse_from(["sensor", "tune"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::Tune(TuneArgs { apply: false, ref config, .. }) if config == Path::new(DEFAULT_CONFIG_PATH))
+        );
+        let c = Cli::try_parse_from(["sensor", "export-training", "--out", "rows.csv"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::ExportTraining(ExportTrainingArgs { ref out, .. }) if out == Path::new("rows.csv"))
+        );
+        assert!(Cli::try_parse_from(["sensor", "export-training"]).is_err());
+        let c = Cli::try_parse_from(["sensor", "feedback", "a-1f-7", "--tp", "--store", "/tmp/v"])
+            .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Feedback(FeedbackArgs { tp: true, .. })
+        ));
+    }
+
+    #[test]
     fn feedback_args_require_exactly_one_verdict() {
         use clap::Parser;
         #[derive(Parser)]

@@ -28,6 +28,9 @@ const TOP_K: usize = 8;
 const HLL_BITS: u32 = 10;
 /// Bounds on the lists an incident record carries.
 const INCIDENT_LIST_CAP: usize = 32;
+/// Addresses and subnets indexed per incident (a campaign touching more
+/// hosts keeps correlating through the first ones).
+const MAX_KEYS_PER_INCIDENT: usize = 256;
 /// Open alerts sampled when one must be evicted (approximate LRU, as Redis
 /// does): exact LRU would cost an ordered index update on every row.
 const EVICTION_SAMPLES: usize = 8;
@@ -717,6 +720,13 @@ impl AlertStage {
             .get_mut(&seq)
             .expect("incident just found or made");
         for k in &keys {
+            if inc.keys.len() >= MAX_KEYS_PER_INCIDENT {
+                // Bounds the correlation index at MAX_KEYS_PER_INCIDENT ×
+                // max_incidents; the alert still joins, later alerts sharing
+                // only the unindexed addresses open their own incident.
+                self.metrics.correlation_keys_dropped += 1;
+                break;
+            }
             if !self.corr.contains_key(k) {
                 self.corr.insert(*k, seq);
                 inc.keys.push(*k);
