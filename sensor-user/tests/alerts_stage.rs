@@ -636,7 +636,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
         &shed
     ));
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
-        for _ in 0..300 {
+        for _ in 0..1000 {
             if f() {
                 return;
             }
