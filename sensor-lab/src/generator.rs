@@ -767,6 +767,7 @@ mod tests {
                 }
                 TransportSlice::Icmpv4(_) => assert_eq!(spec.tuple.proto, proto::ICMP),
                 TransportSlice::Icmpv6(_) => assert_eq!(spec.tuple.proto, proto::ICMPV6),
+                other => panic!("unexpected transport {other:?}"),
             }
         }
     }
