@@ -44,8 +44,11 @@ pub fn emit(
         let avail = ring.query(u64::from(BPF_RB_AVAIL_DATA));
         if avail > u64::from(cfg.ring_bytes / 4 * 3) {
             let h = fmix64(
-                src_hash ^ dst_hash.rotate_left(23)
-                    ^ (u64::from(key.sport) << 24 | u64::from(key.dport) << 8 | u64::from(key.proto)),
+                src_hash
+                    ^ dst_hash.rotate_left(23)
+                    ^ (u64::from(key.sport) << 24
+                        | u64::from(key.dport) << 8
+                        | u64::from(key.proto)),
             );
             let shift = cfg.sample_shift & 63;
             if h & ((1u64 << shift) - 1) != 0 {

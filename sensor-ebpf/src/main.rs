@@ -11,10 +11,10 @@ mod maps;
 mod parse;
 mod sketch;
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext};
-use sensor_common::{
-    Counter, EventKind, FlowKey, FlowStats, hash_addr, is_checkpoint, tcp_flags,
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
+use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash_addr, is_checkpoint, tcp_flags};
 
 use crate::{
     maps::{SENSOR_CONFIG, count, count_add},

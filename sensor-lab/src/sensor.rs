@@ -354,3 +354,56 @@ impl Drop for SensorRun {
         }
     }
 }
+
+/// Serialises lab scenarios within one process: each one measures exact
+/// counts and rates, which parallel scenarios on two cores would disturb.
+/// (Across test binaries, nextest's `netns` test group does the same.)
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The result of [`scenario`].
+#[derive(Debug)]
+pub struct ScenarioResult {
+    pub report: crate::generator::SendReport,
+    /// Ground truth of the frames actually sent.
+    pub truth: crate::generator::Truth,
+    pub output: SensorOutput,
+}
+
+/// The standard network-test scenario: start the sensor (`bin`, with
+/// `extra` arguments) on the gateway end of `lab`, wait for its XDP program,
+/// send `frames` from the sender end with `pacing`, let the last events
+/// drain, stop the sensor with SIGINT and return what it wrote alongside the
+/// ground truth.
+///
+/// # Errors
+/// Any step fails; errors carry the sensor's stderr where relevant.
+pub fn scenario(
+    lab: &crate::Lab,
+    bin: &Path,
+    extra: &[&str],
+    frames: &crate::generator::Frames,
+    pacing: crate::generator::Pacing,
+    on_sent: impl FnOnce() -> Result<()>,
+) -> Result<ScenarioResult> {
+    let dir = TempDir::new("scenario")?;
+    let mut run = SensorRun::start(&lab.gateway, bin, &lab.link.b, dir.path(), extra)?;
+    run.wait_attached(
+        &lab.gateway,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )?;
+    let sender = crate::generator::Sender::open(&lab.sender, &lab.link.a)?;
+    let report = sender.send(frames, pacing)?;
+    std::thread::sleep(Duration::from_millis(300));
+    on_sent()?;
+    let output = run.stop(Duration::from_secs(15))?;
+    Ok(ScenarioResult {
+        truth: frames.truth(report.sent),
+        report,
+        output,
+    })
+}

@@ -92,9 +92,12 @@ impl Sensor {
     }
 
     fn set_config(&mut self, cfg: SensorConfig) {
-        let mut a: Array<_, SensorConfig> =
-            Array::try_from(self.ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config map"))
-                .expect("config array");
+        let mut a: Array<_, SensorConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::SENSOR_CONFIG)
+                .expect("config map"),
+        )
+        .expect("config array");
         a.set(0, cfg, 0).expect("write config");
     }
 
@@ -230,7 +233,9 @@ fn v4(i: u8, host: u8) -> [u8; 4] {
 }
 
 fn v6(i: u8, host: u8) -> [u8; 16] {
-    [0x20, 0x01, 0x0d, 0xb8, 0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, host]
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, host,
+    ]
 }
 
 fn key(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> FlowKey {
@@ -245,7 +250,13 @@ fn key(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> FlowK
 }
 
 fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> FlowKey {
-    key(FlowKey::map_v4(src), FlowKey::map_v4(dst), sport, dport, proto)
+    key(
+        FlowKey::map_v4(src),
+        FlowKey::map_v4(dst),
+        sport,
+        dport,
+        proto,
+    )
 }
 
 fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
@@ -452,7 +463,10 @@ fn bad_fx(name: &'static str, frame: Vec<u8>, c: Counter, src: Option<[u8; 16]>)
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "one row per fixture reads best as one table")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one row per fixture reads best as one table"
+)]
 fn table() -> Vec<Fixture> {
     use ipproto::{ICMP, ICMPV6, TCP, UDP};
     const SYN: u8 = tcp_flags::SYN;
@@ -513,7 +527,10 @@ fn table() -> Vec<Fixture> {
         ),
         flow_fx(
             "tcp4 with ip options",
-            with_ipv4_options(tcp4(v4(9, 1), v4(9, 2), 40004, 443, SYN), &[1, 1, 1, 0, 1, 1, 1, 0]),
+            with_ipv4_options(
+                tcp4(v4(9, 1), v4(9, 2), 40004, 443, SYN),
+                &[1, 1, 1, 0, 1, 1, 1, 0],
+            ),
             key4(v4(9, 1), v4(9, 2), 40004, 443, TCP),
             SYN,
         ),
@@ -543,7 +560,11 @@ fn table() -> Vec<Fixture> {
         ),
         flow_fx(
             "udp6 behind hop-by-hop, dest-opts, routing, ah, fragment(0)",
-            with_ipv6_ext(udp6(v6(14, 1), v6(14, 2), 40008, 53), &[0, 60, 43, 51, 44], 0),
+            with_ipv6_ext(
+                udp6(v6(14, 1), v6(14, 2), 40008, 53),
+                &[0, 60, 43, 51, 44],
+                0,
+            ),
             key(v6(14, 1), v6(14, 2), 40008, 53, UDP),
             0,
         ),
@@ -593,7 +614,11 @@ fn table() -> Vec<Fixture> {
         Counter::OtherL4,
     );
 
-    let three_tags = splice(udp4_vlan2(v4(19, 1), v4(19, 2)), 12, &[0x81, 0x00, 0x00, 0x05]);
+    let three_tags = splice(
+        udp4_vlan2(v4(19, 1), v4(19, 2)),
+        12,
+        &[0x81, 0x00, 0x00, 0x05],
+    );
     let udp = udp4(v4(20, 1), v4(20, 2), 40012, 53, 8);
     let tcp = tcp4(v4(21, 1), v4(21, 2), 40013, 80, SYN);
     let tcp_l4 = ETH_LEN + IPV4_LEN;
@@ -607,7 +632,12 @@ fn table() -> Vec<Fixture> {
             Counter::TruncatedVlan,
             None,
         ),
-        bad_fx("three vlan tags", three_tags, Counter::TooManyVlanTags, None),
+        bad_fx(
+            "three vlan tags",
+            three_tags,
+            Counter::TooManyVlanTags,
+            None,
+        ),
         bad_fx("arp", arp(), Counter::UnknownEthertype, None),
         bad_fx(
             "truncated ipv4",
@@ -704,7 +734,11 @@ fn check_stats(name: &str, s: &FlowStats, len: u64, flags: u8) {
     assert_eq!(s.packets, 1, "{name}: packets");
     assert_eq!(s.bytes, len, "{name}: bytes");
     assert_eq!(s.len_sq_sum, len * len, "{name}: len_sq_sum");
-    assert_eq!((s.len_min, s.len_max), (len as u16, len as u16), "{name}: len min/max");
+    assert_eq!(
+        (s.len_min, s.len_max),
+        (len as u16, len as u16),
+        "{name}: len min/max"
+    );
     assert_eq!(s.syn, u32::from(syn && !ack), "{name}: syn");
     assert_eq!(s.synack, u32::from(syn && ack), "{name}: synack");
     assert_eq!(s.fin, u32::from(flags & tcp_flags::FIN != 0), "{name}: fin");
@@ -754,7 +788,11 @@ fn fixture_table() {
 
         match fx.flow {
             Some((k, flags)) => {
-                assert_eq!(sensor.flow_count(), flows_before + 1, "{name}: one new flow");
+                assert_eq!(
+                    sensor.flow_count(),
+                    flows_before + 1,
+                    "{name}: one new flow"
+                );
                 let s = sensor
                     .flow(&k)
                     .unwrap_or_else(|| panic!("{name}: flow {k:?} missing"));
@@ -768,7 +806,11 @@ fn fixture_table() {
                 } else {
                     EventKind::Start
                 };
-                assert_eq!(EventKind::from_u32(ev[0].kind), Some(want_kind), "{name}: kind");
+                assert_eq!(
+                    EventKind::from_u32(ev[0].kind),
+                    Some(want_kind),
+                    "{name}: kind"
+                );
                 assert_eq!(ev[0].key, k, "{name}: event key");
                 assert_eq!(ev[0].stats, s, "{name}: event stats");
                 assert_eq!(ev[0].pkt_len as u64, len, "{name}: event pkt_len");
@@ -845,7 +887,10 @@ fn checkpoints_go_to_the_flows_ring() {
     for i in 0..MAX_WORKERS {
         let ev = sensor.drain_ring(i);
         if i != ring {
-            assert!(ev.is_empty(), "ring {i} must be empty, flow belongs to {ring}");
+            assert!(
+                ev.is_empty(),
+                "ring {i} must be empty, flow belongs to {ring}"
+            );
             continue;
         }
         let kinds: Vec<_> = ev.iter().map(|e| EventKind::from_u32(e.kind)).collect();
@@ -922,11 +967,18 @@ fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
     let emitted = c[Counter::EventsEmitted as usize];
     let sampled = c[Counter::EventsSampledOut as usize];
     let lost = c[Counter::EventsLost as usize];
-    assert_eq!(emitted + sampled + lost, u64::from(flows), "every start accounted");
+    assert_eq!(
+        emitted + sampled + lost,
+        u64::from(flows),
+        "every start accounted"
+    );
     // Below ¾ the ring takes every start; above, about 3 in 4 are skipped.
     let threshold_records = u64::from(ring_bytes * 3 / 4 / RING_RECORD) + 1;
     let capacity_records = u64::from(ring_bytes / RING_RECORD);
-    assert!(emitted >= threshold_records && emitted <= capacity_records, "{emitted}");
+    assert!(
+        emitted >= threshold_records && emitted <= capacity_records,
+        "{emitted}"
+    );
     assert!(sampled > u64::from(flows) / 2, "sampled out {sampled}");
     assert!(sampled < u64::from(flows), "sampled out {sampled}");
     let ev = sensor.drain_ring(0);
@@ -945,7 +997,10 @@ fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
     // Drained, the ring takes every start again.
     let before = sensor.counters()[Counter::EventsSampledOut as usize];
     sensor.run(&udp4([10, 7, 0, 1], [10, 8, 0, 1], 1, 2, 8));
-    assert_eq!(sensor.counters()[Counter::EventsSampledOut as usize], before);
+    assert_eq!(
+        sensor.counters()[Counter::EventsSampledOut as usize],
+        before
+    );
     assert_eq!(sensor.drain_ring(0).len(), 1);
 }
 
@@ -970,7 +1025,11 @@ fn sketches_see_every_packet() {
     assert!(by >= 100 * f.len() as u64, "bytes estimate {by}");
     // Error bound of the sketch: ε·N with ε = e / 2048, N = 400 packets.
     assert!(pk <= 100 + 2, "packets estimate {pk}");
-    assert_eq!(sensor.cms_estimate(0, &FlowKey::map_v4(heavy)), (0, 0), "epoch 0 idle");
+    assert_eq!(
+        sensor.cms_estimate(0, &FlowKey::map_v4(heavy)),
+        (0, 0),
+        "epoch 0 idle"
+    );
 
     let regs = sensor.hll(1);
     let nonzero = regs.iter().filter(|r| **r != 0).count() as u32;
@@ -983,7 +1042,10 @@ fn sketches_see_every_packet() {
     let m = f64::from(HLL_REGISTERS);
     let est = m * (m / f64::from(HLL_REGISTERS - nonzero)).ln();
     let truth = f64::from(sources + 1);
-    assert!((est - truth).abs() / truth < 0.05, "estimate {est} for {truth}");
+    assert!(
+        (est - truth).abs() / truth < 0.05,
+        "estimate {est} for {truth}"
+    );
     assert!(sensor.hll(0).iter().all(|r| *r == 0), "epoch 0 idle");
 }
 
