@@ -73,3 +73,41 @@ fn existing_interface_without_xdp_support_is_reported_not_hung() {
         assert!(stderr.contains("lo"), "{stderr}");
     }
 }
+
+#[test]
+fn unprivileged_run_explains_missing_privilege() {
+    let dir = sensor_lab::sensor::TempDir::new("unpriv").expect("temp dir");
+    let mut cmd = if is_root() {
+        // Drop to nobody with setpriv (util-linux) on a world-readable copy.
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!(
+                "skipped: setpriv not installed (unprivileged_run_explains_missing_privilege)"
+            );
+            return;
+        }
+        let bin = dir.path().join("sensor");
+        std::fs::copy(SENSOR, &bin).expect("copy sensor");
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(bin);
+        cmd
+    } else {
+        Command::new(SENSOR)
+    };
+    cmd.args(["run", "--iface", "lo", "--duration", "1"]);
+    let out = cmd.output().expect("run sensor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(
+        lines[0].contains("root") || lines[0].contains("CAP_BPF"),
+        "does not say which privilege is missing: {}",
+        lines[0]
+    );
+}

@@ -70,6 +70,12 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
 /// True when `name` is an executable on PATH.
 pub fn has_binary(name: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
@@ -119,7 +125,7 @@ pub fn build() -> Result<PathBuf> {
         );
     }
     run_status(cargo().args(["build", "--release", "-p", "sensor-user"]))?;
-    let bin = workspace_root().join("target/release/sensor");
+    let bin = target_dir().join("release/sensor");
     if !bin.exists() {
         bail!("build succeeded but {} is missing", bin.display());
     }

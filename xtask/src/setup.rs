@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{has_binary, run_status, workspace_root};
+use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary that proves each is installed.
 const APT_PACKAGES: [(&str, &str); 9] = [
@@ -186,7 +186,7 @@ fn bpf_linker() -> Result<()> {
     // whose lib/libLLVM.so points at it.
     let sysroot = nightly_sysroot()?;
     let libllvm = nightly_libllvm(&sysroot)?;
-    let prefix = workspace_root().join("target").join("xtask-llvm");
+    let prefix = target_dir().join("xtask-llvm");
     let lib = prefix.join("lib");
     std::fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
     let link = lib.join("libLLVM.so");
