@@ -267,6 +267,7 @@ fn benign(lab: &DemoLab, sent: &mut Sent) -> Result<()> {
         &echo,
         Pacing {
             pps: Some(100),
+            batch: 1,
             ..Pacing::default()
         },
     )?;
@@ -481,7 +482,7 @@ fn report(out: &SensorOutput, sent: &Sent) {
     );
     println!(
         "  {:<40} {:>12} {:>12} {:>14}",
-        "source", "est. packets", "flow table", "est. bytes"
+        "source", "est. packets", "in flow table", "est. bytes"
     );
     for e in hh.iter().take(5) {
         println!(
@@ -492,6 +493,10 @@ fn report(out: &SensorOutput, sent: &Sent) {
             e.bytes_est
         );
     }
+    println!(
+        "  (\"in flow table\" undercounts sources whose flows the LRU table evicted; \
+         the sketches see every packet)"
+    );
     let distinct_truth = truth.len();
     let est = out.sketch.distinct_sources_estimate;
     println!(
