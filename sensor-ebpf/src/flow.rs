@@ -1,5 +1,7 @@
 //! Per-CPU flow accounting in `FLOW_TABLE`.
 
+use core::mem::MaybeUninit;
+
 use sensor_common::{Counter, FlowKey, FlowStats, tcp_flags};
 
 use crate::maps::FLOW_TABLE;
@@ -13,24 +15,38 @@ pub struct FlowUpdate {
     pub is_new: bool,
 }
 
+// The program is linked with memset lowered to an out-of-line byte loop, so
+// nothing on the packet path may zero memory through a struct literal with a
+// padding array: fresh statistics are written field by field, and the flags
+// byte and its padding as one 32-bit word.
+const FLAGS_WORD: usize = core::mem::offset_of!(FlowStats, tcp_flags_or);
+const _: () = assert!(FLAGS_WORD % 4 == 0 && FLAGS_WORD + 4 == size_of::<FlowStats>());
+
+/// Writes the statistics of a flow whose first packet this is to `p`.
+///
+/// # Safety
+/// `p` must be valid for writes of a `FlowStats` and 8-byte aligned.
 #[inline(always)]
-fn fresh(len: u64, flags: u8, now: u64) -> FlowStats {
+unsafe fn write_fresh(p: *mut FlowStats, len: u64, flags: u8, now: u64) {
     let syn = flags & tcp_flags::SYN != 0;
     let ack = flags & tcp_flags::ACK != 0;
-    FlowStats {
-        packets: 1,
-        bytes: len,
-        first_seen_ns: now,
-        last_seen_ns: now,
-        len_sq_sum: len * len,
-        syn: u32::from(syn && !ack),
-        synack: u32::from(syn && ack),
-        fin: u32::from(flags & tcp_flags::FIN != 0),
-        rst: u32::from(flags & tcp_flags::RST != 0),
-        len_min: len as u16,
-        len_max: len as u16,
-        tcp_flags_or: flags,
-        _pad: [0; 3],
+    // SAFETY: per the contract; every field is written exactly once.
+    unsafe {
+        (*p).packets = 1;
+        (*p).bytes = len;
+        (*p).first_seen_ns = now;
+        (*p).last_seen_ns = now;
+        (*p).len_sq_sum = len * len;
+        (*p).syn = u32::from(syn && !ack);
+        (*p).synack = u32::from(syn && ack);
+        (*p).fin = u32::from(flags & tcp_flags::FIN != 0);
+        (*p).rst = u32::from(flags & tcp_flags::RST != 0);
+        (*p).len_min = len as u16;
+        (*p).len_max = len as u16;
+        p.cast::<u8>()
+            .add(FLAGS_WORD)
+            .cast::<u32>()
+            .write(u32::from(flags));
     }
 }
 
@@ -42,7 +58,7 @@ pub fn update(
     len: u64,
     flags: u8,
     now: u64,
-    scratch: &mut FlowStats,
+    scratch: &mut MaybeUninit<FlowStats>,
 ) -> Result<FlowUpdate, Counter> {
     if let Some(p) = FLOW_TABLE.get_ptr_mut(key) {
         // SAFETY: a per-CPU slot of this CPU: nothing else writes it while the
@@ -51,7 +67,8 @@ pub fn update(
         // A slot another CPU created is zeroed for this CPU: the flow starts
         // here now.
         if s.packets == 0 {
-            *s = fresh(len, flags, now);
+            // SAFETY: a map value slot: valid, 8-byte aligned.
+            unsafe { write_fresh(p, len, flags, now) };
             return Ok(FlowUpdate {
                 stats: p,
                 is_new: true,
@@ -80,14 +97,17 @@ pub fn update(
             is_new: false,
         });
     }
-    *scratch = fresh(len, flags, now);
+    let p = scratch.as_mut_ptr();
+    // SAFETY: a stack slot of the right type and alignment.
+    unsafe { write_fresh(p, len, flags, now) };
     // BPF_ANY: if another CPU inserted the key meanwhile, this only writes
     // this CPU's slot, which is what we want.
+    // SAFETY: fully initialised by `write_fresh`.
     FLOW_TABLE
-        .insert(key, &*scratch, 0)
+        .insert(key, unsafe { &*p }, 0)
         .map_err(|_| Counter::FlowInsertFailed)?;
     Ok(FlowUpdate {
-        stats: scratch,
+        stats: p,
         is_new: true,
     })
 }

@@ -15,7 +15,9 @@ use etherparse::{PacketBuilder, TcpHeader, VlanId};
 use sensor_common::{
     COUNTER_COUNT, Counter, EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, SensorConfig,
     XDP_PROGRAM_NAME, flow_ring_index, hash_addr, ipproto, map_names,
-    sketch::{CMS_ROWS, CmsRow, HLL_REGISTERS, HllRegisters, cms_column, cms_index},
+    sketch::{
+        CMS_ROWS, CmsRow, HLL_REGISTERS, HllRegisters, cms_column, cms_index, hll_index_rank,
+    },
     tcp_flags,
 };
 
@@ -1032,6 +1034,17 @@ fn sketches_see_every_packet() {
     );
 
     let regs = sensor.hll(1);
+    // Exactly the registers the shared geometry defines for these sources.
+    let mut want = vec![0u8; HLL_REGISTERS as usize];
+    let all = std::iter::once(heavy).chain((0..sources).map(|i| {
+        let [_, _, a, b] = i.to_be_bytes();
+        [10, 200, a, b]
+    }));
+    for src in all {
+        let (i, rank) = hll_index_rank(hash_addr(&FlowKey::map_v4(src)));
+        want[i as usize] = want[i as usize].max(rank);
+    }
+    assert!(regs == want, "HLL registers differ from hll_index_rank");
     let nonzero = regs.iter().filter(|r| **r != 0).count() as u32;
     assert!(
         (sources * 9 / 10..=sources + 1).contains(&nonzero),
