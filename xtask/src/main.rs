@@ -153,18 +153,19 @@ fn test(extra: &[String]) -> Result<()> {
     // does that), so it is excluded from host test builds.
     let scope = ["--workspace", "--exclude", "sensor-ebpf"];
     if has_binary("cargo-nextest") {
+        // nextest does not run doctests; they go first so nextest's summary
+        // is the last thing printed.
+        let doc = cargo()
+            .args(["test", "--doc"])
+            .args(scope)
+            .status()
+            .context("running cargo test --doc")?;
         let nextest = cargo()
             .args(["nextest", "run", "--no-fail-fast"])
             .args(scope)
             .args(extra)
             .status()
             .context("running cargo nextest")?;
-        // nextest does not run doctests.
-        let doc = cargo()
-            .args(["test", "--doc"])
-            .args(scope)
-            .status()
-            .context("running cargo test --doc")?;
         if !nextest.success() || !doc.success() {
             bail!("tests failed (nextest: {nextest}, doctests: {doc})");
         }
