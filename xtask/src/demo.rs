@@ -482,11 +482,11 @@ fn report(out: &SensorOutput, sent: &Sent) {
     );
     println!(
         "  {:<40} {:>12} {:>12} {:>14}",
-        "source", "est. packets", "in flow table", "est. bytes"
+        "source", "packets (est)", "packets (table)", "bytes (est)"
     );
     for e in hh.iter().take(5) {
         println!(
-            "  {:<40} {:>12} {:>12} {:>14}",
+            "  {:<40} {:>14} {:>16} {:>14}",
             e.src.to_string(),
             e.packets_est,
             truth.get(&e.src).copied().unwrap_or(0),
@@ -494,15 +494,19 @@ fn report(out: &SensorOutput, sent: &Sent) {
         );
     }
     println!(
-        "  (\"in flow table\" undercounts sources whose flows the LRU table evicted; \
+        "  (\"table\" undercounts sources whose flows the LRU table evicted; \
          the sketches see every packet)"
     );
-    let distinct_truth = truth.len();
+    // Every source the lab sent from: the generator's (spoofed included),
+    // plus the client and the attacker's own address (real tools, stack).
+    let mut sources = sent.generated_sources.clone();
+    sources.extend([IpAddr::from(CLIENT), IpAddr::from(ATTACKER)]);
+    let distinct_truth = sources.len();
     let est = out.sketch.distinct_sources_estimate;
     println!(
-        "\ndistinct sources: HyperLogLog estimate {est:.0}, flow table {distinct_truth} \
-         (generator alone sent from {}), error {:+.2}%",
-        sent.generated_sources.len(),
-        (est - distinct_truth as f64) / distinct_truth.max(1) as f64 * 100.0
+        "\ndistinct sources: HyperLogLog estimate {est:.0}, truth {distinct_truth} \
+         (error {:+.2}%); {} sources still in the flow table",
+        (est - distinct_truth as f64) / distinct_truth.max(1) as f64 * 100.0,
+        truth.len()
     );
 }
