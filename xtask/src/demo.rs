@@ -481,7 +481,7 @@ fn report(out: &SensorOutput, sent: &Sent) {
         (1.0 - cms.delta) * 100.0
     );
     println!(
-        "  {:<40} {:>12} {:>12} {:>14}",
+        "  {:<40} {:>14} {:>16} {:>14}",
         "source", "packets (est)", "packets (table)", "bytes (est)"
     );
     for e in hh.iter().take(5) {
