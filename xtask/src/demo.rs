@@ -44,7 +44,7 @@ fn catch_ctrl_c() {
 
 fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted; lab removed");
+        bail!("interrupted");
     }
     Ok(())
 }
@@ -143,7 +143,18 @@ impl Sent {
     }
 }
 
+/// Runs the demo; on Ctrl-C, everything is removed and the exit code is 130.
 pub fn demo() -> Result<()> {
+    let result = run_demo();
+    // By now every guard (namespaces, sensor, temp dir) has been dropped.
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("demo interrupted; lab removed");
+        std::process::exit(130);
+    }
+    result
+}
+
+fn run_demo() -> Result<()> {
     let started = Instant::now();
     crate::setup::setup()?;
     if !sensor_lab::root::is_root() {
