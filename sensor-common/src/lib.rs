@@ -336,7 +336,7 @@ pub const fn is_checkpoint(n: u64) -> bool {
     } else if n <= 1024 {
         n & (n - 1) == 0
     } else {
-        n % 1024 == 0
+        n.is_multiple_of(1024)
     }
 }
 

@@ -20,7 +20,7 @@ pub struct FlowUpdate {
 // padding array: fresh statistics are written field by field, and the flags
 // byte and its padding as one 32-bit word.
 const FLAGS_WORD: usize = core::mem::offset_of!(FlowStats, tcp_flags_or);
-const _: () = assert!(FLAGS_WORD % 4 == 0 && FLAGS_WORD + 4 == size_of::<FlowStats>());
+const _: () = assert!(FLAGS_WORD.is_multiple_of(4) && FLAGS_WORD + 4 == size_of::<FlowStats>());
 
 /// Writes the statistics of a flow whose first packet this is to `p`.
 ///
@@ -103,8 +103,9 @@ pub fn update(
     // BPF_ANY: if another CPU inserted the key meanwhile, this only writes
     // this CPU's slot, which is what we want.
     // SAFETY: fully initialised by `write_fresh`.
+    let fresh: &FlowStats = unsafe { &*p };
     FLOW_TABLE
-        .insert(key, unsafe { &*p }, 0)
+        .insert(key, fresh, 0)
         .map_err(|_| Counter::FlowInsertFailed)?;
     Ok(FlowUpdate {
         stats: p,

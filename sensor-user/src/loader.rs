@@ -260,6 +260,27 @@ impl Sensor {
         &self.opts
     }
 
+    /// Runs the loaded program once per `repeat` on `frame` through
+    /// `BPF_PROG_TEST_RUN`, without attaching: for tests and per-packet
+    /// benchmarks that need the real maps. Returns the XDP verdict.
+    ///
+    /// # Errors
+    /// The kernel refused the test run.
+    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<u32, SensorError> {
+        use aya::programs::{TestRun as _, TestRunOptions};
+        let prog = xdp_program(&mut self.ebpf)?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        })
+        .map(|r| r.return_value)
+        .map_err(|source| SensorError::Program {
+            name: XDP_PROGRAM_NAME,
+            source: Box::new(source),
+        })
+    }
+
     /// Takes the rings in use (`RING_WORKER_0..n_workers`), in order, so each
     /// worker thread can own one.
     ///

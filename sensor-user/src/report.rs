@@ -191,10 +191,10 @@ pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], S
 ///
 /// # Errors
 /// The writer failed.
-pub fn write_flows<W: Write>(
+pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
     mut w: W,
     flows: &[(FlowKey, FlowStats)],
-    worker_flows: &HashMap<FlowKey, WorkerFlow>,
+    worker_flows: &HashMap<FlowKey, WorkerFlow, S>,
 ) -> std::io::Result<()> {
     for (key, s) in flows {
         let rec = FlowRecord::new(key, s, worker_flows.get(key));
@@ -216,6 +216,8 @@ pub struct WorkerStats {
     pub decode_errors: u64,
     /// Events of flows the worker could not track (flow map full).
     pub untracked: u64,
+    /// Flows the worker forgot to make room (least recently active).
+    pub evicted: u64,
 }
 
 /// The `--stats-out` object.
@@ -251,6 +253,7 @@ impl StatsReport {
                 rst: r.counters.rst,
                 decode_errors: r.counters.decode_errors,
                 untracked: r.counters.untracked,
+                evicted: r.counters.evicted,
             })
             .collect();
         Self {

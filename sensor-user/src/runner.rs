@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use crate::{
     cli::RunArgs,
-    control::{ControlThread, EPOCH, SketchMaps, SketchSnapshot},
+    control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     error::SensorError,
     loader::Sensor,
     report::{self, OutputFile, SketchReport, StatsReport},
@@ -167,20 +167,23 @@ fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
 /// Load/attach failures (with a user-facing diagnosis), map access failures,
 /// or outputs that cannot be written.
 pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
+    run_with_sketches(args, factory, &SketchHandle::default())
+}
+
+/// Like [`run`], publishing each epoch's sketches to `sketches`, so stages
+/// built by `factory` (which can capture a clone of the handle) read them.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_sketches(
+    args: &RunArgs,
+    factory: &HandlerFactory,
+    sketches: &SketchHandle,
+) -> Result<RunSummary, SensorError> {
     let opts = args.load_options()?;
     let outputs = Outputs::create(args)?;
-    let n_workers = opts.n_workers;
-    let flow_table_size = opts.flow_table_size;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(
-        args,
-        opts,
-        outputs,
-        factory,
-        &sfd,
-        n_workers,
-        flow_table_size,
-    );
+    let result = run_inner(args, opts, outputs, factory, sketches, &sfd);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
@@ -192,14 +195,15 @@ fn run_inner(
     opts: crate::loader::LoadOptions,
     outputs: Outputs,
     factory: &HandlerFactory,
+    sketches: &SketchHandle,
     sfd: &SignalFd,
-    n_workers: u32,
-    flow_table_size: u32,
 ) -> Result<RunSummary, SensorError> {
+    let n_workers = opts.n_workers;
+    let flow_table_size = opts.flow_table_size;
     let mut sensor = Sensor::load(opts)?;
     let rings = sensor.take_rings()?;
     let maps = SketchMaps::take(&mut sensor)?;
-    let control = ControlThread::spawn(maps, EPOCH)?;
+    let control = ControlThread::spawn(maps, EPOCH, sketches.clone())?;
     let pool = match WorkerPool::spawn(
         rings,
         factory,

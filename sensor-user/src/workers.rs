@@ -57,10 +57,6 @@ pub const TICK_NS: u64 = 1_000_000;
 const POLL_TIMEOUT_MS: u8 = 1;
 /// Events drained between clock reads while the ring stays busy.
 const EVENTS_PER_CLOCK_CHECK: u32 = 256;
-/// Flows without an event for this long are forgotten once the map is ¾ full.
-pub const FLOW_IDLE_NS: u64 = 120_000_000_000;
-/// How often the map is checked for idle flows.
-const HOUSEKEEPING_NS: u64 = 1_000_000_000;
 
 /// What a worker knows about one flow, from its events.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -98,6 +94,93 @@ impl WorkerFlow {
     }
 }
 
+/// Hasher for the worker's flow map. SipHash (std's default) costs tens of
+/// nanoseconds on a 40-byte key; this multiply-xor mix with a fmix64 finish
+/// costs a few. Keys are attacker-controlled (spoofable addresses), so the
+/// state starts from a per-process random seed: collisions cannot be
+/// precomputed offline.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHasher(u64);
+
+impl FlowHasher {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    #[inline(always)]
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(31);
+    }
+}
+
+impl std::hash::Hasher for FlowHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u16(&mut self, i: u16) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.mix(u64::from(i));
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.mix(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.mix(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        sensor_common::hash::fmix64(self.0)
+    }
+}
+
+/// Builds [`FlowHasher`]s from one random seed per map.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowHashBuilder {
+    seed: u64,
+}
+
+impl Default for FlowHashBuilder {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // std's RandomState is seeded from the OS once per thread; one
+        // SipHash output of it is a good random seed.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0x5e45_0f10_c0de_0001);
+        Self { seed: h.finish() }
+    }
+}
+
+impl std::hash::BuildHasher for FlowHashBuilder {
+    type Hasher = FlowHasher;
+    #[inline]
+    fn build_hasher(&self) -> FlowHasher {
+        FlowHasher(self.seed)
+    }
+}
+
+/// The worker's flow map.
+pub type FlowMap = HashMap<FlowKey, WorkerFlow, FlowHashBuilder>;
+
 /// Per-worker counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerCounters {
@@ -111,6 +194,8 @@ pub struct WorkerCounters {
     pub decode_errors: u64,
     /// Events of flows not tracked because the flow map was full.
     pub untracked: u64,
+    /// Flows forgotten to make room (least recently active first).
+    pub evicted: u64,
     /// `poll` wake-ups (one syscall each).
     pub wakeups: u64,
 }
@@ -121,8 +206,10 @@ pub struct WorkerCounters {
 pub struct WorkerState {
     pub index: usize,
     pub counters: WorkerCounters,
-    flows: HashMap<FlowKey, WorkerFlow>,
+    flows: FlowMap,
     flow_capacity: usize,
+    /// Reused by eviction to find the age cutoff without allocating.
+    scratch_ts: Vec<u64>,
     handler: Box<dyn EventHandler>,
 }
 
@@ -133,8 +220,9 @@ impl WorkerState {
         Self {
             index,
             counters: WorkerCounters::default(),
-            flows: HashMap::with_capacity(flow_capacity),
+            flows: HashMap::with_capacity_and_hasher(flow_capacity, FlowHashBuilder::default()),
             flow_capacity: flow_capacity.max(1),
+            scratch_ts: Vec::with_capacity(flow_capacity),
             handler,
         }
     }
@@ -204,25 +292,37 @@ impl WorkerState {
         self.handler.on_tick(now_ns);
     }
 
-    /// Forgets flows idle for [`FLOW_IDLE_NS`] once the map is ¾ full, so it
-    /// never grows past its pre-sized capacity. Runs once a second, off the
-    /// event path.
-    pub fn housekeeping(&mut self, now_ns: u64) {
-        if self.flows.len() * 4 >= self.flow_capacity * 3 {
-            let before = self.flows.len();
-            self.flows
-                .retain(|_, f| now_ns.saturating_sub(f.last_ts_ns) < FLOW_IDLE_NS);
-            debug!(
-                worker = self.index,
-                forgotten = before - self.flows.len(),
-                "idle flows expired"
-            );
+    /// Keeps the flow map within its pre-sized capacity: once it is ¾ full,
+    /// forgets the least recently active flows until it is half full (the
+    /// same policy as the kernel's LRU flow table, so under a flood the
+    /// worker keeps the flows the table keeps). Called every tick; the
+    /// check is O(1) and the O(n) eviction runs only under pressure, so the
+    /// cost per new flow stays constant.
+    pub fn housekeeping(&mut self) {
+        let len = self.flows.len();
+        if len * 4 < self.flow_capacity * 3 {
+            return;
         }
+        let remove = len - self.flow_capacity / 2;
+        if remove == 0 {
+            return;
+        }
+        self.scratch_ts.clear();
+        self.scratch_ts
+            .extend(self.flows.values().map(|f| f.last_ts_ns));
+        let (_, &mut cutoff, _) = self.scratch_ts.select_nth_unstable(remove - 1);
+        self.flows.retain(|_, f| f.last_ts_ns > cutoff);
+        let evicted = (len - self.flows.len()) as u64;
+        self.counters.evicted += evicted;
+        debug!(
+            worker = self.index,
+            evicted, "flow map full: least recently active flows evicted"
+        );
     }
 
     /// Flow state, for reports.
     #[must_use]
-    pub fn flows(&self) -> &HashMap<FlowKey, WorkerFlow> {
+    pub fn flows(&self) -> &FlowMap {
         &self.flows
     }
 
@@ -242,15 +342,17 @@ impl WorkerState {
 pub struct WorkerReport {
     pub worker: usize,
     pub counters: WorkerCounters,
-    pub flows: HashMap<FlowKey, WorkerFlow>,
+    pub flows: FlowMap,
 }
 
 /// Merges the flow state of all workers (each flow normally lives on exactly
 /// one; merging keeps the result right if the ring choice ever changed).
 #[must_use]
-pub fn merge_worker_flows(reports: &[WorkerReport]) -> HashMap<FlowKey, WorkerFlow> {
-    let mut out: HashMap<FlowKey, WorkerFlow> =
-        HashMap::with_capacity(reports.iter().map(|r| r.flows.len()).sum());
+pub fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
+    let mut out: FlowMap = HashMap::with_capacity_and_hasher(
+        reports.iter().map(|r| r.flows.len()).sum(),
+        FlowHashBuilder::default(),
+    );
     for r in reports {
         for (k, f) in &r.flows {
             out.entry(*k).or_default().merge(f);
@@ -367,7 +469,6 @@ fn run_worker(
     stop: &AtomicBool,
 ) -> WorkerReport {
     let mut next_tick = monotonic_ns() + TICK_NS;
-    let mut next_housekeeping = next_tick + HOUSEKEEPING_NS;
     loop {
         let mut drained = 0u32;
         while let Some(item) = ring.next() {
@@ -384,11 +485,8 @@ fn run_worker(
         let now = monotonic_ns();
         if now >= next_tick {
             state.tick(now);
+            state.housekeeping();
             next_tick = now + TICK_NS;
-        }
-        if now >= next_housekeeping {
-            state.housekeeping(now);
-            next_housekeeping = now + HOUSEKEEPING_NS;
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.
@@ -480,16 +578,34 @@ mod tests {
     }
 
     #[test]
-    fn full_flow_map_counts_untracked_and_housekeeping_frees_it() {
-        let mut w = WorkerState::new(0, 4, Box::new(NoopHandler));
-        for i in 0..6 {
+    fn full_flow_map_counts_untracked_and_evicts_least_recent() {
+        let mut w = WorkerState::new(0, 8, Box::new(NoopHandler));
+        for i in 0..10 {
             w.dispatch(bytemuck::bytes_of(&event(i, EventKind::Start)));
         }
-        assert_eq!(w.flows().len(), 4);
+        assert_eq!(w.flows().len(), 8);
         assert_eq!(w.counters.untracked, 2);
-        assert_eq!(w.counters.events, 6);
-        w.housekeeping(FLOW_IDLE_NS + 100);
-        assert!(w.flows().is_empty());
+        assert_eq!(w.counters.events, 10);
+        // Flow 0 becomes the most recently active.
+        let mut again = event(0, EventKind::Update);
+        again.ts_ns = 1_000;
+        w.dispatch(bytemuck::bytes_of(&again));
+        w.housekeeping();
+        assert_eq!(w.flows().len(), 4, "evicted down to half");
+        assert_eq!(w.counters.evicted, 4);
+        let kept: Vec<u16> = {
+            let mut v: Vec<u16> = w.flows().keys().map(|k| k.sport).collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(
+            kept,
+            vec![0, 5, 6, 7],
+            "the most recently active flows stay"
+        );
+        // Below ¾ nothing happens.
+        w.housekeeping();
+        assert_eq!(w.flows().len(), 4);
     }
 
     #[test]
@@ -503,6 +619,30 @@ mod tests {
         let f = merged[&event(0, EventKind::Start).key];
         assert_eq!((f.events, f.start, f.update), (2, 1, 1));
         assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn flow_hasher_separates_keys_and_is_seeded() {
+        use std::hash::BuildHasher;
+        let b = FlowHashBuilder::default();
+        let k0 = event(0, EventKind::Start).key;
+        let k1 = event(1, EventKind::Start).key;
+        assert_eq!(b.hash_one(k0), b.hash_one(k0));
+        assert_ne!(b.hash_one(k0), b.hash_one(k1));
+        let mut swapped = k0;
+        swapped.src = k0.dst;
+        swapped.dst = k0.src;
+        assert_ne!(b.hash_one(k0), b.hash_one(swapped), "direction matters");
+        // Two builders (two workers, two runs) disagree: the seed is random.
+        assert_ne!(b.hash_one(k0), FlowHashBuilder::default().hash_one(k0));
+        // Buckets spread: 4096 sequential keys fill most of 4096 low-bit buckets.
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..4096u32 {
+            let mut k = k0;
+            k.src = FlowKey::map_v4(i.to_be_bytes());
+            seen.insert(b.hash_one(k) & 4095);
+        }
+        assert!(seen.len() > 2400, "{}", seen.len());
     }
 
     #[test]
