@@ -205,31 +205,47 @@ fn bench_targets() -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// Bench names users type, and the bench targets they stand for.
+const BENCH_ALIASES: [(&str, &[&str]); 2] = [
+    ("xdp", &["xdp"]),
+    ("workers", &["workers", "worker_dispatch"]),
+];
+
 fn bench(which: Option<&str>) -> Result<()> {
     setup::setup()?;
     let available = bench_targets()?;
-    let wanted: Vec<&str> = match which {
-        Some(w) => vec![w],
-        None => vec!["xdp", "workers"],
-    };
-    let mut ran = 0;
-    for name in wanted {
-        if available.iter().any(|a| a == name) {
-            run_status(cargo().args(["bench", "-p", "sensor-user", "--bench", name]))?;
-            ran += 1;
-        } else {
-            println!(
-                "bench `{name}`: no such bench target in sensor-user (have: {})",
-                if available.is_empty() {
-                    "none".to_owned()
-                } else {
-                    available.join(", ")
-                }
-            );
+    let wanted: Vec<String> = match which {
+        // Everything sensor-user has.
+        None => available.clone(),
+        Some(w) => {
+            let targets = BENCH_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == w)
+                .map_or_else(|| vec![w], |(_, t)| t.to_vec());
+            targets
+                .into_iter()
+                .filter(|t| available.iter().any(|a| a == t))
+                .map(str::to_owned)
+                .collect()
         }
+    };
+    if wanted.is_empty() {
+        let have = if available.is_empty() {
+            "none".to_owned()
+        } else {
+            available.join(", ")
+        };
+        println!(
+            "bench `{}`: no such bench target in sensor-user yet (have: {have})",
+            which.unwrap_or("all")
+        );
+        if which.is_some() {
+            bail!("no bench ran");
+        }
+        return Ok(());
     }
-    if ran == 0 && which.is_some() {
-        bail!("no bench ran");
+    for name in &wanted {
+        run_status(cargo().args(["bench", "-p", "sensor-user", "--bench", name]))?;
     }
     Ok(())
 }
