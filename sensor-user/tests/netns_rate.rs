@@ -109,7 +109,7 @@ fn unpaced_generator_loses_no_event() {
         &frames,
         Pacing {
             pps: None,
-            time_limit: Duration::from_secs(10),
+            time_limit: Duration::from_secs(30),
             batch: 64,
         },
         || Ok(()),
