@@ -1,6 +1,8 @@
 //! Policy for tests that need root: skip loudly on a developer machine, fail
 //! in CI where a silent skip would hide a broken test.
 
+use std::io::Write as _;
+
 /// Environment variable that turns a root skip into a failure (CI sets it).
 pub const REQUIRE_ROOT_ENV: &str = "SENSOR_REQUIRE_ROOT_TESTS";
 
@@ -29,8 +31,12 @@ pub fn require_root(test_name: &str) -> bool {
         // SAFETY: as above.
         unsafe { libc::geteuid() }
     );
-    eprintln!("**************************************************");
-    eprintln!("skipped: needs root ({test_name})");
-    eprintln!("**************************************************");
+    // Written to the stderr file descriptor directly: the test harness
+    // captures `eprintln!` of passing tests, which would hide the skip.
+    let banner = "*".repeat(60);
+    let _ = writeln!(
+        std::io::stderr(),
+        "{banner}\nskipped: needs root ({test_name})\n{banner}"
+    );
     false
 }
