@@ -25,6 +25,16 @@ pub enum Command {
     /// Attach to an interface and observe traffic until SIGINT/SIGTERM or
     /// --duration.
     Run(RunArgs),
+    /// Print the live counters of a running `sensor run` as one JSON line.
+    Stats(StatsArgs),
+}
+
+/// `sensor stats`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// Interface the running sensor is attached to.
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
 }
 
 /// XDP attach mode as given on the command line.
@@ -123,6 +133,16 @@ mod tests {
     fn run(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
             Command::Run(r) => r,
+            Command::Stats(_) => panic!("not run"),
+        }
+    }
+
+    #[test]
+    fn stats_needs_an_interface() {
+        assert!(parse(&["stats"]).is_err());
+        match parse(&["stats", "--iface", "eth0"]).unwrap().command {
+            Command::Stats(s) => assert_eq!(s.iface, "eth0"),
+            Command::Run(_) => panic!("not stats"),
         }
     }
 

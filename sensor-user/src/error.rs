@@ -100,6 +100,14 @@ pub enum SensorError {
         source: Box<ProgramError>,
     },
 
+    /// `sensor stats` found no pinned counters: no sensor runs on the
+    /// interface, or it runs without a BPF filesystem.
+    #[error(
+        "no running sensor on `{iface}` (nothing pinned at {}; is `sensor run --iface {iface}` running in this mount namespace?)",
+        path.display()
+    )]
+    NotRunning { iface: String, path: PathBuf },
+
     /// A command-line or configuration value is out of range.
     #[error("invalid {what}: {reason}")]
     InvalidConfig { what: &'static str, reason: String },

@@ -122,12 +122,26 @@ pub fn if_index(iface: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// Where a running sensor pins its `GLOBAL_COUNTERS` so `sensor stats` can
+/// read them from another process.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/xdp-sensor";
+
+/// The pin path of the counters of the sensor attached to `iface`.
+#[must_use]
+pub fn counters_pin_path(iface: &str) -> std::path::PathBuf {
+    std::path::Path::new(PIN_ROOT)
+        .join(iface)
+        .join(map_names::GLOBAL_COUNTERS)
+}
+
 /// A loaded (and, after [`Sensor::attach`], attached) XDP sensor.
 pub struct Sensor {
     ebpf: Ebpf,
     opts: LoadOptions,
     if_index: u32,
     link: Option<XdpLinkId>,
+    /// The counters pin this sensor created, removed on detach.
+    pinned: Option<std::path::PathBuf>,
 }
 
 impl Sensor {
@@ -213,6 +227,7 @@ impl Sensor {
             opts,
             if_index,
             link: None,
+            pinned: None,
         })
     }
 
@@ -231,11 +246,64 @@ impl Sensor {
             .map_err(|source| attach_error(&iface, mode, source))?;
         self.link = Some(link);
         info!(iface = %iface, mode = mode.name(), "XDP program attached");
+        // Only after a successful attach: the interface is ours, so a pin
+        // left there by a crashed run is stale and can be replaced.
+        self.pin_counters();
         Ok(())
+    }
+
+    /// Pins `GLOBAL_COUNTERS` under [`PIN_ROOT`] for `sensor stats`. Best
+    /// effort: without a BPF filesystem at `/sys/fs/bpf` (e.g. inside
+    /// `ip netns exec`, which remounts `/sys`) the sensor runs unpinned.
+    fn pin_counters(&mut self) {
+        let path = counters_pin_path(&self.opts.iface);
+        let bpffs = nix::sys::statfs::statfs("/sys/fs/bpf")
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
+        if !bpffs {
+            debug!("no BPF filesystem at /sys/fs/bpf; counters not pinned");
+            return;
+        }
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => debug!(path = %path.display(), "removed a stale counters pin"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.map(map_names::GLOBAL_COUNTERS)?.pin(&path)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                debug!(path = %path.display(), "counters pinned");
+                self.pinned = Some(path);
+            }
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "could not pin the counters; `sensor stats` will not see this run")
+            }
+        }
+    }
+
+    fn unpin_counters(&mut self) {
+        if let Some(path) = self.pinned.take() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                warn!(path = %path.display(), error = %e, "could not remove the counters pin");
+            }
+            // Remove the per-interface directory and the root if empty.
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::remove_dir(dir);
+                if let Some(root) = dir.parent() {
+                    let _ = std::fs::remove_dir(root);
+                }
+            }
+        }
     }
 
     /// Detaches the program; packets then flow without it. Idempotent.
     pub fn detach(&mut self) {
+        self.unpin_counters();
         let Some(link) = self.link.take() else {
             return;
         };

@@ -38,6 +38,17 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             eprintln!("{}", summary.human());
             Ok(())
         }
+        Command::Stats(args) => {
+            use std::io::Write as _;
+            let counters = sensor::report::read_pinned_counters(&args.iface)?;
+            let line = serde_json::json!({
+                "iface": args.iface,
+                "counters": sensor::report::counters_json(&counters),
+            });
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").context("writing to stdout")?;
+            Ok(())
+        }
     }
 }
 

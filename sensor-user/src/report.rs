@@ -167,9 +167,38 @@ pub fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, Sen
 /// # Errors
 /// The map is missing, has the wrong layout, or a read failed.
 pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+    sum_counters(sensor.map(map_names::GLOBAL_COUNTERS)?)
+}
+
+/// Reads the counters a running sensor pinned for `iface`.
+///
+/// # Errors
+/// [`SensorError::NotRunning`] when nothing is pinned there, or a read error.
+pub fn read_pinned_counters(iface: &str) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+    let path = crate::loader::counters_pin_path(iface);
+    if !path.exists() {
+        return Err(SensorError::NotRunning {
+            iface: iface.to_owned(),
+            path,
+        });
+    }
+    let name = map_names::GLOBAL_COUNTERS;
+    let data = MapData::from_pin(&path).map_err(|source| SensorError::MapAccess {
+        name,
+        op: "opening the pinned",
+        source: Box::new(source),
+    })?;
+    let map = aya::maps::Map::from_map_data(data).map_err(|source| SensorError::MapType {
+        name,
+        source: Box::new(source),
+    })?;
+    sum_counters(&map)
+}
+
+fn sum_counters(map: &aya::maps::Map) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
     let name = map_names::GLOBAL_COUNTERS;
     let arr: PerCpuArray<&MapData, u64> =
-        PerCpuArray::try_from(sensor.map(name)?).map_err(|source| SensorError::MapType {
+        PerCpuArray::try_from(map).map_err(|source| SensorError::MapType {
             name,
             source: Box::new(source),
         })?;
@@ -202,6 +231,17 @@ pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
         w.write_all(b"\n")?;
     }
     w.flush()
+}
+
+/// Every counter by name, in index order (for `sensor stats`).
+#[must_use]
+pub fn counters_json(
+    counters: &[u64; COUNTER_COUNT as usize],
+) -> serde_json::Map<String, serde_json::Value> {
+    Counter::ALL
+        .iter()
+        .map(|&c| (c.name().to_owned(), counters[c as usize].into()))
+        .collect()
 }
 
 /// One worker's line in `--stats-out`.
@@ -238,10 +278,7 @@ impl StatsReport {
         epochs_flipped: u64,
         duration_s: f64,
     ) -> Self {
-        let counters = Counter::ALL
-            .iter()
-            .map(|&c| (c.name().to_owned(), counters[c as usize].into()))
-            .collect();
+        let counters = counters_json(counters);
         let workers = workers
             .iter()
             .map(|r| WorkerStats {
