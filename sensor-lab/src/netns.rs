@@ -111,6 +111,19 @@ impl Netns {
         cmd
     }
 
+    /// A command that runs `program` in this network namespace only, with
+    /// `nsenter --net`: unlike `ip netns exec` it keeps the host's mounts
+    /// (notably the BPF filesystem at `/sys/fs/bpf`, for pinned maps). Also
+    /// execs the program, so the child's pid is the program's own.
+    #[must_use]
+    pub fn nsenter_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+
     /// Enables or disables IPv6 for every interface created afterwards and
     /// for the namespace as a whole.
     ///

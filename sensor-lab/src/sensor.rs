@@ -203,12 +203,38 @@ impl SensorRun {
     /// # Errors
     /// The process cannot be started.
     pub fn start(ns: &Netns, bin: &Path, iface: &str, dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with(ns.command(bin), ns, bin, iface, dir, extra)
+    }
+
+    /// Like [`SensorRun::start`], but entered with `nsenter --net`, which
+    /// keeps the host's `/sys/fs/bpf` so the sensor can pin its counters
+    /// for `sensor stats`.
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start_nsenter(
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_with(ns.nsenter_command(bin), ns, bin, iface, dir, extra)
+    }
+
+    fn start_with(
+        mut cmd: std::process::Command,
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
         let stderr =
             std::fs::File::create(dir.join(Self::STDERR)).map_err(|source| LabError::Sys {
                 call: format!("create {}", dir.join(Self::STDERR).display()),
                 source,
             })?;
-        let mut cmd = ns.command(bin);
         cmd.arg("run")
             .args(["--iface", iface])
             .arg("--flows-out")
