@@ -1,0 +1,808 @@
+//! The project's traffic generator: raw Ethernet frames written to an
+//! interface through an `AF_PACKET` socket, in `sendmmsg` batches, with the
+//! exact ground truth of what was sent.
+//!
+//! Frames are built once, up front, into one contiguous buffer (so sending
+//! allocates nothing), with `etherparse` computing every checksum. A plan
+//! ([`Frames::spread`], [`Frames::syn_flood`], [`Frames::port_scan`],
+//! [`Frames::udp_flood`]) fills the buffer; a [`Sender`] opened inside a
+//! namespace sends it, paced and bounded; [`Frames::truth`] gives per-flow
+//! packets, bytes and TCP flag counts of the frames actually sent.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::time::{Duration, Instant};
+
+use etherparse::{
+    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
+};
+
+use crate::error::{LabError, Result};
+use crate::netns::Netns;
+
+/// TCP flag bits (as in the TCP header's flags byte).
+pub mod tcp {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// IP protocol numbers used by the generator.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// A unidirectional flow as the sensor keys it. For ICMP/ICMPv6, `sport` is
+/// the type and `dport` the code (an echo request: 8/0, or 128/0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowTuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// A flow to generate: its tuple and an optional 802.1Q VLAN id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSpec {
+    pub tuple: FlowTuple,
+    pub vlan: Option<u16>,
+}
+
+impl FlowSpec {
+    /// A TCP flow.
+    #[must_use]
+    pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self::l4(src, dst, sport, dport, proto::TCP)
+    }
+
+    /// A UDP flow.
+    #[must_use]
+    pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self::l4(src, dst, sport, dport, proto::UDP)
+    }
+
+    /// An ICMP (IPv4) or ICMPv6 (IPv6) echo-request flow.
+    #[must_use]
+    pub fn echo(src: IpAddr, dst: IpAddr) -> Self {
+        if src.is_ipv4() {
+            Self::l4(src, dst, 8, 0, proto::ICMP)
+        } else {
+            Self::l4(src, dst, 128, 0, proto::ICMPV6)
+        }
+    }
+
+    fn l4(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            tuple: FlowTuple {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+            },
+            vlan: None,
+        }
+    }
+
+    /// The same flow carried in an 802.1Q tag.
+    #[must_use]
+    pub fn with_vlan(mut self, id: u16) -> Self {
+        self.vlan = Some(id);
+        self
+    }
+}
+
+/// What the sensor must report for one flow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowTruth {
+    pub packets: u64,
+    /// Sum of frame lengths (Ethernet header and VLAN tag included).
+    pub bytes: u64,
+    /// Segments with SYN and without ACK.
+    pub syn: u64,
+    /// Segments with SYN and ACK.
+    pub synack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub len_min: u64,
+    pub len_max: u64,
+}
+
+/// Ground truth of a sent frame sequence.
+#[derive(Clone, Debug, Default)]
+pub struct Truth {
+    pub flows: BTreeMap<FlowTuple, FlowTruth>,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl Truth {
+    /// Packets and bytes per source address.
+    #[must_use]
+    pub fn sources(&self) -> BTreeMap<IpAddr, (u64, u64)> {
+        let mut m: BTreeMap<IpAddr, (u64, u64)> = BTreeMap::new();
+        for (t, f) in &self.flows {
+            let e = m.entry(t.src).or_default();
+            e.0 += f.packets;
+            e.1 += f.bytes;
+        }
+        m
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FrameMeta {
+    start: usize,
+    len: u32,
+    flow: u32,
+    tcp_flags: u8,
+}
+
+/// A sequence of ready-to-send frames plus the flow each belongs to.
+#[derive(Clone, Debug)]
+pub struct Frames {
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    buf: Vec<u8>,
+    meta: Vec<FrameMeta>,
+    flows: Vec<FlowSpec>,
+    /// Reused per frame while building, never while sending.
+    scratch: Vec<u8>,
+}
+
+/// TCP flags of the `j`-th packet of a flow in [`Frames::spread`]: every
+/// kind the sensor counts appears, in a fixed cycle.
+#[must_use]
+pub const fn spread_tcp_flags(j: u64) -> u8 {
+    match j % 7 {
+        0 => tcp::SYN,
+        1 => tcp::SYN | tcp::ACK,
+        2 | 6 => tcp::ACK,
+        3 => tcp::PSH | tcp::ACK,
+        4 => tcp::FIN | tcp::ACK,
+        _ => tcp::RST,
+    }
+}
+
+/// Payload length of the `j`-th packet of a flow in [`Frames::spread`]:
+/// varies so byte counts and length statistics are non-trivial.
+#[must_use]
+pub const fn spread_payload_len(j: u64) -> usize {
+    ((j * 37) % 211) as usize
+}
+
+impl Frames {
+    /// An empty sequence of frames from `src_mac` to `dst_mac`.
+    #[must_use]
+    pub fn new(src_mac: [u8; 6], dst_mac: [u8; 6]) -> Self {
+        Self {
+            src_mac,
+            dst_mac,
+            buf: Vec::new(),
+            meta: Vec::new(),
+            flows: Vec::new(),
+            scratch: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Number of frames.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.meta.len()
+    }
+
+    /// True when there are no frames.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_empty()
+    }
+
+    /// The `i`-th frame's bytes.
+    #[must_use]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let m = self.meta[i];
+        &self.buf[m.start..m.start + m.len as usize]
+    }
+
+    /// Registers a flow; returns its index for [`Frames::push`].
+    pub fn add_flow(&mut self, spec: FlowSpec) -> u32 {
+        self.flows.push(spec);
+        u32::try_from(self.flows.len() - 1).expect("fewer than 2^32 flows")
+    }
+
+    /// Appends one frame of flow `flow`. `tcp_flags` is used for TCP flows
+    /// only; `seq` becomes the TCP sequence number or the ICMP sequence.
+    ///
+    /// # Errors
+    /// The frame cannot be built (payload too large, mixed address families).
+    ///
+    /// # Panics
+    /// `flow` was not returned by [`Frames::add_flow`].
+    pub fn push(&mut self, flow: u32, tcp_flags: u8, payload_len: usize, seq: u32) -> Result<()> {
+        let spec = self.flows[flow as usize];
+        let t = spec.tuple;
+        let frame_err = |reason: String| LabError::Frame { reason };
+        let ip = match (t.src, t.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => IpHeaders::Ipv4(
+                Ipv4Header::new(0, 64, IpNumber(t.proto), s.octets(), d.octets())
+                    .map_err(|e| frame_err(e.to_string()))?,
+                Default::default(),
+            ),
+            (IpAddr::V6(s), IpAddr::V6(d)) => IpHeaders::Ipv6(
+                Ipv6Header {
+                    traffic_class: 0,
+                    flow_label: Ipv6FlowLabel::ZERO,
+                    payload_length: 0,
+                    next_header: IpNumber(t.proto),
+                    hop_limit: 64,
+                    source: s.octets(),
+                    destination: d.octets(),
+                },
+                Default::default(),
+            ),
+            _ => return Err(frame_err(format!("mixed address families in {t:?}"))),
+        };
+        let eth = PacketBuilder::ethernet2(self.src_mac, self.dst_mac);
+        let ip_step = match spec.vlan {
+            Some(id) => eth
+                .single_vlan(VlanId::try_new(id).map_err(|e| frame_err(e.to_string()))?)
+                .ip(ip),
+            None => eth.ip(ip),
+        };
+        // Deterministic, non-zero payload bytes.
+        let payload: Vec<u8> = (0..payload_len).map(|i| (i as u8) ^ 0x5a).collect();
+        self.scratch.clear();
+        let written = match t.proto {
+            proto::TCP => {
+                let mut h = TcpHeader::new(t.sport, t.dport, seq, 64_240);
+                h.fin = tcp_flags & tcp::FIN != 0;
+                h.syn = tcp_flags & tcp::SYN != 0;
+                h.rst = tcp_flags & tcp::RST != 0;
+                h.psh = tcp_flags & tcp::PSH != 0;
+                h.ack = tcp_flags & tcp::ACK != 0;
+                if h.ack {
+                    h.acknowledgment_number = seq.wrapping_mul(7) | 1;
+                }
+                ip_step.tcp_header(h).write(&mut self.scratch, &payload)
+            }
+            proto::UDP => ip_step
+                .udp(t.sport, t.dport)
+                .write(&mut self.scratch, &payload),
+            proto::ICMP => ip_step
+                .icmpv4_echo_request(t.sport ^ t.dport ^ 0x1234, seq as u16)
+                .write(&mut self.scratch, &payload),
+            proto::ICMPV6 => ip_step
+                .icmpv6_echo_request(0x1234, seq as u16)
+                .write(&mut self.scratch, &payload),
+            other => return Err(frame_err(format!("protocol {other} not supported"))),
+        };
+        written.map_err(|e| frame_err(e.to_string()))?;
+        self.meta.push(FrameMeta {
+            start: self.buf.len(),
+            len: u32::try_from(self.scratch.len()).map_err(|e| frame_err(e.to_string()))?,
+            flow,
+            tcp_flags: if t.proto == proto::TCP { tcp_flags } else { 0 },
+        });
+        self.buf.extend_from_slice(&self.scratch);
+        Ok(())
+    }
+
+    /// Plan "K packets spread over F flows": flow `i` gets `k / F` packets,
+    /// plus one if `i < k % F`, interleaved round-robin. TCP packets cycle
+    /// through [`spread_tcp_flags`]; payload lengths follow
+    /// [`spread_payload_len`].
+    ///
+    /// # Errors
+    /// A frame cannot be built.
+    pub fn spread(src_mac: [u8; 6], dst_mac: [u8; 6], flows: &[FlowSpec], k: u64) -> Result<Self> {
+        let mut f = Self::new(src_mac, dst_mac);
+        let ids: Vec<u32> = flows.iter().map(|s| f.add_flow(*s)).collect();
+        let n = ids.len() as u64;
+        if n == 0 {
+            return Ok(f);
+        }
+        for p in 0..k {
+            let (i, j) = (p % n, p / n);
+            f.push(
+                ids[i as usize],
+                spread_tcp_flags(j),
+                spread_payload_len(j),
+                j as u32,
+            )?;
+        }
+        Ok(f)
+    }
+
+    /// SYN flood: `packets` SYNs to `dst:dport` from `sources` spoofed IPv4
+    /// sources (`spoofed_source(i)`), round-robin, each with its own port.
+    ///
+    /// # Errors
+    /// A frame cannot be built.
+    pub fn syn_flood(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        sources: u32,
+        dst: IpAddr,
+        dport: u16,
+        packets: u64,
+    ) -> Result<Self> {
+        let mut f = Self::new(src_mac, dst_mac);
+        let sources = sources.max(1);
+        for i in 0..sources {
+            let sport = 1024 + (i % 60_000) as u16;
+            f.add_flow(FlowSpec::tcp(spoofed_source(i), dst, sport, dport));
+        }
+        for p in 0..packets {
+            f.push((p % u64::from(sources)) as u32, tcp::SYN, 0, p as u32)?;
+        }
+        Ok(f)
+    }
+
+    /// TCP SYN port scan: one SYN from `src:sport` to each port of `ports`.
+    ///
+    /// # Errors
+    /// A frame cannot be built.
+    pub fn port_scan(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        src: IpAddr,
+        dst: IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> Result<Self> {
+        let mut f = Self::new(src_mac, dst_mac);
+        for port in ports {
+            let id = f.add_flow(FlowSpec::tcp(src, dst, 40_000, port));
+            f.push(id, tcp::SYN, 0, u32::from(port))?;
+        }
+        Ok(f)
+    }
+
+    /// UDP flood: `packets` datagrams of `payload_len` bytes in one flow.
+    ///
+    /// # Errors
+    /// A frame cannot be built.
+    pub fn udp_flood(
+        src_mac: [u8; 6],
+        dst_mac: [u8; 6],
+        flow: FlowSpec,
+        packets: u64,
+        payload_len: usize,
+    ) -> Result<Self> {
+        let mut f = Self::new(src_mac, dst_mac);
+        let id = f.add_flow(flow);
+        for p in 0..packets {
+            f.push(id, 0, payload_len, p as u32)?;
+        }
+        Ok(f)
+    }
+
+    /// Appends all frames of `other` (which must use the same MACs).
+    pub fn extend(&mut self, other: &Frames) {
+        let base = u32::try_from(self.flows.len()).expect("fewer than 2^32 flows");
+        self.flows.extend_from_slice(&other.flows);
+        let off = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.meta.extend(other.meta.iter().map(|m| FrameMeta {
+            start: m.start + off,
+            flow: m.flow + base,
+            ..*m
+        }));
+    }
+
+    /// Ground truth of the first `sent` frames.
+    #[must_use]
+    pub fn truth(&self, sent: usize) -> Truth {
+        let mut t = Truth::default();
+        for m in &self.meta[..sent.min(self.meta.len())] {
+            let len = u64::from(m.len);
+            let f = t
+                .flows
+                .entry(self.flows[m.flow as usize].tuple)
+                .or_default();
+            f.len_min = if f.packets == 0 {
+                len
+            } else {
+                f.len_min.min(len)
+            };
+            f.len_max = f.len_max.max(len);
+            f.packets += 1;
+            f.bytes += len;
+            let syn = m.tcp_flags & tcp::SYN != 0;
+            let ack = m.tcp_flags & tcp::ACK != 0;
+            f.syn += u64::from(syn && !ack);
+            f.synack += u64::from(syn && ack);
+            f.fin += u64::from(m.tcp_flags & tcp::FIN != 0);
+            f.rst += u64::from(m.tcp_flags & tcp::RST != 0);
+            t.packets += 1;
+            t.bytes += len;
+        }
+        t
+    }
+}
+
+/// The `i`-th spoofed IPv4 source: walks 100.64.0.0/10 (shared address
+/// space, never routed on the internet) skipping .0 and .255 host bytes.
+#[must_use]
+pub fn spoofed_source(i: u32) -> IpAddr {
+    let host = i % 254 + 1;
+    let net = i / 254;
+    let v = (100u32 << 24) | (64 << 16) | ((net & 0x3fff) << 8) | host;
+    IpAddr::V4(Ipv4Addr::from(v))
+}
+
+/// A varied set of `n` flows: IPv4 and IPv6; TCP, UDP and ICMP; every third
+/// one 802.1Q-tagged. All tuples are distinct.
+#[must_use]
+pub fn mixed_flows(n: u32) -> Vec<FlowSpec> {
+    (0..n)
+        .map(|i| {
+            let v6 = i % 2 == 1;
+            let (src, dst): (IpAddr, IpAddr) = if v6 {
+                (
+                    IpAddr::V6(Ipv6Addr::new(
+                        0xfd00,
+                        0x5e,
+                        0,
+                        0,
+                        0,
+                        0,
+                        1,
+                        (i % 65_000) as u16 + 1,
+                    )),
+                    IpAddr::V6(Ipv6Addr::new(0xfd00, 0x5e, 0, 0, 0, 0, 2, 1)),
+                )
+            } else {
+                (
+                    IpAddr::V4(Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250) as u8 + 1)),
+                    IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)),
+                )
+            };
+            let sport = 20_000 + (i % 40_000) as u16;
+            let spec = match i % 5 {
+                0 | 3 => FlowSpec::tcp(src, dst, sport, 443),
+                1 | 4 => FlowSpec::udp(src, dst, sport, 53),
+                _ => FlowSpec::echo(src, dst),
+            };
+            if i % 3 == 2 {
+                spec.with_vlan(100 + (i % 7) as u16)
+            } else {
+                spec
+            }
+        })
+        .collect()
+}
+
+/// How fast and how long to send.
+#[derive(Clone, Copy, Debug)]
+pub struct Pacing {
+    /// Target packets per second; `None` sends as fast as possible.
+    pub pps: Option<u64>,
+    /// Stop after this long even if frames remain.
+    pub time_limit: Duration,
+    /// Frames per `sendmmsg` call.
+    pub batch: usize,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            pps: None,
+            time_limit: Duration::from_secs(10),
+            batch: 64,
+        }
+    }
+}
+
+/// What a send did.
+#[derive(Clone, Copy, Debug)]
+pub struct SendReport {
+    /// Frames accepted by the kernel (a prefix of the sequence).
+    pub sent: usize,
+    pub elapsed: Duration,
+    /// Times the kernel pushed back (`ENOBUFS`/`EAGAIN`) and a batch was retried.
+    pub retries: u64,
+}
+
+impl SendReport {
+    /// Achieved rate in packets per second.
+    #[must_use]
+    pub fn pps(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_protocol = protocol.to_be();
+    sa.sll_ifindex = ifindex as i32;
+    sa
+}
+
+/// Opens an `AF_PACKET` raw socket inside `ns`, bound to `ifname` for
+/// `protocol` (0: send only, receives nothing).
+fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u32)> {
+    let ifindex = ns.ifindex(ifname)?;
+    let fd = ns.run_in(|| {
+        // SAFETY: plain socket(2); protocol 0 so nothing is received before
+        // the bind below selects the interface.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(LabError::last_os("socket(AF_PACKET)"));
+        }
+        // SAFETY: raw is a fresh fd we own.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    })??;
+    let sa = sockaddr_ll(ifindex, protocol);
+    // SAFETY: sa is a valid sockaddr_ll of the given size.
+    let rc = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const sa).cast(),
+            size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if rc != 0 {
+        return Err(LabError::last_os(format!("bind(AF_PACKET, {ifname})")));
+    }
+    Ok((fd, ifindex))
+}
+
+fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, value: i32, what: &str) -> Result<()> {
+    // SAFETY: value is a valid c_int for the given length.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<i32>() as u32,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(LabError::last_os(format!("setsockopt({what})")))
+    }
+}
+
+/// Sends frames out of one interface of a namespace.
+#[derive(Debug)]
+pub struct Sender {
+    fd: OwnedFd,
+}
+
+impl Sender {
+    /// Opens a raw packet socket on `ifname` inside `ns`.
+    ///
+    /// # Errors
+    /// Not root, or the interface does not exist.
+    pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
+        let (fd, _) = packet_socket(ns, ifname, 0)?;
+        // A large send buffer lets whole batches queue without blocking.
+        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20, "SO_SNDBUF")?;
+        Ok(Self { fd })
+    }
+
+    /// Sends `frames` in order, at most `pacing.pps` per second, stopping at
+    /// `pacing.time_limit`. Kernel push-back is retried, so every frame
+    /// counted in `sent` left through the interface.
+    ///
+    /// # Errors
+    /// `sendmmsg` fails for a reason other than push-back.
+    pub fn send(&self, frames: &Frames, pacing: Pacing) -> Result<SendReport> {
+        let batch = pacing.batch.clamp(1, 1024);
+        // SAFETY: iovec and mmsghdr are plain data; zero is valid.
+        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; batch];
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; batch];
+        let start = Instant::now();
+        let mut sent = 0usize;
+        let mut retries = 0u64;
+        while sent < frames.len() {
+            let elapsed = start.elapsed();
+            if elapsed >= pacing.time_limit {
+                break;
+            }
+            if let Some(pps) = pacing.pps {
+                let due = Duration::from_secs_f64(sent as f64 / pps.max(1) as f64);
+                if due > elapsed {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+            let n = batch.min(frames.len() - sent);
+            for i in 0..n {
+                let m = frames.meta[sent + i];
+                iov[i] = libc::iovec {
+                    iov_base: frames.buf[m.start..].as_ptr().cast_mut().cast(),
+                    iov_len: m.len as usize,
+                };
+                msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: msgs[..n] point at iovecs into `frames.buf`, which
+            // outlives the call; the socket is bound, so no address is needed.
+            let rc = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => {
+                        retries += 1;
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                    _ => {
+                        return Err(LabError::Sys {
+                            call: "sendmmsg(AF_PACKET)".into(),
+                            source: err,
+                        });
+                    }
+                }
+            } else {
+                sent += rc as usize;
+            }
+        }
+        Ok(SendReport {
+            sent,
+            elapsed: start.elapsed(),
+            retries,
+        })
+    }
+}
+
+/// Counts frames an interface delivers to the stack (after XDP), via an
+/// `AF_PACKET` socket's kernel statistics: frames the XDP program dropped
+/// never reach it.
+#[derive(Debug)]
+pub struct PacketCounter {
+    fd: OwnedFd,
+    total: u64,
+}
+
+impl PacketCounter {
+    /// Starts counting frames received on `ifname` inside `ns` (outgoing
+    /// frames are ignored).
+    ///
+    /// # Errors
+    /// Not root, or the interface does not exist.
+    pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
+        let (fd, _) = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
+        setsockopt_int(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_IGNORE_OUTGOING,
+            1,
+            "PACKET_IGNORE_OUTGOING",
+        )?;
+        Ok(Self { fd, total: 0 })
+    }
+
+    /// Frames received since [`PacketCounter::open`] (including any the
+    /// socket buffer had to drop: the kernel counts both).
+    ///
+    /// # Errors
+    /// `getsockopt(PACKET_STATISTICS)` fails.
+    pub fn received(&mut self) -> Result<u64> {
+        // SAFETY: tpacket_stats is plain data.
+        let mut st: libc::tpacket_stats = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::tpacket_stats>() as u32;
+        // SAFETY: st/len describe a valid buffer; reading resets the kernel's
+        // counters, so they are accumulated here.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&raw mut st).cast(),
+                &raw mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(LabError::last_os("getsockopt(PACKET_STATISTICS)"));
+        }
+        self.total += u64::from(st.tp_packets);
+        Ok(self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    const A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    #[test]
+    fn spread_counts_are_exact_and_frames_parse() {
+        let flows = mixed_flows(10);
+        let f = Frames::spread(A, B, &flows, 1003).unwrap();
+        assert_eq!(f.len(), 1003);
+        let t = f.truth(f.len());
+        assert_eq!(t.flows.len(), 10);
+        for (i, spec) in flows.iter().enumerate() {
+            let want = 100 + u64::from(i < 3);
+            assert_eq!(t.flows[&spec.tuple].packets, want, "{spec:?}");
+        }
+        assert_eq!(t.packets, 1003);
+        assert_eq!(
+            t.bytes,
+            (0..f.len()).map(|i| f.frame(i).len() as u64).sum::<u64>()
+        );
+        // Every frame parses back to its flow, with the right VLAN.
+        for i in 0..f.len() {
+            let p = SlicedPacket::from_ethernet(f.frame(i)).unwrap();
+            let spec = f.flows[f.meta[i].flow as usize];
+            assert_eq!(p.vlan().is_some(), spec.vlan.is_some());
+            let (src, dst): (IpAddr, IpAddr) = match p.net.unwrap() {
+                NetSlice::Ipv4(v4) => (
+                    v4.header().source_addr().into(),
+                    v4.header().destination_addr().into(),
+                ),
+                NetSlice::Ipv6(v6) => (
+                    v6.header().source_addr().into(),
+                    v6.header().destination_addr().into(),
+                ),
+                NetSlice::Arp(_) => panic!("arp"),
+            };
+            assert_eq!((src, dst), (spec.tuple.src, spec.tuple.dst));
+            match p.transport.unwrap() {
+                TransportSlice::Tcp(t) => {
+                    assert_eq!(spec.tuple.proto, proto::TCP);
+                    assert_eq!(
+                        (t.source_port(), t.destination_port()),
+                        (spec.tuple.sport, spec.tuple.dport)
+                    );
+                }
+                TransportSlice::Udp(u) => {
+                    assert_eq!(spec.tuple.proto, proto::UDP);
+                    assert_eq!(u.source_port(), spec.tuple.sport);
+                }
+                TransportSlice::Icmpv4(_) => assert_eq!(spec.tuple.proto, proto::ICMP),
+                TransportSlice::Icmpv6(_) => assert_eq!(spec.tuple.proto, proto::ICMPV6),
+                other => panic!("unexpected transport {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tcp_flag_truth_follows_the_cycle() {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let f = Frames::spread(A, B, &[FlowSpec::tcp(src, dst, 1, 2)], 14).unwrap();
+        let t = f.truth(14);
+        let ft = t.flows.values().next().unwrap();
+        assert_eq!((ft.syn, ft.synack, ft.fin, ft.rst), (2, 2, 2, 2));
+        // A prefix's truth counts only the prefix.
+        assert_eq!(f.truth(3).packets, 3);
+        assert_eq!(f.truth(3).flows.values().next().unwrap().synack, 1);
+    }
+
+    #[test]
+    fn spoofed_sources_are_distinct() {
+        let set: std::collections::HashSet<IpAddr> = (0..20_000).map(spoofed_source).collect();
+        assert_eq!(set.len(), 20_000);
+    }
+
+    #[test]
+    fn scan_and_flood_plans() {
+        let src = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let dst = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        let s = Frames::port_scan(A, B, src, dst, 1..=100).unwrap();
+        assert_eq!(s.truth(s.len()).flows.len(), 100);
+        let fl = Frames::syn_flood(A, B, 50, dst, 80, 500).unwrap();
+        let t = fl.truth(fl.len());
+        assert_eq!(t.sources().len(), 50);
+        assert!(t.flows.values().all(|f| f.packets == 10 && f.syn == 10));
+        let mut all = s.clone();
+        all.extend(&fl);
+        assert_eq!(all.truth(all.len()).packets, 600);
+    }
+}

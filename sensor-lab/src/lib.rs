@@ -1,0 +1,20 @@
+//! A self-contained network lab for the sensor.
+//!
+//! - [`netns`]: network namespaces and veth pairs with unique names, removed on
+//!   drop (also when a test panics), so tests never touch the host's network.
+//! - [`generator`]: the project's own traffic generator. It writes raw Ethernet
+//!   frames through `AF_PACKET` with `sendmmsg` batching and returns the exact
+//!   ground truth (per-flow packets, bytes and TCP flag counts) of what it sent.
+//! - [`sensor`]: starts the `sensor` binary inside a namespace, waits until its
+//!   XDP program is attached, stops it and parses its output files.
+//! - [`root`]: the skip-or-fail policy for tests that need root.
+
+pub mod error;
+pub mod generator;
+pub mod netns;
+pub mod root;
+pub mod sensor;
+
+pub use error::LabError;
+pub use netns::{Lab, Netns, VethPair};
+pub use root::require_root;

@@ -1,0 +1,435 @@
+//! Drives the real `sensor` binary inside a namespace: start it, wait until
+//! its XDP program is attached, stop it with SIGINT like an operator would,
+//! and parse the files it writes on exit.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::error::{LabError, Result};
+use crate::netns::Netns;
+
+/// A directory under the system temp dir, removed on drop unless the thread
+/// is panicking (then it is kept and its path printed, for post-mortems).
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/sensor-lab-<pid>-<n>-<tag>`.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn new(tag: &str) -> Result<Self> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "sensor-lab-{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).map_err(|source| LabError::Sys {
+            call: format!("mkdir {}", path.display()),
+            source,
+        })?;
+        Ok(Self { path })
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("sensor output kept in {}", self.path.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// One line of `--flows-out`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct FlowRecord {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    pub syn: u64,
+    pub synack: u64,
+    pub fin: u64,
+    pub rst: u64,
+    #[serde(default)]
+    pub len_min: u64,
+    #[serde(default)]
+    pub len_max: u64,
+    #[serde(default)]
+    pub events: u64,
+    #[serde(default)]
+    pub start_events: u64,
+}
+
+/// `--stats-out`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Stats {
+    pub counters: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub workers: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub epochs_flipped: u64,
+    #[serde(default)]
+    pub duration_s: f64,
+}
+
+impl Stats {
+    /// A counter by its `sensor_common::Counter::name` (0 when absent).
+    #[must_use]
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters.get(name).copied().unwrap_or(0)
+    }
+}
+
+/// Count-Min geometry as reported by the sensor.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct CmsGeometry {
+    pub rows: u32,
+    pub width: u32,
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// One source's Count-Min estimates.
+#[derive(Clone, Copy, Debug, Deserialize)]
+pub struct SourceEstimate {
+    pub src: IpAddr,
+    pub packets_est: u64,
+    pub bytes_est: u64,
+}
+
+/// `--sketch-out`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Sketch {
+    pub total_packets: u64,
+    pub total_bytes: u64,
+    pub distinct_sources_estimate: f64,
+    pub cms: CmsGeometry,
+    pub sources: Vec<SourceEstimate>,
+}
+
+/// Everything the sensor wrote.
+#[derive(Clone, Debug)]
+pub struct SensorOutput {
+    pub status: ExitStatus,
+    pub flows: Vec<FlowRecord>,
+    pub stats: Stats,
+    pub sketch: Sketch,
+    pub stderr: String,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| LabError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, line: usize, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|source| LabError::Parse {
+        path: path.to_owned(),
+        line,
+        source,
+    })
+}
+
+/// Parses a `--flows-out` file (JSON lines).
+///
+/// # Errors
+/// Unreadable file or a line that is not a flow object.
+pub fn read_flows(path: &Path) -> Result<Vec<FlowRecord>> {
+    read(path)?
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| parse(path, i + 1, l))
+        .collect()
+}
+
+/// Parses a `--stats-out` file.
+///
+/// # Errors
+/// Unreadable or malformed file.
+pub fn read_stats(path: &Path) -> Result<Stats> {
+    parse(path, 1, &read(path)?)
+}
+
+/// Parses a `--sketch-out` file.
+///
+/// # Errors
+/// Unreadable or malformed file.
+pub fn read_sketch(path: &Path) -> Result<Sketch> {
+    parse(path, 1, &read(path)?)
+}
+
+/// A running sensor inside a namespace. Killed on drop if still running.
+#[derive(Debug)]
+pub struct SensorRun {
+    child: Option<Child>,
+    iface: String,
+    dir: PathBuf,
+}
+
+impl SensorRun {
+    /// Output file names inside the output directory.
+    pub const FLOWS: &'static str = "flows.jsonl";
+    pub const STATS: &'static str = "stats.json";
+    pub const SKETCH: &'static str = "sketch.json";
+    pub const STDERR: &'static str = "sensor.stderr";
+
+    /// Starts `<bin> run --iface <iface> --flows-out … --stats-out …
+    /// --sketch-out … <extra>` inside `ns`, writing into `dir`.
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start(ns: &Netns, bin: &Path, iface: &str, dir: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_with(ns.command(bin), ns, bin, iface, dir, extra)
+    }
+
+    /// Like [`SensorRun::start`], but entered with `nsenter --net`, which
+    /// keeps the host's `/sys/fs/bpf` so the sensor can pin its counters
+    /// for `sensor stats`.
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start_nsenter(
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_with(ns.nsenter_command(bin), ns, bin, iface, dir, extra)
+    }
+
+    fn start_with(
+        mut cmd: std::process::Command,
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+    ) -> Result<Self> {
+        let stderr =
+            std::fs::File::create(dir.join(Self::STDERR)).map_err(|source| LabError::Sys {
+                call: format!("create {}", dir.join(Self::STDERR).display()),
+                source,
+            })?;
+        cmd.arg("run")
+            .args(["--iface", iface])
+            .arg("--flows-out")
+            .arg(dir.join(Self::FLOWS))
+            .arg("--stats-out")
+            .arg(dir.join(Self::STATS))
+            .arg("--sketch-out")
+            .arg(dir.join(Self::SKETCH))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: format!(
+                "ip netns exec {} {} run --iface {iface}",
+                ns.name(),
+                bin.display()
+            ),
+            source,
+        })?;
+        Ok(Self {
+            child: Some(child),
+            iface: iface.to_owned(),
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// What the sensor printed to stderr so far.
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join(Self::STDERR)).unwrap_or_default()
+    }
+
+    /// Waits until an XDP program is attached to the interface, then
+    /// `settle` more (workers start polling their rings).
+    ///
+    /// # Errors
+    /// The sensor exits first (its stderr is in the error) or `timeout` passes.
+    pub fn wait_attached(&mut self, ns: &Netns, timeout: Duration, settle: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child_mut()
+                .try_wait()
+                .map_err(|source| LabError::Sys {
+                    call: "waitpid(sensor)".into(),
+                    source,
+                })?
+            {
+                return Err(LabError::Command {
+                    command: format!("sensor run --iface {}", self.iface),
+                    status,
+                    stderr: self.stderr(),
+                });
+            }
+            if ns.has_xdp(&self.iface)? {
+                std::thread::sleep(settle);
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "the sensor to attach XDP to {} (stderr: {})",
+                        self.iface,
+                        self.stderr()
+                    ),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("child present until stop")
+    }
+
+    /// Sends SIGINT and waits up to `timeout` for the sensor to exit.
+    ///
+    /// # Errors
+    /// The sensor does not exit in time (it is then killed).
+    pub fn interrupt(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let child = self.child.as_mut().expect("child present until stop");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let start = Instant::now();
+        loop {
+            let waited = child.try_wait().map_err(|source| LabError::Sys {
+                call: "waitpid(sensor)".into(),
+                source,
+            })?;
+            if let Some(status) = waited {
+                self.child = None;
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                return Err(LabError::Timeout {
+                    what: format!(
+                        "the sensor to exit after SIGINT (stderr: {})",
+                        self.stderr()
+                    ),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the sensor with SIGINT and reads its output files.
+    ///
+    /// # Errors
+    /// The sensor does not exit in time, exits non-zero, or wrote malformed
+    /// output.
+    pub fn stop(mut self, timeout: Duration) -> Result<SensorOutput> {
+        let status = self.interrupt(timeout)?;
+        let stderr = self.stderr();
+        if !status.success() {
+            return Err(LabError::Command {
+                command: format!("sensor run --iface {}", self.iface),
+                status,
+                stderr,
+            });
+        }
+        Ok(SensorOutput {
+            status,
+            flows: read_flows(&self.dir.join(Self::FLOWS))?,
+            stats: read_stats(&self.dir.join(Self::STATS))?,
+            sketch: read_sketch(&self.dir.join(Self::SKETCH))?,
+            stderr,
+        })
+    }
+}
+
+impl Drop for SensorRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Serialises lab scenarios within one process: each one measures exact
+/// counts and rates, which parallel scenarios on two cores would disturb.
+/// (Across test binaries, nextest's `netns` test group does the same.)
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The result of [`scenario`].
+#[derive(Debug)]
+pub struct ScenarioResult {
+    pub report: crate::generator::SendReport,
+    /// Ground truth of the frames actually sent.
+    pub truth: crate::generator::Truth,
+    pub output: SensorOutput,
+}
+
+/// The standard network-test scenario: start the sensor (`bin`, with
+/// `extra` arguments) on the gateway end of `lab`, wait for its XDP program,
+/// send `frames` from the sender end with `pacing`, let the last events
+/// drain, stop the sensor with SIGINT and return what it wrote alongside the
+/// ground truth.
+///
+/// # Errors
+/// Any step fails; errors carry the sensor's stderr where relevant.
+pub fn scenario(
+    lab: &crate::Lab,
+    bin: &Path,
+    extra: &[&str],
+    frames: &crate::generator::Frames,
+    pacing: crate::generator::Pacing,
+    on_sent: impl FnOnce() -> Result<()>,
+) -> Result<ScenarioResult> {
+    let dir = TempDir::new("scenario")?;
+    let mut run = SensorRun::start(&lab.gateway, bin, &lab.link.b, dir.path(), extra)?;
+    run.wait_attached(
+        &lab.gateway,
+        Duration::from_secs(20),
+        Duration::from_millis(300),
+    )?;
+    let sender = crate::generator::Sender::open(&lab.sender, &lab.link.a)?;
+    let report = sender.send(frames, pacing)?;
+    std::thread::sleep(Duration::from_millis(300));
+    on_sent()?;
+    let output = run.stop(Duration::from_secs(15))?;
+    Ok(ScenarioResult {
+        truth: frames.truth(report.sent),
+        report,
+        output,
+    })
+}
