@@ -27,6 +27,12 @@ pub enum Command {
     Run(RunArgs),
     /// Print the live counters of a running `sensor run` as one JSON line.
     Stats(StatsArgs),
+    /// Record an operator's verdict (true or false positive) on an alert.
+    Feedback(crate::alerts::FeedbackArgs),
+    /// Recompute per-class alert thresholds from the recorded verdicts.
+    Tune(crate::alerts::TuneArgs),
+    /// Write the feature rows behind verdicts as labelled training data.
+    ExportTraining(crate::alerts::ExportTrainingArgs),
 }
 
 /// `sensor stats`.

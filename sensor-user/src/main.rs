@@ -49,6 +49,18 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             writeln!(out, "{line}").context("writing to stdout")?;
             Ok(())
         }
+        Command::Feedback(args) => {
+            sensor::alerts::run_feedback(&args, &mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::Tune(args) => {
+            sensor::alerts::run_tune(&args, &mut std::io::stdout())?;
+            Ok(())
+        }
+        Command::ExportTraining(args) => {
+            sensor::alerts::run_export_training(&args, &mut std::io::stdout())?;
+            Ok(())
+        }
     }
 }
 
