@@ -139,7 +139,7 @@ mod tests {
     fn run(args: &[&str]) -> RunArgs {
         match parse(args).unwrap().command {
             Command::Run(r) => r,
-            Command::Stats(_) => panic!("not run"),
+            other => panic!("not run: {other:?}"),
         }
     }
 
@@ -148,8 +148,21 @@ mod tests {
         assert!(parse(&["stats"]).is_err());
         match parse(&["stats", "--iface", "eth0"]).unwrap().command {
             Command::Stats(s) => assert_eq!(s.iface, "eth0"),
-            Command::Run(_) => panic!("not stats"),
+            other => panic!("not stats: {other:?}"),
         }
+    }
+
+    #[test]
+    fn feedback_subcommands_parse() {
+        match parse(&["feedback", "a-1", "--fp"]).unwrap().command {
+            Command::Feedback(f) => assert_eq!(f.alert_id, "a-1"),
+            other => panic!("not feedback: {other:?}"),
+        }
+        assert!(matches!(parse(&["tune"]).unwrap().command, Command::Tune(_)));
+        assert!(matches!(
+            parse(&["export-training", "--out", "x.csv"]).unwrap().command,
+            Command::ExportTraining(_)
+        ));
     }
 
     #[test]
