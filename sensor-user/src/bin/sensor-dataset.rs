@@ -10,7 +10,7 @@ use std::{fs, io::Write as _, path::PathBuf};
 use anyhow::Context as _;
 use clap::Parser;
 use sensor::features::{
-    FeatureConfig, FeatureExtractor, FeatureVec, N_FEATURES,
+    FeatureConfig, FeatureExtractor, FeatureVec, N_FEATURES, SCHEMA, SCHEMA_VERSION,
     schema::csv_header,
     sim::{EpisodeConfig, SimEvent, build_episode},
     write_csv_row,
@@ -105,6 +105,34 @@ fn main() -> anyhow::Result<()> {
         );
     }
     fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
+    // The schema (defined once, in the sensor) and how the data was made,
+    // for the training script to copy into each model card.
+    let meta = serde_json::json!({
+        "schema": {
+            "version": SCHEMA_VERSION,
+            "features": SCHEMA.iter().map(|f| serde_json::json!({"name": f.name, "unit": f.unit})).collect::<Vec<_>>(),
+        },
+        "dataset": {
+            "simulated": true,
+            "generator": "sensor-dataset (sensor::features::sim), kernel export model + live feature extractor",
+            "seed": args.seed,
+            "episodes": args.episodes,
+            "episode_secs": args.secs,
+            "clients_per_episode": args.clients,
+            "attacks_per_episode": args.attacks,
+            "rows_per_scenario_cap": args.rows_per_scenario,
+            "rows_per_class": {
+                "benign": per_class[0], "flood": per_class[1], "scan": per_class[2], "bruteforce": per_class[3],
+            },
+            "command": format!(
+                "sensor-dataset --out {} --episodes {} --seed {} --secs {} --clients {} --attacks {} --rows-per-scenario {}",
+                args.out.display(), args.episodes, args.seed, args.secs, args.clients, args.attacks, args.rows_per_scenario
+            ),
+        },
+    });
+    let mp = args.out.with_extension("meta.json");
+    fs::write(&mp, serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}", mp.display()))?;
     eprintln!(
         "wrote {}: benign {} flood {} scan {} bruteforce {}",
         args.out.display(),

@@ -320,7 +320,7 @@ impl Episode {
             let len = if seg == MSS { FULL_FRAME } else { (seg + 66) as u16 };
             self.push(sc, now, down, len, ACK | PSH);
             n += 1;
-            if n % 2 == 0 || left == 0 {
+            if n.is_multiple_of(2) || left == 0 {
                 self.push(sc, now + half, up, ACK_FRAME, ACK);
             }
             now += gap.max(1_000) + self.rng.range(0, gap / 4 + 1);
@@ -598,8 +598,11 @@ impl Episode {
     }
 
     /// One SYN probe and the target's answer: SYN-ACK then the scanner's RST
-    /// (open), RST-ACK (closed) or nothing (filtered).
-    fn probe(&mut self, sc: u32, t: u64, scanner: [u8; 16], target: [u8; 16], port: u16, open: f64, closed: f64) {
+    /// (open), RST-ACK (closed) or nothing (filtered). `answers` holds the
+    /// probabilities of open and closed.
+    fn probe(&mut self, sc: u32, t: u64, hosts: ([u8; 16], [u8; 16]), port: u16, answers: (f64, f64)) {
+        let (scanner, target) = hosts;
+        let (open, closed) = answers;
         let sp = self.ephemeral_port();
         let up = key(scanner, target, sp, port, TCP);
         let down = key(target, scanner, port, sp, TCP);
@@ -634,7 +637,7 @@ impl Episode {
             if t >= self.end() {
                 break;
             }
-            self.probe(sc, t, scanner, target, port, 0.01, closed);
+            self.probe(sc, t, (scanner, target), port, (0.01, closed));
             t += self.rng.exp(gap_s * 1e9) as u64 + 1;
         }
     }
@@ -653,7 +656,7 @@ impl Episode {
                 break;
             }
             let target = v4(10, 0, self.rng.range(0, 255) as u8, self.rng.range(1, 254) as u8);
-            self.probe(sc, t, scanner, target, port, 0.02, 0.15);
+            self.probe(sc, t, (scanner, target), port, (0.02, 0.15));
             t += self.rng.exp(gap_s * 1e9) as u64 + 1;
         }
     }
