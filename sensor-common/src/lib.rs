@@ -353,7 +353,6 @@ mod pod_impls {
     unsafe impl aya::Pod for SensorConfig {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
-
 }
 
 #[cfg(test)]

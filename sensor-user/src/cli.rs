@@ -1,1 +1,214 @@
-//! Owned by the foundation work (issue 2).
+//! Command line. One `Command` variant per subcommand, each with its own
+//! `Args` struct, so a new subcommand is one variant and one struct.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    error::SensorError,
+    loader::{AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, LoadOptions},
+    workers::default_workers,
+};
+
+/// XDP/eBPF network threat sensor.
+#[derive(Debug, Parser)]
+#[command(name = "sensor", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Attach to an interface and observe traffic until SIGINT/SIGTERM or
+    /// --duration.
+    Run(RunArgs),
+}
+
+/// XDP attach mode as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ModeArg {
+    /// In the driver: fastest; needs driver support.
+    #[default]
+    Native,
+    /// Generic XDP: any interface, slower.
+    Skb,
+}
+
+impl From<ModeArg> for AttachMode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Native => AttachMode::Native,
+            ModeArg::Skb => AttachMode::Skb,
+        }
+    }
+}
+
+/// `sensor run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Interface to attach to.
+    #[arg(long, value_name = "IF")]
+    pub iface: String,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = ModeArg::Native)]
+    pub mode: ModeArg,
+    /// Mirror/SPAN port: drop every packet after observing it.
+    #[arg(long)]
+    pub mirror: bool,
+    /// Worker threads, one ring each [default: available cores, at most 8].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub workers: Option<u32>,
+    /// Stop after this many seconds (fractions allowed) instead of waiting for
+    /// SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write the flow table at exit, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub flows_out: Option<PathBuf>,
+    /// Write counters and worker statistics at exit, one JSON object.
+    #[arg(long, value_name = "FILE")]
+    pub stats_out: Option<PathBuf>,
+    /// Write sketch totals and per-source estimates at exit, one JSON object.
+    #[arg(long, value_name = "FILE")]
+    pub sketch_out: Option<PathBuf>,
+    /// Flow table capacity (entries per CPU).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FLOW_TABLE_SIZE)]
+    pub flow_table_size: u32,
+    /// Bytes of each worker ring: a power of two, at least the page size.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_RING_BYTES)]
+    pub ring_bytes: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("`{s}` must be a positive number of seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
+}
+
+impl RunArgs {
+    /// The loader's view of these options.
+    ///
+    /// # Errors
+    /// An option is out of range.
+    pub fn load_options(&self) -> Result<LoadOptions, SensorError> {
+        let opts = LoadOptions {
+            iface: self.iface.clone(),
+            mode: self.mode.into(),
+            mirror: self.mirror,
+            n_workers: self.workers.unwrap_or_else(default_workers),
+            flow_table_size: self.flow_table_size,
+            ring_bytes: self.ring_bytes,
+        };
+        opts.validate()?;
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sensor").chain(args.iter().copied()))
+    }
+
+    fn run(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().command {
+            Command::Run(r) => r,
+        }
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults() {
+        let r = run(&["run", "--iface", "eth0"]);
+        assert_eq!(r.iface, "eth0");
+        assert_eq!(r.mode, ModeArg::Native);
+        assert!(!r.mirror);
+        assert_eq!(r.workers, None);
+        assert_eq!(r.duration, None);
+        assert_eq!(r.flow_table_size, 65_536);
+        assert_eq!(r.ring_bytes, 4 << 20);
+        let o = r.load_options().unwrap();
+        assert!((1..=8).contains(&o.n_workers));
+        assert_eq!(o.mode, AttachMode::Native);
+    }
+
+    #[test]
+    fn run_all_options() {
+        let r = run(&[
+            "run",
+            "--iface",
+            "veth0",
+            "--mode",
+            "skb",
+            "--mirror",
+            "--workers",
+            "2",
+            "--duration",
+            "1.5",
+            "--flows-out",
+            "/tmp/f.json",
+            "--stats-out",
+            "/tmp/s.json",
+            "--sketch-out",
+            "/tmp/k.json",
+            "--flow-table-size",
+            "1024",
+            "--ring-bytes",
+            "65536",
+        ]);
+        assert_eq!(r.mode, ModeArg::Skb);
+        assert!(r.mirror);
+        assert_eq!(r.workers, Some(2));
+        assert_eq!(r.duration, Some(Duration::from_millis(1500)));
+        assert_eq!(
+            r.flows_out.as_deref(),
+            Some(std::path::Path::new("/tmp/f.json"))
+        );
+        assert_eq!(
+            r.stats_out.as_deref(),
+            Some(std::path::Path::new("/tmp/s.json"))
+        );
+        assert_eq!(
+            r.sketch_out.as_deref(),
+            Some(std::path::Path::new("/tmp/k.json"))
+        );
+        let o = r.load_options().unwrap();
+        assert_eq!(
+            (o.n_workers, o.flow_table_size, o.ring_bytes),
+            (2, 1024, 65536)
+        );
+        assert_eq!(o.mode, AttachMode::Skb);
+        assert!(o.mirror);
+        assert_eq!(
+            run(&["run", "--iface", "x", "--duration", "5"]).duration,
+            Some(Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn run_rejects_bad_values() {
+        assert!(parse(&["run"]).is_err(), "--iface is required");
+        assert!(parse(&["run", "--iface", "x", "--mode", "hw"]).is_err());
+        assert!(parse(&["run", "--iface", "x", "--workers", "0"]).is_err());
+        assert!(parse(&["run", "--iface", "x", "--workers", "9"]).is_err());
+        assert!(parse(&["run", "--iface", "x", "--duration", "0"]).is_err());
+        assert!(parse(&["run", "--iface", "x", "--duration", "-1"]).is_err());
+        assert!(parse(&["run", "--iface", "x", "--duration", "abc"]).is_err());
+        let r = run(&["run", "--iface", "x", "--ring-bytes", "3000"]);
+        assert!(r.load_options().is_err());
+    }
+}

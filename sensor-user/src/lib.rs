@@ -10,8 +10,10 @@ pub mod features;
 pub mod loader;
 pub mod model;
 pub mod report;
+pub mod runner;
 pub mod scored;
 pub mod sinks;
+pub mod sketch;
 pub mod workers;
 
 /// The compiled XDP object, built by `build.rs`.

@@ -1,1 +1,422 @@
-//! Owned by the foundation work (issue 2).
+//! Loads the XDP object, sizes its maps, writes the runtime configuration and
+//! attaches the program to one interface. Detaching happens explicitly in
+//! [`Sensor::detach`] or, at the latest, when the [`Sensor`] is dropped (aya
+//! detaches owned links on drop), so a crash never leaves the program behind.
+
+use std::ffi::CString;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, Map, MapData, RingBuf},
+    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+};
+use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
+use tracing::{debug, info, warn};
+
+use crate::error::{SensorError, find_errno};
+
+/// Default `FLOW_TABLE` capacity (per CPU: it is an LRU per-CPU hash).
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
+/// Default size of each ring in use: at 128 bytes per event (plus an 8-byte
+/// header) it buffers ~30k events, tens of milliseconds at 0.5 Mpps of new
+/// flows.
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+/// Size of the rings no worker reads: the kernel needs a valid size, and a
+/// page wastes nothing.
+pub const UNUSED_RING_BYTES: u32 = 4096;
+/// Under ring pressure, one new-flow event in `2^SAMPLE_SHIFT` is exported.
+pub const DEFAULT_SAMPLE_SHIFT: u32 = 3;
+
+/// How the program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttachMode {
+    /// In the driver (`XDP_FLAGS_DRV_MODE`): fastest; needs driver support.
+    #[default]
+    Native,
+    /// Generic XDP in the network stack (`XDP_FLAGS_SKB_MODE`): works on any
+    /// interface, slower.
+    Skb,
+}
+
+impl AttachMode {
+    /// Name as given on the command line.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+
+    const fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Native => XdpMode::Driver,
+            AttachMode::Skb => XdpMode::Skb,
+        }
+    }
+}
+
+/// What to load and where to attach it.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub iface: String,
+    pub mode: AttachMode,
+    /// Mirror/SPAN port: drop after observing.
+    pub mirror: bool,
+    /// Worker rings in use, `1..=MAX_WORKERS`.
+    pub n_workers: u32,
+    /// `FLOW_TABLE` max entries.
+    pub flow_table_size: u32,
+    /// Bytes of each ring in use: a power of two, at least a page.
+    pub ring_bytes: u32,
+}
+
+impl LoadOptions {
+    /// Rejects values the kernel would refuse with an opaque `EINVAL`.
+    ///
+    /// # Errors
+    /// [`SensorError::InvalidConfig`] naming the option and the rule.
+    pub fn validate(&self) -> Result<(), SensorError> {
+        if self.n_workers == 0 || self.n_workers as usize > MAX_WORKERS {
+            return Err(SensorError::InvalidConfig {
+                what: "--workers",
+                reason: format!("{} is not in 1..={MAX_WORKERS}", self.n_workers),
+            });
+        }
+        if self.flow_table_size == 0 {
+            return Err(SensorError::InvalidConfig {
+                what: "--flow-table-size",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let page = page_size();
+        if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
+            return Err(SensorError::InvalidConfig {
+                what: "--ring-bytes",
+                reason: format!(
+                    "{} must be a power of two and at least the page size ({page})",
+                    self.ring_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The page size, which ring sizes must be a multiple of.
+#[must_use]
+pub fn page_size() -> usize {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|v| usize::try_from(v).ok())
+        .unwrap_or(4096)
+}
+
+/// The interface index, or `None` when no such interface exists.
+#[must_use]
+pub fn if_index(iface: &str) -> Option<u32> {
+    let name = CString::new(iface).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (idx != 0).then_some(idx)
+}
+
+/// A loaded (and, after [`Sensor::attach`], attached) XDP sensor.
+pub struct Sensor {
+    ebpf: Ebpf,
+    opts: LoadOptions,
+    if_index: u32,
+    link: Option<XdpLinkId>,
+}
+
+impl Sensor {
+    /// Loads the object with sized maps, writes `SENSOR_CONFIG` and loads the
+    /// program into the kernel. Nothing is attached yet, so the caller can
+    /// start consumers first and lose no event.
+    ///
+    /// # Errors
+    /// Bad options, unknown interface, missing privileges, verifier
+    /// rejection, or an object without the expected maps.
+    pub fn load(opts: LoadOptions) -> Result<Self, SensorError> {
+        opts.validate()?;
+        let if_index = if_index(&opts.iface).ok_or_else(|| SensorError::NoSuchInterface {
+            iface: opts.iface.clone(),
+        })?;
+        raise_memlock_limit();
+
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_names::FLOW_TABLE, opts.flow_table_size);
+        for (i, name) in map_names::RING_WORKERS.iter().enumerate() {
+            let bytes = if i < opts.n_workers as usize {
+                opts.ring_bytes
+            } else {
+                UNUSED_RING_BYTES.max(u32::try_from(page_size()).unwrap_or(UNUSED_RING_BYTES))
+            };
+            loader.map_max_entries(name, bytes);
+        }
+        let mut ebpf = loader.load(crate::XDP_OBJECT).map_err(|source| {
+            if find_errno(&source) == Some(libc::EPERM) {
+                SensorError::PermissionDenied {
+                    source: Box::new(source),
+                }
+            } else {
+                SensorError::Load {
+                    source: Box::new(source),
+                }
+            }
+        })?;
+
+        let config = SensorConfig {
+            epoch: 0,
+            n_workers: opts.n_workers,
+            mirror: u32::from(opts.mirror),
+            ring_bytes: opts.ring_bytes,
+            sample_shift: DEFAULT_SAMPLE_SHIFT,
+            _pad: 0,
+        };
+        {
+            let map = ebpf
+                .map_mut(map_names::SENSOR_CONFIG)
+                .ok_or(SensorError::MissingMap {
+                    name: map_names::SENSOR_CONFIG,
+                })?;
+            let mut cfg: Array<&mut MapData, SensorConfig> =
+                Array::try_from(map).map_err(|source| SensorError::MapType {
+                    name: map_names::SENSOR_CONFIG,
+                    source: Box::new(source),
+                })?;
+            cfg.set(0, config, 0)
+                .map_err(|source| SensorError::MapAccess {
+                    name: map_names::SENSOR_CONFIG,
+                    op: "writing",
+                    source: Box::new(source),
+                })?;
+        }
+
+        let prog = xdp_program(&mut ebpf)?;
+        prog.load().map_err(|source| {
+            if find_errno(&source) == Some(libc::EPERM) {
+                SensorError::PermissionDenied {
+                    source: Box::new(source),
+                }
+            } else {
+                SensorError::Program {
+                    name: XDP_PROGRAM_NAME,
+                    source: Box::new(source),
+                }
+            }
+        })?;
+        debug!(?config, "XDP program loaded");
+        Ok(Self {
+            ebpf,
+            opts,
+            if_index,
+            link: None,
+        })
+    }
+
+    /// Attaches the loaded program to the interface.
+    ///
+    /// # Errors
+    /// Native mode unsupported (with the `--mode skb` hint), an XDP program
+    /// already attached, or another attach failure.
+    pub fn attach(&mut self) -> Result<(), SensorError> {
+        let mode = self.opts.mode;
+        let iface = self.opts.iface.clone();
+        let if_index = self.if_index;
+        let prog = xdp_program(&mut self.ebpf)?;
+        let link = prog
+            .attach_to_if_index(if_index, mode.xdp_mode())
+            .map_err(|source| attach_error(&iface, mode, source))?;
+        self.link = Some(link);
+        info!(iface = %iface, mode = mode.name(), "XDP program attached");
+        Ok(())
+    }
+
+    /// Detaches the program; packets then flow without it. Idempotent.
+    pub fn detach(&mut self) {
+        let Some(link) = self.link.take() else {
+            return;
+        };
+        match xdp_program(&mut self.ebpf) {
+            Ok(prog) => match prog.detach(link) {
+                Ok(()) => info!(iface = %self.opts.iface, "XDP program detached"),
+                Err(e) => warn!(error = %e, "detaching the XDP program failed"),
+            },
+            Err(e) => warn!(error = %e, "detaching the XDP program failed"),
+        }
+    }
+
+    /// True while the program is attached.
+    #[must_use]
+    pub fn is_attached(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// The options the sensor was loaded with.
+    #[must_use]
+    pub fn options(&self) -> &LoadOptions {
+        &self.opts
+    }
+
+    /// Takes the rings in use (`RING_WORKER_0..n_workers`), in order, so each
+    /// worker thread can own one.
+    ///
+    /// # Errors
+    /// A ring is missing or is not a ring buffer.
+    pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, SensorError> {
+        let n = self.opts.n_workers as usize;
+        map_names::RING_WORKERS[..n]
+            .iter()
+            .map(|&name| {
+                let map = self.take_map(name)?;
+                RingBuf::try_from(map).map_err(|source| SensorError::MapType {
+                    name,
+                    source: Box::new(source),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes ownership of a map (for a thread that needs it alone).
+    ///
+    /// # Errors
+    /// [`SensorError::MissingMap`].
+    pub fn take_map(&mut self, name: &'static str) -> Result<Map, SensorError> {
+        self.ebpf
+            .take_map(name)
+            .ok_or(SensorError::MissingMap { name })
+    }
+
+    /// Borrows a map still held by the sensor.
+    ///
+    /// # Errors
+    /// [`SensorError::MissingMap`].
+    pub fn map(&self, name: &'static str) -> Result<&Map, SensorError> {
+        self.ebpf.map(name).ok_or(SensorError::MissingMap { name })
+    }
+}
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, SensorError> {
+    let prog = ebpf
+        .program_mut(XDP_PROGRAM_NAME)
+        .ok_or(SensorError::MissingProgram {
+            name: XDP_PROGRAM_NAME,
+        })?;
+    prog.try_into().map_err(|source| SensorError::Program {
+        name: XDP_PROGRAM_NAME,
+        source: Box::new(source),
+    })
+}
+
+/// Turns an attach failure into the diagnosis a user can act on.
+fn attach_error(iface: &str, mode: AttachMode, source: ProgramError) -> SensorError {
+    let errno = find_errno(&source);
+    match (mode, errno) {
+        (AttachMode::Native, Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
+            SensorError::NativeXdpUnsupported {
+                iface: iface.to_owned(),
+                source: Box::new(source),
+            }
+        }
+        (_, Some(libc::EBUSY | libc::EEXIST)) => SensorError::XdpAlreadyAttached {
+            iface: iface.to_owned(),
+            source: Box::new(source),
+        },
+        (AttachMode::Native, _) => SensorError::Attach {
+            iface: iface.to_owned(),
+            mode: mode.name(),
+            hint: "; try --mode skb",
+            source: Box::new(source),
+        },
+        (AttachMode::Skb, _) => SensorError::Attach {
+            iface: iface.to_owned(),
+            mode: mode.name(),
+            hint: "",
+            source: Box::new(source),
+        },
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to `RLIMIT_MEMLOCK`; newer ones use
+/// memory cgroups and ignore it. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        debug!(error = %e, "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> LoadOptions {
+        LoadOptions {
+            iface: "lo".into(),
+            mode: AttachMode::Skb,
+            mirror: false,
+            n_workers: 2,
+            flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
+            ring_bytes: DEFAULT_RING_BYTES,
+        }
+    }
+
+    #[test]
+    fn validation_rejects_bad_sizes() {
+        assert!(opts().validate().is_ok());
+        let mut o = opts();
+        o.ring_bytes = 5000;
+        assert!(matches!(
+            o.validate(),
+            Err(SensorError::InvalidConfig {
+                what: "--ring-bytes",
+                ..
+            })
+        ));
+        o = opts();
+        o.ring_bytes = 1024;
+        assert!(o.validate().is_err());
+        o = opts();
+        o.n_workers = 9;
+        assert!(o.validate().is_err());
+        o.n_workers = 0;
+        assert!(o.validate().is_err());
+        o = opts();
+        o.flow_table_size = 0;
+        assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn interface_lookup() {
+        assert!(if_index("lo").is_some());
+        assert!(if_index("no-such-if0").is_none());
+        assert!(if_index("bad\0name").is_none());
+    }
+
+    #[test]
+    fn attach_errors_carry_the_right_hint() {
+        let err = |code| {
+            ProgramError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_link_create",
+                io_error: std::io::Error::from_raw_os_error(code),
+            })
+        };
+        let e = attach_error("lo", AttachMode::Native, err(libc::EOPNOTSUPP));
+        assert_eq!(
+            e.to_string(),
+            "interface `lo` does not support native XDP; try --mode skb"
+        );
+        let e = attach_error("eth0", AttachMode::Skb, err(libc::EBUSY));
+        assert!(e.to_string().contains("xdp off"), "{e}");
+        let e = attach_error("eth0", AttachMode::Skb, err(libc::ENOMEM));
+        assert_eq!(e.to_string(), "attaching XDP to `eth0` in skb mode failed");
+    }
+}

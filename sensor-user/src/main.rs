@@ -1,3 +1,57 @@
-fn main() {
-    println!("{}", sensor::XDP_OBJECT.len());
+//! The `sensor` binary: parses the command line, sets up logging, runs the
+//! subcommand and turns any error into one `error: …` line and exit code 1.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use sensor::{
+    cli::{Cli, Command},
+    runner,
+    workers::noop_factory,
+};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            tracing::debug!("full error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            let summary = runner::run(&args, &*noop_factory())
+                .with_context(|| format!("sensor run on `{}`", args.iface))?;
+            eprintln!("{}", summary.human());
+            Ok(())
+        }
+    }
+}
+
+/// The error chain on one line. Causes that span several lines (a verifier
+/// log) contribute only their first line; `RUST_LOG=debug` shows everything.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        let first = text.lines().next().unwrap_or_default().trim().to_owned();
+        // aya often repeats its source in its own message; skip exact repeats.
+        if !first.is_empty() && !parts.iter().any(|p| p.contains(&first)) {
+            parts.push(first);
+        }
+    }
+    parts.join(": ")
 }

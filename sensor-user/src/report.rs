@@ -1,1 +1,573 @@
-//! Owned by the foundation work (issue 2).
+//! End-of-run outputs: the flow table (`--flows-out`, JSON lines), counters
+//! and worker statistics (`--stats-out`, one JSON object) and the sketches
+//! (`--sketch-out`, one JSON object). Formats are stable: tests and tools
+//! parse them.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io::{BufWriter, Write},
+    net::{IpAddr, Ipv6Addr},
+    path::Path,
+};
+
+use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
+use sensor_common::{COUNTER_COUNT, Counter, FlowKey, FlowStats, map_names};
+use serde::Serialize;
+
+use crate::{
+    control::SketchSnapshot,
+    error::SensorError,
+    loader::Sensor,
+    sketch::CountMin,
+    workers::{WorkerFlow, WorkerReport},
+};
+
+/// A flow address as text: IPv4-mapped addresses print as plain IPv4.
+#[must_use]
+pub fn addr_to_ip(addr: &[u8; 16]) -> IpAddr {
+    Ipv6Addr::from(*addr).to_canonical()
+}
+
+/// Merges one flow's per-CPU statistics: sums for counts, earliest first and
+/// latest last packet, min/max of lengths over the CPUs that saw the flow.
+/// `None` when no CPU saw a packet.
+#[must_use]
+pub fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
+    let mut out: Option<FlowStats> = None;
+    for s in per_cpu.iter().filter(|s| s.packets > 0) {
+        let Some(m) = out.as_mut() else {
+            out = Some(*s);
+            continue;
+        };
+        m.packets += s.packets;
+        m.bytes += s.bytes;
+        m.len_sq_sum = m.len_sq_sum.wrapping_add(s.len_sq_sum);
+        m.first_seen_ns = m.first_seen_ns.min(s.first_seen_ns);
+        m.last_seen_ns = m.last_seen_ns.max(s.last_seen_ns);
+        m.syn += s.syn;
+        m.synack += s.synack;
+        m.fin += s.fin;
+        m.rst += s.rst;
+        m.len_min = m.len_min.min(s.len_min);
+        m.len_max = m.len_max.max(s.len_max);
+        m.tcp_flags_or |= s.tcp_flags_or;
+    }
+    out
+}
+
+/// Mean and population standard deviation of frame lengths.
+#[must_use]
+pub fn len_mean_stddev(s: &FlowStats) -> (f64, f64) {
+    if s.packets == 0 {
+        return (0.0, 0.0);
+    }
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "statistics; 2^53 bytes is far away"
+    )]
+    let (n, sum, sq) = (s.packets as f64, s.bytes as f64, s.len_sq_sum as f64);
+    let mean = sum / n;
+    let var = (sq / n - mean * mean).max(0.0);
+    (mean, var.sqrt())
+}
+
+/// One line of `--flows-out`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FlowRecord {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub syn: u32,
+    pub synack: u32,
+    pub fin: u32,
+    pub rst: u32,
+    pub len_min: u16,
+    pub len_max: u16,
+    pub len_mean: f64,
+    pub len_stddev: f64,
+    pub tcp_flags_or: u8,
+    /// Events the workers received for this flow.
+    pub events: u64,
+    /// Start events among them (0 if the Start was sampled out or lost).
+    pub start_events: u32,
+}
+
+impl FlowRecord {
+    /// Builds a record from the merged kernel statistics and the worker state.
+    #[must_use]
+    pub fn new(key: &FlowKey, s: &FlowStats, worker: Option<&WorkerFlow>) -> Self {
+        let (len_mean, len_stddev) = len_mean_stddev(s);
+        Self {
+            src: addr_to_ip(&key.src),
+            dst: addr_to_ip(&key.dst),
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            packets: s.packets,
+            bytes: s.bytes,
+            first_seen_ns: s.first_seen_ns,
+            last_seen_ns: s.last_seen_ns,
+            syn: s.syn,
+            synack: s.synack,
+            fin: s.fin,
+            rst: s.rst,
+            len_min: s.len_min,
+            len_max: s.len_max,
+            len_mean,
+            len_stddev,
+            tcp_flags_or: s.tcp_flags_or,
+            events: worker.map_or(0, |w| w.events),
+            start_events: worker.map_or(0, |w| w.start),
+        }
+    }
+}
+
+/// Reads `FLOW_TABLE`, merging CPUs. Entries evicted while iterating (LRU)
+/// are skipped.
+///
+/// # Errors
+/// The map is missing, has the wrong layout, or iteration failed.
+pub fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, SensorError> {
+    let name = map_names::FLOW_TABLE;
+    let table: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
+        PerCpuHashMap::try_from(sensor.map(name)?).map_err(|source| SensorError::MapType {
+            name,
+            source: Box::new(source),
+        })?;
+    let mut out = Vec::new();
+    for item in table.iter() {
+        match item {
+            Ok((key, values)) => {
+                if let Some(s) = merge_cpus(&values) {
+                    out.push((key, s));
+                }
+            }
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => {
+                return Err(SensorError::MapAccess {
+                    name,
+                    op: "iterating",
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads `GLOBAL_COUNTERS`, summing CPUs, in [`Counter`] index order.
+///
+/// # Errors
+/// The map is missing, has the wrong layout, or a read failed.
+pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+    let name = map_names::GLOBAL_COUNTERS;
+    let arr: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(sensor.map(name)?).map_err(|source| SensorError::MapType {
+            name,
+            source: Box::new(source),
+        })?;
+    let mut out = [0u64; COUNTER_COUNT as usize];
+    for c in Counter::ALL {
+        let v = arr
+            .get(&(c as u32), 0)
+            .map_err(|source| SensorError::MapAccess {
+                name,
+                op: "reading",
+                source: Box::new(source),
+            })?;
+        out[c as usize] = v.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    }
+    Ok(out)
+}
+
+/// Writes one [`FlowRecord`] per line, in the table's order.
+///
+/// # Errors
+/// The writer failed.
+pub fn write_flows<W: Write>(
+    mut w: W,
+    flows: &[(FlowKey, FlowStats)],
+    worker_flows: &HashMap<FlowKey, WorkerFlow>,
+) -> std::io::Result<()> {
+    for (key, s) in flows {
+        let rec = FlowRecord::new(key, s, worker_flows.get(key));
+        serde_json::to_writer(&mut w, &rec)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// One worker's line in `--stats-out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub events: u64,
+    pub start: u64,
+    pub update: u64,
+    pub fin: u64,
+    pub rst: u64,
+    pub decode_errors: u64,
+    /// Events of flows the worker could not track (flow map full).
+    pub untracked: u64,
+}
+
+/// The `--stats-out` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsReport {
+    /// Every [`Counter`] by name, summed over CPUs.
+    pub counters: serde_json::Map<String, serde_json::Value>,
+    pub workers: Vec<WorkerStats>,
+    pub epochs_flipped: u64,
+    pub duration_s: f64,
+}
+
+impl StatsReport {
+    #[must_use]
+    pub fn new(
+        counters: &[u64; COUNTER_COUNT as usize],
+        workers: &[WorkerReport],
+        epochs_flipped: u64,
+        duration_s: f64,
+    ) -> Self {
+        let counters = Counter::ALL
+            .iter()
+            .map(|&c| (c.name().to_owned(), counters[c as usize].into()))
+            .collect();
+        let workers = workers
+            .iter()
+            .map(|r| WorkerStats {
+                worker: r.worker,
+                events: r.counters.events,
+                start: r.counters.start,
+                update: r.counters.update,
+                fin: r.counters.fin,
+                rst: r.counters.rst,
+                decode_errors: r.counters.decode_errors,
+                untracked: r.counters.untracked,
+            })
+            .collect();
+        Self {
+            counters,
+            workers,
+            epochs_flipped,
+            duration_s,
+        }
+    }
+}
+
+/// Count-Min parameters, so readers know the error bounds of the estimates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CmsParams {
+    pub rows: u32,
+    pub width: u32,
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// One source in `--sketch-out`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceEstimate {
+    pub src: IpAddr,
+    pub packets_est: u64,
+    pub bytes_est: u64,
+}
+
+/// The `--sketch-out` object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SketchReport {
+    /// Run-long packets (Count-Min row sum).
+    pub total_packets: u64,
+    /// Run-long bytes (Count-Min row sum).
+    pub total_bytes: u64,
+    /// Run-long HyperLogLog estimate of distinct source addresses.
+    pub distinct_sources_estimate: f64,
+    pub epochs_flipped: u64,
+    pub cms: CmsParams,
+    /// Every source address in the flow table, by estimated packets, largest
+    /// first.
+    pub sources: Vec<SourceEstimate>,
+}
+
+impl SketchReport {
+    #[must_use]
+    pub fn new(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> Self {
+        let mut seen = HashSet::with_capacity(flows.len());
+        let mut sources: Vec<SourceEstimate> = flows
+            .iter()
+            .filter(|(k, _)| seen.insert(k.src))
+            .map(|(k, _)| SourceEstimate {
+                src: addr_to_ip(&k.src),
+                packets_est: snap.run.packets.estimate(&k.src),
+                bytes_est: snap.run.bytes.estimate(&k.src),
+            })
+            .collect();
+        sources.sort_by(|a, b| {
+            b.packets_est
+                .cmp(&a.packets_est)
+                .then(b.bytes_est.cmp(&a.bytes_est))
+                .then(a.src.cmp(&b.src))
+        });
+        Self {
+            total_packets: snap.run.packets.total(),
+            total_bytes: snap.run.bytes.total(),
+            distinct_sources_estimate: snap.run.distinct_sources.estimate(),
+            epochs_flipped: snap.epochs_flipped,
+            cms: CmsParams {
+                rows: CountMin::rows(),
+                width: CountMin::width(),
+                epsilon: CountMin::epsilon(),
+                delta: CountMin::delta(),
+            },
+            sources,
+        }
+    }
+}
+
+/// An output file opened when the run starts, so a bad path fails in the
+/// first second rather than after hours of observation.
+#[derive(Debug)]
+pub struct OutputFile {
+    path: std::path::PathBuf,
+    file: File,
+}
+
+impl OutputFile {
+    /// Creates (truncates) `path`.
+    ///
+    /// # Errors
+    /// [`SensorError::WriteOutput`] with the path.
+    pub fn create(path: &Path) -> Result<Self, SensorError> {
+        let file = File::create(path).map_err(|source| SensorError::WriteOutput {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a buffered writer over the file, mapping I/O errors to
+    /// [`SensorError::WriteOutput`] with the path.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_with(
+        self,
+        f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+    ) -> Result<(), SensorError> {
+        let Self { path, file } = self;
+        let werr = |source| SensorError::WriteOutput {
+            path: path.clone(),
+            source,
+        };
+        let mut w = BufWriter::new(file);
+        f(&mut w).map_err(werr)?;
+        w.flush().map_err(werr)?;
+        w.get_ref().sync_all().map_err(werr)
+    }
+
+    /// Writes a serialisable value as one JSON object on one line.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_json<T: Serialize>(self, value: &T) -> Result<(), SensorError> {
+        self.write_with(|w| {
+            serde_json::to_writer(&mut *w, value)?;
+            w.write_all(b"\n")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(packets: u64, first: u64, last: u64, min: u16, max: u16) -> FlowStats {
+        FlowStats {
+            packets,
+            bytes: packets * u64::from(min),
+            first_seen_ns: first,
+            last_seen_ns: last,
+            len_sq_sum: packets * u64::from(min) * u64::from(min),
+            syn: 1,
+            len_min: min,
+            len_max: max,
+            tcp_flags_or: 0x02,
+            ..FlowStats::default()
+        }
+    }
+
+    #[test]
+    fn cpu_merge_ignores_idle_cpus() {
+        let per_cpu = [
+            FlowStats::default(),
+            stats(3, 200, 500, 60, 60),
+            FlowStats::default(),
+            FlowStats {
+                tcp_flags_or: 0x10,
+                ..stats(2, 100, 400, 100, 1500)
+            },
+        ];
+        let m = merge_cpus(&per_cpu).unwrap();
+        assert_eq!(m.packets, 5);
+        assert_eq!(m.bytes, 3 * 60 + 2 * 100);
+        assert_eq!(
+            m.first_seen_ns, 100,
+            "zero first_seen of idle CPUs is ignored"
+        );
+        assert_eq!(m.last_seen_ns, 500);
+        assert_eq!((m.len_min, m.len_max), (60, 1500));
+        assert_eq!(m.syn, 2);
+        assert_eq!(m.tcp_flags_or, 0x12);
+        assert!(merge_cpus(&[FlowStats::default(); 3]).is_none());
+    }
+
+    #[test]
+    fn mean_and_stddev_of_lengths() {
+        // Lengths 60 and 100: mean 80, population stddev 20.
+        let s = FlowStats {
+            packets: 2,
+            bytes: 160,
+            len_sq_sum: 3600 + 10_000,
+            ..FlowStats::default()
+        };
+        let (m, sd) = len_mean_stddev(&s);
+        assert!(
+            (m - 80.0).abs() < 1e-9 && (sd - 20.0).abs() < 1e-9,
+            "{m} {sd}"
+        );
+        assert_eq!(len_mean_stddev(&FlowStats::default()), (0.0, 0.0));
+    }
+
+    #[test]
+    fn addresses_print_as_users_expect() {
+        let v4 = FlowKey::map_v4([192, 0, 2, 7]);
+        assert_eq!(addr_to_ip(&v4).to_string(), "192.0.2.7");
+        let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(addr_to_ip(&v6).to_string(), "2001:db8::1");
+        let ll: [u8; 16] = "fe80::1".parse::<Ipv6Addr>().unwrap().octets();
+        assert_eq!(addr_to_ip(&ll).to_string(), "fe80::1");
+    }
+
+    #[test]
+    fn flow_lines_are_json_with_every_field() {
+        let key = FlowKey {
+            src: FlowKey::map_v4([10, 0, 0, 1]),
+            dst: "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+            sport: 1234,
+            dport: 443,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let s = stats(4, 10, 20, 64, 64);
+        let mut wf = HashMap::new();
+        wf.insert(
+            key,
+            WorkerFlow {
+                events: 3,
+                start: 1,
+                update: 2,
+                ..WorkerFlow::default()
+            },
+        );
+        let other = FlowKey { sport: 1, ..key };
+        let mut out = Vec::new();
+        write_flows(&mut out, &[(key, s), (other, s)], &wf).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(v["src"], "10.0.0.1");
+        assert_eq!(v["dst"], "2001:db8::2");
+        assert_eq!(v["sport"], 1234);
+        assert_eq!(v["dport"], 443);
+        assert_eq!(v["proto"], 6);
+        assert_eq!(v["packets"], 4);
+        assert_eq!(v["bytes"], 256);
+        assert_eq!(v["events"], 3);
+        assert_eq!(v["start_events"], 1);
+        assert_eq!(v["len_mean"], 64.0);
+        assert_eq!(v["len_stddev"], 0.0);
+        for field in [
+            "first_seen_ns",
+            "last_seen_ns",
+            "syn",
+            "synack",
+            "fin",
+            "rst",
+            "len_min",
+            "len_max",
+            "tcp_flags_or",
+        ] {
+            assert!(v.get(field).is_some(), "missing {field}");
+        }
+        let v: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(
+            v["events"], 0,
+            "flows without worker state report zero events"
+        );
+    }
+
+    #[test]
+    fn stats_report_names_every_counter() {
+        let mut c = [0u64; COUNTER_COUNT as usize];
+        c[Counter::PacketsSeen as usize] = 42;
+        let r = StatsReport::new(&c, &[WorkerReport::default()], 3, 1.5);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["counters"]["packets_seen"], 42);
+        assert_eq!(
+            v["counters"].as_object().unwrap().len(),
+            COUNTER_COUNT as usize
+        );
+        assert_eq!(v["workers"][0]["worker"], 0);
+        assert_eq!(v["epochs_flipped"], 3);
+        assert_eq!(v["duration_s"], 1.5);
+    }
+
+    #[test]
+    fn sketch_report_sorts_sources_by_packets() {
+        let mut snap = SketchSnapshot::default();
+        let a = FlowKey::map_v4([10, 0, 0, 1]);
+        let b = FlowKey::map_v4([10, 0, 0, 2]);
+        snap.run.packets.add(&a, 5);
+        snap.run.packets.add(&b, 50);
+        snap.run.bytes.add(&a, 500);
+        snap.run.bytes.add(&b, 5000);
+        snap.run.distinct_sources.insert_addr(&a);
+        snap.run.distinct_sources.insert_addr(&b);
+        let k = |src| FlowKey {
+            src,
+            ..FlowKey::default()
+        };
+        let flows = [
+            (k(a), FlowStats::default()),
+            (k(b), FlowStats::default()),
+            (FlowKey { sport: 9, ..k(a) }, FlowStats::default()),
+        ];
+        let r = SketchReport::new(&snap, &flows);
+        assert_eq!(r.total_packets, 55);
+        assert_eq!(r.total_bytes, 5500);
+        assert!((r.distinct_sources_estimate - 2.0).abs() < 0.01);
+        assert_eq!(r.sources.len(), 2);
+        assert_eq!(r.sources[0].src.to_string(), "10.0.0.2");
+        assert_eq!(r.sources[0].packets_est, 50);
+        assert_eq!(r.sources[1].bytes_est, 500);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["cms"]["rows"], 4);
+        assert_eq!(v["cms"]["width"], 2048);
+    }
+}

@@ -1,1 +1,515 @@
-//! Owned by the foundation work (issue 2).
+//! Pinned worker threads, one per ring. A worker owns its ring and all state of
+//! the flows hashed to it, so it needs no lock. The event path
+//! ([`WorkerState::dispatch`]) decodes in place, updates a pre-sized map and
+//! calls the handler: no allocation, lock or syscall per event. The only
+//! syscall is one `poll` per wake-up when the ring is empty.
+
+use std::{
+    collections::HashMap,
+    os::fd::AsFd,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+};
+
+use aya::maps::{MapData, RingBuf};
+use nix::poll::{PollFd, PollFlags, poll};
+use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS};
+use tracing::{debug, warn};
+
+use crate::error::SensorError;
+
+/// The seam where scoring plugs in: one handler per worker, called on the
+/// worker thread.
+pub trait EventHandler: Send + 'static {
+    /// Called for every decoded event, on the worker thread. Must not block or allocate per call.
+    fn on_event(&mut self, ev: &FlowEvent);
+    /// Called at least every ~1 ms of wall time (also when idle), for deadlines and idle expiry.
+    fn on_tick(&mut self, now_ns: u64) {
+        let _ = now_ns;
+    }
+}
+
+/// The default handler: does nothing (the worker still keeps flow state and
+/// counters).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopHandler;
+
+impl EventHandler for NoopHandler {
+    fn on_event(&mut self, _ev: &FlowEvent) {}
+}
+
+/// Builds the handler of worker `i`.
+pub type HandlerFactory = dyn Fn(usize) -> Box<dyn EventHandler> + Send + Sync;
+
+/// A factory that gives every worker a [`NoopHandler`].
+#[must_use]
+pub fn noop_factory() -> Box<HandlerFactory> {
+    Box::new(|_| Box::new(NoopHandler))
+}
+
+/// How often the handler's `on_tick` runs.
+pub const TICK_NS: u64 = 1_000_000;
+/// `poll` timeout when the ring is empty: short, so ticks and shutdown are
+/// noticed within about a millisecond.
+const POLL_TIMEOUT_MS: u8 = 1;
+/// Events drained between clock reads while the ring stays busy.
+const EVENTS_PER_CLOCK_CHECK: u32 = 256;
+/// Flows without an event for this long are forgotten once the map is ¾ full.
+pub const FLOW_IDLE_NS: u64 = 120_000_000_000;
+/// How often the map is checked for idle flows.
+const HOUSEKEEPING_NS: u64 = 1_000_000_000;
+
+/// What a worker knows about one flow, from its events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerFlow {
+    /// Events received for this flow.
+    pub events: u64,
+    pub start: u32,
+    pub update: u32,
+    pub fin: u32,
+    pub rst: u32,
+    /// The latest snapshot of the flow's (per-CPU) statistics.
+    pub last: FlowStats,
+    /// Kernel timestamp of the latest event.
+    pub last_ts_ns: u64,
+}
+
+impl WorkerFlow {
+    /// True when the flow's Start event reached this worker (not sampled out
+    /// or lost).
+    #[must_use]
+    pub const fn start_seen(&self) -> bool {
+        self.start > 0
+    }
+
+    fn merge(&mut self, o: &WorkerFlow) {
+        self.events += o.events;
+        self.start += o.start;
+        self.update += o.update;
+        self.fin += o.fin;
+        self.rst += o.rst;
+        if o.last_ts_ns >= self.last_ts_ns {
+            self.last = o.last;
+            self.last_ts_ns = o.last_ts_ns;
+        }
+    }
+}
+
+/// Per-worker counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerCounters {
+    /// Well-formed events handled.
+    pub events: u64,
+    pub start: u64,
+    pub update: u64,
+    pub fin: u64,
+    pub rst: u64,
+    /// Records that were not an event: wrong size or unknown kind.
+    pub decode_errors: u64,
+    /// Events of flows not tracked because the flow map was full.
+    pub untracked: u64,
+    /// `poll` wake-ups (one syscall each).
+    pub wakeups: u64,
+}
+
+/// Everything one worker owns besides its ring. Also usable without a ring,
+/// over bytes from a file or a benchmark, through [`WorkerState::dispatch`]
+/// and [`WorkerState::dispatch_stream`].
+pub struct WorkerState {
+    pub index: usize,
+    pub counters: WorkerCounters,
+    flows: HashMap<FlowKey, WorkerFlow>,
+    flow_capacity: usize,
+    handler: Box<dyn EventHandler>,
+}
+
+impl WorkerState {
+    /// A worker with room for `flow_capacity` flows allocated up front.
+    #[must_use]
+    pub fn new(index: usize, flow_capacity: usize, handler: Box<dyn EventHandler>) -> Self {
+        Self {
+            index,
+            counters: WorkerCounters::default(),
+            flows: HashMap::with_capacity(flow_capacity),
+            flow_capacity: flow_capacity.max(1),
+            handler,
+        }
+    }
+
+    /// Decodes one ring record and dispatches it. Bad records are counted,
+    /// never fatal.
+    #[inline]
+    pub fn dispatch(&mut self, record: &[u8]) {
+        let Ok(ev) = bytemuck::try_pod_read_unaligned::<FlowEvent>(record) else {
+            self.counters.decode_errors += 1;
+            return;
+        };
+        let Some(kind) = EventKind::from_u32(ev.kind) else {
+            self.counters.decode_errors += 1;
+            return;
+        };
+        self.on_event(&ev, kind);
+    }
+
+    /// Dispatches a buffer of back-to-back 128-byte records (a recording or a
+    /// benchmark input). A trailing partial record counts as a decode error.
+    pub fn dispatch_stream(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(size_of::<FlowEvent>());
+        for rec in &mut chunks {
+            self.dispatch(rec);
+        }
+        if !chunks.remainder().is_empty() {
+            self.counters.decode_errors += 1;
+        }
+    }
+
+    #[inline]
+    fn on_event(&mut self, ev: &FlowEvent, kind: EventKind) {
+        let c = &mut self.counters;
+        c.events += 1;
+        match kind {
+            EventKind::Start => c.start += 1,
+            EventKind::Update => c.update += 1,
+            EventKind::Fin => c.fin += 1,
+            EventKind::Rst => c.rst += 1,
+        }
+        let len = self.flows.len();
+        let slot = if len < self.flow_capacity {
+            Some(self.flows.entry(ev.key).or_default())
+        } else {
+            self.flows.get_mut(&ev.key)
+        };
+        match slot {
+            Some(f) => {
+                f.events += 1;
+                match kind {
+                    EventKind::Start => f.start += 1,
+                    EventKind::Update => f.update += 1,
+                    EventKind::Fin => f.fin += 1,
+                    EventKind::Rst => f.rst += 1,
+                }
+                f.last = ev.stats;
+                f.last_ts_ns = ev.ts_ns;
+            }
+            None => self.counters.untracked += 1,
+        }
+        self.handler.on_event(ev);
+    }
+
+    /// Runs the handler's tick.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.handler.on_tick(now_ns);
+    }
+
+    /// Forgets flows idle for [`FLOW_IDLE_NS`] once the map is ¾ full, so it
+    /// never grows past its pre-sized capacity. Runs once a second, off the
+    /// event path.
+    pub fn housekeeping(&mut self, now_ns: u64) {
+        if self.flows.len() * 4 >= self.flow_capacity * 3 {
+            let before = self.flows.len();
+            self.flows
+                .retain(|_, f| now_ns.saturating_sub(f.last_ts_ns) < FLOW_IDLE_NS);
+            debug!(
+                worker = self.index,
+                forgotten = before - self.flows.len(),
+                "idle flows expired"
+            );
+        }
+    }
+
+    /// Flow state, for reports.
+    #[must_use]
+    pub fn flows(&self) -> &HashMap<FlowKey, WorkerFlow> {
+        &self.flows
+    }
+
+    /// Consumes the state into its report.
+    #[must_use]
+    pub fn into_report(self) -> WorkerReport {
+        WorkerReport {
+            worker: self.index,
+            counters: self.counters,
+            flows: self.flows,
+        }
+    }
+}
+
+/// What a worker hands back when it stops.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerReport {
+    pub worker: usize,
+    pub counters: WorkerCounters,
+    pub flows: HashMap<FlowKey, WorkerFlow>,
+}
+
+/// Merges the flow state of all workers (each flow normally lives on exactly
+/// one; merging keeps the result right if the ring choice ever changed).
+#[must_use]
+pub fn merge_worker_flows(reports: &[WorkerReport]) -> HashMap<FlowKey, WorkerFlow> {
+    let mut out: HashMap<FlowKey, WorkerFlow> =
+        HashMap::with_capacity(reports.iter().map(|r| r.flows.len()).sum());
+    for r in reports {
+        for (k, f) in &r.flows {
+            out.entry(*k).or_default().merge(f);
+        }
+    }
+    out
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so worker
+/// time and event timestamps compare directly. Served by the vDSO, no syscall.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Default worker count: one per available core, at most [`MAX_WORKERS`].
+#[must_use]
+pub fn default_workers() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    u32::try_from(cores.min(MAX_WORKERS)).unwrap_or(1)
+}
+
+/// Running worker threads.
+pub struct WorkerPool {
+    stop: Arc<AtomicBool>,
+    handles: Vec<JoinHandle<WorkerReport>>,
+}
+
+impl WorkerPool {
+    /// Starts one pinned thread per ring; worker `i` owns `rings[i]`, runs on
+    /// core `i % cores` and gets `factory(i)` as its handler.
+    ///
+    /// # Errors
+    /// A thread could not be spawned.
+    pub fn spawn(
+        rings: Vec<RingBuf<MapData>>,
+        factory: &HandlerFactory,
+        flow_capacity_per_worker: usize,
+    ) -> Result<Self, SensorError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut handles = Vec::with_capacity(rings.len());
+        for (i, ring) in rings.into_iter().enumerate() {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let state = WorkerState::new(i, flow_capacity_per_worker, factory(i));
+            let stop = Arc::clone(&stop);
+            let handle = std::thread::Builder::new()
+                .name(format!("sensor-worker-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core
+                        && !core_affinity::set_for_current(core)
+                    {
+                        warn!(
+                            worker = i,
+                            core = core.id,
+                            "could not pin worker to its core"
+                        );
+                    }
+                    run_worker(ring, state, &stop)
+                })
+                .map_err(|source| SensorError::System {
+                    what: "spawning a worker thread",
+                    source,
+                })?;
+            handles.push(handle);
+        }
+        Ok(Self { stop, handles })
+    }
+
+    /// Number of workers.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// True when there are no workers.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Asks the workers to stop. Each drains its ring to empty first, so
+    /// detach the program before calling this to lose nothing.
+    pub fn stop_and_join(self) -> Vec<WorkerReport> {
+        self.stop.store(true, Ordering::Release);
+        self.handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| match h.join() {
+                Ok(r) => r,
+                Err(_) => {
+                    warn!(worker = i, "worker thread panicked; its counts are lost");
+                    WorkerReport {
+                        worker: i,
+                        ..WorkerReport::default()
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The worker loop: drain the ring, tick the handler, sleep in `poll` when
+/// idle. Returns after a final drain once `stop` is set.
+fn run_worker(
+    mut ring: RingBuf<MapData>,
+    mut state: WorkerState,
+    stop: &AtomicBool,
+) -> WorkerReport {
+    let mut next_tick = monotonic_ns() + TICK_NS;
+    let mut next_housekeeping = next_tick + HOUSEKEEPING_NS;
+    loop {
+        let mut drained = 0u32;
+        while let Some(item) = ring.next() {
+            state.dispatch(&item);
+            drained += 1;
+            if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) {
+                let now = monotonic_ns();
+                if now >= next_tick {
+                    state.tick(now);
+                    next_tick = now + TICK_NS;
+                }
+            }
+        }
+        let now = monotonic_ns();
+        if now >= next_tick {
+            state.tick(now);
+            next_tick = now + TICK_NS;
+        }
+        if now >= next_housekeeping {
+            state.housekeeping(now);
+            next_housekeeping = now + HOUSEKEEPING_NS;
+        }
+        if stop.load(Ordering::Acquire) {
+            // Final drain: anything written before the stop request is handled.
+            while let Some(item) = ring.next() {
+                state.dispatch(&item);
+            }
+            break;
+        }
+        if drained == 0 {
+            state.counters.wakeups += 1;
+            let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, POLL_TIMEOUT_MS) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    warn!(worker = state.index, error = %e, "poll on ring failed; sleeping instead");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    debug!(worker = state.index, counters = ?state.counters, "worker stopped");
+    state.into_report()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn event(i: u32, kind: EventKind) -> FlowEvent {
+        let mut ev = FlowEvent::default();
+        ev.key.src = FlowKey::map_v4([10, 0, 0, 1]);
+        ev.key.dst = FlowKey::map_v4([10, 0, 0, 2]);
+        ev.key.sport = u16::try_from(i).unwrap();
+        ev.key.dport = 80;
+        ev.key.proto = 6;
+        ev.kind = kind as u32;
+        ev.ts_ns = u64::from(i) + 1;
+        ev.stats.packets = 1;
+        ev
+    }
+
+    struct Counting(Arc<AtomicU64>);
+    impl EventHandler for Counting {
+        fn on_event(&mut self, _ev: &FlowEvent) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn decodes_counts_and_dispatches() {
+        let seen = Arc::new(AtomicU64::new(0));
+        let mut w = WorkerState::new(0, 16, Box::new(Counting(Arc::clone(&seen))));
+        let mut buf = Vec::new();
+        for i in 0..4 {
+            buf.extend_from_slice(bytemuck::bytes_of(&event(i, EventKind::Start)));
+        }
+        buf.extend_from_slice(bytemuck::bytes_of(&event(0, EventKind::Update)));
+        buf.extend_from_slice(bytemuck::bytes_of(&event(0, EventKind::Fin)));
+        buf.extend_from_slice(bytemuck::bytes_of(&event(1, EventKind::Rst)));
+        w.dispatch_stream(&buf);
+        assert_eq!(seen.load(Ordering::Relaxed), 7);
+        let c = w.counters;
+        assert_eq!((c.events, c.start, c.update, c.fin, c.rst), (7, 4, 1, 1, 1));
+        assert_eq!(c.decode_errors, 0);
+        let f0 = w.flows()[&event(0, EventKind::Start).key];
+        assert_eq!((f0.events, f0.start, f0.update, f0.fin), (3, 1, 1, 1));
+        assert!(f0.start_seen());
+        assert_eq!(w.flows().len(), 4);
+    }
+
+    #[test]
+    fn bad_records_are_counted_not_fatal() {
+        let mut w = WorkerState::new(0, 16, Box::new(NoopHandler));
+        w.dispatch(&[0u8; 12]);
+        let mut bad_kind = event(0, EventKind::Start);
+        bad_kind.kind = 99;
+        w.dispatch(bytemuck::bytes_of(&bad_kind));
+        let mut buf = bytemuck::bytes_of(&event(1, EventKind::Start)).to_vec();
+        buf.extend_from_slice(&[1, 2, 3]);
+        w.dispatch_stream(&buf);
+        assert_eq!(w.counters.decode_errors, 3);
+        assert_eq!(w.counters.events, 1);
+        // Unaligned input decodes too.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(bytemuck::bytes_of(&event(2, EventKind::Update)));
+        w.dispatch(&shifted[1..]);
+        assert_eq!(w.counters.events, 2);
+    }
+
+    #[test]
+    fn full_flow_map_counts_untracked_and_housekeeping_frees_it() {
+        let mut w = WorkerState::new(0, 4, Box::new(NoopHandler));
+        for i in 0..6 {
+            w.dispatch(bytemuck::bytes_of(&event(i, EventKind::Start)));
+        }
+        assert_eq!(w.flows().len(), 4);
+        assert_eq!(w.counters.untracked, 2);
+        assert_eq!(w.counters.events, 6);
+        w.housekeeping(FLOW_IDLE_NS + 100);
+        assert!(w.flows().is_empty());
+    }
+
+    #[test]
+    fn worker_flows_merge_across_workers() {
+        let mut a = WorkerState::new(0, 8, Box::new(NoopHandler));
+        let mut b = WorkerState::new(1, 8, Box::new(NoopHandler));
+        a.dispatch(bytemuck::bytes_of(&event(0, EventKind::Start)));
+        b.dispatch(bytemuck::bytes_of(&event(0, EventKind::Update)));
+        b.dispatch(bytemuck::bytes_of(&event(1, EventKind::Start)));
+        let merged = merge_worker_flows(&[a.into_report(), b.into_report()]);
+        let f = merged[&event(0, EventKind::Start).key];
+        assert_eq!((f.events, f.start, f.update), (2, 1, 1));
+        assert_eq!(merged.len(), 2);
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_ns();
+        let b = monotonic_ns();
+        assert!(a > 0 && b >= a);
+        assert!((1..=MAX_WORKERS as u32).contains(&default_workers()));
+    }
+}

@@ -1,0 +1,349 @@
+//! `sensor run`: wires the stages together in data-flow order and shuts them
+//! down in reverse, so no event is lost at either end.
+//!
+//! Start: load (maps sized, config written) → control thread → workers (each
+//! owns its ring) → attach. Stop: detach (no new events) → workers drain their
+//! rings and stop → control thread reads both sketch epochs → outputs.
+//!
+//! Signals: SIGINT/SIGTERM are blocked in the calling thread before any stage
+//! thread is spawned (threads inherit the mask) and read from a `signalfd`.
+//! That needs no async-signal-safe handler, no extra crate (`nix` is already a
+//! dependency), and `poll` on the fd gives the `--duration` timeout for free.
+
+use std::{
+    os::fd::AsFd,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+    sys::{
+        signal::{SigSet, SigmaskHow, Signal, pthread_sigmask},
+        signalfd::{SfdFlags, SignalFd},
+    },
+};
+use sensor_common::{COUNTER_COUNT, Counter};
+use tracing::{info, warn};
+
+use crate::{
+    cli::RunArgs,
+    control::{ControlThread, EPOCH, SketchMaps, SketchSnapshot},
+    error::SensorError,
+    loader::Sensor,
+    report::{self, OutputFile, SketchReport, StatsReport},
+    workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
+};
+
+/// What a run saw, for the closing summary.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub counters: [u64; COUNTER_COUNT as usize],
+    pub flows: usize,
+    pub worker_events: u64,
+    pub decode_errors: u64,
+    pub duration: Duration,
+    /// The signal that ended the run, if any.
+    pub signal: Option<Signal>,
+}
+
+impl RunSummary {
+    /// Value of one global counter.
+    #[must_use]
+    pub fn counter(&self, c: Counter) -> u64 {
+        self.counters[c as usize]
+    }
+
+    /// A short human summary (several lines).
+    #[must_use]
+    pub fn human(&self) -> String {
+        format!(
+            "sensor: observed {} packets ({} bytes) in {:.1} s, {} flows in the flow table\n\
+             sensor: events emitted {}, received by workers {}, lost (ring full) {}, \
+             sampled out {}, decode errors {}\n\
+             sensor: parse problems {}, internal errors {}",
+            self.counter(Counter::PacketsSeen),
+            self.counter(Counter::BytesSeen),
+            self.duration.as_secs_f64(),
+            self.flows,
+            self.counter(Counter::EventsEmitted),
+            self.worker_events,
+            self.counter(Counter::EventsLost),
+            self.counter(Counter::EventsSampledOut),
+            self.decode_errors,
+            parse_problems(&self.counters),
+            self.counter(Counter::InternalError),
+        )
+    }
+}
+
+/// Packets the parser could not fully parse (all passed).
+fn parse_problems(c: &[u64; COUNTER_COUNT as usize]) -> u64 {
+    use Counter::{
+        BadIpVersion, BadIpv4Ihl, BadTcpDataOffset, TooManyExtHeaders, TooManyVlanTags,
+        TruncatedExtHeader, TruncatedIcmp, TruncatedIpv4, TruncatedIpv6, TruncatedL2, TruncatedTcp,
+        TruncatedUdp, TruncatedVlan,
+    };
+    [
+        TruncatedL2,
+        TruncatedVlan,
+        TooManyVlanTags,
+        TruncatedIpv4,
+        BadIpv4Ihl,
+        BadIpVersion,
+        TruncatedIpv6,
+        TooManyExtHeaders,
+        TruncatedExtHeader,
+        TruncatedTcp,
+        BadTcpDataOffset,
+        TruncatedUdp,
+        TruncatedIcmp,
+    ]
+    .iter()
+    .map(|&k| c[k as usize])
+    .sum()
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in threads it spawns
+/// later) and returns a `signalfd` that reports them, plus the previous mask.
+fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGINT);
+    mask.add(Signal::SIGTERM);
+    let mut old = SigSet::empty();
+    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
+        .map_err(|e| SensorError::system("blocking SIGINT/SIGTERM", e))?;
+    let fd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| SensorError::system("creating a signalfd", e))?;
+    Ok((fd, old))
+}
+
+/// Waits for SIGINT/SIGTERM or until `deadline`.
+fn wait_for_shutdown(
+    sfd: &SignalFd,
+    deadline: Option<Instant>,
+) -> Result<Option<Signal>, SensorError> {
+    loop {
+        let timeout = match deadline {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                // Round up so we never wake just before the deadline and spin.
+                let ms = left.as_millis().saturating_add(1);
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => match sfd.read_signal() {
+                Ok(Some(info)) => {
+                    let sig = i32::try_from(info.ssi_signo)
+                        .ok()
+                        .and_then(|s| Signal::try_from(s).ok());
+                    return Ok(sig);
+                }
+                Ok(None) | Err(nix::errno::Errno::EAGAIN) => {}
+                Err(e) => return Err(SensorError::system("reading the signalfd", e)),
+            },
+            Err(e) => return Err(SensorError::system("waiting for signals", e)),
+        }
+    }
+}
+
+/// Worker flow-map capacity: twice the fair share of the flow table, since
+/// rings are chosen by hash and shares are uneven for small tables.
+fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
+    let share = (flow_table_size / n_workers.max(1)) as usize;
+    share.saturating_mul(2).max(1024)
+}
+
+/// Runs the sensor as `sensor run` does: until a signal or `--duration`, then
+/// writes the requested outputs. `factory` builds each worker's handler.
+///
+/// # Errors
+/// Load/attach failures (with a user-facing diagnosis), map access failures,
+/// or outputs that cannot be written.
+pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
+    let opts = args.load_options()?;
+    let outputs = Outputs::create(args)?;
+    let n_workers = opts.n_workers;
+    let flow_table_size = opts.flow_table_size;
+    let (sfd, old_mask) = shutdown_signals()?;
+    let result = run_inner(
+        args,
+        opts,
+        outputs,
+        factory,
+        &sfd,
+        n_workers,
+        flow_table_size,
+    );
+    if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
+        warn!(error = %e, "could not restore the signal mask");
+    }
+    result
+}
+
+fn run_inner(
+    args: &RunArgs,
+    opts: crate::loader::LoadOptions,
+    outputs: Outputs,
+    factory: &HandlerFactory,
+    sfd: &SignalFd,
+    n_workers: u32,
+    flow_table_size: u32,
+) -> Result<RunSummary, SensorError> {
+    let mut sensor = Sensor::load(opts)?;
+    let rings = sensor.take_rings()?;
+    let maps = SketchMaps::take(&mut sensor)?;
+    let control = ControlThread::spawn(maps, EPOCH)?;
+    let pool = match WorkerPool::spawn(
+        rings,
+        factory,
+        flow_capacity_per_worker(flow_table_size, n_workers),
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = control.stop();
+            return Err(e);
+        }
+    };
+    if let Err(e) = sensor.attach() {
+        pool.stop_and_join();
+        let _ = control.stop();
+        return Err(e);
+    }
+    let started = Instant::now();
+    info!(
+        iface = %args.iface,
+        workers = n_workers,
+        duration = ?args.duration,
+        "sensor running; stop with Ctrl-C"
+    );
+
+    let waited = wait_for_shutdown(sfd, args.duration.map(|d| started + d));
+    // Whatever happened while waiting, stop in order: detach first, so the
+    // rings receive nothing more and the drain below is complete.
+    sensor.detach();
+    let duration = started.elapsed();
+    let reports = pool.stop_and_join();
+    let snapshot = control.stop();
+    let signal = waited?;
+    if let Some(sig) = signal {
+        info!(signal = %sig, "stopping");
+    }
+    let snapshot = snapshot?;
+
+    let counters = report::read_counters(&sensor)?;
+    let flows = report::read_flow_table(&sensor)?;
+    outputs.write(&reports, &snapshot, &counters, &flows, duration)?;
+
+    Ok(RunSummary {
+        counters,
+        flows: flows.len(),
+        worker_events: reports.iter().map(|r| r.counters.events).sum(),
+        decode_errors: reports.iter().map(|r| r.counters.decode_errors).sum(),
+        duration,
+        signal,
+    })
+}
+
+/// The requested output files, opened up front.
+struct Outputs {
+    flows: Option<OutputFile>,
+    stats: Option<OutputFile>,
+    sketch: Option<OutputFile>,
+}
+
+impl Outputs {
+    fn create(args: &RunArgs) -> Result<Self, SensorError> {
+        let open =
+            |p: &Option<std::path::PathBuf>| p.as_deref().map(OutputFile::create).transpose();
+        Ok(Self {
+            flows: open(&args.flows_out)?,
+            stats: open(&args.stats_out)?,
+            sketch: open(&args.sketch_out)?,
+        })
+    }
+
+    fn write(
+        self,
+        reports: &[WorkerReport],
+        snapshot: &SketchSnapshot,
+        counters: &[u64; COUNTER_COUNT as usize],
+        flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
+        duration: Duration,
+    ) -> Result<(), SensorError> {
+        if let Some(out) = self.flows {
+            let worker_flows = merge_worker_flows(reports);
+            let path = out.path().display().to_string();
+            out.write_with(|w| report::write_flows(w, flows, &worker_flows))?;
+            info!(path, flows = flows.len(), "flow table written");
+        }
+        if let Some(out) = self.stats {
+            let stats = StatsReport::new(
+                counters,
+                reports,
+                snapshot.epochs_flipped,
+                duration.as_secs_f64(),
+            );
+            let path = out.path().display().to_string();
+            out.write_json(&stats)?;
+            info!(path, "statistics written");
+        }
+        if let Some(out) = self.sketch {
+            let path = out.path().display().to_string();
+            out.write_json(&SketchReport::new(snapshot, flows))?;
+            info!(path, "sketch report written");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_capacity_is_bounded_below() {
+        assert_eq!(flow_capacity_per_worker(65_536, 2), 65_536);
+        assert_eq!(flow_capacity_per_worker(100, 8), 1024);
+        assert_eq!(flow_capacity_per_worker(100, 0), 1024);
+    }
+
+    #[test]
+    fn deadline_wait_returns_after_the_deadline() {
+        // Signals are not blocked here, so the fd never fires; only the
+        // deadline can end the wait.
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGUSR2);
+        let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
+        let t = Instant::now();
+        let r = wait_for_shutdown(&sfd, Some(t + Duration::from_millis(30))).unwrap();
+        assert!(r.is_none());
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn summary_mentions_losses() {
+        let mut counters = [0u64; COUNTER_COUNT as usize];
+        counters[Counter::PacketsSeen as usize] = 10;
+        counters[Counter::EventsLost as usize] = 3;
+        counters[Counter::TruncatedTcp as usize] = 2;
+        let s = RunSummary {
+            counters,
+            flows: 4,
+            worker_events: 7,
+            decode_errors: 0,
+            duration: Duration::from_secs(2),
+            signal: None,
+        };
+        let h = s.human();
+        assert!(h.contains("observed 10 packets"), "{h}");
+        assert!(h.contains("lost (ring full) 3"), "{h}");
+        assert!(h.contains("parse problems 2"), "{h}");
+    }
+}

@@ -1,0 +1,1061 @@
+//! The XDP program driven through BPF_PROG_TEST_RUN: a table of frames
+//! (well-formed and broken) with the verdict, the exact flow entry and exactly
+//! which counters must move, plus export, sampling, mirror and sketch checks.
+//!
+//! Each test loads its own program instance (maps belong to the instance), so
+//! tests can run in parallel threads. Each test pins its thread to one CPU so
+//! per-CPU flow slots stay on one CPU between runs.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp},
+};
+use etherparse::{PacketBuilder, TcpHeader, VlanId};
+use sensor_common::{
+    COUNTER_COUNT, Counter, EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, SensorConfig,
+    XDP_PROGRAM_NAME, flow_ring_index, hash_addr, ipproto, map_names,
+    sketch::{CMS_ROWS, CmsRow, HLL_REGISTERS, HllRegisters, cms_column, cms_index},
+    tcp_flags,
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const MAC_A: [u8; 6] = [2, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const ETH_LEN: usize = 14;
+const IPV4_LEN: usize = 20;
+const IPV6_LEN: usize = 40;
+/// One ring record: 8-byte header plus the event.
+const RING_RECORD: u32 = 8 + size_of::<FlowEvent>() as u32;
+
+// ---------------------------------------------------------------- harness
+
+/// True when the test may run; false (after a loud note) when it must skip.
+fn have_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("SENSOR_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
+        "{test}: needs root for BPF, and SENSOR_REQUIRE_ROOT_TESTS=1 forbids skipping"
+    );
+    eprintln!("\n!!!!! {test}: skipped: needs root (BPF_PROG_TEST_RUN) !!!!!\n");
+    false
+}
+
+fn pin_to_cpu0() {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("cpu 0 in set");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+        .expect("pin test thread to cpu 0");
+}
+
+fn config(n_workers: u32, ring_bytes: u32) -> SensorConfig {
+    SensorConfig {
+        epoch: 0,
+        n_workers,
+        mirror: 0,
+        ring_bytes,
+        sample_shift: 3,
+        _pad: 0,
+    }
+}
+
+struct Sensor {
+    ebpf: Ebpf,
+}
+
+impl Sensor {
+    fn load(ring_bytes: u32, cfg: SensorConfig) -> Self {
+        pin_to_cpu0();
+        let mut loader = EbpfLoader::new();
+        loader.map_max_entries(map_names::FLOW_TABLE, 4096);
+        for name in map_names::RING_WORKERS {
+            loader.map_max_entries(name, ring_bytes);
+        }
+        let mut ebpf = loader
+            .load(sensor::XDP_OBJECT)
+            .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
+        for name in [XDP_PROGRAM_NAME, "sensor_xdp_floor"] {
+            let prog: &mut Xdp = ebpf
+                .program_mut(name)
+                .unwrap_or_else(|| panic!("program {name} missing"))
+                .try_into()
+                .expect("an XDP program");
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
+        }
+        let mut s = Self { ebpf };
+        s.set_config(cfg);
+        s
+    }
+
+    fn set_config(&mut self, cfg: SensorConfig) {
+        let mut a: Array<_, SensorConfig> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::SENSOR_CONFIG)
+                .expect("config map"),
+        )
+        .expect("config array");
+        a.set(0, cfg, 0).expect("write config");
+    }
+
+    fn run_prog(&self, name: &str, frame: &[u8], repeat: u32) -> TestRunResult {
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .expect("program")
+            .try_into()
+            .expect("xdp");
+        prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("test_run {name}: {e}"))
+    }
+
+    fn run(&self, frame: &[u8]) -> u32 {
+        self.run_prog(XDP_PROGRAM_NAME, frame, 1).return_value
+    }
+
+    fn counters(&self) -> [u64; COUNTER_COUNT as usize] {
+        let a: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::GLOBAL_COUNTERS).expect("counters"))
+                .expect("per-cpu array");
+        let mut out = [0u64; COUNTER_COUNT as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = a
+                .get(&(i as u32), 0)
+                .expect("read counter")
+                .iter()
+                .sum::<u64>();
+        }
+        out
+    }
+
+    /// The flow's per-CPU slots merged: sums, min of minima, max of maxima.
+    fn flow(&self, key: &FlowKey) -> Option<FlowStats> {
+        let m: PerCpuHashMap<_, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(self.ebpf.map(map_names::FLOW_TABLE).expect("flow table"))
+                .expect("per-cpu hash");
+        let vals = m.get(key, 0).ok()?;
+        let mut out: Option<FlowStats> = None;
+        for v in vals.iter().filter(|v| v.packets > 0) {
+            out = Some(match out {
+                None => *v,
+                Some(mut o) => {
+                    o.packets += v.packets;
+                    o.bytes += v.bytes;
+                    o.len_sq_sum += v.len_sq_sum;
+                    o.syn += v.syn;
+                    o.synack += v.synack;
+                    o.fin += v.fin;
+                    o.rst += v.rst;
+                    o.len_min = o.len_min.min(v.len_min);
+                    o.len_max = o.len_max.max(v.len_max);
+                    o.first_seen_ns = o.first_seen_ns.min(v.first_seen_ns);
+                    o.last_seen_ns = o.last_seen_ns.max(v.last_seen_ns);
+                    o.tcp_flags_or |= v.tcp_flags_or;
+                    o
+                }
+            });
+        }
+        out
+    }
+
+    fn flow_count(&self) -> usize {
+        let m: PerCpuHashMap<_, FlowKey, FlowStats> =
+            PerCpuHashMap::try_from(self.ebpf.map(map_names::FLOW_TABLE).expect("flow table"))
+                .expect("per-cpu hash");
+        m.keys().count()
+    }
+
+    fn drain_ring(&mut self, i: usize) -> Vec<FlowEvent> {
+        let mut ring = RingBuf::try_from(
+            self.ebpf
+                .map_mut(map_names::RING_WORKERS[i])
+                .expect("ring map"),
+        )
+        .expect("ring");
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            assert_eq!(item.len(), size_of::<FlowEvent>(), "ring record size");
+            out.push(bytemuck::pod_read_unaligned::<FlowEvent>(&item));
+        }
+        out
+    }
+
+    /// Count-Min packet and byte estimates (minimum over rows, CPUs summed).
+    fn cms_estimate(&self, epoch: u32, src: &[u8; 16]) -> (u64, u64) {
+        let h = hash_addr(src);
+        let read = |name: &str| {
+            let a: PerCpuArray<_, CmsRow> =
+                PerCpuArray::try_from(self.ebpf.map(name).expect("cms map")).expect("cms array");
+            (0..CMS_ROWS)
+                .map(|row| {
+                    let col = cms_column(h, row) as usize;
+                    a.get(&cms_index(epoch, row), 0)
+                        .expect("cms row")
+                        .iter()
+                        .map(|r| r.cells[col])
+                        .sum::<u64>()
+                })
+                .min()
+                .expect("rows")
+        };
+        (
+            read(map_names::SRC_PACKETS_CMS),
+            read(map_names::SRC_BYTES_CMS),
+        )
+    }
+
+    /// HyperLogLog registers of `epoch`, CPUs merged by max.
+    fn hll(&self, epoch: u32) -> Vec<u8> {
+        let a: PerCpuArray<_, HllRegisters> =
+            PerCpuArray::try_from(self.ebpf.map(map_names::SRC_DISTINCT_HLL).expect("hll"))
+                .expect("hll array");
+        let mut regs = vec![0u8; HLL_REGISTERS as usize];
+        for cpu in a.get(&epoch, 0).expect("hll epoch").iter() {
+            for (m, r) in regs.iter_mut().zip(cpu.regs.iter()) {
+                *m = (*m).max(*r);
+            }
+        }
+        regs
+    }
+}
+
+// ---------------------------------------------------------------- frames
+
+fn v4(i: u8, host: u8) -> [u8; 4] {
+    [10, i, 0, host]
+}
+
+fn v6(i: u8, host: u8) -> [u8; 16] {
+    [
+        0x20, 0x01, 0x0d, 0xb8, 0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, host,
+    ]
+}
+
+fn key(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> FlowKey {
+    FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> FlowKey {
+    key(
+        FlowKey::map_v4(src),
+        FlowKey::map_v4(dst),
+        sport,
+        dport,
+        proto,
+    )
+}
+
+fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, &vec![0xab; payload]).expect("udp4");
+    out
+}
+
+fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .udp(sport, dport);
+    let mut out = Vec::new();
+    b.write(&mut out, &[1, 2, 3, 4]).expect("udp6");
+    out
+}
+
+fn tcp_hdr(sport: u16, dport: u16, flags: u8) -> TcpHeader {
+    let mut t = TcpHeader::new(sport, dport, 1000, 64240);
+    t.fin = flags & tcp_flags::FIN != 0;
+    t.syn = flags & tcp_flags::SYN != 0;
+    t.rst = flags & tcp_flags::RST != 0;
+    t.psh = flags & tcp_flags::PSH != 0;
+    t.ack = flags & tcp_flags::ACK != 0;
+    t
+}
+
+fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .tcp_header(tcp_hdr(sport, dport, flags));
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).expect("tcp4");
+    out
+}
+
+fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .tcp_header(tcp_hdr(sport, dport, flags));
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).expect("tcp6");
+    out
+}
+
+fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv4(src, dst, 64)
+        .icmpv4_echo_request(7, 1);
+    let mut out = Vec::new();
+    b.write(&mut out, &[0; 16]).expect("icmp4");
+    out
+}
+
+fn icmp6_echo(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .ipv6(src, dst, 64)
+        .icmpv6_echo_request(7, 1);
+    let mut out = Vec::new();
+    b.write(&mut out, &[0; 16]).expect("icmp6");
+    out
+}
+
+fn vlan(id: u16) -> VlanId {
+    VlanId::try_new(id).expect("vlan id")
+}
+
+fn udp4_vlan1(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .single_vlan(vlan(100))
+        .ipv4(src, dst, 64)
+        .udp(5000, 53);
+    let mut out = Vec::new();
+    b.write(&mut out, &[0; 8]).expect("vlan1");
+    out
+}
+
+fn udp4_vlan2(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
+        .double_vlan(vlan(200), vlan(300))
+        .ipv4(src, dst, 64)
+        .udp(5001, 53);
+    let mut out = Vec::new();
+    b.write(&mut out, &[0; 8]).expect("vlan2");
+    out
+}
+
+/// Inserts `bytes` at `at`.
+fn splice(mut frame: Vec<u8>, at: usize, bytes: &[u8]) -> Vec<u8> {
+    frame.splice(at..at, bytes.iter().copied());
+    frame
+}
+
+/// IPv4 frame (untagged) with `opts` inserted as header options; fixes IHL
+/// and total length.
+fn with_ipv4_options(frame: Vec<u8>, opts: &[u8]) -> Vec<u8> {
+    assert_eq!(opts.len() % 4, 0);
+    let mut f = splice(frame, ETH_LEN + IPV4_LEN, opts);
+    f[ETH_LEN] = 0x40 | ((IPV4_LEN + opts.len()) / 4) as u8;
+    let tot = u16::from_be_bytes([f[ETH_LEN + 2], f[ETH_LEN + 3]]) + opts.len() as u16;
+    f[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&tot.to_be_bytes());
+    f
+}
+
+/// Sets the IPv4 fragment field (flags + offset in 8-byte units).
+fn with_ipv4_frag(mut frame: Vec<u8>, more: bool, offset8: u16) -> Vec<u8> {
+    let v = offset8 | if more { 0x2000 } else { 0 };
+    frame[ETH_LEN + 6..ETH_LEN + 8].copy_from_slice(&v.to_be_bytes());
+    frame
+}
+
+/// IPv6 extension header bytes for `kind`, continuing with `next`.
+fn ext_header(kind: u8, next: u8, frag_offset8: u16) -> Vec<u8> {
+    match kind {
+        // Fragment: next, reserved, offset<<3 | M, identification.
+        44 => {
+            let o = (frag_offset8 << 3) | 1;
+            let [a, b] = o.to_be_bytes();
+            vec![next, 0, a, b, 0, 0, 0x12, 0x34]
+        }
+        // AH: length in 4-byte units minus 2; 12 bytes = SPI, sequence.
+        51 => vec![next, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+        // Hop-by-hop, routing, destination options: 8 bytes with PadN.
+        _ => vec![next, 0, 1, 4, 0, 0, 0, 0],
+    }
+}
+
+/// An IPv6 frame with the extension headers `chain` between the IPv6 header
+/// and its original L4 header. The fragment header (if any) gets
+/// `frag_offset8`.
+fn with_ipv6_ext(frame: Vec<u8>, chain: &[u8], frag_offset8: u16) -> Vec<u8> {
+    let l4 = frame[ETH_LEN + 6];
+    let mut exts = Vec::new();
+    for (i, kind) in chain.iter().enumerate() {
+        let next = chain.get(i + 1).copied().unwrap_or(l4);
+        exts.extend(ext_header(*kind, next, frag_offset8));
+    }
+    let mut f = splice(frame, ETH_LEN + IPV6_LEN, &exts);
+    f[ETH_LEN + 6] = chain[0];
+    let pl = u16::from_be_bytes([f[ETH_LEN + 4], f[ETH_LEN + 5]]) + exts.len() as u16;
+    f[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&pl.to_be_bytes());
+    f
+}
+
+fn truncate(mut frame: Vec<u8>, len: usize) -> Vec<u8> {
+    frame.truncate(len);
+    frame
+}
+
+fn set(mut frame: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
+    frame[at] = v;
+    frame
+}
+
+fn arp() -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend(MAC_B);
+    f.extend(MAC_A);
+    f.extend([0x08, 0x06]);
+    // htype 1, ptype IPv4, hlen 6, plen 4, request, sender, target.
+    f.extend([0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend(MAC_A);
+    f.extend([10, 0, 0, 1]);
+    f.extend([0; 6]);
+    f.extend([10, 0, 0, 2]);
+    f
+}
+
+// ---------------------------------------------------------------- table
+
+struct Fixture {
+    name: &'static str,
+    frame: Vec<u8>,
+    /// The flow the packet must land in, with its TCP flags byte.
+    flow: Option<(FlowKey, u8)>,
+    /// Counters besides `PacketsSeen`/`BytesSeen` (always 1 / frame length)
+    /// and, for fixtures with a flow, `ParsedOk` and `EventsEmitted` (1 each).
+    counters: Vec<(Counter, u64)>,
+    /// Source whose Count-Min estimate must grow by exactly one (IP header
+    /// read), or `None` when the sketches must not move.
+    sketch_src: Option<[u8; 16]>,
+}
+
+fn flow_fx(name: &'static str, frame: Vec<u8>, k: FlowKey, flags: u8) -> Fixture {
+    Fixture {
+        name,
+        frame,
+        flow: Some((k, flags)),
+        counters: vec![],
+        sketch_src: Some(k.src),
+    }
+}
+
+fn bad_fx(name: &'static str, frame: Vec<u8>, c: Counter, src: Option<[u8; 16]>) -> Fixture {
+    Fixture {
+        name,
+        frame,
+        flow: None,
+        counters: vec![(c, 1)],
+        sketch_src: src,
+    }
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one row per fixture reads best as one table"
+)]
+fn table() -> Vec<Fixture> {
+    use ipproto::{ICMP, ICMPV6, TCP, UDP};
+    const SYN: u8 = tcp_flags::SYN;
+    const SYNACK: u8 = tcp_flags::SYN | tcp_flags::ACK;
+    const FINACK: u8 = tcp_flags::FIN | tcp_flags::ACK;
+    const RST: u8 = tcp_flags::RST;
+    const GRE: u8 = 47;
+    let m4 = FlowKey::map_v4;
+
+    let mut t = vec![
+        flow_fx(
+            "udp4",
+            udp4(v4(1, 1), v4(1, 2), 40000, 53, 32),
+            key4(v4(1, 1), v4(1, 2), 40000, 53, UDP),
+            0,
+        ),
+        flow_fx(
+            "tcp4 syn",
+            tcp4(v4(2, 1), v4(2, 2), 40001, 22, SYN),
+            key4(v4(2, 1), v4(2, 2), 40001, 22, TCP),
+            SYN,
+        ),
+        flow_fx(
+            "tcp4 syn-ack",
+            tcp4(v4(3, 2), v4(3, 1), 22, 40001, SYNACK),
+            key4(v4(3, 2), v4(3, 1), 22, 40001, TCP),
+            SYNACK,
+        ),
+        flow_fx(
+            "tcp4 fin",
+            tcp4(v4(4, 1), v4(4, 2), 40002, 80, FINACK),
+            key4(v4(4, 1), v4(4, 2), 40002, 80, TCP),
+            FINACK,
+        ),
+        flow_fx(
+            "tcp4 rst",
+            tcp4(v4(5, 1), v4(5, 2), 40003, 80, RST),
+            key4(v4(5, 1), v4(5, 2), 40003, 80, TCP),
+            RST,
+        ),
+        flow_fx(
+            "icmp4 echo",
+            icmp4_echo(v4(6, 1), v4(6, 2)),
+            key4(v4(6, 1), v4(6, 2), 8, 0, ICMP),
+            0,
+        ),
+        flow_fx(
+            "udp4 one vlan tag",
+            udp4_vlan1(v4(7, 1), v4(7, 2)),
+            key4(v4(7, 1), v4(7, 2), 5000, 53, UDP),
+            0,
+        ),
+        flow_fx(
+            "udp4 two vlan tags",
+            udp4_vlan2(v4(8, 1), v4(8, 2)),
+            key4(v4(8, 1), v4(8, 2), 5001, 53, UDP),
+            0,
+        ),
+        flow_fx(
+            "tcp4 with ip options",
+            with_ipv4_options(
+                tcp4(v4(9, 1), v4(9, 2), 40004, 443, SYN),
+                &[1, 1, 1, 0, 1, 1, 1, 0],
+            ),
+            key4(v4(9, 1), v4(9, 2), 40004, 443, TCP),
+            SYN,
+        ),
+        flow_fx(
+            "udp4 first fragment",
+            with_ipv4_frag(udp4(v4(10, 1), v4(10, 2), 40005, 4789, 64), true, 0),
+            key4(v4(10, 1), v4(10, 2), 40005, 4789, UDP),
+            0,
+        ),
+        flow_fx(
+            "udp6",
+            udp6(v6(11, 1), v6(11, 2), 40006, 53),
+            key(v6(11, 1), v6(11, 2), 40006, 53, UDP),
+            0,
+        ),
+        flow_fx(
+            "tcp6 syn",
+            tcp6(v6(12, 1), v6(12, 2), 40007, 22, SYN),
+            key(v6(12, 1), v6(12, 2), 40007, 22, TCP),
+            SYN,
+        ),
+        flow_fx(
+            "icmp6 echo",
+            icmp6_echo(v6(13, 1), v6(13, 2)),
+            key(v6(13, 1), v6(13, 2), 128, 0, ICMPV6),
+            0,
+        ),
+        flow_fx(
+            "udp6 behind hop-by-hop, dest-opts, routing, ah, fragment(0)",
+            with_ipv6_ext(
+                udp6(v6(14, 1), v6(14, 2), 40008, 53),
+                &[0, 60, 43, 51, 44],
+                0,
+            ),
+            key(v6(14, 1), v6(14, 2), 40008, 53, UDP),
+            0,
+        ),
+        flow_fx(
+            "tcp6 behind six extension headers (the walk limit)",
+            with_ipv6_ext(
+                tcp6(v6(15, 1), v6(15, 2), 40009, 443, SYN),
+                &[0, 60, 43, 60, 51, 60],
+                0,
+            ),
+            key(v6(15, 1), v6(15, 2), 40009, 443, TCP),
+            SYN,
+        ),
+    ];
+
+    // Flows with an extra counter.
+    let mut extra = |name, frame, k: FlowKey, c| {
+        t.push(Fixture {
+            name,
+            frame,
+            flow: Some((k, 0)),
+            counters: vec![(c, 1)],
+            sketch_src: Some(k.src),
+        });
+    };
+    extra(
+        "udp4 non-first fragment",
+        with_ipv4_frag(udp4(v4(16, 1), v4(16, 2), 40010, 53, 64), false, 185),
+        key4(v4(16, 1), v4(16, 2), 0, 0, UDP),
+        Counter::NonFirstFragment,
+    );
+    extra(
+        "udp6 non-first fragment",
+        with_ipv6_ext(udp6(v6(17, 1), v6(17, 2), 40011, 53), &[44], 185),
+        key(v6(17, 1), v6(17, 2), 0, 0, UDP),
+        Counter::NonFirstFragment,
+    );
+    let gre = {
+        let mut f = udp4(v4(18, 1), v4(18, 2), 1, 2, 16);
+        f[ETH_LEN + 9] = GRE;
+        f
+    };
+    extra(
+        "gre over ipv4 (other l4)",
+        gre,
+        key4(v4(18, 1), v4(18, 2), 0, 0, GRE),
+        Counter::OtherL4,
+    );
+
+    let three_tags = splice(
+        udp4_vlan2(v4(19, 1), v4(19, 2)),
+        12,
+        &[0x81, 0x00, 0x00, 0x05],
+    );
+    let udp = udp4(v4(20, 1), v4(20, 2), 40012, 53, 8);
+    let tcp = tcp4(v4(21, 1), v4(21, 2), 40013, 80, SYN);
+    let tcp_l4 = ETH_LEN + IPV4_LEN;
+    t.extend([
+        // No "truncated l2" row: BPF_PROG_TEST_RUN rejects frames shorter than
+        // an Ethernet header (also behind XDP metadata), so the program's
+        // `TruncatedL2` branch cannot be driven from here.
+        bad_fx(
+            "truncated vlan tag",
+            truncate(udp4_vlan1(v4(22, 1), v4(22, 2)), ETH_LEN + 2),
+            Counter::TruncatedVlan,
+            None,
+        ),
+        bad_fx(
+            "three vlan tags",
+            three_tags,
+            Counter::TooManyVlanTags,
+            None,
+        ),
+        bad_fx("arp", arp(), Counter::UnknownEthertype, None),
+        bad_fx(
+            "truncated ipv4",
+            truncate(udp.clone(), ETH_LEN + 10),
+            Counter::TruncatedIpv4,
+            None,
+        ),
+        bad_fx(
+            "ipv4 ihl 4",
+            set(udp.clone(), ETH_LEN, 0x44),
+            Counter::BadIpv4Ihl,
+            None,
+        ),
+        bad_fx(
+            "ipv4 ihl 15 past the end",
+            truncate(set(udp.clone(), ETH_LEN, 0x4f), ETH_LEN + 40),
+            Counter::BadIpv4Ihl,
+            None,
+        ),
+        bad_fx(
+            "ipv4 ethertype with version 6",
+            set(udp.clone(), ETH_LEN, 0x65),
+            Counter::BadIpVersion,
+            None,
+        ),
+        bad_fx(
+            "truncated ipv6",
+            truncate(udp6(v6(23, 1), v6(23, 2), 1, 2), ETH_LEN + 30),
+            Counter::TruncatedIpv6,
+            None,
+        ),
+        bad_fx(
+            "truncated ipv6 extension header",
+            truncate(
+                with_ipv6_ext(udp6(v6(24, 1), v6(24, 2), 1, 2), &[60], 0),
+                ETH_LEN + IPV6_LEN + 4,
+            ),
+            Counter::TruncatedExtHeader,
+            Some(v6(24, 1)),
+        ),
+        bad_fx(
+            "eight ipv6 extension headers",
+            with_ipv6_ext(
+                udp6(v6(25, 1), v6(25, 2), 1, 2),
+                &[0, 60, 60, 60, 60, 60, 60, 43],
+                0,
+            ),
+            Counter::TooManyExtHeaders,
+            Some(v6(25, 1)),
+        ),
+        bad_fx(
+            "truncated tcp",
+            truncate(tcp.clone(), tcp_l4 + 10),
+            Counter::TruncatedTcp,
+            Some(m4(v4(21, 1))),
+        ),
+        bad_fx(
+            "tcp data offset 4",
+            set(tcp.clone(), tcp_l4 + 12, 0x40),
+            Counter::BadTcpDataOffset,
+            Some(m4(v4(21, 1))),
+        ),
+        bad_fx(
+            "tcp data offset 15 past the end",
+            set(tcp.clone(), tcp_l4 + 12, 0xf0),
+            Counter::TruncatedTcp,
+            Some(m4(v4(21, 1))),
+        ),
+        bad_fx(
+            "truncated udp",
+            truncate(udp.clone(), tcp_l4 + 6),
+            Counter::TruncatedUdp,
+            Some(m4(v4(20, 1))),
+        ),
+        bad_fx(
+            "truncated icmp",
+            truncate(icmp4_echo(v4(26, 1), v4(26, 2)), tcp_l4 + 4),
+            Counter::TruncatedIcmp,
+            Some(m4(v4(26, 1))),
+        ),
+        bad_fx(
+            "truncated icmp6",
+            truncate(icmp6_echo(v6(27, 1), v6(27, 2)), ETH_LEN + IPV6_LEN + 2),
+            Counter::TruncatedIcmp,
+            Some(v6(27, 1)),
+        ),
+    ]);
+    t
+}
+
+fn check_stats(name: &str, s: &FlowStats, len: u64, flags: u8) {
+    let syn = flags & tcp_flags::SYN != 0;
+    let ack = flags & tcp_flags::ACK != 0;
+    assert_eq!(s.packets, 1, "{name}: packets");
+    assert_eq!(s.bytes, len, "{name}: bytes");
+    assert_eq!(s.len_sq_sum, len * len, "{name}: len_sq_sum");
+    assert_eq!(
+        (s.len_min, s.len_max),
+        (len as u16, len as u16),
+        "{name}: len min/max"
+    );
+    assert_eq!(s.syn, u32::from(syn && !ack), "{name}: syn");
+    assert_eq!(s.synack, u32::from(syn && ack), "{name}: synack");
+    assert_eq!(s.fin, u32::from(flags & tcp_flags::FIN != 0), "{name}: fin");
+    assert_eq!(s.rst, u32::from(flags & tcp_flags::RST != 0), "{name}: rst");
+    assert_eq!(s.tcp_flags_or, flags, "{name}: tcp_flags_or");
+    assert!(s.first_seen_ns > 0, "{name}: first_seen");
+    assert_eq!(s.first_seen_ns, s.last_seen_ns, "{name}: one packet");
+}
+
+#[test]
+fn fixture_table() {
+    if !have_root("fixture_table") {
+        return;
+    }
+    let mut sensor = Sensor::load(64 * 1024, config(1, 64 * 1024));
+    for fx in table() {
+        let name = fx.name;
+        let before = sensor.counters();
+        let flows_before = sensor.flow_count();
+        let cms_before = fx.sketch_src.map(|s| sensor.cms_estimate(0, &s));
+
+        assert_eq!(sensor.run(&fx.frame), XDP_PASS, "{name}: verdict");
+
+        let after = sensor.counters();
+        let len = fx.frame.len() as u64;
+        let mut want = [0u64; COUNTER_COUNT as usize];
+        want[Counter::PacketsSeen as usize] = 1;
+        want[Counter::BytesSeen as usize] = len;
+        if fx.flow.is_some() {
+            want[Counter::ParsedOk as usize] = 1;
+            want[Counter::EventsEmitted as usize] = 1;
+        }
+        for (c, n) in &fx.counters {
+            want[*c as usize] += n;
+        }
+        for c in Counter::ALL {
+            let i = c as usize;
+            assert_eq!(
+                after[i] - before[i],
+                want[i],
+                "{name}: counter {} moved by {} (want {})",
+                c.name(),
+                after[i] - before[i],
+                want[i]
+            );
+        }
+
+        match fx.flow {
+            Some((k, flags)) => {
+                assert_eq!(
+                    sensor.flow_count(),
+                    flows_before + 1,
+                    "{name}: one new flow"
+                );
+                let s = sensor
+                    .flow(&k)
+                    .unwrap_or_else(|| panic!("{name}: flow {k:?} missing"));
+                check_stats(name, &s, len, flags);
+                let ev = sensor.drain_ring(0);
+                assert_eq!(ev.len(), 1, "{name}: one event");
+                let want_kind = if flags & tcp_flags::RST != 0 {
+                    EventKind::Rst
+                } else if flags & tcp_flags::FIN != 0 {
+                    EventKind::Fin
+                } else {
+                    EventKind::Start
+                };
+                assert_eq!(
+                    EventKind::from_u32(ev[0].kind),
+                    Some(want_kind),
+                    "{name}: kind"
+                );
+                assert_eq!(ev[0].key, k, "{name}: event key");
+                assert_eq!(ev[0].stats, s, "{name}: event stats");
+                assert_eq!(ev[0].pkt_len as u64, len, "{name}: event pkt_len");
+                assert_eq!(ev[0].tcp_flags, flags, "{name}: event flags");
+            }
+            None => {
+                assert_eq!(sensor.flow_count(), flows_before, "{name}: no flow");
+                assert!(sensor.drain_ring(0).is_empty(), "{name}: no event");
+            }
+        }
+
+        if let (Some(src), Some(b)) = (fx.sketch_src, cms_before) {
+            let a = sensor.cms_estimate(0, &src);
+            assert_eq!(a.0 - b.0, 1, "{name}: cms packets");
+            assert_eq!(a.1 - b.1, len, "{name}: cms bytes");
+        }
+    }
+}
+
+#[test]
+fn vlan_fields_reach_the_event() {
+    if !have_root("vlan_fields_reach_the_event") {
+        return;
+    }
+    let mut sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));
+    sensor.run(&udp4_vlan2(v4(1, 1), v4(1, 2)));
+    sensor.run(&udp4(v4(2, 1), v4(2, 2), 1, 2, 8));
+    let ev = sensor.drain_ring(0);
+    assert_eq!(ev.len(), 2);
+    assert_eq!((ev[0].vlan_tagged, ev[0].vlan_id), (1, 200), "outer tag");
+    assert_eq!((ev[1].vlan_tagged, ev[1].vlan_id), (0, 0), "untagged");
+}
+
+#[test]
+fn mirror_mode_drops_after_accounting() {
+    if !have_root("mirror_mode_drops_after_accounting") {
+        return;
+    }
+    let mut cfg = config(1, 16 * 1024);
+    cfg.mirror = 1;
+    let sensor = Sensor::load(16 * 1024, cfg);
+    let f = udp4(v4(1, 1), v4(1, 2), 1000, 2000, 10);
+    assert_eq!(sensor.run(&f), XDP_DROP);
+    assert_eq!(sensor.run(&truncate(f.clone(), 20)), XDP_DROP);
+    let c = sensor.counters();
+    assert_eq!(c[Counter::MirrorDropped as usize], 2);
+    assert_eq!(c[Counter::PacketsSeen as usize], 2);
+    assert_eq!(c[Counter::TruncatedIpv4 as usize], 1);
+    let s = sensor
+        .flow(&key4(v4(1, 1), v4(1, 2), 1000, 2000, ipproto::UDP))
+        .expect("flow counted before the drop");
+    assert_eq!(s.packets, 1);
+}
+
+#[test]
+fn checkpoints_go_to_the_flows_ring() {
+    if !have_root("checkpoints_go_to_the_flows_ring") {
+        return;
+    }
+    let n_workers = 4;
+    let mut sensor = Sensor::load(64 * 1024, config(n_workers, 64 * 1024));
+    let (src, dst) = (v4(1, 1), v4(1, 2));
+    let f = udp4(src, dst, 33333, 443, 100);
+    let res = sensor.run_prog(XDP_PROGRAM_NAME, &f, 1024);
+    assert_eq!(res.return_value, XDP_PASS);
+    let ring = flow_ring_index(
+        hash_addr(&FlowKey::map_v4(src)),
+        hash_addr(&FlowKey::map_v4(dst)),
+        33333,
+        443,
+        ipproto::UDP,
+        n_workers,
+    ) as usize;
+    for i in 0..MAX_WORKERS {
+        let ev = sensor.drain_ring(i);
+        if i != ring {
+            assert!(
+                ev.is_empty(),
+                "ring {i} must be empty, flow belongs to {ring}"
+            );
+            continue;
+        }
+        let kinds: Vec<_> = ev.iter().map(|e| EventKind::from_u32(e.kind)).collect();
+        assert_eq!(ev.len(), 11, "1 start + 10 updates: {kinds:?}");
+        assert_eq!(kinds[0], Some(EventKind::Start));
+        assert!(kinds[1..].iter().all(|k| *k == Some(EventKind::Update)));
+        let packets: Vec<u64> = ev.iter().map(|e| e.stats.packets).collect();
+        assert_eq!(packets, [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]);
+        assert!(ev.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+    }
+    // The reverse direction lands in the same ring.
+    sensor.run(&udp4(dst, src, 443, 33333, 100));
+    assert_eq!(sensor.drain_ring(ring).len(), 1, "reverse flow's start");
+    let c = sensor.counters();
+    assert_eq!(c[Counter::EventsEmitted as usize], 12);
+    assert_eq!(c[Counter::EventsLost as usize], 0);
+
+    // A TCP connection: SYN starts, FIN and RST report.
+    let (a, b) = (v4(2, 1), v4(2, 2));
+    let k = key4(a, b, 50000, 22, ipproto::TCP);
+    let ring = flow_ring_index(
+        hash_addr(&k.src),
+        hash_addr(&k.dst),
+        k.sport,
+        k.dport,
+        k.proto,
+        n_workers,
+    ) as usize;
+    for flags in [
+        tcp_flags::SYN,
+        tcp_flags::ACK,
+        tcp_flags::ACK | tcp_flags::PSH,
+        tcp_flags::FIN | tcp_flags::ACK,
+        tcp_flags::RST,
+    ] {
+        sensor.run(&tcp4(a, b, 50000, 22, flags));
+    }
+    let kinds: Vec<_> = sensor
+        .drain_ring(ring)
+        .iter()
+        .map(|e| EventKind::from_u32(e.kind))
+        .collect();
+    use EventKind::{Fin, Rst, Start, Update};
+    // Packet 2 and 4 are checkpoints; packet 4 carries FIN (FIN wins).
+    assert_eq!(kinds, [Some(Start), Some(Update), Some(Fin), Some(Rst)]);
+    let s = sensor.flow(&k).expect("tcp flow");
+    assert_eq!((s.packets, s.syn, s.fin, s.rst), (5, 1, 1, 1));
+    assert_eq!(
+        s.tcp_flags_or,
+        tcp_flags::SYN | tcp_flags::ACK | tcp_flags::PSH | tcp_flags::FIN | tcp_flags::RST
+    );
+}
+
+#[test]
+fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
+    if !have_root("new_flows_are_sampled_when_the_ring_is_three_quarters_full") {
+        return;
+    }
+    let ring_bytes = 4096;
+    let mut cfg = config(1, ring_bytes);
+    cfg.sample_shift = 2;
+    let mut sensor = Sensor::load(ring_bytes, cfg);
+    let flows = 400u32;
+    let frames: Vec<Vec<u8>> = (0..flows)
+        .map(|i| {
+            let [_, _, a, b] = i.to_be_bytes();
+            udp4([10, 9, a, b], [10, 8, 0, 1], 5353, 53, 8)
+        })
+        .collect();
+    for f in &frames {
+        assert_eq!(sensor.run(f), XDP_PASS);
+    }
+    let c = sensor.counters();
+    let emitted = c[Counter::EventsEmitted as usize];
+    let sampled = c[Counter::EventsSampledOut as usize];
+    let lost = c[Counter::EventsLost as usize];
+    assert_eq!(
+        emitted + sampled + lost,
+        u64::from(flows),
+        "every start accounted"
+    );
+    // Below ¾ the ring takes every start; above, about 3 in 4 are skipped.
+    let threshold_records = u64::from(ring_bytes * 3 / 4 / RING_RECORD) + 1;
+    let capacity_records = u64::from(ring_bytes / RING_RECORD);
+    assert!(
+        emitted >= threshold_records && emitted <= capacity_records,
+        "{emitted}"
+    );
+    assert!(sampled > u64::from(flows) / 2, "sampled out {sampled}");
+    assert!(sampled < u64::from(flows), "sampled out {sampled}");
+    let ev = sensor.drain_ring(0);
+    assert_eq!(ev.len() as u64, emitted);
+    assert!(ev.iter().all(|e| e.kind == EventKind::Start as u32));
+
+    // The choice is per flow: a fresh instance keeps exactly the same flows.
+    let mut again = Sensor::load(ring_bytes, cfg);
+    for f in &frames {
+        again.run(f);
+    }
+    let ev2 = again.drain_ring(0);
+    let keys = |v: &[FlowEvent]| v.iter().map(|e| e.key).collect::<Vec<_>>();
+    assert_eq!(keys(&ev), keys(&ev2), "sampling is deterministic per flow");
+
+    // Drained, the ring takes every start again.
+    let before = sensor.counters()[Counter::EventsSampledOut as usize];
+    sensor.run(&udp4([10, 7, 0, 1], [10, 8, 0, 1], 1, 2, 8));
+    assert_eq!(
+        sensor.counters()[Counter::EventsSampledOut as usize],
+        before
+    );
+    assert_eq!(sensor.drain_ring(0).len(), 1);
+}
+
+#[test]
+fn sketches_see_every_packet() {
+    if !have_root("sketches_see_every_packet") {
+        return;
+    }
+    let mut cfg = config(1, 16 * 1024);
+    cfg.epoch = 1;
+    let sensor = Sensor::load(16 * 1024, cfg);
+    let heavy = v4(1, 1);
+    let f = udp4(heavy, v4(1, 2), 1, 2, 58);
+    sensor.run_prog(XDP_PROGRAM_NAME, &f, 100);
+    let sources = 300u32;
+    for i in 0..sources {
+        let [_, _, a, b] = i.to_be_bytes();
+        sensor.run(&udp4([10, 200, a, b], v4(1, 2), 1, 2, 8));
+    }
+    let (pk, by) = sensor.cms_estimate(1, &FlowKey::map_v4(heavy));
+    assert!(pk >= 100, "packets estimate {pk}");
+    assert!(by >= 100 * f.len() as u64, "bytes estimate {by}");
+    // Error bound of the sketch: ε·N with ε = e / 2048, N = 400 packets.
+    assert!(pk <= 100 + 2, "packets estimate {pk}");
+    assert_eq!(
+        sensor.cms_estimate(0, &FlowKey::map_v4(heavy)),
+        (0, 0),
+        "epoch 0 idle"
+    );
+
+    let regs = sensor.hll(1);
+    let nonzero = regs.iter().filter(|r| **r != 0).count() as u32;
+    assert!(
+        (sources * 9 / 10..=sources + 1).contains(&nonzero),
+        "{nonzero} registers set for {} sources",
+        sources + 1
+    );
+    // Linear counting (the HLL estimate for small cardinalities).
+    let m = f64::from(HLL_REGISTERS);
+    let est = m * (m / f64::from(HLL_REGISTERS - nonzero)).ln();
+    let truth = f64::from(sources + 1);
+    assert!(
+        (est - truth).abs() / truth < 0.05,
+        "estimate {est} for {truth}"
+    );
+    assert!(sensor.hll(0).iter().all(|r| *r == 0), "epoch 0 idle");
+}
+
+#[test]
+fn floor_program_passes() {
+    if !have_root("floor_program_passes") {
+        return;
+    }
+    let sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));
+    let r = sensor.run_prog("sensor_xdp_floor", &arp(), 10);
+    assert_eq!(r.return_value, XDP_PASS);
+    assert_eq!(sensor.counters()[Counter::PacketsSeen as usize], 0);
+}
