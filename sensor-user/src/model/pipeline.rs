@@ -340,3 +340,15 @@ impl ScoringPipeline {
         self.meta.clear();
     }
 }
+
+impl crate::workers::EventHandler for ScoringPipeline {
+    #[inline]
+    fn on_event(&mut self, ev: &FlowEvent) {
+        ScoringPipeline::on_event(self, ev);
+    }
+
+    #[inline]
+    fn on_tick(&mut self, now_ns: u64) {
+        ScoringPipeline::on_tick(self, now_ns);
+    }
+}
