@@ -233,6 +233,10 @@ def main():
         for part, idx in (("train", tr), ("validation", va), ("test", te))
     }
     print("rows per class:", counts, flush=True)
+    for part, c in counts.items():
+        missing = [k for k, v in c.items() if v == 0]
+        if missing:
+            sys.exit(f"{part} split has no rows of {missing}: simulate more episodes")
 
     scaler = StandardScaler().fit(x[tr].astype(np.float64))
     scaler.scale_ = np.where(scaler.scale_ < 1e-6, 1.0, scaler.scale_)

@@ -18,7 +18,12 @@ fn read_events() -> Vec<FlowEvent> {
     let p = fixture_dir().join("events.bin");
     let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let sz = size_of::<FlowEvent>();
-    assert_eq!(bytes.len() % sz, 0, "{} is not a whole number of events", p.display());
+    assert_eq!(
+        bytes.len() % sz,
+        0,
+        "{} is not a whole number of events",
+        p.display()
+    );
     bytes
         .chunks_exact(sz)
         .map(bytemuck::pod_read_unaligned::<FlowEvent>)
@@ -31,13 +36,19 @@ fn extractor_reproduces_committed_rows_bit_for_bit() {
     let p = fixture_dir().join("rows.csv");
     let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut lines = want.lines();
-    assert_eq!(lines.next(), Some(csv_header().as_str()), "CSV header != schema");
+    assert_eq!(
+        lines.next(),
+        Some(csv_header().as_str()),
+        "CSV header != schema"
+    );
     let mut fx = FeatureExtractor::new(FeatureConfig::default());
     let mut row = [0f32; N_FEATURES];
     let mut n = 0;
     for (i, ev) in events.iter().enumerate() {
         assert!(fx.process(ev, &mut row));
-        let line = lines.next().unwrap_or_else(|| panic!("rows.csv ends at row {i}"));
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("rows.csv ends at row {i}"));
         let (features, label) = line.rsplit_once(',').unwrap();
         let mut got = String::new();
         write_csv_row(&mut got, &row, label);

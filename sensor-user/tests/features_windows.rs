@@ -111,7 +111,10 @@ fn hll_error_within_bounds() {
             sq += err * err;
         }
         let rms = (sq / f64::from(trials as u32)).sqrt();
-        assert!(rms <= 1.5 * se, "n {n}: rms error {rms} vs standard error {se}");
+        assert!(
+            rms <= 1.5 * se,
+            "n {n}: rms error {rms} vs standard error {se}"
+        );
     }
 }
 

@@ -12,7 +12,8 @@ fn models_dir() -> PathBuf {
 /// Copies the committed classifier to a fresh directory with its card
 /// edited by `edit`.
 fn with_card(tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sensor-model-schema-{}-{tag}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("sensor-model-schema-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = models_dir().join("flow-classifier.onnx");
     let dst = dir.join("flow-classifier.onnx");
@@ -43,7 +44,10 @@ fn renamed_feature_is_refused_by_name() {
     let err = load(&p).unwrap_err();
     match &err {
         ModelError::SchemaMismatch {
-            index, expected, found, ..
+            index,
+            expected,
+            found,
+            ..
         } => {
             assert_eq!(*index, 7);
             assert_eq!(*expected, "flow_packets_per_s");
@@ -60,20 +64,29 @@ fn changed_unit_and_reordering_are_refused() {
     let p = with_card("unit", |c| {
         c["schema"]["features"][3]["unit"] = "kbytes".into();
     });
-    assert!(matches!(load(&p), Err(ModelError::SchemaMismatch { index: 3, .. })));
+    assert!(matches!(
+        load(&p),
+        Err(ModelError::SchemaMismatch { index: 3, .. })
+    ));
     std::fs::remove_dir_all(p.parent().unwrap()).ok();
 
     let p = with_card("swap", |c| {
         let f = c["schema"]["features"].as_array_mut().unwrap();
         f.swap(20, 21);
     });
-    assert!(matches!(load(&p), Err(ModelError::SchemaMismatch { index: 20, .. })));
+    assert!(matches!(
+        load(&p),
+        Err(ModelError::SchemaMismatch { index: 20, .. })
+    ));
     std::fs::remove_dir_all(p.parent().unwrap()).ok();
 
     let p = with_card("short", |c| {
         c["schema"]["features"].as_array_mut().unwrap().pop();
     });
-    assert!(matches!(load(&p), Err(ModelError::SchemaMismatch { index: 31, .. })));
+    assert!(matches!(
+        load(&p),
+        Err(ModelError::SchemaMismatch { index: 31, .. })
+    ));
     std::fs::remove_dir_all(p.parent().unwrap()).ok();
 }
 

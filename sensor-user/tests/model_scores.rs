@@ -82,10 +82,20 @@ fn tract_scores_match_onnx_runtime_at_every_batch_size() {
                 let row = ci * chunk + i;
                 for c in 0..k {
                     let d = (p[i * k + c] - e[c]).abs();
-                    assert!(d <= TOL, "chunk {chunk} row {row} class {c}: {} vs {}", p[i * k + c], e[c]);
+                    assert!(
+                        d <= TOL,
+                        "chunk {chunk} row {row} class {c}: {} vs {}",
+                        p[i * k + c],
+                        e[c]
+                    );
                 }
                 let d = (a[i] - e[k]).abs();
-                assert!(d <= TOL * e[k].abs().max(1.0), "chunk {chunk} row {row}: AE {} vs {}", a[i], e[k]);
+                assert!(
+                    d <= TOL * e[k].abs().max(1.0),
+                    "chunk {chunk} row {row}: AE {} vs {}",
+                    a[i],
+                    e[k]
+                );
             }
         }
     }
@@ -123,7 +133,10 @@ fn pipeline_scores_recorded_events_like_training() {
         for (c, (got, want)) in r.class_probs.iter().zip(&e[..4]).enumerate() {
             assert!((got - want).abs() <= TOL, "row {i} class {c}");
         }
-        assert!((r.anomaly_score - e[4]).abs() <= TOL * e[4].abs().max(1.0), "row {i} AE");
+        assert!(
+            (r.anomaly_score - e[4]).abs() <= TOL * e[4].abs().max(1.0),
+            "row {i} AE"
+        );
     }
 }
 

@@ -156,7 +156,9 @@ fn write_fixture(dir: &PathBuf) -> anyhow::Result<()> {
     for e in &events {
         bin.extend_from_slice(bytemuck::bytes_of(&e.ev));
     }
-    extract(&events, |_, e, row| write_csv_row(&mut rows, row, e.label.name()));
+    extract(&events, |_, e, row| {
+        write_csv_row(&mut rows, row, e.label.name())
+    });
     let p = dir.join("events.bin");
     fs::write(&p, &bin).with_context(|| format!("writing {}", p.display()))?;
     let p = dir.join("rows.csv");

@@ -19,7 +19,9 @@ pub mod sim;
 pub mod table;
 pub mod window;
 
-use sensor_common::{FlowEvent, FlowKey, FlowStats, EventKind, hash::fmix64, hash_addr, ipproto, tcp_flags};
+use sensor_common::{
+    EventKind, FlowEvent, FlowKey, FlowStats, hash::fmix64, hash_addr, ipproto, tcp_flags,
+};
 
 pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;

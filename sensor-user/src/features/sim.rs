@@ -317,7 +317,11 @@ impl Episode {
             }
             let seg = left.min(MSS);
             left -= seg;
-            let len = if seg == MSS { FULL_FRAME } else { (seg + 66) as u16 };
+            let len = if seg == MSS {
+                FULL_FRAME
+            } else {
+                (seg + 66) as u16
+            };
             self.push(sc, now, down, len, ACK | PSH);
             n += 1;
             if n.is_multiple_of(2) || left == 0 {
@@ -439,7 +443,13 @@ impl Episode {
         self.push(sc, t + rtt / 2, down, SYN_FRAME, SYN | ACK);
         self.push(sc, t + rtt, up, ACK_FRAME, ACK);
         self.push(sc, t + rtt, up, (c.req + 66) as u16, ACK | PSH);
-        self.push(sc, t + 2 * rtt, down, (c.resp.min(MSS) + 66) as u16, ACK | PSH);
+        self.push(
+            sc,
+            t + 2 * rtt,
+            down,
+            (c.resp.min(MSS) + 66) as u16,
+            ACK | PSH,
+        );
         let mut now = t + 2 * rtt;
         while now < self.end() {
             now += self.rng.range(30_000_000_000, 60_000_000_000);
@@ -531,7 +541,11 @@ impl Episode {
     /// spoofed random sources. The victim answers 90 % with a SYN-ACK.
     pub fn syn_flood(&mut self, victim: [u8; 16], spoofed: bool, pps: f64, secs: f64) {
         let sc = self.scenario(
-            if spoofed { "syn_flood_spoofed" } else { "syn_flood" },
+            if spoofed {
+                "syn_flood_spoofed"
+            } else {
+                "syn_flood"
+            },
             AttackClass::Flood,
         );
         let attacker = v4(198, 51, 100, self.rng.range(1, 250) as u8);
@@ -554,7 +568,13 @@ impl Episode {
             self.push(sc, t, key(src, victim, sp, port, TCP), 60, SYN);
             if self.rng.chance(0.9) {
                 let d = self.rng.range(50_000, 500_000);
-                self.push(sc, t + d, key(victim, src, port, sp, TCP), SYN_FRAME, SYN | ACK);
+                self.push(
+                    sc,
+                    t + d,
+                    key(victim, src, port, sp, TCP),
+                    SYN_FRAME,
+                    SYN | ACK,
+                );
             }
             t += self.rng.exp(1e9 / pps) as u64 + 1;
         }
@@ -564,7 +584,11 @@ impl Episode {
     /// sources or spoofed sources, to one or random ports.
     pub fn udp_flood(&mut self, victim: [u8; 16], spoofed: bool, pps: f64, secs: f64) {
         let sc = self.scenario(
-            if spoofed { "udp_flood_spoofed" } else { "udp_flood" },
+            if spoofed {
+                "udp_flood_spoofed"
+            } else {
+                "udp_flood"
+            },
             AttackClass::Flood,
         );
         let random_ports = self.rng.chance(0.5);
@@ -580,7 +604,12 @@ impl Episode {
             let (src, sp) = if spoofed {
                 let x = self.rng.next_u64();
                 (
-                    v4((x % 223 + 1) as u8, (x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8),
+                    v4(
+                        (x % 223 + 1) as u8,
+                        (x >> 8) as u8,
+                        (x >> 16) as u8,
+                        (x >> 24) as u8,
+                    ),
                     (x >> 32) as u16 | 1024,
                 )
             } else {
@@ -600,7 +629,14 @@ impl Episode {
     /// One SYN probe and the target's answer: SYN-ACK then the scanner's RST
     /// (open), RST-ACK (closed) or nothing (filtered). `answers` holds the
     /// probabilities of open and closed.
-    fn probe(&mut self, sc: u32, t: u64, hosts: ([u8; 16], [u8; 16]), port: u16, answers: (f64, f64)) {
+    fn probe(
+        &mut self,
+        sc: u32,
+        t: u64,
+        hosts: ([u8; 16], [u8; 16]),
+        port: u16,
+        answers: (f64, f64),
+    ) {
         let (scanner, target) = hosts;
         let (open, closed) = answers;
         let sp = self.ephemeral_port();
@@ -621,10 +657,19 @@ impl Episode {
     /// between probes (0.001 fast, several seconds for a slow scan).
     pub fn vertical_scan(&mut self, target: [u8; 16], ports: u64, gap_s: f64) {
         let sc = self.scenario(
-            if gap_s >= 1.0 { "vertical_scan_slow" } else { "vertical_scan" },
+            if gap_s >= 1.0 {
+                "vertical_scan_slow"
+            } else {
+                "vertical_scan"
+            },
             AttackClass::Scan,
         );
-        let scanner = v4(45, 33, self.rng.range(1, 250) as u8, self.rng.range(1, 250) as u8);
+        let scanner = v4(
+            45,
+            33,
+            self.rng.range(1, 250) as u8,
+            self.rng.range(1, 250) as u8,
+        );
         let mut t = self.attack_start();
         let closed = self.rng.uniform(0.0, 0.95);
         let mut order: Vec<u16> = (1..=ports as u16).collect();
@@ -645,17 +690,31 @@ impl Episode {
     /// Horizontal scan: one port across a /16 of hosts, mostly unanswered.
     pub fn horizontal_scan(&mut self, hosts: u64, gap_s: f64) {
         let sc = self.scenario(
-            if gap_s >= 1.0 { "horizontal_scan_slow" } else { "horizontal_scan" },
+            if gap_s >= 1.0 {
+                "horizontal_scan_slow"
+            } else {
+                "horizontal_scan"
+            },
             AttackClass::Scan,
         );
-        let scanner = v4(185, 220, self.rng.range(1, 250) as u8, self.rng.range(1, 250) as u8);
+        let scanner = v4(
+            185,
+            220,
+            self.rng.range(1, 250) as u8,
+            self.rng.range(1, 250) as u8,
+        );
         let port = [22u16, 23, 445, 3389, 5900, 6379][self.rng.range(0, 5) as usize];
         let mut t = self.attack_start();
         for _ in 0..hosts {
             if t >= self.end() {
                 break;
             }
-            let target = v4(10, 0, self.rng.range(0, 255) as u8, self.rng.range(1, 254) as u8);
+            let target = v4(
+                10,
+                0,
+                self.rng.range(0, 255) as u8,
+                self.rng.range(1, 254) as u8,
+            );
             self.probe(sc, t, (scanner, target), port, (0.02, 0.15));
             t += self.rng.exp(gap_s * 1e9) as u64 + 1;
         }
@@ -666,7 +725,12 @@ impl Episode {
     /// with 1–4 in parallel.
     pub fn ssh_bruteforce(&mut self, target: [u8; 16], attempts: u64, gap_s: f64) {
         let sc = self.scenario("ssh_bruteforce", AttackClass::BruteForce);
-        let attacker = v4(91, 240, self.rng.range(1, 250) as u8, self.rng.range(1, 250) as u8);
+        let attacker = v4(
+            91,
+            240,
+            self.rng.range(1, 250) as u8,
+            self.rng.range(1, 250) as u8,
+        );
         let rtt = self.rng.range(20_000_000, 150_000_000);
         let mut t = self.attack_start();
         for _ in 0..attempts {
@@ -698,7 +762,12 @@ impl Episode {
     /// and receiving a 401, `rate` attempts per second.
     pub fn http_bruteforce(&mut self, target: [u8; 16], attempts: u64, rate: f64) {
         let sc = self.scenario("http_bruteforce", AttackClass::BruteForce);
-        let attacker = v4(5, 188, self.rng.range(1, 250) as u8, self.rng.range(1, 250) as u8);
+        let attacker = v4(
+            5,
+            188,
+            self.rng.range(1, 250) as u8,
+            self.rng.range(1, 250) as u8,
+        );
         let rtt = self.rng.range(10_000_000, 100_000_000);
         let port = if self.rng.chance(0.5) { 80 } else { 443 };
         let mut t = self.attack_start();
@@ -775,11 +844,21 @@ pub fn build_episode(cfg: &EpisodeConfig) -> Episode {
     }
     if cfg.clients > 0 {
         for _ in 0..ep.rng.range(1, 3) {
-            let c = v4(10, 0, 1, 10 + ep.rng.range(0, u64::from(cfg.clients) - 1) as u8);
+            let c = v4(
+                10,
+                0,
+                1,
+                10 + ep.rng.range(0, u64::from(cfg.clients) - 1) as u8,
+            );
             ep.bulk_download(c);
         }
         if ep.rng.chance(0.7) {
-            let c = v4(10, 0, 1, 10 + ep.rng.range(0, u64::from(cfg.clients) - 1) as u8);
+            let c = v4(
+                10,
+                0,
+                1,
+                10 + ep.rng.range(0, u64::from(cfg.clients) - 1) as u8,
+            );
             ep.speed_test(c);
         }
         ep.busy_server(v4(10, 0, 2, 80));

@@ -41,7 +41,9 @@ impl Hasher for FastHasher {
 
     #[inline]
     fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v).rotate_left(23).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = (self.0 ^ v)
+            .rotate_left(23)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

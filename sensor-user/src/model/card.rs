@@ -60,6 +60,16 @@ pub enum ModelError {
         expected: &'static str,
         found: String,
     },
+    /// A classifier card's classes are not the sensor's attack classes in
+    /// order (`benign` first).
+    #[error(
+        "model card {path}: classes {found:?}, expected a prefix of {expected:?} starting with benign"
+    )]
+    Classes {
+        path: PathBuf,
+        expected: Vec<&'static str>,
+        found: Vec<String>,
+    },
     /// tract could not load, type or optimise the ONNX graph.
     #[error("ONNX model {path}: {what}")]
     Onnx {

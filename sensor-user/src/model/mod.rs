@@ -14,10 +14,13 @@ use std::{path::Path, sync::Arc};
 
 use tract_onnx::prelude::*;
 
-pub use card::{ModelCard, ModelError};
 use card::card_path;
+pub use card::{ModelCard, ModelError};
 
-use crate::features::{FeatureVec, N_FEATURES};
+use crate::{
+    features::{FeatureVec, N_FEATURES},
+    scored::{AttackClass, N_CLASSES},
+};
 
 /// Batch sizes planned by default.
 pub const DEFAULT_BATCH_SIZES: [usize; 4] = [1, 8, 64, 256];
@@ -79,6 +82,20 @@ impl Model {
             });
         }
         card.check_schema(&cpath)?;
+        if expected_kind == "classifier" {
+            // Probabilities are indexed by `AttackClass as usize`.
+            let ours: Vec<&'static str> = AttackClass::ALL.iter().map(|c| c.name()).collect();
+            let ok = card.classes.len() >= 2
+                && card.classes.len() <= N_CLASSES
+                && card.classes.iter().zip(&ours).all(|(a, b)| a == b);
+            if !ok {
+                return Err(ModelError::Classes {
+                    path: cpath,
+                    expected: ours,
+                    found: card.classes,
+                });
+            }
+        }
         let kind = if expected_kind == "classifier" {
             ModelKind::Classifier {
                 n_classes: card.classes.len(),
@@ -229,8 +246,8 @@ impl Runner {
                 self.buf.extend_from_slice(r);
             }
             self.buf.resize(b * N_FEATURES, 0.0);
-            let input = Tensor::from_shape::<f32>(&[b, N_FEATURES], &self.buf)
-                .map_err(RunError::Tract)?;
+            let input =
+                Tensor::from_shape::<f32>(&[b, N_FEATURES], &self.buf).map_err(RunError::Tract)?;
             let res = state
                 .run(tvec!(input.into_tvalue()))
                 .map_err(RunError::Tract)?;

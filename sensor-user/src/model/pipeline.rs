@@ -18,7 +18,9 @@ use sensor_common::{FlowEvent, FlowKey};
 
 use super::{Model, ModelKind, Runner};
 use crate::{
-    features::{FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, N_FEATURES, event_volume},
+    features::{
+        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, N_FEATURES, event_volume,
+    },
     scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
 };
 
