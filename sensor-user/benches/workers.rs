@@ -171,7 +171,7 @@ fn max_throughput(s: &Setup, secs: f64) -> f64 {
     let cons = consumer(rx);
     let mut w = worker(s, tx, PipelineConfig::default());
     pin(1);
-    let n_pre = 1u64 << 20;
+    let n_pre = 1u64 << 19;
     let base = monotonic_ns();
     let recs: Vec<Record> = (0..n_pre)
         .map(|i| replay(&s.corpus, i, base + i * 100))

@@ -30,7 +30,7 @@ struct Args {
     #[arg(long, default_value_t = 20_261_122)]
     seed: u64,
     /// Length of each episode in simulated seconds.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 300)]
     secs: u64,
     /// Benign clients per episode.
     #[arg(long, default_value_t = 16)]

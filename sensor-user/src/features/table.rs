@@ -97,7 +97,10 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
         let cap = cap.max(1);
         Self {
             slots: Vec::with_capacity(cap),
-            index: HashMap::with_capacity_and_hasher(cap, FastBuild),
+            // Twice the entries: with evictions the index deletes and inserts
+            // forever; at most half full, hashbrown always cleans its
+            // tombstones in place instead of growing (allocating).
+            index: HashMap::with_capacity_and_hasher(2 * cap, FastBuild),
             cap,
             head: NIL,
             tail: NIL,
