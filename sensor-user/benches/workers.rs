@@ -199,7 +199,7 @@ fn max_throughput(s: &Setup, secs: f64) -> f64 {
 }
 
 /// One offered load: paced producer → SPSC queue → worker → channel → consumer.
-fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, print: bool) {
+fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Option<&str>) {
     let q = Arc::new(ArrayQueue::<Record>::new(1 << 16));
     let stop = Arc::new(AtomicBool::new(false));
     let dropped = Arc::new(AtomicU64::new(0));
@@ -282,9 +282,9 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, print: boo
     let shed = w.shed.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed);
     drop(w);
     let (h, _) = cons.join().unwrap();
-    if print {
+    if let Some(label) = label {
         println!(
-            "worker_load {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={}",
+            "{label} {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={}",
             n as f64 / prod_secs,
             h.value_at_quantile(0.5) as f64 / 1e3,
             h.value_at_quantile(0.99) as f64 / 1e3,
@@ -314,8 +314,20 @@ fn main() {
         cfg.escalate_band,
         cfg.emit_floor
     );
-    offered_load(&s, 100_000, 0.3, cfg, false); // warm-up
+    offered_load(&s, 100_000, 0.3, cfg, None); // warm-up
     for rate in [100_000u64, 500_000, 1_000_000, 2_000_000] {
-        offered_load(&s, rate, secs, cfg, true);
+        offered_load(&s, rate, secs, cfg, Some("worker_load"));
+    }
+    // The same with only rows at or above the classifier's alert threshold
+    // sent to the alert stage (the channel and the consumer then stop
+    // competing with the worker for the CPU).
+    let floor = s.cls.card().thresholds.attack_score.unwrap_or(0.5);
+    let cfg = PipelineConfig {
+        emit_floor: floor,
+        ..cfg
+    };
+    println!("config emit_floor={floor}");
+    for rate in [1_000_000u64, 2_000_000] {
+        offered_load(&s, rate, secs, cfg, Some("worker_load_alerting_rows_only"));
     }
 }

@@ -158,3 +158,56 @@ fn full_channel_sheds_instead_of_blocking() {
     assert_eq!(c.emitted, 10);
     assert_eq!(c.shed, events.len() as u64 - 10);
 }
+
+#[test]
+fn batches_close_on_deadline_in_events_and_ticks() {
+    let (cls, ae) = load();
+    let bytes = std::fs::read(models_dir().join("fixtures/events.bin")).unwrap();
+    let mut events: Vec<FlowEvent> = bytes
+        .chunks_exact(size_of::<FlowEvent>())
+        .map(bytemuck::pod_read_unaligned::<FlowEvent>)
+        .collect();
+    let t0 = 1_000_000_000u64;
+    for (i, e) in events.iter_mut().enumerate() {
+        e.ts_ns = t0 + i as u64 * 50_000;
+    }
+    let (tx, rx) = crossbeam_channel::bounded(events.len() + 1);
+    let cfg = PipelineConfig {
+        batch_deadline_ns: 200_000,
+        ..PipelineConfig::default()
+    };
+    let mut p = ScoringPipeline::new(cfg, cls, Some(ae), tx).unwrap();
+    // Events 50 µs apart: the 5th row of a batch sees the 1st waited 200 µs.
+    for ev in &events[..10] {
+        p.on_event(ev);
+    }
+    let c = p.counters();
+    assert_eq!(
+        (c.batches, c.batches_by_deadline, c.rows_scored),
+        (2, 2, 10)
+    );
+    // A tick closes a waiting batch only once its deadline has passed.
+    p.on_event(&events[10]);
+    p.on_tick(events[10].ts_ns + 199_999);
+    assert_eq!(p.counters().batches, 2);
+    p.on_tick(events[10].ts_ns + 200_000);
+    assert_eq!(p.counters().batches, 3);
+    assert_eq!(rx.try_iter().count(), 11);
+    // A full batch closes at once, without waiting.
+    let (tx, _rx) = crossbeam_channel::bounded(1000);
+    let cfg = PipelineConfig {
+        max_batch: 8,
+        batch_deadline_ns: u64::MAX,
+        ..PipelineConfig::default()
+    };
+    let (cls, _) = load();
+    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
+    for ev in &events[..16] {
+        p.on_event(ev);
+    }
+    let c = p.counters();
+    assert_eq!(
+        (c.batches, c.batches_by_deadline, c.rows_scored),
+        (2, 0, 16)
+    );
+}
