@@ -30,7 +30,10 @@ use std::{
 use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use sensor::{
-    features::sim::{EpisodeConfig, build_episode},
+    features::{
+        FeatureConfig, FeatureExtractor, N_FEATURES,
+        sim::{EpisodeConfig, build_episode},
+    },
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
@@ -162,6 +165,66 @@ fn consumer(
         }
         (h, n)
     })
+}
+
+/// Cost of the parts on their own: feature extraction per event, and one
+/// classifier / autoencoder batch per planned size.
+fn components(s: &Setup) {
+    let mut row = [0f32; N_FEATURES];
+    let n = 400_000u64;
+    let base = monotonic_ns();
+    let recs: Vec<FlowEvent> = (0..n)
+        .map(|i| {
+            let r = replay(&s.corpus, i, base + i * 100);
+            bytemuck::pod_read_unaligned(&r)
+        })
+        .collect();
+    for (flows, hosts) in [(65_536, 16_384), (8192, 2048)] {
+        let mut fx = FeatureExtractor::new(FeatureConfig {
+            max_flows: flows,
+            max_hosts: hosts,
+            ..FeatureConfig::default()
+        });
+        let t = Instant::now();
+        for ev in &recs {
+            fx.process(ev, &mut row);
+        }
+        let el = t.elapsed().as_secs_f64();
+        println!(
+            "features_only max_flows={flows} max_hosts={hosts} events={n} ns_per_event={:.0} events_per_s={:.0}",
+            el * 1e9 / n as f64,
+            n as f64 / el
+        );
+    }
+    // One flow over and over: hot state, no inserts.
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut one = recs[1000];
+    let t = Instant::now();
+    for i in 0..n {
+        one.ts_ns = base + i * 100;
+        fx.process(&one, &mut row);
+    }
+    println!(
+        "features_only_one_flow ns_per_event={:.0}",
+        t.elapsed().as_secs_f64() * 1e9 / n as f64
+    );
+    let rows = vec![row; 256];
+    for (name, m) in [("classifier", &s.cls), ("autoencoder", &s.ae)] {
+        let mut r = m.runner().unwrap();
+        let mut out = vec![0f32; 256 * m.out_width()];
+        for b in DEFAULT_BATCH_SIZES {
+            let iters = 2000 / b.max(8) + 20;
+            let t = Instant::now();
+            for _ in 0..iters {
+                r.run(&rows[..b], &mut out[..b * m.out_width()]).unwrap();
+            }
+            let us = t.elapsed().as_secs_f64() * 1e6 / iters as f64;
+            println!(
+                "{name}_batch {b} us_per_batch={us:.1} ns_per_row={:.0}",
+                us * 1e3 / b as f64
+            );
+        }
+    }
 }
 
 /// Peak rate on one core: records are pre-built and dispatched back to back
@@ -305,6 +368,7 @@ fn main() {
         "corpus events={} (simulated mix; replayed with shifted addresses)",
         s.corpus.len()
     );
+    components(&s);
     max_throughput(&s, secs);
     let cfg = PipelineConfig::default();
     println!(
