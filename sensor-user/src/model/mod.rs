@@ -292,6 +292,6 @@ fn clear_upper_vector_state() {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn zeroupper() {
-    // SAFETY: AVX is enabled for this function; vzeroupper has no operands.
-    unsafe { std::arch::x86_64::_mm256_zeroupper() }
+    // AVX is enabled for this function, so the intrinsic is safe to call.
+    std::arch::x86_64::_mm256_zeroupper();
 }
