@@ -150,7 +150,12 @@ impl HostState {
         if now <= self.last_ns {
             return;
         }
-        let f = decay_factors(now - self.last_ns);
+        // A new host has nothing to decay: skip the exponentials.
+        let f = if self.last_ns == 0 {
+            [1.0; 3]
+        } else {
+            decay_factors(now - self.last_ns)
+        };
         self.last_ns = now;
         for e in [
             &mut self.new_flows,

@@ -117,6 +117,12 @@ impl HllPair {
         if e <= self.epoch {
             return;
         }
+        if self.union_zeros == HOST_HLL_M as u32 {
+            // Both epochs are empty (a new host, or one idle for 2W): only
+            // the epoch number changes.
+            self.epoch = e;
+            return;
+        }
         if e == self.epoch + 1 {
             self.prev = self.cur;
         } else {
