@@ -1,0 +1,394 @@
+#!/usr/bin/env python3
+"""Trains the sensor's two models from the simulated, labelled feature rows.
+
+Input: the CSV written by `sensor-dataset` (header = feature schema names +
+`label`) and its `.meta.json` (the schema as the sensor defines it, and how
+the data was generated). Output, in --out:
+
+  flow-classifier.onnx / .card.json   MLP over benign/flood/scan/bruteforce
+  flow-autoencoder.onnx / .card.json  autoencoder trained on benign rows;
+                                      output = reconstruction error
+  fixtures/expected_scores.csv        ONNX Runtime scores of the recorded
+                                      fixture rows, which the Rust tests
+                                      compare with tract
+
+Everything is seeded and single-threaded, so the same input gives the same
+ONNX bytes. Feature scaling (StandardScaler) is folded into the models' first
+layer / first nodes, because tract has no `Scaler` op.
+"""
+
+import os
+
+# Single-threaded BLAS: multithreaded reductions may sum in a different order.
+for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[v] = "1"
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.preprocessing import StandardScaler
+
+CLASSES = ["benign", "flood", "scan", "bruteforce"]
+SEED = 20261122
+FP_COST, FN_COST = 1.0, 100.0
+AE_BENIGN_QUANTILE = 0.995
+BLOCK = 1000  # rows per split block (see split())
+OPSET = 13
+QUANTILES = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
+REBUILD = "cargo xtask train"
+
+
+def load(csv_path):
+    with open(csv_path) as f:
+        header = f.readline().strip().split(",")
+    names = header[:-1]
+    assert header[-1] == "label", "last CSV column must be `label`"
+    raw = np.loadtxt(csv_path, delimiter=",", skiprows=1, dtype=str)
+    x = raw[:, :-1].astype(np.float32)
+    labels = raw[:, -1]
+    unknown = sorted(set(labels) - set(CLASSES))
+    if unknown:
+        sys.exit(f"{csv_path}: unknown labels {unknown}")
+    y = np.array([CLASSES.index(l) for l in labels], dtype=np.int64)
+    return names, x, y
+
+
+def split(n, rng):
+    """Assigns contiguous blocks of BLOCK rows to train/val/test (70/15/15).
+    Rows are in simulated time order, so a block holds neighbouring events of
+    the same flows; splitting by block rather than by row keeps most of a
+    flow's rows on one side."""
+    blocks = np.arange((n + BLOCK - 1) // BLOCK)
+    rng.shuffle(blocks)
+    nb = len(blocks)
+    part = np.empty(nb, dtype=np.int64)
+    part[blocks[: int(nb * 0.7)]] = 0
+    part[blocks[int(nb * 0.7) : int(nb * 0.85)]] = 1
+    part[blocks[int(nb * 0.85) :]] = 2
+    row_part = part[np.arange(n) // BLOCK]
+    return [np.where(row_part == i)[0] for i in range(3)]
+
+
+def fold_scaler_into_mlp(mlp, scaler):
+    """x_s = (x - mu) / sd; first layer x_s W + b = x (W / sd) + (b - (mu / sd) W)."""
+    mu = scaler.mean_.astype(np.float64)
+    sd = scaler.scale_.astype(np.float64)
+    w0 = mlp.coefs_[0].astype(np.float64)
+    b0 = mlp.intercepts_[0].astype(np.float64)
+    mlp.coefs_[0] = w0 / sd[:, None]
+    mlp.intercepts_[0] = b0 - (mu / sd) @ w0
+
+
+def classifier_onnx(mlp, n_features):
+    onx = convert_sklearn(
+        mlp,
+        name="flow-classifier",
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={id(mlp): {"zipmap": False}},
+        target_opset={"": OPSET, "ai.onnx.ml": 3},
+    )
+    return onx
+
+
+def autoencoder_onnx(ae, scaler, n_features):
+    """input -> (x - mu) * (1/sd) -> MLP -> mean((recon - x_s)^2, axis 1)."""
+    inits = [
+        numpy_helper.from_array(scaler.mean_.astype(np.float32), "mu"),
+        numpy_helper.from_array((1.0 / scaler.scale_).astype(np.float32), "inv_sd"),
+    ]
+    nodes = [
+        helper.make_node("Sub", ["input", "mu"], ["centred"], name="centre"),
+        helper.make_node("Mul", ["centred", "inv_sd"], ["scaled"], name="scale"),
+    ]
+    cur = "scaled"
+    n_layers = len(ae.coefs_)
+    for i, (w, b) in enumerate(zip(ae.coefs_, ae.intercepts_)):
+        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
+        inits.append(numpy_helper.from_array(b.astype(np.float32), f"b{i}"))
+        nodes.append(helper.make_node("MatMul", [cur, f"w{i}"], [f"mm{i}"], name=f"matmul{i}"))
+        nodes.append(helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"], name=f"add{i}"))
+        if i < n_layers - 1:
+            nodes.append(helper.make_node("Relu", [f"z{i}"], [f"a{i}"], name=f"relu{i}"))
+            cur = f"a{i}"
+        else:
+            cur = f"z{i}"
+    nodes += [
+        helper.make_node("Sub", [cur, "scaled"], ["diff"], name="residual"),
+        helper.make_node("Mul", ["diff", "diff"], ["sq"], name="square"),
+        helper.make_node("ReduceMean", ["sq"], ["anomaly_score"], axes=[1], keepdims=0, name="mse"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "flow-autoencoder",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info("anomaly_score", TensorProto.FLOAT, [None])],
+        inits,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="sensor models/train.py",
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def run(sess, output, x):
+    return sess.run([output], {"input": x.astype(np.float32)})[0]
+
+
+def cost_threshold(score, is_attack):
+    """Threshold minimising FP_COST*FP + FN_COST*FN on the validation rows."""
+    order = np.argsort(-score, kind="stable")
+    s = score[order]
+    a = is_attack[order].astype(np.int64)
+    tp = np.cumsum(a)
+    fp = np.cumsum(1 - a)
+    fn = a.sum() - tp
+    cost = FP_COST * fp + FN_COST * fn
+    # Only cut between distinct scores.
+    last = np.r_[s[1:] != s[:-1], True]
+    i = int(np.argmin(np.where(last, cost, np.inf)))
+    no_alert_cost = FN_COST * a.sum()
+    if no_alert_cost <= cost[i]:
+        return float(s[0]) + 1e-6, float(no_alert_cost)
+    return float(s[i]), float(cost[i])
+
+
+def per_class_metrics(y, probs):
+    pred = probs.argmax(1)
+    p, r, f, sup = precision_recall_fscore_support(
+        y, pred, labels=list(range(len(CLASSES))), zero_division=0
+    )
+    out = {}
+    for i, c in enumerate(CLASSES):
+        yi = (y == i).astype(int)
+        out[c] = {
+            "precision": round(float(p[i]), 4),
+            "recall": round(float(r[i]), 4),
+            "f1": round(float(f[i]), 4),
+            "pr_auc": round(float(average_precision_score(yi, probs[:, i])), 4) if yi.any() else None,
+            "support": int(sup[i]),
+        }
+    cm = confusion_matrix(y, pred, labels=list(range(len(CLASSES))))
+    return out, cm.tolist()
+
+
+def binary_metrics(score, is_attack, thr):
+    alert = score >= thr
+    tp = int((alert & is_attack).sum())
+    fp = int((alert & ~is_attack).sum())
+    fn = int((~alert & is_attack).sum())
+    tn = int((~alert & ~is_attack).sum())
+    return {
+        "threshold": thr,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": round(tp / max(tp + fp, 1), 4),
+        "recall": round(tp / max(tp + fn, 1), 4),
+        "false_positive_rate": round(fp / max(fp + tn, 1), 6),
+        "pr_auc": round(float(average_precision_score(is_attack, score)), 4),
+    }
+
+
+def sha256(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True, type=Path, help="CSV from sensor-dataset")
+    ap.add_argument("--fixture", required=True, type=Path, help="fixture rows.csv")
+    ap.add_argument("--out", required=True, type=Path, help="models directory")
+    args = ap.parse_args()
+
+    meta = json.loads(args.data.with_suffix(".meta.json").read_text())
+    schema = meta["schema"]
+    names, x, y = load(args.data)
+    if names != [f["name"] for f in schema["features"]]:
+        sys.exit("CSV header does not match the schema in the .meta.json")
+    nf = len(names)
+    rng = np.random.default_rng(SEED)
+    tr, va, te = split(len(y), rng)
+    counts = {
+        part: {c: int((y[idx] == i).sum()) for i, c in enumerate(CLASSES)}
+        for part, idx in (("train", tr), ("validation", va), ("test", te))
+    }
+    print("rows per class:", counts, flush=True)
+    for part, c in counts.items():
+        missing = [k for k, v in c.items() if v == 0]
+        if missing:
+            sys.exit(f"{part} split has no rows of {missing}: simulate more episodes")
+
+    scaler = StandardScaler().fit(x[tr].astype(np.float64))
+    scaler.scale_ = np.where(scaler.scale_ < 1e-6, 1.0, scaler.scale_)
+    xs = lambda idx: ((x[idx] - scaler.mean_) / scaler.scale_).astype(np.float32)
+
+    # ---- classifier: balanced class weights (inverse frequency).
+    freq = np.bincount(y[tr], minlength=len(CLASSES)).astype(np.float64)
+    cw = len(y[tr]) / (len(CLASSES) * np.maximum(freq, 1.0))
+    clf = MLPClassifier(
+        hidden_layer_sizes=(32, 16),
+        activation="relu",
+        solver="adam",
+        alpha=1e-4,
+        batch_size=256,
+        learning_rate_init=1e-3,
+        max_iter=40,
+        shuffle=True,
+        random_state=SEED,
+        tol=1e-5,
+        n_iter_no_change=8,
+    )
+    clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]])
+    fold_scaler_into_mlp(clf, scaler)
+    cls_onnx = classifier_onnx(clf, nf)
+    cls_bytes = cls_onnx.SerializeToString()
+    cls_sess = ort.InferenceSession(cls_bytes, providers=["CPUExecutionProvider"])
+
+    p_va = run(cls_sess, "probabilities", x[va])
+    p_te = run(cls_sess, "probabilities", x[te])
+    thr, val_cost = cost_threshold(1.0 - p_va[:, 0], y[va] != 0)
+    cls_metrics, cls_cm = per_class_metrics(y[te], p_te)
+    cls_binary = binary_metrics(1.0 - p_te[:, 0], y[te] != 0, thr)
+    print("classifier test:", json.dumps(cls_metrics), "threshold", thr, flush=True)
+
+    # ---- autoencoder on benign training rows (scaled space).
+    ben_tr = tr[y[tr] == 0]
+    ae = MLPRegressor(
+        hidden_layer_sizes=(64, 16, 64),
+        activation="relu",
+        solver="adam",
+        alpha=1e-4,
+        batch_size=256,
+        learning_rate_init=1e-3,
+        max_iter=40,
+        shuffle=True,
+        random_state=SEED,
+        tol=1e-6,
+        n_iter_no_change=8,
+    )
+    ae.fit(xs(ben_tr), xs(ben_tr))
+    ae_onnx = autoencoder_onnx(ae, scaler, nf)
+    ae_bytes = ae_onnx.SerializeToString()
+    ae_sess = ort.InferenceSession(ae_bytes, providers=["CPUExecutionProvider"])
+    e_va = run(ae_sess, "anomaly_score", x[va])
+    e_te = run(ae_sess, "anomaly_score", x[te])
+    ae_thr = float(np.quantile(e_va[y[va] == 0], AE_BENIGN_QUANTILE))
+    ae_binary = binary_metrics(e_te, y[te] != 0, ae_thr)
+    ae_recall = {
+        c: round(float((e_te[y[te] == i] >= ae_thr).mean()), 4) if (y[te] == i).any() else None
+        for i, c in enumerate(CLASSES)
+    }
+    print("autoencoder test:", json.dumps(ae_binary), flush=True)
+
+    # ---- baseline quantiles of benign training rows, per feature.
+    ben = x[tr][y[tr] == 0]
+    baseline = {
+        n: [round(float(v), 6) for v in np.quantile(ben[:, i], QUANTILES)] for i, n in enumerate(names)
+    }
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    data_desc = dict(meta["dataset"])
+    data_desc["note"] = (
+        "SIMULATED DATA: no labelled capture of real attacks was available; rows come "
+        "from the sensor's seeded traffic simulator run through the live feature code. "
+        "Metrics describe performance on simulated traffic only."
+    )
+    data_desc["split"] = f"blocks of {BLOCK} consecutive rows, shuffled with seed {SEED}, 70/15/15"
+    data_desc["rows_per_split_and_class"] = counts
+    common = {
+        "schema": schema,
+        "data": data_desc,
+        "input": "input",
+        "baseline_quantiles": {"quantiles": QUANTILES, "benign_train": baseline},
+        "rebuild_command": REBUILD,
+        "training": {"seed": SEED, "script": "models/train.py", "requirements": "models/requirements.txt"},
+    }
+    cards = {
+        "flow-classifier": (
+            cls_bytes,
+            {
+                "name": "flow-classifier",
+                "kind": "classifier",
+                "output": "probabilities",
+                "classes": CLASSES,
+                "model": "MLP 32-16 relu, softmax; StandardScaler folded into layer 1; "
+                "inverse-frequency class weights",
+                "thresholds": {
+                    "attack_score": thr,
+                    "attack_score_definition": "1 - P(benign)",
+                    "chosen_by": f"min {FP_COST:g}*FP + {FN_COST:g}*FN on the validation split",
+                    "validation_cost": val_cost,
+                },
+                "metrics": {
+                    "split": "test",
+                    "per_class": cls_metrics,
+                    "confusion_matrix": {"rows_true_cols_pred": CLASSES, "matrix": cls_cm},
+                    "attack_vs_benign_at_threshold": cls_binary,
+                },
+            },
+        ),
+        "flow-autoencoder": (
+            ae_bytes,
+            {
+                "name": "flow-autoencoder",
+                "kind": "autoencoder",
+                "output": "anomaly_score",
+                "model": "MLP autoencoder 64-16-64 relu on benign rows; output = mean squared "
+                "reconstruction error in standardised feature space; scaling as Sub/Mul nodes",
+                "thresholds": {
+                    "anomaly_score": ae_thr,
+                    "chosen_by": f"{AE_BENIGN_QUANTILE} quantile of benign validation errors",
+                },
+                "metrics": {
+                    "split": "test",
+                    "attack_vs_benign_at_threshold": ae_binary,
+                    "fraction_over_threshold_per_class": ae_recall,
+                },
+            },
+        ),
+    }
+    for name, (blob, card) in cards.items():
+        digest = sha256(blob)
+        card["version"] = f"{schema['version']}.0.0+{digest[:12]}"
+        card["onnx_sha256"] = digest
+        card.update(common)
+        (args.out / f"{name}.onnx").write_bytes(blob)
+        (args.out / f"{name}.card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {name}.onnx ({len(blob)} bytes, sha256 {digest[:12]})")
+
+    # ---- expected scores of the recorded fixture rows (ONNX Runtime).
+    fnames, fx, _ = load(args.fixture)
+    assert fnames == names, "fixture header differs from the training data"
+    fp = run(cls_sess, "probabilities", fx)
+    fe = run(ae_sess, "anomaly_score", fx)
+    fixdir = args.out / "fixtures"
+    fixdir.mkdir(exist_ok=True)
+    lines = [",".join([f"p_{c}" for c in CLASSES] + ["anomaly_score"])]
+    for p, e in zip(fp, fe):
+        lines.append(",".join(f"{float(v):.9g}" for v in list(p) + [e]))
+    (fixdir / "expected_scores.csv").write_text("\n".join(lines) + "\n")
+    print(f"wrote fixtures/expected_scores.csv ({len(fe)} rows)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+//! Builds the labelled training set from the traffic simulator: simulated
+//! episodes → kernel event model → the live feature extractor → CSV
+//! (header = schema names + `label`). Also writes the small recorded event
+//! fixture and its expected rows used by the tests.
+//!
+//! The data is simulated; see `sensor::features::sim` for what is modelled.
+
+use std::{fs, io::Write as _, path::PathBuf};
+
+use anyhow::Context as _;
+use clap::Parser;
+use sensor::features::{
+    FeatureConfig, FeatureExtractor, FeatureVec, N_FEATURES, SCHEMA, SCHEMA_VERSION,
+    schema::csv_header,
+    sim::{EpisodeConfig, SimEvent, build_episode},
+    write_csv_row,
+};
+
+/// Command-line options.
+#[derive(Parser, Debug)]
+#[command(about = "Generate the simulated, labelled training set")]
+struct Args {
+    /// Output CSV.
+    #[arg(long, default_value = "target/dataset/flows.csv")]
+    out: PathBuf,
+    /// Number of episodes.
+    #[arg(long, default_value_t = 10)]
+    episodes: u64,
+    /// Base seed; episode `i` uses `seed + i`.
+    #[arg(long, default_value_t = 20_261_122)]
+    seed: u64,
+    /// Length of each episode in simulated seconds.
+    #[arg(long, default_value_t = 300)]
+    secs: u64,
+    /// Benign clients per episode.
+    #[arg(long, default_value_t = 16)]
+    clients: u8,
+    /// Attacks per episode.
+    #[arg(long, default_value_t = 4)]
+    attacks: u32,
+    /// Most rows written per scenario instance (the rest are thinned evenly,
+    /// after every event has updated the features).
+    #[arg(long, default_value_t = 3000)]
+    rows_per_scenario: u64,
+    /// Also write the recorded-event fixture (`events.bin`, `rows.csv`) here.
+    #[arg(long)]
+    fixture_dir: Option<PathBuf>,
+}
+
+/// Runs events through a fresh extractor, calling `keep` on each row.
+fn extract(events: &[SimEvent], mut keep: impl FnMut(usize, &SimEvent, &FeatureVec)) {
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut row = [0f32; N_FEATURES];
+    for (i, e) in events.iter().enumerate() {
+        if fx.process(&e.ev, &mut row) {
+            keep(i, e, &row);
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(dir) = &args.fixture_dir {
+        write_fixture(dir)?;
+    }
+    if let Some(p) = args.out.parent() {
+        fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+    }
+    let mut out = String::with_capacity(64 << 20);
+    out.push_str(&csv_header());
+    out.push('\n');
+    let mut per_class = [0u64; 4];
+    for i in 0..args.episodes {
+        let cfg = EpisodeConfig {
+            seed: args.seed + i,
+            secs: args.secs,
+            clients: args.clients,
+            // One calm episode in five; the rest get attacks.
+            attacks: if i % 5 == 4 { 0 } else { args.attacks },
+            intensity: [0.5, 1.0, 2.0, 4.0][(i % 4) as usize],
+        };
+        let (events, scenarios) = build_episode(&cfg).into_events(2);
+        let mut counts = vec![0u64; scenarios.len()];
+        for e in &events {
+            counts[e.scenario as usize] += 1;
+        }
+        let stride: Vec<u64> = counts
+            .iter()
+            .map(|&n| n.div_ceil(args.rows_per_scenario).max(1))
+            .collect();
+        let mut seen = vec![0u64; scenarios.len()];
+        extract(&events, |_, e, row| {
+            let s = e.scenario as usize;
+            seen[s] += 1;
+            if (seen[s] - 1) % stride[s] == 0 {
+                per_class[e.label as usize] += 1;
+                write_csv_row(&mut out, row, e.label.name());
+            }
+        });
+        eprintln!(
+            "episode {i}: seed {} {} events, {} scenarios",
+            cfg.seed,
+            events.len(),
+            scenarios.len()
+        );
+    }
+    fs::write(&args.out, &out).with_context(|| format!("writing {}", args.out.display()))?;
+    // The schema (defined once, in the sensor) and how the data was made,
+    // for the training script to copy into each model card.
+    let meta = serde_json::json!({
+        "schema": {
+            "version": SCHEMA_VERSION,
+            "features": SCHEMA.iter().map(|f| serde_json::json!({"name": f.name, "unit": f.unit})).collect::<Vec<_>>(),
+        },
+        "dataset": {
+            "simulated": true,
+            "generator": "sensor-dataset (sensor::features::sim), kernel export model + live feature extractor",
+            "seed": args.seed,
+            "episodes": args.episodes,
+            "episode_secs": args.secs,
+            "clients_per_episode": args.clients,
+            "attacks_per_episode": args.attacks,
+            "rows_per_scenario_cap": args.rows_per_scenario,
+            "rows_per_class": {
+                "benign": per_class[0], "flood": per_class[1], "scan": per_class[2], "bruteforce": per_class[3],
+            },
+            "command": format!(
+                "sensor-dataset --out {} --episodes {} --seed {} --secs {} --clients {} --attacks {} --rows-per-scenario {}",
+                args.out.display(), args.episodes, args.seed, args.secs, args.clients, args.attacks, args.rows_per_scenario
+            ),
+        },
+    });
+    let mp = args.out.with_extension("meta.json");
+    fs::write(&mp, serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}", mp.display()))?;
+    eprintln!(
+        "wrote {}: benign {} flood {} scan {} bruteforce {}",
+        args.out.display(),
+        per_class[0],
+        per_class[1],
+        per_class[2],
+        per_class[3]
+    );
+    Ok(())
+}
+
+/// A short episode with every kind of traffic, small enough to commit: the
+/// raw events (128-byte `FlowEvent` records, native little-endian layout)
+/// and the rows the extractor makes of them.
+fn write_fixture(dir: &PathBuf) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (events, _) = sensor::features::sim::fixture_episode().into_events(2);
+    let mut bin = Vec::with_capacity(events.len() * size_of::<sensor_common::FlowEvent>());
+    let mut rows = csv_header();
+    rows.push('\n');
+    for e in &events {
+        bin.extend_from_slice(bytemuck::bytes_of(&e.ev));
+    }
+    extract(&events, |_, e, row| {
+        write_csv_row(&mut rows, row, e.label.name())
+    });
+    let p = dir.join("events.bin");
+    fs::write(&p, &bin).with_context(|| format!("writing {}", p.display()))?;
+    let p = dir.join("rows.csv");
+    let mut f = fs::File::create(&p).with_context(|| format!("writing {}", p.display()))?;
+    f.write_all(rows.as_bytes())?;
+    eprintln!("fixture: {} events in {}", events.len(), dir.display());
+    Ok(())
+}

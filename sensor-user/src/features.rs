@@ -1,1 +1,0 @@
-//! Streaming features and inference (issue 3).

@@ -1,0 +1,523 @@
+//! Streaming features, computed on the worker that owns the flow.
+//!
+//! Each ring event is a snapshot of a unidirectional flow's per-CPU kernel
+//! statistics. The extractor turns successive snapshots into deltas, keeps
+//! per-flow state (inter-arrival times, TCP handshake outcome) and per-host
+//! state over 1 s / 5 min / 1 h windows, and writes one feature row per event
+//! in the layout of [`schema::SCHEMA`]. All state lives in tables allocated at
+//! construction with a fixed capacity and least-recently-used eviction, so
+//! the event path never allocates, locks or makes a syscall.
+//!
+//! Host statistics are per worker. The kernel spreads a host's flows over the
+//! workers by a symmetric flow hash, so each worker sees about `1/N` of a
+//! host's flows; counts, rates and distinct counts are multiplied by
+//! [`FeatureConfig::host_scale`] (the number of workers) to estimate the
+//! whole host. Ratios need no scaling.
+
+pub mod schema;
+pub mod sim;
+pub mod table;
+pub mod window;
+
+use sensor_common::{
+    EventKind, FlowEvent, FlowKey, FlowStats, hash::fmix64, hash_addr, ipproto, tcp_flags,
+};
+
+pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
+use table::LruTable;
+use window::{Eds3, HllPair, WINDOWS_NS, decay_factors};
+
+/// A feature vector in schema order.
+pub type FeatureVec = [f32; N_FEATURES];
+
+/// Sizes and timeouts of the extractor.
+#[derive(Clone, Copy, Debug)]
+pub struct FeatureConfig {
+    /// Flows tracked per worker; the least recently updated is evicted.
+    pub max_flows: usize,
+    /// Hosts tracked per worker (sources and destinations together), about
+    /// 1.3 KiB each; the least recently updated is evicted.
+    pub max_hosts: usize,
+    /// A client SYN with no SYN-ACK in the reverse direction after this long
+    /// counts as a failed connection attempt.
+    pub syn_timeout_ns: u64,
+    /// Multiplier for per-host counts, rates and distinct counts: the number
+    /// of workers sharing the hosts' flows (see the module docs).
+    pub host_scale: f64,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 65_536,
+            max_hosts: 16_384,
+            syn_timeout_ns: 2_000_000_000,
+            host_scale: 1.0,
+        }
+    }
+}
+
+/// Counters of the extractor, read by the worker's stats reporting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeatureCounters {
+    /// Events turned into rows.
+    pub events: u64,
+    /// Events with an unknown `kind`: counted and skipped.
+    pub bad_kind: u64,
+    /// Flows evicted from the full flow table.
+    pub flows_evicted: u64,
+    /// Hosts evicted from the full host table.
+    pub hosts_evicted: u64,
+    /// A flow's events arrived from a different CPU than before.
+    pub flow_cpu_migrations: u64,
+    /// A snapshot had fewer packets than the previous one on the same CPU
+    /// (the kernel's LRU flow table dropped and restarted the flow).
+    pub flow_restarts: u64,
+    /// Client SYNs whose timeout could not be tracked (timer queue full).
+    pub syn_timer_overflow: u64,
+    /// Connection attempts counted failed because no SYN-ACK came in time.
+    pub failed_by_timeout: u64,
+    /// Connection attempts counted failed because the peer sent RST.
+    pub failed_by_rst: u64,
+}
+
+/// Cumulative counts of a flow (sum over the CPUs it was seen on).
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    packets: u64,
+    bytes: u64,
+    len_sq: u64,
+    fin: u64,
+    rst: u64,
+}
+
+impl Totals {
+    fn add_stats(&mut self, s: &FlowStats) {
+        self.packets += s.packets;
+        self.bytes += s.bytes;
+        self.len_sq = self.len_sq.wrapping_add(s.len_sq_sum);
+        self.fin += u64::from(s.fin);
+        self.rst += u64::from(s.rst);
+    }
+}
+
+/// Per-flow state.
+#[derive(Clone, Copy, Debug, Default)]
+struct FlowState {
+    /// CPU whose snapshots `last` holds.
+    cpu: u32,
+    /// Latest snapshot from `cpu`.
+    last: FlowStats,
+    /// Counts from CPUs the flow left before `cpu`.
+    base: Totals,
+    first_seen: u64,
+    last_seen: u64,
+    /// Weighted Welford over per-snapshot mean inter-arrival times (ns),
+    /// weighted by the packets between the two snapshots.
+    iat_w: f64,
+    iat_mean: f64,
+    iat_m2: f64,
+    /// This flow opened a TCP connection (its first packet was a bare SYN).
+    client_syn: bool,
+    /// A SYN-ACK came back in the reverse direction.
+    answered: bool,
+    /// The attempt has been counted failed (timeout or RST), once only.
+    failed: bool,
+}
+
+/// Per-host state: its behaviour as a source over three windows, and its
+/// view as a destination over 1 s.
+#[derive(Clone, Debug, Default)]
+struct HostState {
+    last_ns: u64,
+    new_flows: Eds3,
+    syn_attempts: Eds3,
+    failed: Eds3,
+    bytes_out: Eds3,
+    bytes_in: Eds3,
+    distinct_dst: [HllPair; 3],
+    distinct_dport: [HllPair; 3],
+    // Victim view.
+    distinct_src_1s: HllPair,
+    syn_in: Eds3,
+    packets_in: Eds3,
+}
+
+impl HostState {
+    /// Brings every window to `now` (older timestamps count as `last_ns`).
+    #[inline]
+    fn advance(&mut self, now: u64) {
+        if now <= self.last_ns {
+            return;
+        }
+        // A new host has nothing to decay: skip the exponentials.
+        let f = if self.last_ns == 0 {
+            [1.0; 3]
+        } else {
+            decay_factors(now - self.last_ns)
+        };
+        self.last_ns = now;
+        for e in [
+            &mut self.new_flows,
+            &mut self.syn_attempts,
+            &mut self.failed,
+            &mut self.bytes_out,
+            &mut self.bytes_in,
+            &mut self.syn_in,
+            &mut self.packets_in,
+        ] {
+            e.decay(&f);
+        }
+        for (w, (d, p)) in self
+            .distinct_dst
+            .iter_mut()
+            .zip(self.distinct_dport.iter_mut())
+            .enumerate()
+        {
+            d.advance(now, WINDOWS_NS[w]);
+            p.advance(now, WINDOWS_NS[w]);
+        }
+        self.distinct_src_1s.advance(now, WINDOWS_NS[0]);
+    }
+}
+
+/// Fixed-capacity FIFO of pending client SYNs. Deadlines are inserted in
+/// (nearly) increasing time order, so the head is always the next to expire.
+struct SynTimers {
+    buf: Vec<(FlowKey, u64)>,
+    head: usize,
+    len: usize,
+}
+
+impl SynTimers {
+    fn new(cap: usize) -> Self {
+        Self {
+            buf: vec![(FlowKey::default(), 0); cap.max(1)],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, key: FlowKey, deadline: u64) -> bool {
+        if self.len == self.buf.len() {
+            return false;
+        }
+        let i = (self.head + self.len) % self.buf.len();
+        self.buf[i] = (key, deadline);
+        self.len += 1;
+        true
+    }
+
+    fn pop_expired(&mut self, now: u64) -> Option<FlowKey> {
+        if self.len == 0 {
+            return None;
+        }
+        let (k, d) = self.buf[self.head];
+        if d > now {
+            return None;
+        }
+        self.head = (self.head + 1) % self.buf.len();
+        self.len -= 1;
+        Some(k)
+    }
+}
+
+/// Host table key: the 16-byte address.
+type HostKey = [u8; 16];
+
+/// The per-worker feature extractor. See the module docs.
+pub struct FeatureExtractor {
+    cfg: FeatureConfig,
+    flows: LruTable<FlowKey, FlowState>,
+    hosts: LruTable<HostKey, HostState>,
+    timers: SynTimers,
+    counters: FeatureCounters,
+}
+
+/// The reverse direction of a flow.
+#[inline]
+#[must_use]
+pub fn reverse_key(k: &FlowKey) -> FlowKey {
+    FlowKey {
+        src: k.dst,
+        dst: k.src,
+        sport: k.dport,
+        dport: k.sport,
+        proto: k.proto,
+        _pad: [0; 3],
+    }
+}
+
+#[inline]
+fn dport_class(proto: u8, dport: u16) -> f32 {
+    if proto != ipproto::TCP && proto != ipproto::UDP || dport == 0 {
+        0.0
+    } else if dport < 1024 {
+        1.0
+    } else if dport < 49152 {
+        2.0
+    } else {
+        3.0
+    }
+}
+
+#[inline]
+fn ln1p(x: f64) -> f32 {
+    x.max(0.0).ln_1p() as f32
+}
+
+impl FeatureExtractor {
+    /// Allocates all state for `cfg`.
+    #[must_use]
+    pub fn new(cfg: FeatureConfig) -> Self {
+        Self {
+            flows: LruTable::new(cfg.max_flows),
+            // Two hosts are touched per event; see `process`.
+            hosts: LruTable::new(cfg.max_hosts.max(2)),
+            timers: SynTimers::new(cfg.max_flows),
+            counters: FeatureCounters::default(),
+            cfg,
+        }
+    }
+
+    /// Counters so far (evictions are read from the tables).
+    #[must_use]
+    pub fn counters(&self) -> FeatureCounters {
+        let mut c = self.counters;
+        c.flows_evicted = self.flows.evictions();
+        c.hosts_evicted = self.hosts.evictions();
+        c
+    }
+
+    /// Flows and hosts currently tracked.
+    #[must_use]
+    pub fn tracked(&self) -> (usize, usize) {
+        (self.flows.len(), self.hosts.len())
+    }
+
+    /// Settles connection attempts whose SYN timed out by `now_ns`. Called
+    /// from every event and every worker tick.
+    pub fn expire(&mut self, now_ns: u64) {
+        while let Some(k) = self.timers.pop_expired(now_ns) {
+            let Some(idx) = self.flows.find(&k) else {
+                continue;
+            };
+            let f = self.flows.get_mut(idx);
+            if f.client_syn && !f.answered && !f.failed {
+                f.failed = true;
+                self.counters.failed_by_timeout += 1;
+                if let Some(h) = self.hosts.find(&k.src) {
+                    let h = self.hosts.get_mut(h);
+                    h.advance(now_ns);
+                    h.failed.add(1.0);
+                }
+            }
+        }
+    }
+
+    /// Updates all state with one event and writes its feature row into
+    /// `out`. Returns false (and counts it) for an event of unknown kind.
+    pub fn process(&mut self, ev: &FlowEvent, out: &mut FeatureVec) -> bool {
+        if EventKind::from_u32(ev.kind).is_none() {
+            self.counters.bad_kind += 1;
+            return false;
+        }
+        self.counters.events += 1;
+        let now = ev.ts_ns;
+        self.expire(now);
+        let key = ev.key;
+        let s = &ev.stats;
+
+        // --- flow ---
+        let e = self.flows.entry(key, FlowState::default);
+        let f = self.flows.get_mut(e.idx);
+        if e.inserted {
+            f.cpu = ev.cpu;
+            f.first_seen = s.first_seen_ns;
+            f.client_syn = key.proto == ipproto::TCP
+                && s.syn > 0
+                && s.synack == 0
+                && ev.tcp_flags & tcp_flags::SYN != 0
+                && ev.tcp_flags & tcp_flags::ACK == 0;
+        } else if f.cpu != ev.cpu {
+            self.counters.flow_cpu_migrations += 1;
+            f.base.add_stats(&f.last);
+            f.last = FlowStats::default();
+            f.cpu = ev.cpu;
+        } else if s.packets < f.last.packets {
+            self.counters.flow_restarts += 1;
+            f.base.add_stats(&f.last);
+            f.last = FlowStats::default();
+        }
+        let prev = f.last;
+        let d_packets = s.packets - prev.packets;
+        let d_bytes = s.bytes.saturating_sub(prev.bytes);
+        let d_syn = s.syn.saturating_sub(prev.syn);
+        let d_synack = s.synack.saturating_sub(prev.synack);
+        let d_rst = s.rst.saturating_sub(prev.rst);
+        if prev.packets > 0 && d_packets > 0 && s.last_seen_ns > prev.last_seen_ns {
+            // Mean gap between the packets counted since the last snapshot.
+            let x = (s.last_seen_ns - prev.last_seen_ns) as f64 / d_packets as f64;
+            let w = d_packets as f64;
+            f.iat_w += w;
+            let delta = x - f.iat_mean;
+            f.iat_mean += delta * w / f.iat_w;
+            f.iat_m2 += w * delta * (x - f.iat_mean);
+        }
+        f.last = *s;
+        f.first_seen = f.first_seen.min(s.first_seen_ns);
+        f.last_seen = f.last_seen.max(s.last_seen_ns);
+        let mut tot = f.base;
+        tot.add_stats(s);
+        let new_client_syn = e.inserted && f.client_syn;
+        let flow = *f;
+
+        // --- handshake outcome, seen from the reverse direction ---
+        if key.proto == ipproto::TCP && (d_synack > 0 || d_rst > 0) {
+            let rk = reverse_key(&key);
+            if let Some(ri) = self.flows.find(&rk) {
+                let r = self.flows.get_mut(ri);
+                if r.client_syn && !r.failed {
+                    if d_rst > 0 {
+                        r.failed = true;
+                        self.counters.failed_by_rst += 1;
+                        // The reverse flow's source (our destination) failed.
+                        if let Some(h) = self.hosts.find(&key.dst) {
+                            let h = self.hosts.get_mut(h);
+                            h.advance(now);
+                            h.failed.add(1.0);
+                        }
+                    } else {
+                        r.answered = true;
+                    }
+                }
+            }
+        }
+        if new_client_syn && !self.timers.push(key, now + self.cfg.syn_timeout_ns) {
+            self.counters.syn_timer_overflow += 1;
+        }
+
+        // --- source host ---
+        // The source is touched first, so inserting the destination (which
+        // evicts the least recent host, never the most recent) keeps it.
+        let src_idx = self.hosts.entry(key.src, HostState::default).idx;
+        let dst_idx = if key.src == key.dst {
+            src_idx
+        } else {
+            self.hosts.entry(key.dst, HostState::default).idx
+        };
+        let dst_hash = hash_addr(&key.dst);
+        let src_hash = hash_addr(&key.src);
+        {
+            let h = self.hosts.get_mut(src_idx);
+            h.advance(now);
+            h.bytes_out.add(d_bytes as f64);
+            if e.inserted {
+                h.new_flows.add(1.0);
+                for w in 0..3 {
+                    h.distinct_dst[w].insert(dst_hash);
+                    if key.dport != 0 {
+                        h.distinct_dport[w].insert(fmix64(u64::from(key.dport) ^ 0x6b43_a9b5));
+                    }
+                }
+            }
+            if new_client_syn {
+                h.syn_attempts.add(1.0);
+            }
+        }
+        {
+            let h = self.hosts.get_mut(dst_idx);
+            h.advance(now);
+            h.bytes_in.add(d_bytes as f64);
+            h.packets_in.add(d_packets as f64);
+            h.syn_in.add(f64::from(d_syn));
+            if e.inserted {
+                h.distinct_src_1s.insert(src_hash);
+            }
+        }
+
+        // --- row ---
+        let sc = self.cfg.host_scale;
+        let src = self.hosts.get(src_idx);
+        let dst = self.hosts.get(dst_idx);
+        let packets = tot.packets.max(1) as f64;
+        let dur_ns = flow.last_seen.saturating_sub(flow.first_seen);
+        let dur_s = dur_ns as f64 / 1e9;
+        let mean = tot.bytes as f64 / packets;
+        let var = (tot.len_sq as f64 / packets - mean * mean).max(0.0);
+        let iat_var = if flow.iat_w > 0.0 {
+            flow.iat_m2 / flow.iat_w
+        } else {
+            0.0
+        };
+        // Rates over the flow's life; a one-packet flow has no duration, so
+        // its rate is taken over 1 ms rather than divided by zero.
+        let rate_s = dur_s.max(1e-3);
+        let syn_unanswered = flow.client_syn && !flow.answered;
+        let failed_ratio = |w: usize| {
+            let a = src.syn_attempts.sums[w];
+            if a < 1e-9 {
+                0.0
+            } else {
+                (src.failed.sums[w] / a).clamp(0.0, 1.0) as f32
+            }
+        };
+        let proto = key.proto;
+        *out = [
+            ln1p(dur_s),
+            ln1p(tot.packets as f64),
+            ln1p(tot.bytes as f64),
+            mean as f32,
+            var.sqrt() as f32,
+            ln1p(flow.iat_mean / 1e6),
+            ln1p(iat_var.sqrt() / 1e6),
+            ln1p(tot.packets as f64 / rate_s),
+            ln1p(tot.bytes as f64 / rate_s),
+            f32::from(u8::from(syn_unanswered)),
+            (tot.rst as f64 / packets) as f32,
+            (tot.fin as f64 / packets) as f32,
+            dport_class(proto, key.dport),
+            f32::from(u8::from(proto == ipproto::TCP)),
+            f32::from(u8::from(proto == ipproto::UDP)),
+            f32::from(u8::from(proto == ipproto::ICMP || proto == ipproto::ICMPV6)),
+            ln1p(src.new_flows.rate_per_s(0) * sc),
+            ln1p(src.new_flows.rate_per_s(1) * sc),
+            ln1p(src.new_flows.rate_per_s(2) * sc),
+            ln1p(src.distinct_dst[0].estimate() * sc),
+            ln1p(src.distinct_dst[1].estimate() * sc),
+            ln1p(src.distinct_dst[2].estimate() * sc),
+            ln1p(src.distinct_dport[0].estimate() * sc),
+            ln1p(src.distinct_dport[1].estimate() * sc),
+            ln1p(src.distinct_dport[2].estimate() * sc),
+            failed_ratio(1),
+            failed_ratio(2),
+            ((src.bytes_out.sums[1] + 1.0) / (src.bytes_in.sums[1] + 1.0)).ln() as f32,
+            ln1p(src.bytes_out.sums[1] / src.new_flows.sums[1].max(1.0)),
+            ln1p(dst.distinct_src_1s.estimate() * sc),
+            ln1p(dst.syn_in.rate_per_s(0) * sc),
+            ln1p(dst.packets_in.rate_per_s(0) * sc),
+        ];
+        true
+    }
+}
+
+/// Volume behind the latest row of a flow, for severity ranking.
+#[must_use]
+pub fn event_volume(ev: &FlowEvent) -> (f32, u64, u64) {
+    let s = &ev.stats;
+    let dur = s.last_seen_ns.saturating_sub(s.first_seen_ns) as f64 / 1e9;
+    let pps = s.packets as f64 / dur.max(1e-3);
+    (pps as f32, s.bytes, s.packets)
+}
+
+/// Formats a row (and its label) as one CSV line, exactly as the dataset tool
+/// writes it: Rust's shortest round-trip `f32` formatting, so a reader that
+/// parses the text as `float32` gets the same bits back.
+pub fn write_csv_row(out: &mut String, row: &FeatureVec, label: &str) {
+    use std::fmt::Write as _;
+    for v in row {
+        let _ = write!(out, "{v},");
+    }
+    out.push_str(label);
+    out.push('\n');
+}

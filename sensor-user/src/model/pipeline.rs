@@ -1,0 +1,356 @@
+//! The per-worker scoring pipeline: features → micro-batch → classifier
+//! (every row) → autoencoder (only rows in the classifier's ambiguous band)
+//! → `ScoredRow` on a bounded channel to the alert stage.
+//!
+//! A batch closes when it is full or when its oldest row has waited the
+//! batch deadline; both are checked on every event (against the event's
+//! kernel timestamp) and on every worker tick (against the worker's clock,
+//! the same CLOCK_MONOTONIC). When the alert channel is full the row is
+//! counted and shed: a worker never blocks.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use crossbeam_channel::{Sender, TrySendError};
+use sensor_common::{FlowEvent, FlowKey};
+
+use super::{Model, ModelKind, Runner};
+use crate::{
+    features::{
+        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, N_FEATURES, event_volume,
+    },
+    scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
+};
+
+/// Tunables of the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineConfig {
+    pub features: FeatureConfig,
+    /// A batch closes when its oldest row has waited this long (ns).
+    pub batch_deadline_ns: u64,
+    /// A batch closes at this many rows (at most the largest planned batch).
+    pub max_batch: usize,
+    /// Rows whose attack score (`1 - P(benign)`) lies in `[lo, hi]` are also
+    /// scored by the autoencoder.
+    pub escalate_band: (f32, f32),
+    /// Rows with an attack score below this, and not escalated, are not sent
+    /// to the alert stage (0 sends every row).
+    pub emit_floor: f32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            features: FeatureConfig::default(),
+            batch_deadline_ns: 200_000,
+            max_batch: 256,
+            escalate_band: (0.01, 0.9),
+            emit_floor: 0.0,
+        }
+    }
+}
+
+/// Counters of one worker's pipeline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineCounters {
+    /// Rows scored by the classifier.
+    pub rows_scored: u64,
+    /// Classifier batches run.
+    pub batches: u64,
+    /// Batches closed by the deadline rather than by filling up.
+    pub batches_by_deadline: u64,
+    /// Rows also scored by the autoencoder.
+    pub escalated: u64,
+    /// Rows sent to the alert stage.
+    pub emitted: u64,
+    /// Rows shed because the alert channel was full.
+    pub shed: u64,
+    /// Rows dropped because the alert stage is gone.
+    pub disconnected: u64,
+    /// Batches lost to an inference error.
+    pub inference_errors: u64,
+}
+
+/// Per-row context kept next to the features while the row waits in a batch.
+#[derive(Clone, Copy, Default)]
+struct RowMeta {
+    key: FlowKey,
+    ts_ns: u64,
+    pps: f32,
+    bytes: u64,
+    packets: u64,
+}
+
+/// The worker-side handler: owns the feature state, the model runners and
+/// the current batch. All buffers are allocated at construction.
+pub struct ScoringPipeline {
+    cfg: PipelineConfig,
+    fx: FeatureExtractor,
+    classifier: Arc<Model>,
+    autoencoder: Option<Arc<Model>>,
+    cls: Runner,
+    ae: Option<Runner>,
+    rows: Vec<FeatureVec>,
+    meta: Vec<RowMeta>,
+    probs: Vec<f32>,
+    esc_rows: Vec<FeatureVec>,
+    esc_idx: Vec<u32>,
+    esc_out: Vec<f32>,
+    tx: Sender<ScoredRow>,
+    counters: PipelineCounters,
+    n_classes: usize,
+}
+
+fn ip(a: &[u8; 16]) -> IpAddr {
+    if FlowKey::is_v4_mapped(a) {
+        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*a))
+    }
+}
+
+/// CLOCK_MONOTONIC in ns (vDSO, no syscall), read once per batch.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Errors building a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A model slot holds a model of the wrong kind.
+    #[error("model {id} is not a {expected}")]
+    WrongModel { id: String, expected: &'static str },
+    /// tract could not spawn a per-worker state.
+    #[error("cannot spawn a tract state for {id}")]
+    Spawn {
+        id: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl ScoringPipeline {
+    /// A pipeline for one worker. `classifier` must be a classifier model and
+    /// `autoencoder`, if given, an autoencoder.
+    pub fn new(
+        cfg: PipelineConfig,
+        classifier: Arc<Model>,
+        autoencoder: Option<Arc<Model>>,
+        tx: Sender<ScoredRow>,
+    ) -> Result<Self, PipelineError> {
+        let ModelKind::Classifier { n_classes } = classifier.kind() else {
+            return Err(PipelineError::WrongModel {
+                id: classifier.id().to_string(),
+                expected: "classifier",
+            });
+        };
+        if let Some(a) = &autoencoder
+            && a.kind() != ModelKind::Autoencoder
+        {
+            return Err(PipelineError::WrongModel {
+                id: a.id().to_string(),
+                expected: "autoencoder",
+            });
+        }
+        let spawn = |m: &Model| {
+            m.runner().map_err(|e| PipelineError::Spawn {
+                id: m.id().to_string(),
+                source: e.into(),
+            })
+        };
+        let cls = spawn(&classifier)?;
+        let ae = autoencoder.as_deref().map(spawn).transpose()?;
+        let max_batch = cfg.max_batch.clamp(1, cls.max_batch());
+        let cfg = PipelineConfig { max_batch, ..cfg };
+        Ok(Self {
+            fx: FeatureExtractor::new(cfg.features),
+            rows: Vec::with_capacity(max_batch),
+            meta: Vec::with_capacity(max_batch),
+            probs: vec![0.0; max_batch * n_classes],
+            esc_rows: Vec::with_capacity(max_batch),
+            esc_idx: Vec::with_capacity(max_batch),
+            esc_out: vec![0.0; max_batch],
+            n_classes: n_classes.min(N_CLASSES),
+            cfg,
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            tx,
+            counters: PipelineCounters::default(),
+        })
+    }
+
+    /// Every decoded ring event. No allocation, lock or syscall unless a
+    /// batch closes (then one clock read and tract's per-batch tensors).
+    pub fn on_event(&mut self, ev: &FlowEvent) {
+        let mut row = [0f32; N_FEATURES];
+        if !self.fx.process(ev, &mut row) {
+            return;
+        }
+        let (pps, bytes, packets) = event_volume(ev);
+        self.rows.push(row);
+        self.meta.push(RowMeta {
+            key: ev.key,
+            ts_ns: ev.ts_ns,
+            pps,
+            bytes,
+            packets,
+        });
+        if self.rows.len() >= self.cfg.max_batch {
+            self.flush(false);
+        } else if ev.ts_ns.saturating_sub(self.meta[0].ts_ns) >= self.cfg.batch_deadline_ns {
+            self.flush(true);
+        }
+    }
+
+    /// Worker tick (at least every ~1 ms, also when idle): settles timed-out
+    /// handshakes and closes a batch whose deadline passed.
+    pub fn on_tick(&mut self, now_ns: u64) {
+        self.fx.expire(now_ns);
+        if let Some(m) = self.meta.first()
+            && now_ns.saturating_sub(m.ts_ns) >= self.cfg.batch_deadline_ns
+        {
+            self.flush(true);
+        }
+    }
+
+    /// Scores and emits whatever is batched now (e.g. at shutdown).
+    pub fn flush_now(&mut self) {
+        if !self.rows.is_empty() {
+            self.flush(true);
+        }
+    }
+
+    /// Pipeline counters.
+    #[must_use]
+    pub fn counters(&self) -> PipelineCounters {
+        self.counters
+    }
+
+    /// Feature-extractor counters (evictions, handshake outcomes …).
+    #[must_use]
+    pub fn feature_counters(&self) -> FeatureCounters {
+        self.fx.counters()
+    }
+
+    /// The configuration in force (after clamping `max_batch`).
+    #[must_use]
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
+    }
+
+    fn flush(&mut self, by_deadline: bool) {
+        let n = self.rows.len();
+        if n == 0 {
+            return;
+        }
+        let k = self.n_classes;
+        self.counters.batches += 1;
+        self.counters.batches_by_deadline += u64::from(by_deadline);
+        if self.cls.run(&self.rows, &mut self.probs[..n * k]).is_err() {
+            self.counters.inference_errors += 1;
+            self.rows.clear();
+            self.meta.clear();
+            return;
+        }
+        self.counters.rows_scored += n as u64;
+
+        // Escalate the ambiguous rows to the autoencoder.
+        self.esc_rows.clear();
+        self.esc_idx.clear();
+        let (lo, hi) = self.cfg.escalate_band;
+        if self.ae.is_some() {
+            for i in 0..n {
+                let s = 1.0 - self.probs[i * k];
+                if (lo..=hi).contains(&s) {
+                    self.esc_rows.push(self.rows[i]);
+                    self.esc_idx.push(i as u32);
+                }
+            }
+        }
+        let mut esc_ok = false;
+        if let Some(ae) = &mut self.ae
+            && !self.esc_rows.is_empty()
+        {
+            let m = self.esc_rows.len();
+            esc_ok = ae.run(&self.esc_rows, &mut self.esc_out[..m]).is_ok();
+            if esc_ok {
+                self.counters.escalated += m as u64;
+            } else {
+                self.counters.inference_errors += 1;
+            }
+        }
+
+        let scored_ts = monotonic_ns();
+        let cls_id = self.classifier.id();
+        let ae_id: Arc<str> = self
+            .autoencoder
+            .as_ref()
+            .map_or_else(|| Arc::clone(cls_id), |a| Arc::clone(a.id()));
+        let mut e = 0usize;
+        for i in 0..n {
+            let mut anomaly = f32::NAN;
+            if esc_ok && e < self.esc_idx.len() && self.esc_idx[e] as usize == i {
+                anomaly = self.esc_out[e];
+                e += 1;
+            }
+            let p = &self.probs[i * k..i * k + k];
+            if 1.0 - p[0] < self.cfg.emit_floor && anomaly.is_nan() {
+                continue;
+            }
+            let m = &self.meta[i];
+            let mut class_probs = [0f32; N_CLASSES];
+            class_probs[..k].copy_from_slice(p);
+            let mut features = [0f32; MAX_FEATURES];
+            features[..N_FEATURES].copy_from_slice(&self.rows[i]);
+            let row = ScoredRow {
+                entity: Entity::Flow,
+                window: Window::Flow,
+                src: ip(&m.key.src),
+                dst: ip(&m.key.dst),
+                sport: m.key.sport,
+                dport: m.key.dport,
+                proto: m.key.proto,
+                event_ts_ns: m.ts_ns,
+                scored_ts_ns: scored_ts,
+                features,
+                n_features: N_FEATURES as u8,
+                class_probs,
+                anomaly_score: anomaly,
+                packets_per_s: m.pps,
+                bytes: m.bytes,
+                packets: m.packets,
+                classifier_version: Arc::clone(cls_id),
+                autoencoder_version: Arc::clone(&ae_id),
+            };
+            match self.tx.try_send(row) {
+                Ok(()) => self.counters.emitted += 1,
+                Err(TrySendError::Full(_)) => self.counters.shed += 1,
+                Err(TrySendError::Disconnected(_)) => self.counters.disconnected += 1,
+            }
+        }
+        self.rows.clear();
+        self.meta.clear();
+    }
+}
+
+impl crate::workers::EventHandler for ScoringPipeline {
+    #[inline]
+    fn on_event(&mut self, ev: &FlowEvent) {
+        ScoringPipeline::on_event(self, ev);
+    }
+
+    #[inline]
+    fn on_tick(&mut self, now_ns: u64) {
+        ScoringPipeline::on_tick(self, now_ns);
+    }
+}

@@ -1,0 +1,233 @@
+//! Window statistics against brute-force recomputation on seeded random
+//! event streams, and HyperLogLog error bounds.
+
+use std::collections::{HashMap, HashSet};
+
+use sensor::features::{
+    FeatureConfig, FeatureExtractor, N_FEATURES,
+    schema::index_of,
+    sim::{EpisodeConfig, Rng, build_episode},
+    window::{Eds3, HOST_HLL_M, HllPair, WINDOWS_NS, decay_factors},
+};
+use sensor_common::{FlowEvent, FlowKey, hash::fmix64};
+
+fn rel_close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Damped sums updated incrementally equal the closed form
+/// `Σ v_i · exp(-(now - t_i)/τ)` on random streams.
+#[test]
+fn damped_sums_match_brute_force() {
+    for seed in 0..10u64 {
+        let mut rng = Rng::new(seed);
+        let mut eds = Eds3::default();
+        let mut last = 0u64;
+        let mut hist: Vec<(u64, f64)> = Vec::new();
+        let mut t = 1_000_000_000u64;
+        for _ in 0..2000 {
+            // Bursty gaps: mostly microseconds, sometimes minutes.
+            t += if rng.chance(0.05) {
+                rng.range(1, 600_000_000_000)
+            } else {
+                rng.range(0, 2_000_000)
+            };
+            let v = rng.uniform(0.0, 1500.0);
+            eds.decay(&decay_factors(t - last));
+            last = t;
+            eds.add(v);
+            hist.push((t, v));
+            for (w, win) in WINDOWS_NS.iter().enumerate() {
+                let brute: f64 = hist
+                    .iter()
+                    .map(|&(ti, vi)| vi * (-((t - ti) as f64) / *win as f64).exp())
+                    .sum();
+                assert!(
+                    rel_close(eds.sums[w], brute, 1e-9),
+                    "seed {seed} window {w}: {} vs {brute}",
+                    eds.sums[w]
+                );
+            }
+        }
+    }
+}
+
+/// The incrementally kept union sum gives exactly the estimate recomputed
+/// from the registers, across epoch changes; and the estimate tracks the
+/// exact number of distinct items in the current and previous epoch.
+#[test]
+fn hll_pair_matches_exact_distinct_over_two_epochs() {
+    let w = 1_000_000_000u64;
+    for seed in 0..8u64 {
+        let mut rng = Rng::new(100 + seed);
+        let mut h = HllPair::default();
+        let mut items: Vec<(u64, u64)> = Vec::new();
+        let mut t = 5 * w;
+        for _ in 0..1500 {
+            t += rng.range(0, 3_000_000);
+            if rng.chance(0.002) {
+                t += rng.range(0, 3 * w);
+            }
+            let item = rng.range(0, 40);
+            h.advance(t, w);
+            h.insert(fmix64(item ^ seed << 32));
+            items.push((t, item));
+            let inc = h.estimate();
+            let full = h.estimate_from_registers();
+            assert!(rel_close(inc, full, 1e-12), "{inc} vs {full}");
+            let e = t / w;
+            let exact: HashSet<u64> = items
+                .iter()
+                .filter(|(ti, _)| ti / w + 1 >= e)
+                .map(|&(_, i)| i)
+                .collect();
+            let n = exact.len() as f64;
+            // Linear counting over 64 registers: a few collisions at most
+            // for ≤ 40 items.
+            assert!(
+                (inc - n).abs() <= 2.0 + 0.2 * n,
+                "seed {seed}: estimate {inc}, exact {n}"
+            );
+        }
+    }
+}
+
+/// HyperLogLog relative error stays within bounds of its standard error
+/// (1.04/√m ≈ 13 % for m = 64) across cardinalities.
+#[test]
+fn hll_error_within_bounds() {
+    let se = 1.04 / (HOST_HLL_M as f64).sqrt();
+    for &n in &[10u64, 100, 1000, 10_000, 100_000] {
+        let mut sq = 0.0;
+        let trials = 30;
+        for s in 0..trials {
+            let mut h = HllPair::default();
+            h.advance(0, u64::MAX);
+            for i in 0..n {
+                h.insert(fmix64(i.wrapping_mul(0x9e37_79b9) ^ (s << 40) ^ n));
+            }
+            let err = (h.estimate() - n as f64) / n as f64;
+            assert!(err.abs() <= 4.0 * se, "n {n} trial {s}: error {err}");
+            sq += err * err;
+        }
+        let rms = (sq / f64::from(trials as u32)).sqrt();
+        assert!(
+            rms <= 1.5 * se,
+            "n {n}: rms error {rms} vs standard error {se}"
+        );
+    }
+}
+
+/// End to end: the extractor's host-window features equal a brute-force
+/// recomputation from the raw event stream (new flows per second over the
+/// three windows, and the destination's packets per second).
+#[test]
+fn host_window_features_match_brute_force() {
+    let f_new = [
+        index_of("src_new_flows_1s").unwrap(),
+        index_of("src_new_flows_5m").unwrap(),
+        index_of("src_new_flows_1h").unwrap(),
+    ];
+    let f_dst_pps = index_of("dst_packets_per_s_1s").unwrap();
+    let f_ddst = index_of("src_distinct_dst_1h").unwrap();
+    for seed in [1u64, 2, 3] {
+        let ep = build_episode(&EpisodeConfig {
+            seed,
+            secs: 60,
+            clients: 3,
+            attacks: 2,
+            intensity: 0.1,
+        });
+        let (events, _) = ep.into_events(2);
+        let events: Vec<FlowEvent> = events.into_iter().map(|e| e.ev).collect();
+        let mut fx = FeatureExtractor::new(FeatureConfig::default());
+        let mut row = [0f32; N_FEATURES];
+        let mut seen: HashSet<FlowKey> = HashSet::new();
+        let mut last_packets: HashMap<FlowKey, u64> = HashMap::new();
+        let mut new_flows: HashMap<[u8; 16], Vec<u64>> = HashMap::new();
+        let mut dsts: HashMap<[u8; 16], Vec<(u64, [u8; 16])>> = HashMap::new();
+        let mut pkts_in: HashMap<[u8; 16], Vec<(u64, u64)>> = HashMap::new();
+        for (i, ev) in events.iter().enumerate() {
+            assert!(fx.process(ev, &mut row));
+            let now = ev.ts_ns;
+            if seen.insert(ev.key) {
+                new_flows.entry(ev.key.src).or_default().push(now);
+                dsts.entry(ev.key.src).or_default().push((now, ev.key.dst));
+            }
+            let prev = last_packets.insert(ev.key, ev.stats.packets).unwrap_or(0);
+            pkts_in
+                .entry(ev.key.dst)
+                .or_default()
+                .push((now, ev.stats.packets - prev));
+            // Check a sample of rows (all of them is quadratic).
+            if i % 29 != 0 {
+                continue;
+            }
+            for (w, &fi) in f_new.iter().enumerate() {
+                let tau = WINDOWS_NS[w] as f64;
+                let s: f64 = new_flows[&ev.key.src]
+                    .iter()
+                    .map(|&t| (-((now - t) as f64) / tau).exp())
+                    .sum();
+                let want = (s / (tau / 1e9)).ln_1p() as f32;
+                assert!(
+                    (row[fi] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                    "seed {seed} event {i} window {w}: {} vs {want}",
+                    row[fi]
+                );
+            }
+            let s: f64 = pkts_in[&ev.key.dst]
+                .iter()
+                .map(|&(t, p)| p as f64 * (-((now - t) as f64) / 1e9).exp())
+                .sum();
+            let want = s.ln_1p() as f32;
+            assert!(
+                (row[f_dst_pps] - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "seed {seed} event {i}: dst pps {} vs {want}",
+                row[f_dst_pps]
+            );
+            // Distinct destinations over the 1 h window (two epochs).
+            let e = now / WINDOWS_NS[2];
+            let exact: HashSet<[u8; 16]> = dsts[&ev.key.src]
+                .iter()
+                .filter(|(t, _)| t / WINDOWS_NS[2] + 1 >= e)
+                .map(|&(_, d)| d)
+                .collect();
+            let est = f64::from(row[f_ddst]).exp_m1();
+            let n = exact.len() as f64;
+            let se = 1.04 / (HOST_HLL_M as f64).sqrt();
+            assert!(
+                (est - n).abs() <= 2.0 + 4.0 * se * n,
+                "seed {seed} event {i}: distinct dst {est} vs exact {n}"
+            );
+        }
+    }
+}
+
+/// Bounded state: with small caps, the tables stay at their caps and count
+/// evictions.
+#[test]
+fn state_is_bounded_and_evictions_counted() {
+    let ep = build_episode(&EpisodeConfig {
+        seed: 9,
+        secs: 60,
+        clients: 4,
+        attacks: 2,
+        intensity: 0.2,
+    });
+    let (events, _) = ep.into_events(2);
+    let mut fx = FeatureExtractor::new(FeatureConfig {
+        max_flows: 64,
+        max_hosts: 32,
+        ..FeatureConfig::default()
+    });
+    let mut row = [0f32; N_FEATURES];
+    for e in &events {
+        fx.process(&e.ev, &mut row);
+        let (f, h) = fx.tracked();
+        assert!(f <= 64 && h <= 32);
+    }
+    let c = fx.counters();
+    assert!(c.flows_evicted > 0 && c.hosts_evicted > 0, "{c:?}");
+    assert_eq!(c.events, events.len() as u64);
+}

@@ -1,0 +1,108 @@
+//! `cargo xtask train`: rebuilds the committed models from scratch.
+//!
+//! 1. builds `sensor-dataset` (release) and runs it: the seeded traffic
+//!    simulator → the kernel export model → the live feature extractor →
+//!    `target/dataset/flows.csv` (+ `.meta.json`), and the recorded fixture in
+//!    `models/fixtures/` (`events.bin`, `rows.csv`);
+//! 2. creates a Python venv in `target/train-venv` and installs the pinned
+//!    `models/requirements.txt`;
+//! 3. runs `models/train.py`, which writes the ONNX models, their cards and
+//!    the ONNX Runtime scores of the fixture rows;
+//! 4. runs the Rust tests that check tract reproduces those scores and the
+//!    features reproduce the fixture rows bit for bit.
+//!
+//! Same inputs, same seeds → the same ONNX bytes.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+/// Options of `cargo xtask train`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Python interpreter used to create the venv.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Simulated episodes (more = more rows, slower).
+    #[arg(long, default_value_t = 10)]
+    pub episodes: u64,
+    /// Base seed of the simulator.
+    #[arg(long, default_value_t = 20_261_122)]
+    pub seed: u64,
+    /// Skip the tract-vs-ONNX-Runtime test run at the end.
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("+ {cmd:?}");
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    if !st.success() {
+        bail!("{:?} failed: {st}", cmd.get_program());
+    }
+    Ok(())
+}
+
+/// Runs the whole pipeline from the workspace root `root`.
+pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from);
+    let models = root.join("models");
+    let data = target.join("dataset/flows.csv");
+    let fixtures = models.join("fixtures");
+
+    run(Command::new(&cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "sensor-user", "--bin", "sensor-dataset"]))?;
+    run(Command::new(target.join("release/sensor-dataset"))
+        .current_dir(root)
+        .arg("--out")
+        .arg(&data)
+        .arg("--fixture-dir")
+        .arg(&fixtures)
+        .arg("--episodes")
+        .arg(args.episodes.to_string())
+        .arg("--seed")
+        .arg(args.seed.to_string()))?;
+
+    let venv = target.join("train-venv");
+    let py = venv.join("bin/python");
+    if !py.exists() {
+        run(Command::new(&args.python).arg("-m").arg("venv").arg(&venv))
+            .context("creating the training venv (is python3-venv installed?)")?;
+    }
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(models.join("requirements.txt")))?;
+    run(Command::new(&py)
+        .current_dir(root)
+        .arg(models.join("train.py"))
+        .arg("--data")
+        .arg(&data)
+        .arg("--fixture")
+        .arg(fixtures.join("rows.csv"))
+        .arg("--out")
+        .arg(&models))?;
+
+    if !args.no_verify {
+        run(Command::new(&cargo).current_dir(root).args([
+            "test",
+            "-p",
+            "sensor-user",
+            "--test",
+            "features_fixture",
+            "--test",
+            "model_scores",
+            "--test",
+            "model_schema",
+        ]))?;
+    }
+    eprintln!("models rebuilt in {}", models.display());
+    Ok(())
+}
