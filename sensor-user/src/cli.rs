@@ -96,6 +96,25 @@ pub struct RunArgs {
     /// Bytes of each worker ring: a power of two, at least the page size.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_RING_BYTES)]
     pub ring_bytes: u32,
+    /// Observe only: no feature extraction, models or alerts.
+    #[arg(long)]
+    pub no_score: bool,
+    /// Directory holding flow-classifier.onnx and flow-autoencoder.onnx, each
+    /// with its model card (`<name>.card.json`).
+    #[arg(long, value_name = "DIR", default_value = crate::scoring::DEFAULT_MODELS_DIR)]
+    pub models_dir: PathBuf,
+    /// Sensor configuration (TOML): alert thresholds, inventory, sinks,
+    /// feedback store; see config/sensor.example.toml. Without it alerts go
+    /// to stdout (or --eve-out) with the model cards' thresholds.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Write alerts as EVE JSON lines to this file (rotated at 100 MiB, five kept).
+    #[arg(long, value_name = "FILE")]
+    pub eve_out: Option<PathBuf>,
+    /// A batch of feature rows is scored when full or when its oldest row
+    /// has waited this long (microseconds).
+    #[arg(long, value_name = "US", default_value_t = 200)]
+    pub batch_deadline_us: u64,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -158,9 +177,14 @@ mod tests {
             Command::Feedback(f) => assert_eq!(f.alert_id, "a-1"),
             other => panic!("not feedback: {other:?}"),
         }
-        assert!(matches!(parse(&["tune"]).unwrap().command, Command::Tune(_)));
         assert!(matches!(
-            parse(&["export-training", "--out", "x.csv"]).unwrap().command,
+            parse(&["tune"]).unwrap().command,
+            Command::Tune(_)
+        ));
+        assert!(matches!(
+            parse(&["export-training", "--out", "x.csv"])
+                .unwrap()
+                .command,
             Command::ExportTraining(_)
         ));
     }

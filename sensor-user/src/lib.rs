@@ -12,6 +12,7 @@ pub mod model;
 pub mod report;
 pub mod runner;
 pub mod scored;
+pub mod scoring;
 pub mod sinks;
 pub mod sketch;
 pub mod workers;

@@ -8,6 +8,7 @@ use clap::Parser as _;
 use sensor::{
     cli::{Cli, Command},
     runner,
+    scoring::Scoring,
     workers::noop_factory,
 };
 use tracing_subscriber::EnvFilter;
@@ -33,9 +34,20 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => {
-            let summary = runner::run(&args, &*noop_factory())
-                .with_context(|| format!("sensor run on `{}`", args.iface))?;
-            eprintln!("{}", summary.human());
+            if args.no_score {
+                let summary = runner::run(&args, &*noop_factory())
+                    .with_context(|| format!("sensor run on `{}`", args.iface))?;
+                eprintln!("{}", summary.human());
+                return Ok(());
+            }
+            let n_workers = args.load_options()?.n_workers as usize;
+            let scoring = Scoring::start(&args, n_workers)?;
+            let result = runner::run(&args, scoring.factory())
+                .with_context(|| format!("sensor run on `{}`", args.iface));
+            // Runs also after a failed start, so the alert stage's thread ends.
+            let scored = scoring.finish();
+            let summary = result?;
+            eprintln!("{}\n{}", summary.human(), scored.human());
             Ok(())
         }
         Command::Stats(args) => {

@@ -30,6 +30,9 @@ pub trait EventHandler: Send + 'static {
     fn on_tick(&mut self, now_ns: u64) {
         let _ = now_ns;
     }
+    /// Called once on the worker thread after the final ring drain, so work
+    /// held back for batching is not lost at shutdown.
+    fn finish(&mut self) {}
 }
 
 /// The default handler: does nothing (the worker still keeps flow state and
@@ -493,6 +496,7 @@ fn run_worker(
             while let Some(item) = ring.next() {
                 state.dispatch(&item);
             }
+            state.handler.finish();
             break;
         }
         if drained == 0 {

@@ -29,7 +29,7 @@ fn per_flow_counts_match_ground_truth_exactly() {
     let r = scenario(
         &lab,
         Path::new(SENSOR),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
         &frames,
         Pacing {
             pps: Some(50_000),

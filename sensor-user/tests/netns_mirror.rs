@@ -47,12 +47,12 @@ fn mirror_mode_counts_and_drops_everything() {
     }
     let _serial = exclusive();
 
-    let (delivered, stats) = run(&["--duration", "60"]);
+    let (delivered, stats) = run(&["--duration", "60", "--no-score"]);
     assert_eq!(delivered, PACKETS, "passive mode must deliver every frame");
     assert_eq!(stats.counter("packets_seen"), PACKETS);
     assert_eq!(stats.counter("mirror_dropped"), 0);
 
-    let (delivered, stats) = run(&["--duration", "60", "--mirror"]);
+    let (delivered, stats) = run(&["--duration", "60", "--mirror", "--no-score"]);
     assert_eq!(delivered, 0, "mirror mode delivered frames to the stack");
     assert_eq!(stats.counter("packets_seen"), PACKETS);
     assert_eq!(stats.counter("parsed_ok"), PACKETS);

@@ -31,7 +31,7 @@ fn hundred_thousand_pps_loses_no_event() {
     let r = scenario(
         &lab,
         Path::new(SENSOR),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
         &frames,
         Pacing {
             pps: Some(RATE),
@@ -105,7 +105,7 @@ fn unpaced_generator_loses_no_event() {
     let r = scenario(
         &lab,
         Path::new(SENSOR),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
         &frames,
         Pacing {
             pps: None,

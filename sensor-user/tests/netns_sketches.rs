@@ -48,7 +48,7 @@ fn count_min_bounds_hold_per_source() {
     let r = scenario(
         &lab,
         Path::new(SENSOR),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
         &frames,
         Pacing {
             pps: Some(50_000),
@@ -117,7 +117,7 @@ fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
     let r = scenario(
         &lab,
         Path::new(SENSOR),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
         &frames,
         Pacing {
             pps: Some(50_000),

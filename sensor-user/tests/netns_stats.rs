@@ -31,7 +31,7 @@ fn live_counters_match_what_was_sent() {
         Path::new(SENSOR),
         &iface,
         dir.path(),
-        &["--duration", "60"],
+        &["--duration", "60", "--no-score"],
     )
     .expect("start sensor");
     run.wait_attached(

@@ -169,12 +169,14 @@ fn run_demo() -> Result<()> {
         lab.sensor_iface
     );
     let out = TempDir::new("demo")?;
+    let eve = out.path().join("eve.json");
+    let eve_arg = eve.to_string_lossy().into_owned();
     let mut sensor = SensorRun::start(
         &lab.gw,
         &bin,
         &lab.sensor_iface,
         out.path(),
-        &["--duration", "50"],
+        &["--duration", "50", "--eve-out", &eve_arg],
     )?;
     sensor
         .wait_attached(&lab.gw, Duration::from_secs(15), Duration::from_millis(300))
@@ -200,6 +202,7 @@ fn run_demo() -> Result<()> {
         println!("{l}");
     }
     report(&output, &sent);
+    alerts(&eve)?;
     println!(
         "\nlab time {:.1} s (total with setup/build {:.1} s); lab removed",
         t0.elapsed().as_secs_f64(),
@@ -520,4 +523,44 @@ fn report(out: &SensorOutput, sent: &Sent) {
         (est - distinct_truth as f64) / distinct_truth.max(1) as f64 * 100.0,
         truth.len()
     );
+}
+
+/// Prints the alerts and incidents the sensor wrote (EVE JSON lines), one
+/// line each, in the order they were raised.
+fn alerts(eve: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(eve)
+        .with_context(|| format!("reading the sensor's alerts {}", eve.display()))?;
+    let mut opened = 0usize;
+    let mut incidents = BTreeSet::new();
+    println!("\nalerts (EVE JSON lines in {}):", eve.display());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("an alert line is not JSON: {line}"))?;
+        let x = &v["xdp_sensor"];
+        if let Some(id) = x["incident_id"].as_str() {
+            incidents.insert(id.to_owned());
+        }
+        let kind = v["event_type"].as_str().unwrap_or("?");
+        let state = x["state"].as_str().unwrap_or("");
+        if kind == "alert" && state == "open" {
+            opened += 1;
+        } else if kind != "alert_closed" {
+            continue;
+        }
+        println!(
+            "  {:<13} {:<10} sev {} ({:>3})  {} -> {}:{}  count {:<7} score {:.3}  incident {}",
+            if kind == "alert" { "ALERT" } else { "closed" },
+            x["class"].as_str().unwrap_or("?"),
+            v["alert"]["severity"],
+            x["severity"],
+            x["attacker"].as_str().unwrap_or("?"),
+            x["victim"].as_str().unwrap_or("?"),
+            v["dest_port"],
+            x["count"],
+            x["score"].as_f64().unwrap_or(f64::NAN),
+            x["incident_id"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("  {opened} alerts in {} incidents", incidents.len());
+    Ok(())
 }

@@ -4,6 +4,7 @@
 
 mod demo;
 mod setup;
+mod train;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,6 +49,9 @@ enum Task {
     /// Self-contained demo: a lab of namespaces, benign and hostile traffic,
     /// and what the sensor saw.
     Demo,
+    /// Regenerate the training data and retrain the committed models
+    /// (Python venv with pinned requirements; deterministic).
+    Train(train::TrainArgs),
 }
 
 fn main() -> Result<()> {
@@ -59,6 +63,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
+        Task::Train(args) => train::train(&workspace_root(), &args),
     }
 }
 

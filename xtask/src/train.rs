@@ -51,15 +51,20 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
 /// Runs the whole pipeline from the workspace root `root`.
 pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let models = root.join("models");
     let data = target.join("dataset/flows.csv");
     let fixtures = models.join("fixtures");
 
-    run(Command::new(&cargo)
-        .current_dir(root)
-        .args(["build", "--release", "-p", "sensor-user", "--bin", "sensor-dataset"]))?;
+    run(Command::new(&cargo).current_dir(root).args([
+        "build",
+        "--release",
+        "-p",
+        "sensor-user",
+        "--bin",
+        "sensor-dataset",
+    ]))?;
     run(Command::new(target.join("release/sensor-dataset"))
         .current_dir(root)
         .arg("--out")

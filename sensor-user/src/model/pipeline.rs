@@ -353,4 +353,8 @@ impl crate::workers::EventHandler for ScoringPipeline {
     fn on_tick(&mut self, now_ns: u64) {
         ScoringPipeline::on_tick(self, now_ns);
     }
+
+    fn finish(&mut self) {
+        self.flush_now();
+    }
 }

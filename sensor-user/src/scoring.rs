@@ -1,0 +1,296 @@
+//! Scoring and alerting for `sensor run`: loads the models once, builds one
+//! scoring pipeline per worker (each with its own tract state) and starts the
+//! alert stage that consumes their rows over one bounded channel.
+//!
+//! Everything that can fail (model files, cards, config, sinks) fails here,
+//! before the XDP program is attached, so a bad file never leaves a half-running
+//! sensor.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use crate::{
+    alerts::{
+        self, AlertMetrics, AlertSettings, AlertStageHandle, AlertsError, Inventory, SensorFile,
+    },
+    cli::RunArgs,
+    features::FeatureConfig,
+    model::{
+        DEFAULT_BATCH_SIZES, Model, ModelError,
+        pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
+    },
+    scored::ScoredRow,
+    sinks::{RotatingFileSink, SinkSet, StdoutSink},
+    workers::{EventHandler, HandlerFactory},
+};
+
+/// File names of the two models inside `--models-dir`; each has its card
+/// next to it (`<name>.card.json`).
+pub const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
+pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
+
+/// Rows that may wait for the alert stage before workers start shedding.
+const ALERT_CHANNEL_ROWS: usize = 65_536;
+
+/// `--eve-out` rotation: 100 MiB per file, five files kept.
+const EVE_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
+const EVE_FILES_KEPT: usize = 5;
+
+/// Why scoring could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    /// A model or its card is missing or invalid.
+    #[error("cannot load model {path} (or pass --no-score to observe only)")]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: ModelError,
+    },
+    /// A worker's pipeline could not be built from the loaded models.
+    #[error("cannot build the scoring pipeline of worker {worker}")]
+    Pipeline {
+        worker: usize,
+        #[source]
+        source: PipelineError,
+    },
+    /// The alert configuration, inventory or a sink is invalid.
+    #[error("cannot start the alert stage")]
+    Alerts {
+        #[source]
+        source: AlertsError,
+    },
+}
+
+/// What scoring and alerting did during a run.
+#[derive(Debug, Clone, Default)]
+pub struct ScoringSummary {
+    /// Per-worker pipeline counters, in worker order of finishing.
+    pub pipelines: Vec<PipelineCounters>,
+    pub alerts: AlertMetrics,
+}
+
+impl ScoringSummary {
+    /// Pipeline counters summed over workers.
+    #[must_use]
+    pub fn pipeline_total(&self) -> PipelineCounters {
+        let mut t = PipelineCounters::default();
+        for c in &self.pipelines {
+            t.rows_scored += c.rows_scored;
+            t.batches += c.batches;
+            t.batches_by_deadline += c.batches_by_deadline;
+            t.escalated += c.escalated;
+            t.emitted += c.emitted;
+            t.shed += c.shed;
+            t.disconnected += c.disconnected;
+            t.inference_errors += c.inference_errors;
+        }
+        t
+    }
+
+    /// A short human summary (two lines).
+    #[must_use]
+    pub fn human(&self) -> String {
+        let p = self.pipeline_total();
+        let a = &self.alerts;
+        format!(
+            "sensor: rows scored {} in {} batches ({} closed by deadline), escalated to the \
+             autoencoder {}, sent to alerts {}, shed {}, inference errors {}\n\
+             sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
+             rows below threshold {}",
+            p.rows_scored,
+            p.batches,
+            p.batches_by_deadline,
+            p.escalated,
+            p.emitted,
+            p.shed,
+            p.inference_errors,
+            a.alerts_opened,
+            a.alerts_updated,
+            a.alerts_closed,
+            a.incidents_opened,
+            a.rows_below_threshold,
+        )
+    }
+}
+
+/// The worker handler: a pipeline that reports its counters when its worker
+/// stops.
+struct ScoringHandler {
+    pipeline: ScoringPipeline,
+    report: Arc<Mutex<Vec<PipelineCounters>>>,
+}
+
+impl EventHandler for ScoringHandler {
+    #[inline]
+    fn on_event(&mut self, ev: &sensor_common::FlowEvent) {
+        self.pipeline.on_event(ev);
+    }
+
+    #[inline]
+    fn on_tick(&mut self, now_ns: u64) {
+        self.pipeline.on_tick(now_ns);
+    }
+
+    fn finish(&mut self) {
+        self.pipeline.flush_now();
+        self.report
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(self.pipeline.counters());
+    }
+}
+
+/// Models, pipelines and the alert stage of one run.
+pub struct Scoring {
+    factory: Box<HandlerFactory>,
+    alerts: AlertStageHandle,
+    report: Arc<Mutex<Vec<PipelineCounters>>>,
+}
+
+impl Scoring {
+    /// Loads the models from `args.models_dir`, builds `n_workers` pipelines
+    /// and starts the alert stage (config from `--config`, or the model cards'
+    /// thresholds and stdout / `--eve-out` without one).
+    ///
+    /// # Errors
+    /// A model, card, config, inventory or sink is missing or invalid.
+    pub fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
+        let load = |file: &str, kind: &'static str| {
+            let path = args.models_dir.join(file);
+            Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
+                .map(Arc::new)
+                .map_err(|source| ScoringError::Model { path, source })
+        };
+        let classifier = load(CLASSIFIER_FILE, "classifier")?;
+        let autoencoder = load(AUTOENCODER_FILE, "autoencoder")?;
+
+        let (tx, rx) = crossbeam_channel::bounded::<ScoredRow>(ALERT_CHANNEL_ROWS);
+        let cfg = PipelineConfig {
+            features: FeatureConfig {
+                host_scale: n_workers as f64,
+                ..FeatureConfig::default()
+            },
+            batch_deadline_ns: args.batch_deadline_us.saturating_mul(1000),
+            ..PipelineConfig::default()
+        };
+        let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
+        let mut handlers = Vec::with_capacity(n_workers);
+        for worker in 0..n_workers {
+            let pipeline = ScoringPipeline::new(
+                cfg,
+                Arc::clone(&classifier),
+                Some(Arc::clone(&autoencoder)),
+                tx.clone(),
+            )
+            .map_err(|source| ScoringError::Pipeline { worker, source })?;
+            handlers.push(Some(ScoringHandler {
+                pipeline,
+                report: Arc::clone(&report),
+            }));
+        }
+        // Only the pipelines hold senders: when the workers stop and drop
+        // them, the alert stage drains the channel, closes its alerts and ends.
+        drop(tx);
+
+        let alerts =
+            start_alert_stage(args, rx).map_err(|source| ScoringError::Alerts { source })?;
+        let handlers = Mutex::new(handlers);
+        let factory: Box<HandlerFactory> = Box::new(move |i| {
+            let taken = handlers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_mut(i)
+                .and_then(Option::take);
+            match taken {
+                Some(h) => Box::new(h) as Box<dyn EventHandler>,
+                // The runner asks once per worker, and never for more than
+                // `n_workers`; a second request for the same index gets no
+                // scoring rather than a shared pipeline.
+                None => Box::new(crate::workers::NoopHandler),
+            }
+        });
+        Ok(Self {
+            factory,
+            alerts,
+            report,
+        })
+    }
+
+    /// The handler factory to give the runner.
+    #[must_use]
+    pub fn factory(&self) -> &HandlerFactory {
+        &*self.factory
+    }
+
+    /// Waits for the alert stage to drain and close its alerts (call after
+    /// the workers stopped) and returns what scoring did.
+    #[must_use]
+    pub fn finish(self) -> ScoringSummary {
+        let Self {
+            factory,
+            alerts,
+            report,
+        } = self;
+        // Pipelines never handed to a worker still hold senders.
+        drop(factory);
+        let alerts = alerts.join();
+        let pipelines = std::mem::take(&mut *report.lock().unwrap_or_else(PoisonError::into_inner));
+        ScoringSummary { pipelines, alerts }
+    }
+}
+
+fn start_alert_stage(
+    args: &RunArgs,
+    rx: crossbeam_channel::Receiver<ScoredRow>,
+) -> Result<AlertStageHandle, AlertsError> {
+    let card = |file: &str| {
+        let mut p = args.models_dir.join(file);
+        p.set_extension("card.json");
+        p
+    };
+    let (file, config_path) = match &args.config {
+        Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
+        None => (SensorFile::default(), None),
+    };
+    let mut file = file;
+    if file.models.classifier_card.is_none() {
+        file.models.classifier_card = Some(card(CLASSIFIER_FILE));
+    }
+    if file.models.autoencoder_card.is_none() {
+        file.models.autoencoder_card = Some(card(AUTOENCODER_FILE));
+    }
+    if file.sensor.interface.is_empty() {
+        file.sensor.interface.clone_from(&args.iface);
+    }
+    let mut settings = AlertSettings::from_file(&file, config_path)?;
+    if config_path.is_none() {
+        // Without a config there is no place for the verdict store and the
+        // alert record log: feedback needs `--config`.
+        settings.alerts.alert_log = PathBuf::new();
+        settings.alerts.verdict_store = PathBuf::new();
+    }
+    let inventory = match &file.alerts.inventory {
+        Some(p) => Inventory::load(p)?,
+        None => Inventory::default(),
+    };
+    let mut sinks = if config_path.is_some() {
+        SinkSet::from_config(&file.sinks)?
+    } else {
+        SinkSet::new()
+    };
+    if let Some(path) = &args.eve_out {
+        sinks = sinks.with(RotatingFileSink::open(
+            path,
+            EVE_FILE_MAX_BYTES,
+            EVE_FILES_KEPT,
+        )?);
+    } else if config_path.is_none() {
+        sinks = sinks.with(StdoutSink::new());
+    }
+    alerts::spawn_alert_stage(rx, settings, inventory, sinks)
+}
+
+/// Default `--models-dir`: the models committed with the source tree.
+pub const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
