@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use sensor::{
     cli::{Cli, Command},
     runner,
@@ -40,6 +41,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 eprintln!("{}", summary.human());
                 return Ok(());
             }
+            // Threads inherit the signal mask: block SIGINT/SIGTERM before the
+            // scoring and alert threads start, so the runner's signalfd (not
+            // the default action on some other thread) receives them.
+            let mut signals = SigSet::empty();
+            signals.add(Signal::SIGINT);
+            signals.add(Signal::SIGTERM);
+            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
+                .context("blocking SIGINT/SIGTERM")?;
             let n_workers = args.load_options()?.n_workers as usize;
             let scoring = Scoring::start(&args, n_workers)?;
             let result = runner::run(&args, scoring.factory())
