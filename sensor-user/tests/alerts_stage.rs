@@ -809,3 +809,183 @@ fn correlation_index_is_bounded_per_incident() {
     // Alert 1 indexes 4 keys, each later one 2 new (victim and its /24).
     assert_eq!(m.correlation_keys_dropped, 1000 - 127);
 }
+
+/// The victim of the SYN-flood correlation tests.
+const FLOODED: &str = "10.99.0.2";
+
+/// One single-row scan detection per spoofed source, as a flood with
+/// random sources produces from the source-host view.
+fn spoofed_scans(stage: &mut sensor::alerts::AlertStage, victim: IpAddr, t0: u64) {
+    for i in 0..15u32 {
+        let mut r = row(
+            AttackClass::Scan,
+            0.97,
+            spoofed(1_000_000 + i),
+            victim,
+            80,
+            t0 + u64::from(i) * 1_000_000,
+        );
+        r.entity = Entity::SrcHost;
+        stage.process(&r);
+    }
+}
+
+fn flood_rows(stage: &mut sensor::alerts::AlertStage, victim: IpAddr, t0: u64) {
+    for i in 0..10_000u32 {
+        let mut r = row(
+            AttackClass::Flood,
+            0.99,
+            spoofed(i),
+            victim,
+            80,
+            t0 + u64::from(i) * 100_000,
+        );
+        r.entity = Entity::DstHost;
+        r.packets_per_s = 20_000.0;
+        stage.process(&r);
+    }
+}
+
+/// One incident holding the flood alert and every scan alert that hit its
+/// victim, checked on the live state and on the emitted records.
+fn assert_one_flood_incident(stage: &mut sensor::alerts::AlertStage, mem: &MemorySink) {
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 16, "{open:?}");
+    let flood: Vec<_> = open
+        .iter()
+        .filter(|a| a.class == AttackClass::Flood)
+        .collect();
+    assert_eq!(flood.len(), 1);
+    assert_eq!(flood[0].count, 10_000);
+    assert_eq!(flood[0].victim, Some(ip(FLOODED)));
+    assert_eq!(
+        open.iter().filter(|a| a.class == AttackClass::Scan).count(),
+        15
+    );
+    assert!(
+        open.iter().all(|a| a.incident_id == open[0].incident_id),
+        "{open:?}"
+    );
+    assert_eq!(stage.open_incident_count(), 1);
+    assert_eq!(stage.metrics().incidents_opened, 1);
+    stage.shutdown();
+    let recs = parse(&mem.take());
+    let incidents = of_type(&recs, "incident");
+    let last = &incidents.last().unwrap()["xdp_sensor"]["incident"];
+    assert_eq!(last["state"], "closed");
+    assert_eq!(last["alert_count"], 16);
+    assert_eq!(last["victims"], serde_json::json!([FLOODED]));
+    assert_eq!(last["classes"].as_array().unwrap().len(), 2);
+    let ids: std::collections::BTreeSet<_> = recs
+        .iter()
+        .filter_map(|r| {
+            r["xdp_sensor"]["incident_id"]
+                .as_str()
+                .or(r["xdp_sensor"]["incident"]["incident_id"].as_str())
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+#[test]
+fn scans_from_spoofed_sources_then_flood_on_their_target_are_one_incident() {
+    let (mut stage, mem) = stage();
+    let victim = ip(FLOODED);
+    spoofed_scans(&mut stage, victim, SEC);
+    // The scans share no attacker, but they hit one host: one incident.
+    assert_eq!(stage.open_incident_count(), 1);
+    flood_rows(&mut stage, victim, 2 * SEC);
+    assert_one_flood_incident(&mut stage, &mem);
+}
+
+#[test]
+fn flood_then_scans_on_its_victim_are_one_incident() {
+    let (mut stage, mem) = stage();
+    let victim = ip(FLOODED);
+    flood_rows(&mut stage, victim, SEC);
+    assert_eq!(stage.open_incident_count(), 1);
+    spoofed_scans(&mut stage, victim, 2 * SEC + 500_000_000);
+    assert_one_flood_incident(&mut stage, &mem);
+}
+
+#[test]
+fn scans_of_different_subnets_stay_separate_and_targets_correlate() {
+    let (mut stage, _mem) = stage();
+    let scan = |stage: &mut sensor::alerts::AlertStage, src: &str, dst: String, t: u64| {
+        let mut r = row(AttackClass::Scan, 0.95, ip(src), ip(&dst), 22, t);
+        r.entity = Entity::SrcHost;
+        stage.process(&r);
+    };
+    for i in 0..50u64 {
+        scan(
+            &mut stage,
+            "198.51.100.7",
+            format!("10.1.1.{}", i + 1),
+            SEC + i,
+        );
+        scan(
+            &mut stage,
+            "203.0.113.9",
+            format!("10.2.2.{}", i + 1),
+            SEC + i,
+        );
+    }
+    scan(&mut stage, "192.0.2.77", "172.16.5.5".into(), SEC + 100);
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 3);
+    assert_eq!(stage.open_incident_count(), 3, "{open:?}");
+    let incident_of = |stage: &sensor::alerts::AlertStage, src: &str| {
+        stage
+            .open_alerts()
+            .into_iter()
+            .find(|a| a.attacker == Some(ip(src)))
+            .unwrap()
+            .incident_id
+    };
+    // A flood on another subnet from spoofed sources: its own incident.
+    for i in 0..1000u32 {
+        stage.process(&row(
+            AttackClass::Flood,
+            0.99,
+            spoofed(i),
+            ip("10.3.3.3"),
+            80,
+            2 * SEC + u64::from(i),
+        ));
+    }
+    assert_eq!(stage.open_incident_count(), 4);
+    // Another scanner hitting a host in the second scan's target /24 joins
+    // that incident; one hitting a host of its own stays apart.
+    scan(&mut stage, "100.64.7.7", "10.2.2.200".into(), 3 * SEC);
+    assert_eq!(stage.open_incident_count(), 4);
+    assert_eq!(
+        incident_of(&stage, "100.64.7.7"),
+        incident_of(&stage, "203.0.113.9")
+    );
+    scan(&mut stage, "100.65.8.8", "10.5.5.5".into(), 3 * SEC);
+    assert_eq!(stage.open_incident_count(), 5);
+    // A flood source past the indexed first few is not a correlation key:
+    // spoofed addresses must not chain unrelated incidents.
+    scan(
+        &mut stage,
+        &spoofed(500).to_string(),
+        "10.6.6.6".into(),
+        3 * SEC,
+    );
+    assert_eq!(stage.open_incident_count(), 6);
+    // One of the first sources the flood tracked is.
+    scan(
+        &mut stage,
+        &spoofed(3).to_string(),
+        "10.7.7.7".into(),
+        3 * SEC,
+    );
+    assert_eq!(stage.open_incident_count(), 6);
+    let flood_incident = stage
+        .open_alerts()
+        .into_iter()
+        .find(|a| a.class == AttackClass::Flood)
+        .unwrap()
+        .incident_id;
+    assert_eq!(incident_of(&stage, &spoofed(3).to_string()), flood_incident);
+}

@@ -108,8 +108,9 @@ pub struct AlertMetrics {
     pub incidents_closed: u64,
     /// Incidents closed early because `max_incidents` was reached (also in `incidents_closed`).
     pub incidents_evicted: u64,
-    /// Alerts whose addresses were left out of the correlation index because
-    /// their incident reached its key cap.
+    /// Alerts (or addresses newly seen on an alert's aggregated side) whose
+    /// keys were left out of the correlation index because their incident
+    /// reached its key cap.
     pub correlation_keys_dropped: u64,
     /// Gauges: state held now.
     pub open_alerts: u64,

@@ -31,6 +31,11 @@ const INCIDENT_LIST_CAP: usize = 32;
 /// Addresses and subnets indexed per incident (a campaign touching more
 /// hosts keeps correlating through the first ones).
 const MAX_KEYS_PER_INCIDENT: usize = 256;
+/// Addresses of an alert's aggregated side (targets of a scan, sources of a
+/// flood) indexed for correlation: the first ones to enter its heavy-hitter
+/// list. Bounded so a spoofed flood cannot fill its incident's index with
+/// random sources, yet enough that a sweep's first targets correlate.
+const CORR_PEERS_PER_ALERT: u8 = TOP_K as u8;
 /// Open alerts sampled when one must be evicted (approximate LRU, as Redis
 /// does): exact LRU would cost an ordered index update on every row.
 const EVICTION_SAMPLES: usize = 8;
@@ -136,7 +141,9 @@ impl Aggregate {
         }
     }
 
-    fn insert(&mut self, a: IpAddr) {
+    /// Counts `a`; returns it when it entered the heavy-hitter list (a free
+    /// slot or a replacement), so the caller can index it for correlation.
+    fn insert(&mut self, a: IpAddr) -> Option<IpAddr> {
         let bytes = match a {
             IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
             IpAddr::V6(v) => v.octets(),
@@ -154,11 +161,11 @@ impl Aggregate {
             match self.top[i].0 {
                 Some(x) if x == a => {
                     self.top[i].1 += 1;
-                    return;
+                    return None;
                 }
                 None => {
                     self.top[i] = (Some(a), 1);
-                    return;
+                    return Some(a);
                 }
                 Some(_) => {
                     if self.top[i].1 < self.top[min_i].1 {
@@ -168,6 +175,7 @@ impl Aggregate {
             }
         }
         self.top[min_i] = (Some(a), self.top[min_i].1 + 1);
+        Some(a)
     }
 
     /// HyperLogLog estimate with the small-range (linear counting) correction.
@@ -271,6 +279,8 @@ struct OpenAlert {
     peak_features: [f32; MAX_FEATURES],
     n_features: u8,
     aggregate: Option<Aggregate>,
+    /// Addresses of the aggregated side indexed so far (≤ `CORR_PEERS_PER_ALERT`).
+    peers_indexed: u8,
     victim_criticality: u8,
     emitted_eve_severity: u8,
     classifier_version: Arc<str>,
@@ -297,15 +307,39 @@ enum CorrKey {
     Net6(u64),
 }
 
+/// The subnet key of an address.
+fn net_key(a: IpAddr) -> CorrKey {
+    match a {
+        IpAddr::V4(v) => CorrKey::Net4(u32::from(v) & 0xffff_ff00),
+        IpAddr::V6(v) => CorrKey::Net6((u128::from(v) >> 64) as u64),
+    }
+}
+
+/// The keys of an alert's labelled sides (attacker and victim, when not
+/// aggregated): each address and its subnet.
 fn corr_keys(key: &DedupKey, out: &mut Vec<CorrKey>) {
     out.clear();
     for a in [key.attacker, key.victim].into_iter().flatten() {
         out.push(CorrKey::Addr(a));
-        out.push(match a {
-            IpAddr::V4(v) => CorrKey::Net4(u32::from(v) & 0xffff_ff00),
-            IpAddr::V6(v) => CorrKey::Net6((u128::from(v) >> 64) as u64),
-        });
+        out.push(net_key(a));
     }
+}
+
+/// The keys of one address seen on an alert's aggregated side. A target is
+/// a host actually hit, so it correlates with its subnet like a victim; a
+/// source of an aggregated alert is often spoofed, so only the exact
+/// address is indexed (a random /24 would pull in unrelated alerts).
+fn peer_keys(peer: IpAddr, is_target: bool, out: &mut Vec<CorrKey>) {
+    out.push(CorrKey::Addr(peer));
+    if is_target {
+        out.push(net_key(peer));
+    }
+}
+
+/// Whether the aggregated side of an alert keyed `key` is its targets
+/// (victim aggregated: scan, source-host rows) rather than its sources.
+fn peers_are_targets(key: &DedupKey) -> bool {
+    key.victim.is_none()
 }
 
 struct Incident {
@@ -543,13 +577,20 @@ impl AlertStage {
             a.n_features = row.n_features;
             peak = true;
         }
-        if let Some(agg) = a.aggregate.as_mut() {
-            agg.insert(if key.attacker.is_none() {
+        if let Some(agg) = a.aggregate.as_mut()
+            && let Some(peer) = agg.insert(if key.attacker.is_none() {
                 canonical(row.src)
             } else {
                 canonical(row.dst)
-            });
+            })
+            && a.peers_indexed < CORR_PEERS_PER_ALERT
+        {
+            // At most CORR_PEERS_PER_ALERT times per alert: off the steady path.
+            a.peers_indexed += 1;
+            let incident = a.incident;
+            self.index_peer(incident, peer, peers_are_targets(&key));
         }
+        let a = &self.alerts[i];
         // Escalation to a higher EVE level is news now, not at the next update.
         if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
             self.emit_alert(i, "update");
@@ -577,21 +618,21 @@ impl AlertStage {
             self.metrics.alerts_evicted += 1;
             self.close_alert(victim, "evicted");
         }
-        let incident = self.assign_incident(&key, row.event_ts_ns);
-        let seq = self.next_alert_seq;
-        self.next_alert_seq += 1;
-        let id: Arc<str> = format!("a-{}-{seq}", self.run_id).into();
-        let aggregate = if key.attacker.is_none() || key.victim.is_none() {
+        let (aggregate, first_peer) = if key.attacker.is_none() || key.victim.is_none() {
             let mut agg = Aggregate::new();
-            agg.insert(if key.attacker.is_none() {
+            let peer = agg.insert(if key.attacker.is_none() {
                 canonical(row.src)
             } else {
                 canonical(row.dst)
             });
-            Some(agg)
+            (Some(agg), peer)
         } else {
-            None
+            (None, None)
         };
+        let incident = self.assign_incident(&key, first_peer, row.event_ts_ns);
+        let seq = self.next_alert_seq;
+        self.next_alert_seq += 1;
+        let id: Arc<str> = format!("a-{}-{seq}", self.run_id).into();
         let victim_criticality = self.inventory.lookup(canonical(row.dst)).criticality;
         let mut a = OpenAlert {
             id: Arc::clone(&id),
@@ -616,6 +657,7 @@ impl AlertStage {
             peak_features: row.features,
             n_features: row.n_features,
             aggregate,
+            peers_indexed: u8::from(first_peer.is_some()),
             victim_criticality,
             emitted_eve_severity: 4,
             classifier_version: Arc::clone(&row.classifier_version),
@@ -672,12 +714,17 @@ impl AlertStage {
     }
 
     /// Finds the active incident sharing an address or subnet with the
-    /// alert, or opens one. Joining the first match (rather than merging
+    /// alert (its labelled sides and the first address of its aggregated
+    /// side), or opens one. Joining the oldest match (rather than merging
     /// several incidents) keeps ids stable for consumers.
-    fn assign_incident(&mut self, key: &DedupKey, ts: u64) -> u64 {
+    fn assign_incident(&mut self, key: &DedupKey, first_peer: Option<IpAddr>, ts: u64) -> u64 {
         let mut keys = std::mem::take(&mut self.keys_buf);
         corr_keys(key, &mut keys);
-        let found = keys.iter().find_map(|k| self.corr.get(k).copied());
+        if let Some(p) = first_peer {
+            peer_keys(p, peers_are_targets(key), &mut keys);
+        }
+        // Incident sequence numbers grow with time: the smallest is the oldest.
+        let found = keys.iter().filter_map(|k| self.corr.get(k).copied()).min();
         let seq = if let Some(seq) = found {
             seq
         } else {
@@ -715,11 +762,25 @@ impl AlertStage {
             self.metrics.incidents_opened += 1;
             seq
         };
-        let inc = self
-            .incidents
-            .get_mut(&seq)
-            .expect("incident just found or made");
-        for k in &keys {
+        self.index_keys(seq, &keys);
+        if let Some(p) = first_peer {
+            self.note_target(seq, p, peers_are_targets(key));
+        }
+        self.keys_buf = keys;
+        seq
+    }
+
+    /// Indexes the keys not yet owned by any incident for incident `seq`.
+    /// A key another incident owns stays with it (incidents are not merged).
+    fn index_keys(&mut self, seq: u64, keys: &[CorrKey]) {
+        let Some(inc) = self.incidents.get_mut(&seq) else {
+            // Evicted at the incident cap while its alert stays open.
+            return;
+        };
+        for k in keys {
+            if self.corr.contains_key(k) {
+                continue;
+            }
             if inc.keys.len() >= MAX_KEYS_PER_INCIDENT {
                 // Bounds the correlation index at MAX_KEYS_PER_INCIDENT ×
                 // max_incidents; the alert still joins, later alerts sharing
@@ -727,13 +788,31 @@ impl AlertStage {
                 self.metrics.correlation_keys_dropped += 1;
                 break;
             }
-            if !self.corr.contains_key(k) {
-                self.corr.insert(*k, seq);
-                inc.keys.push(*k);
-            }
+            self.corr.insert(*k, seq);
+            inc.keys.push(*k);
         }
+    }
+
+    /// Indexes an address newly seen on an open alert's aggregated side.
+    fn index_peer(&mut self, seq: u64, peer: IpAddr, is_target: bool) {
+        let mut keys = std::mem::take(&mut self.keys_buf);
+        keys.clear();
+        peer_keys(peer, is_target, &mut keys);
+        self.index_keys(seq, &keys);
+        self.note_target(seq, peer, is_target);
         self.keys_buf = keys;
-        seq
+    }
+
+    /// Lists a host an aggregated alert actually hit among its incident's
+    /// victims, so a scan-only incident still names them.
+    fn note_target(&mut self, seq: u64, peer: IpAddr, is_target: bool) {
+        if let Some(inc) = self.incidents.get_mut(&seq)
+            && is_target
+            && !inc.victims.contains(&peer)
+            && inc.victims.len() < INCIDENT_LIST_CAP
+        {
+            inc.victims.push(peer);
+        }
     }
 
     fn sweep(&mut self) {
