@@ -219,7 +219,6 @@ impl Scoring {
     }
 
     /// The handler factory to give the runner.
-    #[must_use]
     pub fn factory(&self) -> &HandlerFactory {
         &*self.factory
     }

@@ -56,6 +56,7 @@ enum Task {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    cargo_bin_on_path();
     match cli.task {
         Task::Setup => setup::setup(),
         Task::Build => build().map(drop),
@@ -253,4 +254,24 @@ fn bench(which: Option<&str>) -> Result<()> {
         run_status(cargo().args(["bench", "-p", "sensor-user", "--bench", name]))?;
     }
     Ok(())
+}
+
+/// `cargo install` puts bpf-linker in `$CARGO_HOME/bin`; make sure the builds
+/// this task starts find it even when that directory is not on PATH.
+fn cargo_bin_on_path() {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(bin) = home.map(|h| h.join("bin")) else {
+        return;
+    };
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|p| p == bin) {
+        return;
+    }
+    let joined = std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&path)));
+    if let Ok(joined) = joined {
+        // SAFETY: called first thing in main, before any thread exists.
+        unsafe { std::env::set_var("PATH", joined) };
+    }
 }
