@@ -186,6 +186,12 @@ fn run_demo() -> Result<()> {
         lab.sensor_iface,
         lab.gw.name()
     );
+    println!(
+        "alerts are printed as the sensor raises them ({})",
+        eve.display()
+    );
+    let stop_view = std::sync::Arc::new(AtomicBool::new(false));
+    let view = follow_alerts(eve.clone(), std::sync::Arc::clone(&stop_view));
 
     let mut sent = Sent::default();
     benign(&lab, &mut sent)?;
@@ -201,8 +207,17 @@ fn run_demo() -> Result<()> {
     for l in &sent.lines {
         println!("{l}");
     }
+    stop_view.store(true, Ordering::SeqCst);
+    let view = view
+        .join()
+        .map_err(|_| anyhow::anyhow!("the alert view thread panicked"))??;
     report(&output, &sent);
-    alerts(&eve)?;
+    println!(
+        "\nalerts: {} opened in {} incidents (all closed when the sensor stopped; EVE lines in {})",
+        view.opened,
+        view.incidents.len(),
+        eve.display()
+    );
     println!(
         "\nlab time {:.1} s (total with setup/build {:.1} s); lab removed",
         t0.elapsed().as_secs_f64(),
@@ -525,30 +540,52 @@ fn report(out: &SensorOutput, sent: &Sent) {
     );
 }
 
-/// Prints the alerts and incidents the sensor wrote (EVE JSON lines), one
-/// line each, in the order they were raised.
-fn alerts(eve: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(eve)
-        .with_context(|| format!("reading the sensor's alerts {}", eve.display()))?;
-    let mut opened = 0usize;
-    let mut incidents = BTreeSet::new();
-    println!("\nalerts (EVE JSON lines in {}):", eve.display());
-    for line in text.lines() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("an alert line is not JSON: {line}"))?;
+/// Follows the sensor's EVE file and prints each alert as it opens and
+/// closes, one line each.
+#[derive(Default)]
+struct AlertView {
+    /// Bytes of the file already shown.
+    offset: usize,
+    opened: usize,
+    incidents: BTreeSet<String>,
+}
+
+impl AlertView {
+    /// Prints the complete lines written since the last call.
+    fn poll(&mut self, eve: &std::path::Path) -> Result<()> {
+        let Ok(text) = std::fs::read(eve) else {
+            return Ok(()); // not created yet
+        };
+        let Some(new) = text.get(self.offset..) else {
+            return Ok(());
+        };
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let chunk = String::from_utf8_lossy(&new[..=end]).into_owned();
+        self.offset += end + 1;
+        for line in chunk.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("an alert line is not JSON: {line}"))?;
+            self.show(&v);
+        }
+        Ok(())
+    }
+
+    fn show(&mut self, v: &serde_json::Value) {
         let x = &v["xdp_sensor"];
         if let Some(id) = x["incident_id"].as_str() {
-            incidents.insert(id.to_owned());
+            self.incidents.insert(id.to_owned());
         }
         let kind = v["event_type"].as_str().unwrap_or("?");
         let state = x["state"].as_str().unwrap_or("");
         if kind == "alert" && state == "open" {
-            opened += 1;
+            self.opened += 1;
         } else if kind != "alert_closed" {
-            continue;
+            return;
         }
         println!(
-            "  {:<13} {:<10} sev {} ({:>3})  {} -> {}:{}  count {:<7} score {:.3}  incident {}",
+            "  {:<6} {:<10} sev {} ({:>3})  {} -> {}:{}  count {:<7} score {:.3}  incident {}",
             if kind == "alert" { "ALERT" } else { "closed" },
             x["class"].as_str().unwrap_or("?"),
             v["alert"]["severity"],
@@ -561,6 +598,21 @@ fn alerts(eve: &std::path::Path) -> Result<()> {
             x["incident_id"].as_str().unwrap_or("?"),
         );
     }
-    println!("  {opened} alerts in {} incidents", incidents.len());
-    Ok(())
+}
+
+/// Runs an [`AlertView`] on its own thread every 200 ms until `stop` is set,
+/// then once more, and returns it for the summary.
+fn follow_alerts(
+    eve: std::path::PathBuf,
+    stop: std::sync::Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<AlertView>> {
+    std::thread::spawn(move || {
+        let mut view = AlertView::default();
+        while !stop.load(Ordering::SeqCst) {
+            view.poll(&eve)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        view.poll(&eve)?;
+        Ok(view)
+    })
 }
