@@ -8,10 +8,7 @@
 //! the same CLOCK_MONOTONIC). When the alert channel is full the row is
 //! counted and shed: a worker never blocks.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    sync::Arc,
-};
+use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
 use sensor_common::{FlowEvent, FlowKey};
@@ -21,7 +18,9 @@ use crate::{
     features::{
         FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, N_FEATURES, event_volume,
     },
+    report::addr_to_ip as ip,
     scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
+    workers::monotonic_ns,
 };
 
 /// Tunables of the pipeline.
@@ -101,25 +100,6 @@ pub struct ScoringPipeline {
     tx: Sender<ScoredRow>,
     counters: PipelineCounters,
     n_classes: usize,
-}
-
-fn ip(a: &[u8; 16]) -> IpAddr {
-    if FlowKey::is_v4_mapped(a) {
-        IpAddr::V4(Ipv4Addr::new(a[12], a[13], a[14], a[15]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*a))
-    }
-}
-
-/// CLOCK_MONOTONIC in ns (vDSO, no syscall), read once per batch.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Errors building a pipeline.
