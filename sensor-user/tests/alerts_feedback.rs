@@ -15,8 +15,8 @@ use std::{
 use alerts_util::*;
 use sensor::{
     alerts::{
-        AlertSettings, AlertStage, ExportTrainingArgs, FeedbackArgs, Inventory, SensorFile,
-        TuneArgs, Verdict, VerdictRecord, run_export_training, run_feedback, run_tune,
+        AlertSettings, AlertStage, ExportTrainingArgs, FeedbackArgs, Inventory, LogPaths,
+        SensorFile, TuneArgs, Verdict, VerdictRecord, run_export_training, run_feedback, run_tune,
         store::{LogWriter, read_all},
     },
     scored::{AttackClass, Entity},
@@ -88,8 +88,7 @@ fn feedback(cfg: &Path, id: &str, tp: bool) -> String {
             tp,
             fp: !tp,
             note: Some("triaged".into()),
-            store: None,
-            alert_log: None,
+            paths: LogPaths::default(),
             config: Some(cfg.to_path_buf()),
         },
         &mut out,
@@ -104,8 +103,7 @@ fn tune(cfg: &Path, apply: bool) -> (Vec<sensor::alerts::feedback::ClassTuning>,
         &TuneArgs {
             apply,
             config: cfg.to_path_buf(),
-            store: None,
-            alert_log: None,
+            paths: LogPaths::default(),
         },
         &mut out,
     )
@@ -198,8 +196,7 @@ fn export_training_writes_labelled_feature_rows() {
         &ExportTrainingArgs {
             out: csv.clone(),
             config: Some(cfg.clone()),
-            store: None,
-            alert_log: None,
+            paths: LogPaths::default(),
         },
         &mut out,
     )
@@ -228,8 +225,7 @@ fn export_training_writes_labelled_feature_rows() {
         &ExportTrainingArgs {
             out: csv.clone(),
             config: Some(cfg.clone()),
-            store: None,
-            alert_log: None,
+            paths: LogPaths::default(),
         },
         &mut out,
     )

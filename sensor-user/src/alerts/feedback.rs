@@ -93,9 +93,9 @@ fn now_unix_ms() -> i64 {
 /// file's `[alerts]`, else the built-in defaults.
 fn resolve_paths(
     config: Option<&Path>,
-    store: Option<&Path>,
-    alert_log: Option<&Path>,
+    paths: &LogPaths,
 ) -> Result<(PathBuf, PathBuf), AlertsError> {
+    let (store, alert_log) = (paths.store.as_deref(), paths.alert_log.as_deref());
     let file = match config {
         Some(p) => Some(SensorFile::load(p)?),
         None if Path::new(DEFAULT_CONFIG_PATH).exists() => {
@@ -132,15 +132,24 @@ pub struct FeedbackArgs {
     /// Free-text note kept with the verdict.
     #[arg(long)]
     pub note: Option<String>,
-    /// Verdict store (default: `[alerts] verdict_store` of the config).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    /// Alert record log, to check the alert id exists.
-    #[arg(long)]
-    pub alert_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub paths: LogPaths,
     /// Sensor configuration file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `--store` / `--alert-log`, shared by the feedback subcommands; each
+/// defaults to the config's `[alerts]` entry.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct LogPaths {
+    /// Verdict store (default: `[alerts] verdict_store` of the config).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Alert record log: scores and features of every alert (default:
+    /// `[alerts] alert_log` of the config).
+    #[arg(long)]
+    pub alert_log: Option<PathBuf>,
 }
 
 /// Records a verdict durably (fsync'd before returning) and reports to `out`.
@@ -151,11 +160,7 @@ pub fn run_feedback(
     args: &FeedbackArgs,
     out: &mut dyn Write,
 ) -> Result<VerdictRecord, AlertsError> {
-    let (store, alert_log) = resolve_paths(
-        args.config.as_deref(),
-        args.store.as_deref(),
-        args.alert_log.as_deref(),
-    )?;
+    let (store, alert_log) = resolve_paths(args.config.as_deref(), &args.paths)?;
     let rec = VerdictRecord {
         alert_id: args.alert_id.clone(),
         verdict: if args.tp { Verdict::Tp } else { Verdict::Fp },
@@ -198,12 +203,8 @@ pub struct TuneArgs {
     /// Sensor configuration file.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
-    /// Verdict store (default: from the config).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    /// Alert record log (default: from the config).
-    #[arg(long)]
-    pub alert_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub paths: LogPaths,
 }
 
 /// Tuning outcome for one class.
@@ -304,10 +305,12 @@ pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>
     let file = SensorFile::load(&args.config)?;
     let settings = AlertSettings::from_file(&file, Some(&args.config))?;
     let store = args
+        .paths
         .store
         .clone()
         .unwrap_or_else(|| file.alerts.verdict_store.clone());
     let alert_log = args
+        .paths
         .alert_log
         .clone()
         .unwrap_or_else(|| file.alerts.alert_log.clone());
@@ -457,12 +460,8 @@ pub struct ExportTrainingArgs {
     /// Sensor configuration file (for the store and log paths).
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Verdict store (default: from the config).
-    #[arg(long)]
-    pub store: Option<PathBuf>,
-    /// Alert record log (default: from the config).
-    #[arg(long)]
-    pub alert_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub paths: LogPaths,
 }
 
 /// Writes one row per verdicted alert: its peak feature row and a label, the
@@ -477,11 +476,7 @@ pub fn run_export_training(
     args: &ExportTrainingArgs,
     out: &mut dyn Write,
 ) -> Result<usize, AlertsError> {
-    let (store, alert_log) = resolve_paths(
-        args.config.as_deref(),
-        args.store.as_deref(),
-        args.alert_log.as_deref(),
-    )?;
+    let (store, alert_log) = resolve_paths(args.config.as_deref(), &args.paths)?;
     let (verdicts, vrep) = read_all::<VerdictRecord>(&store)?;
     let (records, arep) = read_all::<AlertRecord>(&alert_log)?;
     report_damage(out, &store, vrep);

@@ -30,7 +30,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select
 pub use config::{AlertSettings, ModelCard, SensorFile, Thresholds};
 pub use eve::ClockMap;
 pub use feedback::{
-    AlertRecord, ExportTrainingArgs, FeedbackArgs, TuneArgs, Verdict, VerdictRecord,
+    AlertRecord, ExportTrainingArgs, FeedbackArgs, LogPaths, TuneArgs, Verdict, VerdictRecord,
     run_export_training, run_feedback, run_tune,
 };
 pub use inventory::{Asset, Inventory};
