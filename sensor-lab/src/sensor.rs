@@ -390,6 +390,32 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// What a root network test stands on: a fresh sender → gateway lab, held
+/// under the [`exclusive`] lock. Fields drop in order, so the lab is removed
+/// before the next test may start.
+pub struct NetTest {
+    pub lab: crate::Lab,
+    _serial: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The start of every root network test: `None` (after the loud skip of
+/// [`crate::require_root`]) without root, else the lock and a new lab.
+///
+/// # Panics
+/// The lab cannot be built (the message says which command failed).
+#[must_use]
+pub fn net_test(test_name: &str) -> Option<NetTest> {
+    if !crate::require_root(test_name) {
+        return None;
+    }
+    let serial = exclusive();
+    let lab = crate::Lab::sender_gateway().expect("building the sender/gateway lab");
+    Some(NetTest {
+        lab,
+        _serial: serial,
+    })
+}
+
 /// The result of [`scenario`].
 #[derive(Debug)]
 pub struct ScenarioResult {

@@ -8,18 +8,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing};
-use sensor_lab::sensor::{TempDir, exclusive, scenario};
-use sensor_lab::{Lab, require_root};
+use sensor_lab::sensor::{TempDir, net_test, scenario};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
 #[test]
 fn scan_and_flood_raise_alerts_of_their_class() {
-    if !require_root("scan_and_flood_raise_alerts_of_their_class") {
+    let Some(net) = net_test("scan_and_flood_raise_alerts_of_their_class") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     let scanner: IpAddr = "10.66.0.7".parse().unwrap();
     let scan_victim: IpAddr = "10.99.0.1".parse().unwrap();
     let flood_victim: IpAddr = "10.99.0.2".parse().unwrap();
@@ -48,7 +46,7 @@ fn scan_and_flood_raise_alerts_of_their_class() {
     let eve = eve_dir.path().join("eve.json");
     let eve_arg = eve.to_string_lossy().into_owned();
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--eve-out", &eve_arg],
         &frames,

@@ -7,18 +7,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{FlowTuple, Frames, Pacing, mixed_flows};
-use sensor_lab::sensor::{exclusive, scenario};
-use sensor_lab::{Lab, require_root};
+use sensor_lab::sensor::{net_test, scenario};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
 #[test]
 fn per_flow_counts_match_ground_truth_exactly() {
-    if !require_root("per_flow_counts_match_ground_truth_exactly") {
+    let Some(net) = net_test("per_flow_counts_match_ground_truth_exactly") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     let specs = mixed_flows(30);
     assert!(specs.iter().any(|s| s.vlan.is_some()) && specs.iter().any(|s| s.vlan.is_none()));
     assert!(
@@ -27,7 +25,7 @@ fn per_flow_counts_match_ground_truth_exactly() {
     // 5003 packets: not a multiple of 30, so flows get 166 or 167 packets.
     let frames = Frames::spread(lab.sender_mac, lab.gateway_mac, &specs, 5_003).expect("frames");
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--no-score"],
         &frames,

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing, mixed_flows};
-use sensor_lab::sensor::{exclusive, scenario};
-use sensor_lab::{Lab, require_root};
+use sensor_lab::sensor::{net_test, scenario};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 const RATE: u64 = 100_000;
@@ -16,11 +15,10 @@ const FLOWS: u32 = 3_000;
 
 #[test]
 fn hundred_thousand_pps_loses_no_event() {
-    if !require_root("hundred_thousand_pps_loses_no_event") {
+    let Some(net) = net_test("hundred_thousand_pps_loses_no_event") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     let frames = Frames::spread(
         lab.sender_mac,
         lab.gateway_mac,
@@ -29,7 +27,7 @@ fn hundred_thousand_pps_loses_no_event() {
     )
     .expect("frames");
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--no-score"],
         &frames,
@@ -94,16 +92,15 @@ fn hundred_thousand_pps_loses_no_event() {
 /// XDP attached): still no event lost and every packet counted.
 #[test]
 fn unpaced_generator_loses_no_event() {
-    if !require_root("unpaced_generator_loses_no_event") {
+    let Some(net) = net_test("unpaced_generator_loses_no_event") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     const N: u64 = 300_000;
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(FLOWS), N).expect("frames");
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--no-score"],
         &frames,

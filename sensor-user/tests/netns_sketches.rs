@@ -8,8 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{FlowSpec, Frames, Pacing, spoofed_source, tcp};
-use sensor_lab::sensor::{exclusive, scenario};
-use sensor_lab::{Lab, require_root};
+use sensor_lab::sensor::{net_test, scenario};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
@@ -19,11 +18,10 @@ fn dst() -> IpAddr {
 
 #[test]
 fn count_min_bounds_hold_per_source() {
-    if !require_root("count_min_bounds_hold_per_source") {
+    let Some(net) = net_test("count_min_bounds_hold_per_source") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     // 2 000 sources with a heavy-tailed volume: source i sends 1 + 3000/(i+1)
     // packets, so a few heavy hitters stand out over a long tail.
     const SOURCES: u32 = 2_000;
@@ -46,7 +44,7 @@ fn count_min_bounds_hold_per_source() {
         }
     }
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--no-score"],
         &frames,
@@ -98,11 +96,10 @@ fn count_min_bounds_hold_per_source() {
 
 #[test]
 fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
-    if !require_root("hyperloglog_counts_ten_thousand_sources_within_five_percent") {
+    let Some(net) = net_test("hyperloglog_counts_ten_thousand_sources_within_five_percent") else {
         return;
-    }
-    let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
+    };
+    let lab = &net.lab;
     const SOURCES: u32 = 10_000;
     // Two SYNs per spoofed source.
     let frames = Frames::syn_flood(
@@ -115,7 +112,7 @@ fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
     )
     .expect("frames");
     let r = scenario(
-        &lab,
+        lab,
         Path::new(SENSOR),
         &["--duration", "60", "--no-score"],
         &frames,
