@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Trains the sensor's two models from the simulated, labelled feature rows.
+"""Trains the sensor's two models from labelled feature rows.
 
-Input: the CSV written by `sensor-dataset` (header = feature schema names +
-`label`) and its `.meta.json` (the schema as the sensor defines it, and how
-the data was generated). Output, in --out:
+Input: one or more CSVs (`--data`, repeatable): the simulated set written by
+`sensor-dataset` and rows the live sensor recorded in the traffic lab
+(`cargo xtask lab record`). Header = feature schema names, optionally
+`group` (the scenario instance a row belongs to), then `label`; each CSV has
+a `.meta.json` beside it (the schema as the sensor defines it, and how the
+data was made). Rows labelled `anomaly` (attacks no classifier class covers,
+such as slow HTTP or exfiltration) are left out of the classifier and serve
+as positives when the autoencoder is evaluated. Output, in --out:
 
   flow-classifier.onnx / .card.json   MLP over benign/flood/scan/bruteforce
   flow-autoencoder.onnx / .card.json  autoencoder trained on benign rows;
@@ -44,9 +49,10 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.preprocessing import StandardScaler
 
 CLASSES = ["benign", "flood", "scan", "bruteforce"]
+EXTRA_LABELS = ["anomaly"]
 SEED = 20261122
 FP_COST, FN_COST = 1.0, 100.0
-AE_BENIGN_QUANTILE = 0.995
+AE_BENIGN_QUANTILE = 0.999
 BLOCK = 1000  # rows per split block (see split())
 OPSET = 13
 QUANTILES = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
@@ -54,18 +60,26 @@ REBUILD = "cargo xtask train"
 
 
 def load(csv_path):
+    """Returns (feature names, x, y, groups); y = -1 for `anomaly` rows."""
     with open(csv_path) as f:
         header = f.readline().strip().split(",")
-    names = header[:-1]
-    assert header[-1] == "label", "last CSV column must be `label`"
-    raw = np.loadtxt(csv_path, delimiter=",", skiprows=1, dtype=str)
-    x = raw[:, :-1].astype(np.float32)
+    if header[-1] != "label":
+        sys.exit(f"{csv_path}: last CSV column must be `label`")
+    has_group = len(header) >= 2 and header[-2] == "group"
+    names = header[:-2] if has_group else header[:-1]
+    raw = np.loadtxt(csv_path, delimiter=",", skiprows=1, dtype=str, ndmin=2)
+    x = raw[:, : len(names)].astype(np.float32)
     labels = raw[:, -1]
-    unknown = sorted(set(labels) - set(CLASSES))
+    unknown = sorted(set(labels) - set(CLASSES) - set(EXTRA_LABELS))
     if unknown:
         sys.exit(f"{csv_path}: unknown labels {unknown}")
-    y = np.array([CLASSES.index(l) for l in labels], dtype=np.int64)
-    return names, x, y
+    y = np.array([CLASSES.index(l) if l in CLASSES else -1 for l in labels], dtype=np.int64)
+    if has_group:
+        groups = raw[:, -2]
+    else:
+        # No scenario ids: each block of rows of one label is a group.
+        groups = np.array([f"{l}:{i // BLOCK}" for i, l in enumerate(labels)])
+    return names, x, y, groups
 
 
 def split(n, rng):
@@ -153,22 +167,38 @@ def run(sess, output, x):
     return sess.run([output], {"input": x.astype(np.float32)})[0]
 
 
-def cost_threshold(score, is_attack):
-    """Threshold minimising FP_COST*FP + FN_COST*FN on the validation rows."""
+def cost_threshold(score, is_attack, groups):
+    """Threshold minimising FP_COST*FP + FN_COST*FN on the validation rows.
+
+    A false positive is a benign row over the threshold. A false negative is
+    a missed attack, counted per scenario instance: each attack row weighs
+    1/(rows of its group), so missing a tenth of one attack's rows costs
+    FN_COST/10. (Counting every attack row as a whole FN would let the few
+    benign-looking rows every attack contains, such as a brute-force
+    attempt's handshake, drag the threshold down to where benign traffic
+    alerts.) Among cuts of equal cost the highest is taken, and the threshold
+    is placed midway (in log space) between the lowest alerting score and the
+    next lower score, so unseen rows get the widest margin."""
     order = np.argsort(-score, kind="stable")
     s = score[order]
-    a = is_attack[order].astype(np.int64)
-    tp = np.cumsum(a)
-    fp = np.cumsum(1 - a)
-    fn = a.sum() - tp
-    cost = FP_COST * fp + FN_COST * fn
+    a = is_attack[order]
+    g = groups[order]
+    _, inv, cnt = np.unique(g, return_inverse=True, return_counts=True)
+    w_attack = np.where(a, 1.0 / cnt[inv], 0.0)
+    fp = np.cumsum(~a)
+    missed = w_attack.sum() - np.cumsum(w_attack)
+    cost = FP_COST * fp + FN_COST * missed
     # Only cut between distinct scores.
     last = np.r_[s[1:] != s[:-1], True]
-    i = int(np.argmin(np.where(last, cost, np.inf)))
-    no_alert_cost = FN_COST * a.sum()
+    cost = np.where(last, cost, np.inf)
+    i = int(np.argmin(cost))
+    no_alert_cost = FN_COST * w_attack.sum()
     if no_alert_cost <= cost[i]:
         return float(s[0]) + 1e-6, float(no_alert_cost)
-    return float(s[i]), float(cost[i])
+    lo = float(s[i + 1]) if i + 1 < len(s) else 0.0
+    hi = float(s[i])
+    thr = float(np.sqrt(max(lo, 1e-12) * hi)) if lo > 0 else hi / 2
+    return max(min(thr, hi), lo + 1e-12), float(cost[i])
 
 
 def per_class_metrics(y, probs):
@@ -215,19 +245,43 @@ def sha256(b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, type=Path, help="CSV from sensor-dataset")
+    ap.add_argument(
+        "--data", required=True, type=Path, action="append", help="labelled CSV (repeatable)"
+    )
     ap.add_argument("--fixture", required=True, type=Path, help="fixture rows.csv")
     ap.add_argument("--out", required=True, type=Path, help="models directory")
     args = ap.parse_args()
 
-    meta = json.loads(args.data.with_suffix(".meta.json").read_text())
-    schema = meta["schema"]
-    names, x, y = load(args.data)
-    if names != [f["name"] for f in schema["features"]]:
-        sys.exit("CSV header does not match the schema in the .meta.json")
-    nf = len(names)
+    schema = None
+    sources, xs_, ys_, gs_, parts_ = [], [], [], [], []
     rng = np.random.default_rng(SEED)
-    tr, va, te = split(len(y), rng)
+    offset = 0
+    for k, path in enumerate(args.data):
+        meta = json.loads(path.with_suffix(".meta.json").read_text())
+        if schema is None:
+            schema = meta["schema"]
+        elif meta["schema"] != schema:
+            sys.exit(f"{path}: schema differs from {args.data[0]}")
+        names, xk, yk, gk = load(path)
+        if names != [f["name"] for f in schema["features"]]:
+            sys.exit(f"{path}: CSV header does not match the schema in its .meta.json")
+        sources.append({"file": path.name, "rows": int(len(yk)), **meta["dataset"]})
+        xs_.append(xk)
+        ys_.append(yk)
+        gs_.append(np.array([f"{k}:{g}" for g in gk]))
+        parts_.append([idx + offset for idx in split(len(yk), rng)])
+        offset += len(yk)
+    x = np.concatenate(xs_)
+    y_all = np.concatenate(ys_)
+    groups = np.concatenate(gs_)
+    source_of = np.concatenate([np.full(len(v), k) for k, v in enumerate(ys_)])
+    tr_all, va_all, te_all = (np.concatenate([p[i] for p in parts_]) for i in range(3))
+    # `anomaly` rows: autoencoder evaluation only.
+    anom_te = np.concatenate([va_all, te_all])
+    anom_te = anom_te[y_all[anom_te] < 0]
+    tr, va, te = (idx[y_all[idx] >= 0] for idx in (tr_all, va_all, te_all))
+    y = np.where(y_all < 0, 0, y_all)
+    nf = len(names)
     counts = {
         part: {c: int((y[idx] == i).sum()) for i, c in enumerate(CLASSES)}
         for part, idx in (("train", tr), ("validation", va), ("test", te))
@@ -242,9 +296,13 @@ def main():
     scaler.scale_ = np.where(scaler.scale_ < 1e-6, 1.0, scaler.scale_)
     xs = lambda idx: ((x[idx] - scaler.mean_) / scaler.scale_).astype(np.float32)
 
-    # ---- classifier: balanced class weights (inverse frequency).
+    # ---- classifier: balanced class weights (inverse frequency), and each
+    # data source weighs as much in total as the others (lab recordings are
+    # fewer rows than the simulation but closer to real traffic).
     freq = np.bincount(y[tr], minlength=len(CLASSES)).astype(np.float64)
     cw = len(y[tr]) / (len(CLASSES) * np.maximum(freq, 1.0))
+    src_n = np.bincount(source_of[tr], minlength=len(args.data)).astype(np.float64)
+    sw = len(tr) / (len(args.data) * np.maximum(src_n, 1.0))
     clf = MLPClassifier(
         hidden_layer_sizes=(32, 16),
         activation="relu",
@@ -258,7 +316,7 @@ def main():
         tol=1e-5,
         n_iter_no_change=8,
     )
-    clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]])
+    clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]] * sw[source_of[tr]])
     fold_scaler_into_mlp(clf, scaler)
     cls_onnx = classifier_onnx(clf, nf)
     cls_bytes = cls_onnx.SerializeToString()
@@ -266,7 +324,7 @@ def main():
 
     p_va = run(cls_sess, "probabilities", x[va])
     p_te = run(cls_sess, "probabilities", x[te])
-    thr, val_cost = cost_threshold(1.0 - p_va[:, 0], y[va] != 0)
+    thr, val_cost = cost_threshold(1.0 - p_va[:, 0], y[va] != 0, groups[va])
     cls_metrics, cls_cm = per_class_metrics(y[te], p_te)
     cls_binary = binary_metrics(1.0 - p_te[:, 0], y[te] != 0, thr)
     print("classifier test:", json.dumps(cls_metrics), "threshold", thr, flush=True)
@@ -298,6 +356,9 @@ def main():
         c: round(float((e_te[y[te] == i] >= ae_thr).mean()), 4) if (y[te] == i).any() else None
         for i, c in enumerate(CLASSES)
     }
+    if len(anom_te):
+        e_an = run(ae_sess, "anomaly_score", x[anom_te])
+        ae_recall["anomaly"] = round(float((e_an >= ae_thr).mean()), 4)
     print("autoencoder test:", json.dumps(ae_binary), flush=True)
 
     # ---- baseline quantiles of benign training rows, per feature.
@@ -307,14 +368,19 @@ def main():
     }
 
     args.out.mkdir(parents=True, exist_ok=True)
-    data_desc = dict(meta["dataset"])
+    data_desc = {"sources": sources}
     data_desc["note"] = (
-        "SIMULATED DATA: no labelled capture of real attacks was available; rows come "
-        "from the sensor's seeded traffic simulator run through the live feature code. "
-        "Metrics describe performance on simulated traffic only."
+        "Rows come from the sensor's own feature code: the seeded traffic simulator "
+        "(sensor-dataset) and, where listed, the live sensor recording the traffic lab "
+        "(real tools in network namespaces; labels from the namespace that sent the "
+        "traffic). No real capture is used for training: the captures in tests/data/pcaps "
+        "are held out for `cargo xtask eval`."
     )
-    data_desc["split"] = f"blocks of {BLOCK} consecutive rows, shuffled with seed {SEED}, 70/15/15"
+    data_desc["split"] = (
+        f"per source, blocks of {BLOCK} consecutive rows, shuffled with seed {SEED}, 70/15/15"
+    )
     data_desc["rows_per_split_and_class"] = counts
+    data_desc["anomaly_rows_held_out_for_autoencoder_evaluation"] = int(len(anom_te))
     common = {
         "schema": schema,
         "data": data_desc,
@@ -336,7 +402,8 @@ def main():
                 "thresholds": {
                     "attack_score": thr,
                     "attack_score_definition": "1 - P(benign)",
-                    "chosen_by": f"min {FP_COST:g}*FP + {FN_COST:g}*FN on the validation split",
+                    "chosen_by": f"min {FP_COST:g}*FP + {FN_COST:g}*FN on the validation split "
+                    "(FP per benign row, FN per missed attack instance; see train.py)",
                     "validation_cost": val_cost,
                 },
                 "metrics": {
@@ -377,7 +444,7 @@ def main():
         print(f"wrote {name}.onnx ({len(blob)} bytes, sha256 {digest[:12]})")
 
     # ---- expected scores of the recorded fixture rows (ONNX Runtime).
-    fnames, fx, _ = load(args.fixture)
+    fnames, fx, _, _ = load(args.fixture)
     assert fnames == names, "fixture header differs from the training data"
     fp = run(cls_sess, "probabilities", fx)
     fe = run(ae_sess, "anomaly_score", fx)

@@ -5,9 +5,13 @@
 //! the program always writes the other epoch.
 
 use std::{
-    sync::{Arc, Mutex, PoisonError, mpsc},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
@@ -19,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::{
     error::SensorError,
+    features::GatewayView,
     loader::Sensor,
     sketch::{CountMin, HyperLogLog},
 };
@@ -59,23 +64,51 @@ pub struct SketchSnapshot {
     pub last_epoch: EpochSketch,
     /// Every epoch read so far, accumulated.
     pub run: EpochSketch,
+    /// The most recently completed epoch as the feature extractors use it.
+    pub gateway: Option<Arc<GatewayView>>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    snap: Mutex<Arc<SketchSnapshot>>,
+    /// `gateway.seq` of the latest snapshot, readable without the lock.
+    gateway_seq: AtomicU64,
 }
 
 /// A shared handle to the latest snapshot. Readers clone the `Arc` (one short
-/// lock per read, once per tick at most) and never block the control thread
-/// for longer than that.
+/// lock per read) and never block the control thread for longer than that;
+/// workers first compare [`SketchHandle::gateway_seq`], so they take the lock
+/// once per epoch, not once per tick.
 #[derive(Clone, Debug, Default)]
-pub struct SketchHandle(Arc<Mutex<Arc<SketchSnapshot>>>);
+pub struct SketchHandle(Arc<Shared>);
 
 impl SketchHandle {
     /// The latest published snapshot.
     #[must_use]
     pub fn latest(&self) -> Arc<SketchSnapshot> {
-        Arc::clone(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.0.snap.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Sequence number of the latest gateway view (0 before the first epoch
+    /// completes). One atomic load.
+    #[must_use]
+    pub fn gateway_seq(&self) -> u64 {
+        self.0.gateway_seq.load(Ordering::Acquire)
+    }
+
+    /// The latest gateway view, if it is newer than `seen`.
+    #[must_use]
+    pub fn gateway_if_newer(&self, seen: u64) -> Option<Arc<GatewayView>> {
+        if self.gateway_seq() <= seen {
+            return None;
+        }
+        self.latest().gateway.clone().filter(|g| g.seq > seen)
     }
 
     fn publish(&self, snap: SketchSnapshot) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
+        let seq = snap.gateway.as_ref().map_or(0, |g| g.seq);
+        *self.0.snap.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(snap);
+        self.0.gateway_seq.store(seq, Ordering::Release);
     }
 }
 
@@ -120,6 +153,8 @@ pub struct Controller {
     config: SensorConfig,
     snapshot: SketchSnapshot,
     handle: SketchHandle,
+    /// When the epoch now being read began (the previous flip).
+    epoch_started: Instant,
 }
 
 fn read_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {
@@ -153,6 +188,7 @@ impl Controller {
             config,
             snapshot: SketchSnapshot::default(),
             handle,
+            epoch_started: Instant::now(),
         })
     }
 
@@ -170,12 +206,21 @@ impl Controller {
             .set(0, next, 0)
             .map_err(write_err(map_names::SENSOR_CONFIG))?;
         self.config = next;
+        let flipped = Instant::now();
+        let epoch_ns = u64::try_from((flipped - self.epoch_started).as_nanos()).unwrap_or(u64::MAX);
+        self.epoch_started = flipped;
         std::thread::sleep(FLIP_GRACE);
         let sketch = self.read_epoch(old)?;
         self.zero_epoch(old)?;
         self.snapshot.run.merge(&sketch);
-        self.snapshot.last_epoch = sketch;
         self.snapshot.epochs_flipped += 1;
+        self.snapshot.gateway = Some(Arc::new(GatewayView {
+            seq: self.snapshot.epochs_flipped,
+            epoch_ns,
+            src_packets: sketch.packets.clone(),
+            distinct_sources: sketch.distinct_sources.estimate(),
+        }));
+        self.snapshot.last_epoch = sketch;
         self.handle.publish(self.snapshot.clone());
         Ok(())
     }

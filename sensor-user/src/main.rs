@@ -51,7 +51,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 .context("blocking SIGINT/SIGTERM")?;
             let n_workers = args.load_options()?.n_workers as usize;
             let scoring = Scoring::start(&args, n_workers)?;
-            let result = runner::run(&args, scoring.factory())
+            let result = runner::run_with_sketches(&args, scoring.factory(), scoring.sketches())
                 .with_context(|| format!("sensor run on `{}`", args.iface));
             // Runs also after a failed start, so the alert stage's thread ends.
             let scored = scoring.finish();

@@ -5,7 +5,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 /// Largest feature vector a row can carry (the schema may use fewer).
-pub const MAX_FEATURES: usize = 32;
+pub const MAX_FEATURES: usize = 40;
 
 /// What a row describes. Both directions are kept so the alert stage can name
 /// attacker and victim.

@@ -16,6 +16,7 @@ use crate::{
         self, AlertMetrics, AlertSettings, AlertStageHandle, AlertsError, Inventory, SensorFile,
     },
     cli::RunArgs,
+    control::SketchHandle,
     features::FeatureConfig,
     model::{
         DEFAULT_BATCH_SIZES, Model, ModelError,
@@ -85,6 +86,7 @@ impl ScoringSummary {
             t.shed += c.shed;
             t.disconnected += c.disconnected;
             t.inference_errors += c.inference_errors;
+            t.gateway_views = t.gateway_views.max(c.gateway_views);
         }
         t
     }
@@ -96,7 +98,8 @@ impl ScoringSummary {
         let a = &self.alerts;
         format!(
             "sensor: rows scored {} in {} batches ({} closed by deadline), escalated to the \
-             autoencoder {}, sent to alerts {}, shed {}, inference errors {}\n\
+             autoencoder {}, sent to alerts {}, shed {}, inference errors {}, kernel sketch \
+             epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
              rows below threshold {}",
             p.rows_scored,
@@ -106,6 +109,7 @@ impl ScoringSummary {
             p.emitted,
             p.shed,
             p.inference_errors,
+            p.gateway_views,
             a.alerts_opened,
             a.alerts_updated,
             a.alerts_closed,
@@ -147,6 +151,7 @@ pub struct Scoring {
     factory: Box<HandlerFactory>,
     alerts: AlertStageHandle,
     report: Arc<Mutex<Vec<PipelineCounters>>>,
+    sketches: SketchHandle,
 }
 
 impl Scoring {
@@ -176,6 +181,7 @@ impl Scoring {
             ..PipelineConfig::default()
         };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
+        let sketches = SketchHandle::default();
         let mut handlers = Vec::with_capacity(n_workers);
         for worker in 0..n_workers {
             let pipeline = ScoringPipeline::new(
@@ -184,7 +190,8 @@ impl Scoring {
                 Some(Arc::clone(&autoencoder)),
                 tx.clone(),
             )
-            .map_err(|source| ScoringError::Pipeline { worker, source })?;
+            .map_err(|source| ScoringError::Pipeline { worker, source })?
+            .with_sketches(sketches.clone());
             handlers.push(Some(ScoringHandler {
                 pipeline,
                 report: Arc::clone(&report),
@@ -215,7 +222,15 @@ impl Scoring {
             factory,
             alerts,
             report,
+            sketches,
         })
+    }
+
+    /// Where the pipelines read the kernel sketches' gateway view: give it to
+    /// [`crate::runner::run_with_sketches`].
+    #[must_use]
+    pub fn sketches(&self) -> &SketchHandle {
+        &self.sketches
     }
 
     /// The handler factory to give the runner.
@@ -231,6 +246,7 @@ impl Scoring {
             factory,
             alerts,
             report,
+            sketches: _,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);

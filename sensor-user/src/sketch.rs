@@ -118,6 +118,29 @@ impl CountMin {
             row.fill(0);
         }
     }
+
+    /// Non-zero cells as `(row * width + column, count)`, for compact
+    /// serialisation of sparse sketches.
+    pub fn nonzero_cells(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        self.rows
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|&(_, &c)| c != 0)
+            .map(|(i, &c)| (u32::try_from(i).unwrap_or(u32::MAX), c))
+    }
+
+    /// Sets the cell `row * width + column`; false if outside the sketch.
+    pub fn set_cell(&mut self, idx: u32, count: u64) -> bool {
+        let (r, c) = (idx as usize / WIDTH, idx as usize % WIDTH);
+        match self.rows.get_mut(r) {
+            Some(row) => {
+                row[c] = count;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// A HyperLogLog with the kernel's precision (`HLL_P` bits of index).

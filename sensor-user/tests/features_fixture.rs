@@ -1,38 +1,28 @@
 //! The Rust feature extraction reproduces the committed training rows
-//! bit-for-bit from the committed recorded event sequence, and the simulator
-//! still produces exactly that sequence.
+//! bit-for-bit from the committed recorded stream (events and gateway
+//! views), and the simulator still produces exactly that stream.
 
 use std::path::PathBuf;
 
 use sensor::features::{
-    FeatureConfig, FeatureExtractor, N_FEATURES, schema::csv_header, sim::fixture_episode,
+    FeatureConfig, FeatureExtractor, N_FEATURES,
+    fixture::{self, FixtureItem},
+    schema::{csv_header, index_of},
+    sim::{SimItem, fixture_episode},
     write_csv_row,
 };
-use sensor_common::FlowEvent;
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
 }
 
-fn read_events() -> Vec<FlowEvent> {
-    let p = fixture_dir().join("events.bin");
-    let bytes = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    let sz = size_of::<FlowEvent>();
-    assert_eq!(
-        bytes.len() % sz,
-        0,
-        "{} is not a whole number of events",
-        p.display()
-    );
-    bytes
-        .chunks_exact(sz)
-        .map(bytemuck::pod_read_unaligned::<FlowEvent>)
-        .collect()
+fn read_items() -> Vec<FixtureItem> {
+    fixture::read(&fixture_dir()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
 fn extractor_reproduces_committed_rows_bit_for_bit() {
-    let events = read_events();
+    let items = read_items();
     let p = fixture_dir().join("rows.csv");
     let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut lines = want.lines();
@@ -44,8 +34,21 @@ fn extractor_reproduces_committed_rows_bit_for_bit() {
     let mut fx = FeatureExtractor::new(FeatureConfig::default());
     let mut row = [0f32; N_FEATURES];
     let mut n = 0;
-    for (i, ev) in events.iter().enumerate() {
+    let mut views = 0;
+    let mut gw_nonzero = 0;
+    let gw = index_of("src_packets_per_s_gw").unwrap();
+    for it in &items {
+        let ev = match it {
+            FixtureItem::Gateway(g) => {
+                fx.set_gateway_view(std::sync::Arc::clone(g));
+                views += 1;
+                continue;
+            }
+            FixtureItem::Event(ev) => ev,
+        };
+        let i = n;
         assert!(fx.process(ev, &mut row));
+        gw_nonzero += usize::from(row[gw] > 0.0);
         let line = lines
             .next()
             .unwrap_or_else(|| panic!("rows.csv ends at row {i}"));
@@ -61,14 +64,24 @@ fn extractor_reproduces_committed_rows_bit_for_bit() {
     }
     assert!(lines.next().is_none(), "rows.csv has more rows than events");
     assert!(n > 100, "fixture too small: {n} events");
+    // The stream really exercises the gateway features.
+    assert!(views >= 20, "{views} gateway views");
+    assert!(
+        gw_nonzero > n / 4,
+        "{gw_nonzero} of {n} rows see a gateway rate"
+    );
 }
 
 #[test]
-fn simulator_regenerates_the_recorded_events() {
-    let recorded = read_events();
-    let (events, _) = fixture_episode().into_events(2);
-    assert_eq!(events.len(), recorded.len());
-    for (i, (a, b)) in events.iter().zip(&recorded).enumerate() {
-        assert_eq!(&a.ev, b, "event {i}");
+fn simulator_regenerates_the_recorded_stream() {
+    let recorded = read_items();
+    let (items, _) = fixture_episode().into_stream(2);
+    assert_eq!(items.len(), recorded.len());
+    for (i, (a, b)) in items.iter().zip(&recorded).enumerate() {
+        match (a, b) {
+            (SimItem::Event(a), FixtureItem::Event(b)) => assert_eq!(&a.ev, b, "item {i}"),
+            (SimItem::Gateway(a), FixtureItem::Gateway(b)) => assert_eq!(a, b, "item {i}"),
+            _ => panic!("item {i}: {a:?} vs {b:?}"),
+        }
     }
 }

@@ -231,3 +231,95 @@ fn state_is_bounded_and_evictions_counted() {
     assert!(c.flows_evicted > 0 && c.hosts_evicted > 0, "{c:?}");
     assert_eq!(c.events, events.len() as u64);
 }
+
+/// The gateway features follow the installed view: the source's whole-gateway
+/// packet rate (Count-Min estimate over the epoch) and the distinct sources
+/// per second, refreshed when a newer view arrives, zero before any view.
+#[test]
+fn gateway_features_follow_the_kernel_view() {
+    use sensor::features::{GatewayView, schema::index_of};
+    use std::sync::Arc;
+    let gw_pps = index_of("src_packets_per_s_gw").unwrap();
+    let gw_src = index_of("gw_distinct_src_per_s").unwrap();
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut row = [0f32; N_FEATURES];
+    let src = FlowKey::map_v4([10, 0, 0, 1]);
+    let mut ev = FlowEvent {
+        key: FlowKey {
+            src,
+            dst: FlowKey::map_v4([10, 0, 0, 2]),
+            sport: 40000,
+            dport: 80,
+            proto: sensor_common::ipproto::TCP,
+            _pad: [0; 3],
+        },
+        ts_ns: 5_000_000_000,
+        kind: sensor_common::EventKind::Start as u32,
+        ..FlowEvent::default()
+    };
+    ev.stats.packets = 1;
+    ev.stats.bytes = 60;
+    ev.stats.first_seen_ns = ev.ts_ns;
+    ev.stats.last_seen_ns = ev.ts_ns;
+    assert!(fx.process(&ev, &mut row));
+    assert_eq!((row[gw_pps], row[gw_src]), (0.0, 0.0));
+
+    let mut v = GatewayView {
+        seq: 1,
+        epoch_ns: 2_000_000_000,
+        distinct_sources: 300.0,
+        ..GatewayView::default()
+    };
+    v.src_packets.add(&src, 4000);
+    fx.set_gateway_view(Arc::new(v.clone()));
+    ev.ts_ns += 1000;
+    ev.kind = sensor_common::EventKind::Update as u32;
+    ev.stats.packets = 2;
+    assert!(fx.process(&ev, &mut row));
+    assert_eq!(row[gw_pps], (2000f64).ln_1p() as f32);
+    assert_eq!(row[gw_src], (150f64).ln_1p() as f32);
+
+    v.seq = 2;
+    v.src_packets.clear();
+    v.src_packets.add(&src, 10);
+    v.distinct_sources = 2.0;
+    fx.set_gateway_view(Arc::new(v));
+    ev.ts_ns += 1000;
+    ev.stats.packets = 4;
+    assert!(fx.process(&ev, &mut row));
+    assert_eq!(row[gw_pps], (5f64).ln_1p() as f32);
+    assert_eq!(row[gw_src], (1f64).ln_1p() as f32);
+}
+
+/// The simulated control thread publishes one view per epoch, a little after
+/// it ends, counting every packet of every source (Count-Min never under).
+#[test]
+fn simulated_gateway_epochs_count_every_packet() {
+    use sensor::features::sim::{GatewayEpochs, SimItem};
+    let t0 = 1_000_000_000_000u64;
+    let mut g = GatewayEpochs::new(t0);
+    let mut out = Vec::new();
+    let a = FlowKey::map_v4([10, 0, 0, 1]);
+    let b = FlowKey::map_v4([10, 0, 0, 2]);
+    for i in 0..3000u64 {
+        let ts = t0 + i * 1_000_000; // 1000 packets per second for 3 s
+        g.advance(ts, &mut out);
+        g.count(if i % 4 == 0 { &b } else { &a });
+    }
+    // Epochs 1 and 2 closed; epoch 1's view came out at t0 + 1 s + delay.
+    let views: Vec<_> = out
+        .iter()
+        .map(|it| match it {
+            SimItem::Gateway(v) => v.clone(),
+            SimItem::Event(_) => unreachable!(),
+        })
+        .collect();
+    assert_eq!(views.len(), 2);
+    for (i, v) in views.iter().enumerate() {
+        assert_eq!(v.seq, i as u64 + 1);
+        assert!(v.src_packets.estimate(&a) >= 750);
+        assert!(v.src_packets.estimate(&b) >= 250);
+        assert_eq!(v.src_packets.total(), 1000);
+        assert!((v.distinct_sources - 2.0).abs() < 0.01);
+    }
+}

@@ -6,7 +6,10 @@
 use std::{path::PathBuf, sync::Arc};
 
 use sensor::{
-    features::{FeatureVec, N_FEATURES},
+    features::{
+        FeatureVec, N_FEATURES,
+        fixture::{self, FixtureItem},
+    },
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
@@ -45,6 +48,20 @@ fn fixture() -> (Vec<FeatureVec>, Vec<Vec<f32>>) {
         .collect();
     let expected = parse_csv(&models_dir().join("fixtures/expected_scores.csv"), false);
     (rows, expected)
+}
+
+fn fixture_items() -> Vec<FixtureItem> {
+    fixture::read(&models_dir().join("fixtures")).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn fixture_events() -> Vec<FlowEvent> {
+    fixture_items()
+        .into_iter()
+        .filter_map(|it| match it {
+            FixtureItem::Event(e) => Some(e),
+            FixtureItem::Gateway(_) => None,
+        })
+        .collect()
 }
 
 fn load() -> (Arc<Model>, Arc<Model>) {
@@ -105,11 +122,8 @@ fn tract_scores_match_onnx_runtime_at_every_batch_size() {
 fn pipeline_scores_recorded_events_like_training() {
     let (cls, ae) = load();
     let (_, expected) = fixture();
-    let bytes = std::fs::read(models_dir().join("fixtures/events.bin")).unwrap();
-    let events: Vec<FlowEvent> = bytes
-        .chunks_exact(size_of::<FlowEvent>())
-        .map(bytemuck::pod_read_unaligned::<FlowEvent>)
-        .collect();
+    let items = fixture_items();
+    let events = fixture_events();
     let (tx, rx) = crossbeam_channel::bounded(events.len() + 1);
     let cfg = PipelineConfig {
         // Escalate everything, so every row carries both scores.
@@ -118,8 +132,11 @@ fn pipeline_scores_recorded_events_like_training() {
         ..PipelineConfig::default()
     };
     let mut p = ScoringPipeline::new(cfg, cls, Some(ae), tx).unwrap();
-    for ev in &events {
-        p.on_event(ev);
+    for it in &items {
+        match it {
+            FixtureItem::Event(ev) => p.on_event(ev),
+            FixtureItem::Gateway(g) => p.set_gateway_view(Arc::clone(g)),
+        }
     }
     p.flush_now();
     let got: Vec<_> = rx.try_iter().collect();
@@ -143,11 +160,7 @@ fn pipeline_scores_recorded_events_like_training() {
 #[test]
 fn full_channel_sheds_instead_of_blocking() {
     let (cls, _) = load();
-    let bytes = std::fs::read(models_dir().join("fixtures/events.bin")).unwrap();
-    let events: Vec<FlowEvent> = bytes
-        .chunks_exact(size_of::<FlowEvent>())
-        .map(bytemuck::pod_read_unaligned::<FlowEvent>)
-        .collect();
+    let events = fixture_events();
     let (tx, _rx) = crossbeam_channel::bounded(10);
     let mut p = ScoringPipeline::new(PipelineConfig::default(), cls, None, tx).unwrap();
     for ev in &events {
@@ -162,11 +175,7 @@ fn full_channel_sheds_instead_of_blocking() {
 #[test]
 fn batches_close_on_deadline_in_events_and_ticks() {
     let (cls, ae) = load();
-    let bytes = std::fs::read(models_dir().join("fixtures/events.bin")).unwrap();
-    let mut events: Vec<FlowEvent> = bytes
-        .chunks_exact(size_of::<FlowEvent>())
-        .map(bytemuck::pod_read_unaligned::<FlowEvent>)
-        .collect();
+    let mut events = fixture_events();
     let t0 = 1_000_000_000u64;
     for (i, e) in events.iter_mut().enumerate() {
         e.ts_ns = t0 + i as u64 * 50_000;

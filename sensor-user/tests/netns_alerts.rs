@@ -60,6 +60,17 @@ fn scan_and_flood_raise_alerts_of_their_class() {
     .expect("scenario");
     assert_eq!(r.report.sent, frames.len(), "every frame sent");
     assert_eq!(r.output.stats.counter("events_lost"), 0);
+    // The run spans at least one sketch epoch: the workers took the kernel's
+    // gateway view into their features.
+    let epochs: u64 = r
+        .output
+        .stderr
+        .split("kernel sketch epochs used ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no scoring summary in stderr:\n{}", r.output.stderr));
+    assert!(epochs >= 1, "no gateway view reached the workers");
 
     let text = std::fs::read_to_string(&eve).expect("EVE file written");
     let records: Vec<serde_json::Value> = text

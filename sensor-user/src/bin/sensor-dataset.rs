@@ -12,7 +12,7 @@ use clap::Parser;
 use sensor::features::{
     FeatureConfig, FeatureExtractor, FeatureVec, N_FEATURES, SCHEMA, SCHEMA_VERSION,
     schema::csv_header,
-    sim::{EpisodeConfig, SimEvent, build_episode},
+    sim::{EpisodeConfig, SimEvent, SimItem, build_episode},
     write_csv_row,
 };
 
@@ -47,15 +47,28 @@ struct Args {
     fixture_dir: Option<PathBuf>,
 }
 
-/// Runs events through a fresh extractor, calling `keep` on each row.
-fn extract(events: &[SimEvent], mut keep: impl FnMut(usize, &SimEvent, &FeatureVec)) {
+/// Runs a stream through a fresh extractor (installing gateway views as a
+/// worker's tick would), calling `keep` on each event's row.
+fn extract(items: &[SimItem], mut keep: impl FnMut(&SimEvent, &FeatureVec)) {
     let mut fx = FeatureExtractor::new(FeatureConfig::default());
     let mut row = [0f32; N_FEATURES];
-    for (i, e) in events.iter().enumerate() {
-        if fx.process(&e.ev, &mut row) {
-            keep(i, e, &row);
+    for it in items {
+        match it {
+            SimItem::Gateway(g) => fx.set_gateway_view(std::sync::Arc::clone(g)),
+            SimItem::Event(e) => {
+                if fx.process(&e.ev, &mut row) {
+                    keep(e, &row);
+                }
+            }
         }
     }
+}
+
+fn events(items: &[SimItem]) -> impl Iterator<Item = &SimEvent> {
+    items.iter().filter_map(|it| match it {
+        SimItem::Event(e) => Some(e),
+        SimItem::Gateway(_) => None,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -67,8 +80,12 @@ fn main() -> anyhow::Result<()> {
         fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
     }
     let mut out = String::with_capacity(64 << 20);
-    out.push_str(&csv_header());
-    out.push('\n');
+    // `group` names the scenario instance of a row, so training can count a
+    // missed attack per instance rather than per row.
+    let header = csv_header();
+    let (features, _) = header.rsplit_once(',').expect("header ends with label");
+    out.push_str(features);
+    out.push_str(",group,label\n");
     let mut per_class = [0u64; 4];
     for i in 0..args.episodes {
         let cfg = EpisodeConfig {
@@ -79,28 +96,31 @@ fn main() -> anyhow::Result<()> {
             attacks: if i % 5 == 4 { 0 } else { args.attacks },
             intensity: [0.5, 1.0, 2.0, 4.0][(i % 4) as usize],
         };
-        let (events, scenarios) = build_episode(&cfg).into_events(2);
+        let (items, scenarios) = build_episode(&cfg).into_stream(2);
         let mut counts = vec![0u64; scenarios.len()];
-        for e in &events {
+        let mut n_events = 0usize;
+        for e in events(&items) {
             counts[e.scenario as usize] += 1;
+            n_events += 1;
         }
         let stride: Vec<u64> = counts
             .iter()
             .map(|&n| n.div_ceil(args.rows_per_scenario).max(1))
             .collect();
         let mut seen = vec![0u64; scenarios.len()];
-        extract(&events, |_, e, row| {
+        extract(&items, |e, row| {
             let s = e.scenario as usize;
             seen[s] += 1;
             if (seen[s] - 1) % stride[s] == 0 {
                 per_class[e.label as usize] += 1;
-                write_csv_row(&mut out, row, e.label.name());
+                let tag = format!("e{i}s{},{}", e.scenario, e.label.name());
+                write_csv_row(&mut out, row, &tag);
             }
         });
         eprintln!(
             "episode {i}: seed {} {} events, {} scenarios",
             cfg.seed,
-            events.len(),
+            n_events,
             scenarios.len()
         );
     }
@@ -145,25 +165,22 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A short episode with every kind of traffic, small enough to commit: the
-/// raw events (128-byte `FlowEvent` records, native little-endian layout)
-/// and the rows the extractor makes of them.
+/// recorded stream (`sensor::features::fixture`: events and gateway views)
+/// and the rows the extractor makes of it.
 fn write_fixture(dir: &PathBuf) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (events, _) = sensor::features::sim::fixture_episode().into_events(2);
-    let mut bin = Vec::with_capacity(events.len() * size_of::<sensor_common::FlowEvent>());
+    let (items, _) = sensor::features::sim::fixture_episode().into_stream(2);
     let mut rows = csv_header();
     rows.push('\n');
-    for e in &events {
-        bin.extend_from_slice(bytemuck::bytes_of(&e.ev));
-    }
-    extract(&events, |_, e, row| {
+    extract(&items, |e, row| {
         write_csv_row(&mut rows, row, e.label.name())
     });
-    let p = dir.join("events.bin");
-    fs::write(&p, &bin).with_context(|| format!("writing {}", p.display()))?;
+    sensor::features::fixture::write(dir, &items)
+        .with_context(|| format!("writing the fixture in {}", dir.display()))?;
+    let events = events(&items).count();
     let p = dir.join("rows.csv");
     let mut f = fs::File::create(&p).with_context(|| format!("writing {}", p.display()))?;
     f.write_all(rows.as_bytes())?;
-    eprintln!("fixture: {} events in {}", events.len(), dir.display());
+    eprintln!("fixture: {events} events in {}", dir.display());
     Ok(())
 }

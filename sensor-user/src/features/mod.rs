@@ -12,17 +12,24 @@
 //! workers by a symmetric flow hash, so each worker sees about `1/N` of a
 //! host's flows; counts, rates and distinct counts are multiplied by
 //! [`FeatureConfig::host_scale`] (the number of workers) to estimate the
-//! whole host. Ratios need no scaling.
+//! whole host. Ratios need no scaling. The exact whole-gateway rate of a
+//! source and the count of distinct sources come from the kernel's sketches
+//! instead ([`gateway`]), one epoch late.
 
+pub mod fixture;
+pub mod gateway;
 pub mod schema;
 pub mod sim;
 pub mod table;
 pub mod window;
 
+use std::sync::Arc;
+
 use sensor_common::{
     EventKind, FlowEvent, FlowKey, FlowStats, hash::fmix64, hash_addr, ipproto, tcp_flags,
 };
 
+pub use gateway::GatewayView;
 pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
 use window::{Eds3, HllPair, WINDOWS_NS, decay_factors};
@@ -141,6 +148,10 @@ struct HostState {
     distinct_src_1s: HllPair,
     syn_in: Eds3,
     packets_in: Eds3,
+    /// The gateway view this host's `gw_pps` was computed from (0 = none).
+    gw_seq: u64,
+    /// Packets/s from this host over the whole gateway, from that view.
+    gw_pps: f64,
 }
 
 impl HostState {
@@ -232,6 +243,8 @@ pub struct FeatureExtractor {
     hosts: LruTable<HostKey, HostState>,
     timers: SynTimers,
     counters: FeatureCounters,
+    /// Latest gateway-wide view from the kernel sketches, if any yet.
+    gateway: Option<Arc<GatewayView>>,
 }
 
 /// The reverse direction of a flow.
@@ -276,8 +289,21 @@ impl FeatureExtractor {
             hosts: LruTable::new(cfg.max_hosts.max(2)),
             timers: SynTimers::new(cfg.max_flows),
             counters: FeatureCounters::default(),
+            gateway: None,
             cfg,
         }
+    }
+
+    /// Installs a newer gateway-wide view (called on a worker tick, never
+    /// per event). Views must carry increasing, non-zero `seq`.
+    pub fn set_gateway_view(&mut self, view: Arc<GatewayView>) {
+        self.gateway = Some(view);
+    }
+
+    /// Sequence number of the installed gateway view (0 = none).
+    #[must_use]
+    pub fn gateway_seq(&self) -> u64 {
+        self.gateway.as_ref().map_or(0, |g| g.seq)
     }
 
     /// Counters so far (evictions are read from the tables).
@@ -436,6 +462,19 @@ impl FeatureExtractor {
             }
         }
 
+        // --- gateway view: once per source host and epoch ---
+        let (gw_src_pps, gw_distinct) = match &self.gateway {
+            Some(g) => {
+                let h = self.hosts.get_mut(src_idx);
+                if h.gw_seq != g.seq {
+                    h.gw_seq = g.seq;
+                    h.gw_pps = g.src_packets_per_s(&key.src);
+                }
+                (h.gw_pps, g.distinct_sources_per_s())
+            }
+            None => (0.0, 0.0),
+        };
+
         // --- row ---
         let sc = self.cfg.host_scale;
         let src = self.hosts.get(src_idx);
@@ -496,6 +535,8 @@ impl FeatureExtractor {
             ln1p(dst.distinct_src_1s.estimate() * sc),
             ln1p(dst.syn_in.rate_per_s(0) * sc),
             ln1p(dst.packets_in.rate_per_s(0) * sc),
+            ln1p(gw_src_pps),
+            ln1p(gw_distinct),
         ];
         true
     }

@@ -13,10 +13,10 @@ pub struct FeatureSpec {
 }
 
 /// Bumped whenever a name, unit, order or computation changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Number of features in a row.
-pub const N_FEATURES: usize = 32;
+pub const N_FEATURES: usize = 34;
 
 const fn f(name: &'static str, unit: &'static str) -> FeatureSpec {
     FeatureSpec { name, unit }
@@ -61,6 +61,9 @@ pub const SCHEMA: [FeatureSpec; N_FEATURES] = [
     f("dst_distinct_src_1s", "log1p(hosts)"),
     f("dst_syn_per_s_1s", "log1p(syn/s)"),
     f("dst_packets_per_s_1s", "log1p(packets/s)"),
+    // The whole gateway, from the kernel's sketches (last completed epoch).
+    f("src_packets_per_s_gw", "log1p(packets/s)"),
+    f("gw_distinct_src_per_s", "log1p(hosts/s)"),
 ];
 
 /// Index of a feature by name (for tests and tools, not the hot path).

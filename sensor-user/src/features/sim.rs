@@ -19,11 +19,15 @@
 //! distributions with a SplitMix64 generator, so one seed always gives the
 //! same events, on every platform.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, is_checkpoint, tcp_flags};
 
-use crate::scored::AttackClass;
+use super::GatewayView;
+use crate::{
+    scored::AttackClass,
+    sketch::{CountMin, HyperLogLog},
+};
 
 /// SplitMix64: tiny, fast, and fully specified, so simulated data does not
 /// change when a dependency's generator does.
@@ -101,6 +105,80 @@ pub struct SimEvent {
     pub ev: FlowEvent,
     pub label: AttackClass,
     pub scenario: u32,
+}
+
+/// One item of a simulated stream, in the order a worker would see it.
+#[derive(Clone, Debug)]
+pub enum SimItem {
+    /// A ring event.
+    Event(SimEvent),
+    /// The control thread published a new gateway view.
+    Gateway(Arc<GatewayView>),
+}
+
+/// The kernel's per-epoch sketches and the control thread's publication, in
+/// user space: epochs of [`GatewayEpochs::EPOCH_NS`] from the episode start,
+/// each published [`GatewayEpochs::PUBLISH_DELAY_NS`] after it ends (the
+/// control thread's flip grace plus the read), like `control::Controller`.
+pub struct GatewayEpochs {
+    start: u64,
+    seq: u64,
+    packets: CountMin,
+    sources: HyperLogLog,
+    pending: Option<(u64, Arc<GatewayView>)>,
+}
+
+impl GatewayEpochs {
+    pub const EPOCH_NS: u64 = 1_000_000_000;
+    pub const PUBLISH_DELAY_NS: u64 = 6_000_000;
+
+    #[must_use]
+    pub fn new(t0: u64) -> Self {
+        Self {
+            start: t0,
+            seq: 0,
+            packets: CountMin::new(),
+            sources: HyperLogLog::new(),
+            pending: None,
+        }
+    }
+
+    /// Views published by `ts` (call before counting a packet at `ts`).
+    pub fn advance(&mut self, ts: u64, out: &mut Vec<SimItem>) {
+        loop {
+            if let Some((at, _)) = &self.pending
+                && *at <= ts
+            {
+                let (_, v) = self.pending.take().expect("checked above");
+                out.push(SimItem::Gateway(v));
+            }
+            if ts < self.start + Self::EPOCH_NS {
+                return;
+            }
+            if let Some((_, v)) = self.pending.take() {
+                out.push(SimItem::Gateway(v));
+            }
+            self.seq += 1;
+            let end = self.start + Self::EPOCH_NS;
+            self.pending = Some((
+                end + Self::PUBLISH_DELAY_NS,
+                Arc::new(GatewayView {
+                    seq: self.seq,
+                    epoch_ns: Self::EPOCH_NS,
+                    src_packets: std::mem::take(&mut self.packets),
+                    distinct_sources: self.sources.estimate(),
+                }),
+            ));
+            self.sources.clear();
+            self.start = end;
+        }
+    }
+
+    /// Counts one packet as the XDP program's sketches do.
+    pub fn count(&mut self, src: &[u8; 16]) {
+        self.packets.add(src, 1);
+        self.sources.insert_addr(src);
+    }
 }
 
 /// The XDP program's flow accounting and export policy, in user space.
@@ -805,6 +883,29 @@ impl Episode {
                     label: self.scenarios[sc as usize].label,
                     scenario: sc,
                 });
+            }
+        }
+        (out, self.scenarios)
+    }
+
+    /// Like [`Episode::into_events`], with the gateway views the control
+    /// thread would publish from the kernel's sketches interleaved where a
+    /// worker would pick them up.
+    #[must_use]
+    pub fn into_stream(mut self, n_cpus: u32) -> (Vec<SimItem>, Vec<Scenario>) {
+        self.packets.sort_by_key(|p| p.ts_ns);
+        let mut k = KernelModel::new(n_cpus);
+        let mut gw = GatewayEpochs::new(self.t0);
+        let mut out = Vec::new();
+        for p in &self.packets {
+            gw.advance(p.ts_ns, &mut out);
+            gw.count(&p.key.src);
+            if let Some((ev, sc)) = k.packet(p) {
+                out.push(SimItem::Event(SimEvent {
+                    ev,
+                    label: self.scenarios[sc as usize].label,
+                    scenario: sc,
+                }));
             }
         }
         (out, self.scenarios)

@@ -15,8 +15,10 @@ use sensor_common::{FlowEvent, FlowKey};
 
 use super::{Model, ModelKind, Runner};
 use crate::{
+    control::SketchHandle,
     features::{
-        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, N_FEATURES, event_volume,
+        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
+        event_volume,
     },
     report::addr_to_ip as ip,
     scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
@@ -70,6 +72,8 @@ pub struct PipelineCounters {
     pub disconnected: u64,
     /// Batches lost to an inference error.
     pub inference_errors: u64,
+    /// Gateway views (kernel sketches, one per epoch) taken into the features.
+    pub gateway_views: u64,
 }
 
 /// Per-row context kept next to the features while the row waits in a batch.
@@ -100,6 +104,8 @@ pub struct ScoringPipeline {
     tx: Sender<ScoredRow>,
     counters: PipelineCounters,
     n_classes: usize,
+    /// Where the control thread publishes the kernel sketches' gateway view.
+    sketches: Option<SketchHandle>,
 }
 
 /// Errors building a pipeline.
@@ -166,7 +172,21 @@ impl ScoringPipeline {
             ae,
             tx,
             counters: PipelineCounters::default(),
+            sketches: None,
         })
+    }
+
+    /// Reads the gateway view from `sketches` on every tick (a new view is
+    /// taken once per epoch; see [`crate::features::gateway`]).
+    #[must_use]
+    pub fn with_sketches(mut self, sketches: SketchHandle) -> Self {
+        self.sketches = Some(sketches);
+        self
+    }
+
+    /// Installs a gateway view directly (replays and tests).
+    pub fn set_gateway_view(&mut self, view: Arc<GatewayView>) {
+        self.fx.set_gateway_view(view);
     }
 
     /// Every decoded ring event. No allocation, lock or syscall unless a
@@ -195,6 +215,14 @@ impl ScoringPipeline {
     /// Worker tick (at least every ~1 ms, also when idle): settles timed-out
     /// handshakes and closes a batch whose deadline passed.
     pub fn on_tick(&mut self, now_ns: u64) {
+        if let Some(g) = self
+            .sketches
+            .as_ref()
+            .and_then(|s| s.gateway_if_newer(self.fx.gateway_seq()))
+        {
+            self.fx.set_gateway_view(g);
+            self.counters.gateway_views += 1;
+        }
         self.fx.expire(now_ns);
         if let Some(m) = self.meta.first()
             && now_ns.saturating_sub(m.ts_ns) >= self.cfg.batch_deadline_ns
