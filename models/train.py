@@ -29,6 +29,7 @@ for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[v] = "1"
 
 import argparse
+import gzip
 import hashlib
 import json
 import sys
@@ -59,9 +60,16 @@ QUANTILES = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
 REBUILD = "cargo xtask train"
 
 
+def meta_path(csv_path):
+    """`x.csv` and `x.csv.gz` both have `x.meta.json` beside them."""
+    name = csv_path.name.removesuffix(".gz").removesuffix(".csv")
+    return csv_path.with_name(name + ".meta.json")
+
+
 def load(csv_path):
     """Returns (feature names, x, y, groups); y = -1 for `anomaly` rows."""
-    with open(csv_path) as f:
+    opener = gzip.open if csv_path.suffix == ".gz" else open
+    with opener(csv_path, "rt") as f:
         header = f.readline().strip().split(",")
     if header[-1] != "label":
         sys.exit(f"{csv_path}: last CSV column must be `label`")
@@ -257,7 +265,7 @@ def main():
     rng = np.random.default_rng(SEED)
     offset = 0
     for k, path in enumerate(args.data):
-        meta = json.loads(path.with_suffix(".meta.json").read_text())
+        meta = json.loads(meta_path(path).read_text())
         if schema is None:
             schema = meta["schema"]
         elif meta["schema"] != schema:

@@ -3,11 +3,13 @@
 //! 1. builds `sensor-dataset` (release) and runs it: the seeded traffic
 //!    simulator → the kernel export model → the live feature extractor →
 //!    `target/dataset/flows.csv` (+ `.meta.json`), and the recorded fixture in
-//!    `models/fixtures/` (`events.bin`, `rows.csv`);
+//!    `models/fixtures/` (`events.bin`, `gateway.bin`, `rows.csv`);
 //! 2. creates a Python venv in `target/train-venv` and installs the pinned
 //!    `models/requirements.txt`;
-//! 3. runs `models/train.py`, which writes the ONNX models, their cards and
-//!    the ONNX Runtime scores of the fixture rows;
+//! 3. runs `models/train.py` on the simulated rows plus the lab recording
+//!    (`models/data/lab-rows.csv.gz`, made by `cargo xtask lab record`), which
+//!    writes the ONNX models, their cards and the ONNX Runtime scores of the
+//!    fixture rows;
 //! 4. runs the Rust tests that check tract reproduces those scores and the
 //!    features reproduce the fixture rows bit for bit.
 //!
@@ -35,7 +37,18 @@ pub struct TrainArgs {
     /// Skip the tract-vs-ONNX-Runtime test run at the end.
     #[arg(long)]
     pub no_verify: bool,
+    /// Labelled rows recorded in the traffic lab (`cargo xtask lab record`),
+    /// CSV or gzipped CSV with its `.meta.json` beside it; repeatable. The
+    /// committed recording is used when none is given.
+    #[arg(long)]
+    pub lab_data: Vec<PathBuf>,
+    /// Train on the simulated data only.
+    #[arg(long, conflicts_with = "lab_data")]
+    pub sim_only: bool,
 }
+
+/// The committed lab recording (see `models/README.md`).
+pub const LAB_DATA: &str = "models/data/lab-rows.csv.gz";
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
@@ -85,11 +98,20 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
     run(Command::new(&py)
         .args(["-m", "pip", "install", "--quiet", "-r"])
         .arg(models.join("requirements.txt")))?;
-    run(Command::new(&py)
+    let mut lab = args.lab_data.clone();
+    if lab.is_empty() && !args.sim_only && root.join(LAB_DATA).exists() {
+        lab.push(root.join(LAB_DATA));
+    }
+    let mut train = Command::new(&py);
+    train
         .current_dir(root)
         .arg(models.join("train.py"))
         .arg("--data")
-        .arg(&data)
+        .arg(&data);
+    for l in &lab {
+        train.arg("--data").arg(l);
+    }
+    run(train
         .arg("--fixture")
         .arg(fixtures.join("rows.csv"))
         .arg("--out")
