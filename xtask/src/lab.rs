@@ -286,6 +286,7 @@ fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
 /// Prints the alerts the sensor opened, with the scenario whose window and
 /// sources match the alert's attacker.
 fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) -> Result<()> {
+    let clock_offset_ns = realtime_ns().saturating_sub(sensor_lab::lab::monotonic_ns());
     let text = std::fs::read_to_string(eve).unwrap_or_default();
     println!("alerts raised:");
     let mut n = 0;
@@ -303,12 +304,24 @@ fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) ->
             .parse::<IpAddr>()
             .ok()
             .or_else(|| v["src_ip"].as_str().and_then(|s| s.parse().ok()));
-        let matched = src.and_then(|a| {
-            outcomes
+        // The attack scenario running when the alert opened, if the alert's
+        // source is one of its senders.
+        let opened = v["timestamp"].as_str().and_then(eve_unix_ns);
+        let matched = match (src, opened) {
+            (Some(a), Some(t)) => outcomes
                 .iter()
-                .find(|o| o.label != Label::Benign && o.sources.matches(plan, a))
-                .map(|o| o.name.as_str())
-        });
+                .find(|o| {
+                    o.label != Label::Benign
+                        && o.sources.matches(plan, a)
+                        && o.in_window(t.saturating_sub(clock_offset_ns), 2 * TAIL_NS)
+                })
+                .map_or_else(
+                    || format!("{}: no attack running", role(plan, a)),
+                    |o| o.name.clone(),
+                ),
+            (Some(a), None) => role(plan, a).to_owned(),
+            _ => "?".to_owned(),
+        };
         println!(
             "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({})",
             x["class"].as_str().unwrap_or("?"),
@@ -317,13 +330,65 @@ fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) ->
             x["victim"].as_str().unwrap_or("?"),
             v["dest_port"],
             x["score"].as_f64().unwrap_or(f64::NAN),
-            matched.unwrap_or("no scenario: false positive?")
+            matched
         );
     }
     if n == 0 {
         println!("  (none)");
     }
     Ok(())
+}
+
+/// What an address is in the lab plan.
+fn role(plan: &AddressPlan, a: IpAddr) -> &'static str {
+    if a == IpAddr::from(plan.attacker) {
+        "attacker"
+    } else if plan.is_client(a) {
+        "client"
+    } else if plan.contains(a) {
+        "server side"
+    } else {
+        "spoofed source"
+    }
+}
+
+/// CLOCK_REALTIME in ns.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
+}
+
+/// Parses an EVE timestamp (`2026-11-22T06:40:44.055992+0000`) to Unix ns.
+fn eve_unix_ns(ts: &str) -> Option<u64> {
+    let (date, rest) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (time, zone) = rest.split_at(rest.find(['+', '-', 'Z'])?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    let off_min = match zone.as_bytes().first()? {
+        b'Z' => 0,
+        sign => {
+            let z = &zone[1..];
+            let v = z.get(..2)?.parse::<i64>().ok()? * 60 + z.get(2..4)?.parse::<i64>().ok()?;
+            if *sign == b'-' { -v } else { v }
+        }
+    };
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 - off_min * 60;
+    let ns = secs as f64 * 1e9 + sec * 1e9;
+    (ns >= 0.0).then_some(ns as u64)
 }
 
 /// One row of a `--record-out` file (what labelling needs).
@@ -579,4 +644,23 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eve_timestamps_parse_to_unix_time() {
+        assert_eq!(
+            eve_unix_ns("1970-01-01T00:00:01.5+0000"),
+            Some(1_500_000_000)
+        );
+        // 2026-11-22 06:40:44 UTC = 1795329644.
+        let t = eve_unix_ns("2026-11-22T06:40:44.000000+0000").unwrap();
+        assert_eq!(t / 1_000_000_000, 1_795_329_644);
+        let east = eve_unix_ns("2026-11-22T07:40:44.000000+0100").unwrap();
+        assert_eq!(east, t);
+        assert_eq!(eve_unix_ns("garbage"), None);
+    }
 }

@@ -2,7 +2,8 @@
 
 One process, several threads, standard library only:
   - HTTP on :80 (all addresses): static files from --root (pages and a large
-    download), POST /login always answers 401 (brute-force target),
+    download), POST /login always answers a "login failed" page and
+    POST /api/login always 401 (brute-force targets),
     POST /upload accepts and discards a body (exfiltration target);
   - TCP sink on :7000: accepts long-lived connections and reads until EOF
     (idle keepalive connections).
@@ -35,6 +36,12 @@ class Handler(http.server.SimpleHTTPRequestHandler):
     def do_POST(self):
         self._body()
         if self.path.startswith("/login"):
+            # A web form's failed login: the page says so (hydra's
+            # http-post-form refuses targets answering 401, which it takes
+            # for HTTP authentication).
+            msg = b"<html><body>login failed</body></html>\n"
+            self.send_response(200)
+        elif self.path.startswith("/api/login"):
             msg = b"login failed\n"
             self.send_response(401)
         elif self.path.startswith("/upload"):

@@ -480,9 +480,9 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
             0,
             Hydra {
                 service: Brute::Ssh,
-                passwords: 60
+                passwords: 100
             },
-            "hydra password guessing against the lab's OpenSSH server, 4 tasks"
+            "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"
         ),
         spec!(
             "bruteforce-ssh-like",
@@ -507,7 +507,7 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
                 service: Brute::HttpLogin,
                 passwords: 300
             },
-            "hydra HTTP POST login guessing (every answer 401), 8 tasks"
+            "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"
         ),
         spec!(
             "anomaly-slowhttp",
@@ -638,7 +638,7 @@ pub fn label_row(
 }
 
 /// Watches a namespace's link for its first outgoing IPv4 frame and records
-/// the CLOCK_MONOTONIC time it saw it.
+/// the CLOCK_MONOTONIC time it saw it (within microseconds of the send).
 struct FirstFrame {
     stop: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
@@ -648,7 +648,10 @@ struct FirstFrame {
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
         let ifindex = ns.ifindex(ifname)?;
-        let proto = (libc::ETH_P_IP as u16).to_be();
+        // Outgoing frames reach only ETH_P_ALL taps, so the socket takes
+        // every frame and the loop keeps the first outgoing IPv4 one.
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let ipv4 = (libc::ETH_P_IP as u16).to_be();
         let fd = ns.run_in(move || {
             // SAFETY: plain socket(2).
             let raw = unsafe {
@@ -714,7 +717,8 @@ impl FirstFrame {
                         &raw mut len,
                     )
                 };
-                if n >= 0 && from.sll_pkttype == libc::PACKET_OUTGOING {
+                if n >= 0 && from.sll_pkttype == libc::PACKET_OUTGOING && from.sll_protocol == ipv4
+                {
                     seen2.store(monotonic_ns(), Ordering::Relaxed);
                     return;
                 }
@@ -1020,6 +1024,7 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
                     &pw,
                     "-t",
                     "4",
+                    // Wait at most 3 s for an answer (default 32 s).
                     "-w",
                     "3",
                     &format!("ssh://{server}"),
