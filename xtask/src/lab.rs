@@ -221,8 +221,12 @@ impl Session {
         let o =
             scenario::run(&self.lab, spec).with_context(|| format!("scenario {}", spec.name))?;
         self.lab.check_services()?;
+        let first = o.first_packet_mono_ns.map_or_else(
+            || "-".to_owned(),
+            |t| format!("{:.1} ms", t.saturating_sub(o.start_mono_ns) as f64 / 1e6),
+        );
         println!(
-            "  {:<22} {:<10} {:>8} frames {:>11} bytes in {:>5.1} s",
+            "  {:<22} {:<10} {:>8} frames {:>11} bytes in {:>5.1} s (first frame after {first})",
             o.name,
             o.label.name(),
             o.packets_sent,
