@@ -46,6 +46,14 @@ pub enum LabError {
         #[source]
         source: serde_json::Error,
     },
+    /// A tool a lab scenario needs is not installed.
+    #[error(
+        "`{tool}` is not installed: install the Debian package `{package}` (or run `cargo xtask setup`)"
+    )]
+    MissingTool { tool: String, package: String },
+    /// A scenario name that the catalogue does not have.
+    #[error("unknown scenario `{name}` (`cargo xtask lab list` shows them)")]
+    UnknownScenario { name: String },
     /// Waiting for something (XDP attach, process exit) took too long.
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },

@@ -7,10 +7,13 @@
 //!   ground truth (per-flow packets, bytes and TCP flag counts) of what it sent.
 //! - [`sensor`]: starts the `sensor` binary inside a namespace, waits until its
 //!   XDP program is attached, stops it and parses its output files.
+//! - [`lab`]: the traffic lab: clients, attacker, gateway, servers and a
+//!   monitor port, with labelled scenarios driven by real tools.
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
 pub mod error;
 pub mod generator;
+pub mod lab;
 pub mod netns;
 pub mod root;
 pub mod sensor;

@@ -3,6 +3,7 @@
 //! self-contained demo in network namespaces.
 
 mod demo;
+mod lab;
 mod setup;
 mod train;
 
@@ -49,6 +50,10 @@ enum Task {
     /// Self-contained demo: a lab of namespaces, benign and hostile traffic,
     /// and what the sensor saw.
     Demo,
+    /// Traffic lab: labelled scenarios from real tools with the sensor on a
+    /// monitor port (`lab list`, `lab run <scenario>...`, `lab record`).
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
     /// Regenerate the training data and retrain the committed models
     /// (Python venv with pinned requirements; deterministic).
     Train(train::TrainArgs),
@@ -64,6 +69,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
+        Task::Lab(cmd) => lab::lab(&cmd),
         Task::Train(args) => train::train(&workspace_root(), &args),
     }
 }
