@@ -7,8 +7,8 @@
 //! - `lab record`: benign background, then a sequence of benign and attack
 //!   scenarios with the sensor recording every scored row; labels each row
 //!   from the address plan and the scenario windows and writes
-//!   `labelled.csv` (train.py's format), `labelled.meta.json`, `anomaly.csv`
-//!   and `summary.json`.
+//!   `labelled.csv` (train.py's format: features, `group` = scenario,
+//!   `label`), `labelled.meta.json` and `summary.json`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -574,9 +574,9 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
             (b.clone(), s)
         })
         .collect();
-    let header = format!("{},label\n", rec.feature_names.join(","));
-    let mut train = header.clone();
-    let mut anomaly = header;
+    // `group` is the scenario (bucket) a row belongs to: training counts a
+    // missed attack per scenario, not per row.
+    let mut train = format!("{},group,label\n", rec.feature_names.join(","));
     // Kept training rows per bucket, in time order.
     let mut kept: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();
@@ -596,20 +596,13 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         per_bucket.get_mut(b).expect("bucket counted")[1] += 1;
         bucket_label.insert(b.clone(), name);
         *per_class.entry(name).or_default() += 1;
-        let line = format!("{},{name}\n", r.features);
-        if name == "anomaly" {
-            anomaly.push_str(&line);
-        } else {
-            kept.entry(b.as_str()).or_default().push(line);
-        }
+        let line = format!("{},{b},{name}\n", r.features);
+        kept.entry(b.as_str()).or_default().push(line);
     }
     interleave(&mut train, kept, CHUNK_ROWS);
     let labelled_path = out.join("labelled.csv");
     std::fs::write(&labelled_path, &train)
         .with_context(|| format!("writing {}", labelled_path.display()))?;
-    let anomaly_path = out.join("anomaly.csv");
-    std::fs::write(&anomaly_path, &anomaly)
-        .with_context(|| format!("writing {}", anomaly_path.display()))?;
 
     let counts = |l: &str| per_class.get(l).copied().unwrap_or(0);
     let command = format!(
@@ -636,9 +629,8 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
             ),
             "rows_per_class": {
                 "benign": counts("benign"), "flood": counts("flood"), "scan": counts("scan"),
-                "bruteforce": counts("bruteforce"),
+                "bruteforce": counts("bruteforce"), "anomaly": counts("anomaly"),
             },
-            "anomaly_rows_in_anomaly_csv": counts("anomaly"),
             "command": command,
         },
     });
@@ -671,12 +663,10 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     }
     println!("rows per class: {per_class:?}");
     println!(
-        "wrote {} ({} rows), {}, {} ({} rows), {} in {:.0} s",
+        "wrote {} ({} rows), {}, {} in {:.0} s",
         labelled_path.display(),
         train.lines().count() - 1,
         meta_path.display(),
-        anomaly_path.display(),
-        anomaly.lines().count() - 1,
         summary_path.display(),
         t0.elapsed().as_secs_f64()
     );
