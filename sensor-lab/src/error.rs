@@ -46,6 +46,12 @@ pub enum LabError {
         #[source]
         source: serde_json::Error,
     },
+    /// A capture file is unusable (format, link type, truncation).
+    #[error("capture {}: {reason}", path.display())]
+    Capture { path: PathBuf, reason: String },
+    /// The capture manifest is malformed or disagrees with the files.
+    #[error("manifest {}: {reason}", path.display())]
+    Manifest { path: PathBuf, reason: String },
     /// Waiting for something (XDP attach, process exit) took too long.
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },
