@@ -3,6 +3,7 @@
 //! self-contained demo in network namespaces.
 
 mod demo;
+mod eval;
 mod setup;
 mod train;
 
@@ -49,6 +50,10 @@ enum Task {
     /// Self-contained demo: a lab of namespaces, benign and hostile traffic,
     /// and what the sensor saw.
     Demo,
+    /// Detection quality on real captures (tests/data/pcaps) and lab
+    /// scenarios: detected or not, class, time to detect, false detections.
+    /// Writes target/eval/eval.md and eval.json. Needs root.
+    Eval(eval::EvalArgs),
     /// Regenerate the training data and retrain the committed models
     /// (Python venv with pinned requirements; deterministic).
     Train(train::TrainArgs),
@@ -64,6 +69,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
+        Task::Eval(args) => eval::eval(&args),
         Task::Train(args) => train::train(&workspace_root(), &args),
     }
 }
