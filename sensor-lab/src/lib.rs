@@ -11,8 +11,11 @@
 //!   paced by their timestamps, and records when the first attack frame left.
 //! - [`manifest`]: the capture manifest (`tests/data/pcaps/MANIFEST.tsv`):
 //!   files, checksums and labels.
+//! - [`detection`]: judges the sensor's alerts against ground truth
+//!   (correct detections, false ones, time to detect).
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
+pub mod detection;
 pub mod error;
 pub mod generator;
 pub mod manifest;
