@@ -2,18 +2,19 @@
 //! correct detections and which are false, and running a capture through a
 //! sensor to get them.
 //!
-//! A correct detection is an alert of the expected class that names an
-//! attack host (as attacker or victim). Every other alert is false: any
-//! alert when the expected class is `benign`, an alert of another class, or
-//! one naming only hosts outside the attack.
+//! A correct detection is an alert of the expected class whose named sides
+//! play those roles in the attack: its attacker (unless `many`) is an
+//! attacker and its victim (unless `many`) a victim of the attack traffic.
+//! Every other alert is false: any alert when the expected class is
+//! `benign`, an alert of another class, or one naming a host outside its
+//! role (a flood "on" the attacker, from the victims' replies, is false).
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{LabError, Result};
-use crate::replay::{AttackRule, Capture, ReplayOptions, ReplayReport, Replayer};
+use crate::replay::{AttackRoles, AttackRule, Capture, ReplayOptions, ReplayReport, Replayer};
 use crate::sensor::{SensorOutput, SensorRun, TempDir};
 
 /// An alert as opened by the sensor (its EVE `alert` record in state `open`).
@@ -111,20 +112,20 @@ impl Judgement {
 }
 
 /// Splits `alerts` for a case whose attack is `expected_class` (or
-/// `benign`) between `attack_hosts`.
+/// `benign`) with the given roles.
 #[must_use]
-pub fn judge(
-    alerts: &[OpenAlert],
-    expected_class: &str,
-    attack_hosts: &BTreeSet<IpAddr>,
-) -> Judgement {
+pub fn judge(alerts: &[OpenAlert], expected_class: &str, roles: &AttackRoles) -> Judgement {
     let mut j = Judgement::default();
     for a in alerts {
-        let on_attack_host = [a.attacker, a.victim]
-            .iter()
-            .flatten()
-            .any(|h| attack_hosts.contains(h));
-        if expected_class != "benign" && a.class == expected_class && on_attack_host {
+        let attacker_ok = a.attacker.is_none_or(|h| roles.attackers.contains(&h));
+        let victim_ok = a.victim.is_none_or(|h| roles.victims.contains(&h));
+        let named = a.attacker.is_some() || a.victim.is_some();
+        if expected_class != "benign"
+            && a.class == expected_class
+            && named
+            && attacker_ok
+            && victim_ok
+        {
             j.correct.push(a.clone());
         } else {
             j.false_alerts.push(a.clone());
@@ -138,8 +139,8 @@ pub fn judge(
 pub struct CaptureRun {
     pub replay: ReplayReport,
     pub alerts: Vec<OpenAlert>,
-    /// Addresses of the capture's attack traffic.
-    pub attack_hosts: BTreeSet<IpAddr>,
+    /// Attackers and victims of the capture's attack traffic.
+    pub roles: AttackRoles,
     pub output: SensorOutput,
 }
 
@@ -175,7 +176,7 @@ pub fn run_capture(
     Ok(CaptureRun {
         replay,
         alerts: read_open_alerts(&eve)?,
-        attack_hosts: cap.attack_hosts(rule),
+        roles: cap.attack_roles(rule),
         output,
     })
 }
@@ -199,23 +200,44 @@ mod tests {
     }
 
     #[test]
-    fn alerts_are_judged_by_class_and_host() {
-        let hosts: BTreeSet<IpAddr> = [ip("172.16.0.5"), ip("192.168.50.4")].into();
+    fn alerts_are_judged_by_class_and_role() {
+        let roles = AttackRoles {
+            attackers: [ip("172.16.0.5")].into(),
+            victims: [ip("192.168.50.4")].into(),
+        };
         let alerts = [
             alert("flood", None, Some("192.168.50.4"), 1_250_000_000),
             alert("flood", None, Some("192.168.50.4"), 1_100_000_000),
-            // Right class, wrong host; right host, wrong class.
+            alert(
+                "flood",
+                Some("172.16.0.5"),
+                Some("192.168.50.4"),
+                1_300_000_000,
+            ),
+            // Right class, but on a bystander; on the attacker (backscatter);
+            // attacker and victim swapped; right hosts, wrong class.
             alert("flood", None, Some("10.0.0.9"), 1_050_000_000),
+            alert("flood", None, Some("172.16.0.5"), 1_050_000_000),
+            alert(
+                "flood",
+                Some("192.168.50.4"),
+                Some("172.16.0.5"),
+                1_050_000_000,
+            ),
             alert("scan", Some("172.16.0.5"), None, 1_010_000_000),
+            // Names nobody.
+            alert("flood", None, None, 1_010_000_000),
         ];
-        let j = judge(&alerts, "flood", &hosts);
-        assert_eq!((j.correct.len(), j.false_alerts.len()), (2, 2));
+        let j = judge(&alerts, "flood", &roles);
+        assert_eq!((j.correct.len(), j.false_alerts.len()), (3, 5));
         assert_eq!(j.time_to_detect_ms(Some(1_000_000_000)), Some(100.0));
         assert_eq!(j.time_to_detect_ms(None), None);
-        assert_eq!(j.false_alerts[1].to_string(), "scan 172.16.0.5->many");
+        assert_eq!(j.false_alerts[3].to_string(), "scan 172.16.0.5->many");
+        let j = judge(&alerts, "scan", &roles);
+        assert_eq!(j.correct.len(), 1);
         // On a benign case every alert is false.
-        let j = judge(&alerts, "benign", &hosts);
-        assert_eq!((j.correct.len(), j.false_alerts.len()), (0, 4));
+        let j = judge(&alerts, "benign", &roles);
+        assert_eq!((j.correct.len(), j.false_alerts.len()), (0, 8));
         assert_eq!(j.first_detection_mono_ns(), None);
     }
 

@@ -271,19 +271,33 @@ impl Capture {
         Duration::from_nanos(self.offsets_ns().0.last().copied().unwrap_or(0))
     }
 
-    /// Addresses of the frames `rule` marks as attack traffic (both ends).
+    /// Who attacks and who is attacked, from the frames `rule` marks as
+    /// attack traffic. Whole-file labels do not say which end is which, so
+    /// under [`AttackRule::All`] every address plays both roles.
     #[must_use]
-    pub fn attack_hosts(&self, rule: &AttackRule) -> BTreeSet<IpAddr> {
-        let mut hosts = BTreeSet::new();
+    pub fn attack_roles(&self, rule: &AttackRule) -> AttackRoles {
+        let mut roles = AttackRoles::default();
         for i in 0..self.len() {
-            if let Some((src, dst)) = ip_pair(self.frame(i))
-                && rule.is_attack(src, dst)
-            {
-                hosts.insert(src);
-                hosts.insert(dst);
+            let Some((src, dst)) = ip_pair(self.frame(i)) else {
+                continue;
+            };
+            match rule {
+                AttackRule::None => {}
+                AttackRule::All => {
+                    for h in [src, dst] {
+                        roles.attackers.insert(h);
+                        roles.victims.insert(h);
+                    }
+                }
+                AttackRule::Between { a, .. } => {
+                    if rule.is_attack(src, dst) {
+                        roles.attackers.insert(*a);
+                        roles.victims.insert(if src == *a { dst } else { src });
+                    }
+                }
             }
         }
-        hosts
+        roles
     }
 
     /// Index of the first frame `rule` marks as attack traffic.
@@ -316,6 +330,13 @@ pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// The two sides of a capture's attack traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttackRoles {
+    pub attackers: BTreeSet<IpAddr>,
+    pub victims: BTreeSet<IpAddr>,
+}
+
 /// Which frames of a capture are the attack (the `attack_rule` column of
 /// the capture manifest).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,7 +345,8 @@ pub enum AttackRule {
     All,
     /// No frame (a benign capture).
     None,
-    /// Frames between `a` and any of `b`, either direction.
+    /// Frames between attacker `a` and any of the victims `b`, either
+    /// direction (replies of the victims included).
     Between { a: IpAddr, b: Vec<IpAddr> },
 }
 
@@ -685,10 +707,18 @@ mod tests {
         let rule: AttackRule = "between 172.16.0.5 192.168.50.1,192.168.50.4"
             .parse()
             .unwrap();
-        let hosts = c.attack_hosts(&rule);
-        assert!(hosts.contains(&"172.16.0.5".parse::<IpAddr>().unwrap()));
-        assert!(hosts.contains(&"192.168.50.4".parse::<IpAddr>().unwrap()));
-        assert!(hosts.len() <= 3, "{hosts:?}");
+        let roles = c.attack_roles(&rule);
+        let attacker: IpAddr = "172.16.0.5".parse().unwrap();
+        assert_eq!(roles.attackers, [attacker].into());
+        assert!(
+            roles
+                .victims
+                .contains(&"192.168.50.4".parse::<IpAddr>().unwrap())
+        );
+        assert!(!roles.victims.contains(&attacker) && roles.victims.len() <= 2);
+        let all = c.attack_roles(&AttackRule::All);
+        assert!(all.attackers.contains(&attacker) && all.victims.contains(&attacker));
+        assert_eq!(c.attack_roles(&AttackRule::None), AttackRoles::default());
         assert_eq!(c.first_attack(&AttackRule::None), None);
         assert!(c.first_attack(&rule).is_some());
     }

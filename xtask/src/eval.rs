@@ -7,10 +7,12 @@
 //! file, its traffic, then the sensor is stopped and its alerts are matched
 //! against the case's ground truth:
 //!
-//! - a *correct detection* is an alert of the expected class naming an
-//!   attack host (its attacker or victim is an address of attack traffic);
+//! - a *correct detection* is an alert of the expected class whose named
+//!   attacker is an attacker and whose named victim is a victim of the
+//!   attack traffic (`many` matches anything; whole-file labels make every
+//!   address of the capture both);
 //! - every other alert is a *false detection*: any alert on a benign case,
-//!   an alert of another class, or one naming only non-attack hosts;
+//!   an alert of another class, or one naming a host outside its role;
 //! - *time to detect* is `xdp_sensor.emitted_mono_ns` of the first correct
 //!   alert (CLOCK_MONOTONIC when the alert stage wrote its `open` record)
 //!   minus CLOCK_MONOTONIC just before the first attack frame was handed to
@@ -20,16 +22,15 @@
 //! counts then drops every frame, so replayed traffic never reaches a stack.
 
 use std::any::Any;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use sensor_lab::detection::{OpenAlert, judge, read_open_alerts};
 use sensor_lab::manifest::{self, Entry};
-use sensor_lab::replay::{AttackRule, Capture, ReplayOptions, Replayer};
+use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
 use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
 use sensor_lab::{Lab, Netns};
 use serde_json::{Value, json};
@@ -78,8 +79,8 @@ pub struct CaseTruth {
     /// CLOCK_MONOTONIC (ns) just before the first attack frame left; `None`
     /// for benign traffic (or when no attack frame was sent).
     pub first_attack_mono_ns: Option<u64>,
-    /// Addresses a correct alert may name as attacker or victim.
-    pub attack_hosts: BTreeSet<IpAddr>,
+    /// Addresses a correct alert may name as attacker and as victim.
+    pub roles: AttackRoles,
     /// What was sent, for the table: packets, seconds, bounds, skips.
     pub traffic: String,
     /// True when a bound cut the traffic short.
@@ -234,10 +235,7 @@ impl Case for CaptureCase {
         }
         let truth = CaseTruth {
             first_attack_mono_ns: rep.first_attack_mono_ns,
-            attack_hosts: match rule {
-                AttackRule::None => BTreeSet::new(),
-                _ => self.capture.attack_hosts(rule),
-            },
+            roles: self.capture.attack_roles(rule),
             traffic,
             bounded: rep.truncated,
             details: json!({
@@ -288,6 +286,8 @@ struct Row {
     classes: BTreeMap<String, u64>,
     correct: u64,
     false_alerts: Vec<String>,
+    /// Every opened alert, in order.
+    alerts: Vec<String>,
     latency_ms: Option<f64>,
     error: Option<String>,
     details: Value,
@@ -322,6 +322,7 @@ impl Row {
             "correct_alerts": self.correct,
             "false_detections": self.false_alerts.len(),
             "false_alerts": self.false_alerts,
+            "alerts": self.alerts,
             "time_to_detect_ms": self.latency_ms,
             "ok": self.ok(),
             "error": self.error,
@@ -342,7 +343,7 @@ fn score(
     for a in alerts {
         *classes.entry(a.class.clone()).or_default() += 1;
     }
-    let j = judge(alerts, &expected, &truth.attack_hosts);
+    let j = judge(alerts, &expected, &truth.roles);
     Row {
         latency_ms: j.time_to_detect_ms(truth.first_attack_mono_ns),
         name,
@@ -353,6 +354,7 @@ fn score(
         classes,
         correct: j.correct.len() as u64,
         false_alerts: j.false_alerts.iter().map(ToString::to_string).collect(),
+        alerts: alerts.iter().map(ToString::to_string).collect(),
         error: None,
         details: truth.details,
         counters: BTreeMap::new(),
@@ -371,6 +373,7 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
         classes: BTreeMap::new(),
         correct: 0,
         false_alerts: Vec::new(),
+        alerts: Vec::new(),
         latency_ms: None,
         error: Some(format!("{e:#}")),
         details: Value::Null,
@@ -497,11 +500,12 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
     let _ = writeln!(
         s,
         "\nReplay speed {}x, each capture bounded to {:.0} s of replay. \
-         Detected: an alert of the expected class naming an attack host. \
+         Detected: an alert of the expected class whose named attacker/victim are an \
+         attacker/victim of the attack traffic (whole-file labels: any address of the capture). \
          Time to detect: `xdp_sensor.emitted_mono_ns` of the first such alert minus \
          CLOCK_MONOTONIC just before the first attack frame was sent. \
          False detections: alerts on benign cases, and alerts of another class or \
-         naming only non-attack hosts.",
+         naming a host outside its role.",
         opts.speed,
         opts.max_duration.as_secs_f64()
     );
@@ -598,6 +602,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -618,7 +624,10 @@ mod tests {
     fn rows_count_classes_detections_and_false_alerts() {
         let truth = || CaseTruth {
             first_attack_mono_ns: Some(1_000_000_000),
-            attack_hosts: [ip("192.168.50.4")].into(),
+            roles: AttackRoles {
+                attackers: [ip("172.16.0.5")].into(),
+                victims: [ip("192.168.50.4")].into(),
+            },
             ..CaseTruth::default()
         };
         let alerts = [
