@@ -52,6 +52,14 @@ pub enum LabError {
     /// The capture manifest is malformed or disagrees with the files.
     #[error("manifest {}: {reason}", path.display())]
     Manifest { path: PathBuf, reason: String },
+    /// A tool a lab scenario needs is not installed.
+    #[error(
+        "`{tool}` is not installed: install the Debian package `{package}` (or run `cargo xtask setup`)"
+    )]
+    MissingTool { tool: String, package: String },
+    /// A scenario name that the catalogue does not have.
+    #[error("unknown scenario `{name}` (`cargo xtask lab list` shows them)")]
+    UnknownScenario { name: String },
     /// Waiting for something (XDP attach, process exit) took too long.
     #[error("timed out after {seconds:.1} s waiting for {what}")]
     Timeout { what: String, seconds: f64 },

@@ -13,11 +13,14 @@
 //!   files, checksums and labels.
 //! - [`detection`]: judges the sensor's alerts against ground truth
 //!   (correct detections, false ones, time to detect).
+//! - [`lab`]: the traffic lab: clients, attacker, gateway, servers and a
+//!   monitor port, with labelled scenarios driven by real tools.
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
 pub mod detection;
 pub mod error;
 pub mod generator;
+pub mod lab;
 pub mod manifest;
 pub mod netns;
 pub mod replay;

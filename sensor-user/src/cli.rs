@@ -111,6 +111,11 @@ pub struct RunArgs {
     /// Write alerts as EVE JSON lines to this file (rotated at 100 MiB, five kept).
     #[arg(long, value_name = "FILE")]
     pub eve_out: Option<PathBuf>,
+    /// Record every scored row (no emit floor) as CSV: event time, flow key,
+    /// the schema's features, class probabilities and anomaly score; see
+    /// docs/lab.md. Rows the recorder could not keep up with are counted.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_score")]
+    pub record_out: Option<PathBuf>,
     /// A batch of feature rows is scored when full or when its oldest row
     /// has waited this long (microseconds).
     #[arg(long, value_name = "US", default_value_t = 200)]
@@ -232,8 +237,14 @@ mod tests {
             "1024",
             "--ring-bytes",
             "65536",
+            "--record-out",
+            "/tmp/r.csv",
         ]);
         assert_eq!(r.mode, ModeArg::Skb);
+        assert_eq!(
+            r.record_out.as_deref(),
+            Some(std::path::Path::new("/tmp/r.csv"))
+        );
         assert!(r.mirror);
         assert_eq!(r.workers, Some(2));
         assert_eq!(r.duration, Some(Duration::from_millis(1500)));
@@ -271,6 +282,10 @@ mod tests {
         assert!(parse(&["run", "--iface", "x", "--duration", "0"]).is_err());
         assert!(parse(&["run", "--iface", "x", "--duration", "-1"]).is_err());
         assert!(parse(&["run", "--iface", "x", "--duration", "abc"]).is_err());
+        assert!(
+            parse(&["run", "--iface", "x", "--no-score", "--record-out", "r.csv"]).is_err(),
+            "recording needs scoring"
+        );
         let r = run(&["run", "--iface", "x", "--ring-bytes", "3000"]);
         assert!(r.load_options().is_err());
     }

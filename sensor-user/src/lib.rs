@@ -9,6 +9,7 @@ pub mod error;
 pub mod features;
 pub mod loader;
 pub mod model;
+pub mod recorder;
 pub mod report;
 pub mod runner;
 pub mod scored;

@@ -57,6 +57,12 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             let scored = scoring.finish();
             let summary = result?;
             eprintln!("{}\n{}", summary.human(), scored.human());
+            if let Some(line) = scored.record_line() {
+                eprintln!("{line}");
+            }
+            if let Some(Err(e)) = scored.record {
+                return Err(anyhow::anyhow!(e).context("--record-out"));
+            }
             Ok(())
         }
         Command::Stats(args) => {

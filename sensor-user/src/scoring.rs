@@ -21,6 +21,7 @@ use crate::{
         DEFAULT_BATCH_SIZES, Model, ModelError,
         pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
     },
+    recorder::{self, RecordError, RecordSummary, RecorderHandle},
     scored::ScoredRow,
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
     workers::{EventHandler, HandlerFactory},
@@ -61,6 +62,12 @@ pub enum ScoringError {
         #[source]
         source: AlertsError,
     },
+    /// `--record-out` could not be created.
+    #[error("cannot start recording")]
+    Record {
+        #[source]
+        source: RecordError,
+    },
 }
 
 /// What scoring and alerting did during a run.
@@ -69,6 +76,9 @@ pub struct ScoringSummary {
     /// Per-worker pipeline counters, in worker order of finishing.
     pub pipelines: Vec<PipelineCounters>,
     pub alerts: AlertMetrics,
+    /// What `--record-out` wrote (None without it). Rows lost to the
+    /// recording are the pipelines' `shed` total.
+    pub record: Option<Result<RecordSummary, Arc<RecordError>>>,
 }
 
 impl ScoringSummary {
@@ -113,6 +123,22 @@ impl ScoringSummary {
             a.rows_below_threshold,
         )
     }
+
+    /// One line about `--record-out`, if it was given.
+    #[must_use]
+    pub fn record_line(&self) -> Option<String> {
+        let shed = self.pipeline_total().shed;
+        self.record.as_ref().map(|r| match r {
+            Ok(s) => format!(
+                "sensor: recorded {} rows to {} (rows lost before recording: {shed}; \
+                 not forwarded to alerts: {})",
+                s.rows_written,
+                s.path.display(),
+                s.forward_shed
+            ),
+            Err(e) => format!("sensor: recording failed: {e}"),
+        })
+    }
 }
 
 /// The worker handler: a pipeline that reports its counters when its worker
@@ -145,6 +171,8 @@ impl EventHandler for ScoringHandler {
 /// Models, pipelines and the alert stage of one run.
 pub struct Scoring {
     factory: Box<HandlerFactory>,
+    /// Between the pipelines and the alert stage with `--record-out`.
+    recorder: Option<RecorderHandle>,
     alerts: AlertStageHandle,
     report: Arc<Mutex<Vec<PipelineCounters>>>,
 }
@@ -175,6 +203,15 @@ impl Scoring {
             batch_deadline_ns: args.batch_deadline_us.saturating_mul(1000),
             ..PipelineConfig::default()
         };
+        // A recording holds every scored row, whatever the emit floor.
+        let cfg = if args.record_out.is_some() {
+            PipelineConfig {
+                emit_floor: 0.0,
+                ..cfg
+            }
+        } else {
+            cfg
+        };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let mut handlers = Vec::with_capacity(n_workers);
         for worker in 0..n_workers {
@@ -194,8 +231,18 @@ impl Scoring {
         // them, the alert stage drains the channel, closes its alerts and ends.
         drop(tx);
 
+        // With a recording, rows go pipelines -> recorder -> alert stage.
+        let (alert_rx, recorder) = match &args.record_out {
+            Some(path) => {
+                let (fwd_tx, fwd_rx) = crossbeam_channel::bounded::<ScoredRow>(ALERT_CHANNEL_ROWS);
+                let rec = recorder::spawn(path, rx, fwd_tx)
+                    .map_err(|source| ScoringError::Record { source })?;
+                (fwd_rx, Some(rec))
+            }
+            None => (rx, None),
+        };
         let alerts =
-            start_alert_stage(args, rx).map_err(|source| ScoringError::Alerts { source })?;
+            start_alert_stage(args, alert_rx).map_err(|source| ScoringError::Alerts { source })?;
         let handlers = Mutex::new(handlers);
         let factory: Box<HandlerFactory> = Box::new(move |i| {
             let taken = handlers
@@ -213,6 +260,7 @@ impl Scoring {
         });
         Ok(Self {
             factory,
+            recorder,
             alerts,
             report,
         })
@@ -229,14 +277,22 @@ impl Scoring {
     pub fn finish(self) -> ScoringSummary {
         let Self {
             factory,
+            recorder,
             alerts,
             report,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);
+        // The recorder ends when the pipelines' senders are gone; its end
+        // drops the alert stage's only sender.
+        let record = recorder.map(|r| r.join().map_err(Arc::new));
         let alerts = alerts.join();
         let pipelines = std::mem::take(&mut *report.lock().unwrap_or_else(PoisonError::into_inner));
-        ScoringSummary { pipelines, alerts }
+        ScoringSummary {
+            pipelines,
+            alerts,
+            record,
+        }
     }
 }
 

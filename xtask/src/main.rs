@@ -4,6 +4,7 @@
 
 mod demo;
 mod eval;
+mod lab;
 mod setup;
 mod train;
 
@@ -54,6 +55,10 @@ enum Task {
     /// scenarios: detected or not, class, time to detect, false detections.
     /// Writes target/eval/eval.md and eval.json. Needs root.
     Eval(eval::EvalArgs),
+    /// Traffic lab: labelled scenarios from real tools with the sensor on a
+    /// monitor port (`lab list`, `lab run <scenario>...`, `lab record`).
+    #[command(subcommand)]
+    Lab(lab::LabCmd),
     /// Regenerate the training data and retrain the committed models
     /// (Python venv with pinned requirements; deterministic).
     Train(train::TrainArgs),
@@ -70,6 +75,7 @@ fn main() -> Result<()> {
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
         Task::Eval(args) => eval::eval(&args),
+        Task::Lab(cmd) => lab::lab(&cmd),
         Task::Train(args) => train::train(&workspace_root(), &args),
     }
 }

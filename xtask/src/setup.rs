@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary that proves each is installed.
-const APT_PACKAGES: [(&str, &str); 9] = [
+const APT_PACKAGES: [(&str, &str); 18] = [
     ("clang-19", "clang-19"),
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
@@ -20,6 +20,16 @@ const APT_PACKAGES: [(&str, &str); 9] = [
     ("tcpreplay", "tcpreplay"),
     ("tshark", "tshark"),
     ("iperf3", "iperf3"),
+    // The traffic lab (`cargo xtask lab`): services, clients, attack tools.
+    ("ethtool", "ethtool"),
+    ("dnsmasq-base", "dnsmasq"),
+    ("bind9-dnsutils", "dig"),
+    ("iputils-ping", "ping"),
+    ("curl", "curl"),
+    ("openssh-server", "sshd"),
+    ("hydra", "hydra"),
+    ("slowhttptest", "slowhttptest"),
+    ("python3", "python3"),
 ];
 
 /// The bpf-linker release the eBPF build is known to work with.

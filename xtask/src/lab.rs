@@ -1,0 +1,666 @@
+//! `cargo xtask lab`: the traffic lab (see `sensor_lab::lab` and docs/lab.md).
+//!
+//! - `lab list`: the scenario catalogue.
+//! - `lab run <scenario>...`: builds the lab, starts the sensor on its
+//!   monitor port (both directions, `--mirror`), plays the scenarios and
+//!   prints what each sent and what the sensor raised.
+//! - `lab record`: benign background, then a sequence of benign and attack
+//!   scenarios with the sensor recording every scored row; labels each row
+//!   from the address plan and the scenario windows and writes
+//!   `labelled.csv` (train.py's format), `labelled.meta.json`, `anomaly.csv`
+//!   and `summary.json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use sensor_lab::lab::scenario::{
+    self, Background, Label, RowLabel, ScenarioOutcome, ScenarioSpec, label_row,
+};
+use sensor_lab::lab::{AddressPlan, TrafficLab};
+use sensor_lab::sensor::SensorRun;
+
+/// Options of `cargo xtask lab`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LabCmd {
+    /// List the scenarios: name, label, origin, bounds, tools.
+    List,
+    /// Play scenarios against a fresh lab with the sensor watching.
+    Run {
+        /// Scenario names (see `lab list`).
+        #[arg(required = true)]
+        scenarios: Vec<String>,
+        /// Keep the sensor's outputs here (default: a temporary directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Record a labelled dataset from a sequence of scenarios.
+    Record {
+        /// Output directory.
+        #[arg(long, default_value = "target/lab")]
+        out: PathBuf,
+        /// Comma-separated scenario names [default: the standard sequence].
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
+        /// At most this many rows per scenario (and for the background) in
+        /// labelled.csv, thinned evenly; 0 keeps all.
+        #[arg(long, default_value_t = 6000)]
+        max_rows_per_scenario: usize,
+    },
+}
+
+/// The standard `lab record` sequence: benign first, then every attack,
+/// with benign traffic in the background throughout (about 4 minutes).
+pub const RECORD_SEQUENCE: &[&str] = &[
+    "benign-browse",
+    "benign-dns",
+    "benign-download",
+    "benign-iperf",
+    "benign-speedtest",
+    "benign-ping",
+    "scan-syn",
+    "scan-connect",
+    "scan-udp",
+    "scan-fin",
+    "scan-null",
+    "scan-xmas",
+    "scan-slow",
+    "scan-sweep",
+    "flood-syn",
+    "flood-syn-spoofed",
+    "flood-udp",
+    "flood-udp-spoofed",
+    "flood-icmp",
+    "flood-icmp-spoofed",
+    "flood-trafgen",
+    "bruteforce-ssh",
+    "bruteforce-ssh-like",
+    "bruteforce-http",
+    "anomaly-slowhttp",
+    "anomaly-exfil",
+    "benign-idle-tcp",
+];
+
+/// Extra time after a scenario ends during which its sources' rows still
+/// carry its label (in-flight replies, the mirror, batching).
+const TAIL_NS: u64 = 1_000_000_000;
+/// Pause between scenarios, longer than the tail, so windows never overlap.
+const GAP: Duration = Duration::from_millis(1_500);
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn check_interrupt() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Runs a `lab` subcommand.
+pub fn lab(cmd: &LabCmd) -> Result<()> {
+    if let LabCmd::List = cmd {
+        list();
+        return Ok(());
+    }
+    if !sensor_lab::root::is_root() {
+        bail!("the lab creates network namespaces and loads XDP: run it as root");
+    }
+    let bin = crate::build()?;
+    // Ctrl-C unwinds through the guards (sensor, services, namespaces).
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+    let result = match cmd {
+        LabCmd::List => Ok(()),
+        LabCmd::Run { scenarios, out } => run_cmd(&bin, scenarios, out.as_deref()),
+        LabCmd::Record {
+            out,
+            scenarios,
+            max_rows_per_scenario,
+        } => record(&bin, out, scenarios, *max_rows_per_scenario),
+    };
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        eprintln!("lab interrupted; lab removed");
+        std::process::exit(130);
+    }
+    result
+}
+
+fn list() {
+    println!(
+        "{:<22} {:<11} {:<9} {:>5} {:>8}  {:<14} description",
+        "scenario", "label", "origin", "max s", "max pkts", "tools"
+    );
+    for s in scenario::catalogue() {
+        println!(
+            "{:<22} {:<11} {:<9} {:>5} {:>8}  {:<14} {}{}",
+            s.name,
+            s.label.name(),
+            format!("{:?}", s.origin).to_lowercase(),
+            s.max_seconds,
+            if s.max_packets == 0 {
+                "-".to_owned()
+            } else {
+                s.max_packets.to_string()
+            },
+            s.tools.join(","),
+            s.description,
+            if s.spoofed { " [spoofed]" } else { "" }
+        );
+    }
+}
+
+fn specs(names: &[String]) -> Result<Vec<ScenarioSpec>> {
+    names
+        .iter()
+        .map(|n| scenario::find(n).map_err(anyhow::Error::from))
+        .collect()
+}
+
+/// A lab with the sensor on its monitor port, recording.
+struct Session {
+    sensor: SensorRun,
+    record: PathBuf,
+    eve: PathBuf,
+    lab: TrafficLab,
+}
+
+impl Session {
+    fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let t = Instant::now();
+        let lab = TrafficLab::new().context("building the traffic lab")?;
+        let record = dir.join("recording.csv");
+        let eve = dir.join("eve.json");
+        let _ = std::fs::remove_file(&eve);
+        let record_arg = record.display().to_string();
+        let eve_arg = eve.display().to_string();
+        let mut sensor = SensorRun::start(
+            &lab.sensor_ns,
+            bin,
+            lab.monitor_iface(),
+            dir,
+            &[
+                "--mirror",
+                "--record-out",
+                &record_arg,
+                "--eve-out",
+                &eve_arg,
+            ],
+        )?;
+        sensor
+            .wait_attached(
+                &lab.sensor_ns,
+                Duration::from_secs(20),
+                Duration::from_millis(500),
+            )
+            .context("starting the sensor")?;
+        println!(
+            "lab up in {:.1} s; sensor on monitor port {} ({})",
+            t.elapsed().as_secs_f64(),
+            lab.monitor_iface(),
+            lab.sensor_ns.name()
+        );
+        Ok(Self {
+            sensor,
+            record,
+            eve,
+            lab,
+        })
+    }
+
+    fn play(&mut self, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
+        check_interrupt()?;
+        let o =
+            scenario::run(&self.lab, spec).with_context(|| format!("scenario {}", spec.name))?;
+        self.lab.check_services()?;
+        println!(
+            "  {:<22} {:<10} {:>8} frames {:>11} bytes in {:>5.1} s",
+            o.name,
+            o.label.name(),
+            o.packets_sent,
+            o.bytes_sent,
+            o.seconds()
+        );
+        Ok(o)
+    }
+
+    /// Stops the sensor; returns its stderr summary.
+    fn stop(self) -> Result<(String, PathBuf, PathBuf)> {
+        std::thread::sleep(Duration::from_millis(500));
+        let out = self
+            .sensor
+            .stop(Duration::from_secs(30))
+            .context("stopping the sensor")?;
+        let summary: String = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("sensor:"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        drop(self.lab);
+        Ok((summary, self.record, self.eve))
+    }
+}
+
+fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
+    let specs = specs(names)?;
+    let tmp = sensor_lab::sensor::TempDir::new("lab-run")?;
+    let dir = out.map_or_else(|| tmp.path().to_owned(), Path::to_owned);
+    let mut s = Session::start(bin, &dir)?;
+    let plan = s.lab.plan().clone();
+    println!("sent:");
+    let mut outcomes = Vec::new();
+    for spec in &specs {
+        outcomes.push(s.play(spec)?);
+        std::thread::sleep(GAP);
+    }
+    let (summary, record, eve) = s.stop()?;
+    println!("{summary}");
+    print_alerts(&eve, &plan, &outcomes)?;
+    let rec = Recording::read(&record)?;
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in &rec.rows {
+        let l = match label_row(&plan, &outcomes, TAIL_NS, r.src, r.ts_ns) {
+            RowLabel::Attack(i) => outcomes[i].label.name(),
+            RowLabel::Benign => "benign",
+            RowLabel::Unattributed => "unattributed",
+        };
+        *counts.entry(l).or_default() += 1;
+    }
+    println!("recorded rows by label: {counts:?}");
+    if out.is_some() {
+        println!("outputs in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Prints the alerts the sensor opened, with the scenario whose window and
+/// sources match the alert's attacker.
+fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) -> Result<()> {
+    let clock_offset_ns = realtime_ns().saturating_sub(sensor_lab::lab::monotonic_ns());
+    let text = std::fs::read_to_string(eve).unwrap_or_default();
+    println!("alerts raised:");
+    let mut n = 0;
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("EVE line is not JSON: {line}"))?;
+        let x = &v["xdp_sensor"];
+        if v["event_type"] != "alert" || x["state"] != "open" {
+            continue;
+        }
+        n += 1;
+        let attacker = x["attacker"].as_str().unwrap_or("?");
+        // The attacker, or for a many-source alert the row's own source.
+        let src = attacker
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| v["src_ip"].as_str().and_then(|s| s.parse().ok()));
+        // The attack scenario running when the alert opened, if the alert's
+        // source is one of its senders.
+        let opened = v["timestamp"].as_str().and_then(eve_unix_ns);
+        let matched = match (src, opened) {
+            (Some(a), Some(t)) => outcomes
+                .iter()
+                .find(|o| {
+                    o.label != Label::Benign
+                        && o.sources.matches(plan, a)
+                        && o.in_window(t.saturating_sub(clock_offset_ns), 2 * TAIL_NS)
+                })
+                .map_or_else(
+                    || format!("{}: no attack running", role(plan, a)),
+                    |o| o.name.clone(),
+                ),
+            (Some(a), None) => role(plan, a).to_owned(),
+            _ => "?".to_owned(),
+        };
+        println!(
+            "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({})",
+            x["class"].as_str().unwrap_or("?"),
+            x["severity"],
+            attacker,
+            x["victim"].as_str().unwrap_or("?"),
+            v["dest_port"],
+            x["score"].as_f64().unwrap_or(f64::NAN),
+            matched
+        );
+    }
+    if n == 0 {
+        println!("  (none)");
+    }
+    Ok(())
+}
+
+/// What an address is in the lab plan.
+fn role(plan: &AddressPlan, a: IpAddr) -> &'static str {
+    if a == IpAddr::from(plan.attacker) {
+        "attacker"
+    } else if plan.is_client(a) {
+        "client"
+    } else if plan.contains(a) {
+        "server side"
+    } else {
+        "spoofed source"
+    }
+}
+
+/// CLOCK_REALTIME in ns.
+fn realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
+}
+
+/// Parses an EVE timestamp (`2026-11-22T06:40:44.055992+0000`) to Unix ns.
+fn eve_unix_ns(ts: &str) -> Option<u64> {
+    let (date, rest) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (time, zone) = rest.split_at(rest.find(['+', '-', 'Z'])?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    let off_min = match zone.as_bytes().first()? {
+        b'Z' => 0,
+        sign => {
+            let z = &zone[1..];
+            let v = z.get(..2)?.parse::<i64>().ok()? * 60 + z.get(2..4)?.parse::<i64>().ok()?;
+            if *sign == b'-' { -v } else { v }
+        }
+    };
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 - off_min * 60;
+    let ns = secs as f64 * 1e9 + sec * 1e9;
+    (ns >= 0.0).then_some(ns as u64)
+}
+
+/// One row of a `--record-out` file (what labelling needs).
+struct Row {
+    ts_ns: u64,
+    src: IpAddr,
+    /// The feature columns, as written.
+    features: String,
+}
+
+/// A parsed `--record-out` file.
+struct Recording {
+    feature_names: Vec<String>,
+    rows: Vec<Row>,
+}
+
+impl Recording {
+    /// Reads the recording; its header must be `event_ts_ns,src,dst,sport,
+    /// dport,proto,<features>,p_<class>...,anomaly_score`.
+    fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .with_context(|| format!("{} is empty", path.display()))?
+            .split(',')
+            .collect();
+        let first_prob = header
+            .iter()
+            .position(|c| c.starts_with("p_"))
+            .with_context(|| format!("{}: no p_<class> columns", path.display()))?;
+        if header.len() < 7 || header[0] != "event_ts_ns" || header[1] != "src" || first_prob < 6 {
+            bail!("{}: unexpected header {header:?}", path.display());
+        }
+        let feature_names: Vec<String> = header[6..first_prob]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        let mut rows = Vec::new();
+        for (i, l) in lines.enumerate() {
+            let cols: Vec<&str> = l.split(',').collect();
+            if cols.len() != header.len() {
+                bail!(
+                    "{}: line {} has {} columns, the header {}",
+                    path.display(),
+                    i + 2,
+                    cols.len(),
+                    header.len()
+                );
+            }
+            rows.push(Row {
+                ts_ns: cols[0]
+                    .parse()
+                    .with_context(|| format!("{}: line {}: bad ts", path.display(), i + 2))?,
+                src: cols[1]
+                    .parse()
+                    .with_context(|| format!("{}: line {}: bad src", path.display(), i + 2))?,
+                features: cols[6..first_prob].join(","),
+            });
+        }
+        Ok(Self {
+            feature_names,
+            rows,
+        })
+    }
+}
+
+/// Which scenario (or the background) a row is attributed to, for counts
+/// and thinning: attack rows by label; benign rows from clients by the
+/// benign scenario whose window holds them, else the background; server
+/// replies as `replies`.
+fn bucket(plan: &AddressPlan, outcomes: &[ScenarioOutcome], r: &Row, l: RowLabel) -> String {
+    match l {
+        RowLabel::Attack(i) => outcomes[i].name.clone(),
+        RowLabel::Unattributed => "unattributed".into(),
+        RowLabel::Benign if plan.is_client(r.src) => outcomes
+            .iter()
+            .find(|o| o.label == Label::Benign && o.in_window(r.ts_ns, 0))
+            .map_or_else(|| "background".into(), |o| o.name.clone()),
+        RowLabel::Benign => "replies".into(),
+    }
+}
+
+fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
+    let t0 = Instant::now();
+    let names: Vec<String> = if names.is_empty() {
+        RECORD_SEQUENCE.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        names.to_vec()
+    };
+    let specs = specs(&names)?;
+    let out = if out.is_relative() {
+        crate::workspace_root().join(out)
+    } else {
+        out.to_owned()
+    };
+    let mut s = Session::start(bin, &out)?;
+    let plan = s.lab.plan().clone();
+    let budget: u32 = specs.iter().map(|s| s.max_seconds + 2).sum::<u32>() + 30;
+    let background = Background::start(&s.lab, budget).context("benign background")?;
+    std::thread::sleep(Duration::from_secs(2));
+    println!("sent (benign browsing and an idle keepalive connection in the background):");
+    let mut outcomes = Vec::new();
+    for spec in &specs {
+        outcomes.push(s.play(spec)?);
+        std::thread::sleep(GAP);
+    }
+    drop(background);
+    let (summary, record, eve) = s.stop()?;
+    println!("{summary}");
+    print_alerts(&eve, &plan, &outcomes)?;
+
+    let rec = Recording::read(&record)?;
+    let schema_path = record.with_extension("schema.json");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&schema_path)
+            .with_context(|| format!("reading {}", schema_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", schema_path.display()))?;
+    let schema_names: Vec<&str> = schema["features"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+        .unwrap_or_default();
+    if schema_names != rec.feature_names {
+        bail!(
+            "{} does not describe the recording's feature columns",
+            schema_path.display()
+        );
+    }
+
+    // Label every row, then thin each bucket evenly to `cap`.
+    let labelled: Vec<(RowLabel, String)> = rec
+        .rows
+        .iter()
+        .map(|r| {
+            let l = label_row(&plan, &outcomes, TAIL_NS, r.src, r.ts_ns);
+            (l, bucket(&plan, &outcomes, r, l))
+        })
+        .collect();
+    let mut per_bucket: BTreeMap<String, [u64; 2]> = BTreeMap::new();
+    for (_, b) in &labelled {
+        per_bucket.entry(b.clone()).or_default()[0] += 1;
+    }
+    let stride: BTreeMap<String, u64> = per_bucket
+        .iter()
+        .map(|(b, n)| {
+            let s = if cap == 0 {
+                1
+            } else {
+                n[0].div_ceil(cap as u64).max(1)
+            };
+            (b.clone(), s)
+        })
+        .collect();
+    let header = format!("{},label\n", rec.feature_names.join(","));
+    let mut train = header.clone();
+    let mut anomaly = header;
+    let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut bucket_label: BTreeMap<String, &str> = BTreeMap::new();
+    let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
+    for (r, (l, b)) in rec.rows.iter().zip(&labelled) {
+        let name = match l {
+            RowLabel::Attack(i) => outcomes[*i].label.name(),
+            RowLabel::Benign => "benign",
+            RowLabel::Unattributed => continue,
+        };
+        let k = seen.entry(b.as_str()).or_default();
+        *k += 1;
+        if !(*k - 1).is_multiple_of(stride[b]) {
+            continue;
+        }
+        per_bucket.get_mut(b).expect("bucket counted")[1] += 1;
+        bucket_label.insert(b.clone(), name);
+        *per_class.entry(name).or_default() += 1;
+        let dst = if name == "anomaly" {
+            &mut anomaly
+        } else {
+            &mut train
+        };
+        let _ = writeln!(dst, "{},{name}", r.features);
+    }
+    let labelled_path = out.join("labelled.csv");
+    std::fs::write(&labelled_path, &train)
+        .with_context(|| format!("writing {}", labelled_path.display()))?;
+    let anomaly_path = out.join("anomaly.csv");
+    std::fs::write(&anomaly_path, &anomaly)
+        .with_context(|| format!("writing {}", anomaly_path.display()))?;
+
+    let counts = |l: &str| per_class.get(l).copied().unwrap_or(0);
+    let command = format!(
+        "cargo xtask lab record --out {} --scenarios {} --max-rows-per-scenario {cap}",
+        out.display(),
+        names.join(",")
+    );
+    let meta = serde_json::json!({
+        "schema": schema,
+        "dataset": {
+            "simulated": false,
+            "generator": "cargo xtask lab record: real programs and attack tools in network \
+                namespaces, mirrored to the sensor (XDP, --mirror), every scored row recorded \
+                (sensor run --record-out), labelled by sending namespace and scenario window",
+            "labelling_rule": "a row has an attack scenario's label iff its source is the \
+                attacker's address (or, for spoofing scenarios, an address outside the lab plan) \
+                and its event time lies in the scenario's window (+1 s); attacker/spoofed rows \
+                outside every window are dropped; all other rows are benign",
+            "scenarios": names,
+            "rows_per_scenario_cap": cap,
+            "rows_per_class": {
+                "benign": counts("benign"), "flood": counts("flood"), "scan": counts("scan"),
+                "bruteforce": counts("bruteforce"),
+            },
+            "anomaly_rows_in_anomaly_csv": counts("anomaly"),
+            "command": command,
+        },
+    });
+    let meta_path = out.join("labelled.meta.json");
+    std::fs::write(&meta_path, serde_json::to_string_pretty(&meta)?)
+        .with_context(|| format!("writing {}", meta_path.display()))?;
+    let summary_json = serde_json::json!({
+        "seconds": t0.elapsed().as_secs_f64(),
+        "recorded_rows": rec.rows.len(),
+        "rows_per_class": per_class,
+        "buckets": per_bucket.iter().map(|(b, n)| serde_json::json!({
+            "bucket": b, "label": bucket_label.get(b).copied().unwrap_or("-"),
+            "recorded": n[0], "kept": n[1],
+        })).collect::<Vec<_>>(),
+        "scenarios": outcomes,
+        "sensor": summary,
+    });
+    let summary_path = out.join("summary.json");
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary_json)?)
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+
+    println!("\nrows per scenario (recorded -> kept in the dataset):");
+    for (b, n) in &per_bucket {
+        println!(
+            "  {b:<22} {:<11} {:>8} -> {:>6}",
+            bucket_label.get(b).copied().unwrap_or("-"),
+            n[0],
+            n[1]
+        );
+    }
+    println!("rows per class: {per_class:?}");
+    println!(
+        "wrote {} ({} rows), {}, {} ({} rows), {} in {:.0} s",
+        labelled_path.display(),
+        train.lines().count() - 1,
+        meta_path.display(),
+        anomaly_path.display(),
+        anomaly.lines().count() - 1,
+        summary_path.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eve_timestamps_parse_to_unix_time() {
+        assert_eq!(
+            eve_unix_ns("1970-01-01T00:00:01.5+0000"),
+            Some(1_500_000_000)
+        );
+        // 2026-11-22 06:40:44 UTC = 1795329644.
+        let t = eve_unix_ns("2026-11-22T06:40:44.000000+0000").unwrap();
+        assert_eq!(t / 1_000_000_000, 1_795_329_644);
+        let east = eve_unix_ns("2026-11-22T07:40:44.000000+0100").unwrap();
+        assert_eq!(east, t);
+        assert_eq!(eve_unix_ns("garbage"), None);
+    }
+}
