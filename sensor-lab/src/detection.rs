@@ -117,7 +117,7 @@ impl Judgement {
 pub fn judge(alerts: &[OpenAlert], expected_class: &str, roles: &AttackRoles) -> Judgement {
     let mut j = Judgement::default();
     for a in alerts {
-        let attacker_ok = a.attacker.is_none_or(|h| roles.attackers.contains(&h));
+        let attacker_ok = a.attacker.is_none_or(|h| roles.is_attacker(h));
         let victim_ok = a.victim.is_none_or(|h| roles.victims.contains(&h));
         let named = a.attacker.is_some() || a.victim.is_some();
         if expected_class != "benign"
@@ -201,9 +201,10 @@ mod tests {
 
     #[test]
     fn alerts_are_judged_by_class_and_role() {
-        let roles = AttackRoles {
+        let mut roles = AttackRoles {
             attackers: [ip("172.16.0.5")].into(),
             victims: [ip("192.168.50.4")].into(),
+            spoofed_outside: None,
         };
         let alerts = [
             alert("flood", None, Some("192.168.50.4"), 1_250_000_000),
@@ -239,6 +240,13 @@ mod tests {
         let j = judge(&alerts, "benign", &roles);
         assert_eq!((j.correct.len(), j.false_alerts.len()), (0, 8));
         assert_eq!(j.first_detection_mono_ns(), None);
+        // Spoofed sources: any address outside the known ones attacks.
+        let spoofed = [alert("flood", Some("203.0.113.9"), Some("192.168.50.4"), 1)];
+        assert!(judge(&spoofed, "flood", &roles).correct.is_empty());
+        roles.spoofed_outside = Some([ip("172.16.0.5"), ip("192.168.50.4"), ip("10.0.0.9")].into());
+        assert_eq!(judge(&spoofed, "flood", &roles).correct.len(), 1);
+        let bystander = [alert("flood", Some("10.0.0.9"), Some("192.168.50.4"), 1)];
+        assert!(judge(&bystander, "flood", &roles).correct.is_empty());
     }
 
     #[test]

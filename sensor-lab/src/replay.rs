@@ -335,6 +335,22 @@ pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
 pub struct AttackRoles {
     pub attackers: BTreeSet<IpAddr>,
     pub victims: BTreeSet<IpAddr>,
+    /// For attacks from spoofed sources: the addresses that really exist
+    /// (a lab's plan); any attacker address outside them is spoofed and
+    /// counts as an attacker.
+    pub spoofed_outside: Option<BTreeSet<IpAddr>>,
+}
+
+impl AttackRoles {
+    /// True when `h` is an attacker (listed, or spoofed).
+    #[must_use]
+    pub fn is_attacker(&self, h: IpAddr) -> bool {
+        self.attackers.contains(&h)
+            || self
+                .spoofed_outside
+                .as_ref()
+                .is_some_and(|k| !k.contains(&h))
+    }
 }
 
 /// Which frames of a capture are the attack (the `attack_rule` column of

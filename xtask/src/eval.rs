@@ -24,11 +24,14 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use sensor_lab::detection::{OpenAlert, judge, read_open_alerts};
+use sensor_lab::lab::TrafficLab;
+use sensor_lab::lab::scenario::{self, Label, ScenarioSpec, SourceRule};
 use sensor_lab::manifest::{self, Entry};
 use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
 use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
@@ -48,6 +51,10 @@ pub struct EvalArgs {
     /// marked as such in the table).
     #[arg(long, default_value_t = 30.0)]
     max_seconds: f64,
+    /// Every scenario of the lab's catalogue instead of one or two per kind
+    /// (takes several minutes longer).
+    #[arg(long, conflicts_with = "captures_only")]
+    all_scenarios: bool,
     /// Only cases whose name contains this text.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
@@ -268,10 +275,99 @@ fn capture_cases() -> Result<Vec<Box<dyn Case>>> {
         .collect()
 }
 
-/// Lab scenarios (benign mixes and attacks driven by real tools). The
-/// scenario catalogue of `sensor_lab` plugs in here as further [`Case`]s.
-fn scenario_cases() -> Vec<Box<dyn Case>> {
-    Vec::new()
+/// A scenario of the traffic lab: real programs and attack tools, the
+/// sensor on the lab's monitor port (`--mirror`: it sees both directions of
+/// the gateway's LAN port and drops its copies).
+pub struct ScenarioCase {
+    spec: ScenarioSpec,
+}
+
+impl Case for ScenarioCase {
+    fn name(&self) -> String {
+        self.spec.name.to_owned()
+    }
+
+    fn source(&self) -> &'static str {
+        "scenario"
+    }
+
+    fn expected_class(&self) -> String {
+        self.spec.label.name().to_owned()
+    }
+
+    fn run(&self, sensor: &mut SensorSlot, _opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)> {
+        let lab = TrafficLab::new().context("building the traffic lab")?;
+        sensor.start(&lab.sensor_ns, lab.monitor_iface(), true)?;
+        let o = scenario::run(&lab, &self.spec)
+            .with_context(|| format!("scenario {}", self.spec.name))?;
+        let plan = lab.plan();
+        let known = plan.all();
+        let attack = o.label != Label::Benign;
+        let mut roles = AttackRoles::default();
+        if attack {
+            // The attacker attacks; the servers' side (main server, sweep
+            // targets, exfiltration sink, gateway) is attacked.
+            let (SourceRule::Addresses(a) | SourceRule::AddressesAndSpoofed(a)) = &o.sources;
+            roles.attackers.extend(a.iter().copied());
+            roles.victims = known
+                .iter()
+                .copied()
+                .filter(|h| !plan.is_client(*h) && *h != IpAddr::from(plan.attacker))
+                .collect();
+            if matches!(o.sources, SourceRule::AddressesAndSpoofed(_)) {
+                roles.spoofed_outside = Some(known);
+            }
+        }
+        let truth = CaseTruth {
+            first_attack_mono_ns: if attack { o.first_packet_mono_ns } else { None },
+            roles,
+            traffic: format!(
+                "{} frames from the {}, {:.1} s{}",
+                o.packets_sent,
+                match o.origin {
+                    scenario::Origin::Clients => "clients",
+                    scenario::Origin::Attacker => "attacker",
+                },
+                o.seconds(),
+                if self.spec.spoofed { ", spoofed" } else { "" }
+            ),
+            bounded: false,
+            details: json!({
+                "description": self.spec.description,
+                "tools": self.spec.tools,
+                "outcome": o,
+            }),
+        };
+        Ok((truth, Box::new(lab)))
+    }
+}
+
+/// Scenarios of the default evaluation: one or two per kind of traffic, so
+/// a full run stays within a few minutes (`--all-scenarios` runs the whole
+/// catalogue).
+const DEFAULT_SCENARIOS: &[&str] = &[
+    "benign-browse",
+    "benign-download",
+    "benign-dns",
+    "benign-iperf",
+    "scan-syn",
+    "scan-udp",
+    "scan-sweep",
+    "flood-syn-spoofed",
+    "flood-udp",
+    "flood-icmp",
+    "bruteforce-ssh",
+    "bruteforce-http",
+    "anomaly-slowhttp",
+];
+
+/// Lab scenarios: the default selection, or the whole catalogue.
+fn scenario_cases(all: bool) -> Vec<Box<dyn Case>> {
+    scenario::catalogue()
+        .into_iter()
+        .filter(|s| all || DEFAULT_SCENARIOS.contains(&s.name))
+        .map(|spec| Box::new(ScenarioCase { spec }) as Box<dyn Case>)
+        .collect()
 }
 
 /// The evaluation of one case.
@@ -533,11 +629,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     if args.captures_only {
         println!("lab scenarios skipped (--captures-only)");
     } else {
-        let scenarios = scenario_cases();
-        if scenarios.is_empty() {
-            println!("lab scenarios: none available in this build; captures only");
-        }
-        cases.extend(scenarios);
+        cases.extend(scenario_cases(args.all_scenarios));
     }
     if let Some(f) = &args.only {
         cases.retain(|c| c.name().contains(f.as_str()));
@@ -602,8 +694,6 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
-
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
@@ -627,6 +717,7 @@ mod tests {
             roles: AttackRoles {
                 attackers: [ip("172.16.0.5")].into(),
                 victims: [ip("192.168.50.4")].into(),
+                spoofed_outside: None,
             },
             ..CaseTruth::default()
         };
