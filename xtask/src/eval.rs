@@ -44,7 +44,7 @@ pub struct EvalArgs {
     /// Only the real captures, not the lab scenarios.
     #[arg(long)]
     captures_only: bool,
-    /// Replay speed: 1 is the recorded rate, 2 twice as fast.
+    /// Replay speed of the captures: 1 is the recorded rate, 2 twice as fast.
     #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     speed: f64,
     /// Longest replay per capture, in seconds (longer captures are cut and
@@ -522,7 +522,7 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| case | source | expected | traffic replayed | detected | alert classes | time to detect | false detections |"
+        "| case | source | expected | traffic | detected | alert classes | time to detect | false detections |"
     );
     let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | ---: | --- |");
     for r in rows {
@@ -595,9 +595,11 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
     );
     let _ = writeln!(
         s,
-        "\nReplay speed {}x, each capture bounded to {:.0} s of replay. \
+        "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s; scenarios \
+         run real tools in a fresh traffic lab (sensor on its monitor port). \
          Detected: an alert of the expected class whose named attacker/victim are an \
-         attacker/victim of the attack traffic (whole-file labels: any address of the capture). \
+         attacker/victim of the attack traffic (whole-file labels: any address of the capture; \
+         scenarios: the attacker or a spoofed source attacks, the server side is attacked). \
          Time to detect: `xdp_sensor.emitted_mono_ns` of the first such alert minus \
          CLOCK_MONOTONIC just before the first attack frame was sent. \
          False detections: alerts on benign cases, and alerts of another class or \
