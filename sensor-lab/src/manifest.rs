@@ -222,7 +222,7 @@ pub fn committed() -> Result<Vec<Entry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::Capture;
+    use crate::replay::{Capture, Side};
 
     #[test]
     fn every_committed_capture_matches_its_checksum_and_counts() {
@@ -234,6 +234,19 @@ mod tests {
             assert_eq!(c.len() as u64, e.packets, "{}", e.file);
             let span = c.duration().as_secs_f64();
             assert!(span <= e.duration_s + 1e-6, "{}: {span}", e.file);
+            // A side the label names occurs in the capture, in that role.
+            let roles = c.attack_roles(&e.attack_rule);
+            match &e.attack_rule {
+                AttackRule::All(Side::Attackers(a)) => {
+                    assert!(a.iter().all(|h| roles.attackers.contains(h)), "{}", e.file);
+                    assert!(!roles.victims.is_empty(), "{}", e.file);
+                }
+                AttackRule::All(Side::Victims(v)) => {
+                    assert!(v.iter().all(|h| roles.victims.contains(h)), "{}", e.file);
+                    assert!(!roles.attackers.is_empty(), "{}", e.file);
+                }
+                _ => {}
+            }
             // Attack captures have an attack frame; benign ones none.
             assert_eq!(
                 c.first_attack(&e.attack_rule).is_some(),
@@ -278,10 +291,14 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("MANIFEST.tsv");
         let good = std::fs::read_to_string(captures_dir().join("MANIFEST.tsv")).unwrap();
-        std::fs::write(&p, good.replacen("\tflood\tall\n", "\tflood\tnone\n", 1)).unwrap();
+        std::fs::write(
+            &p,
+            good.replacen("\tflood\tall victim 10.10.10.10\n", "\tflood\tnone\n", 1),
+        )
+        .unwrap();
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("contradicts"), "{e}");
-        std::fs::write(&p, good.replacen("\tscan\tall\n", "\tprobe\tall\n", 1)).unwrap();
+        std::fs::write(&p, good.replacen("\tscan\tall", "\tprobe\tall", 1)).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("expected_class"));
         std::fs::write(&p, "file\tsha256\n").unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("no column"));

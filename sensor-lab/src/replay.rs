@@ -272,8 +272,8 @@ impl Capture {
     }
 
     /// Who attacks and who is attacked, from the frames `rule` marks as
-    /// attack traffic. Whole-file labels do not say which end is which, so
-    /// under [`AttackRule::All`] every address plays both roles.
+    /// attack traffic. A whole-file label that names neither side makes
+    /// every address play both roles.
     #[must_use]
     pub fn attack_roles(&self, rule: &AttackRule) -> AttackRoles {
         let mut roles = AttackRoles::default();
@@ -283,10 +283,26 @@ impl Capture {
             };
             match rule {
                 AttackRule::None => {}
-                AttackRule::All => {
+                AttackRule::All(side) => {
                     for h in [src, dst] {
-                        roles.attackers.insert(h);
-                        roles.victims.insert(h);
+                        match side {
+                            Side::Unknown => {
+                                roles.attackers.insert(h);
+                                roles.victims.insert(h);
+                            }
+                            Side::Attackers(a) if a.contains(&h) => {
+                                roles.attackers.insert(h);
+                            }
+                            Side::Attackers(_) => {
+                                roles.victims.insert(h);
+                            }
+                            Side::Victims(v) if v.contains(&h) => {
+                                roles.victims.insert(h);
+                            }
+                            Side::Victims(_) => {
+                                roles.attackers.insert(h);
+                            }
+                        }
                     }
                 }
                 AttackRule::Between { a, .. } => {
@@ -304,7 +320,7 @@ impl Capture {
     #[must_use]
     pub fn first_attack(&self, rule: &AttackRule) -> Option<usize> {
         match rule {
-            AttackRule::All => (!self.is_empty()).then_some(0),
+            AttackRule::All(_) => (!self.is_empty()).then_some(0),
             AttackRule::None => None,
             AttackRule::Between { .. } => (0..self.len())
                 .find(|&i| ip_pair(self.frame(i)).is_some_and(|(s, d)| rule.is_attack(s, d))),
@@ -328,6 +344,18 @@ pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
         )),
         NetSlice::Arp(_) => None,
     }
+}
+
+/// Which side of a whole-file attack the capture's labels name, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Neither: every address may be attacker or victim.
+    Unknown,
+    /// These addresses attack; every other address is attacked.
+    Attackers(Vec<IpAddr>),
+    /// These addresses are attacked; every other address attacks (a
+    /// spoofed or reflected flood).
+    Victims(Vec<IpAddr>),
 }
 
 /// The two sides of a capture's attack traffic.
@@ -358,7 +386,7 @@ impl AttackRoles {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttackRule {
     /// Every frame (whole-file label).
-    All,
+    All(Side),
     /// No frame (a benign capture).
     None,
     /// Frames between attacker `a` and any of the victims `b`, either
@@ -372,7 +400,7 @@ impl AttackRule {
     #[must_use]
     pub fn is_attack(&self, src: IpAddr, dst: IpAddr) -> bool {
         match self {
-            Self::All => true,
+            Self::All(_) => true,
             Self::None => false,
             Self::Between { a, b } => {
                 (src == *a && b.contains(&dst)) || (dst == *a && b.contains(&src))
@@ -384,27 +412,34 @@ impl AttackRule {
 impl FromStr for AttackRule {
     type Err = String;
 
-    /// `all`, `none`, or `between A B1,B2,...`.
+    /// `all`, `all attacker A1,A2,...`, `all victim V1,V2,...`, `none`, or
+    /// `between A B1,B2,...`.
     fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let list = |l: &str| {
+            l.split(',')
+                .map(|x| {
+                    x.parse::<IpAddr>()
+                        .map_err(|e| format!("attack rule {s:?}: address {x:?}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<IpAddr>, String>>()
+        };
         let mut words = s.split_whitespace();
         match (words.next(), words.next(), words.next(), words.next()) {
-            (Some("all"), None, None, None) => Ok(Self::All),
+            (Some("all"), None, None, None) => Ok(Self::All(Side::Unknown)),
+            (Some("all"), Some("attacker"), Some(l), None) => {
+                Ok(Self::All(Side::Attackers(list(l)?)))
+            }
+            (Some("all"), Some("victim"), Some(l), None) => Ok(Self::All(Side::Victims(list(l)?))),
             (Some("none"), None, None, None) => Ok(Self::None),
             (Some("between"), Some(a), Some(b), None) => {
                 let a = a
                     .parse()
                     .map_err(|e| format!("attack rule {s:?}: address {a:?}: {e}"))?;
-                let b = b
-                    .split(',')
-                    .map(|x| {
-                        x.parse()
-                            .map_err(|e| format!("attack rule {s:?}: address {x:?}: {e}"))
-                    })
-                    .collect::<std::result::Result<Vec<IpAddr>, String>>()?;
-                Ok(Self::Between { a, b })
+                Ok(Self::Between { a, b: list(b)? })
             }
             _ => Err(format!(
-                "attack rule {s:?}: expected `all`, `none` or `between A B1,B2,...`"
+                "attack rule {s:?}: expected `all`, `all attacker A,...`, `all victim V,...`, \
+                 `none` or `between A B1,B2,...`"
             )),
         }
     }
@@ -667,7 +702,23 @@ mod tests {
         assert!(r.is_attack(v, a));
         assert!(!r.is_attack(a, o));
         assert!(!r.is_attack(v, o));
-        assert_eq!("all".parse::<AttackRule>(), Ok(AttackRule::All));
+        assert_eq!(
+            "all".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Unknown))
+        );
+        assert_eq!(
+            "all attacker 10.0.0.1,10.0.0.2".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Attackers(vec![
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ])))
+        );
+        assert_eq!(
+            "all victim ::1".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Victims(vec!["::1".parse().unwrap()])))
+        );
+        assert!("all attacker".parse::<AttackRule>().is_err());
+        assert!("all victim 1.2.3".parse::<AttackRule>().is_err());
         assert_eq!("none".parse::<AttackRule>(), Ok(AttackRule::None));
         assert!("between 1.2.3.4".parse::<AttackRule>().is_err());
         assert!("between x 1.2.3.4".parse::<AttackRule>().is_err());
@@ -732,8 +783,14 @@ mod tests {
                 .contains(&"192.168.50.4".parse::<IpAddr>().unwrap())
         );
         assert!(!roles.victims.contains(&attacker) && roles.victims.len() <= 2);
-        let all = c.attack_roles(&AttackRule::All);
+        let all = c.attack_roles(&AttackRule::All(Side::Unknown));
         assert!(all.attackers.contains(&attacker) && all.victims.contains(&attacker));
+        let named = c.attack_roles(&AttackRule::All(Side::Attackers(vec![attacker])));
+        assert_eq!(named.attackers, [attacker].into());
+        assert!(!named.victims.contains(&attacker) && !named.victims.is_empty());
+        let named = c.attack_roles(&AttackRule::All(Side::Victims(vec![attacker])));
+        assert_eq!(named.victims, [attacker].into());
+        assert!(!named.attackers.contains(&attacker) && !named.attackers.is_empty());
         assert_eq!(c.attack_roles(&AttackRule::None), AttackRoles::default());
         assert_eq!(c.first_attack(&AttackRule::None), None);
         assert!(c.first_attack(&rule).is_some());
@@ -753,7 +810,7 @@ mod tests {
         let rep = tx
             .replay(
                 &cap,
-                &AttackRule::All,
+                &AttackRule::All(Side::Unknown),
                 ReplayOptions {
                     speed: 4.0,
                     ..ReplayOptions::default()
@@ -795,7 +852,7 @@ mod tests {
         let rep = tx
             .replay(
                 &cap,
-                &AttackRule::All,
+                &AttackRule::All(Side::Unknown),
                 ReplayOptions {
                     max_duration: Duration::from_millis(100),
                     ..ReplayOptions::default()
