@@ -9,8 +9,8 @@
 //!
 //! - a *correct detection* is an alert of the expected class whose named
 //!   attacker is an attacker and whose named victim is a victim of the
-//!   attack traffic (`many` matches anything; whole-file labels make every
-//!   address of the capture both);
+//!   attack traffic (`many` matches anything; roles come from the capture
+//!   manifest's `attack_rule` or the scenario's sending namespace);
 //! - every other alert is a *false detection*: any alert on a benign case,
 //!   an alert of another class, or one naming a host outside its role;
 //! - *time to detect* is `xdp_sensor.emitted_mono_ns` of the first correct
@@ -598,7 +598,7 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
         "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s; scenarios \
          run real tools in a fresh traffic lab (sensor on its monitor port). \
          Detected: an alert of the expected class whose named attacker/victim are an \
-         attacker/victim of the attack traffic (whole-file labels: any address of the capture; \
+         attacker/victim of the attack traffic (captures: the manifest's attack_rule; \
          scenarios: the attacker or a spoofed source attacks, the server side is attacked). \
          Time to detect: `xdp_sensor.emitted_mono_ns` of the first such alert minus \
          CLOCK_MONOTONIC just before the first attack frame was sent. \
