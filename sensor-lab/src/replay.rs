@@ -409,6 +409,25 @@ impl AttackRule {
     }
 }
 
+impl std::fmt::Display for AttackRule {
+    /// The manifest syntax [`AttackRule::from_str`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |l: &[IpAddr]| {
+            l.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Self::All(Side::Unknown) => write!(f, "all"),
+            Self::All(Side::Attackers(a)) => write!(f, "all attacker {}", list(a)),
+            Self::All(Side::Victims(v)) => write!(f, "all victim {}", list(v)),
+            Self::None => write!(f, "none"),
+            Self::Between { a, b } => write!(f, "between {a} {}", list(b)),
+        }
+    }
+}
+
 impl FromStr for AttackRule {
     type Err = String;
 
@@ -717,6 +736,15 @@ mod tests {
             "all victim ::1".parse::<AttackRule>(),
             Ok(AttackRule::All(Side::Victims(vec!["::1".parse().unwrap()])))
         );
+        for text in [
+            "all",
+            "none",
+            "all attacker 10.0.0.1,10.0.0.2",
+            "all victim ::1",
+            "between 172.16.0.5 192.168.50.1,192.168.50.4",
+        ] {
+            assert_eq!(text.parse::<AttackRule>().unwrap().to_string(), text);
+        }
         assert!("all attacker".parse::<AttackRule>().is_err());
         assert!("all victim 1.2.3".parse::<AttackRule>().is_err());
         assert_eq!("none".parse::<AttackRule>(), Ok(AttackRule::None));

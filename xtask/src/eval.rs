@@ -249,7 +249,7 @@ impl Case for CaptureCase {
                 "file": self.entry.file,
                 "source": self.entry.source,
                 "license": self.entry.license,
-                "attack_rule": format!("{rule:?}"),
+                "attack_rule": rule.to_string(),
                 "packets_in_capture": self.capture.len(),
                 "capture_seconds": total,
                 "sent": rep.sent,
