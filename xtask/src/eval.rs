@@ -51,6 +51,9 @@ pub struct EvalArgs {
     /// marked as such in the table).
     #[arg(long, default_value_t = 30.0)]
     max_seconds: f64,
+    /// Most frames replayed per capture.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_packets: usize,
     /// Every scenario of the lab's catalogue instead of one or two per kind
     /// (takes several minutes longer).
     #[arg(long, conflicts_with = "captures_only")]
@@ -78,6 +81,7 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 pub struct RunOpts {
     pub speed: f64,
     pub max_duration: Duration,
+    pub max_packets: usize,
 }
 
 /// Ground truth of a case, known once its traffic has been sent.
@@ -211,7 +215,7 @@ impl Case for CaptureCase {
             rule,
             ReplayOptions {
                 speed: opts.speed,
-                max_packets: usize::MAX,
+                max_packets: opts.max_packets,
                 max_duration: opts.max_duration,
             },
         )?;
@@ -595,7 +599,7 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
     );
     let _ = writeln!(
         s,
-        "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s; scenarios \
+        "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s and {} frames; scenarios \
          run real tools in a fresh traffic lab (sensor on its monitor port). \
          Detected: an alert of the expected class whose named attacker/victim are an \
          attacker/victim of the attack traffic (captures: the manifest's attack_rule; \
@@ -605,7 +609,8 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
          False detections: alerts on benign cases, and alerts of another class or \
          naming a host outside its role.",
         opts.speed,
-        opts.max_duration.as_secs_f64()
+        opts.max_duration.as_secs_f64(),
+        opts.max_packets
     );
     s
 }
@@ -626,6 +631,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         speed: args.speed,
         max_duration: Duration::try_from_secs_f64(args.max_seconds)
             .context("--max-seconds must be a positive number")?,
+        max_packets: args.max_packets,
     };
     let mut cases = capture_cases()?;
     if args.captures_only {
@@ -680,6 +686,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let report = json!({
         "speed": opts.speed,
         "max_seconds": opts.max_duration.as_secs_f64(),
+        "max_packets": opts.max_packets,
         "elapsed_s": started.elapsed().as_secs_f64(),
         "cases": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     });
@@ -741,6 +748,7 @@ mod tests {
             RunOpts {
                 speed: 1.0,
                 max_duration: Duration::from_secs(30),
+                max_packets: 1000,
             },
         );
         assert!(
