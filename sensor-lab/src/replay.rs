@@ -853,11 +853,12 @@ mod tests {
         assert!(!rep.truncated);
         std::thread::sleep(Duration::from_millis(200));
         assert_eq!(rx.received().unwrap(), rep.sent);
-        // Paced: never faster than the capture (÷4), not much slower.
+        // Paced: never faster than the capture (÷4); the upper bound only
+        // catches a replay that ignores the speed factor (2 s at 1x).
         let want = cap.duration().as_secs_f64() / 4.0;
         let got = rep.elapsed.as_secs_f64();
         assert!(
-            got >= want * 0.99 && got < want + 0.3,
+            got >= want * 0.99 && got < want + 1.0,
             "{got} s vs {want} s"
         );
         let (first, attack) = (rep.first_packet_mono_ns.unwrap(), rep.first_attack_mono_ns);
@@ -888,11 +889,7 @@ mod tests {
             )
             .unwrap();
         assert!(rep.truncated && rep.capture_span <= Duration::from_millis(100));
-        assert!(
-            rep.elapsed < Duration::from_millis(300),
-            "{:?}",
-            rep.elapsed
-        );
+        assert!(rep.elapsed < Duration::from_secs(1), "{:?}", rep.elapsed);
     }
 
     #[test]
