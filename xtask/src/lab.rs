@@ -11,7 +11,6 @@
 //!   and `summary.json`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -222,8 +221,12 @@ impl Session {
         let o =
             scenario::run(&self.lab, spec).with_context(|| format!("scenario {}", spec.name))?;
         self.lab.check_services()?;
+        let first = o.first_packet_mono_ns.map_or_else(
+            || "-".to_owned(),
+            |t| format!("{:.1} ms", t.saturating_sub(o.start_mono_ns) as f64 / 1e6),
+        );
         println!(
-            "  {:<22} {:<10} {:>8} frames {:>11} bytes in {:>5.1} s",
+            "  {:<22} {:<10} {:>8} frames {:>11} bytes in {:>5.1} s (first frame after {first})",
             o.name,
             o.label.name(),
             o.packets_sent,
@@ -304,16 +307,19 @@ fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) ->
             .parse::<IpAddr>()
             .ok()
             .or_else(|| v["src_ip"].as_str().and_then(|s| s.parse().ok()));
-        // The attack scenario running when the alert opened, if the alert's
-        // source is one of its senders.
+        // The attack scenario running at the alert's timestamp (its first
+        // row), if the alert's source is one of its senders; scenarios
+        // that just ended only when none is running.
         let opened = v["timestamp"].as_str().and_then(eve_unix_ns);
         let matched = match (src, opened) {
-            (Some(a), Some(t)) => outcomes
+            (Some(a), Some(t)) => [0, 2 * TAIL_NS]
                 .iter()
-                .find(|o| {
-                    o.label != Label::Benign
-                        && o.sources.matches(plan, a)
-                        && o.in_window(t.saturating_sub(clock_offset_ns), 2 * TAIL_NS)
+                .find_map(|&tail| {
+                    outcomes.iter().find(|o| {
+                        o.label != Label::Benign
+                            && o.sources.matches(plan, a)
+                            && o.in_window(t.saturating_sub(clock_offset_ns), tail)
+                    })
                 })
                 .map_or_else(
                     || format!("{}: no attack running", role(plan, a)),
@@ -473,6 +479,30 @@ fn bucket(plan: &AddressPlan, outcomes: &[ScenarioOutcome], r: &Row, l: RowLabel
     }
 }
 
+/// Consecutive rows of one scenario kept together in labelled.csv.
+const CHUNK_ROWS: usize = 100;
+
+/// Appends the buckets' rows to `out` in chunks of `chunk` consecutive rows,
+/// taking one chunk from each bucket in turn. `train.py` splits its input
+/// into blocks of 1000 consecutive rows; in plain time order a scenario would
+/// fill a few whole blocks and a class could miss a split entirely, while
+/// chunks keep neighbouring rows of one flow together.
+fn interleave(out: &mut String, buckets: BTreeMap<&str, Vec<String>>, chunk: usize) {
+    let mut iters: Vec<_> = buckets.into_values().map(Vec::into_iter).collect();
+    loop {
+        let mut any = false;
+        for it in &mut iters {
+            for line in it.by_ref().take(chunk) {
+                out.push_str(&line);
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+}
+
 fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     let t0 = Instant::now();
     let names: Vec<String> = if names.is_empty() {
@@ -547,6 +577,8 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     let header = format!("{},label\n", rec.feature_names.join(","));
     let mut train = header.clone();
     let mut anomaly = header;
+    // Kept training rows per bucket, in time order.
+    let mut kept: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();
     let mut bucket_label: BTreeMap<String, &str> = BTreeMap::new();
     let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
@@ -564,13 +596,14 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         per_bucket.get_mut(b).expect("bucket counted")[1] += 1;
         bucket_label.insert(b.clone(), name);
         *per_class.entry(name).or_default() += 1;
-        let dst = if name == "anomaly" {
-            &mut anomaly
+        let line = format!("{},{name}\n", r.features);
+        if name == "anomaly" {
+            anomaly.push_str(&line);
         } else {
-            &mut train
-        };
-        let _ = writeln!(dst, "{},{name}", r.features);
+            kept.entry(b.as_str()).or_default().push(line);
+        }
     }
+    interleave(&mut train, kept, CHUNK_ROWS);
     let labelled_path = out.join("labelled.csv");
     std::fs::write(&labelled_path, &train)
         .with_context(|| format!("writing {}", labelled_path.display()))?;
@@ -597,6 +630,10 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
                 outside every window are dropped; all other rows are benign",
             "scenarios": names,
             "rows_per_scenario_cap": cap,
+            "row_order": format!(
+                "chunks of {CHUNK_ROWS} consecutive rows (time order) of each scenario, \
+                 one chunk per scenario in turn"
+            ),
             "rows_per_class": {
                 "benign": counts("benign"), "flood": counts("flood"), "scan": counts("scan"),
                 "bruteforce": counts("bruteforce"),
@@ -649,6 +686,16 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleave_takes_chunks_in_turn_and_keeps_every_row() {
+        let mut b: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        b.insert("a", (0..5).map(|i| format!("a{i}\n")).collect());
+        b.insert("b", (0..2).map(|i| format!("b{i}\n")).collect());
+        let mut out = String::new();
+        interleave(&mut out, b, 2);
+        assert_eq!(out, "a0\na1\nb0\nb1\na2\na3\na4\n");
+    }
 
     #[test]
     fn eve_timestamps_parse_to_unix_time() {

@@ -996,6 +996,9 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
                 ifname.to_owned(),
                 "--conf".into(),
                 path.display().to_string(),
+                // Through the qdisc layer, where packet taps (the
+                // first-frame watch) see frames; trafgen bypasses it by default.
+                "--qdisc-path".into(),
                 "--cpus".into(),
                 "1".into(),
                 "-n".into(),
