@@ -28,7 +28,7 @@ use sensor_lab::{Netns, VethPair};
 
 use crate::has_binary;
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
@@ -36,13 +36,13 @@ extern "C" fn on_sigint(_: libc::c_int) {
 
 /// Catches Ctrl-C so the demo unwinds through its guards (namespaces,
 /// sensor process, temp dir) instead of dying with the lab still in place.
-fn catch_ctrl_c() {
+pub(crate) fn catch_ctrl_c() {
     let handler: extern "C" fn(libc::c_int) = on_sigint;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
 }
 
-fn check_interrupt() -> Result<()> {
+pub(crate) fn check_interrupt() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
         bail!("interrupted");
     }

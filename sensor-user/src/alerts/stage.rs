@@ -1007,6 +1007,11 @@ impl AlertStage {
             "interface": self.settings.interface,
             "models": {"classifier": &*a.classifier_version, "autoencoder": &*a.autoencoder_version},
             "top_features": self.top_features(a),
+            // When this record was produced, on the clock packets are
+            // stamped with: the one wall-clock reading of the stage, taken
+            // only when a record is written, so consumers can measure
+            // detection latency (event time alone cannot show queueing).
+            "emitted_mono_ns": eve::monotonic_now_ns(),
         });
         if let Value::Object(m) = &mut xs {
             if !sources.is_null() {
