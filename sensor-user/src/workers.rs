@@ -212,7 +212,7 @@ pub struct WorkerCounters {
     pub untracked: u64,
     /// Flows forgotten to make room (least recently active first).
     pub evicted: u64,
-    /// `poll` wake-ups (one syscall each).
+    /// `ppoll` wake-ups (one syscall each).
     pub wakeups: u64,
 }
 
@@ -513,7 +513,7 @@ impl WorkerPool {
     }
 }
 
-/// The worker loop: drain the ring, tick the handler, sleep in `poll` when
+/// The worker loop: drain the ring, tick the handler, sleep in `ppoll` when
 /// idle. Returns after a final drain once `stop` is set.
 fn run_worker(
     mut ring: RingBuf<MapData>,
@@ -552,7 +552,7 @@ fn run_worker(
             match ppoll(&mut fds, Some(timeout), None) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => {
-                    warn!(worker = state.index, error = %e, "poll on ring failed; sleeping instead");
+                    warn!(worker = state.index, error = %e, "ppoll on ring failed; sleeping instead");
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             }
