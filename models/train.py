@@ -116,14 +116,51 @@ def fold_scaler_into_mlp(mlp, scaler):
     mlp.intercepts_[0] = b0 - (mu / sd) @ w0
 
 
-def classifier_onnx(mlp, n_features):
-    onx = convert_sklearn(
+def classifier_onnx_softmax(mlp, n_features):
+    """skl2onnx's export, with its single Softmax node."""
+    return convert_sklearn(
         mlp,
         name="flow-classifier",
         initial_types=[("input", FloatTensorType([None, n_features]))],
         options={id(mlp): {"zipmap": False}},
         target_opset={"": OPSET, "ai.onnx.ml": 3},
     )
+
+
+def classifier_onnx(mlp, n_features):
+    """skl2onnx's export with Softmax spelt out as whole-batch ops.
+
+    tract runs Softmax, and any ReduceMax / ReduceSum over the class axis, as
+    one vector-kernel call per row; for rows of 4 classes the per-call set-up
+    dominates (measured: about two thirds of a 256-row batch). The same arithmetic,
+    exp(z - max(z)) / sum(exp(z - max(z))), written with ops that each run
+    once over the batch: Split + Max (row max as an element-wise max of the
+    class columns), Sub, Exp, MatMul by a ones matrix (every column gets the
+    row sum) and Div. Measured in tract: 256-row batch 305 -> 100 us.
+    """
+    onx = classifier_onnx_softmax(mlp, n_features)
+    k = mlp.coefs_[-1].shape[1]
+    g = onx.graph
+    idx = [i for i, n in enumerate(g.node) if n.op_type == "Softmax"]
+    assert len(idx) == 1, "expected one Softmax node in the skl2onnx export"
+    sm = g.node[idx[0]]
+    z, out = sm.input[0], sm.output[0]
+    axis = next((a.i for a in sm.attribute if a.name == "axis"), -1)
+    assert axis in (1, -1), f"Softmax over axis {axis}"
+    cols = [f"softmax_z{j}" for j in range(k)]
+    g.initializer.append(numpy_helper.from_array(np.ones((k, k), dtype=np.float32), "softmax_ones"))
+    tail = [
+        helper.make_node("Split", [z], cols, axis=1, name="softmax_columns"),
+        helper.make_node("Max", cols, ["softmax_max"], name="softmax_max"),
+        helper.make_node("Sub", [z, "softmax_max"], ["softmax_shifted"], name="softmax_shift"),
+        helper.make_node("Exp", ["softmax_shifted"], ["softmax_exp"], name="softmax_exp"),
+        helper.make_node("MatMul", ["softmax_exp", "softmax_ones"], ["softmax_sum"], name="softmax_sum"),
+        helper.make_node("Div", ["softmax_exp", "softmax_sum"], [out], name="softmax_norm"),
+    ]
+    del g.node[idx[0]]
+    for j, n in enumerate(tail):
+        g.node.insert(idx[0] + j, n)
+    onnx.checker.check_model(onx)
     return onx
 
 
@@ -329,6 +366,13 @@ def main():
     cls_onnx = classifier_onnx(clf, nf)
     cls_bytes = cls_onnx.SerializeToString()
     cls_sess = ort.InferenceSession(cls_bytes, providers=["CPUExecutionProvider"])
+    # The spelt-out softmax must give skl2onnx's probabilities.
+    ref_sess = ort.InferenceSession(
+        classifier_onnx_softmax(clf, nf).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    sm_err = float(np.abs(run(cls_sess, "probabilities", x) - run(ref_sess, "probabilities", x)).max())
+    print(f"classifier: spelt-out softmax vs Softmax node, max abs difference {sm_err:.3g}")
+    assert sm_err <= 1e-6, f"spelt-out softmax differs from Softmax by {sm_err}"
 
     p_va = run(cls_sess, "probabilities", x[va])
     p_te = run(cls_sess, "probabilities", x[te])
@@ -419,7 +463,8 @@ def main():
                 "kind": "classifier",
                 "output": "probabilities",
                 "classes": CLASSES,
-                "model": "MLP 32-16 relu, softmax; StandardScaler folded into layer 1; "
+                "model": "MLP 32-16 relu, softmax (as Split/Max/Sub/Exp/MatMul/Div); "
+                "StandardScaler folded into layer 1; "
                 "inverse-frequency class weights",
                 "thresholds": {
                     "attack_score": thr,

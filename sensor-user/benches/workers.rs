@@ -53,7 +53,7 @@ use sensor::{
     },
     scored::ScoredRow,
     scoring::emit_floor,
-    workers::{EventHandler, TICK_NS, WorkerState, monotonic_ns},
+    workers::{EventHandler, WorkerState, monotonic_ns},
 };
 use sensor_common::FlowEvent;
 
@@ -78,6 +78,9 @@ impl EventHandler for Probe {
         self.shed.store(c.shed, Ordering::Relaxed);
         self.scored.store(c.rows_scored, Ordering::Relaxed);
         self.escalated.store(c.escalated, Ordering::Relaxed);
+    }
+    fn next_deadline_ns(&self) -> Option<u64> {
+        self.p.next_deadline_ns()
     }
 }
 
@@ -339,9 +342,10 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
     let wstop = Arc::clone(&stop);
     let wt = thread::spawn(move || {
         pin(1);
-        let mut last_tick = monotonic_ns();
         let mut since_clock = 0u32;
         let mut n = 0u64;
+        // The ring loop's tick schedule: the regular tick, plus the
+        // pipeline's batch deadline when it comes sooner.
         loop {
             if let Some(r) = wq.pop() {
                 w.state.dispatch(&r);
@@ -349,22 +353,14 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                 since_clock += 1;
                 if since_clock >= 256 {
                     since_clock = 0;
-                    let now = monotonic_ns();
-                    if now - last_tick >= TICK_NS {
-                        w.state.tick(now);
-                        last_tick = now;
-                    }
+                    w.state.tick_if_due(monotonic_ns());
                 }
             } else {
-                let now = monotonic_ns();
-                if now - last_tick >= TICK_NS {
-                    w.state.tick(now);
-                    last_tick = now;
-                }
+                w.state.tick_if_due(monotonic_ns());
                 if wstop.load(Ordering::Acquire) && wq.is_empty() {
                     break;
                 }
-                // The ring loop sleeps in poll when idle; yield so the
+                // The ring loop sleeps in ppoll when idle; yield so the
                 // consumer sharing this core can run.
                 thread::yield_now();
             }

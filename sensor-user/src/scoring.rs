@@ -201,6 +201,11 @@ impl EventHandler for ScoringHandler {
         self.pipeline.on_tick(now_ns);
     }
 
+    #[inline]
+    fn next_deadline_ns(&self) -> Option<u64> {
+        self.pipeline.next_deadline_ns()
+    }
+
     fn finish(&mut self) {
         self.pipeline.flush_now();
         self.report

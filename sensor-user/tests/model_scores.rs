@@ -87,7 +87,9 @@ fn tract_scores_match_onnx_runtime_at_every_batch_size() {
     assert_eq!(rows.len(), expected.len());
     let k = cls.out_width();
     assert_eq!(k, 4);
-    for chunk in [1usize, 5, 8, 50, 64, 200, 256, 1000] {
+    // Chunks landing on every planned size (1, 8, 16, 32, 64, 128, 256) and
+    // beyond the largest.
+    for chunk in [1usize, 5, 8, 12, 30, 50, 64, 100, 200, 256, 1000] {
         let mut cr = cls.runner().unwrap();
         let mut ar = ae.runner().unwrap();
         for (ci, (rs, es)) in rows.chunks(chunk).zip(expected.chunks(chunk)).enumerate() {

@@ -5,7 +5,9 @@
 //! A batch closes when it is full or when its oldest row has waited the
 //! batch deadline; both are checked on every event (against the event's
 //! kernel timestamp) and on every worker tick (against the worker's clock,
-//! the same CLOCK_MONOTONIC). When the alert channel is full the row is
+//! the same CLOCK_MONOTONIC). The pipeline reports that deadline to the
+//! worker ([`ScoringPipeline::next_deadline_ns`]), which ticks it on time
+//! even when no further event arrives. When the alert channel is full the row is
 //! counted and shed: a worker never blocks.
 
 use std::sync::Arc;
@@ -238,6 +240,15 @@ impl ScoringPipeline {
         }
     }
 
+    /// When the current batch must close (its oldest row's timestamp plus
+    /// the batch deadline), or `None` with no batch open.
+    #[must_use]
+    pub fn next_deadline_ns(&self) -> Option<u64> {
+        self.meta
+            .first()
+            .map(|m| m.ts_ns.saturating_add(self.cfg.batch_deadline_ns))
+    }
+
     /// Scores and emits whatever is batched now (e.g. at shutdown).
     pub fn flush_now(&mut self) {
         if !self.rows.is_empty() {
@@ -369,6 +380,11 @@ impl crate::workers::EventHandler for ScoringPipeline {
     #[inline]
     fn on_tick(&mut self, now_ns: u64) {
         ScoringPipeline::on_tick(self, now_ns);
+    }
+
+    #[inline]
+    fn next_deadline_ns(&self) -> Option<u64> {
+        ScoringPipeline::next_deadline_ns(self)
     }
 
     fn finish(&mut self) {
