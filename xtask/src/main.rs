@@ -47,8 +47,9 @@ enum Task {
         /// Which bench target.
         which: Option<String>,
     },
-    /// Self-contained demo: a lab of namespaces, benign and hostile traffic,
-    /// and what the sensor saw.
+    /// Self-contained demo: the traffic lab, benign scenarios and attacks
+    /// from real tools, alerts live with their scenario, a verdict per
+    /// scenario.
     Demo,
     /// Traffic lab: labelled scenarios from real tools with the sensor on a
     /// monitor port (`lab list`, `lab run <scenario>...`, `lab record`).
