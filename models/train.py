@@ -335,6 +335,20 @@ def main():
     thr, val_cost = cost_threshold(1.0 - p_va[:, 0], y[va] != 0, groups[va])
     cls_metrics, cls_cm = per_class_metrics(y[te], p_te)
     cls_binary = binary_metrics(1.0 - p_te[:, 0], y[te] != 0, thr)
+    # The same per data source: simulated rows are easier than lab rows.
+    per_source = {}
+    for k, src in enumerate(sources):
+        m = source_of[te] == k
+        if m.any():
+            pc, cm = per_class_metrics(y[te][m], p_te[m])
+            per_source[src["file"]] = {
+                "per_class": pc,
+                "confusion_matrix": cm,
+                "attack_vs_benign_at_threshold": binary_metrics(
+                    1.0 - p_te[m][:, 0], y[te][m] != 0, thr
+                ),
+            }
+            print(f"classifier test on {src['file']}:", json.dumps(pc), flush=True)
     print("classifier test:", json.dumps(cls_metrics), "threshold", thr, flush=True)
 
     # ---- autoencoder on benign training rows (scaled space).
@@ -419,6 +433,7 @@ def main():
                     "per_class": cls_metrics,
                     "confusion_matrix": {"rows_true_cols_pred": CLASSES, "matrix": cls_cm},
                     "attack_vs_benign_at_threshold": cls_binary,
+                    "per_source": per_source,
                 },
             },
         ),

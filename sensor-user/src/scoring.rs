@@ -14,6 +14,7 @@ use std::{
 use crate::{
     alerts::{
         self, AlertMetrics, AlertSettings, AlertStageHandle, AlertsError, Inventory, SensorFile,
+        Thresholds,
     },
     cli::RunArgs,
     control::SketchHandle,
@@ -23,7 +24,7 @@ use crate::{
         pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
     },
     recorder::{self, RecordError, RecordSummary, RecorderHandle},
-    scored::ScoredRow,
+    scored::{AttackClass, ScoredRow},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
     workers::{EventHandler, HandlerFactory},
 };
@@ -35,6 +36,39 @@ pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
 /// Rows that may wait for the alert stage before workers start shedding.
 const ALERT_CHANNEL_ROWS: usize = 65_536;
+
+/// Workers send a row to the alert stage when its attack score reaches this
+/// fraction of the lowest classifier threshold (or the autoencoder scored
+/// it). The margin below the threshold keeps rows near it visible to the
+/// stage and leaves room for modest threshold changes at run time.
+pub const EMIT_FLOOR_FRACTION: f32 = 0.5;
+
+/// The pipelines' emit floor for the alert thresholds in force: a row whose
+/// attack score `1 − P(benign)` is below [`EMIT_FLOOR_FRACTION`] of every
+/// classifier threshold can never open or update an alert (anomaly alerts
+/// need the autoencoder's score, and escalated rows are always sent), so it
+/// is not sent. Without a finite positive classifier threshold every row is
+/// sent.
+///
+/// The floor is fixed when the run starts: `sensor tune` only ever raises
+/// thresholds, but a threshold lowered by hand below the floor in a running
+/// sensor's config only sees rows at or above the floor until a restart.
+#[must_use]
+pub fn emit_floor(thresholds: &Thresholds) -> f32 {
+    let lowest = [
+        AttackClass::Flood,
+        AttackClass::Scan,
+        AttackClass::BruteForce,
+    ]
+    .into_iter()
+    .map(|c| thresholds.get(c))
+    .fold(f32::INFINITY, f32::min);
+    if lowest.is_finite() && lowest > 0.0 {
+        lowest * EMIT_FLOOR_FRACTION
+    } else {
+        0.0
+    }
+}
 
 /// `--eve-out` rotation: 100 MiB per file, five files kept.
 const EVE_FILE_MAX_BYTES: u64 = 100 * 1024 * 1024;
@@ -93,6 +127,7 @@ impl ScoringSummary {
             t.batches_by_deadline += c.batches_by_deadline;
             t.escalated += c.escalated;
             t.emitted += c.emitted;
+            t.below_floor += c.below_floor;
             t.shed += c.shed;
             t.disconnected += c.disconnected;
             t.inference_errors += c.inference_errors;
@@ -108,8 +143,8 @@ impl ScoringSummary {
         let a = &self.alerts;
         format!(
             "sensor: rows scored {} in {} batches ({} closed by deadline), escalated to the \
-             autoencoder {}, sent to alerts {}, shed {}, inference errors {}, kernel sketch \
-             epochs used {}\n\
+             autoencoder {}, sent to alerts {} ({} far below every threshold kept back), shed {}, \
+             inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
              rows below threshold {}",
             p.rows_scored,
@@ -117,6 +152,7 @@ impl ScoringSummary {
             p.batches_by_deadline,
             p.escalated,
             p.emitted,
+            p.below_floor,
             p.shed,
             p.inference_errors,
             p.gateway_views,
@@ -199,6 +235,8 @@ impl Scoring {
         let classifier = load(CLASSIFIER_FILE, "classifier")?;
         let autoencoder = load(AUTOENCODER_FILE, "autoencoder")?;
 
+        let alert_setup =
+            AlertSetup::resolve(args).map_err(|source| ScoringError::Alerts { source })?;
         let (tx, rx) = crossbeam_channel::bounded::<ScoredRow>(ALERT_CHANNEL_ROWS);
         let cfg = PipelineConfig {
             features: FeatureConfig {
@@ -206,6 +244,7 @@ impl Scoring {
                 ..FeatureConfig::default()
             },
             batch_deadline_ns: args.batch_deadline_us.saturating_mul(1000),
+            emit_floor: emit_floor(&alert_setup.settings.thresholds),
             ..PipelineConfig::default()
         };
         // A recording holds every scored row, whatever the emit floor.
@@ -248,8 +287,9 @@ impl Scoring {
             }
             None => (rx, None),
         };
-        let alerts =
-            start_alert_stage(args, alert_rx).map_err(|source| ScoringError::Alerts { source })?;
+        let alerts = alert_setup
+            .spawn(args, alert_rx)
+            .map_err(|source| ScoringError::Alerts { source })?;
         let handlers = Mutex::new(handlers);
         let factory: Box<HandlerFactory> = Box::new(move |i| {
             let taken = handlers
@@ -312,55 +352,71 @@ impl Scoring {
     }
 }
 
-fn start_alert_stage(
-    args: &RunArgs,
-    rx: crossbeam_channel::Receiver<ScoredRow>,
-) -> Result<AlertStageHandle, AlertsError> {
-    let card = |file: &str| {
-        let mut p = args.models_dir.join(file);
-        p.set_extension("card.json");
-        p
-    };
-    let (file, config_path) = match &args.config {
-        Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
-        None => (SensorFile::default(), None),
-    };
-    let mut file = file;
-    if file.models.classifier_card.is_none() {
-        file.models.classifier_card = Some(card(CLASSIFIER_FILE));
+/// The alert stage's resolved settings, known before the pipelines are built
+/// (their emit floor follows the thresholds).
+struct AlertSetup {
+    file: SensorFile,
+    settings: AlertSettings,
+}
+
+impl AlertSetup {
+    fn resolve(args: &RunArgs) -> Result<Self, AlertsError> {
+        let card = |file: &str| {
+            let mut p = args.models_dir.join(file);
+            p.set_extension("card.json");
+            p
+        };
+        let (file, config_path) = match &args.config {
+            Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
+            None => (SensorFile::default(), None),
+        };
+        let mut file = file;
+        if file.models.classifier_card.is_none() {
+            file.models.classifier_card = Some(card(CLASSIFIER_FILE));
+        }
+        if file.models.autoencoder_card.is_none() {
+            file.models.autoencoder_card = Some(card(AUTOENCODER_FILE));
+        }
+        if file.sensor.interface.is_empty() {
+            file.sensor.interface.clone_from(&args.iface);
+        }
+        let mut settings = AlertSettings::from_file(&file, config_path)?;
+        if config_path.is_none() {
+            // Without a config there is no place for the verdict store and the
+            // alert record log: feedback needs `--config`.
+            settings.alerts.alert_log = PathBuf::new();
+            settings.alerts.verdict_store = PathBuf::new();
+        }
+        Ok(Self { file, settings })
     }
-    if file.models.autoencoder_card.is_none() {
-        file.models.autoencoder_card = Some(card(AUTOENCODER_FILE));
+
+    fn spawn(
+        self,
+        args: &RunArgs,
+        rx: crossbeam_channel::Receiver<ScoredRow>,
+    ) -> Result<AlertStageHandle, AlertsError> {
+        let Self { file, settings } = self;
+        let with_config = args.config.is_some();
+        let inventory = match &file.alerts.inventory {
+            Some(p) => Inventory::load(p)?,
+            None => Inventory::default(),
+        };
+        let mut sinks = if with_config {
+            SinkSet::from_config(&file.sinks)?
+        } else {
+            SinkSet::new()
+        };
+        if let Some(path) = &args.eve_out {
+            sinks = sinks.with(RotatingFileSink::open(
+                path,
+                EVE_FILE_MAX_BYTES,
+                EVE_FILES_KEPT,
+            )?);
+        } else if !with_config {
+            sinks = sinks.with(StdoutSink::new());
+        }
+        alerts::spawn_alert_stage(rx, settings, inventory, sinks)
     }
-    if file.sensor.interface.is_empty() {
-        file.sensor.interface.clone_from(&args.iface);
-    }
-    let mut settings = AlertSettings::from_file(&file, config_path)?;
-    if config_path.is_none() {
-        // Without a config there is no place for the verdict store and the
-        // alert record log: feedback needs `--config`.
-        settings.alerts.alert_log = PathBuf::new();
-        settings.alerts.verdict_store = PathBuf::new();
-    }
-    let inventory = match &file.alerts.inventory {
-        Some(p) => Inventory::load(p)?,
-        None => Inventory::default(),
-    };
-    let mut sinks = if config_path.is_some() {
-        SinkSet::from_config(&file.sinks)?
-    } else {
-        SinkSet::new()
-    };
-    if let Some(path) = &args.eve_out {
-        sinks = sinks.with(RotatingFileSink::open(
-            path,
-            EVE_FILE_MAX_BYTES,
-            EVE_FILES_KEPT,
-        )?);
-    } else if config_path.is_none() {
-        sinks = sinks.with(StdoutSink::new());
-    }
-    alerts::spawn_alert_stage(rx, settings, inventory, sinks)
 }
 
 /// Default `--models-dir`: the models committed with the source tree.

@@ -32,7 +32,9 @@ use sensor_common::{
 pub use gateway::GatewayView;
 pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
-use window::{Eds3, HllPair, WINDOWS_NS, decay_factors};
+use window::{
+    Eds3, HOST_HLL_M, HllPair, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
+};
 
 /// A feature vector in schema order.
 pub type FeatureVec = [f32; N_FEATURES];
@@ -154,10 +156,40 @@ struct HostState {
     gw_pps: f64,
 }
 
+/// The decay factors of the latest time step, reused when the next host to
+/// advance moved by the same step (both hosts of a conversation were last
+/// touched by the same event): the same `dt` gives the same factors, without
+/// three more exponentials.
+#[derive(Clone, Copy, Debug)]
+struct DecayMemo {
+    dt: u64,
+    factors: [f64; N_WINDOWS],
+}
+
+impl Default for DecayMemo {
+    fn default() -> Self {
+        Self {
+            dt: 0,
+            factors: decay_factors(0),
+        }
+    }
+}
+
+impl DecayMemo {
+    #[inline]
+    fn factors(&mut self, dt: u64) -> [f64; N_WINDOWS] {
+        if dt != self.dt {
+            self.dt = dt;
+            self.factors = decay_factors(dt);
+        }
+        self.factors
+    }
+}
+
 impl HostState {
     /// Brings every window to `now` (older timestamps count as `last_ns`).
     #[inline]
-    fn advance(&mut self, now: u64) {
+    fn advance(&mut self, now: u64, memo: &mut DecayMemo) {
         if now <= self.last_ns {
             return;
         }
@@ -165,7 +197,7 @@ impl HostState {
         let f = if self.last_ns == 0 {
             [1.0; 3]
         } else {
-            decay_factors(now - self.last_ns)
+            memo.factors(now - self.last_ns)
         };
         self.last_ns = now;
         for e in [
@@ -245,6 +277,12 @@ pub struct FeatureExtractor {
     counters: FeatureCounters,
     /// Latest gateway-wide view from the kernel sketches, if any yet.
     gateway: Option<Arc<GatewayView>>,
+    decay: DecayMemo,
+    /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
+    /// register count in the linear-counting range, where the estimate
+    /// depends on that count alone: the same values as computing them, with
+    /// no logarithms per event.
+    distinct_ln1p: [f32; HOST_HLL_M + 1],
 }
 
 /// The reverse direction of a flow.
@@ -276,7 +314,9 @@ fn dport_class(proto: u8, dport: u16) -> f32 {
 
 #[inline]
 fn ln1p(x: f64) -> f32 {
-    x.max(0.0).ln_1p() as f32
+    let v = x.max(0.0);
+    // log1p(±0) is ±0: many features are zero, skip the libm call for them.
+    if v == 0.0 { v as f32 } else { v.ln_1p() as f32 }
 }
 
 impl FeatureExtractor {
@@ -290,6 +330,14 @@ impl FeatureExtractor {
             timers: SynTimers::new(cfg.max_flows),
             counters: FeatureCounters::default(),
             gateway: None,
+            decay: DecayMemo::default(),
+            distinct_ln1p: std::array::from_fn(|z| {
+                if z == 0 {
+                    0.0
+                } else {
+                    ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
+                }
+            }),
             cfg,
         }
     }
@@ -334,7 +382,7 @@ impl FeatureExtractor {
                 self.counters.failed_by_timeout += 1;
                 if let Some(h) = self.hosts.find(&k.src) {
                     let h = self.hosts.get_mut(h);
-                    h.advance(now_ns);
+                    h.advance(now_ns, &mut self.decay);
                     h.failed.add(1.0);
                 }
             }
@@ -410,7 +458,7 @@ impl FeatureExtractor {
                         // The reverse flow's source (our destination) failed.
                         if let Some(h) = self.hosts.find(&key.dst) {
                             let h = self.hosts.get_mut(h);
-                            h.advance(now);
+                            h.advance(now, &mut self.decay);
                             h.failed.add(1.0);
                         }
                     } else {
@@ -436,7 +484,7 @@ impl FeatureExtractor {
         let src_hash = hash_addr(&key.src);
         {
             let h = self.hosts.get_mut(src_idx);
-            h.advance(now);
+            h.advance(now, &mut self.decay);
             h.bytes_out.add(d_bytes as f64);
             if e.inserted {
                 h.new_flows.add(1.0);
@@ -453,7 +501,7 @@ impl FeatureExtractor {
         }
         {
             let h = self.hosts.get_mut(dst_idx);
-            h.advance(now);
+            h.advance(now, &mut self.decay);
             h.bytes_in.add(d_bytes as f64);
             h.packets_in.add(d_packets as f64);
             h.syn_in.add(f64::from(d_syn));
@@ -501,6 +549,10 @@ impl FeatureExtractor {
                 (src.failed.sums[w] / a).clamp(0.0, 1.0) as f32
             }
         };
+        let distinct = |h: &HllPair| match h.linear_zeros() {
+            Some(z) => self.distinct_ln1p[z as usize],
+            None => ln1p(h.estimate() * sc),
+        };
         let proto = key.proto;
         *out = [
             ln1p(dur_s),
@@ -522,17 +574,17 @@ impl FeatureExtractor {
             ln1p(src.new_flows.rate_per_s(0) * sc),
             ln1p(src.new_flows.rate_per_s(1) * sc),
             ln1p(src.new_flows.rate_per_s(2) * sc),
-            ln1p(src.distinct_dst[0].estimate() * sc),
-            ln1p(src.distinct_dst[1].estimate() * sc),
-            ln1p(src.distinct_dst[2].estimate() * sc),
-            ln1p(src.distinct_dport[0].estimate() * sc),
-            ln1p(src.distinct_dport[1].estimate() * sc),
-            ln1p(src.distinct_dport[2].estimate() * sc),
+            distinct(&src.distinct_dst[0]),
+            distinct(&src.distinct_dst[1]),
+            distinct(&src.distinct_dst[2]),
+            distinct(&src.distinct_dport[0]),
+            distinct(&src.distinct_dport[1]),
+            distinct(&src.distinct_dport[2]),
             failed_ratio(1),
             failed_ratio(2),
             ((src.bytes_out.sums[1] + 1.0) / (src.bytes_in.sums[1] + 1.0)).ln() as f32,
             ln1p(src.bytes_out.sums[1] / src.new_flows.sums[1].max(1.0)),
-            ln1p(dst.distinct_src_1s.estimate() * sc),
+            distinct(&dst.distinct_src_1s),
             ln1p(dst.syn_in.rate_per_s(0) * sc),
             ln1p(dst.packets_in.rate_per_s(0) * sc),
             ln1p(gw_src_pps),

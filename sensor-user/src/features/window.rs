@@ -70,14 +70,36 @@ pub const fn hll_index_rank(hash: u64) -> (usize, u8) {
 #[inline]
 #[must_use]
 pub fn hll_estimate(harmonic_sum: f64, zeros: u32) -> f64 {
+    if hll_is_linear(harmonic_sum, zeros) {
+        hll_linear_estimate(zeros)
+    } else {
+        hll_raw_estimate(harmonic_sum)
+    }
+}
+
+/// The raw HyperLogLog estimate from the harmonic sum.
+#[inline]
+fn hll_raw_estimate(harmonic_sum: f64) -> f64 {
     let m = HOST_HLL_M as f64;
     // α_64 from Flajolet et al.
-    let raw = 0.709 * m * m / harmonic_sum;
-    if raw <= 2.5 * m && zeros > 0 {
-        m * (m / f64::from(zeros)).ln()
-    } else {
-        raw
-    }
+    0.709 * m * m / harmonic_sum
+}
+
+/// True when [`hll_estimate`] uses linear counting: a small range with at
+/// least one zero register.
+#[inline]
+#[must_use]
+pub fn hll_is_linear(harmonic_sum: f64, zeros: u32) -> bool {
+    hll_raw_estimate(harmonic_sum) <= 2.5 * HOST_HLL_M as f64 && zeros > 0
+}
+
+/// The linear-counting estimate for `zeros` (1..=m) zero registers. It
+/// depends on the zero count alone, so callers may tabulate functions of it.
+#[inline]
+#[must_use]
+pub fn hll_linear_estimate(zeros: u32) -> f64 {
+    let m = HOST_HLL_M as f64;
+    m * (m / f64::from(zeros)).ln()
 }
 
 /// A distinct counter over a tumbling window of `W` ns with two epochs:
@@ -162,6 +184,15 @@ impl HllPair {
     #[must_use]
     pub fn estimate(&self) -> f64 {
         hll_estimate(self.union_sum, self.union_zeros)
+    }
+
+    /// The zero-register count when [`Self::estimate`] is by linear counting
+    /// (the common case: small distinct counts), else `None`. The estimate
+    /// is then [`hll_linear_estimate`] of it.
+    #[inline]
+    #[must_use]
+    pub fn linear_zeros(&self) -> Option<u32> {
+        hll_is_linear(self.union_sum, self.union_zeros).then_some(self.union_zeros)
     }
 
     /// Recomputes the estimate from the registers (for tests and audits of

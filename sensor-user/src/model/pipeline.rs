@@ -37,7 +37,10 @@ pub struct PipelineConfig {
     /// scored by the autoencoder.
     pub escalate_band: (f32, f32),
     /// Rows with an attack score below this, and not escalated, are not sent
-    /// to the alert stage (0 sends every row).
+    /// to the alert stage; 0 or less sends every row (recording, evaluation).
+    /// `sensor run` derives it from the alert thresholds
+    /// ([`crate::scoring::emit_floor`]): rows far below every threshold can
+    /// never alert, and sending them costs the worker and the alert stage.
     pub emit_floor: f32,
 }
 
@@ -66,6 +69,8 @@ pub struct PipelineCounters {
     pub escalated: u64,
     /// Rows sent to the alert stage.
     pub emitted: u64,
+    /// Rows scored but not sent: below the emit floor and not escalated.
+    pub below_floor: u64,
     /// Rows shed because the alert channel was full.
     pub shed: u64,
     /// Rows dropped because the alert stage is gone.
@@ -312,7 +317,8 @@ impl ScoringPipeline {
                 e += 1;
             }
             let p = &self.probs[i * k..i * k + k];
-            if 1.0 - p[0] < self.cfg.emit_floor && anomaly.is_nan() {
+            if self.cfg.emit_floor > 0.0 && 1.0 - p[0] < self.cfg.emit_floor && anomaly.is_nan() {
+                self.counters.below_floor += 1;
                 continue;
             }
             let m = &self.meta[i];
