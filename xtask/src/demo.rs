@@ -73,7 +73,13 @@ fn run_demo() -> Result<()> {
     crate::lab::catch_ctrl_c();
     let t0 = Instant::now();
     let out = TempDir::new("demo")?;
-    let mut session = Session::start(&bin, out.path())?;
+    // Alert updates every second (default 60 s) so the live view sees which
+    // scenario's rows go into an alert that is already open.
+    let config = out.path().join("demo.toml");
+    std::fs::write(&config, "[alerts]\nupdate_interval_s = 1.0\n")
+        .with_context(|| format!("writing {}", config.display()))?;
+    let config_arg = config.display().to_string();
+    let mut session = Session::start(&bin, out.path(), &["--config", &config_arg])?;
     let plan = session.lab.plan().clone();
     println!(
         "clients {}, attacker {} -> gateway -> server {}; the gateway's LAN port is mirrored \
@@ -125,7 +131,7 @@ fn run_demo() -> Result<()> {
 
     report(&stopped.output, &plan, &outcomes);
     println!(
-        "\nalerts: {} opened, {} closed, in {} incidents (all closed when the sensor stopped)",
+        "\nalerts: {} opened, {} closed, in {} incident(s) (all closed when the sensor stopped)",
         view.opened,
         view.closed,
         view.incidents.len()
@@ -173,7 +179,19 @@ fn owner_name(owner: Owner, outcomes: &[ScenarioOutcome]) -> String {
 struct Seen {
     owner: Owner,
     class: String,
-    mono_ns: Option<u64>,
+    /// When the demo printed it (CLOCK_MONOTONIC): the sensor's alert
+    /// latency plus at most one 200 ms poll.
+    printed_ns: u64,
+}
+
+/// Rows a scenario added to an alert another scenario (or the background)
+/// opened. Flood alerts are keyed by victim, so a second flood on the same
+/// victim joins the open alert instead of opening its own; the alert's
+/// updates (top sources with row counts) show whose rows it took.
+struct Join {
+    class: String,
+    victim: String,
+    rows: u64,
 }
 
 /// Follows the sensor's EVE file, prints each alert as it opens with the
@@ -187,6 +205,12 @@ struct AlertView {
     closed: usize,
     incidents: BTreeSet<String>,
     seen: Vec<Seen>,
+    /// Owner of each alert, by alert id.
+    owners: BTreeMap<String, Owner>,
+    /// Top sources and their rows in the latest line of each alert.
+    tops: BTreeMap<String, BTreeMap<IpAddr, u64>>,
+    /// By (alert id, scenario index).
+    joins: BTreeMap<(String, usize), Join>,
 }
 
 impl AlertView {
@@ -215,30 +239,76 @@ impl AlertView {
             if a.closed {
                 self.closed += 1;
             }
-            if !a.opened {
-                continue;
-            }
-            self.opened += 1;
             let outcomes = lock(timeline);
-            let owner = attribute(&self.plan, &outcomes, &a);
-            println!(
-                "  ALERT {:<10} sev {} ({:>3})  {} -> {}:{}  score {:.3}  <- {}",
-                a.class,
-                a.eve_severity,
-                a.severity,
-                a.attacker,
-                a.victim,
-                a.dest_port,
-                a.score,
-                owner_name(owner, &outcomes)
-            );
-            self.seen.push(Seen {
-                owner,
-                class: a.class,
-                mono_ns: a.mono_ns,
-            });
+            if a.opened {
+                self.opened += 1;
+                let owner = attribute(&self.plan, &outcomes, a.src, a.dst, a.mono_ns);
+                self.owners.insert(a.alert_id.clone(), owner);
+                self.show(&a, owner, &outcomes);
+            }
+            self.joined(&a, &outcomes);
         }
         Ok(())
+    }
+
+    /// Prints an alert that just opened and keeps it for the verdicts.
+    fn show(&mut self, a: &EveAlert, owner: Owner, outcomes: &[ScenarioOutcome]) {
+        println!(
+            "  ALERT {:<10} sev {} ({:>3})  {} -> {}:{}  score {:.3}  <- {}",
+            a.class,
+            a.eve_severity,
+            a.severity,
+            a.attacker,
+            a.victim,
+            a.dest_port,
+            a.score,
+            owner_name(owner, outcomes)
+        );
+        self.seen.push(Seen {
+            owner,
+            class: a.class.clone(),
+            printed_ns: sensor_lab::lab::monotonic_ns(),
+        });
+    }
+
+    /// Credits rows that top sources added to an aggregated alert since its
+    /// previous line to the scenario running at the alert's last row, when
+    /// that scenario is not the one that opened it (printed the first time).
+    fn joined(&mut self, a: &EveAlert, outcomes: &[ScenarioOutcome]) {
+        if a.top_sources.is_empty() {
+            return;
+        }
+        let opener = self.owners.get(&a.alert_id).copied();
+        let prev = self.tops.entry(a.alert_id.clone()).or_default();
+        for &(ip, rows) in &a.top_sources {
+            let before = prev.insert(ip, rows).unwrap_or(0);
+            if rows <= before {
+                continue;
+            }
+            let Owner::Scenario(j) =
+                attribute(&self.plan, outcomes, Some(ip), a.dst, a.last_seen_ns)
+            else {
+                continue;
+            };
+            if opener == Some(Owner::Scenario(j)) {
+                continue;
+            }
+            let key = (a.alert_id.clone(), j);
+            if !self.joins.contains_key(&key) {
+                println!(
+                    "  JOIN  {:<10} {} -> {}:{}  rows from {ip} go into this open alert  <- {}",
+                    a.class, a.attacker, a.victim, a.dest_port, outcomes[j].name
+                );
+            }
+            self.joins
+                .entry(key)
+                .or_insert_with(|| Join {
+                    class: a.class.clone(),
+                    victim: a.victim.clone(),
+                    rows: 0,
+                })
+                .rows += rows - before;
+        }
     }
 }
 
@@ -262,6 +332,9 @@ impl Follower {
                 closed: 0,
                 incidents: BTreeSet::new(),
                 seen: Vec::new(),
+                owners: BTreeMap::new(),
+                tops: BTreeMap::new(),
+                joins: BTreeMap::new(),
             };
             while !stop2.load(Ordering::SeqCst) {
                 view.poll(&eve, &timeline)?;
@@ -320,35 +393,55 @@ fn verdicts(view: &AlertView, outcomes: &[ScenarioOutcome]) {
             *m.entry(c).or_default() += n;
             m
         });
-    let benign = |m: &BTreeMap<&str, usize>| {
-        if m.is_empty() {
+    let benign = |m: &BTreeMap<&str, usize>, joins: &[&Join]| {
+        let mut parts = Vec::new();
+        if !m.is_empty() {
+            parts.push(list(m));
+        }
+        parts.extend(joins.iter().map(|j| join_text(j)));
+        if parts.is_empty() {
             "clean: no alert".to_owned()
         } else {
-            format!("FALSE ALERTS: {}", list(m))
+            format!("FALSE ALERTS: {}", parts.join("; "))
         }
     };
     println!(
         "  {:<20} {:<10} {}",
         "background",
         "benign",
-        benign(&background)
+        benign(&background, &[])
     );
     for (i, o) in outcomes.iter().enumerate() {
         let m = classes(Owner::Scenario(i));
+        let joins: Vec<&Join> = view
+            .joins
+            .iter()
+            .filter(|((_, j), _)| *j == i)
+            .map(|(_, j)| j)
+            .collect();
         let verdict = if o.label == Label::Benign {
-            benign(&m)
+            benign(&m, &joins)
         } else if m.is_empty() {
-            "MISSED: no alert".to_owned()
+            let how = joins
+                .iter()
+                .map(|j| join_text(j))
+                .collect::<Vec<_>>()
+                .join("; ");
+            match joins.iter().find(|j| j.class == o.label.name()) {
+                Some(j) => format!("DETECTED as {} (no alert of its own: {how})", j.class),
+                None if joins.is_empty() => "MISSED: no alert".to_owned(),
+                None => format!("MISSED (no alert of its own: {how})"),
+            }
         } else {
             let first = view
                 .seen
                 .iter()
                 .filter(|s| s.owner == Owner::Scenario(i))
-                .filter_map(|s| s.mono_ns)
+                .map(|s| s.printed_ns)
                 .min();
             let delay = match (first, o.first_packet_mono_ns) {
                 (Some(a), Some(f)) => format!(
-                    "; first alert {:.2} s after its first frame",
+                    "; first alert printed {:.1} s after its first frame",
                     a.saturating_sub(f) as f64 / 1e9
                 ),
                 _ => String::new(),
@@ -373,6 +466,14 @@ fn verdicts(view: &AlertView, outcomes: &[ScenarioOutcome]) {
     }
 }
 
+/// "N rows into the open <class> alert on <victim>".
+fn join_text(j: &Join) -> String {
+    format!(
+        "{} rows into the open {} alert on {}",
+        j.rows, j.class, j.victim
+    )
+}
+
 fn proto_name(p: u8) -> String {
     match p {
         1 => "icmp".into(),
@@ -391,6 +492,10 @@ fn report(out: &SensorOutput, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) 
             println!("  {name:<24} {v}");
         }
     }
+    println!(
+        "  (mirror_dropped: frames the sensor consumed on its monitor port after counting \
+         them; the mirror is a copy, nothing is dropped on the network)"
+    );
 
     let mut flows: Vec<_> = out.flows.iter().collect();
     flows.sort_by_key(|f| std::cmp::Reverse(f.packets));

@@ -202,7 +202,8 @@ impl Stopped {
 }
 
 impl Session {
-    pub(crate) fn start(bin: &Path, dir: &Path) -> Result<Self> {
+    /// Builds the lab and starts the sensor with `extra` arguments.
+    pub(crate) fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let t = Instant::now();
         let lab = TrafficLab::new().context("building the traffic lab")?;
@@ -222,7 +223,11 @@ impl Session {
                 &record_arg,
                 "--eve-out",
                 &eve_arg,
-            ],
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>(),
         )?;
         sensor
             .wait_attached(
@@ -285,7 +290,7 @@ fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
     let specs = specs(names)?;
     let tmp = sensor_lab::sensor::TempDir::new("lab-run")?;
     let dir = out.map_or_else(|| tmp.path().to_owned(), Path::to_owned);
-    let mut s = Session::start(bin, &dir)?;
+    let mut s = Session::start(bin, &dir, &[])?;
     let plan = s.lab.plan().clone();
     println!("sent:");
     let mut outcomes = Vec::new();
@@ -326,7 +331,7 @@ fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) ->
             continue;
         }
         n += 1;
-        let owner = attribute(plan, outcomes, &a).describe(outcomes);
+        let owner = attribute(plan, outcomes, a.src, a.dst, a.mono_ns).describe(outcomes);
         println!(
             "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({owner})",
             a.class, a.severity, a.attacker, a.victim, a.dest_port, a.score
@@ -345,6 +350,7 @@ pub(crate) struct EveAlert {
     pub(crate) opened: bool,
     /// `alert_closed`.
     pub(crate) closed: bool,
+    pub(crate) alert_id: String,
     pub(crate) class: String,
     /// The sensor's 0-100 severity.
     pub(crate) severity: u64,
@@ -356,6 +362,11 @@ pub(crate) struct EveAlert {
     pub(crate) dest_port: u64,
     pub(crate) score: f64,
     pub(crate) incident: String,
+    /// Most active sources of an alert that aggregates its attackers
+    /// (`many -> victim`, e.g. a flood), most rows first; empty otherwise.
+    pub(crate) top_sources: Vec<(IpAddr, u64)>,
+    /// Last row of the alert so far, on CLOCK_MONOTONIC.
+    pub(crate) last_seen_ns: Option<u64>,
     /// The attacker, or for a many-source alert the row's own source.
     pub(crate) src: Option<IpAddr>,
     /// The victim, or for a many-target alert the row's own destination.
@@ -377,9 +388,23 @@ impl EveAlert {
                 .and_then(|s| s.parse().ok())
                 .or_else(|| row.as_str().and_then(|s| s.parse().ok()))
         };
+        let mono = |j: &serde_json::Value| {
+            j.as_str()
+                .and_then(eve_unix_ns)
+                .map(|t| t.saturating_sub(clock_offset_ns))
+        };
+        let top_sources = x["sources"]["top"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| Some((e["ip"].as_str()?.parse().ok()?, e["count"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok(Self {
             opened: v["event_type"] == "alert" && x["state"] == "open",
             closed: v["event_type"] == "alert_closed",
+            alert_id: text(&x["alert_id"]),
             class: text(&x["class"]),
             severity: x["severity"].as_u64().unwrap_or(0),
             eve_severity: v["alert"]["severity"].as_u64().unwrap_or(0),
@@ -388,12 +413,11 @@ impl EveAlert {
             dest_port: v["dest_port"].as_u64().unwrap_or(0),
             score: x["score"].as_f64().unwrap_or(f64::NAN),
             incident: text(&x["incident_id"]),
+            top_sources,
+            last_seen_ns: mono(&x["last_seen"]),
             src: ip(&x["attacker"], &v["src_ip"]),
             dst: ip(&x["victim"], &v["dest_ip"]),
-            mono_ns: v["timestamp"]
-                .as_str()
-                .and_then(eve_unix_ns)
-                .map(|t| t.saturating_sub(clock_offset_ns)),
+            mono_ns: mono(&v["timestamp"]),
         })
     }
 }
@@ -417,9 +441,9 @@ impl Owner {
     }
 }
 
-/// The scenario an alert belongs to: the one running at the alert's
-/// timestamp (its first row) whose traffic it is, else one that ended at
-/// most `2 * TAIL_NS` earlier. An attack scenario's traffic is its senders'
+/// The scenario an alert (or rows of one) from `src` to `dst` at `t`
+/// (CLOCK_MONOTONIC) belongs to: the one running at `t` whose traffic it
+/// is, else one that ended at most `2 * TAIL_NS` earlier. An attack scenario's traffic is its senders'
 /// (spoofed sources included) and the replies to them; a benign
 /// scenario's is everything between lab addresses other than the
 /// attacker. A scenario still running can be passed with `end_mono_ns =
@@ -427,10 +451,12 @@ impl Owner {
 pub(crate) fn attribute(
     plan: &AddressPlan,
     outcomes: &[ScenarioOutcome],
-    alert: &EveAlert,
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    t: Option<u64>,
 ) -> Owner {
     let attacker = IpAddr::from(plan.attacker);
-    let ends = [alert.src, alert.dst];
+    let ends = [src, dst];
     let hostile = ends
         .iter()
         .flatten()
@@ -442,16 +468,19 @@ pub(crate) fn attribute(
             ends.iter().flatten().any(|&a| o.sources.matches(plan, a))
         }
     };
-    let unmatched = Owner::Unmatched(alert.src.or(alert.dst).map_or("?", |a| role(plan, a)));
-    let Some(t) = alert.mono_ns else {
+    let unmatched = Owner::Unmatched(src.or(dst).map_or("?", |a| role(plan, a)));
+    let Some(t) = t else {
         return unmatched;
     };
     [0, 2 * TAIL_NS]
         .iter()
         .find_map(|&tail| {
-            outcomes
-                .iter()
-                .position(|o| o.in_window(t, tail) && owns(o))
+            // Benign scenarios share their clients with the background, so
+            // only their own window counts.
+            outcomes.iter().position(|o| {
+                let tail = if o.label == Label::Benign { 0 } else { tail };
+                o.in_window(t, tail) && owns(o)
+            })
         })
         .map_or(unmatched, Owner::Scenario)
 }
@@ -633,7 +662,7 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     } else {
         out.to_owned()
     };
-    let mut s = Session::start(bin, &out)?;
+    let mut s = Session::start(bin, &out, &[])?;
     let plan = s.lab.plan().clone();
     let budget: u32 = specs.iter().map(|s| s.max_seconds + 2).sum::<u32>() + 30;
     let background = Background::start(&s.lab, budget).context("benign background")?;
@@ -827,24 +856,6 @@ mod tests {
         }
     }
 
-    fn alert(src: &str, dst: &str, ts: u64) -> EveAlert {
-        EveAlert {
-            opened: true,
-            closed: false,
-            class: "scan".into(),
-            severity: 50,
-            eve_severity: 2,
-            attacker: src.into(),
-            victim: dst.into(),
-            dest_port: 0,
-            score: 1.0,
-            incident: String::new(),
-            src: src.parse().ok(),
-            dst: dst.parse().ok(),
-            mono_ns: Some(ts),
-        }
-    }
-
     #[test]
     fn alerts_are_attributed_by_window_and_endpoints() {
         let plan = AddressPlan::default();
@@ -870,7 +881,9 @@ mod tests {
                 u64::MAX,
             ),
         ];
-        let a = |src: &str, dst: &str, t: u64| attribute(&plan, &o, &alert(src, dst, t));
+        let a = |src: &str, dst: &str, t: u64| {
+            attribute(&plan, &o, src.parse().ok(), dst.parse().ok(), Some(t))
+        };
         assert_eq!(a(&client, &server, s + TAIL_NS), Owner::Scenario(0));
         assert_eq!(
             a(&server, &client, s + TAIL_NS),
@@ -879,9 +892,10 @@ mod tests {
         );
         assert_eq!(
             a(&client, &server, s + 6 * TAIL_NS),
-            Owner::Scenario(0),
-            "tail"
+            Owner::Unmatched("client"),
+            "no tail for benign scenarios: the background shares their clients"
         );
+        assert_eq!(a(&att, &server, s + 7 * TAIL_NS + 1), Owner::Scenario(1));
         assert_eq!(a(&att, &server, s + TAIL_NS), Owner::Unmatched("attacker"));
         assert_eq!(
             a(&att, &server, s + 8 * TAIL_NS),
@@ -903,9 +917,10 @@ mod tests {
             "benign traffic during an attack is not the attack's"
         );
         assert_eq!(a(&client, &server, s - TAIL_NS), Owner::Unmatched("client"));
-        let mut no_time = alert(&att, &server, 0);
-        no_time.mono_ns = None;
-        assert_eq!(attribute(&plan, &o, &no_time), Owner::Unmatched("attacker"));
+        assert_eq!(
+            attribute(&plan, &o, att.parse().ok(), server.parse().ok(), None),
+            Owner::Unmatched("attacker")
+        );
     }
 
     #[test]
