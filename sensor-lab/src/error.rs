@@ -46,6 +46,12 @@ pub enum LabError {
         #[source]
         source: serde_json::Error,
     },
+    /// A capture file is unusable (format, link type, truncation).
+    #[error("capture {}: {reason}", path.display())]
+    Capture { path: PathBuf, reason: String },
+    /// The capture manifest is malformed or disagrees with the files.
+    #[error("manifest {}: {reason}", path.display())]
+    Manifest { path: PathBuf, reason: String },
     /// A tool a lab scenario needs is not installed.
     #[error(
         "`{tool}` is not installed: install the Debian package `{package}` (or run `cargo xtask setup`)"

@@ -528,6 +528,14 @@ fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
     sa
 }
 
+/// A send-only `AF_PACKET` socket on `ifname` inside `ns` with a large send
+/// buffer, so whole batches queue without blocking.
+pub(crate) fn send_socket(ns: &Netns, ifname: &str) -> Result<OwnedFd> {
+    let (fd, _) = packet_socket(ns, ifname, 0)?;
+    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20, "SO_SNDBUF")?;
+    Ok(fd)
+}
+
 /// Opens an `AF_PACKET` raw socket inside `ns`, bound to `ifname` for
 /// `protocol` (0: send only, receives nothing).
 fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u32)> {
@@ -587,10 +595,9 @@ impl Sender {
     /// # Errors
     /// Not root, or the interface does not exist.
     pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
-        let (fd, _) = packet_socket(ns, ifname, 0)?;
-        // A large send buffer lets whole batches queue without blocking.
-        setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20, "SO_SNDBUF")?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd: send_socket(ns, ifname)?,
+        })
     }
 
     /// Sends `frames` in order, at most `pacing.pps` per second, stopping at

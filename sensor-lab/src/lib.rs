@@ -7,14 +7,23 @@
 //!   ground truth (per-flow packets, bytes and TCP flag counts) of what it sent.
 //! - [`sensor`]: starts the `sensor` binary inside a namespace, waits until its
 //!   XDP program is attached, stops it and parses its output files.
+//! - [`replay`]: replays real captures (pcap/pcapng) through `AF_PACKET`,
+//!   paced by their timestamps, and records when the first attack frame left.
+//! - [`manifest`]: the capture manifest (`tests/data/pcaps/MANIFEST.tsv`):
+//!   files, checksums and labels.
+//! - [`detection`]: judges the sensor's alerts against ground truth
+//!   (correct detections, false ones, time to detect).
 //! - [`lab`]: the traffic lab: clients, attacker, gateway, servers and a
 //!   monitor port, with labelled scenarios driven by real tools.
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
+pub mod detection;
 pub mod error;
 pub mod generator;
 pub mod lab;
+pub mod manifest;
 pub mod netns;
+pub mod replay;
 pub mod root;
 pub mod sensor;
 

@@ -25,6 +25,7 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
             class_probs[class as usize] = p;
             class_probs[0] = 1.0 - p;
             ScoredRow {
+                responder: false,
                 entity: Entity::Flow,
                 window: Window::OneSecond,
                 src: IpAddr::V4(

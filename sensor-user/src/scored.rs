@@ -100,6 +100,10 @@ pub struct ScoredRow {
     pub packets_per_s: f32,
     pub bytes: u64,
     pub packets: u64,
+    /// The row's TCP flow answers a connection rather than opening one (in
+    /// this direction its first packets were SYN-ACK or RST, never a bare
+    /// SYN): its source is a responder, never a scanner or a guesser.
+    pub responder: bool,
     pub classifier_version: Arc<str>,
     pub autoencoder_version: Arc<str>,
 }

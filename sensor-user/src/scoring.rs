@@ -146,7 +146,7 @@ impl ScoringSummary {
              autoencoder {}, sent to alerts {} ({} far below every threshold kept back), shed {}, \
              inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
-             rows below threshold {}",
+             rows below threshold {}, from a responding TCP flow {}, awaiting corroboration {}",
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
@@ -161,6 +161,8 @@ impl ScoringSummary {
             a.alerts_closed,
             a.incidents_opened,
             a.rows_below_threshold,
+            a.rows_responder,
+            a.rows_uncorroborated,
         )
     }
 

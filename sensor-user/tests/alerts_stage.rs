@@ -607,7 +607,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     let cfg = d.join("sensor.toml");
     std::fs::write(
         &cfg,
-        "[sensor]\nname = \"gw-live\"\n\n[alerts]\nfeedback_poll_ms = 20\nverdict_store = \"verdicts.jsonl\"\nalert_log = \"alerts.jsonl\"\n\n[thresholds]\nbruteforce = 0.8\n",
+        "[sensor]\nname = \"gw-live\"\n\n[alerts]\ncorroborate_rows = 1\nfeedback_poll_ms = 20\nverdict_store = \"verdicts.jsonl\"\nalert_log = \"alerts.jsonl\"\n\n[thresholds]\nbruteforce = 0.8\n",
     )
     .unwrap();
     let settings = AlertSettings::load(&cfg).unwrap();
@@ -668,7 +668,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(
         &cfg,
-        "[sensor]\nname = \"gw-live\"\n\n[alerts]\nfeedback_poll_ms = 20\nverdict_store = \"verdicts.jsonl\"\nalert_log = \"alerts.jsonl\"\n\n[thresholds]\nbruteforce = 0.9\n",
+        "[sensor]\nname = \"gw-live\"\n\n[alerts]\ncorroborate_rows = 1\nfeedback_poll_ms = 20\nverdict_store = \"verdicts.jsonl\"\nalert_log = \"alerts.jsonl\"\n\n[thresholds]\nbruteforce = 0.9\n",
     )
     .unwrap();
     wait_for("the threshold reload", &|| {
@@ -745,7 +745,7 @@ fn stage_started_from_config_writes_rotated_eve_file() {
     std::fs::write(d.join("inventory.toml"), INVENTORY).unwrap();
     std::fs::write(
         d.join("sensor.toml"),
-        "[sensor]\nname = \"gw-file\"\ninterface = \"eth9\"\n\n[alerts]\ninventory = \"inventory.toml\"\nverdict_store = \"v.jsonl\"\nalert_log = \"a.jsonl\"\n\n[[sinks]]\nkind = \"file\"\npath = \"log/eve.json\"\nmax_bytes = 4096\nkeep = 3\n",
+        "[sensor]\nname = \"gw-file\"\ninterface = \"eth9\"\n\n[alerts]\ncorroborate_rows = 1\ninventory = \"inventory.toml\"\nverdict_store = \"v.jsonl\"\nalert_log = \"a.jsonl\"\n\n[[sinks]]\nkind = \"file\"\npath = \"log/eve.json\"\nmax_bytes = 4096\nkeep = 3\n",
     )
     .unwrap();
     let (tx, rx) = crossbeam_channel::bounded(16);
@@ -988,4 +988,79 @@ fn scans_of_different_subnets_stay_separate_and_targets_correlate() {
         .unwrap()
         .incident_id;
     assert_eq!(incident_of(&stage, &spoofed(3).to_string()), flood_incident);
+}
+
+/// With the default corroboration (3 detections per key within a minute),
+/// one spoofed source scored once as a probe opens nothing, while a real
+/// scan (many probes from one source) opens one alert on its third row; a
+/// key's window restarts after it expires.
+#[test]
+fn single_detections_wait_for_corroboration() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 3;
+    s.alerts.corroborate_window_s = 60.0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let victim = ip(VICTIM);
+    for i in 0..5_000u32 {
+        stage.process(&row(
+            AttackClass::Scan,
+            0.99,
+            spoofed(i),
+            victim,
+            80,
+            SEC + u64::from(i) * 1000,
+        ));
+    }
+    assert!(stage.open_alerts().is_empty(), "{:?}", stage.open_alerts());
+    assert_eq!(stage.metrics().rows_uncorroborated, 5_000);
+
+    let scanner = ip("10.9.9.9");
+    let t0 = 10 * SEC;
+    for port in 1..=2u16 {
+        stage.process(&row(AttackClass::Scan, 0.99, scanner, victim, port, t0));
+    }
+    assert!(stage.open_alerts().is_empty());
+    stage.process(&row(AttackClass::Scan, 0.99, scanner, victim, 3, t0 + 1));
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].attacker, Some(scanner));
+
+    // Two detections, then a third after the window: still waiting.
+    let other = ip("10.9.9.10");
+    stage.process(&row(AttackClass::Scan, 0.99, other, victim, 1, t0));
+    stage.process(&row(AttackClass::Scan, 0.99, other, victim, 2, t0));
+    stage.process(&row(
+        AttackClass::Scan,
+        0.99,
+        other,
+        victim,
+        3,
+        t0 + 61 * SEC,
+    ));
+    assert_eq!(stage.open_alerts().len(), 1);
+}
+
+/// Rows of a flow that answers a TCP connection (SYN-ACKs, RSTs from a
+/// scanned host) never make their source a scanner or a brute forcer; they
+/// are counted. Floods keep them (a SYN-ACK reflection flood is made of
+/// answers).
+#[test]
+fn responders_are_not_scanners() {
+    let (mut stage, _mem) = stage();
+    let server = ip(VICTIM);
+    let scanner = ip("10.9.9.9");
+    for (i, class) in [AttackClass::Scan, AttackClass::BruteForce]
+        .into_iter()
+        .enumerate()
+    {
+        let mut r = row(class, 0.99, server, scanner, 40_000, SEC + i as u64);
+        r.responder = true;
+        stage.process(&r);
+    }
+    assert!(stage.open_alerts().is_empty());
+    assert_eq!(stage.metrics().rows_responder, 2);
+    let mut r = row(AttackClass::Flood, 0.99, server, scanner, 40_000, 2 * SEC);
+    r.responder = true;
+    stage.process(&r);
+    assert_eq!(stage.open_alerts().len(), 1);
 }

@@ -29,7 +29,9 @@ use sensor_lab::lab::AddressPlan;
 use sensor_lab::lab::scenario::{self, Background, Label, ScenarioOutcome, ScenarioSpec};
 use sensor_lab::sensor::{SensorOutput, TempDir};
 
-use crate::lab::{EveAlert, GAP, Owner, Session, attribute, check_interrupt, clock_offset_ns};
+use crate::lab::{EveAlert, GAP, Owner, Session, attribute, clock_offset_ns};
+// Ctrl-C handling is shared by every lab command (`eval` reaches it here).
+pub(crate) use crate::lab::{catch_ctrl_c, check_interrupt};
 
 /// The demo's scenarios, in order: benign first, then attacks. Each takes
 /// at most a few seconds here (bounds in `cargo xtask lab list`).
@@ -70,7 +72,7 @@ fn run_demo() -> Result<()> {
         .map(|n| scenario::find(n))
         .collect::<Result<_, _>>()?;
     let bin = crate::build()?;
-    crate::lab::catch_ctrl_c();
+    catch_ctrl_c();
     let t0 = Instant::now();
     let out = TempDir::new("demo")?;
     // Alert updates every second (default 60 s) so the live view sees which

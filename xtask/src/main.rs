@@ -3,6 +3,7 @@
 //! self-contained demo in network namespaces.
 
 mod demo;
+mod eval;
 mod lab;
 mod setup;
 mod train;
@@ -51,6 +52,10 @@ enum Task {
     /// from real tools, alerts live with their scenario, a verdict per
     /// scenario.
     Demo,
+    /// Detection quality on real captures (tests/data/pcaps) and lab
+    /// scenarios: detected or not, class, time to detect, false detections.
+    /// Writes target/eval/eval.md and eval.json. Needs root.
+    Eval(eval::EvalArgs),
     /// Traffic lab: labelled scenarios from real tools with the sensor on a
     /// monitor port (`lab list`, `lab run <scenario>...`, `lab record`).
     #[command(subcommand)]
@@ -70,6 +75,7 @@ fn main() -> Result<()> {
         Task::Test { args } => test(&args),
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
+        Task::Eval(args) => eval::eval(&args),
         Task::Lab(cmd) => lab::lab(&cmd),
         Task::Train(args) => train::train(&workspace_root(), &args),
     }

@@ -92,6 +92,16 @@ pub struct AlertsSection {
     pub alert_log: PathBuf,
     /// How often the stage polls the verdict store and the config file.
     pub feedback_poll_ms: u64,
+    /// An alert opens only once this many detected rows share its key
+    /// (class, attacker, victim) within `corroborate_window_s`: one stray
+    /// row, such as a single spoofed SYN scored as a probe, is not an
+    /// attack. 1 opens on the first row.
+    pub corroborate_rows: u32,
+    /// Window for `corroborate_rows`.
+    pub corroborate_window_s: f64,
+    /// Keys waiting for corroboration, at most; beyond that the oldest are
+    /// dropped (counted in `corroboration_evicted`).
+    pub max_pending: usize,
 }
 
 impl Default for AlertsSection {
@@ -107,6 +117,9 @@ impl Default for AlertsSection {
             verdict_store: DEFAULT_VERDICT_STORE.into(),
             alert_log: DEFAULT_ALERT_LOG.into(),
             feedback_poll_ms: 1000,
+            corroborate_rows: 3,
+            corroborate_window_s: 60.0,
+            max_pending: 100_000,
         }
     }
 }

@@ -96,6 +96,14 @@ pub struct AlertMetrics {
     pub rows_in: u64,
     /// Rows whose scores passed no threshold.
     pub rows_below_threshold: u64,
+    /// Scan or brute-force detections on rows of a flow that answers a TCP
+    /// connection (its source responds; it cannot be the attacker): dropped.
+    pub rows_responder: u64,
+    /// Detections waiting for corroboration (`corroborate_rows`) that did
+    /// not open an alert (yet).
+    pub rows_uncorroborated: u64,
+    /// Keys dropped from the corroboration table because it was full.
+    pub corroboration_evicted: u64,
     /// Rows producers could not enqueue because the channel was full.
     pub rows_shed: u64,
     pub alerts_opened: u64,
@@ -148,6 +156,9 @@ macro_rules! shared_metrics {
 shared_metrics!(
     rows_in,
     rows_below_threshold,
+    rows_responder,
+    rows_uncorroborated,
+    corroboration_evicted,
     rows_shed,
     alerts_opened,
     alerts_updated,

@@ -390,6 +390,9 @@ pub struct AlertStage {
     incident_ns: u64,
     alerts: Vec<OpenAlert>,
     index: HashMap<DedupKey, usize>,
+    /// Detections not yet corroborated: key -> (rows, first row's time).
+    pending: HashMap<DedupKey, (u32, u64)>,
+    corroborate_ns: u64,
     incidents: HashMap<u64, Incident>,
     corr: HashMap<CorrKey, u64>,
     next_alert_seq: u64,
@@ -428,6 +431,7 @@ impl AlertStage {
         let run_id = format!("{wall_s:x}{:04x}", std::process::id() & 0xffff);
         Ok(Self {
             quiet_ns: secs_to_ns(settings.alerts.quiet_period_s),
+            corroborate_ns: secs_to_ns(settings.alerts.corroborate_window_s),
             update_ns: secs_to_ns(settings.alerts.update_interval_s),
             incident_ns: secs_to_ns(settings.alerts.incident_window_s),
             settings,
@@ -440,6 +444,7 @@ impl AlertStage {
             next_sweep_ns: 0,
             alerts: Vec::new(),
             index: HashMap::new(),
+            pending: HashMap::new(),
             incidents: HashMap::new(),
             corr: HashMap::new(),
             next_alert_seq: 1,
@@ -557,9 +562,17 @@ impl AlertStage {
             self.metrics.rows_below_threshold += 1;
             return;
         };
+        // A flow that answers a connection names its responder as source:
+        // that host is a scan's or a brute force's target, not its author.
+        if row.responder && matches!(det.class, AttackClass::Scan | AttackClass::BruteForce) {
+            self.metrics.rows_responder += 1;
+            return;
+        }
         let key = dedup_key(row, det.class);
         let Some(&i) = self.index.get(&key) else {
-            self.open(row, key, det);
+            if self.corroborated(key, row.event_ts_ns) {
+                self.open(row, key, det);
+            }
             return;
         };
         let a = &mut self.alerts[i];
@@ -594,6 +607,46 @@ impl AlertStage {
         // Escalation to a higher EVE level is news now, not at the next update.
         if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
             self.emit_alert(i, "update");
+        }
+    }
+
+    /// Counts a detection for a key without an open alert; true once the
+    /// key has `corroborate_rows` detections within the window.
+    fn corroborated(&mut self, key: DedupKey, ts: u64) -> bool {
+        let need = self.settings.alerts.corroborate_rows.max(1);
+        if need == 1 {
+            return true;
+        }
+        if !self.pending.contains_key(&key)
+            && self.pending.len() >= self.settings.alerts.max_pending
+        {
+            // Full: forget entries whose window has passed, else the oldest.
+            let (win, now) = (self.corroborate_ns, self.now_ns);
+            let before = self.pending.len();
+            self.pending
+                .retain(|_, (_, first)| now.saturating_sub(*first) < win);
+            if self.pending.len() == before
+                && let Some(oldest) = self
+                    .pending
+                    .iter()
+                    .min_by_key(|(_, v)| v.1)
+                    .map(|(k, _)| *k)
+            {
+                self.pending.remove(&oldest);
+            }
+            self.metrics.corroboration_evicted += (before - self.pending.len()) as u64;
+        }
+        let e = self.pending.entry(key).or_insert((0, ts));
+        if ts.saturating_sub(e.1) >= self.corroborate_ns {
+            *e = (0, ts);
+        }
+        e.0 += 1;
+        if e.0 >= need {
+            self.pending.remove(&key);
+            true
+        } else {
+            self.metrics.rows_uncorroborated += 1;
+            false
         }
     }
 
@@ -1007,6 +1060,11 @@ impl AlertStage {
             "interface": self.settings.interface,
             "models": {"classifier": &*a.classifier_version, "autoencoder": &*a.autoencoder_version},
             "top_features": self.top_features(a),
+            // When this record was produced, on the clock packets are
+            // stamped with: the one wall-clock reading of the stage, taken
+            // only when a record is written, so consumers can measure
+            // detection latency (event time alone cannot show queueing).
+            "emitted_mono_ns": eve::monotonic_now_ns(),
         });
         if let Value::Object(m) = &mut xs {
             if !sources.is_null() {

@@ -89,6 +89,7 @@ struct RowMeta {
     pps: f32,
     bytes: u64,
     packets: u64,
+    responder: bool,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
@@ -209,6 +210,9 @@ impl ScoringPipeline {
             pps,
             bytes,
             packets,
+            responder: ev.key.proto == sensor_common::ipproto::TCP
+                && ev.stats.syn == 0
+                && (ev.stats.synack > 0 || ev.stats.rst > 0),
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(false);
@@ -343,6 +347,7 @@ impl ScoringPipeline {
                 packets_per_s: m.pps,
                 bytes: m.bytes,
                 packets: m.packets,
+                responder: m.responder,
                 classifier_version: Arc::clone(cls_id),
                 autoencoder_version: Arc::clone(&ae_id),
             };

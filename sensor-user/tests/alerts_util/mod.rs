@@ -37,6 +37,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         *f = i as f32 * p;
     }
     ScoredRow {
+        responder: false,
         entity: Entity::Flow,
         window: Window::OneSecond,
         src,
@@ -73,6 +74,9 @@ pub fn settings() -> AlertSettings {
     let mut s = AlertSettings::defaults();
     s.sensor_name = "gw-test".into();
     s.interface = "veth-test".into();
+    // These tests check dedup and correlation row by row; corroboration
+    // has its own test.
+    s.alerts.corroborate_rows = 1;
     s
 }
 

@@ -1,0 +1,909 @@
+//! Replays real captures (pcap and pcapng, Ethernet link type) into a lab
+//! interface through `AF_PACKET`, paced by the capture's own timestamps.
+//!
+//! A [`Capture`] is read whole into one buffer up front, so replaying
+//! allocates nothing per frame. [`Replayer::replay`] sends each frame at
+//! `(ts - ts_first) / speed` after the start, bounded by a packet and a time
+//! limit. Timestamps that go backwards are clamped to the previous one
+//! (sent at once, never slept negatively). Frames larger than the
+//! interface's MTU allows, or shorter than an Ethernet header, are counted
+//! and skipped, never silently dropped.
+//!
+//! An [`AttackRule`] says which frames are the attack (the labels of
+//! `tests/data/pcaps/MANIFEST.tsv`); the replay records the CLOCK_MONOTONIC
+//! time of the first frame and of the first attack frame it sent, the
+//! reference for detection latency.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{BufReader, Read as _};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use etherparse::{NetSlice, SlicedPacket};
+use pcap_file::DataLink;
+use pcap_file::pcap::PcapReader;
+use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+use crate::error::{LabError, Result};
+use crate::netns::Netns;
+
+/// Length of an Ethernet header without VLAN tags.
+const ETH_HLEN: usize = 14;
+/// Frames handed to one `sendmmsg` call at most (all of them already due).
+const MAX_BATCH: usize = 64;
+/// A frame due less than this far ahead is sent now rather than slept for:
+/// `nanosleep` overshoots by tens of microseconds anyway.
+const SLEEP_SLACK: Duration = Duration::from_micros(50);
+
+/// Where a capture's frames and timestamps live after [`Capture::load`].
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    start: usize,
+    len: u32,
+    /// Capture timestamp, ns since the Unix epoch, as recorded (may go
+    /// backwards).
+    ts_ns: u64,
+}
+
+/// A capture read into memory: Ethernet frames and their timestamps.
+#[derive(Clone, Debug)]
+pub struct Capture {
+    path: PathBuf,
+    buf: Vec<u8>,
+    records: Vec<Record>,
+}
+
+fn capture_error(path: &Path, reason: impl Into<String>) -> LabError {
+    LabError::Capture {
+        path: path.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// pcapng timestamp units per second from an `if_tsresol` option value:
+/// bit 7 clear is a power of ten, set a power of two (default 10^6).
+fn tsresol_units(v: u8) -> Option<u128> {
+    let exp = u32::from(v & 0x7f);
+    if v & 0x80 == 0 {
+        10u128.checked_pow(exp)
+    } else {
+        2u128.checked_pow(exp)
+    }
+}
+
+impl Capture {
+    /// Reads a pcap (either byte order, µs or ns timestamps) or pcapng file,
+    /// told apart by their magic number, not the file name.
+    ///
+    /// # Errors
+    /// The file cannot be read, is neither format, is malformed, or has an
+    /// interface whose link type is not Ethernet.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut file = File::open(path).map_err(|source| LabError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut magic = [0u8; 4];
+        file.read_exact(&mut magic)
+            .map_err(|source| LabError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+        let file = File::open(path).map_err(|source| LabError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let reader = BufReader::new(file);
+        let mut cap = Self {
+            path: path.to_owned(),
+            buf: Vec::new(),
+            records: Vec::new(),
+        };
+        match u32::from_le_bytes(magic) {
+            0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => cap.read_pcap(reader)?,
+            0x0a0d_0d0a => cap.read_pcapng(reader)?,
+            m => {
+                return Err(capture_error(
+                    path,
+                    format!("not a pcap or pcapng file (magic {m:#010x})"),
+                ));
+            }
+        }
+        Ok(cap)
+    }
+
+    fn push(&mut self, ts_ns: u64, data: &[u8]) {
+        self.records.push(Record {
+            start: self.buf.len(),
+            len: u32::try_from(data.len()).unwrap_or(u32::MAX),
+            ts_ns,
+        });
+        self.buf.extend_from_slice(data);
+    }
+
+    fn read_pcap(&mut self, reader: BufReader<File>) -> Result<()> {
+        let path = self.path.clone();
+        let mut r = PcapReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
+        let link = r.header().datalink;
+        if link != DataLink::ETHERNET {
+            return Err(capture_error(
+                &path,
+                format!("link type {link:?} is not Ethernet"),
+            ));
+        }
+        while let Some(p) = r.next_packet() {
+            let p = p.map_err(|e| {
+                capture_error(&path, format!("packet {}: {e}", self.records.len() + 1))
+            })?;
+            let ts = u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX);
+            self.push(ts, &p.data);
+        }
+        Ok(())
+    }
+
+    fn read_pcapng(&mut self, reader: BufReader<File>) -> Result<()> {
+        let path = self.path.clone();
+        let mut r = PcapNgReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
+        // Timestamp units per second of each interface of the current section.
+        let mut units: Vec<u128> = Vec::new();
+        let mut last_ts = 0u64;
+        let mut block_no = 0usize;
+        while let Some(b) = r.next_block() {
+            block_no += 1;
+            let b = b.map_err(|e| capture_error(&path, format!("block {block_no}: {e}")))?;
+            match b {
+                Block::SectionHeader(_) => units.clear(),
+                Block::InterfaceDescription(idb) => {
+                    if idb.linktype != DataLink::ETHERNET {
+                        return Err(capture_error(
+                            &path,
+                            format!(
+                                "interface {} has link type {:?}, not Ethernet",
+                                units.len(),
+                                idb.linktype
+                            ),
+                        ));
+                    }
+                    let mut u = 1_000_000u128;
+                    for o in &idb.options {
+                        if let InterfaceDescriptionOption::IfTsResol(v) = o {
+                            u = tsresol_units(*v).ok_or_else(|| {
+                                capture_error(&path, format!("bad if_tsresol {v:#x}"))
+                            })?;
+                        }
+                    }
+                    units.push(u);
+                }
+                Block::EnhancedPacket(epb) => {
+                    let u = *units.get(epb.interface_id as usize).ok_or_else(|| {
+                        capture_error(
+                            &path,
+                            format!(
+                                "block {block_no}: packet on undeclared interface {}",
+                                epb.interface_id
+                            ),
+                        )
+                    })?;
+                    // pcap-file hands the raw 64-bit timestamp over as
+                    // nanoseconds; its unit is really the interface's.
+                    let raw = epb.timestamp.as_nanos();
+                    let ns = raw / u * 1_000_000_000 + raw % u * 1_000_000_000 / u;
+                    last_ts = u64::try_from(ns).unwrap_or(u64::MAX);
+                    self.push(last_ts, &epb.data);
+                }
+                // No timestamp: sent with the previous packet's.
+                Block::SimplePacket(spb) => self.push(last_ts, &spb.data),
+                Block::Packet(pb) => {
+                    let u = units.get(usize::from(pb.interface_id)).copied();
+                    let u = u.unwrap_or(1_000_000);
+                    let raw = u128::from(pb.timestamp);
+                    let ns = raw / u * 1_000_000_000 + raw % u * 1_000_000_000 / u;
+                    last_ts = u64::try_from(ns).unwrap_or(u64::MAX);
+                    self.push(last_ts, &pb.data);
+                }
+                _ => {}
+            }
+        }
+        if units.is_empty() && !self.records.is_empty() {
+            return Err(capture_error(&path, "packets without an interface block"));
+        }
+        Ok(())
+    }
+
+    /// The file it was read from.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of frames.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when the capture holds no frame.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Frame `i`, as captured (possibly truncated to the snap length).
+    #[must_use]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let r = self.records[i];
+        &self.buf[r.start..r.start + r.len as usize]
+    }
+
+    /// Timestamp of frame `i` (ns since the epoch, as recorded).
+    #[must_use]
+    pub fn timestamp_ns(&self, i: usize) -> u64 {
+        self.records[i].ts_ns
+    }
+
+    /// Offsets of every frame from the first, in ns, with timestamps that go
+    /// backwards clamped to the previous one; and how many were clamped.
+    #[must_use]
+    pub fn offsets_ns(&self) -> (Vec<u64>, u64) {
+        let mut out = Vec::with_capacity(self.records.len());
+        let mut clamped = 0;
+        let first = self.records.first().map_or(0, |r| r.ts_ns);
+        let mut prev = first;
+        for r in &self.records {
+            if r.ts_ns < prev {
+                clamped += 1;
+            } else {
+                prev = r.ts_ns;
+            }
+            out.push(prev - first);
+        }
+        (out, clamped)
+    }
+
+    /// Span from the first to the last timestamp after clamping.
+    #[must_use]
+    pub fn duration(&self) -> Duration {
+        Duration::from_nanos(self.offsets_ns().0.last().copied().unwrap_or(0))
+    }
+
+    /// Who attacks and who is attacked, from the frames `rule` marks as
+    /// attack traffic. A whole-file label that names neither side makes
+    /// every address play both roles.
+    #[must_use]
+    pub fn attack_roles(&self, rule: &AttackRule) -> AttackRoles {
+        let mut roles = AttackRoles::default();
+        for i in 0..self.len() {
+            let Some((src, dst)) = ip_pair(self.frame(i)) else {
+                continue;
+            };
+            match rule {
+                AttackRule::None => {}
+                AttackRule::All(side) => {
+                    for h in [src, dst] {
+                        match side {
+                            Side::Unknown => {
+                                roles.attackers.insert(h);
+                                roles.victims.insert(h);
+                            }
+                            Side::Attackers(a) if a.contains(&h) => {
+                                roles.attackers.insert(h);
+                            }
+                            Side::Attackers(_) => {
+                                roles.victims.insert(h);
+                            }
+                            Side::Victims(v) if v.contains(&h) => {
+                                roles.victims.insert(h);
+                            }
+                            Side::Victims(_) => {
+                                roles.attackers.insert(h);
+                            }
+                        }
+                    }
+                }
+                AttackRule::Between { a, .. } => {
+                    if rule.is_attack(src, dst) {
+                        roles.attackers.insert(*a);
+                        roles.victims.insert(if src == *a { dst } else { src });
+                    }
+                }
+            }
+        }
+        roles
+    }
+
+    /// Index of the first frame `rule` marks as attack traffic.
+    #[must_use]
+    pub fn first_attack(&self, rule: &AttackRule) -> Option<usize> {
+        match rule {
+            AttackRule::All(_) => (!self.is_empty()).then_some(0),
+            AttackRule::None => None,
+            AttackRule::Between { .. } => (0..self.len())
+                .find(|&i| ip_pair(self.frame(i)).is_some_and(|(s, d)| rule.is_attack(s, d))),
+        }
+    }
+}
+
+/// Source and destination addresses of an Ethernet frame carrying IPv4 or
+/// IPv6 (VLAN tags skipped); `None` for anything else or a truncated header.
+#[must_use]
+pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    let p = SlicedPacket::from_ethernet(frame).ok()?;
+    match p.net? {
+        NetSlice::Ipv4(v4) => Some((
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        )),
+        NetSlice::Ipv6(v6) => Some((
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        )),
+        NetSlice::Arp(_) => None,
+    }
+}
+
+/// Which side of a whole-file attack the capture's labels name, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Neither: every address may be attacker or victim.
+    Unknown,
+    /// These addresses attack; every other address is attacked.
+    Attackers(Vec<IpAddr>),
+    /// These addresses are attacked; every other address attacks (a
+    /// spoofed or reflected flood).
+    Victims(Vec<IpAddr>),
+}
+
+/// The two sides of a capture's attack traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttackRoles {
+    pub attackers: BTreeSet<IpAddr>,
+    pub victims: BTreeSet<IpAddr>,
+    /// For attacks from spoofed sources: the addresses that really exist
+    /// (a lab's plan); any attacker address outside them is spoofed and
+    /// counts as an attacker.
+    pub spoofed_outside: Option<BTreeSet<IpAddr>>,
+}
+
+impl AttackRoles {
+    /// True when `h` is an attacker (listed, or spoofed).
+    #[must_use]
+    pub fn is_attacker(&self, h: IpAddr) -> bool {
+        self.attackers.contains(&h)
+            || self
+                .spoofed_outside
+                .as_ref()
+                .is_some_and(|k| !k.contains(&h))
+    }
+}
+
+/// Which frames of a capture are the attack (the `attack_rule` column of
+/// the capture manifest).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttackRule {
+    /// Every frame (whole-file label).
+    All(Side),
+    /// No frame (a benign capture).
+    None,
+    /// Frames between attacker `a` and any of the victims `b`, either
+    /// direction (replies of the victims included).
+    Between { a: IpAddr, b: Vec<IpAddr> },
+}
+
+impl AttackRule {
+    /// True when a packet from `src` to `dst` is attack traffic. Under
+    /// [`AttackRule::All`] every packet is, IP or not.
+    #[must_use]
+    pub fn is_attack(&self, src: IpAddr, dst: IpAddr) -> bool {
+        match self {
+            Self::All(_) => true,
+            Self::None => false,
+            Self::Between { a, b } => {
+                (src == *a && b.contains(&dst)) || (dst == *a && b.contains(&src))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AttackRule {
+    /// The manifest syntax [`AttackRule::from_str`] reads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |l: &[IpAddr]| {
+            l.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match self {
+            Self::All(Side::Unknown) => write!(f, "all"),
+            Self::All(Side::Attackers(a)) => write!(f, "all attacker {}", list(a)),
+            Self::All(Side::Victims(v)) => write!(f, "all victim {}", list(v)),
+            Self::None => write!(f, "none"),
+            Self::Between { a, b } => write!(f, "between {a} {}", list(b)),
+        }
+    }
+}
+
+impl FromStr for AttackRule {
+    type Err = String;
+
+    /// `all`, `all attacker A1,A2,...`, `all victim V1,V2,...`, `none`, or
+    /// `between A B1,B2,...`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let list = |l: &str| {
+            l.split(',')
+                .map(|x| {
+                    x.parse::<IpAddr>()
+                        .map_err(|e| format!("attack rule {s:?}: address {x:?}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<IpAddr>, String>>()
+        };
+        let mut words = s.split_whitespace();
+        match (words.next(), words.next(), words.next(), words.next()) {
+            (Some("all"), None, None, None) => Ok(Self::All(Side::Unknown)),
+            (Some("all"), Some("attacker"), Some(l), None) => {
+                Ok(Self::All(Side::Attackers(list(l)?)))
+            }
+            (Some("all"), Some("victim"), Some(l), None) => Ok(Self::All(Side::Victims(list(l)?))),
+            (Some("none"), None, None, None) => Ok(Self::None),
+            (Some("between"), Some(a), Some(b), None) => {
+                let a = a
+                    .parse()
+                    .map_err(|e| format!("attack rule {s:?}: address {a:?}: {e}"))?;
+                Ok(Self::Between { a, b: list(b)? })
+            }
+            _ => Err(format!(
+                "attack rule {s:?}: expected `all`, `all attacker A,...`, `all victim V,...`, \
+                 `none` or `between A B1,B2,...`"
+            )),
+        }
+    }
+}
+
+/// How fast and how much to replay.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplayOptions {
+    /// Multiplier of the recorded rate: 2.0 replays twice as fast.
+    pub speed: f64,
+    /// Stop after this many frames (sent or skipped).
+    pub max_packets: usize,
+    /// Stop before the first frame due later than this after the start.
+    pub max_duration: Duration,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            speed: 1.0,
+            max_packets: usize::MAX,
+            max_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayReport {
+    /// Frames the kernel accepted.
+    pub sent: u64,
+    /// Frames longer than the interface's MTU allows: counted, not sent.
+    pub skipped_too_large: u64,
+    /// Frames shorter than an Ethernet header: counted, not sent.
+    pub skipped_short: u64,
+    /// Frames whose timestamp went backwards and were sent at once.
+    pub clamped: u64,
+    /// Times the kernel pushed back (`ENOBUFS`/`EAGAIN`) and a batch was retried.
+    pub retries: u64,
+    /// True when a bound (packets or time) stopped the replay before the
+    /// end of the capture.
+    pub truncated: bool,
+    /// Capture time covered: offset of the last frame considered.
+    pub capture_span: Duration,
+    /// Wall time of the replay.
+    pub elapsed: Duration,
+    /// CLOCK_MONOTONIC (ns) just before the first frame was handed to the
+    /// kernel.
+    pub first_packet_mono_ns: Option<u64>,
+    /// CLOCK_MONOTONIC (ns) just before the first attack frame was handed
+    /// to the kernel.
+    pub first_attack_mono_ns: Option<u64>,
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock the kernel stamps packets with and
+/// the sensor reports alert emission times in.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Sends captures out of one interface of a namespace.
+#[derive(Debug)]
+pub struct Replayer {
+    fd: OwnedFd,
+    mtu: usize,
+}
+
+impl Replayer {
+    /// Opens a raw packet socket on `ifname` inside `ns` and reads its MTU.
+    ///
+    /// # Errors
+    /// Not root, the interface does not exist, or its MTU cannot be read.
+    pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
+        let fd = crate::generator::send_socket(ns, ifname)?;
+        let out = ns.ip(&["-j", "link", "show", "dev", ifname])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|source| LabError::Parse {
+                path: format!("ip -j link show dev {ifname}").into(),
+                line: 1,
+                source,
+            })?;
+        let mtu = v[0]["mtu"].as_u64().ok_or_else(|| LabError::Frame {
+            reason: format!("{ifname} reports no MTU: {out}"),
+        })?;
+        Ok(Self {
+            fd,
+            mtu: usize::try_from(mtu).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// The interface's MTU.
+    #[must_use]
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Largest frame the kernel accepts for `frame`'s tagging: the MTU plus
+    /// the Ethernet header, plus one VLAN tag when the frame carries one.
+    fn fits(&self, frame: &[u8]) -> bool {
+        let tagged =
+            frame.len() >= ETH_HLEN && matches!(frame[12..14], [0x81, 0x00] | [0x88, 0xa8]);
+        frame.len() <= self.mtu + ETH_HLEN + if tagged { 4 } else { 0 }
+    }
+
+    /// Replays `cap`, marking frames of `rule` as attack traffic.
+    ///
+    /// # Errors
+    /// `sendmmsg` fails for a reason other than push-back or an oversized
+    /// frame.
+    pub fn replay(
+        &self,
+        cap: &Capture,
+        rule: &AttackRule,
+        opts: ReplayOptions,
+    ) -> Result<ReplayReport> {
+        let speed = if opts.speed.is_finite() && opts.speed > 0.0 {
+            opts.speed
+        } else {
+            1.0
+        };
+        let (offsets, clamped) = cap.offsets_ns();
+        let first_attack = cap.first_attack(rule);
+        let mut rep = ReplayReport {
+            clamped,
+            ..ReplayReport::default()
+        };
+        // SAFETY: iovec and mmsghdr are plain data; zero is valid.
+        let mut iov: Vec<libc::iovec> = vec![unsafe { std::mem::zeroed() }; MAX_BATCH];
+        let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; MAX_BATCH];
+        // Capture index of each batch slot.
+        let mut slot = [0usize; MAX_BATCH];
+        let limit = cap.len().min(opts.max_packets);
+        let start = Instant::now();
+        let mut next = 0usize;
+        while next < limit {
+            let due = Duration::from_nanos((offsets[next] as f64 / speed) as u64);
+            if due > opts.max_duration {
+                break;
+            }
+            let now = start.elapsed();
+            if due > now + SLEEP_SLACK {
+                std::thread::sleep(due - now);
+                continue;
+            }
+            rep.capture_span = Duration::from_nanos(offsets[next]);
+            // Every frame due by now goes into one batch.
+            let now = start.elapsed() + SLEEP_SLACK;
+            let mut n = 0;
+            while next < limit && n < MAX_BATCH {
+                let due = Duration::from_nanos((offsets[next] as f64 / speed) as u64);
+                if due > now || due > opts.max_duration {
+                    break;
+                }
+                let frame = cap.frame(next);
+                if frame.len() < ETH_HLEN {
+                    rep.skipped_short += 1;
+                } else if !self.fits(frame) {
+                    rep.skipped_too_large += 1;
+                } else {
+                    iov[n] = libc::iovec {
+                        iov_base: frame.as_ptr().cast_mut().cast(),
+                        iov_len: frame.len(),
+                    };
+                    msgs[n].msg_hdr.msg_iov = &raw mut iov[n];
+                    msgs[n].msg_hdr.msg_iovlen = 1;
+                    slot[n] = next;
+                    n += 1;
+                }
+                rep.capture_span = Duration::from_nanos(offsets[next]);
+                next += 1;
+            }
+            self.send_batch(&mut msgs[..n], &slot[..n], first_attack, &mut rep)?;
+        }
+        rep.truncated = next < cap.len();
+        rep.elapsed = start.elapsed();
+        Ok(rep)
+    }
+
+    /// Sends a batch completely, retrying push-back and skipping a frame
+    /// the kernel rejects as too large.
+    fn send_batch(
+        &self,
+        msgs: &mut [libc::mmsghdr],
+        slot: &[usize],
+        first_attack: Option<usize>,
+        rep: &mut ReplayReport,
+    ) -> Result<()> {
+        let mut done = 0;
+        while done < msgs.len() {
+            let t = monotonic_ns();
+            let rest = &mut msgs[done..];
+            // SAFETY: rest points at iovecs into the capture's buffer, which
+            // outlives the call; the socket is bound, so no address is needed.
+            let rc = unsafe {
+                libc::sendmmsg(self.fd.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0)
+            };
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                match err.raw_os_error() {
+                    Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR) => {
+                        rep.retries += 1;
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                    Some(libc::EMSGSIZE) => {
+                        rep.skipped_too_large += 1;
+                        done += 1;
+                    }
+                    _ => {
+                        return Err(LabError::Sys {
+                            call: "sendmmsg(AF_PACKET)".into(),
+                            source: err,
+                        });
+                    }
+                }
+                continue;
+            }
+            let sent = rc as usize;
+            if sent > 0 {
+                rep.first_packet_mono_ns.get_or_insert(t);
+                if let Some(fa) = first_attack
+                    && rep.first_attack_mono_ns.is_none()
+                    && slot[done..done + sent].contains(&fa)
+                {
+                    rep.first_attack_mono_ns = Some(t);
+                }
+            }
+            rep.sent += sent as u64;
+            done += sent;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/pcaps")
+            .join(rel)
+    }
+
+    #[test]
+    fn rules_parse_and_match() {
+        let r: AttackRule = "between 172.16.0.5 192.168.50.1,192.168.50.4"
+            .parse()
+            .unwrap();
+        let a: IpAddr = "172.16.0.5".parse().unwrap();
+        let v: IpAddr = "192.168.50.4".parse().unwrap();
+        let o: IpAddr = "192.168.50.9".parse().unwrap();
+        assert!(r.is_attack(a, v));
+        assert!(r.is_attack(v, a));
+        assert!(!r.is_attack(a, o));
+        assert!(!r.is_attack(v, o));
+        assert_eq!(
+            "all".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Unknown))
+        );
+        assert_eq!(
+            "all attacker 10.0.0.1,10.0.0.2".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Attackers(vec![
+                "10.0.0.1".parse().unwrap(),
+                "10.0.0.2".parse().unwrap()
+            ])))
+        );
+        assert_eq!(
+            "all victim ::1".parse::<AttackRule>(),
+            Ok(AttackRule::All(Side::Victims(vec!["::1".parse().unwrap()])))
+        );
+        for text in [
+            "all",
+            "none",
+            "all attacker 10.0.0.1,10.0.0.2",
+            "all victim ::1",
+            "between 172.16.0.5 192.168.50.1,192.168.50.4",
+        ] {
+            assert_eq!(text.parse::<AttackRule>().unwrap().to_string(), text);
+        }
+        assert!("all attacker".parse::<AttackRule>().is_err());
+        assert!("all victim 1.2.3".parse::<AttackRule>().is_err());
+        assert_eq!("none".parse::<AttackRule>(), Ok(AttackRule::None));
+        assert!("between 1.2.3.4".parse::<AttackRule>().is_err());
+        assert!("between x 1.2.3.4".parse::<AttackRule>().is_err());
+        assert!("some".parse::<AttackRule>().is_err());
+    }
+
+    #[test]
+    fn pcap_and_pcapng_load_with_right_counts_and_spans() {
+        // Packet counts and durations as listed in the manifest (computed
+        // there with other tools).
+        for (rel, packets, span_us) in [
+            ("flood/cicddos2019_SynFlood.pcap", 26_316, 687_350),
+            // Named .pcapng, classic pcap inside.
+            ("flood/stopddos_amp.UDP.snmp.src161.pcapng", 4_373, 23_497),
+            ("benign/ppa3_http_espn.pcapng", 956, 2_047_482),
+            ("scan/ppa3_synscan.pcapng", 2_011, 23_085_343),
+        ] {
+            let c = Capture::load(&data(rel)).unwrap();
+            assert_eq!(c.len(), packets, "{rel}");
+            let first = c.timestamp_ns(0);
+            let last = (0..c.len()).map(|i| c.timestamp_ns(i)).max().unwrap();
+            assert_eq!((last - first) / 1000, span_us, "{rel}");
+            assert!(c.duration().as_micros() <= u128::from(span_us));
+            assert!(ip_pair(c.frame(0)).is_some() || c.frame(0).len() >= ETH_HLEN);
+        }
+    }
+
+    #[test]
+    fn pcapng_timestamps_are_wall_clock_microseconds() {
+        // 2010-04-07 17:29:29.782934 UTC, as the manifest lists it.
+        let c = Capture::load(&data("benign/ppa3_http_espn.pcapng")).unwrap();
+        assert_eq!(c.timestamp_ns(0) / 1000, 1_270_661_369_782_934);
+    }
+
+    #[test]
+    fn out_of_order_timestamps_are_clamped() {
+        let mut c = Capture {
+            path: PathBuf::new(),
+            buf: Vec::new(),
+            records: Vec::new(),
+        };
+        for ts in [100, 300, 200, 250, 400] {
+            c.push(ts, &[0; 60]);
+        }
+        let (off, clamped) = c.offsets_ns();
+        assert_eq!(off, [0, 200, 200, 200, 300]);
+        assert_eq!(clamped, 2);
+    }
+
+    #[test]
+    fn cicddos_attack_hosts_follow_the_rule() {
+        let c = Capture::load(&data("flood/cicddos2019_SynFlood.pcap")).unwrap();
+        let rule: AttackRule = "between 172.16.0.5 192.168.50.1,192.168.50.4"
+            .parse()
+            .unwrap();
+        let roles = c.attack_roles(&rule);
+        let attacker: IpAddr = "172.16.0.5".parse().unwrap();
+        assert_eq!(roles.attackers, [attacker].into());
+        assert!(
+            roles
+                .victims
+                .contains(&"192.168.50.4".parse::<IpAddr>().unwrap())
+        );
+        assert!(!roles.victims.contains(&attacker) && roles.victims.len() <= 2);
+        let all = c.attack_roles(&AttackRule::All(Side::Unknown));
+        assert!(all.attackers.contains(&attacker) && all.victims.contains(&attacker));
+        let named = c.attack_roles(&AttackRule::All(Side::Attackers(vec![attacker])));
+        assert_eq!(named.attackers, [attacker].into());
+        assert!(!named.victims.contains(&attacker) && !named.victims.is_empty());
+        let named = c.attack_roles(&AttackRule::All(Side::Victims(vec![attacker])));
+        assert_eq!(named.victims, [attacker].into());
+        assert!(!named.attackers.contains(&attacker) && !named.attackers.is_empty());
+        assert_eq!(c.attack_roles(&AttackRule::None), AttackRoles::default());
+        assert_eq!(c.first_attack(&AttackRule::None), None);
+        assert!(c.first_attack(&rule).is_some());
+    }
+
+    #[test]
+    fn replay_delivers_every_frame_at_the_recorded_pace() {
+        let Some(net) = crate::sensor::net_test("replay_delivers_every_frame_at_the_recorded_pace")
+        else {
+            return;
+        };
+        let lab = &net.lab;
+        let cap = Capture::load(&data("benign/ppa3_http_espn.pcapng")).unwrap();
+        let mut rx = crate::generator::PacketCounter::open(&lab.gateway, &lab.link.b).unwrap();
+        let tx = Replayer::open(&lab.sender, &lab.link.a).unwrap();
+        assert_eq!(tx.mtu(), 1500);
+        let rep = tx
+            .replay(
+                &cap,
+                &AttackRule::All(Side::Unknown),
+                ReplayOptions {
+                    speed: 4.0,
+                    ..ReplayOptions::default()
+                },
+            )
+            .unwrap();
+        let too_large = (0..cap.len())
+            .filter(|&i| cap.frame(i).len() > 1514)
+            .count() as u64;
+        assert_eq!(rep.skipped_too_large, too_large);
+        assert_eq!(rep.sent + too_large, cap.len() as u64);
+        assert!(!rep.truncated);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(rx.received().unwrap(), rep.sent);
+        // Paced: never faster than the capture (÷4); the upper bound only
+        // catches a replay that ignores the speed factor (2 s at 1x).
+        let want = cap.duration().as_secs_f64() / 4.0;
+        let got = rep.elapsed.as_secs_f64();
+        assert!(
+            got >= want * 0.99 && got < want + 1.0,
+            "{got} s vs {want} s"
+        );
+        let (first, attack) = (rep.first_packet_mono_ns.unwrap(), rep.first_attack_mono_ns);
+        assert_eq!(attack, Some(first));
+
+        // Bounds: 100 packets at most; then 0.1 s of capture time at most.
+        let rep = tx
+            .replay(
+                &cap,
+                &AttackRule::None,
+                ReplayOptions {
+                    max_packets: 100,
+                    ..ReplayOptions::default()
+                },
+            )
+            .unwrap();
+        assert!(rep.truncated);
+        assert_eq!(rep.sent + rep.skipped_too_large, 100);
+        assert_eq!(rep.first_attack_mono_ns, None);
+        let rep = tx
+            .replay(
+                &cap,
+                &AttackRule::All(Side::Unknown),
+                ReplayOptions {
+                    max_duration: Duration::from_millis(100),
+                    ..ReplayOptions::default()
+                },
+            )
+            .unwrap();
+        assert!(rep.truncated && rep.capture_span <= Duration::from_millis(100));
+        assert!(rep.elapsed < Duration::from_secs(1), "{:?}", rep.elapsed);
+    }
+
+    #[test]
+    fn bad_files_are_rejected_with_the_path() {
+        let dir = std::env::temp_dir().join(format!("replay-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.pcap");
+        std::fs::write(&p, b"hello world, not a capture").unwrap();
+        let e = Capture::load(&p).unwrap_err().to_string();
+        assert!(e.contains("x.pcap") && e.contains("not a pcap"), "{e}");
+        // A truncated real capture: header fine, last packet cut.
+        let full = std::fs::read(data("scan/evilfingers_nmap/TCP_SYN_SCAN.pcap")).unwrap();
+        std::fs::write(&p, &full[..full.len() - 7]).unwrap();
+        assert!(Capture::load(&p).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

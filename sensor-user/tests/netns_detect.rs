@@ -1,0 +1,181 @@
+//! Detection on real captures the models never saw (tests/data/pcaps),
+//! replayed at their recorded pace into a veth whose sensor runs in
+//! `--mirror` mode with the committed models: each attack must raise an
+//! alert of its class naming an attack host and nothing else; benign
+//! traffic must raise nothing.
+//!
+//! The truth is asserted as it is. Assertions the current models do not
+//! meet yet are `#[ignore]`d with the measured outcome as the reason.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sensor_lab::detection::{CaptureRun, Judgement, judge, run_capture};
+use sensor_lab::manifest::{self, Entry};
+use sensor_lab::replay::{Capture, ReplayOptions};
+use sensor_lab::sensor::net_test;
+
+const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
+
+const CICDDOS_SYN_FLOOD: &str = "flood/cicddos2019_SynFlood.pcap";
+const STOPDDOS_SNMP_AMP: &str = "flood/stopddos_amp.UDP.snmp.src161.pcapng";
+const EVILFINGERS_SYN_SCAN: &str = "scan/evilfingers_nmap/TCP_SYN_SCAN.pcap";
+const ESPN_BROWSING: &str = "benign/ppa3_http_espn.pcapng";
+
+/// Replays one committed capture (checked against its manifest row) and
+/// judges the sensor's alerts; `None` when skipped for lack of root.
+fn replay(test_name: &str, file: &str) -> Option<(Entry, CaptureRun, Judgement)> {
+    let net = net_test(test_name)?;
+    let entry = manifest::committed()
+        .expect("reading the capture manifest")
+        .into_iter()
+        .find(|e| e.file == file)
+        .unwrap_or_else(|| panic!("{file} is not in the manifest"));
+    entry.verify().expect("capture matches its manifest row");
+    let cap = Capture::load(&entry.path).expect("reading the capture");
+    let run = run_capture(
+        &net.lab,
+        Path::new(SENSOR),
+        &[],
+        &cap,
+        &entry.attack_rule,
+        ReplayOptions {
+            speed: 1.0,
+            max_packets: usize::MAX,
+            max_duration: Duration::from_secs(30),
+        },
+        // Generous: the test build of the sensor scores slower than a
+        // release build, and its last rows must reach the alert stage.
+        Duration::from_secs(3),
+    )
+    .expect("replaying through the sensor");
+    assert!(!run.replay.truncated, "{file} replayed completely");
+    assert_eq!(
+        run.output.stats.counter("packets_seen"),
+        run.replay.sent,
+        "the sensor saw every replayed frame"
+    );
+    let j = judge(&run.alerts, &entry.expected_class, &run.roles);
+    eprintln!(
+        "{file}: {} frames sent, alerts {:?}, time to detect {:?} ms; sensor counters {:?}",
+        run.replay.sent,
+        run.alerts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        j.time_to_detect_ms(run.replay.first_attack_mono_ns),
+        run.output.stats.counters
+    );
+    Some((entry, run, j))
+}
+
+fn assert_detected(entry: &Entry, run: &CaptureRun, j: &Judgement) {
+    assert!(
+        !j.correct.is_empty(),
+        "{}: no {} alert on an attack host; alerts: {:?}; sensor counters: {:?}",
+        entry.file,
+        entry.expected_class,
+        run.alerts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        run.output.stats.counters
+    );
+    assert!(
+        j.time_to_detect_ms(run.replay.first_attack_mono_ns)
+            .is_some_and(|ms| ms >= 0.0),
+        "a detection cannot precede the attack"
+    );
+}
+
+fn assert_no_false_alert(entry: &Entry, j: &Judgement) {
+    assert!(
+        j.false_alerts.is_empty(),
+        "{}: {} false detections: {:?}",
+        entry.file,
+        j.false_alerts.len(),
+        j.false_alerts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+#[ignore = "measured: no flood alert on the victim 192.168.50.4; the one flood alert (not raised in every run) names the attacker 172.16.0.5 as its victim, from the victim's SYN-ACK replies"]
+fn cicddos2019_syn_flood_is_detected_as_flood() {
+    let Some((e, run, j)) = replay(
+        "cicddos2019_syn_flood_is_detected_as_flood",
+        CICDDOS_SYN_FLOOD,
+    ) else {
+        return;
+    };
+    assert_detected(&e, &run, &j);
+}
+
+#[test]
+#[ignore = "measured: scan alerts on 172.16.0.5 and 192.168.50.4, and usually a flood alert naming the attacker as victim (2-3 false detections)"]
+fn cicddos2019_syn_flood_raises_no_other_alert() {
+    let Some((e, _, j)) = replay(
+        "cicddos2019_syn_flood_raises_no_other_alert",
+        CICDDOS_SYN_FLOOD,
+    ) else {
+        return;
+    };
+    assert_no_false_alert(&e, &j);
+}
+
+#[test]
+fn stopddos_snmp_amplification_is_detected_as_flood() {
+    let Some((e, run, j)) = replay(
+        "stopddos_snmp_amplification_is_detected_as_flood",
+        STOPDDOS_SNMP_AMP,
+    ) else {
+        return;
+    };
+    assert_detected(&e, &run, &j);
+}
+
+#[test]
+fn stopddos_snmp_amplification_raises_no_other_alert() {
+    let Some((e, _, j)) = replay(
+        "stopddos_snmp_amplification_raises_no_other_alert",
+        STOPDDOS_SNMP_AMP,
+    ) else {
+        return;
+    };
+    assert_no_false_alert(&e, &j);
+}
+
+#[test]
+fn evilfingers_nmap_syn_scan_is_detected_as_scan() {
+    let Some((e, run, j)) = replay(
+        "evilfingers_nmap_syn_scan_is_detected_as_scan",
+        EVILFINGERS_SYN_SCAN,
+    ) else {
+        return;
+    };
+    assert_detected(&e, &run, &j);
+}
+
+#[test]
+#[ignore = "measured: also a scan alert on the target 192.168.1.25 (its RST replies), and flood alerts on the scanner 192.168.1.10 and on SSDP multicast 239.255.255.250 (3 false detections)"]
+fn evilfingers_nmap_syn_scan_raises_no_other_alert() {
+    let Some((e, _, j)) = replay(
+        "evilfingers_nmap_syn_scan_raises_no_other_alert",
+        EVILFINGERS_SYN_SCAN,
+    ) else {
+        return;
+    };
+    assert_no_false_alert(&e, &j);
+}
+
+#[test]
+#[ignore = "measured: 13 scan alerts on the browser and the web servers it loads from"]
+fn espn_browsing_raises_no_alert() {
+    let Some((e, run, j)) = replay("espn_browsing_raises_no_alert", ESPN_BROWSING) else {
+        return;
+    };
+    assert!(run.replay.first_attack_mono_ns.is_none());
+    assert_no_false_alert(&e, &j);
+}

@@ -1,0 +1,759 @@
+//! `cargo xtask eval`: how well the sensor, with its committed models,
+//! detects attacks it was never trained on, and how quiet it stays on benign
+//! traffic.
+//!
+//! Each case (a real capture from `tests/data/pcaps`, or a lab scenario)
+//! gets a fresh lab, a fresh sensor with scoring on and its EVE output in a
+//! file, its traffic, then the sensor is stopped and its alerts are matched
+//! against the case's ground truth:
+//!
+//! - a *correct detection* is an alert of the expected class whose named
+//!   attacker is an attacker and whose named victim is a victim of the
+//!   attack traffic (`many` matches anything; roles come from the capture
+//!   manifest's `attack_rule` or the scenario's sending namespace);
+//! - every other alert is a *false detection*: any alert on a benign case,
+//!   an alert of another class, or one naming a host outside its role;
+//! - *time to detect* is `xdp_sensor.emitted_mono_ns` of the first correct
+//!   alert (CLOCK_MONOTONIC when the alert stage wrote its `open` record)
+//!   minus CLOCK_MONOTONIC just before the first attack frame was handed to
+//!   the kernel.
+//!
+//! Captures replay through the sensor's `--mirror` mode: the gateway end
+//! counts then drops every frame, so replayed traffic never reaches a stack.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use sensor_lab::detection::{OpenAlert, judge, read_open_alerts};
+use sensor_lab::lab::TrafficLab;
+use sensor_lab::lab::scenario::{self, Label, ScenarioSpec, SourceRule};
+use sensor_lab::manifest::{self, Entry};
+use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
+use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
+use sensor_lab::{Lab, Netns};
+use serde_json::{Value, json};
+
+/// `cargo xtask eval` options.
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// Only the real captures, not the lab scenarios.
+    #[arg(long)]
+    captures_only: bool,
+    /// Replay speed of the captures: 1 is the recorded rate, 2 twice as fast.
+    #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
+    speed: f64,
+    /// Longest replay per capture, in seconds (longer captures are cut and
+    /// marked as such in the table).
+    #[arg(long, default_value_t = 30.0)]
+    max_seconds: f64,
+    /// Most frames replayed per capture.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_packets: usize,
+    /// Every scenario of the lab's catalogue instead of one or two per kind
+    /// (takes several minutes longer).
+    #[arg(long, conflicts_with = "captures_only")]
+    all_scenarios: bool,
+    /// Only cases whose name contains this text.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
+    /// Markdown table path; the JSON goes next to it (`.json`)
+    /// [default: target/eval/eval.md].
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("`{s}` must be a positive number"))
+    }
+}
+
+/// Replay bounds shared by every case.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOpts {
+    pub speed: f64,
+    pub max_duration: Duration,
+    pub max_packets: usize,
+}
+
+/// Ground truth of a case, known once its traffic has been sent.
+#[derive(Debug, Default)]
+pub struct CaseTruth {
+    /// CLOCK_MONOTONIC (ns) just before the first attack frame left; `None`
+    /// for benign traffic (or when no attack frame was sent).
+    pub first_attack_mono_ns: Option<u64>,
+    /// Addresses a correct alert may name as attacker and as victim.
+    pub roles: AttackRoles,
+    /// What was sent, for the table: packets, seconds, bounds, skips.
+    pub traffic: String,
+    /// True when a bound cut the traffic short.
+    pub bounded: bool,
+    /// Extra facts for the JSON report.
+    pub details: Value,
+}
+
+/// Starts the sensor of a case on the interface the case chooses. Holds
+/// the sensor and its output directory.
+pub struct SensorSlot {
+    bin: PathBuf,
+    models: PathBuf,
+    max_duration: Duration,
+    dir: TempDir,
+    run: Option<SensorRun>,
+}
+
+impl SensorSlot {
+    /// EVE file of this case's sensor.
+    fn eve(&self) -> PathBuf {
+        self.dir.path().join("eve.json")
+    }
+
+    /// Starts `sensor run` with scoring on and EVE output on `iface` inside
+    /// `ns`, `--mirror` when `mirror` (a monitor port: frames are counted
+    /// and dropped), and waits until its XDP program is attached.
+    ///
+    /// # Errors
+    /// A sensor is already running, or it fails to start.
+    pub fn start(&mut self, ns: &Netns, iface: &str, mirror: bool) -> Result<()> {
+        if self.run.is_some() {
+            bail!("the sensor of this case is already running");
+        }
+        let eve = self.eve().to_string_lossy().into_owned();
+        let models = self.models.to_string_lossy().into_owned();
+        // A bound in case the harness dies: generous beyond the replay.
+        let duration = format!("{:.0}", self.max_duration.as_secs_f64() + 120.0);
+        let mut args = vec![
+            "--eve-out",
+            &eve,
+            "--models-dir",
+            &models,
+            "--duration",
+            &duration,
+        ];
+        if mirror {
+            args.push("--mirror");
+        }
+        let mut run = SensorRun::start(ns, &self.bin, iface, self.dir.path(), &args)?;
+        run.wait_attached(ns, Duration::from_secs(30), Duration::from_millis(500))
+            .context("starting the sensor")?;
+        self.run = Some(run);
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<SensorOutput> {
+        let run = self
+            .run
+            .take()
+            .context("the case never started the sensor")?;
+        Ok(run.stop(Duration::from_secs(20))?)
+    }
+}
+
+/// One evaluation case: a capture, or a lab scenario.
+pub trait Case {
+    /// Short name for the table.
+    fn name(&self) -> String;
+    /// `capture` or `scenario`.
+    fn source(&self) -> &'static str;
+    /// `benign` or the class the sensor should report.
+    fn expected_class(&self) -> String;
+    /// Builds the case's lab, starts the sensor through `sensor` at the
+    /// lab's observation point, sends the traffic and returns its ground
+    /// truth with whatever keeps the lab alive until the sensor is stopped.
+    ///
+    /// # Errors
+    /// Any lab, sensor or traffic step fails.
+    fn run(&self, sensor: &mut SensorSlot, opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)>;
+}
+
+/// A real capture replayed into a sender → gateway lab.
+pub struct CaptureCase {
+    entry: Entry,
+    capture: Capture,
+}
+
+impl CaptureCase {
+    /// Checks the file against the manifest and reads it.
+    ///
+    /// # Errors
+    /// Checksum mismatch or an unreadable capture.
+    pub fn load(entry: Entry) -> Result<Self> {
+        entry.verify()?;
+        let capture = Capture::load(&entry.path)?;
+        Ok(Self { entry, capture })
+    }
+}
+
+impl Case for CaptureCase {
+    fn name(&self) -> String {
+        self.entry.name().to_owned()
+    }
+
+    fn source(&self) -> &'static str {
+        "capture"
+    }
+
+    fn expected_class(&self) -> String {
+        self.entry.expected_class.clone()
+    }
+
+    fn run(&self, sensor: &mut SensorSlot, opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)> {
+        let lab = Lab::sender_gateway().context("building the lab")?;
+        sensor.start(&lab.gateway, &lab.link.b, true)?;
+        let tx = Replayer::open(&lab.sender, &lab.link.a)?;
+        let rule = &self.entry.attack_rule;
+        let rep = tx.replay(
+            &self.capture,
+            rule,
+            ReplayOptions {
+                speed: opts.speed,
+                max_packets: opts.max_packets,
+                max_duration: opts.max_duration,
+            },
+        )?;
+        let total = self.capture.duration().as_secs_f64();
+        let mut traffic = if rep.truncated {
+            format!(
+                "{} of {} pkts, first {:.1} of {total:.1} s",
+                rep.sent,
+                self.capture.len(),
+                rep.capture_span.as_secs_f64()
+            )
+        } else {
+            format!("{} pkts, {total:.2} s", rep.sent)
+        };
+        if opts.speed != 1.0 {
+            let _ = write!(traffic, " at {}x", opts.speed);
+        }
+        if rep.skipped_too_large > 0 {
+            let _ = write!(
+                traffic,
+                "; {} > MTU {} skipped",
+                rep.skipped_too_large,
+                tx.mtu()
+            );
+        }
+        if rep.skipped_short > 0 {
+            let _ = write!(traffic, "; {} runts skipped", rep.skipped_short);
+        }
+        let truth = CaseTruth {
+            first_attack_mono_ns: rep.first_attack_mono_ns,
+            roles: self.capture.attack_roles(rule),
+            traffic,
+            bounded: rep.truncated,
+            details: json!({
+                "file": self.entry.file,
+                "source": self.entry.source,
+                "license": self.entry.license,
+                "attack_rule": rule.to_string(),
+                "packets_in_capture": self.capture.len(),
+                "capture_seconds": total,
+                "sent": rep.sent,
+                "skipped_too_large": rep.skipped_too_large,
+                "skipped_short": rep.skipped_short,
+                "timestamps_clamped": rep.clamped,
+                "retries": rep.retries,
+                "truncated": rep.truncated,
+                "capture_span_s": rep.capture_span.as_secs_f64(),
+                "replay_elapsed_s": rep.elapsed.as_secs_f64(),
+                "mtu": tx.mtu(),
+            }),
+        };
+        Ok((truth, Box::new(lab)))
+    }
+}
+
+/// Every capture of the committed manifest.
+fn capture_cases() -> Result<Vec<Box<dyn Case>>> {
+    manifest::committed()?
+        .into_iter()
+        .map(|e| CaptureCase::load(e).map(|c| Box::new(c) as Box<dyn Case>))
+        .collect()
+}
+
+/// A scenario of the traffic lab: real programs and attack tools, the
+/// sensor on the lab's monitor port (`--mirror`: it sees both directions of
+/// the gateway's LAN port and drops its copies).
+pub struct ScenarioCase {
+    spec: ScenarioSpec,
+}
+
+impl Case for ScenarioCase {
+    fn name(&self) -> String {
+        self.spec.name.to_owned()
+    }
+
+    fn source(&self) -> &'static str {
+        "scenario"
+    }
+
+    fn expected_class(&self) -> String {
+        self.spec.label.name().to_owned()
+    }
+
+    fn run(&self, sensor: &mut SensorSlot, _opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)> {
+        let lab = TrafficLab::new().context("building the traffic lab")?;
+        sensor.start(&lab.sensor_ns, lab.monitor_iface(), true)?;
+        let o = scenario::run(&lab, &self.spec)
+            .with_context(|| format!("scenario {}", self.spec.name))?;
+        let plan = lab.plan();
+        let known = plan.all();
+        let attack = o.label != Label::Benign;
+        let mut roles = AttackRoles::default();
+        if attack {
+            // The attacker attacks; the servers' side (main server, sweep
+            // targets, exfiltration sink, gateway) is attacked.
+            let (SourceRule::Addresses(a) | SourceRule::AddressesAndSpoofed(a)) = &o.sources;
+            roles.attackers.extend(a.iter().copied());
+            roles.victims = known
+                .iter()
+                .copied()
+                .filter(|h| !plan.is_client(*h) && *h != IpAddr::from(plan.attacker))
+                .collect();
+            if matches!(o.sources, SourceRule::AddressesAndSpoofed(_)) {
+                roles.spoofed_outside = Some(known);
+            }
+        }
+        let truth = CaseTruth {
+            first_attack_mono_ns: if attack { o.first_packet_mono_ns } else { None },
+            roles,
+            traffic: format!(
+                "{} frames from the {}, {:.1} s{}",
+                o.packets_sent,
+                match o.origin {
+                    scenario::Origin::Clients => "clients",
+                    scenario::Origin::Attacker => "attacker",
+                },
+                o.seconds(),
+                if self.spec.spoofed { ", spoofed" } else { "" }
+            ),
+            bounded: false,
+            details: json!({
+                "description": self.spec.description,
+                "tools": self.spec.tools,
+                "outcome": o,
+            }),
+        };
+        Ok((truth, Box::new(lab)))
+    }
+}
+
+/// Scenarios of the default evaluation: one or two per kind of traffic, so
+/// a full run stays within a few minutes (`--all-scenarios` runs the whole
+/// catalogue).
+const DEFAULT_SCENARIOS: &[&str] = &[
+    "benign-browse",
+    "benign-download",
+    "benign-dns",
+    "benign-iperf",
+    "scan-syn",
+    "scan-udp",
+    "scan-sweep",
+    "flood-syn-spoofed",
+    "flood-udp",
+    "flood-icmp",
+    "bruteforce-ssh",
+    "bruteforce-http",
+    "anomaly-slowhttp",
+];
+
+/// Lab scenarios: the default selection, or the whole catalogue.
+fn scenario_cases(all: bool) -> Vec<Box<dyn Case>> {
+    scenario::catalogue()
+        .into_iter()
+        .filter(|s| all || DEFAULT_SCENARIOS.contains(&s.name))
+        .map(|spec| Box::new(ScenarioCase { spec }) as Box<dyn Case>)
+        .collect()
+}
+
+/// The evaluation of one case.
+#[derive(Debug)]
+struct Row {
+    name: String,
+    source: &'static str,
+    expected: String,
+    traffic: String,
+    bounded: bool,
+    /// Alerts opened, by class.
+    classes: BTreeMap<String, u64>,
+    correct: u64,
+    false_alerts: Vec<String>,
+    /// Every opened alert, in order.
+    alerts: Vec<String>,
+    latency_ms: Option<f64>,
+    error: Option<String>,
+    details: Value,
+    counters: BTreeMap<String, u64>,
+}
+
+impl Row {
+    fn is_benign(&self) -> bool {
+        self.expected == "benign"
+    }
+
+    fn detected(&self) -> bool {
+        self.correct > 0
+    }
+
+    /// Attack found and nothing else raised, or benign and silent.
+    fn ok(&self) -> bool {
+        self.error.is_none()
+            && self.false_alerts.is_empty()
+            && (self.is_benign() || self.detected())
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "case": self.name,
+            "source": self.source,
+            "expected": self.expected,
+            "traffic": self.traffic,
+            "bounded": self.bounded,
+            "detected": !self.is_benign() && self.detected(),
+            "alert_classes": self.classes,
+            "correct_alerts": self.correct,
+            "false_detections": self.false_alerts.len(),
+            "false_alerts": self.false_alerts,
+            "alerts": self.alerts,
+            "time_to_detect_ms": self.latency_ms,
+            "ok": self.ok(),
+            "error": self.error,
+            "details": self.details,
+            "sensor_counters": self.counters,
+        })
+    }
+}
+
+fn score(
+    name: String,
+    source: &'static str,
+    expected: String,
+    truth: CaseTruth,
+    alerts: &[OpenAlert],
+) -> Row {
+    let mut classes: BTreeMap<String, u64> = BTreeMap::new();
+    for a in alerts {
+        *classes.entry(a.class.clone()).or_default() += 1;
+    }
+    let j = judge(alerts, &expected, &truth.roles);
+    Row {
+        latency_ms: j.time_to_detect_ms(truth.first_attack_mono_ns),
+        name,
+        source,
+        expected,
+        traffic: truth.traffic,
+        bounded: truth.bounded,
+        classes,
+        correct: j.correct.len() as u64,
+        false_alerts: j.false_alerts.iter().map(ToString::to_string).collect(),
+        alerts: alerts.iter().map(ToString::to_string).collect(),
+        error: None,
+        details: truth.details,
+        counters: BTreeMap::new(),
+    }
+}
+
+/// Runs one case end to end. Errors become a row with the error, so one
+/// broken case does not hide the others.
+fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
+    let failed = |e: anyhow::Error| Row {
+        name: case.name(),
+        source: case.source(),
+        expected: case.expected_class(),
+        traffic: String::new(),
+        bounded: false,
+        classes: BTreeMap::new(),
+        correct: 0,
+        false_alerts: Vec::new(),
+        alerts: Vec::new(),
+        latency_ms: None,
+        error: Some(format!("{e:#}")),
+        details: Value::Null,
+        counters: BTreeMap::new(),
+    };
+    let dir = match TempDir::new("eval") {
+        Ok(d) => d,
+        Err(e) => return failed(e.into()),
+    };
+    let mut slot = SensorSlot {
+        bin: bin.to_owned(),
+        models: models.to_owned(),
+        max_duration: opts.max_duration,
+        dir,
+        run: None,
+    };
+    let result = (|| -> Result<(CaseTruth, SensorOutput)> {
+        let (truth, keep) = case.run(&mut slot, opts)?;
+        // Rows of the last events reach the models and the alert stage.
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = slot.stop()?;
+        drop(keep);
+        Ok((truth, out))
+    })();
+    let (truth, out) = match result {
+        Ok(x) => x,
+        Err(e) => return failed(e),
+    };
+    match read_open_alerts(&slot.eve()) {
+        Ok(alerts) => {
+            let mut row = score(
+                case.name(),
+                case.source(),
+                case.expected_class(),
+                truth,
+                &alerts,
+            );
+            row.counters = out.stats.counters;
+            row
+        }
+        Err(e) => failed(e.into()),
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn markdown(rows: &[Row], opts: RunOpts) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| case | source | expected | traffic | detected | alert classes | time to detect | false detections |"
+    );
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | ---: | --- |");
+    for r in rows {
+        if let Some(e) = &r.error {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | error: {} | | | | |",
+                r.name,
+                r.source,
+                r.expected,
+                e.replace('|', "/").replace('\n', " ")
+            );
+            continue;
+        }
+        let classes = if r.classes.is_empty() {
+            "none".to_owned()
+        } else {
+            r.classes
+                .iter()
+                .map(|(c, n)| format!("{c} ×{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let detected = if r.is_benign() {
+            "n/a".to_owned()
+        } else {
+            yes_no(r.detected()).to_owned()
+        };
+        let latency = r
+            .latency_ms
+            .map_or_else(|| "–".to_owned(), |ms| format!("{ms:.0} ms"));
+        let false_detections = if r.false_alerts.is_empty() {
+            "0".to_owned()
+        } else {
+            let mut shown: Vec<&str> = r.false_alerts.iter().take(3).map(String::as_str).collect();
+            let more = r.false_alerts.len().saturating_sub(3);
+            let extra = if more > 0 {
+                format!(", +{more}")
+            } else {
+                String::new()
+            };
+            shown.dedup();
+            format!("{} ({}{extra})", r.false_alerts.len(), shown.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {}{} | {detected} | {classes} | {latency} | {false_detections} |",
+            r.name,
+            r.source,
+            r.expected,
+            r.traffic,
+            if r.bounded { " (bounded)" } else { "" },
+        );
+    }
+    let attacks: Vec<&Row> = rows.iter().filter(|r| !r.is_benign()).collect();
+    let benign: Vec<&Row> = rows.iter().filter(|r| r.is_benign()).collect();
+    let _ = writeln!(
+        s,
+        "\nAttacks detected with the right class: {}/{}. Benign cases without any alert: {}/{}. \
+         False detections: {}. Errors: {}.",
+        attacks.iter().filter(|r| r.detected()).count(),
+        attacks.len(),
+        benign
+            .iter()
+            .filter(|r| r.error.is_none() && r.false_alerts.is_empty())
+            .count(),
+        benign.len(),
+        rows.iter().map(|r| r.false_alerts.len()).sum::<usize>(),
+        rows.iter().filter(|r| r.error.is_some()).count(),
+    );
+    let _ = writeln!(
+        s,
+        "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s and {} frames; scenarios \
+         run real tools in a fresh traffic lab (sensor on its monitor port). \
+         Detected: an alert of the expected class whose named attacker/victim are an \
+         attacker/victim of the attack traffic (captures: the manifest's attack_rule; \
+         scenarios: the attacker or a spoofed source attacks, the server side is attacked). \
+         Time to detect: `xdp_sensor.emitted_mono_ns` of the first such alert minus \
+         CLOCK_MONOTONIC just before the first attack frame was sent. \
+         False detections: alerts on benign cases, and alerts of another class or \
+         naming a host outside its role.",
+        opts.speed,
+        opts.max_duration.as_secs_f64(),
+        opts.max_packets
+    );
+    s
+}
+
+/// Runs the evaluation.
+///
+/// # Errors
+/// Not root, the build fails, a capture differs from the manifest, or the
+/// reports cannot be written. A case that fails is reported in its row.
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let started = Instant::now();
+    if !sensor_lab::root::is_root() {
+        bail!("the evaluation creates network namespaces and loads XDP: run it as root");
+    }
+    let bin = crate::build()?;
+    let models = crate::workspace_root().join("models");
+    let opts = RunOpts {
+        speed: args.speed,
+        max_duration: Duration::try_from_secs_f64(args.max_seconds)
+            .context("--max-seconds must be a positive number")?,
+        max_packets: args.max_packets,
+    };
+    let mut cases = capture_cases()?;
+    if args.captures_only {
+        println!("lab scenarios skipped (--captures-only)");
+    } else {
+        cases.extend(scenario_cases(args.all_scenarios));
+    }
+    if let Some(f) = &args.only {
+        cases.retain(|c| c.name().contains(f.as_str()));
+        if cases.is_empty() {
+            bail!("no case name contains `{f}`");
+        }
+    }
+    crate::demo::catch_ctrl_c();
+    let mut rows = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
+        crate::demo::check_interrupt()?;
+        print!(
+            "[{}/{}] {} {} ... ",
+            i + 1,
+            cases.len(),
+            case.source(),
+            case.name()
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        let t = Instant::now();
+        let row = evaluate(case.as_ref(), &bin, &models, opts);
+        println!(
+            "{} ({:.1} s)",
+            match (&row.error, row.ok()) {
+                (Some(e), _) => format!("error: {e}"),
+                (None, true) => "ok".to_owned(),
+                (None, false) if !row.is_benign() && !row.detected() => "missed".to_owned(),
+                (None, false) => format!("{} false detections", row.false_alerts.len()),
+            },
+            t.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+    }
+    crate::demo::check_interrupt()?;
+    let md = markdown(&rows, opts);
+    println!("\n{md}");
+    let md_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::target_dir().join("eval/eval.md"));
+    let json_path = md_path.with_extension("json");
+    if let Some(dir) = md_path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
+    let report = json!({
+        "speed": opts.speed,
+        "max_seconds": opts.max_duration.as_secs_f64(),
+        "max_packets": opts.max_packets,
+        "elapsed_s": started.elapsed().as_secs_f64(),
+        "cases": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+    });
+    std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!(
+        "written {} and {} ({:.0} s)",
+        md_path.display(),
+        json_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn alert(class: &str, victim: &str, t: u64) -> OpenAlert {
+        OpenAlert {
+            alert_id: String::new(),
+            class: class.into(),
+            attacker: None,
+            victim: Some(ip(victim)),
+            emitted_mono_ns: Some(t),
+        }
+    }
+
+    #[test]
+    fn rows_count_classes_detections_and_false_alerts() {
+        let truth = || CaseTruth {
+            first_attack_mono_ns: Some(1_000_000_000),
+            roles: AttackRoles {
+                attackers: [ip("172.16.0.5")].into(),
+                victims: [ip("192.168.50.4")].into(),
+                spoofed_outside: None,
+            },
+            ..CaseTruth::default()
+        };
+        let alerts = [
+            alert("flood", "192.168.50.4", 1_250_000_000),
+            alert("scan", "192.168.50.4", 1_100_000_000),
+        ];
+        let r = score("c".into(), "capture", "flood".into(), truth(), &alerts);
+        assert_eq!((r.correct, r.false_alerts.len()), (1, 1));
+        assert!(r.detected() && !r.ok());
+        assert_eq!(r.latency_ms, Some(250.0));
+        assert_eq!(r.classes.len(), 2);
+        let r = score("b".into(), "capture", "benign".into(), truth(), &[]);
+        assert!(r.ok() && r.latency_ms.is_none());
+        let r = score("m".into(), "capture", "scan".into(), truth(), &[]);
+        assert!(!r.ok() && !r.detected());
+        let md = markdown(
+            &[r],
+            RunOpts {
+                speed: 1.0,
+                max_duration: Duration::from_secs(30),
+                max_packets: 1000,
+            },
+        );
+        assert!(
+            md.contains("| m | capture | scan |") && md.contains("| no |"),
+            "{md}"
+        );
+    }
+}
