@@ -101,8 +101,8 @@ pub struct ScoredRow {
     pub bytes: u64,
     pub packets: u64,
     /// The row's TCP flow answers a connection rather than opening one (in
-    /// this direction its first packets were SYN-ACK or RST, never a bare
-    /// SYN): its source is a responder, never a scanner or a guesser.
+    /// this direction it carried SYN-ACKs or RSTs but never a bare SYN): its
+    /// source is a responder, never a scanner, guesser or anomaly's author.
     pub responder: bool,
     pub classifier_version: Arc<str>,
     pub autoencoder_version: Arc<str>,

@@ -1046,19 +1046,29 @@ fn single_detections_wait_for_corroboration() {
 /// answers).
 #[test]
 fn responders_are_not_scanners() {
-    let (mut stage, _mem) = stage();
+    let mut s = settings();
+    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
     let server = ip(VICTIM);
     let scanner = ip("10.9.9.9");
-    for (i, class) in [AttackClass::Scan, AttackClass::BruteForce]
-        .into_iter()
-        .enumerate()
+    for (i, class) in [
+        AttackClass::Scan,
+        AttackClass::BruteForce,
+        AttackClass::Anomaly,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let mut r = row(class, 0.99, server, scanner, 40_000, SEC + i as u64);
+        if class == AttackClass::Anomaly {
+            r.class_probs = [1.0, 0.0, 0.0, 0.0, 0.0];
+            r.anomaly_score = 5.0;
+        }
         r.responder = true;
         stage.process(&r);
     }
     assert!(stage.open_alerts().is_empty());
-    assert_eq!(stage.metrics().rows_responder, 2);
+    assert_eq!(stage.metrics().rows_responder, 3);
     let mut r = row(AttackClass::Flood, 0.99, server, scanner, 40_000, 2 * SEC);
     r.responder = true;
     stage.process(&r);

@@ -323,3 +323,54 @@ fn simulated_gateway_epochs_count_every_packet() {
         assert!((v.distinct_sources - 2.0).abs() < 0.01);
     }
 }
+
+/// A TCP direction that carried SYN-ACKs or RSTs but never a bare SYN is a
+/// responder, on whichever CPU its snapshots come from; the initiator's
+/// direction is not.
+#[test]
+fn responder_flows_are_recognised_across_cpus() {
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut row = [0f32; N_FEATURES];
+    let a = FlowKey::map_v4([10, 0, 0, 1]);
+    let b = FlowKey::map_v4([10, 0, 0, 2]);
+    let key = |src, dst, sport, dport| FlowKey {
+        src,
+        dst,
+        sport,
+        dport,
+        proto: sensor_common::ipproto::TCP,
+        _pad: [0; 3],
+    };
+    let mut ev = FlowEvent {
+        key: key(a, b, 40000, 22),
+        ts_ns: 1_000_000_000,
+        kind: sensor_common::EventKind::Start as u32,
+        tcp_flags: sensor_common::tcp_flags::SYN,
+        ..FlowEvent::default()
+    };
+    ev.stats.packets = 1;
+    ev.stats.syn = 1;
+    assert!(fx.process(&ev, &mut row));
+    assert!(!fx.last_responder());
+
+    let mut back = FlowEvent {
+        key: key(b, a, 22, 40000),
+        ts_ns: 1_000_100_000,
+        kind: sensor_common::EventKind::Start as u32,
+        tcp_flags: sensor_common::tcp_flags::SYN | sensor_common::tcp_flags::ACK,
+        ..FlowEvent::default()
+    };
+    back.stats.packets = 1;
+    back.stats.synack = 1;
+    assert!(fx.process(&back, &mut row));
+    assert!(fx.last_responder());
+    // Later packets of the answering side, counted on another CPU: no
+    // SYN-ACK in that snapshot, still the responder.
+    back.cpu = 1;
+    back.stats.synack = 0;
+    back.stats.packets = 1;
+    back.kind = sensor_common::EventKind::Update as u32;
+    back.tcp_flags = sensor_common::tcp_flags::ACK;
+    assert!(fx.process(&back, &mut row));
+    assert!(fx.last_responder());
+}

@@ -96,8 +96,9 @@ pub struct AlertMetrics {
     pub rows_in: u64,
     /// Rows whose scores passed no threshold.
     pub rows_below_threshold: u64,
-    /// Scan or brute-force detections on rows of a flow that answers a TCP
-    /// connection (its source responds; it cannot be the attacker): dropped.
+    /// Scan, brute-force or anomaly detections on rows of a flow that answers
+    /// a TCP connection (its source responds; it cannot be the attacker):
+    /// dropped.
     pub rows_responder: u64,
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).

@@ -564,7 +564,12 @@ impl AlertStage {
         };
         // A flow that answers a connection names its responder as source:
         // that host is a scan's or a brute force's target, not its author.
-        if row.responder && matches!(det.class, AttackClass::Scan | AttackClass::BruteForce) {
+        if row.responder
+            && matches!(
+                det.class,
+                AttackClass::Scan | AttackClass::BruteForce | AttackClass::Anomaly
+            )
+        {
             self.metrics.rows_responder += 1;
             return;
         }

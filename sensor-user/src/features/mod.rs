@@ -132,6 +132,10 @@ struct FlowState {
     answered: bool,
     /// The attempt has been counted failed (timeout or RST), once only.
     failed: bool,
+    /// Some snapshot of this direction counted a bare SYN.
+    saw_syn: bool,
+    /// Some snapshot of this direction counted a SYN-ACK or an RST.
+    saw_answer: bool,
 }
 
 /// Per-host state: its behaviour as a source over three windows, and its
@@ -277,6 +281,8 @@ pub struct FeatureExtractor {
     counters: FeatureCounters,
     /// Latest gateway-wide view from the kernel sketches, if any yet.
     gateway: Option<Arc<GatewayView>>,
+    /// Whether the last processed event's flow answers a TCP connection.
+    last_responder: bool,
     decay: DecayMemo,
     /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
     /// register count in the linear-counting range, where the estimate
@@ -330,6 +336,7 @@ impl FeatureExtractor {
             timers: SynTimers::new(cfg.max_flows),
             counters: FeatureCounters::default(),
             gateway: None,
+            last_responder: false,
             decay: DecayMemo::default(),
             distinct_ln1p: std::array::from_fn(|z| {
                 if z == 0 {
@@ -346,6 +353,15 @@ impl FeatureExtractor {
     /// per event). Views must carry increasing, non-zero `seq`.
     pub fn set_gateway_view(&mut self, view: Arc<GatewayView>) {
         self.gateway = Some(view);
+    }
+
+    /// Whether the flow of the last event [`Self::process`] accepted answers
+    /// a TCP connection: in this direction, over every CPU it was seen on,
+    /// SYN-ACKs or RSTs but never a bare SYN. Its source is then the
+    /// responder (a scanned host, a server), never the initiator.
+    #[must_use]
+    pub fn last_responder(&self) -> bool {
+        self.last_responder
     }
 
     /// Sequence number of the installed gateway view (0 = none).
@@ -439,6 +455,9 @@ impl FeatureExtractor {
             f.iat_m2 += w * delta * (x - f.iat_mean);
         }
         f.last = *s;
+        f.saw_syn |= s.syn > 0;
+        f.saw_answer |= s.synack > 0 || s.rst > 0;
+        self.last_responder = key.proto == ipproto::TCP && f.saw_answer && !f.saw_syn;
         f.first_seen = f.first_seen.min(s.first_seen_ns);
         f.last_seen = f.last_seen.max(s.last_seen_ns);
         let mut tot = f.base;

@@ -210,9 +210,7 @@ impl ScoringPipeline {
             pps,
             bytes,
             packets,
-            responder: ev.key.proto == sensor_common::ipproto::TCP
-                && ev.stats.syn == 0
-                && (ev.stats.synack > 0 || ev.stats.rst > 0),
+            responder: self.fx.last_responder(),
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(false);
