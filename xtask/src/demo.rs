@@ -1,153 +1,60 @@
-//! `cargo xtask demo`: a self-contained lab showing what the sensor sees.
-//!
-//! Topology (all in private network namespaces, removed at the end, also on
-//! failure or Ctrl-C):
+//! `cargo xtask demo`: the traffic lab (`sensor_lab::lab`, docs/lab.md)
+//! with the sensor on its monitor port, a benign background, a few benign
+//! scenarios and a few attacks from real tools, each alert shown as the
+//! sensor raises it with the scenario it belongs to, then what the sensor
+//! counted and a verdict per scenario.
 //!
 //! ```text
-//!  client 10.10.0.10 ─┐
-//!                     ├─ lan (bridge) ── [sensor iface] gw ── server 10.20.0.2
-//!  attacker 10.10.0.66┘                  10.10.0.1 / 10.20.0.1 (router)
+//!  clients 10.10.0.11-.14 ─┐
+//!                          ├─ lan ── gw ── server 10.20.0.2 (web, DNS, iperf3, ssh)
+//!  attacker 10.10.0.66 ────┘         │ mirror of the LAN port, both directions
+//!                                    ▼
+//!                     sensor namespace: `sensor run --iface <monitor> --mirror`
 //! ```
 //!
-//! The sensor attaches XDP to the gateway's LAN-side veth, so it sees every
-//! frame the client and attacker send towards the server, exactly like a
-//! sensor on a real gateway's inside interface.
+//! The sensor sits on a SPAN-like port, so it sees the servers' replies as
+//! well as the requests. Everything lives in private network namespaces,
+//! removed at the end, on error and on Ctrl-C.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use sensor_lab::generator::{FlowSpec, Frames, Pacing, SendReport, Sender};
-use sensor_lab::netns::run;
-use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
-use sensor_lab::{Netns, VethPair};
+use sensor_lab::lab::AddressPlan;
+use sensor_lab::lab::scenario::{self, Background, Label, ScenarioOutcome, ScenarioSpec};
+use sensor_lab::sensor::{SensorOutput, TempDir};
 
-use crate::has_binary;
+use crate::lab::{EveAlert, GAP, Owner, Session, attribute, clock_offset_ns};
+// Ctrl-C handling is shared by every lab command (`eval` reaches it here).
+pub(crate) use crate::lab::{catch_ctrl_c, check_interrupt};
 
-pub(crate) static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The demo's scenarios, in order: benign first, then attacks. Each takes
+/// at most a few seconds here (bounds in `cargo xtask lab list`).
+const SCENARIOS: &[&str] = &[
+    "benign-dns",
+    "benign-speedtest",
+    "benign-ping",
+    "scan-syn",
+    "flood-syn-spoofed",
+    "flood-udp",
+    "bruteforce-ssh-like",
+];
 
-extern "C" fn on_sigint(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
-/// Catches Ctrl-C so the demo unwinds through its guards (namespaces,
-/// sensor process, temp dir) instead of dying with the lab still in place.
-pub(crate) fn catch_ctrl_c() {
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
-}
-
-pub(crate) fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 10);
-const ATTACKER: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 66);
-const GW_LAN: Ipv4Addr = Ipv4Addr::new(10, 10, 0, 1);
-const GW_WAN: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 1);
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
-/// Spoofed sources in the SYN flood.
-const FLOOD_SOURCES: u32 = 5_000;
-const FLOOD_PACKETS: u64 = 60_000;
-
-/// Namespaces and links of the demo; dropping it removes everything.
-struct DemoLab {
-    /// LAN-side veth of the gateway: where the sensor attaches.
-    sensor_iface: String,
-    gw_lan_mac: [u8; 6],
-    client_if: String,
-    client_mac: [u8; 6],
-    attacker_if: String,
-    attacker_mac: [u8; 6],
-    client: Netns,
-    attacker: Netns,
-    /// Holds the bridge; kept only so dropping the lab removes it.
-    #[expect(dead_code, reason = "kept for its Drop, which removes the namespace")]
-    lan: Netns,
-    gw: Netns,
-    server: Netns,
-}
-
-fn write_sysctl(ns: &Netns, path: &'static str, value: &'static str) -> Result<()> {
-    ns.run_in(move || std::fs::write(path, value))?
-        .with_context(|| format!("writing {path} in {}", ns.name()))
-}
-
-impl DemoLab {
-    fn new() -> Result<Self> {
-        let client = Netns::new("client")?;
-        let attacker = Netns::new("attacker")?;
-        let lan = Netns::new("lan")?;
-        let gw = Netns::new("gw")?;
-        let server = Netns::new("server")?;
-
-        lan.ip(&["link", "add", "br0", "type", "bridge"])?;
-        lan.link_up("br0")?;
-        let c = VethPair::new(&client, &lan)?;
-        let a = VethPair::new(&attacker, &lan)?;
-        let up = VethPair::new(&lan, &gw)?;
-        let wan = VethPair::new(&gw, &server)?;
-        for port in [&c.b, &a.b, &up.a] {
-            lan.ip(&["link", "set", "dev", port, "master", "br0"])?;
-        }
-        client.add_addr(&c.a, "10.10.0.10/24")?;
-        attacker.add_addr(&a.a, "10.10.0.66/24")?;
-        gw.add_addr(&up.b, "10.10.0.1/24")?;
-        gw.add_addr(&wan.a, "10.20.0.1/24")?;
-        server.add_addr(&wan.b, "10.20.0.2/24")?;
-        for ns in [&client, &attacker] {
-            ns.ip(&["route", "add", "default", "via", &GW_LAN.to_string()])?;
-        }
-        server.ip(&["route", "add", "default", "via", &GW_WAN.to_string()])?;
-        write_sysctl(&gw, "/proc/sys/net/ipv4/ip_forward", "1")?;
-        Ok(Self {
-            sensor_iface: up.b.clone(),
-            gw_lan_mac: gw.mac(&up.b)?,
-            client_mac: client.mac(&c.a)?,
-            client_if: c.a,
-            attacker_mac: attacker.mac(&a.a)?,
-            attacker_if: a.a,
-            client,
-            attacker,
-            lan,
-            gw,
-            server,
-        })
-    }
-}
-
-/// Ground truth the demo knows independently of the sensor.
-#[derive(Default)]
-struct Sent {
-    lines: Vec<String>,
-    /// Sources of generator traffic (spoofed included).
-    generated_sources: BTreeSet<IpAddr>,
-}
-
-impl Sent {
-    fn note(&mut self, what: &str, r: &SendReport) {
-        self.lines.push(format!(
-            "  {what:<44} {:>7} packets in {:.2} s ({:.0} pps)",
-            r.sent,
-            r.elapsed.as_secs_f64(),
-            r.pps()
-        ));
-    }
-}
+/// Benign background before the first scenario, so the sensor has seen
+/// ordinary traffic first.
+const WARM_UP: Duration = Duration::from_secs(2);
 
 /// Runs the demo; on Ctrl-C, everything is removed and the exit code is 130.
 pub fn demo() -> Result<()> {
     let result = run_demo();
-    // By now every guard (namespaces, sensor, temp dir) has been dropped.
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    // By now every guard (sensor, services, namespaces, temp dir) has been
+    // dropped.
+    if crate::lab::interrupted() {
         eprintln!("demo interrupted; lab removed");
         std::process::exit(130);
     }
@@ -160,294 +67,413 @@ fn run_demo() -> Result<()> {
     if !sensor_lab::root::is_root() {
         bail!("the demo creates network namespaces and loads XDP: run it as root");
     }
+    let specs: Vec<ScenarioSpec> = SCENARIOS
+        .iter()
+        .map(|n| scenario::find(n))
+        .collect::<Result<_, _>>()?;
     let bin = crate::build()?;
     catch_ctrl_c();
     let t0 = Instant::now();
-    let lab = DemoLab::new().context("building the lab")?;
-    println!(
-        "lab: client {CLIENT}, attacker {ATTACKER} -> lan bridge -> gateway ({}) -> server {SERVER}",
-        lab.sensor_iface
-    );
     let out = TempDir::new("demo")?;
-    let eve = out.path().join("eve.json");
-    let eve_arg = eve.to_string_lossy().into_owned();
-    let mut sensor = SensorRun::start(
-        &lab.gw,
-        &bin,
-        &lab.sensor_iface,
-        out.path(),
-        &["--duration", "50", "--eve-out", &eve_arg],
-    )?;
-    sensor
-        .wait_attached(&lab.gw, Duration::from_secs(15), Duration::from_millis(300))
-        .context("starting the sensor")?;
+    // Alert updates every second (default 60 s) so the live view sees which
+    // scenario's rows go into an alert that is already open.
+    let config = out.path().join("demo.toml");
+    std::fs::write(&config, "[alerts]\nupdate_interval_s = 1.0\n")
+        .with_context(|| format!("writing {}", config.display()))?;
+    let config_arg = config.display().to_string();
+    let mut session = Session::start(&bin, out.path(), &["--config", &config_arg])?;
+    let plan = session.lab.plan().clone();
     println!(
-        "sensor attached to {} in {}",
-        lab.sensor_iface,
-        lab.gw.name()
+        "clients {}, attacker {} -> gateway -> server {}; the gateway's LAN port is mirrored \
+         (both directions) to the sensor",
+        plan.clients
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        plan.attacker,
+        plan.server
     );
     println!(
-        "alerts are printed as the sensor raises them ({})",
-        eve.display()
+        "alerts are printed as the sensor raises them, with the scenario each belongs to ({})",
+        session.eve.display()
     );
-    let stop_view = std::sync::Arc::new(AtomicBool::new(false));
-    let view = follow_alerts(eve.clone(), std::sync::Arc::clone(&stop_view));
 
-    let mut sent = Sent::default();
-    benign(&lab, &mut sent)?;
-    check_interrupt()?;
-    hostile(&lab, &mut sent)?;
-    check_interrupt()?;
-
-    std::thread::sleep(Duration::from_millis(300));
-    let output = sensor
-        .stop(Duration::from_secs(10))
-        .context("stopping the sensor")?;
-    println!("\ntraffic sent:");
-    for l in &sent.lines {
-        println!("{l}");
+    let budget: u32 = specs
+        .iter()
+        .map(|s| s.max_seconds + GAP.as_secs() as u32 + 1)
+        .sum::<u32>()
+        + 10;
+    let background = Background::start(&session.lab, budget).context("benign background")?;
+    // Scenarios as they play; the one running has `end_mono_ns = u64::MAX`.
+    let timeline: Arc<Mutex<Vec<ScenarioOutcome>>> = Arc::default();
+    let follower = Follower::start(session.eve.clone(), plan.clone(), Arc::clone(&timeline));
+    println!(
+        "\nbackground (benign): page fetches from the four clients and an idle keepalive \
+         connection, throughout"
+    );
+    std::thread::sleep(WARM_UP);
+    for spec in &specs {
+        check_interrupt()?;
+        println!(
+            "\n{} ({}): {}",
+            spec.name,
+            spec.label.name(),
+            spec.description
+        );
+        lock(&timeline).push(running(spec, &plan));
+        let outcome = session.play(spec)?;
+        *lock(&timeline).last_mut().expect("pushed above") = outcome;
+        std::thread::sleep(GAP);
     }
-    stop_view.store(true, Ordering::SeqCst);
-    let view = view
-        .join()
-        .map_err(|_| anyhow::anyhow!("the alert view thread panicked"))??;
-    report(&output, &sent);
+    drop(background);
+    let stopped = session.stop()?;
+    let view = follower.finish()?;
+    let outcomes = std::mem::take(&mut *lock(&timeline));
+
+    report(&stopped.output, &plan, &outcomes);
     println!(
-        "\nalerts: {} opened in {} incidents (all closed when the sensor stopped; EVE lines in {})",
+        "\nalerts: {} opened, {} closed, in {} incident(s) (all closed when the sensor stopped)",
         view.opened,
-        view.incidents.len(),
-        eve.display()
+        view.closed,
+        view.incidents.len()
     );
+    verdicts(&view, &outcomes);
     println!(
         "\nlab time {:.1} s (total with setup/build {:.1} s); lab removed",
         t0.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    drop(lab);
     Ok(())
 }
 
-/// A few ordinary connections through the real stack: TCP transfers, UDP
-/// datagrams, echo requests, and an iperf3 run when installed.
-fn benign(lab: &DemoLab, sent: &mut Sent) -> Result<()> {
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The outcome of a scenario that has just started: its window is open
+/// until [`Session::play`] returns the real outcome.
+fn running(spec: &ScenarioSpec, plan: &AddressPlan) -> ScenarioOutcome {
+    ScenarioOutcome {
+        name: spec.name.to_owned(),
+        label: spec.label,
+        origin: spec.origin,
+        sources: spec.sources(plan),
+        start_mono_ns: sensor_lab::lab::monotonic_ns(),
+        first_packet_mono_ns: None,
+        end_mono_ns: u64::MAX,
+        packets_sent: 0,
+        bytes_sent: 0,
+        detail: String::new(),
+    }
+}
+
+/// What an unmatched alert is called: traffic between clients and servers
+/// outside every scenario is the background's.
+fn owner_name(owner: Owner, outcomes: &[ScenarioOutcome]) -> String {
+    match owner {
+        Owner::Unmatched("client" | "server side") => "background".into(),
+        o => o.describe(outcomes),
+    }
+}
+
+/// One opened alert, attributed.
+struct Seen {
+    owner: Owner,
+    class: String,
+    /// When the demo printed it (CLOCK_MONOTONIC): the sensor's alert
+    /// latency plus at most one 200 ms poll.
+    printed_ns: u64,
+}
+
+/// Rows a scenario added to an alert another scenario (or the background)
+/// opened. Flood alerts are keyed by victim, so a second flood on the same
+/// victim joins the open alert instead of opening its own; the alert's
+/// updates (top sources with row counts) show whose rows it took.
+struct Join {
+    class: String,
+    victim: String,
+    rows: u64,
+}
+
+/// Follows the sensor's EVE file, prints each alert as it opens with the
+/// scenario it belongs to, and keeps them for the verdicts.
+struct AlertView {
+    plan: AddressPlan,
+    clock_offset_ns: u64,
+    /// Bytes of the file already read.
+    offset: usize,
+    opened: usize,
+    closed: usize,
+    incidents: BTreeSet<String>,
+    seen: Vec<Seen>,
+    /// Owner of each alert, by alert id.
+    owners: BTreeMap<String, Owner>,
+    /// Top sources and their rows in the latest line of each alert.
+    tops: BTreeMap<String, BTreeMap<IpAddr, u64>>,
+    /// By (alert id, scenario index).
+    joins: BTreeMap<(String, usize), Join>,
+}
+
+impl AlertView {
+    /// Handles the complete lines written since the last call.
+    fn poll(
+        &mut self,
+        eve: &std::path::Path,
+        timeline: &Mutex<Vec<ScenarioOutcome>>,
+    ) -> Result<()> {
+        let Ok(text) = std::fs::read(eve) else {
+            return Ok(()); // not created yet
+        };
+        let Some(new) = text.get(self.offset..) else {
+            return Ok(());
+        };
+        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
+            return Ok(());
+        };
+        let chunk = String::from_utf8_lossy(&new[..=end]).into_owned();
+        self.offset += end + 1;
+        for line in chunk.lines() {
+            let a = EveAlert::parse(line, self.clock_offset_ns)?;
+            if !a.incident.is_empty() && a.incident != "?" {
+                self.incidents.insert(a.incident.clone());
+            }
+            if a.closed {
+                self.closed += 1;
+            }
+            let outcomes = lock(timeline);
+            if a.opened {
+                self.opened += 1;
+                let owner = attribute(&self.plan, &outcomes, a.src, a.dst, a.mono_ns);
+                self.owners.insert(a.alert_id.clone(), owner);
+                self.show(&a, owner, &outcomes);
+            }
+            self.joined(&a, &outcomes);
+        }
+        Ok(())
+    }
+
+    /// Prints an alert that just opened and keeps it for the verdicts.
+    fn show(&mut self, a: &EveAlert, owner: Owner, outcomes: &[ScenarioOutcome]) {
+        println!(
+            "  ALERT {:<10} sev {} ({:>3})  {} -> {}:{}  score {:.3}  <- {}",
+            a.class,
+            a.eve_severity,
+            a.severity,
+            a.attacker,
+            a.victim,
+            a.dest_port,
+            a.score,
+            owner_name(owner, outcomes)
+        );
+        self.seen.push(Seen {
+            owner,
+            class: a.class.clone(),
+            printed_ns: sensor_lab::lab::monotonic_ns(),
+        });
+    }
+
+    /// Credits rows that top sources added to an aggregated alert since its
+    /// previous line to the scenario running at the alert's last row, when
+    /// that scenario is not the one that opened it (printed the first time).
+    fn joined(&mut self, a: &EveAlert, outcomes: &[ScenarioOutcome]) {
+        if a.top_sources.is_empty() {
+            return;
+        }
+        let opener = self.owners.get(&a.alert_id).copied();
+        let prev = self.tops.entry(a.alert_id.clone()).or_default();
+        for &(ip, rows) in &a.top_sources {
+            let before = prev.insert(ip, rows).unwrap_or(0);
+            if rows <= before {
+                continue;
+            }
+            let Owner::Scenario(j) =
+                attribute(&self.plan, outcomes, Some(ip), a.dst, a.last_seen_ns)
+            else {
+                continue;
+            };
+            if opener == Some(Owner::Scenario(j)) {
+                continue;
+            }
+            let key = (a.alert_id.clone(), j);
+            if !self.joins.contains_key(&key) {
+                println!(
+                    "  JOIN  {:<10} {} -> {}:{}  rows from {ip} go into this open alert  <- {}",
+                    a.class, a.attacker, a.victim, a.dest_port, outcomes[j].name
+                );
+            }
+            self.joins
+                .entry(key)
+                .or_insert_with(|| Join {
+                    class: a.class.clone(),
+                    victim: a.victim.clone(),
+                    rows: 0,
+                })
+                .rows += rows - before;
+        }
+    }
+}
+
+/// An [`AlertView`] polling every 200 ms on its own thread; stopped when
+/// finished or dropped (an error path).
+struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<AlertView>>>,
+}
+
+impl Follower {
+    fn start(eve: PathBuf, plan: AddressPlan, timeline: Arc<Mutex<Vec<ScenarioOutcome>>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut view = AlertView {
+                plan,
+                clock_offset_ns: clock_offset_ns(),
+                offset: 0,
+                opened: 0,
+                closed: 0,
+                incidents: BTreeSet::new(),
+                seen: Vec::new(),
+                owners: BTreeMap::new(),
+                tops: BTreeMap::new(),
+                joins: BTreeMap::new(),
+            };
+            while !stop2.load(Ordering::SeqCst) {
+                view.poll(&eve, &timeline)?;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            view.poll(&eve, &timeline)?;
+            Ok(view)
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Reads what is left (the sensor has stopped) and returns the view.
+    fn finish(mut self) -> Result<AlertView> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| anyhow::anyhow!("the alert view thread panicked"))?
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One line per scenario (and the background): detected or not, as what,
+/// and how fast; false alerts on benign traffic.
+fn verdicts(view: &AlertView, outcomes: &[ScenarioOutcome]) {
+    println!("\nverdict per scenario:");
+    let classes = |owner: Owner| -> BTreeMap<&str, usize> {
+        let mut m = BTreeMap::new();
+        for s in view.seen.iter().filter(|s| s.owner == owner) {
+            *m.entry(s.class.as_str()).or_default() += 1;
+        }
+        m
+    };
+    let list = |m: &BTreeMap<&str, usize>| {
+        m.iter()
+            .map(|(c, n)| format!("{n} {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let background: BTreeMap<&str, usize> = ["client", "server side"]
+        .into_iter()
+        .flat_map(|r| classes(Owner::Unmatched(r)))
+        .fold(BTreeMap::new(), |mut m, (c, n)| {
+            *m.entry(c).or_default() += n;
+            m
+        });
+    let benign = |m: &BTreeMap<&str, usize>, joins: &[&Join]| {
+        let mut parts = Vec::new();
+        if !m.is_empty() {
+            parts.push(list(m));
+        }
+        parts.extend(joins.iter().map(|j| join_text(j)));
+        if parts.is_empty() {
+            "clean: no alert".to_owned()
+        } else {
+            format!("FALSE ALERTS: {}", parts.join("; "))
+        }
+    };
     println!(
-        "benign traffic: TCP transfers, UDP, ICMP echo{}",
-        if has_binary("iperf3") { ", iperf3" } else { "" }
+        "  {:<20} {:<10} {}",
+        "background",
+        "benign",
+        benign(&background, &[])
     );
-    const CONNS: usize = 4;
-    const BYTES: usize = 256 * 1024;
-    let listener = lab
-        .server
-        .run_in(|| TcpListener::bind((SERVER, 8080)))?
-        .context("listening on the server")?;
-    let acceptor = std::thread::spawn(move || -> std::io::Result<usize> {
-        let mut total = 0;
-        for _ in 0..CONNS {
-            let (mut s, _) = listener.accept()?;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = s.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                total += n;
+    for (i, o) in outcomes.iter().enumerate() {
+        let m = classes(Owner::Scenario(i));
+        let joins: Vec<&Join> = view
+            .joins
+            .iter()
+            .filter(|((_, j), _)| *j == i)
+            .map(|(_, j)| j)
+            .collect();
+        let verdict = if o.label == Label::Benign {
+            benign(&m, &joins)
+        } else if m.is_empty() {
+            let how = joins
+                .iter()
+                .map(|j| join_text(j))
+                .collect::<Vec<_>>()
+                .join("; ");
+            match joins.iter().find(|j| j.class == o.label.name()) {
+                Some(j) => format!("DETECTED as {} (no alert of its own: {how})", j.class),
+                None if joins.is_empty() => "MISSED: no alert".to_owned(),
+                None => format!("MISSED (no alert of its own: {how})"),
             }
-        }
-        Ok(total)
-    });
-    let udp_rx = lab
-        .server
-        .run_in(|| UdpSocket::bind((SERVER, 5353)))?
-        .context("binding UDP on the server")?;
-    lab.client
-        .run_in(|| -> std::io::Result<()> {
-            for _ in 0..CONNS {
-                let mut s = TcpStream::connect_timeout(
-                    &SocketAddr::from((SERVER, 8080)),
-                    Duration::from_secs(3),
-                )?;
-                s.write_all(&vec![0x42; BYTES])?;
+        } else {
+            let first = view
+                .seen
+                .iter()
+                .filter(|s| s.owner == Owner::Scenario(i))
+                .map(|s| s.printed_ns)
+                .min();
+            let delay = match (first, o.first_packet_mono_ns) {
+                (Some(a), Some(f)) => format!(
+                    "; first alert printed {:.1} s after its first frame",
+                    a.saturating_sub(f) as f64 / 1e9
+                ),
+                _ => String::new(),
+            };
+            if m.contains_key(o.label.name()) {
+                format!("DETECTED as {} ({}){delay}", o.label.name(), list(&m))
+            } else {
+                format!("alerted, WRONG CLASS ({}){delay}", list(&m))
             }
-            let u = UdpSocket::bind((CLIENT, 0))?;
-            for i in 0..200u32 {
-                u.send_to(&i.to_be_bytes().repeat(32), (SERVER, 5353))?;
-            }
-            Ok(())
-        })?
-        .context("client traffic")?;
-    let received = acceptor.join().expect("acceptor thread")?;
-    sent.lines.push(format!(
-        "  {:<44} {CONNS} connections, {received} bytes delivered",
-        "TCP transfers client -> server:8080"
-    ));
-    sent.lines.push(format!(
-        "  {:<44} 200 datagrams",
-        "UDP client -> server:5353"
-    ));
-    drop(udp_rx);
-
-    // Echo requests from the client's own address: the server answers them.
-    let mut echo = Frames::new(lab.client_mac, lab.gw_lan_mac);
-    let id = echo.add_flow(FlowSpec::echo(CLIENT.into(), SERVER.into()));
-    for seq in 0..20 {
-        echo.push(id, 0, 56, seq)?;
+        };
+        println!("  {:<20} {:<10} {verdict}", o.name, o.label.name());
     }
-    let r = Sender::open(&lab.client, &lab.client_if)?.send(
-        &echo,
-        Pacing {
-            pps: Some(100),
-            batch: 1,
-            ..Pacing::default()
-        },
-    )?;
-    sent.note("ICMP echo client -> server", &r);
-
-    if has_binary("iperf3") {
-        let mut srv = lab
-            .server
-            .command("iperf3")
-            .args(["-s", "-1", "-B", &SERVER.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting iperf3 -s")?;
-        std::thread::sleep(Duration::from_millis(300));
-        let client = run(lab.client.command("timeout").args([
-            "5",
-            "iperf3",
-            "-c",
-            &SERVER.to_string(),
-            "-t",
-            "1",
-            "-b",
-            "50M",
-            "-l",
-            "1200",
-        ]));
-        let _ = srv.kill();
-        let _ = srv.wait();
-        match client {
-            Ok(_) => sent.lines.push(format!(
-                "  {:<44} 1 s at 50 Mbit/s",
-                "iperf3 client -> server"
-            )),
-            Err(e) => sent.lines.push(format!("  iperf3 skipped: {e}")),
-        }
+    let stray: Vec<String> = ["attacker", "spoofed source", "?"]
+        .into_iter()
+        .filter_map(|r| {
+            let m = classes(Owner::Unmatched(r));
+            (!m.is_empty()).then(|| format!("{r}: {}", list(&m)))
+        })
+        .collect();
+    if !stray.is_empty() {
+        println!("  outside every scenario window: {}", stray.join("; "));
     }
-    Ok(())
 }
 
-/// The project's generator (spoofed SYN flood, port scan, UDP flood) plus
-/// real tools when installed (nmap SYN scan, hping3 flood).
-fn hostile(lab: &DemoLab, sent: &mut Sent) -> Result<()> {
-    println!("hostile traffic: spoofed SYN flood, port scans, UDP flood");
-    let tx = Sender::open(&lab.attacker, &lab.attacker_if)?;
-    let flood = Frames::syn_flood(
-        lab.attacker_mac,
-        lab.gw_lan_mac,
-        FLOOD_SOURCES,
-        SERVER.into(),
-        80,
-        FLOOD_PACKETS,
-    )?;
-    let r = tx.send(
-        &flood,
-        Pacing {
-            pps: Some(100_000),
-            time_limit: Duration::from_secs(5),
-            batch: 64,
-        },
-    )?;
-    sent.generated_sources
-        .extend(flood.truth(r.sent).sources().into_keys());
-    sent.note(
-        &format!("SYN flood, {FLOOD_SOURCES} spoofed sources -> :80"),
-        &r,
-    );
-    check_interrupt()?;
-
-    let scan = Frames::port_scan(
-        lab.attacker_mac,
-        lab.gw_lan_mac,
-        ATTACKER.into(),
-        SERVER.into(),
-        1..=1024,
-    )?;
-    let r = tx.send(
-        &scan,
-        Pacing {
-            pps: Some(20_000),
-            ..Pacing::default()
-        },
-    )?;
-    sent.generated_sources.insert(ATTACKER.into());
-    sent.note("SYN port scan attacker -> server:1-1024", &r);
-
-    let udp = Frames::udp_flood(
-        lab.attacker_mac,
-        lab.gw_lan_mac,
-        FlowSpec::udp(ATTACKER.into(), SERVER.into(), 31_337, 9),
-        10_000,
-        512,
-    )?;
-    let r = tx.send(
-        &udp,
-        Pacing {
-            pps: Some(50_000),
-            ..Pacing::default()
-        },
-    )?;
-    sent.note("UDP flood attacker -> server:9 (512 B)", &r);
-    check_interrupt()?;
-
-    if has_binary("nmap") {
-        let res = run(lab.attacker.command("timeout").args([
-            "20",
-            "nmap",
-            "-sS",
-            "-n",
-            "-Pn",
-            "-T4",
-            "--max-retries",
-            "1",
-            "-p",
-            "1-1000",
-            &SERVER.to_string(),
-        ]));
-        sent.lines.push(match res {
-            Ok(_) => format!("  {:<44} 1000 ports", "nmap -sS attacker -> server"),
-            Err(e) => format!("  nmap failed: {e}"),
-        });
-    }
-    check_interrupt()?;
-    if has_binary("hping3") {
-        // --flood ignores -c, so the run is bounded by time instead.
-        let res = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                lab.attacker.name(),
-                "timeout",
-                "-s",
-                "INT",
-                "2",
-                "hping3",
-                "--flood",
-                "-q",
-                "-S",
-                "-p",
-                "443",
-            ])
-            .arg(SERVER.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        sent.lines.push(match res {
-            Ok(_) => format!("  {:<44} 2 s", "hping3 --flood -S attacker -> server:443"),
-            Err(e) => format!("  hping3 failed: {e}"),
-        });
-    }
-    Ok(())
+/// "N rows into the open <class> alert on <victim>".
+fn join_text(j: &Join) -> String {
+    format!(
+        "{} rows into the open {} alert on {}",
+        j.rows, j.class, j.victim
+    )
 }
 
 fn proto_name(p: u8) -> String {
@@ -460,7 +486,7 @@ fn proto_name(p: u8) -> String {
     }
 }
 
-fn report(out: &SensorOutput, sent: &Sent) {
+fn report(out: &SensorOutput, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) {
     let s = &out.stats;
     println!("\nsensor counters ({:.1} s):", s.duration_s);
     for (name, v) in &s.counters {
@@ -468,6 +494,10 @@ fn report(out: &SensorOutput, sent: &Sent) {
             println!("  {name:<24} {v}");
         }
     }
+    println!(
+        "  (mirror_dropped: frames the sensor consumed on its monitor port after counting \
+         them; the mirror is a copy, nothing is dropped on the network)"
+    );
 
     let mut flows: Vec<_> = out.flows.iter().collect();
     flows.sort_by_key(|f| std::cmp::Reverse(f.packets));
@@ -494,9 +524,9 @@ fn report(out: &SensorOutput, sent: &Sent) {
         );
     }
 
-    let mut truth: BTreeMap<IpAddr, u64> = BTreeMap::new();
+    let mut table: BTreeMap<IpAddr, u64> = BTreeMap::new();
     for f in &out.flows {
-        *truth.entry(f.src).or_default() += f.packets;
+        *table.entry(f.src).or_default() += f.packets;
     }
     let mut hh: Vec<_> = out.sketch.sources.iter().collect();
     hh.sort_by_key(|e| std::cmp::Reverse(e.packets_est));
@@ -518,7 +548,7 @@ fn report(out: &SensorOutput, sent: &Sent) {
             "  {:<40} {:>14} {:>16} {:>14}",
             e.src.to_string(),
             e.packets_est,
-            truth.get(&e.src).copied().unwrap_or(0),
+            table.get(&e.src).copied().unwrap_or(0),
             e.bytes_est
         );
     }
@@ -526,93 +556,24 @@ fn report(out: &SensorOutput, sent: &Sent) {
         "  (\"table\" undercounts sources whose flows the LRU table evicted; \
          the sketches see every packet)"
     );
-    // Every source the lab sent from: the generator's (spoofed included),
-    // plus the client and the attacker's own address (real tools, stack).
-    let mut sources = sent.generated_sources.clone();
-    sources.extend([IpAddr::from(CLIENT), IpAddr::from(ATTACKER)]);
-    let distinct_truth = sources.len();
+
+    // Truth from the sending side: the lab's own addresses that sent
+    // anything (few, never evicted), plus one random source per frame of
+    // the spoofing scenarios (hping3 --rand-source draws 32-bit sources, so
+    // repeats are vanishingly rare).
+    let lab_sources = table.keys().filter(|&&a| plan.contains(a)).count();
+    let spoofed: u64 = outcomes
+        .iter()
+        .filter(|o| matches!(o.sources, scenario::SourceRule::AddressesAndSpoofed(_)))
+        .map(|o| o.packets_sent)
+        .sum();
+    let truth = lab_sources as u64 + spoofed;
     let est = out.sketch.distinct_sources_estimate;
     println!(
-        "\ndistinct sources: HyperLogLog estimate {est:.0}, truth {distinct_truth} \
-         (error {:+.2}%); {} sources still in the flow table",
-        (est - distinct_truth as f64) / distinct_truth.max(1) as f64 * 100.0,
-        truth.len()
+        "\ndistinct sources: HyperLogLog estimate {est:.0}, truth ~{truth} ({lab_sources} lab \
+         addresses + {spoofed} frames from random sources; error {:+.2}%); {} sources in the \
+         flow table",
+        (est - truth as f64) / truth.max(1) as f64 * 100.0,
+        table.len()
     );
-}
-
-/// Follows the sensor's EVE file and prints each alert as it opens and
-/// closes, one line each.
-#[derive(Default)]
-struct AlertView {
-    /// Bytes of the file already shown.
-    offset: usize,
-    opened: usize,
-    incidents: BTreeSet<String>,
-}
-
-impl AlertView {
-    /// Prints the complete lines written since the last call.
-    fn poll(&mut self, eve: &std::path::Path) -> Result<()> {
-        let Ok(text) = std::fs::read(eve) else {
-            return Ok(()); // not created yet
-        };
-        let Some(new) = text.get(self.offset..) else {
-            return Ok(());
-        };
-        let Some(end) = new.iter().rposition(|&b| b == b'\n') else {
-            return Ok(());
-        };
-        let chunk = String::from_utf8_lossy(&new[..=end]).into_owned();
-        self.offset += end + 1;
-        for line in chunk.lines() {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("an alert line is not JSON: {line}"))?;
-            self.show(&v);
-        }
-        Ok(())
-    }
-
-    fn show(&mut self, v: &serde_json::Value) {
-        let x = &v["xdp_sensor"];
-        if let Some(id) = x["incident_id"].as_str() {
-            self.incidents.insert(id.to_owned());
-        }
-        let kind = v["event_type"].as_str().unwrap_or("?");
-        let state = x["state"].as_str().unwrap_or("");
-        if kind == "alert" && state == "open" {
-            self.opened += 1;
-        } else if kind != "alert_closed" {
-            return;
-        }
-        println!(
-            "  {:<6} {:<10} sev {} ({:>3})  {} -> {}:{}  count {:<7} score {:.3}  incident {}",
-            if kind == "alert" { "ALERT" } else { "closed" },
-            x["class"].as_str().unwrap_or("?"),
-            v["alert"]["severity"],
-            x["severity"],
-            x["attacker"].as_str().unwrap_or("?"),
-            x["victim"].as_str().unwrap_or("?"),
-            v["dest_port"],
-            x["count"],
-            x["score"].as_f64().unwrap_or(f64::NAN),
-            x["incident_id"].as_str().unwrap_or("?"),
-        );
-    }
-}
-
-/// Runs an [`AlertView`] on its own thread every 200 ms until `stop` is set,
-/// then once more, and returns it for the summary.
-fn follow_alerts(
-    eve: std::path::PathBuf,
-    stop: std::sync::Arc<AtomicBool>,
-) -> std::thread::JoinHandle<Result<AlertView>> {
-    std::thread::spawn(move || {
-        let mut view = AlertView::default();
-        while !stop.load(Ordering::SeqCst) {
-            view.poll(&eve)?;
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        view.poll(&eve)?;
-        Ok(view)
-    })
 }

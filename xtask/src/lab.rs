@@ -21,7 +21,7 @@ use sensor_lab::lab::scenario::{
     self, Background, Label, RowLabel, ScenarioOutcome, ScenarioSpec, label_row,
 };
 use sensor_lab::lab::{AddressPlan, TrafficLab};
-use sensor_lab::sensor::SensorRun;
+use sensor_lab::sensor::{SensorOutput, SensorRun};
 
 /// Options of `cargo xtask lab`.
 #[derive(Debug, clap::Subcommand)]
@@ -86,9 +86,9 @@ pub const RECORD_SEQUENCE: &[&str] = &[
 
 /// Extra time after a scenario ends during which its sources' rows still
 /// carry its label (in-flight replies, the mirror, batching).
-const TAIL_NS: u64 = 1_000_000_000;
+pub(crate) const TAIL_NS: u64 = 1_000_000_000;
 /// Pause between scenarios, longer than the tail, so windows never overlap.
-const GAP: Duration = Duration::from_millis(1_500);
+pub(crate) const GAP: Duration = Duration::from_millis(1_500);
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -96,8 +96,21 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-fn check_interrupt() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
+/// Catches Ctrl-C so a lab command unwinds through its guards (sensor,
+/// services, namespaces) instead of dying with the lab still in place.
+pub(crate) fn catch_ctrl_c() {
+    let handler: extern "C" fn(libc::c_int) = on_sigint;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+}
+
+/// True once Ctrl-C was pressed (after [`catch_ctrl_c`]).
+pub(crate) fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+pub(crate) fn check_interrupt() -> Result<()> {
+    if interrupted() {
         bail!("interrupted");
     }
     Ok(())
@@ -113,10 +126,7 @@ pub fn lab(cmd: &LabCmd) -> Result<()> {
         bail!("the lab creates network namespaces and loads XDP: run it as root");
     }
     let bin = crate::build()?;
-    // Ctrl-C unwinds through the guards (sensor, services, namespaces).
-    let handler: extern "C" fn(libc::c_int) = on_sigint;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+    catch_ctrl_c();
     let result = match cmd {
         LabCmd::List => Ok(()),
         LabCmd::Run { scenarios, out } => run_cmd(&bin, scenarios, out.as_deref()),
@@ -126,7 +136,7 @@ pub fn lab(cmd: &LabCmd) -> Result<()> {
             max_rows_per_scenario,
         } => record(&bin, out, scenarios, *max_rows_per_scenario),
     };
-    if INTERRUPTED.load(Ordering::SeqCst) {
+    if interrupted() {
         eprintln!("lab interrupted; lab removed");
         std::process::exit(130);
     }
@@ -165,15 +175,35 @@ fn specs(names: &[String]) -> Result<Vec<ScenarioSpec>> {
 }
 
 /// A lab with the sensor on its monitor port, recording.
-struct Session {
+pub(crate) struct Session {
     sensor: SensorRun,
     record: PathBuf,
-    eve: PathBuf,
-    lab: TrafficLab,
+    pub(crate) eve: PathBuf,
+    pub(crate) lab: TrafficLab,
+}
+
+/// What a stopped [`Session`] leaves: the sensor's outputs and files.
+pub(crate) struct Stopped {
+    pub(crate) output: SensorOutput,
+    pub(crate) record: PathBuf,
+    pub(crate) eve: PathBuf,
+}
+
+impl Stopped {
+    /// The sensor's own summary lines (`sensor: ...` on stderr).
+    pub(crate) fn summary(&self) -> String {
+        self.output
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("sensor:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 impl Session {
-    fn start(bin: &Path, dir: &Path) -> Result<Self> {
+    /// Builds the lab and starts the sensor with `extra` arguments.
+    pub(crate) fn start(bin: &Path, dir: &Path, extra: &[&str]) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let t = Instant::now();
         let lab = TrafficLab::new().context("building the traffic lab")?;
@@ -193,7 +223,11 @@ impl Session {
                 &record_arg,
                 "--eve-out",
                 &eve_arg,
-            ],
+            ]
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect::<Vec<_>>(),
         )?;
         sensor
             .wait_attached(
@@ -216,7 +250,7 @@ impl Session {
         })
     }
 
-    fn play(&mut self, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
+    pub(crate) fn play(&mut self, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
         check_interrupt()?;
         let o =
             scenario::run(&self.lab, spec).with_context(|| format!("scenario {}", spec.name))?;
@@ -236,21 +270,19 @@ impl Session {
         Ok(o)
     }
 
-    /// Stops the sensor; returns its stderr summary.
-    fn stop(self) -> Result<(String, PathBuf, PathBuf)> {
+    /// Stops the sensor and removes the lab.
+    pub(crate) fn stop(self) -> Result<Stopped> {
         std::thread::sleep(Duration::from_millis(500));
-        let out = self
+        let output = self
             .sensor
             .stop(Duration::from_secs(30))
             .context("stopping the sensor")?;
-        let summary: String = out
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("sensor:"))
-            .collect::<Vec<_>>()
-            .join("\n");
         drop(self.lab);
-        Ok((summary, self.record, self.eve))
+        Ok(Stopped {
+            output,
+            record: self.record,
+            eve: self.eve,
+        })
     }
 }
 
@@ -258,7 +290,7 @@ fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
     let specs = specs(names)?;
     let tmp = sensor_lab::sensor::TempDir::new("lab-run")?;
     let dir = out.map_or_else(|| tmp.path().to_owned(), Path::to_owned);
-    let mut s = Session::start(bin, &dir)?;
+    let mut s = Session::start(bin, &dir, &[])?;
     let plan = s.lab.plan().clone();
     println!("sent:");
     let mut outcomes = Vec::new();
@@ -266,10 +298,10 @@ fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
         outcomes.push(s.play(spec)?);
         std::thread::sleep(GAP);
     }
-    let (summary, record, eve) = s.stop()?;
-    println!("{summary}");
-    print_alerts(&eve, &plan, &outcomes)?;
-    let rec = Recording::read(&record)?;
+    let stopped = s.stop()?;
+    println!("{}", stopped.summary());
+    print_alerts(&stopped.eve, &plan, &outcomes)?;
+    let rec = Recording::read(&stopped.record)?;
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for r in &rec.rows {
         let l = match label_row(&plan, &outcomes, TAIL_NS, r.src, r.ts_ns) {
@@ -286,63 +318,171 @@ fn run_cmd(bin: &Path, names: &[String], out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Prints the alerts the sensor opened, with the scenario whose window and
-/// sources match the alert's attacker.
+/// Prints the alerts the sensor opened, with the scenario each belongs to
+/// ([`attribute`]).
 fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) -> Result<()> {
-    let clock_offset_ns = realtime_ns().saturating_sub(sensor_lab::lab::monotonic_ns());
+    let clock_offset_ns = clock_offset_ns();
     let text = std::fs::read_to_string(eve).unwrap_or_default();
     println!("alerts raised:");
     let mut n = 0;
     for line in text.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).with_context(|| format!("EVE line is not JSON: {line}"))?;
-        let x = &v["xdp_sensor"];
-        if v["event_type"] != "alert" || x["state"] != "open" {
+        let a = EveAlert::parse(line, clock_offset_ns)?;
+        if !a.opened {
             continue;
         }
         n += 1;
-        let attacker = x["attacker"].as_str().unwrap_or("?");
-        // The attacker, or for a many-source alert the row's own source.
-        let src = attacker
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| v["src_ip"].as_str().and_then(|s| s.parse().ok()));
-        // The attack scenario running at the alert's timestamp (its first
-        // row), if the alert's source is one of its senders; scenarios
-        // that just ended only when none is running.
-        let opened = v["timestamp"].as_str().and_then(eve_unix_ns);
-        let matched = match (src, opened) {
-            (Some(a), Some(t)) => [0, 2 * TAIL_NS]
-                .iter()
-                .find_map(|&tail| {
-                    outcomes.iter().find(|o| {
-                        o.label != Label::Benign
-                            && o.sources.matches(plan, a)
-                            && o.in_window(t.saturating_sub(clock_offset_ns), tail)
-                    })
-                })
-                .map_or_else(
-                    || format!("{}: no attack running", role(plan, a)),
-                    |o| o.name.clone(),
-                ),
-            (Some(a), None) => role(plan, a).to_owned(),
-            _ => "?".to_owned(),
-        };
+        let owner = attribute(plan, outcomes, a.src, a.dst, a.mono_ns).describe(outcomes);
         println!(
-            "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({})",
-            x["class"].as_str().unwrap_or("?"),
-            x["severity"],
-            attacker,
-            x["victim"].as_str().unwrap_or("?"),
-            v["dest_port"],
-            x["score"].as_f64().unwrap_or(f64::NAN),
-            matched
+            "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({owner})",
+            a.class, a.severity, a.attacker, a.victim, a.dest_port, a.score
         );
     }
     if n == 0 {
         println!("  (none)");
     }
     Ok(())
+}
+
+/// One line of the sensor's EVE output: the fields the lab shows and
+/// attributes.
+pub(crate) struct EveAlert {
+    /// `alert` with state `open` (not an update or a close).
+    pub(crate) opened: bool,
+    /// `alert_closed`.
+    pub(crate) closed: bool,
+    pub(crate) alert_id: String,
+    pub(crate) class: String,
+    /// The sensor's 0-100 severity.
+    pub(crate) severity: u64,
+    /// EVE's 1-3 severity.
+    pub(crate) eve_severity: u64,
+    /// As printed: an address or `many`.
+    pub(crate) attacker: String,
+    pub(crate) victim: String,
+    pub(crate) dest_port: u64,
+    pub(crate) score: f64,
+    pub(crate) incident: String,
+    /// Most active sources of an alert that aggregates its attackers
+    /// (`many -> victim`, e.g. a flood), most rows first; empty otherwise.
+    pub(crate) top_sources: Vec<(IpAddr, u64)>,
+    /// Last row of the alert so far, on CLOCK_MONOTONIC.
+    pub(crate) last_seen_ns: Option<u64>,
+    /// The attacker, or for a many-source alert the row's own source.
+    pub(crate) src: Option<IpAddr>,
+    /// The victim, or for a many-target alert the row's own destination.
+    pub(crate) dst: Option<IpAddr>,
+    /// The line's timestamp (an opening alert: its first row) on
+    /// CLOCK_MONOTONIC, the scenarios' clock.
+    pub(crate) mono_ns: Option<u64>,
+}
+
+impl EveAlert {
+    /// Parses an EVE line; `clock_offset_ns` is [`clock_offset_ns`].
+    pub(crate) fn parse(line: &str, clock_offset_ns: u64) -> Result<Self> {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("EVE line is not JSON: {line}"))?;
+        let x = &v["xdp_sensor"];
+        let text = |j: &serde_json::Value| j.as_str().unwrap_or("?").to_owned();
+        let ip = |own: &serde_json::Value, row: &serde_json::Value| {
+            own.as_str()
+                .and_then(|s| s.parse().ok())
+                .or_else(|| row.as_str().and_then(|s| s.parse().ok()))
+        };
+        let mono = |j: &serde_json::Value| {
+            j.as_str()
+                .and_then(eve_unix_ns)
+                .map(|t| t.saturating_sub(clock_offset_ns))
+        };
+        let top_sources = x["sources"]["top"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| Some((e["ip"].as_str()?.parse().ok()?, e["count"].as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            opened: v["event_type"] == "alert" && x["state"] == "open",
+            closed: v["event_type"] == "alert_closed",
+            alert_id: text(&x["alert_id"]),
+            class: text(&x["class"]),
+            severity: x["severity"].as_u64().unwrap_or(0),
+            eve_severity: v["alert"]["severity"].as_u64().unwrap_or(0),
+            attacker: text(&x["attacker"]),
+            victim: text(&x["victim"]),
+            dest_port: v["dest_port"].as_u64().unwrap_or(0),
+            score: x["score"].as_f64().unwrap_or(f64::NAN),
+            incident: text(&x["incident_id"]),
+            top_sources,
+            last_seen_ns: mono(&x["last_seen"]),
+            src: ip(&x["attacker"], &v["src_ip"]),
+            dst: ip(&x["victim"], &v["dest_ip"]),
+            mono_ns: mono(&v["timestamp"]),
+        })
+    }
+}
+
+/// Whom an alert belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// `outcomes[i]`.
+    Scenario(usize),
+    /// No scenario matches; the role of the alert's source in the plan.
+    Unmatched(&'static str),
+}
+
+impl Owner {
+    /// The scenario's name, or `<role>: no scenario running`.
+    pub(crate) fn describe(self, outcomes: &[ScenarioOutcome]) -> String {
+        match self {
+            Owner::Scenario(i) => outcomes[i].name.clone(),
+            Owner::Unmatched(role) => format!("{role}: no scenario running"),
+        }
+    }
+}
+
+/// The scenario an alert (or rows of one) from `src` to `dst` at `t`
+/// (CLOCK_MONOTONIC) belongs to: the one running at `t` whose traffic it
+/// is, else one that ended at most `2 * TAIL_NS` earlier. An attack scenario's traffic is its senders'
+/// (spoofed sources included) and the replies to them; a benign
+/// scenario's is everything between lab addresses other than the
+/// attacker. A scenario still running can be passed with `end_mono_ns =
+/// u64::MAX`.
+pub(crate) fn attribute(
+    plan: &AddressPlan,
+    outcomes: &[ScenarioOutcome],
+    src: Option<IpAddr>,
+    dst: Option<IpAddr>,
+    t: Option<u64>,
+) -> Owner {
+    let attacker = IpAddr::from(plan.attacker);
+    let ends = [src, dst];
+    let hostile = ends
+        .iter()
+        .flatten()
+        .any(|&a| a == attacker || !plan.contains(a));
+    let owns = |o: &ScenarioOutcome| {
+        if o.label == Label::Benign {
+            !hostile
+        } else {
+            ends.iter().flatten().any(|&a| o.sources.matches(plan, a))
+        }
+    };
+    let unmatched = Owner::Unmatched(src.or(dst).map_or("?", |a| role(plan, a)));
+    let Some(t) = t else {
+        return unmatched;
+    };
+    [0, 2 * TAIL_NS]
+        .iter()
+        .find_map(|&tail| {
+            // Benign scenarios share their clients with the background, so
+            // only their own window counts.
+            outcomes.iter().position(|o| {
+                let tail = if o.label == Label::Benign { 0 } else { tail };
+                o.in_window(t, tail) && owns(o)
+            })
+        })
+        .map_or(unmatched, Owner::Scenario)
 }
 
 /// What an address is in the lab plan.
@@ -356,6 +496,12 @@ fn role(plan: &AddressPlan, a: IpAddr) -> &'static str {
     } else {
         "spoofed source"
     }
+}
+
+/// CLOCK_REALTIME minus CLOCK_MONOTONIC: turns EVE's wall-clock timestamps
+/// into the scenarios' clock.
+pub(crate) fn clock_offset_ns() -> u64 {
+    realtime_ns().saturating_sub(sensor_lab::lab::monotonic_ns())
 }
 
 /// CLOCK_REALTIME in ns.
@@ -516,7 +662,7 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     } else {
         out.to_owned()
     };
-    let mut s = Session::start(bin, &out)?;
+    let mut s = Session::start(bin, &out, &[])?;
     let plan = s.lab.plan().clone();
     let budget: u32 = specs.iter().map(|s| s.max_seconds + 2).sum::<u32>() + 30;
     let background = Background::start(&s.lab, budget).context("benign background")?;
@@ -528,12 +674,13 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         std::thread::sleep(GAP);
     }
     drop(background);
-    let (summary, record, eve) = s.stop()?;
+    let stopped = s.stop()?;
+    let summary = stopped.summary();
     println!("{summary}");
-    print_alerts(&eve, &plan, &outcomes)?;
+    print_alerts(&stopped.eve, &plan, &outcomes)?;
 
-    let rec = Recording::read(&record)?;
-    let schema_path = record.with_extension("schema.json");
+    let rec = Recording::read(&stopped.record)?;
+    let schema_path = stopped.record.with_extension("schema.json");
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&schema_path)
             .with_context(|| format!("reading {}", schema_path.display()))?,
@@ -676,6 +823,7 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sensor_lab::lab::scenario::SourceRule;
 
     #[test]
     fn interleave_takes_chunks_in_turn_and_keeps_every_row() {
@@ -685,6 +833,94 @@ mod tests {
         let mut out = String::new();
         interleave(&mut out, b, 2);
         assert_eq!(out, "a0\na1\nb0\nb1\na2\na3\na4\n");
+    }
+
+    fn outcome(
+        name: &str,
+        label: Label,
+        sources: SourceRule,
+        start: u64,
+        end: u64,
+    ) -> ScenarioOutcome {
+        ScenarioOutcome {
+            name: name.into(),
+            label,
+            origin: scenario::Origin::Attacker,
+            sources,
+            start_mono_ns: start,
+            first_packet_mono_ns: Some(start),
+            end_mono_ns: end,
+            packets_sent: 0,
+            bytes_sent: 0,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn alerts_are_attributed_by_window_and_endpoints() {
+        let plan = AddressPlan::default();
+        let (att, client, server) = (
+            plan.attacker.to_string(),
+            plan.clients[0].to_string(),
+            plan.server.to_string(),
+        );
+        let s = 1_000 * TAIL_NS;
+        let o = vec![
+            outcome(
+                "dns",
+                Label::Benign,
+                SourceRule::Addresses(vec![plan.clients[0].into()]),
+                s,
+                s + 5 * TAIL_NS,
+            ),
+            outcome(
+                "flood",
+                Label::Flood,
+                SourceRule::AddressesAndSpoofed(vec![plan.attacker.into()]),
+                s + 7 * TAIL_NS,
+                u64::MAX,
+            ),
+        ];
+        let a = |src: &str, dst: &str, t: u64| {
+            attribute(&plan, &o, src.parse().ok(), dst.parse().ok(), Some(t))
+        };
+        assert_eq!(a(&client, &server, s + TAIL_NS), Owner::Scenario(0));
+        assert_eq!(
+            a(&server, &client, s + TAIL_NS),
+            Owner::Scenario(0),
+            "reply"
+        );
+        assert_eq!(
+            a(&client, &server, s + 6 * TAIL_NS),
+            Owner::Unmatched("client"),
+            "no tail for benign scenarios: the background shares their clients"
+        );
+        assert_eq!(a(&att, &server, s + 7 * TAIL_NS + 1), Owner::Scenario(1));
+        assert_eq!(a(&att, &server, s + TAIL_NS), Owner::Unmatched("attacker"));
+        assert_eq!(
+            a(&att, &server, s + 8 * TAIL_NS),
+            Owner::Scenario(1),
+            "still running"
+        );
+        assert_eq!(
+            a("198.51.100.7", &server, s + 8 * TAIL_NS),
+            Owner::Scenario(1)
+        );
+        assert_eq!(
+            a(&server, &att, s + 8 * TAIL_NS),
+            Owner::Scenario(1),
+            "reply"
+        );
+        assert_eq!(
+            a(&client, &server, s + 8 * TAIL_NS),
+            Owner::Unmatched("client"),
+            "benign traffic during an attack is not the attack's"
+        );
+        assert_eq!(a(&client, &server, s - TAIL_NS), Owner::Unmatched("client"));
+        assert_eq!(
+            attribute(&plan, &o, att.parse().ok(), server.parse().ok(), None),
+            Owner::Unmatched("attacker")
+        );
     }
 
     #[test]

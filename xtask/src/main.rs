@@ -48,8 +48,9 @@ enum Task {
         /// Which bench target.
         which: Option<String>,
     },
-    /// Self-contained demo: a lab of namespaces, benign and hostile traffic,
-    /// and what the sensor saw.
+    /// Self-contained demo: the traffic lab, benign scenarios and attacks
+    /// from real tools, alerts live with their scenario, a verdict per
+    /// scenario.
     Demo,
     /// Detection quality on real captures (tests/data/pcaps) and lab
     /// scenarios: detected or not, class, time to detect, false detections.

@@ -547,6 +547,23 @@ pub fn find(name: &str) -> Result<ScenarioSpec> {
         })
 }
 
+impl ScenarioSpec {
+    /// The sources whose traffic is this scenario's (known before it runs,
+    /// so a live view can attribute alerts while it plays).
+    #[must_use]
+    pub fn sources(&self, plan: &AddressPlan) -> SourceRule {
+        let own: Vec<IpAddr> = match self.origin {
+            Origin::Clients => plan.clients.iter().map(|&a| a.into()).collect(),
+            Origin::Attacker => vec![plan.attacker.into()],
+        };
+        if self.spoofed {
+            SourceRule::AddressesAndSpoofed(own)
+        } else {
+            SourceRule::Addresses(own)
+        }
+    }
+}
+
 /// Which row sources carry a scenario's label.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum SourceRule {
@@ -827,10 +844,6 @@ pub fn run(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
         Origin::Clients => (&lab.clients, lab.clients_iface()),
         Origin::Attacker => (&lab.attacker, lab.attacker_link().0),
     };
-    let sources: Vec<IpAddr> = match spec.origin {
-        Origin::Clients => plan.clients.iter().map(|&a| a.into()).collect(),
-        Origin::Attacker => vec![plan.attacker.into()],
-    };
     let tx_packets = ns.link_stat(ifname, "tx_packets")?;
     let tx_bytes = ns.link_stat(ifname, "tx_bytes")?;
     let first = FirstFrame::arm(ns, ifname)?;
@@ -847,11 +860,7 @@ pub fn run(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
         name: spec.name.to_owned(),
         label: spec.label,
         origin: spec.origin,
-        sources: if spec.spoofed {
-            SourceRule::AddressesAndSpoofed(sources)
-        } else {
-            SourceRule::Addresses(sources)
-        },
+        sources: spec.sources(plan),
         start_mono_ns,
         first_packet_mono_ns,
         end_mono_ns,
