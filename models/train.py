@@ -52,6 +52,8 @@ from sklearn.preprocessing import StandardScaler
 CLASSES = ["benign", "flood", "scan", "bruteforce"]
 EXTRA_LABELS = ["anomaly"]
 SEED = 20261122
+# Default costs of a false positive (benign row over the threshold) and a
+# false negative (a missed attack instance); `--fp-cost` / `--fn-cost`.
 FP_COST, FN_COST = 1.0, 100.0
 AE_BENIGN_QUANTILE = 0.999
 BLOCK = 1000  # rows per split block (see split())
@@ -289,13 +291,17 @@ def sha256(b):
 
 
 def main():
+    global FP_COST, FN_COST
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--data", required=True, type=Path, action="append", help="labelled CSV (repeatable)"
     )
     ap.add_argument("--fixture", required=True, type=Path, help="fixture rows.csv")
+    ap.add_argument("--fp-cost", type=float, default=FP_COST, help="cost of a false positive")
+    ap.add_argument("--fn-cost", type=float, default=FN_COST, help="cost of a missed attack")
     ap.add_argument("--out", required=True, type=Path, help="models directory")
     args = ap.parse_args()
+    FP_COST, FN_COST = args.fp_cost, args.fn_cost
 
     schema = None
     sources, xs_, ys_, gs_, parts_ = [], [], [], [], []

@@ -45,6 +45,12 @@ pub struct TrainArgs {
     /// Train on the simulated data only.
     #[arg(long, conflicts_with = "lab_data")]
     pub sim_only: bool,
+    /// Cost of a false positive when the alert threshold is chosen.
+    #[arg(long, default_value_t = 1.0)]
+    pub fp_cost: f64,
+    /// Cost of a missed attack when the alert threshold is chosen.
+    #[arg(long, default_value_t = 100.0)]
+    pub fn_cost: f64,
 }
 
 /// The committed lab recording (see `models/README.md`).
@@ -112,6 +118,10 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         train.arg("--data").arg(l);
     }
     run(train
+        .arg("--fp-cost")
+        .arg(args.fp_cost.to_string())
+        .arg("--fn-cost")
+        .arg(args.fn_cost.to_string())
         .arg("--fixture")
         .arg(fixtures.join("rows.csv"))
         .arg("--out")
