@@ -1074,3 +1074,39 @@ fn responders_are_not_scanners() {
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 1);
 }
+
+/// A full corroboration table is emptied in bulk (counted), and keys keep
+/// being corroborated afterwards.
+#[test]
+fn full_corroboration_table_is_bounded() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 3;
+    s.alerts.max_pending = 64;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let victim = ip(VICTIM);
+    for i in 0..10_000u32 {
+        stage.process(&row(
+            AttackClass::Scan,
+            0.99,
+            spoofed(i),
+            victim,
+            80,
+            SEC + u64::from(i),
+        ));
+    }
+    let m = stage.metrics();
+    assert!(m.corroboration_evicted >= 10_000 - 64, "{m:?}");
+    assert!(stage.open_alerts().is_empty());
+    let scanner = ip("10.9.9.9");
+    for port in 1..=3u16 {
+        stage.process(&row(
+            AttackClass::Scan,
+            0.99,
+            scanner,
+            victim,
+            port,
+            2 * SEC,
+        ));
+    }
+    assert_eq!(stage.open_alerts().len(), 1);
+}

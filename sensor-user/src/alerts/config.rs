@@ -99,8 +99,9 @@ pub struct AlertsSection {
     pub corroborate_rows: u32,
     /// Window for `corroborate_rows`.
     pub corroborate_window_s: f64,
-    /// Keys waiting for corroboration, at most; beyond that the oldest are
-    /// dropped (counted in `corroboration_evicted`).
+    /// Keys waiting for corroboration, at most; when full, expired keys are
+    /// dropped, and all of them if that frees less than an eighth (counted
+    /// in `corroboration_evicted`).
     pub max_pending: usize,
 }
 

@@ -625,19 +625,20 @@ impl AlertStage {
         if !self.pending.contains_key(&key)
             && self.pending.len() >= self.settings.alerts.max_pending
         {
-            // Full: forget entries whose window has passed, else the oldest.
-            let (win, now) = (self.corroborate_ns, self.now_ns);
+            // Full: forget entries whose window has passed; if that frees
+            // less than an eighth, forget them all. One O(n) pass per n/8
+            // new keys at worst, so a flood of one-row keys (spoofed
+            // sources) costs O(1) per row instead of a scan per row.
+            let (win, now, cap) = (
+                self.corroborate_ns,
+                self.now_ns,
+                self.settings.alerts.max_pending,
+            );
             let before = self.pending.len();
             self.pending
                 .retain(|_, (_, first)| now.saturating_sub(*first) < win);
-            if self.pending.len() == before
-                && let Some(oldest) = self
-                    .pending
-                    .iter()
-                    .min_by_key(|(_, v)| v.1)
-                    .map(|(k, _)| *k)
-            {
-                self.pending.remove(&oldest);
+            if self.pending.len() > cap - cap / 8 {
+                self.pending.clear();
             }
             self.metrics.corroboration_evicted += (before - self.pending.len()) as u64;
         }
