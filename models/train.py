@@ -58,6 +58,18 @@ FP_COST, FN_COST = 1.0, 100.0
 AE_BENIGN_QUANTILE = 0.999
 BLOCK = 1000  # rows per split block (see split())
 OPSET = 13
+# Optimiser settings both models share.
+MLP_COMMON = dict(
+    activation="relu",
+    solver="adam",
+    alpha=1e-4,
+    batch_size=256,
+    learning_rate_init=1e-3,
+    max_iter=40,
+    shuffle=True,
+    random_state=SEED,
+    n_iter_no_change=8,
+)
 QUANTILES = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99]
 REBUILD = "cargo xtask train"
 
@@ -354,19 +366,7 @@ def main():
     cw = len(y[tr]) / (len(CLASSES) * np.maximum(freq, 1.0))
     src_n = np.bincount(source_of[tr], minlength=len(args.data)).astype(np.float64)
     sw = len(tr) / (len(args.data) * np.maximum(src_n, 1.0))
-    clf = MLPClassifier(
-        hidden_layer_sizes=(32, 16),
-        activation="relu",
-        solver="adam",
-        alpha=1e-4,
-        batch_size=256,
-        learning_rate_init=1e-3,
-        max_iter=40,
-        shuffle=True,
-        random_state=SEED,
-        tol=1e-5,
-        n_iter_no_change=8,
-    )
+    clf = MLPClassifier(hidden_layer_sizes=(32, 16), tol=1e-5, **MLP_COMMON)
     clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]] * sw[source_of[tr]])
     fold_scaler_into_mlp(clf, scaler)
     cls_onnx = classifier_onnx(clf, nf)
@@ -403,19 +403,7 @@ def main():
 
     # ---- autoencoder on benign training rows (scaled space).
     ben_tr = tr[y[tr] == 0]
-    ae = MLPRegressor(
-        hidden_layer_sizes=(64, 16, 64),
-        activation="relu",
-        solver="adam",
-        alpha=1e-4,
-        batch_size=256,
-        learning_rate_init=1e-3,
-        max_iter=40,
-        shuffle=True,
-        random_state=SEED,
-        tol=1e-6,
-        n_iter_no_change=8,
-    )
+    ae = MLPRegressor(hidden_layer_sizes=(64, 16, 64), tol=1e-6, **MLP_COMMON)
     ae.fit(xs(ben_tr), xs(ben_tr))
     ae_onnx = autoencoder_onnx(ae, scaler, nf)
     ae_bytes = ae_onnx.SerializeToString()
