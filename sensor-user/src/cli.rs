@@ -33,6 +33,8 @@ pub enum Command {
     Tune(crate::alerts::TuneArgs),
     /// Write the feature rows behind verdicts as labelled training data.
     ExportTraining(crate::alerts::ExportTrainingArgs),
+    /// Score a CSV of feature rows with a model, as the workers would.
+    Score(crate::model::offline::ScoreArgs),
 }
 
 /// `sensor stats`.

@@ -88,6 +88,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             sensor::alerts::run_export_training(&args, &mut std::io::stdout())?;
             Ok(())
         }
+        Command::Score(args) => {
+            let n = sensor::model::offline::run_score(&args)?;
+            eprintln!("scored {n} rows of {}", args.rows.display());
+            Ok(())
+        }
     }
 }
 

@@ -392,7 +392,12 @@ struct Row {
     error: Option<String>,
     details: Value,
     counters: BTreeMap<String, u64>,
+    /// Last lines of the sensor's stderr (its closing summary).
+    summary: Vec<String>,
 }
+
+/// Lines of the sensor's stderr kept per case.
+const SUMMARY_LINES: usize = 40;
 
 impl Row {
     fn is_benign(&self) -> bool {
@@ -428,6 +433,7 @@ impl Row {
             "error": self.error,
             "details": self.details,
             "sensor_counters": self.counters,
+            "sensor_summary": self.summary,
         })
     }
 }
@@ -458,6 +464,7 @@ fn score(
         error: None,
         details: truth.details,
         counters: BTreeMap::new(),
+        summary: Vec::new(),
     }
 }
 
@@ -478,6 +485,7 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
         error: Some(format!("{e:#}")),
         details: Value::Null,
         counters: BTreeMap::new(),
+        summary: Vec::new(),
     };
     let dir = match TempDir::new("eval") {
         Ok(d) => d,
@@ -512,6 +520,13 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
                 &alerts,
             );
             row.counters = out.stats.counters;
+            // The sensor's closing summary (pipeline and alert-stage
+            // counters): why rows did or did not become alerts.
+            let lines: Vec<&str> = out.stderr.lines().collect();
+            row.summary = lines[lines.len().saturating_sub(SUMMARY_LINES)..]
+                .iter()
+                .map(|l| (*l).to_owned())
+                .collect();
             row
         }
         Err(e) => failed(e.into()),

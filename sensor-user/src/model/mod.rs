@@ -8,6 +8,7 @@
 //! per event.
 
 pub mod card;
+pub mod offline;
 pub mod pipeline;
 
 use std::{path::Path, sync::Arc};
