@@ -32,7 +32,9 @@ import argparse
 import gzip
 import hashlib
 import json
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,11 @@ FP_COST, FN_COST = 1.0, 100.0
 AE_BENIGN_QUANTILE = 0.999
 BLOCK = 1000  # rows per split block (see split())
 OPSET = 13
+# tract must reproduce ONNX Runtime's scores to this relative difference
+# (|a - b| / max(1, |b|)) on every validation row.
+EXPORT_TOLERANCE = 1e-4
+# Largest up-weighting of a row of a small group (see group_weights()).
+GROUP_WEIGHT_CAP = 30.0
 # Optimiser settings both models share.
 MLP_COMMON = dict(
     activation="relu",
@@ -101,7 +108,7 @@ def load(csv_path):
     else:
         # No scenario ids: each block of rows of one label is a group.
         groups = np.array([f"{l}:{i // BLOCK}" for i, l in enumerate(labels)])
-    return names, x, y, groups
+    return names, x, y, groups, has_group
 
 
 def split(n, rng):
@@ -260,6 +267,57 @@ def cost_threshold(score, is_attack, groups):
     return max(min(thr, hi), lo + 1e-12), float(cost[i])
 
 
+def group_weights(y, source, groups, grouped):
+    """Per-row weights under which every group (scenario instance) of a class
+    in a data source weighs the same: a single-source ICMP flood yields a few
+    dozen rows and a spoofed flood thousands, yet each is one attack to catch
+    (and one benign program to stay quiet on). A row's weight is capped at
+    GROUP_WEIGHT_CAP times the class's mean, so a handful of rows cannot
+    dominate; each class keeps its total weight within its source. Sources
+    without scenario ids (`grouped[k]` false) keep weight 1."""
+    w = np.ones(len(y))
+    for k in np.unique(source):
+        if not grouped[k]:
+            continue
+        for c in np.unique(y):
+            m = (source == k) & (y == c)
+            if not m.any():
+                continue
+            _, inv, cnt = np.unique(groups[m], return_inverse=True, return_counts=True)
+            wm = np.minimum(m.sum() / (len(cnt) * cnt[inv]), GROUP_WEIGHT_CAP)
+            w[m] = wm * (m.sum() / wm.sum())
+    return w
+
+
+def tract_export_check(scorer, model_path, names, rows, expected):
+    """Scores `rows` with `sensor score` (tract, as the workers run it) and
+    compares with ONNX Runtime's `expected`; fails the build past tolerance."""
+    with tempfile.TemporaryDirectory() as d:
+        rows_csv, out_csv = Path(d) / "rows.csv", Path(d) / "scores.csv"
+        # %.9g round-trips float32, so both runtimes see the same inputs.
+        np.savetxt(rows_csv, rows, fmt="%.9g", delimiter=",", header=",".join(names), comments="")
+        subprocess.run(
+            [str(scorer), "score", "--model", str(model_path), "--rows", str(rows_csv), "--out", str(out_csv)],
+            check=True,
+        )
+        got = np.loadtxt(out_csv, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    assert got.shape == expected.shape, f"{model_path}: tract gave {got.shape}, expected {expected.shape}"
+    diff = np.abs(got - expected.astype(np.float64))
+    rel = diff / np.maximum(1.0, np.abs(expected))
+    check = {
+        "checked": True,
+        "split": "validation",
+        "rows": int(len(rows)),
+        "runtimes": f"tract via `sensor score` (the workers' batch plans and padding) "
+        f"vs onnxruntime {ort.__version__}",
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float(rel.max()),
+        "tolerance_rel": EXPORT_TOLERANCE,
+    }
+    assert check["max_rel_diff"] <= EXPORT_TOLERANCE, f"{model_path}: tract differs from ONNX Runtime: {check}"
+    return check
+
+
 def per_class_metrics(y, probs):
     pred = probs.argmax(1)
     p, r, f, sup = precision_recall_fscore_support(
@@ -312,11 +370,16 @@ def main():
     ap.add_argument("--fp-cost", type=float, default=FP_COST, help="cost of a false positive")
     ap.add_argument("--fn-cost", type=float, default=FN_COST, help="cost of a missed attack")
     ap.add_argument("--out", required=True, type=Path, help="models directory")
+    ap.add_argument(
+        "--tract-scorer",
+        type=Path,
+        help="the `sensor` binary: its `score` subcommand checks tract against ONNX Runtime",
+    )
     args = ap.parse_args()
     FP_COST, FN_COST = args.fp_cost, args.fn_cost
 
     schema = None
-    sources, xs_, ys_, gs_, parts_ = [], [], [], [], []
+    sources, xs_, ys_, gs_, parts_, grouped = [], [], [], [], [], []
     rng = np.random.default_rng(SEED)
     offset = 0
     for k, path in enumerate(args.data):
@@ -325,7 +388,8 @@ def main():
             schema = meta["schema"]
         elif meta["schema"] != schema:
             sys.exit(f"{path}: schema differs from {args.data[0]}")
-        names, xk, yk, gk = load(path)
+        names, xk, yk, gk, grouped_k = load(path)
+        grouped.append(grouped_k)
         if names != [f["name"] for f in schema["features"]]:
             sys.exit(f"{path}: CSV header does not match the schema in its .meta.json")
         sources.append({"file": path.name, "rows": int(len(yk)), **meta["dataset"]})
@@ -359,15 +423,17 @@ def main():
     scaler.scale_ = np.where(scaler.scale_ < 1e-6, 1.0, scaler.scale_)
     xs = lambda idx: ((x[idx] - scaler.mean_) / scaler.scale_).astype(np.float32)
 
-    # ---- classifier: balanced class weights (inverse frequency), and each
-    # data source weighs as much in total as the others (lab recordings are
-    # fewer rows than the simulation but closer to real traffic).
+    # ---- classifier: balanced class weights (inverse frequency), each data
+    # source weighs as much in total as the others (lab recordings are fewer
+    # rows than the simulation but closer to real traffic), and within a
+    # source every scenario instance of a class weighs the same.
     freq = np.bincount(y[tr], minlength=len(CLASSES)).astype(np.float64)
     cw = len(y[tr]) / (len(CLASSES) * np.maximum(freq, 1.0))
     src_n = np.bincount(source_of[tr], minlength=len(args.data)).astype(np.float64)
     sw = len(tr) / (len(args.data) * np.maximum(src_n, 1.0))
+    gw = group_weights(y[tr], source_of[tr], groups[tr], grouped)
     clf = MLPClassifier(hidden_layer_sizes=(32, 16), tol=1e-5, **MLP_COMMON)
-    clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]] * sw[source_of[tr]])
+    clf.fit(xs(tr), y[tr], sample_weight=cw[y[tr]] * sw[source_of[tr]] * gw)
     fold_scaler_into_mlp(clf, scaler)
     cls_onnx = classifier_onnx(clf, nf)
     cls_bytes = cls_onnx.SerializeToString()
@@ -459,7 +525,9 @@ def main():
                 "classes": CLASSES,
                 "model": "MLP 32-16 relu, softmax (as Split/Max/Sub/Exp/MatMul/Div); "
                 "StandardScaler folded into layer 1; "
-                "inverse-frequency class weights",
+                "inverse-frequency class weights; each data source weighs the same; "
+                f"within a source each scenario instance of a class weighs the same "
+                f"(row weight capped at {GROUP_WEIGHT_CAP:g}x)",
                 "thresholds": {
                     "attack_score": thr,
                     "attack_score_definition": "1 - P(benign)",
@@ -496,17 +564,38 @@ def main():
             },
         ),
     }
+    def write_card(name, card):
+        (args.out / f"{name}.card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+
     for name, (blob, card) in cards.items():
         digest = sha256(blob)
         card["version"] = f"{schema['version']}.0.0+{digest[:12]}"
         card["onnx_sha256"] = digest
         card.update(common)
         (args.out / f"{name}.onnx").write_bytes(blob)
-        (args.out / f"{name}.card.json").write_text(json.dumps(card, indent=1, sort_keys=True) + "\n")
+        write_card(name, card)
         print(f"wrote {name}.onnx ({len(blob)} bytes, sha256 {digest[:12]})")
 
+    # ---- export check: tract (through the sensor's own loader, batch plans
+    # and padding) against ONNX Runtime on every validation row. Needs the
+    # cards on disk, so it runs after they are written and adds to them.
+    va_rows = va_all
+    reference = {
+        "flow-classifier": run(cls_sess, "probabilities", x[va_rows]),
+        "flow-autoencoder": run(ae_sess, "anomaly_score", x[va_rows])[:, None],
+    }
+    for name, (_, card) in cards.items():
+        if args.tract_scorer is None:
+            card["export_check"] = {"checked": False, "why": "train.py ran without --tract-scorer"}
+        else:
+            card["export_check"] = tract_export_check(
+                args.tract_scorer, args.out / f"{name}.onnx", names, x[va_rows], reference[name]
+            )
+            print(f"{name}: tract vs ONNX Runtime on {len(va_rows)} validation rows:", card["export_check"])
+        write_card(name, card)
+
     # ---- expected scores of the recorded fixture rows (ONNX Runtime).
-    fnames, fx, _, _ = load(args.fixture)
+    fnames, fx, _, _, _ = load(args.fixture)
     assert fnames == names, "fixture header differs from the training data"
     fp = run(cls_sess, "probabilities", fx)
     fe = run(ae_sess, "anomaly_score", fx)

@@ -14,6 +14,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::error::{LabError, Result};
+use crate::lab::scenario::{self, Label, ScenarioOutcome, ScenarioSpec, SourceRule};
+use crate::lab::{AddressPlan, TrafficLab};
 use crate::replay::{AttackRoles, AttackRule, Capture, ReplayOptions, ReplayReport, Replayer};
 use crate::sensor::{SensorOutput, SensorRun, TempDir};
 
@@ -177,6 +179,74 @@ pub fn run_capture(
         replay,
         alerts: read_open_alerts(&eve)?,
         roles: cap.attack_roles(rule),
+        output,
+    })
+}
+
+/// Attackers and victims of a lab scenario: for an attack, the attacker's
+/// address (and, when it spoofs, any address outside the lab's plan)
+/// attacks, and the server side (main server, sweep targets, exfiltration
+/// sink, gateway) is attacked; a benign scenario has no roles.
+#[must_use]
+pub fn scenario_roles(plan: &AddressPlan, o: &ScenarioOutcome) -> AttackRoles {
+    let mut roles = AttackRoles::default();
+    if o.label == Label::Benign {
+        return roles;
+    }
+    let known = plan.all();
+    let (SourceRule::Addresses(a) | SourceRule::AddressesAndSpoofed(a)) = &o.sources;
+    roles.attackers.extend(a.iter().copied());
+    roles.victims = known
+        .iter()
+        .copied()
+        .filter(|h| !plan.is_client(*h) && *h != IpAddr::from(plan.attacker))
+        .collect();
+    if matches!(o.sources, SourceRule::AddressesAndSpoofed(_)) {
+        roles.spoofed_outside = Some(known);
+    }
+    roles
+}
+
+/// What [`run_scenario`] returns.
+#[derive(Debug)]
+pub struct ScenarioRun {
+    pub outcome: ScenarioOutcome,
+    pub alerts: Vec<OpenAlert>,
+    pub roles: AttackRoles,
+    pub output: SensorOutput,
+}
+
+/// Builds a fresh traffic lab, starts the sensor (`bin run --mirror
+/// --eve-out … <extra>`) on its monitor port, plays `spec`, waits `settle`
+/// for the last rows to be scored, stops the sensor and removes the lab.
+///
+/// # Errors
+/// Any step fails; errors carry the sensor's stderr where relevant.
+pub fn run_scenario(
+    bin: &Path,
+    extra: &[&str],
+    spec: &ScenarioSpec,
+    settle: Duration,
+) -> Result<ScenarioRun> {
+    let lab = TrafficLab::new()?;
+    let dir = TempDir::new("scenario")?;
+    let eve = dir.path().join("eve.json");
+    let eve_arg = eve.to_string_lossy().into_owned();
+    let mut args = vec!["--mirror", "--eve-out", &eve_arg, "--duration", "300"];
+    args.extend_from_slice(extra);
+    let mut run = SensorRun::start(&lab.sensor_ns, bin, lab.monitor_iface(), dir.path(), &args)?;
+    run.wait_attached(
+        &lab.sensor_ns,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    )?;
+    let outcome = scenario::run(&lab, spec)?;
+    std::thread::sleep(settle);
+    let output = run.stop(Duration::from_secs(20))?;
+    Ok(ScenarioRun {
+        roles: scenario_roles(lab.plan(), &outcome),
+        outcome,
+        alerts: read_open_alerts(&eve)?,
         output,
     })
 }

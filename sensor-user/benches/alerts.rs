@@ -26,6 +26,7 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
             class_probs[0] = 1.0 - p;
             ScoredRow {
                 responder: false,
+                victim_pps: 1e6,
                 entity: Entity::Flow,
                 window: Window::OneSecond,
                 src: IpAddr::V4(

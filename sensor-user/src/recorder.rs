@@ -249,6 +249,7 @@ mod tests {
         let v: Arc<str> = Arc::from("v1");
         ScoredRow {
             responder: false,
+            victim_pps: 1e6,
             entity: Entity::Flow,
             window: Window::Flow,
             src: "10.0.0.1".parse().unwrap(),

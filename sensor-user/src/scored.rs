@@ -104,6 +104,10 @@ pub struct ScoredRow {
     /// this direction it carried SYN-ACKs or RSTs but never a bare SYN): its
     /// source is a responder, never a scanner, guesser or anomaly's author.
     pub responder: bool,
+    /// Packets per second the row's destination received over the last
+    /// second (the worker's 1 s window, scaled to the whole host; the
+    /// schema's `dst_packets_per_s_1s`). A flood alert needs volume.
+    pub victim_pps: f32,
     pub classifier_version: Arc<str>,
     pub autoencoder_version: Arc<str>,
 }

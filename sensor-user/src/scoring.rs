@@ -146,7 +146,8 @@ impl ScoringSummary {
              autoencoder {}, sent to alerts {} ({} far below every threshold kept back), shed {}, \
              inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
-             rows below threshold {}, from a responding TCP flow {}, awaiting corroboration {}",
+             rows below threshold {}, from a responding TCP flow {}, floods below the volume floor {}, \
+             awaiting corroboration {}",
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
@@ -162,6 +163,7 @@ impl ScoringSummary {
             a.incidents_opened,
             a.rows_below_threshold,
             a.rows_responder,
+            a.rows_flood_low_volume,
             a.rows_uncorroborated,
         )
     }

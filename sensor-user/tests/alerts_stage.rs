@@ -1075,6 +1075,81 @@ fn responders_are_not_scanners() {
     assert_eq!(stage.open_alerts().len(), 1);
 }
 
+/// A flood detection counts only while its victim receives
+/// `flood_min_pps`; below, rows are counted and no alert opens, whatever
+/// the score. Other classes need no volume.
+#[test]
+fn floods_need_volume_at_the_victim() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 1;
+    s.alerts.flood_min_pps = 500.0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let victim = ip(VICTIM);
+    let src = ip("10.9.9.9");
+    let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC);
+    r.victim_pps = 20.0;
+    stage.process(&r);
+    assert!(stage.open_alerts().is_empty());
+    assert_eq!(stage.metrics().rows_flood_low_volume, 1);
+    let mut r = row(AttackClass::Scan, 0.99, src, victim, 1900, SEC + 1);
+    r.victim_pps = 20.0;
+    stage.process(&r);
+    assert_eq!(stage.open_alerts().len(), 1, "a scan needs no volume");
+    let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC + 2);
+    r.victim_pps = 600.0;
+    stage.process(&r);
+    assert_eq!(stage.open_alerts().len(), 2);
+    assert_eq!(stage.metrics().rows_flood_low_volume, 1);
+}
+
+/// Scan detections corroborate only with distinct targets: a client that
+/// queries one resolver five times, each row scored as a probe, is not a
+/// scanner; three ports of one host (or one port of three hosts) are.
+#[test]
+fn scans_corroborate_on_distinct_targets() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 3;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let client = ip("10.9.9.9");
+    let resolver = ip(VICTIM);
+    for i in 0..5u64 {
+        stage.process(&row(AttackClass::Scan, 0.99, client, resolver, 53, SEC + i));
+    }
+    assert!(stage.open_alerts().is_empty());
+    assert_eq!(stage.metrics().rows_uncorroborated, 5);
+    stage.process(&row(
+        AttackClass::Scan,
+        0.99,
+        client,
+        resolver,
+        161,
+        SEC + 5,
+    ));
+    assert!(stage.open_alerts().is_empty(), "two distinct targets");
+    stage.process(&row(
+        AttackClass::Scan,
+        0.99,
+        client,
+        ip("10.0.0.99"),
+        53,
+        SEC + 6,
+    ));
+    assert_eq!(stage.open_alerts().len(), 1, "three distinct targets");
+    // Brute force repeats one target by nature: rows count as rows.
+    let guesser = ip("10.9.9.8");
+    for i in 0..3u64 {
+        stage.process(&row(
+            AttackClass::BruteForce,
+            0.99,
+            guesser,
+            resolver,
+            22,
+            2 * SEC + i,
+        ));
+    }
+    assert_eq!(stage.open_alerts().len(), 2);
+}
+
 /// A full corroboration table is emptied in bulk (counted), and keys keep
 /// being corroborated afterwards.
 #[test]

@@ -374,3 +374,63 @@ fn responder_flows_are_recognised_across_cpus() {
     assert!(fx.process(&back, &mut row));
     assert!(fx.last_responder());
 }
+
+/// A UDP direction that starts after its reverse direction is a reply (a
+/// resolver's answers, a scanned host's UDP replies); the direction that
+/// started first is not, even when its later snapshots arrive after the
+/// reply's. ICMP replies and errors are responses by type.
+#[test]
+fn udp_replies_and_icmp_responses_are_responders() {
+    use sensor_common::ipproto;
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut row = [0f32; N_FEATURES];
+    let client = FlowKey::map_v4([10, 0, 0, 1]);
+    let resolver = FlowKey::map_v4([10, 0, 0, 53]);
+    let ev = |src, dst, sport, dport, proto, ts_ns, kind: sensor_common::EventKind| {
+        let mut e = FlowEvent {
+            key: FlowKey {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+                _pad: [0; 3],
+            },
+            ts_ns,
+            kind: kind as u32,
+            ..FlowEvent::default()
+        };
+        e.stats.packets = 1;
+        e
+    };
+    use sensor_common::EventKind::{Start, Update};
+    let query = ev(client, resolver, 40000, 53, ipproto::UDP, 1_000_000, Start);
+    assert!(fx.process(&query, &mut row));
+    assert!(!fx.last_responder(), "the query starts the conversation");
+    let answer = ev(resolver, client, 53, 40000, ipproto::UDP, 1_100_000, Start);
+    assert!(fx.process(&answer, &mut row));
+    assert!(fx.last_responder(), "the answer follows its query");
+    let mut again = query;
+    again.kind = Update as u32;
+    again.ts_ns = 1_200_000;
+    again.stats.packets = 2;
+    assert!(fx.process(&again, &mut row));
+    assert!(!fx.last_responder(), "still the initiator after the reply");
+    // A UDP probe nobody answered is not a response either.
+    let probe = ev(client, resolver, 40001, 161, ipproto::UDP, 1_300_000, Start);
+    assert!(fx.process(&probe, &mut row));
+    assert!(!fx.last_responder());
+    // ICMP: echo request (8) initiates; echo reply (0) and port unreachable
+    // (3) respond; ICMPv6 echo reply (129) responds.
+    for (proto, icmp_type, response) in [
+        (ipproto::ICMP, 8, false),
+        (ipproto::ICMP, 0, true),
+        (ipproto::ICMP, 3, true),
+        (ipproto::ICMPV6, 128, false),
+        (ipproto::ICMPV6, 129, true),
+    ] {
+        let e = ev(resolver, client, icmp_type, 0, proto, 1_400_000, Start);
+        assert!(fx.process(&e, &mut row));
+        assert_eq!(fx.last_responder(), response, "{proto}/{icmp_type}");
+    }
+}

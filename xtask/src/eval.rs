@@ -24,14 +24,13 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use sensor_lab::detection::{OpenAlert, judge, read_open_alerts};
+use sensor_lab::detection::{OpenAlert, judge, read_open_alerts, scenario_roles};
 use sensor_lab::lab::TrafficLab;
-use sensor_lab::lab::scenario::{self, Label, ScenarioSpec, SourceRule};
+use sensor_lab::lab::scenario::{self, Label, ScenarioSpec};
 use sensor_lab::manifest::{self, Entry};
 use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
 use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
@@ -304,24 +303,8 @@ impl Case for ScenarioCase {
         sensor.start(&lab.sensor_ns, lab.monitor_iface(), true)?;
         let o = scenario::run(&lab, &self.spec)
             .with_context(|| format!("scenario {}", self.spec.name))?;
-        let plan = lab.plan();
-        let known = plan.all();
         let attack = o.label != Label::Benign;
-        let mut roles = AttackRoles::default();
-        if attack {
-            // The attacker attacks; the servers' side (main server, sweep
-            // targets, exfiltration sink, gateway) is attacked.
-            let (SourceRule::Addresses(a) | SourceRule::AddressesAndSpoofed(a)) = &o.sources;
-            roles.attackers.extend(a.iter().copied());
-            roles.victims = known
-                .iter()
-                .copied()
-                .filter(|h| !plan.is_client(*h) && *h != IpAddr::from(plan.attacker))
-                .collect();
-            if matches!(o.sources, SourceRule::AddressesAndSpoofed(_)) {
-                roles.spoofed_outside = Some(known);
-            }
-        }
+        let roles = scenario_roles(lab.plan(), &o);
         let truth = CaseTruth {
             first_attack_mono_ns: if attack { o.first_packet_mono_ns } else { None },
             roles,

@@ -4,8 +4,9 @@
 //! - `lab run <scenario>...`: builds the lab, starts the sensor on its
 //!   monitor port (both directions, `--mirror`), plays the scenarios and
 //!   prints what each sent and what the sensor raised.
-//! - `lab record`: benign background, then a sequence of benign and attack
-//!   scenarios with the sensor recording every scored row; labels each row
+//! - `lab record`: a sequence of benign and attack scenarios, each in a
+//!   fresh lab with benign background traffic and a fresh sensor recording
+//!   every scored row; labels each row
 //!   from the address plan and the scenario windows and writes
 //!   `labelled.csv` (train.py's format: features, `group` = scenario,
 //!   `label`), `labelled.meta.json` and `summary.json`.
@@ -53,7 +54,8 @@ pub enum LabCmd {
 }
 
 /// The standard `lab record` sequence: benign first, then every attack,
-/// with benign traffic in the background throughout (about 4 minutes).
+/// each in its own lab with benign traffic in the background (about 6
+/// minutes).
 pub const RECORD_SEQUENCE: &[&str] = &[
     "benign-browse",
     "benign-dns",
@@ -662,52 +664,80 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
     } else {
         out.to_owned()
     };
-    let mut s = Session::start(bin, &out, &[])?;
-    let plan = s.lab.plan().clone();
-    let budget: u32 = specs.iter().map(|s| s.max_seconds + 2).sum::<u32>() + 30;
-    let background = Background::start(&s.lab, budget).context("benign background")?;
-    std::thread::sleep(Duration::from_secs(2));
-    println!("sent (benign browsing and an idle keepalive connection in the background):");
+    // Each scenario gets a fresh lab and sensor, as in `cargo xtask eval`:
+    // no host enters a scenario with windows filled by the previous one (an
+    // attacker's 1 h distinct-port count from an earlier scan would
+    // otherwise label a later 10-port scan or a single ICMP flood by that
+    // history, which a first-time attacker does not have).
     let mut outcomes = Vec::new();
-    for spec in &specs {
-        outcomes.push(s.play(spec)?);
+    let mut summaries = Vec::new();
+    let mut feature_names: Option<(Vec<String>, serde_json::Value)> = None;
+    let mut rows: Vec<(Row, RowLabel, String)> = Vec::new();
+    println!(
+        "sent (each scenario in a fresh lab, with benign browsing and an idle keepalive \
+         connection in the background):"
+    );
+    for (i, spec) in specs.iter().enumerate() {
+        let dir = out.join(format!("run-{i:02}-{}", spec.name));
+        let mut s = Session::start(bin, &dir, &[])?;
+        let plan = s.lab.plan().clone();
+        let background =
+            Background::start(&s.lab, spec.max_seconds + 15).context("benign background")?;
+        std::thread::sleep(Duration::from_secs(2));
+        let o = s.play(spec)?;
         std::thread::sleep(GAP);
+        drop(background);
+        let stopped = s.stop()?;
+        let local = std::slice::from_ref(&o);
+        print_alerts(&stopped.eve, &plan, local)?;
+        summaries.push(stopped.summary());
+        let rec = Recording::read(&stopped.record)?;
+        let schema_path = stopped.record.with_extension("schema.json");
+        let schema: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&schema_path)
+                .with_context(|| format!("reading {}", schema_path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", schema_path.display()))?;
+        let schema_names: Vec<&str> = schema["features"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
+            .unwrap_or_default();
+        if schema_names != rec.feature_names {
+            bail!(
+                "{} does not describe the recording's feature columns",
+                schema_path.display()
+            );
+        }
+        match &feature_names {
+            Some((names, _)) if *names != rec.feature_names => {
+                bail!(
+                    "{}: feature columns differ from the first run",
+                    stopped.record.display()
+                )
+            }
+            Some(_) => {}
+            None => feature_names = Some((rec.feature_names.clone(), schema)),
+        }
+        for r in rec.rows {
+            let l = label_row(&plan, local, TAIL_NS, r.src, r.ts_ns);
+            let b = bucket(&plan, local, &r, l);
+            let l = match l {
+                RowLabel::Attack(_) => RowLabel::Attack(outcomes.len()),
+                other => other,
+            };
+            rows.push((r, l, b));
+        }
+        outcomes.push(o);
     }
-    drop(background);
-    let stopped = s.stop()?;
-    let summary = stopped.summary();
+    let Some((feature_names, schema)) = feature_names else {
+        bail!("no scenario to record");
+    };
+    let summary = summaries.join("\n");
     println!("{summary}");
-    print_alerts(&stopped.eve, &plan, &outcomes)?;
 
-    let rec = Recording::read(&stopped.record)?;
-    let schema_path = stopped.record.with_extension("schema.json");
-    let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&schema_path)
-            .with_context(|| format!("reading {}", schema_path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", schema_path.display()))?;
-    let schema_names: Vec<&str> = schema["features"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|f| f["name"].as_str()).collect())
-        .unwrap_or_default();
-    if schema_names != rec.feature_names {
-        bail!(
-            "{} does not describe the recording's feature columns",
-            schema_path.display()
-        );
-    }
-
-    // Label every row, then thin each bucket evenly to `cap`.
-    let labelled: Vec<(RowLabel, String)> = rec
-        .rows
-        .iter()
-        .map(|r| {
-            let l = label_row(&plan, &outcomes, TAIL_NS, r.src, r.ts_ns);
-            (l, bucket(&plan, &outcomes, r, l))
-        })
-        .collect();
+    // Thin each bucket evenly to `cap`.
     let mut per_bucket: BTreeMap<String, [u64; 2]> = BTreeMap::new();
-    for (_, b) in &labelled {
+    for (_, _, b) in &rows {
         per_bucket.entry(b.clone()).or_default()[0] += 1;
     }
     let stride: BTreeMap<String, u64> = per_bucket
@@ -723,13 +753,13 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         .collect();
     // `group` is the scenario (bucket) a row belongs to: training counts a
     // missed attack per scenario, not per row.
-    let mut train = format!("{},group,label\n", rec.feature_names.join(","));
+    let mut train = format!("{},group,label\n", feature_names.join(","));
     // Kept training rows per bucket, in time order.
     let mut kept: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut per_class: BTreeMap<&str, u64> = BTreeMap::new();
     let mut bucket_label: BTreeMap<String, &str> = BTreeMap::new();
     let mut seen: BTreeMap<&str, u64> = BTreeMap::new();
-    for (r, (l, b)) in rec.rows.iter().zip(&labelled) {
+    for (r, l, b) in &rows {
         let name = match l {
             RowLabel::Attack(i) => outcomes[*i].label.name(),
             RowLabel::Benign => "benign",
@@ -763,7 +793,8 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
             "simulated": false,
             "generator": "cargo xtask lab record: real programs and attack tools in network \
                 namespaces, mirrored to the sensor (XDP, --mirror), every scored row recorded \
-                (sensor run --record-out), labelled by sending namespace and scenario window",
+                (sensor run --record-out), each scenario in a fresh lab watched by a fresh \
+                sensor, labelled by sending namespace and scenario window",
             "labelling_rule": "a row has an attack scenario's label iff its source is the \
                 attacker's address (or, for spoofing scenarios, an address outside the lab plan) \
                 and its event time lies in the scenario's window (+1 s); attacker/spoofed rows \
@@ -786,7 +817,7 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
         .with_context(|| format!("writing {}", meta_path.display()))?;
     let summary_json = serde_json::json!({
         "seconds": t0.elapsed().as_secs_f64(),
-        "recorded_rows": rec.rows.len(),
+        "recorded_rows": rows.len(),
         "rows_per_class": per_class,
         "buckets": per_bucket.iter().map(|(b, n)| serde_json::json!({
             "bucket": b, "label": bucket_label.get(b).copied().unwrap_or("-"),

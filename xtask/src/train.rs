@@ -1,6 +1,6 @@
 //! `cargo xtask train`: rebuilds the committed models from scratch.
 //!
-//! 1. builds `sensor-dataset` (release) and runs it: the seeded traffic
+//! 1. builds `sensor-dataset` and `sensor` (release) and runs the first: the seeded traffic
 //!    simulator → the kernel export model → the live feature extractor →
 //!    `target/dataset/flows.csv` (+ `.meta.json`), and the recorded fixture in
 //!    `models/fixtures/` (`events.bin`, `gateway.bin`, `rows.csv`);
@@ -9,7 +9,9 @@
 //! 3. runs `models/train.py` on the simulated rows plus the lab recording
 //!    (`models/data/lab-rows.csv.gz`, made by `cargo xtask lab record`), which
 //!    writes the ONNX models, their cards and the ONNX Runtime scores of the
-//!    fixture rows;
+//!    fixture rows, and scores the validation rows with `sensor score`
+//!    (tract, as the workers run it) to record in each card how far tract is
+//!    from ONNX Runtime;
 //! 4. runs the Rust tests that check tract reproduces those scores and the
 //!    features reproduce the fixture rows bit for bit.
 //!
@@ -83,6 +85,8 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         "sensor-user",
         "--bin",
         "sensor-dataset",
+        "--bin",
+        "sensor",
     ]))?;
     run(Command::new(target.join("release/sensor-dataset"))
         .current_dir(root)
@@ -124,6 +128,8 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         .arg(args.fn_cost.to_string())
         .arg("--fixture")
         .arg(fixtures.join("rows.csv"))
+        .arg("--tract-scorer")
+        .arg(target.join("release/sensor"))
         .arg("--out")
         .arg(&models))?;
 

@@ -95,7 +95,8 @@ pub struct AlertsSection {
     /// An alert opens only once this many detected rows share its key
     /// (class, attacker, victim) within `corroborate_window_s`: one stray
     /// row, such as a single spoofed SYN scored as a probe, is not an
-    /// attack. 1 opens on the first row.
+    /// attack. 1 opens on the first row. Scan detections count only with a
+    /// new target (destination, port): a scan is probes of distinct targets.
     pub corroborate_rows: u32,
     /// Window for `corroborate_rows`.
     pub corroborate_window_s: f64,
@@ -103,6 +104,13 @@ pub struct AlertsSection {
     /// dropped, and all of them if that frees less than an eighth (counted
     /// in `corroboration_evicted`).
     pub max_pending: usize,
+    /// A flood detection counts only while its victim receives at least
+    /// this many packets per second (its 1 s window, whole host): a flood is
+    /// volume, and a handful of ICMP errors or multicast announcements the
+    /// model finds flood-like are not one. A victim flooded at `r` packets/s
+    /// crosses the floor after about `flood_min_pps / r` seconds (the window
+    /// fills linearly); 0 turns the floor off.
+    pub flood_min_pps: f64,
 }
 
 impl Default for AlertsSection {
@@ -121,6 +129,7 @@ impl Default for AlertsSection {
             corroborate_rows: 3,
             corroborate_window_s: 60.0,
             max_pending: 100_000,
+            flood_min_pps: 200.0,
         }
     }
 }

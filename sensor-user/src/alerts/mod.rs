@@ -100,6 +100,9 @@ pub struct AlertMetrics {
     /// a TCP connection (its source responds; it cannot be the attacker):
     /// dropped.
     pub rows_responder: u64,
+    /// Flood detections on rows whose victim received fewer than
+    /// `flood_min_pps` packets per second: dropped.
+    pub rows_flood_low_volume: u64,
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).
     pub rows_uncorroborated: u64,
@@ -158,6 +161,7 @@ shared_metrics!(
     rows_in,
     rows_below_threshold,
     rows_responder,
+    rows_flood_low_volume,
     rows_uncorroborated,
     corroboration_evicted,
     rows_shed,

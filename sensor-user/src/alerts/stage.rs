@@ -72,6 +72,55 @@ fn dedup_key(row: &ScoredRow, class: AttackClass) -> DedupKey {
     }
 }
 
+/// Distinct scan targets remembered per pending key; beyond them every
+/// detection counts.
+const PENDING_TARGETS: usize = 8;
+
+/// Detections of a key without an open alert, waiting for corroboration.
+struct Pending {
+    /// Detections counted.
+    count: u32,
+    /// Event time of the first counted detection.
+    first_ns: u64,
+    /// Scans: hashes of the (destination, port) targets counted so far, so
+    /// that only a new target counts (a scan is probes of distinct targets;
+    /// three queries to one resolver are not one).
+    targets: [u64; PENDING_TARGETS],
+}
+
+impl Pending {
+    fn new(first_ns: u64) -> Self {
+        Self {
+            count: 0,
+            first_ns,
+            targets: [0; PENDING_TARGETS],
+        }
+    }
+
+    /// Counts a detection; `target` is `Some` for classes that need
+    /// distinct targets. Returns whether it counted.
+    fn count(&mut self, target: Option<u64>) -> bool {
+        if let Some(t) = target {
+            let n = (self.count as usize).min(PENDING_TARGETS);
+            if self.targets[..n].contains(&t) {
+                return false;
+            }
+            if n < PENDING_TARGETS {
+                self.targets[n] = t;
+            }
+        }
+        self.count += 1;
+        true
+    }
+}
+
+/// The target of a scan row, for [`Pending::count`].
+fn scan_target(row: &ScoredRow) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hash::hash(&(canonical(row.dst), row.dport, row.proto), &mut h);
+    std::hash::Hasher::finish(&h)
+}
+
 /// A detection: the class that fired, its confidence in 0..=1 (for severity)
 /// and the raw score in the threshold's unit (for tuning).
 #[derive(Clone, Copy, Debug)]
@@ -390,8 +439,8 @@ pub struct AlertStage {
     incident_ns: u64,
     alerts: Vec<OpenAlert>,
     index: HashMap<DedupKey, usize>,
-    /// Detections not yet corroborated: key -> (rows, first row's time).
-    pending: HashMap<DedupKey, (u32, u64)>,
+    /// Detections not yet corroborated.
+    pending: HashMap<DedupKey, Pending>,
     corroborate_ns: u64,
     incidents: HashMap<u64, Incident>,
     corr: HashMap<CorrKey, u64>,
@@ -573,9 +622,16 @@ impl AlertStage {
             self.metrics.rows_responder += 1;
             return;
         }
+        if det.class == AttackClass::Flood
+            && f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps
+        {
+            self.metrics.rows_flood_low_volume += 1;
+            return;
+        }
         let key = dedup_key(row, det.class);
         let Some(&i) = self.index.get(&key) else {
-            if self.corroborated(key, row.event_ts_ns) {
+            let target = (det.class == AttackClass::Scan).then(|| scan_target(row));
+            if self.corroborated(key, row.event_ts_ns, target) {
                 self.open(row, key, det);
             }
             return;
@@ -616,8 +672,9 @@ impl AlertStage {
     }
 
     /// Counts a detection for a key without an open alert; true once the
-    /// key has `corroborate_rows` detections within the window.
-    fn corroborated(&mut self, key: DedupKey, ts: u64) -> bool {
+    /// key has `corroborate_rows` detections within the window (for scans,
+    /// detections of distinct targets).
+    fn corroborated(&mut self, key: DedupKey, ts: u64, target: Option<u64>) -> bool {
         let need = self.settings.alerts.corroborate_rows.max(1);
         if need == 1 {
             return true;
@@ -636,18 +693,17 @@ impl AlertStage {
             );
             let before = self.pending.len();
             self.pending
-                .retain(|_, (_, first)| now.saturating_sub(*first) < win);
+                .retain(|_, p| now.saturating_sub(p.first_ns) < win);
             if self.pending.len() > cap - cap / 8 {
                 self.pending.clear();
             }
             self.metrics.corroboration_evicted += (before - self.pending.len()) as u64;
         }
-        let e = self.pending.entry(key).or_insert((0, ts));
-        if ts.saturating_sub(e.1) >= self.corroborate_ns {
-            *e = (0, ts);
+        let e = self.pending.entry(key).or_insert_with(|| Pending::new(ts));
+        if ts.saturating_sub(e.first_ns) >= self.corroborate_ns {
+            *e = Pending::new(ts);
         }
-        e.0 += 1;
-        if e.0 >= need {
+        if e.count(target) && e.count >= need {
             self.pending.remove(&key);
             true
         } else {

@@ -30,7 +30,7 @@ use sensor_common::{
 };
 
 pub use gateway::GatewayView;
-pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
+pub use schema::{DST_PACKETS_PER_S_1S, N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
 use window::{
     Eds3, HOST_HLL_M, HllPair, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
@@ -136,6 +136,9 @@ struct FlowState {
     saw_syn: bool,
     /// Some snapshot of this direction counted a SYN-ACK or an RST.
     saw_answer: bool,
+    /// Not TCP: the reverse direction was already tracked when this one
+    /// started (a DNS answer, a UDP service's reply).
+    reply: bool,
 }
 
 /// Per-host state: its behaviour as a source over three windows, and its
@@ -305,6 +308,18 @@ pub fn reverse_key(k: &FlowKey) -> FlowKey {
     }
 }
 
+/// ICMP messages only ever sent in response to something: echo and
+/// timestamp/information replies, and errors (unreachable, time exceeded,
+/// parameter problem, ICMPv6 packet too big).
+#[inline]
+fn icmp_is_response(proto: u8, icmp_type: u16) -> bool {
+    if proto == ipproto::ICMP {
+        matches!(icmp_type, 0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18)
+    } else {
+        matches!(icmp_type, 1..=4 | 129)
+    }
+}
+
 #[inline]
 fn dport_class(proto: u8, dport: u16) -> f32 {
     if proto != ipproto::TCP && proto != ipproto::UDP || dport == 0 {
@@ -355,10 +370,12 @@ impl FeatureExtractor {
         self.gateway = Some(view);
     }
 
-    /// Whether the flow of the last event [`Self::process`] accepted answers
-    /// a TCP connection: in this direction, over every CPU it was seen on,
-    /// SYN-ACKs or RSTs but never a bare SYN. Its source is then the
-    /// responder (a scanned host, a server), never the initiator.
+    /// Whether the flow of the last event [`Self::process`] accepted is a
+    /// response: a TCP flow that in this direction, over every CPU it was
+    /// seen on, carried SYN-ACKs or RSTs but never a bare SYN; a UDP (or
+    /// other non-TCP) flow whose reverse direction was tracked before it
+    /// started; an ICMP reply or error. Its source is then the responder (a
+    /// scanned host, a server, a resolver), never the initiator.
     #[must_use]
     pub fn last_responder(&self) -> bool {
         self.last_responder
@@ -420,8 +437,16 @@ impl FeatureExtractor {
 
         // --- flow ---
         let e = self.flows.entry(key, FlowState::default);
+        // Only new non-TCP flows pay the reverse lookup.
+        let reply = e.inserted
+            && key.proto != ipproto::TCP
+            && self
+                .flows
+                .find(&reverse_key(&key))
+                .is_some_and(|r| r != e.idx);
         let f = self.flows.get_mut(e.idx);
         if e.inserted {
+            f.reply = reply;
             f.cpu = ev.cpu;
             f.first_seen = s.first_seen_ns;
             f.client_syn = key.proto == ipproto::TCP
@@ -457,7 +482,12 @@ impl FeatureExtractor {
         f.last = *s;
         f.saw_syn |= s.syn > 0;
         f.saw_answer |= s.synack > 0 || s.rst > 0;
-        self.last_responder = key.proto == ipproto::TCP && f.saw_answer && !f.saw_syn;
+        self.last_responder = match key.proto {
+            ipproto::TCP => f.saw_answer && !f.saw_syn,
+            // ICMP keys carry the type in `sport`.
+            ipproto::ICMP | ipproto::ICMPV6 => icmp_is_response(key.proto, key.sport),
+            _ => f.reply,
+        };
         f.first_seen = f.first_seen.min(s.first_seen_ns);
         f.last_seen = f.last_seen.max(s.last_seen_ns);
         let mut tot = f.base;

@@ -18,6 +18,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Number of features in a row.
 pub const N_FEATURES: usize = 34;
 
+/// Index of `dst_packets_per_s_1s`: the alert stage's flood volume floor
+/// reads the victim's packet rate back from the row.
+pub const DST_PACKETS_PER_S_1S: usize = 31;
+
 const fn f(name: &'static str, unit: &'static str) -> FeatureSpec {
     FeatureSpec { name, unit }
 }
@@ -96,5 +100,11 @@ mod tests {
                 assert_ne!(a.name, b.name);
             }
         }
+    }
+
+    #[test]
+    fn named_indexes_point_at_their_features() {
+        assert_eq!(SCHEMA[DST_PACKETS_PER_S_1S].name, "dst_packets_per_s_1s");
+        assert_eq!(SCHEMA[DST_PACKETS_PER_S_1S].unit, "log1p(packets/s)");
     }
 }

@@ -19,8 +19,8 @@ use super::{Model, ModelKind, Runner};
 use crate::{
     control::SketchHandle,
     features::{
-        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
-        event_volume,
+        DST_PACKETS_PER_S_1S, FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec,
+        GatewayView, N_FEATURES, event_volume,
     },
     report::addr_to_ip as ip,
     scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
@@ -357,6 +357,7 @@ impl ScoringPipeline {
                 bytes: m.bytes,
                 packets: m.packets,
                 responder: m.responder,
+                victim_pps: self.rows[i][DST_PACKETS_PER_S_1S].exp_m1(),
                 classifier_version: Arc::clone(cls_id),
                 autoencoder_version: Arc::clone(&ae_id),
             };

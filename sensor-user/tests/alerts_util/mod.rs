@@ -38,6 +38,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
     }
     ScoredRow {
         responder: false,
+        victim_pps: 1e6,
         entity: Entity::Flow,
         window: Window::OneSecond,
         src,

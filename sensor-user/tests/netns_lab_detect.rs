@@ -1,0 +1,98 @@
+//! Detection in the traffic lab: real tools (dig against dnsmasq, nmap,
+//! hping3) in network namespaces, mirrored to the test build of the sensor
+//! with the committed models, judged as `cargo xtask eval` judges them.
+//! Each attack must raise an alert of its class naming the attacker or the
+//! attacked side and nothing else; benign traffic must raise nothing.
+//!
+//! Every scenario is bounded in packets and seconds and sends only inside
+//! the lab's namespaces, which are removed afterwards, also on failure.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sensor_lab::detection::{ScenarioRun, judge, run_scenario};
+use sensor_lab::lab::scenario;
+use sensor_lab::root::require_root;
+use sensor_lab::sensor::exclusive;
+
+const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
+
+/// Runs a catalogue scenario under the network-test lock; `None` when
+/// skipped for lack of root.
+fn play(test_name: &str, name: &str) -> Option<ScenarioRun> {
+    if !require_root(test_name) {
+        return None;
+    }
+    let _serial = exclusive();
+    let spec = scenario::find(name).expect("scenario in the catalogue");
+    let run = run_scenario(Path::new(SENSOR), &[], &spec, Duration::from_millis(1500))
+        .unwrap_or_else(|e| panic!("scenario {name}: {e}"));
+    Some(run)
+}
+
+fn alerts(run: &ScenarioRun) -> Vec<String> {
+    run.alerts.iter().map(ToString::to_string).collect()
+}
+
+/// Asserts a detection of the scenario's class within `max_ms` of its first
+/// packet, and no other alert.
+fn assert_detected_alone(run: &ScenarioRun, max_ms: f64) {
+    let class = run.outcome.label.name();
+    let j = judge(&run.alerts, class, &run.roles);
+    assert!(
+        !j.correct.is_empty(),
+        "{}: no {class} alert on the attack; alerts: {:?}",
+        run.outcome.name,
+        alerts(run)
+    );
+    assert!(
+        j.false_alerts.is_empty(),
+        "{}: false detections {:?}",
+        run.outcome.name,
+        j.false_alerts
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    let ms = j
+        .time_to_detect_ms(run.outcome.first_packet_mono_ns)
+        .expect("the attack sent packets");
+    assert!(
+        (0.0..=max_ms).contains(&ms),
+        "{}: detected after {ms:.1} ms",
+        run.outcome.name
+    );
+}
+
+/// nmap probing ten UDP ports of the server (35 frames): a scan by the
+/// attacker, and the server's replies make nobody else a scanner.
+#[test]
+fn nmap_udp_scan_is_detected_as_scan() {
+    let Some(run) = play("nmap_udp_scan_is_detected_as_scan", "scan-udp") else {
+        return;
+    };
+    assert_detected_alone(&run, 100.0);
+}
+
+/// A single-source hping3 UDP flood is a flood on the server within 100 ms.
+#[test]
+fn hping3_udp_flood_is_detected_as_flood() {
+    let Some(run) = play("hping3_udp_flood_is_detected_as_flood", "flood-udp") else {
+        return;
+    };
+    assert_detected_alone(&run, 100.0);
+}
+
+/// Four clients resolving names against dnsmasq raise nothing: neither the
+/// clients' queries nor the resolver's answers are scans.
+#[test]
+fn dns_lookups_raise_no_alert() {
+    let Some(run) = play("dns_lookups_raise_no_alert", "benign-dns") else {
+        return;
+    };
+    assert!(
+        run.alerts.is_empty(),
+        "benign DNS raised {:?}",
+        alerts(&run)
+    );
+}
