@@ -701,6 +701,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::IpAddr;
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
