@@ -27,6 +27,7 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
             ScoredRow {
                 responder: false,
                 victim_pps: 1e6,
+                solicited: false,
                 entity: Entity::Flow,
                 window: Window::OneSecond,
                 src: IpAddr::V4(

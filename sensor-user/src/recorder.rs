@@ -250,6 +250,7 @@ mod tests {
         ScoredRow {
             responder: false,
             victim_pps: 1e6,
+            solicited: false,
             entity: Entity::Flow,
             window: Window::Flow,
             src: "10.0.0.1".parse().unwrap(),

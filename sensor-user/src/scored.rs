@@ -108,6 +108,10 @@ pub struct ScoredRow {
     /// second (the worker's 1 s window, scaled to the whole host; the
     /// schema's `dst_packets_per_s_1s`). A flood alert needs volume.
     pub victim_pps: f32,
+    /// The row's flow started after its reverse direction: its destination
+    /// asked for it (see `FeatureExtractor::last_solicited`), so that host
+    /// is not a flood's victim.
+    pub solicited: bool,
     pub classifier_version: Arc<str>,
     pub autoencoder_version: Arc<str>,
 }

@@ -1100,6 +1100,14 @@ fn floods_need_volume_at_the_victim() {
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 2);
     assert_eq!(stage.metrics().rows_flood_low_volume, 1);
+    // Traffic its destination asked for floods nobody, whatever its rate.
+    let scanner = ip("10.9.9.7");
+    let mut r = row(AttackClass::Flood, 0.999, victim, scanner, 40_000, SEC + 3);
+    r.victim_pps = 5_000.0;
+    r.solicited = true;
+    stage.process(&r);
+    assert_eq!(stage.open_alerts().len(), 2);
+    assert_eq!(stage.metrics().rows_flood_solicited, 1);
 }
 
 /// Scan detections corroborate only with distinct targets: a client that

@@ -434,3 +434,64 @@ fn udp_replies_and_icmp_responses_are_responders() {
         assert_eq!(fx.last_responder(), response, "{proto}/{icmp_type}");
     }
 }
+
+/// A flow that starts after its reverse direction (a SYN-ACK after its SYN,
+/// a DNS answer, an echo reply after its request) was asked for by its
+/// destination; unsolicited answers (reflection: SYN-ACKs to a host that
+/// sent no SYN) are not.
+#[test]
+fn solicited_flows_follow_their_request() {
+    use sensor_common::EventKind::Start;
+    use sensor_common::ipproto;
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut row = [0f32; N_FEATURES];
+    let a = FlowKey::map_v4([10, 0, 0, 1]);
+    let b = FlowKey::map_v4([10, 0, 0, 2]);
+    let victim = FlowKey::map_v4([10, 0, 0, 3]);
+    let ev = |src, dst, sport, dport, proto, ts_ns| {
+        let mut e = FlowEvent {
+            key: FlowKey {
+                src,
+                dst,
+                sport,
+                dport,
+                proto,
+                _pad: [0; 3],
+            },
+            ts_ns,
+            kind: Start as u32,
+            ..FlowEvent::default()
+        };
+        e.stats.packets = 1;
+        e
+    };
+    let cases = [
+        // (request, answer)
+        (
+            (a, b, 40000, 443, ipproto::TCP),
+            (b, a, 443, 40000, ipproto::TCP),
+        ),
+        (
+            (a, b, 40001, 53, ipproto::UDP),
+            (b, a, 53, 40001, ipproto::UDP),
+        ),
+        ((a, b, 8, 0, ipproto::ICMP), (b, a, 0, 0, ipproto::ICMP)),
+        (
+            (a, b, 128, 0, ipproto::ICMPV6),
+            (b, a, 129, 0, ipproto::ICMPV6),
+        ),
+    ];
+    let mut t = 1_000_000;
+    for (q, r) in cases {
+        t += 1000;
+        assert!(fx.process(&ev(q.0, q.1, q.2, q.3, q.4, t), &mut row));
+        assert!(!fx.last_solicited(), "request {q:?}");
+        assert!(fx.process(&ev(r.0, r.1, r.2, r.3, r.4, t + 500), &mut row));
+        assert!(fx.last_solicited(), "answer {r:?}");
+    }
+    // Reflected SYN-ACKs and echo replies the victim never asked for.
+    assert!(fx.process(&ev(b, victim, 80, 5555, ipproto::TCP, t + 1000), &mut row));
+    assert!(!fx.last_solicited());
+    assert!(fx.process(&ev(b, victim, 0, 0, ipproto::ICMP, t + 2000), &mut row));
+    assert!(!fx.last_solicited());
+}

@@ -159,7 +159,6 @@ fn evilfingers_nmap_syn_scan_is_detected_as_scan() {
 }
 
 #[test]
-#[ignore = "measured: a flood alert on the scanner 192.168.1.10 (its target's answers reach it at over 200 packets/s; 1 false detection)"]
 fn evilfingers_nmap_syn_scan_raises_no_other_alert() {
     let Some((e, _, j)) = replay(
         "evilfingers_nmap_syn_scan_raises_no_other_alert",

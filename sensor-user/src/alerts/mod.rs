@@ -103,6 +103,9 @@ pub struct AlertMetrics {
     /// Flood detections on rows whose victim received fewer than
     /// `flood_min_pps` packets per second: dropped.
     pub rows_flood_low_volume: u64,
+    /// Flood detections on rows of a flow its destination asked for (it
+    /// started after its reverse direction): dropped.
+    pub rows_flood_solicited: u64,
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).
     pub rows_uncorroborated: u64,
@@ -162,6 +165,7 @@ shared_metrics!(
     rows_below_threshold,
     rows_responder,
     rows_flood_low_volume,
+    rows_flood_solicited,
     rows_uncorroborated,
     corroboration_evicted,
     rows_shed,

@@ -622,11 +622,17 @@ impl AlertStage {
             self.metrics.rows_responder += 1;
             return;
         }
-        if det.class == AttackClass::Flood
-            && f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps
-        {
-            self.metrics.rows_flood_low_volume += 1;
-            return;
+        if det.class == AttackClass::Flood {
+            // Traffic its destination asked for (a scan's replies reaching
+            // the scanner, echo replies to a pinger) floods nobody.
+            if row.solicited {
+                self.metrics.rows_flood_solicited += 1;
+                return;
+            }
+            if f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps {
+                self.metrics.rows_flood_low_volume += 1;
+                return;
+            }
         }
         let key = dedup_key(row, det.class);
         let Some(&i) = self.index.get(&key) else {

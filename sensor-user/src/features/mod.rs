@@ -136,8 +136,9 @@ struct FlowState {
     saw_syn: bool,
     /// Some snapshot of this direction counted a SYN-ACK or an RST.
     saw_answer: bool,
-    /// Not TCP: the reverse direction was already tracked when this one
-    /// started (a DNS answer, a UDP service's reply).
+    /// The reverse direction was already tracked when this one started (a
+    /// DNS answer, a server's SYN-ACK, an echo reply): this direction was
+    /// asked for by its destination.
     reply: bool,
 }
 
@@ -286,6 +287,8 @@ pub struct FeatureExtractor {
     gateway: Option<Arc<GatewayView>>,
     /// Whether the last processed event's flow answers a TCP connection.
     last_responder: bool,
+    /// Whether the last processed event's flow started after its reverse.
+    last_solicited: bool,
     decay: DecayMemo,
     /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
     /// register count in the linear-counting range, where the estimate
@@ -306,6 +309,19 @@ pub fn reverse_key(k: &FlowKey) -> FlowKey {
         proto: k.proto,
         _pad: [0; 3],
     }
+}
+
+/// The key of the flow this one would answer: the reverse direction, and
+/// for an ICMP echo reply the echo request (keys carry type and code).
+#[inline]
+fn request_key(k: &FlowKey) -> FlowKey {
+    let mut r = reverse_key(k);
+    match (k.proto, k.sport) {
+        (ipproto::ICMP, 0) => (r.sport, r.dport) = (8, 0),
+        (ipproto::ICMPV6, 129) => (r.sport, r.dport) = (128, 0),
+        _ => {}
+    }
+    r
 }
 
 /// ICMP messages only ever sent in response to something: echo and
@@ -352,6 +368,7 @@ impl FeatureExtractor {
             counters: FeatureCounters::default(),
             gateway: None,
             last_responder: false,
+            last_solicited: false,
             decay: DecayMemo::default(),
             distinct_ln1p: std::array::from_fn(|z| {
                 if z == 0 {
@@ -379,6 +396,16 @@ impl FeatureExtractor {
     #[must_use]
     pub fn last_responder(&self) -> bool {
         self.last_responder
+    }
+
+    /// Whether the flow of the last event [`Self::process`] accepted started
+    /// after its reverse direction was tracked (for ICMP, an echo reply after
+    /// its request): its destination asked for this traffic, so it is an
+    /// answer (a download, a scan's replies), not a flood against that host.
+    /// Reflection floods are not: their victim never sent the requests.
+    #[must_use]
+    pub fn last_solicited(&self) -> bool {
+        self.last_solicited
     }
 
     /// Sequence number of the installed gateway view (0 = none).
@@ -437,12 +464,11 @@ impl FeatureExtractor {
 
         // --- flow ---
         let e = self.flows.entry(key, FlowState::default);
-        // Only new non-TCP flows pay the reverse lookup.
+        // Only new flows pay the reverse lookup.
         let reply = e.inserted
-            && key.proto != ipproto::TCP
             && self
                 .flows
-                .find(&reverse_key(&key))
+                .find(&request_key(&key))
                 .is_some_and(|r| r != e.idx);
         let f = self.flows.get_mut(e.idx);
         if e.inserted {
@@ -488,6 +514,7 @@ impl FeatureExtractor {
             ipproto::ICMP | ipproto::ICMPV6 => icmp_is_response(key.proto, key.sport),
             _ => f.reply,
         };
+        self.last_solicited = f.reply;
         f.first_seen = f.first_seen.min(s.first_seen_ns);
         f.last_seen = f.last_seen.max(s.last_seen_ns);
         let mut tot = f.base;

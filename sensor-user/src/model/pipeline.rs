@@ -92,6 +92,7 @@ struct RowMeta {
     bytes: u64,
     packets: u64,
     responder: bool,
+    solicited: bool,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
@@ -213,6 +214,7 @@ impl ScoringPipeline {
             bytes,
             packets,
             responder: self.fx.last_responder(),
+            solicited: self.fx.last_solicited(),
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(false);
@@ -357,6 +359,7 @@ impl ScoringPipeline {
                 bytes: m.bytes,
                 packets: m.packets,
                 responder: m.responder,
+                solicited: m.solicited,
                 victim_pps: self.rows[i][DST_PACKETS_PER_S_1S].exp_m1(),
                 classifier_version: Arc::clone(cls_id),
                 autoencoder_version: Arc::clone(&ae_id),

@@ -39,6 +39,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
     ScoredRow {
         responder: false,
         victim_pps: 1e6,
+        solicited: false,
         entity: Entity::Flow,
         window: Window::OneSecond,
         src,
