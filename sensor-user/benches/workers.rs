@@ -398,8 +398,26 @@ fn main() {
         "corpus events={} (simulated mix; replayed with shifted addresses)",
         s.corpus.len()
     );
-    components(&s);
-    max_throughput(&s, secs);
+    // `WORKER_BENCH_ONLY=max` runs the one-core peak alone (for profiling);
+    // `components` the component costs alone.
+    let only = std::env::var("WORKER_BENCH_ONLY").unwrap_or_default();
+    if only != "max" {
+        components(&s);
+    }
+    if only != "components" {
+        // `WORKER_BENCH_MAX_RUNS` repeats the peak measurement (fresh state
+        // each run), so a profiler sees mostly the worker.
+        let runs: u32 = std::env::var("WORKER_BENCH_MAX_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        for _ in 0..runs {
+            max_throughput(&s, secs);
+        }
+    }
+    if !only.is_empty() {
+        return;
+    }
     let cfg = s.run_cfg;
     println!(
         "config batch_deadline_us={} max_batch={} escalate_band={:?} emit_floor={}",
