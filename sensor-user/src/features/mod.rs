@@ -33,7 +33,7 @@ pub use gateway::GatewayView;
 pub use schema::{N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
 use window::{
-    Eds3, HOST_HLL_M, HllPair, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
+    Eds3, HOST_HLL_M, HllMeta, HllRegs, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
 };
 
 /// A feature vector in schema order.
@@ -138,9 +138,29 @@ struct FlowState {
     saw_answer: bool,
 }
 
+/// Sketch slots of a host's distinct counters ([`HostState::hll`]).
+const HLL_DST: usize = 0; // distinct destinations, windows 0..3
+const HLL_DPORT: usize = 3; // distinct destination ports, windows 0..3
+const HLL_SRC_1S: usize = 6; // as a destination: distinct sources over 1 s
+const N_HOST_HLL: usize = 7;
+/// Window of each sketch slot.
+const HLL_WINDOW_NS: [u64; N_HOST_HLL] = [
+    WINDOWS_NS[0],
+    WINDOWS_NS[1],
+    WINDOWS_NS[2],
+    WINDOWS_NS[0],
+    WINDOWS_NS[1],
+    WINDOWS_NS[2],
+    WINDOWS_NS[0],
+];
+
 /// Per-host state: its behaviour as a source over three windows, and its
-/// view as a destination over 1 s.
+/// view as a destination over 1 s. Laid out hot first: every event of the
+/// host reads and writes the damped sums and the sketches' summaries (about
+/// 420 bytes); the 896 bytes of sketch registers behind them are touched
+/// only when an item is inserted or an epoch turns over.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 struct HostState {
     last_ns: u64,
     new_flows: Eds3,
@@ -148,16 +168,16 @@ struct HostState {
     failed: Eds3,
     bytes_out: Eds3,
     bytes_in: Eds3,
-    distinct_dst: [HllPair; 3],
-    distinct_dport: [HllPair; 3],
     // Victim view.
-    distinct_src_1s: HllPair,
     syn_in: Eds3,
     packets_in: Eds3,
     /// The gateway view this host's `gw_pps` was computed from (0 = none).
     gw_seq: u64,
     /// Packets/s from this host over the whole gateway, from that view.
     gw_pps: f64,
+    /// Distinct counters, slots `HLL_*`: summaries here, registers below.
+    hll: [HllMeta; N_HOST_HLL],
+    hll_regs: [HllRegs; N_HOST_HLL],
 }
 
 /// The decay factors of the latest time step, reused when the next host to
@@ -215,16 +235,40 @@ impl HostState {
         ] {
             e.decay(&f);
         }
-        for (w, (d, p)) in self
-            .distinct_dst
+        for ((m, r), w) in self
+            .hll
             .iter_mut()
-            .zip(self.distinct_dport.iter_mut())
-            .enumerate()
+            .zip(self.hll_regs.iter_mut())
+            .zip(HLL_WINDOW_NS)
         {
-            d.advance(now, WINDOWS_NS[w]);
-            p.advance(now, WINDOWS_NS[w]);
+            m.advance(r, now, w);
         }
-        self.distinct_src_1s.advance(now, WINDOWS_NS[0]);
+    }
+
+    /// Makes an evicted host's state equal to `HostState::default()` in
+    /// place, clearing only the sketch registers that hold something (a
+    /// host seen only as a destination never filled its source sketches).
+    fn reset(&mut self) {
+        for (m, r) in self.hll.iter().zip(self.hll_regs.iter_mut()) {
+            if !m.is_empty() {
+                *r = HllRegs::default();
+            }
+        }
+        self.hll = [HllMeta::default(); N_HOST_HLL];
+        self.last_ns = 0;
+        for e in [
+            &mut self.new_flows,
+            &mut self.syn_attempts,
+            &mut self.failed,
+            &mut self.bytes_out,
+            &mut self.bytes_in,
+            &mut self.syn_in,
+            &mut self.packets_in,
+        ] {
+            *e = Eds3::default();
+        }
+        self.gw_seq = 0;
+        self.gw_pps = 0.0;
     }
 }
 
@@ -493,11 +537,16 @@ impl FeatureExtractor {
         // --- source host ---
         // The source is touched first, so inserting the destination (which
         // evicts the least recent host, never the most recent) keeps it.
-        let src_idx = self.hosts.entry(key.src, HostState::default).idx;
+        let src_idx = self
+            .hosts
+            .entry_reset(key.src, HostState::default, HostState::reset)
+            .idx;
         let dst_idx = if key.src == key.dst {
             src_idx
         } else {
-            self.hosts.entry(key.dst, HostState::default).idx
+            self.hosts
+                .entry_reset(key.dst, HostState::default, HostState::reset)
+                .idx
         };
         let dst_hash = hash_addr(&key.dst);
         let src_hash = hash_addr(&key.src);
@@ -507,10 +556,15 @@ impl FeatureExtractor {
             h.bytes_out.add(d_bytes as f64);
             if e.inserted {
                 h.new_flows.add(1.0);
-                for w in 0..3 {
-                    h.distinct_dst[w].insert(dst_hash);
-                    if key.dport != 0 {
-                        h.distinct_dport[w].insert(fmix64(u64::from(key.dport) ^ 0x6b43_a9b5));
+                for w in 0..N_WINDOWS {
+                    let k = HLL_DST + w;
+                    h.hll[k].insert(&mut h.hll_regs[k], dst_hash);
+                }
+                if key.dport != 0 {
+                    let port_hash = fmix64(u64::from(key.dport) ^ 0x6b43_a9b5);
+                    for w in 0..N_WINDOWS {
+                        let k = HLL_DPORT + w;
+                        h.hll[k].insert(&mut h.hll_regs[k], port_hash);
                     }
                 }
             }
@@ -525,7 +579,7 @@ impl FeatureExtractor {
             h.packets_in.add(d_packets as f64);
             h.syn_in.add(f64::from(d_syn));
             if e.inserted {
-                h.distinct_src_1s.insert(src_hash);
+                h.hll[HLL_SRC_1S].insert(&mut h.hll_regs[HLL_SRC_1S], src_hash);
             }
         }
 
@@ -568,7 +622,7 @@ impl FeatureExtractor {
                 (src.failed.sums[w] / a).clamp(0.0, 1.0) as f32
             }
         };
-        let distinct = |h: &HllPair| match h.linear_zeros() {
+        let distinct = |h: &HllMeta| match h.linear_zeros() {
             Some(z) => self.distinct_ln1p[z as usize],
             None => ln1p(h.estimate() * sc),
         };
@@ -593,17 +647,17 @@ impl FeatureExtractor {
             ln1p(src.new_flows.rate_per_s(0) * sc),
             ln1p(src.new_flows.rate_per_s(1) * sc),
             ln1p(src.new_flows.rate_per_s(2) * sc),
-            distinct(&src.distinct_dst[0]),
-            distinct(&src.distinct_dst[1]),
-            distinct(&src.distinct_dst[2]),
-            distinct(&src.distinct_dport[0]),
-            distinct(&src.distinct_dport[1]),
-            distinct(&src.distinct_dport[2]),
+            distinct(&src.hll[HLL_DST]),
+            distinct(&src.hll[HLL_DST + 1]),
+            distinct(&src.hll[HLL_DST + 2]),
+            distinct(&src.hll[HLL_DPORT]),
+            distinct(&src.hll[HLL_DPORT + 1]),
+            distinct(&src.hll[HLL_DPORT + 2]),
             failed_ratio(1),
             failed_ratio(2),
             ((src.bytes_out.sums[1] + 1.0) / (src.bytes_in.sums[1] + 1.0)).ln() as f32,
             ln1p(src.bytes_out.sums[1] / src.new_flows.sums[1].max(1.0)),
-            distinct(&dst.distinct_src_1s),
+            distinct(&dst.hll[HLL_SRC_1S]),
             ln1p(dst.syn_in.rate_per_s(0) * sc),
             ln1p(dst.packets_in.rate_per_s(0) * sc),
             ln1p(gw_src_pps),
