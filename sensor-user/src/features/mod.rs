@@ -461,9 +461,16 @@ impl FeatureExtractor {
         self.expire(now);
         let key = ev.key;
         let s = &ev.stats;
+        // Start the memory loads of all three table lookups at once.
+        let flow_tag = self.flows.tag_of(&key);
+        let src_tag = self.hosts.tag_of(&key.src);
+        let dst_tag = self.hosts.tag_of(&key.dst);
+        self.flows.prefetch(flow_tag);
+        self.hosts.prefetch(src_tag);
+        self.hosts.prefetch(dst_tag);
 
         // --- flow ---
-        let e = self.flows.entry(key, FlowState::default);
+        let e = self.flows.entry_tagged(key, flow_tag, FlowState::default);
         let f = self.flows.get_mut(e.idx);
         if e.inserted {
             f.cpu = ev.cpu;
@@ -539,13 +546,13 @@ impl FeatureExtractor {
         // evicts the least recent host, never the most recent) keeps it.
         let src_idx = self
             .hosts
-            .entry_reset(key.src, HostState::default, HostState::reset)
+            .entry_reset_tagged(key.src, src_tag, HostState::default, HostState::reset)
             .idx;
         let dst_idx = if key.src == key.dst {
             src_idx
         } else {
             self.hosts
-                .entry_reset(key.dst, HostState::default, HostState::reset)
+                .entry_reset_tagged(key.dst, dst_tag, HostState::default, HostState::reset)
                 .idx
         };
         let dst_hash = hash_addr(&key.dst);

@@ -209,12 +209,27 @@ impl<K: TableKey, V> LruTable<K, V> {
         }
     }
 
-    /// Hints the CPU to load the index bucket of `key`, so a lookup issued a
-    /// little later (after other work) does not wait for memory.
+    /// The hash tag of `key` for the `*_tagged` calls, so a caller that
+    /// prefetches ([`Self::prefetch`]) does not hash twice.
     #[inline]
-    pub fn prefetch(&self, key: &K) {
-        let b = self.tag(key) as usize & self.mask;
-        prefetch_read(&self.buckets[b]);
+    #[must_use]
+    pub fn tag_of(&self, key: &K) -> u32 {
+        self.tag(key)
+    }
+
+    /// Hints the CPU to load the index bucket of a key with hash tag `tag`
+    /// and, when the table is full, the slot a miss would evict. Issued for
+    /// every table an event touches before using any of them, the cache
+    /// misses of the tables overlap instead of following one another.
+    #[inline]
+    pub fn prefetch(&self, tag: u32) {
+        prefetch_read(&self.buckets[tag as usize & self.mask]);
+        if self.keys.len() == self.cap && self.tail != NIL {
+            let t = self.tail as usize;
+            prefetch_read(&self.links[t]);
+            prefetch_read(&self.keys[t]);
+            prefetch_read(&self.values[t]);
+        }
     }
 
     /// Slot of `key` without touching its recency.
@@ -261,6 +276,13 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     pub fn entry(&mut self, key: K, init: impl FnOnce() -> V) -> Entry {
         let tag = self.tag(&key);
+        self.entry_tagged(key, tag, init)
+    }
+
+    /// [`Self::entry`] with the key's tag from [`Self::tag_of`].
+    #[inline]
+    pub fn entry_tagged(&mut self, key: K, tag: u32, init: impl FnOnce() -> V) -> Entry {
+        debug_assert_eq!(tag, self.tag(&key));
         match self.hit_or_claim(key, tag) {
             Claimed::Hit(idx) => Entry {
                 idx,
@@ -297,6 +319,19 @@ impl<K: TableKey, V> LruTable<K, V> {
         reset: impl FnOnce(&mut V),
     ) -> Entry {
         let tag = self.tag(&key);
+        self.entry_reset_tagged(key, tag, init, reset)
+    }
+
+    /// [`Self::entry_reset`] with the key's tag from [`Self::tag_of`].
+    #[inline]
+    pub fn entry_reset_tagged(
+        &mut self,
+        key: K,
+        tag: u32,
+        init: impl FnOnce() -> V,
+        reset: impl FnOnce(&mut V),
+    ) -> Entry {
+        debug_assert_eq!(tag, self.tag(&key));
         match self.hit_or_claim(key, tag) {
             Claimed::Hit(idx) => Entry {
                 idx,
@@ -515,10 +550,19 @@ mod tests {
             let k = x % keys;
             let v = step as u64;
             // Alternate the two insertion paths.
-            let e = if step % 2 == 0 {
-                t.entry(k, || v)
-            } else {
-                t.entry_reset(k, || v, |old| *old = v)
+            let e = match step % 4 {
+                0 => t.entry(k, || v),
+                1 => t.entry_reset(k, || v, |old| *old = v),
+                2 => {
+                    let tag = t.tag_of(&k);
+                    t.prefetch(tag);
+                    t.entry_tagged(k, tag, || v)
+                }
+                _ => {
+                    let tag = t.tag_of(&k);
+                    t.prefetch(tag);
+                    t.entry_reset_tagged(k, tag, || v, |old| *old = v)
+                }
             };
             let (ins, ev) = m.entry(k, v);
             assert_eq!((e.inserted, e.evicted), (ins, ev), "step {step} key {k}");
