@@ -27,7 +27,8 @@
 //! and the worker to core 1, and the consumer floats. Producer and consumer
 //! sleep or block when idle, so at moderate loads the worker has its core
 //! to itself; at the highest loads they compete with it, which is counted in
-//! the worker's figures (pessimistic, not flattering).
+//! the worker's figures (pessimistic, not flattering). `worker_max` has no
+//! producer, so its consumer is pinned to core 0.
 
 use std::{
     path::PathBuf,
@@ -184,8 +185,12 @@ fn pin(core: usize) {
 /// Alert-stage stand-in: drains rows, records latency.
 fn consumer(
     rx: crossbeam_channel::Receiver<ScoredRow>,
+    core: Option<usize>,
 ) -> thread::JoinHandle<(Histogram<u64>, u64)> {
     thread::spawn(move || {
+        if let Some(c) = core {
+            pin(c);
+        }
         let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
         let mut n = 0u64;
         for r in rx {
@@ -260,7 +265,9 @@ fn components(s: &Setup) {
 /// (timestamps advance 100 ns per event, so batches fill).
 fn max_throughput(s: &Setup, secs: f64) -> f64 {
     let (tx, rx) = crossbeam_channel::bounded(65_536);
-    let cons = consumer(rx);
+    // No producer here: the consumer gets the other core, so the figure is
+    // the worker's alone.
+    let cons = consumer(rx, Some(0));
     let mut w = worker(s, tx, s.run_cfg);
     pin(1);
     let n_pre = 1u64 << 19;
@@ -298,7 +305,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
     let total = (rate as f64 * secs) as u64;
 
     let (tx, rx) = crossbeam_channel::bounded(65_536);
-    let cons = consumer(rx);
+    let cons = consumer(rx, None);
 
     let prod = {
         let q = Arc::clone(&q);

@@ -333,7 +333,18 @@ pub struct FeatureExtractor {
     /// depends on that count alone: the same values as computing them, with
     /// no logarithms per event.
     distinct_ln1p: [f32; HOST_HLL_M + 1],
+    /// `ln1p(n)` and `ln1p(n / 1 ms)` for small packet counts `n`: a flow's
+    /// packet count, and its packet rate while it is under 1 ms old (most
+    /// rows), are functions of that count alone. Filled by the same calls,
+    /// so the values are the same, without two logarithms per event.
+    packets_ln1p: Box<[[f32; 2]; SMALL_COUNTS]>,
 }
+
+/// Packet counts tabulated in [`FeatureExtractor`]'s `packets_ln1p`.
+const SMALL_COUNTS: usize = 1024;
+/// The shortest duration a flow rate is taken over (s): a one-packet flow has
+/// no duration, so its rate is taken over 1 ms rather than divided by zero.
+const MIN_RATE_S: f64 = 1e-3;
 
 /// The reverse direction of a flow.
 #[inline]
@@ -389,6 +400,10 @@ impl FeatureExtractor {
                     ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
                 }
             }),
+            packets_ln1p: Box::new(std::array::from_fn(|n| {
+                let p = n as f64;
+                [ln1p(p), ln1p(p / MIN_RATE_S)]
+            })),
             cfg,
         }
     }
@@ -617,9 +632,13 @@ impl FeatureExtractor {
         } else {
             0.0
         };
-        // Rates over the flow's life; a one-packet flow has no duration, so
-        // its rate is taken over 1 ms rather than divided by zero.
-        let rate_s = dur_s.max(1e-3);
+        // Rates over the flow's life (at least `MIN_RATE_S`).
+        let rate_s = dur_s.max(MIN_RATE_S);
+        let (ln_packets, ln_pps) = match self.packets_ln1p.get(tot.packets as usize) {
+            Some(&[n, r]) if rate_s == MIN_RATE_S => (n, r),
+            Some(&[n, _]) => (n, ln1p(tot.packets as f64 / rate_s)),
+            None => (ln1p(tot.packets as f64), ln1p(tot.packets as f64 / rate_s)),
+        };
         let syn_unanswered = flow.client_syn && !flow.answered;
         let failed_ratio = |w: usize| {
             let a = src.syn_attempts.sums[w];
@@ -636,13 +655,13 @@ impl FeatureExtractor {
         let proto = key.proto;
         *out = [
             ln1p(dur_s),
-            ln1p(tot.packets as f64),
+            ln_packets,
             ln1p(tot.bytes as f64),
             mean as f32,
             var.sqrt() as f32,
             ln1p(flow.iat_mean / 1e6),
             ln1p(iat_var.sqrt() / 1e6),
-            ln1p(tot.packets as f64 / rate_s),
+            ln_pps,
             ln1p(tot.bytes as f64 / rate_s),
             f32::from(u8::from(syn_unanswered)),
             (tot.rst as f64 / packets) as f32,
