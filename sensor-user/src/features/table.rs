@@ -226,7 +226,9 @@ impl<K: TableKey, V> LruTable<K, V> {
         prefetch_read(&self.buckets[tag as usize & self.mask]);
         if self.keys.len() == self.cap && self.tail != NIL {
             let t = self.tail as usize;
-            prefetch_read(&self.links[t]);
+            // The victim's links were prefetched when it became the tail.
+            let victim_home = self.links[t].tag as usize & self.mask;
+            prefetch_read(&self.buckets[victim_home]);
             prefetch_read(&self.keys[t]);
             prefetch_read(&self.values[t]);
         }
@@ -395,6 +397,11 @@ impl<K: TableKey, V> LruTable<K, V> {
         }
         self.buckets[b] = Bucket { tag, idx };
         self.push_front(idx);
+        // The next victim: its links are read by the next eviction's
+        // prefetch, a whole event from now.
+        if self.tail != NIL {
+            prefetch_read(&self.links[self.tail as usize]);
+        }
         Claimed::Evicted(idx)
     }
 
