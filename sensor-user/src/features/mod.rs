@@ -333,15 +333,17 @@ pub struct FeatureExtractor {
     /// depends on that count alone: the same values as computing them, with
     /// no logarithms per event.
     distinct_ln1p: [f32; HOST_HLL_M + 1],
-    /// `ln1p(n)` and `ln1p(n / 1 ms)` for small packet counts `n`: a flow's
-    /// packet count, and its packet rate while it is under 1 ms old (most
-    /// rows), are functions of that count alone. Filled by the same calls,
-    /// so the values are the same, without two logarithms per event.
-    packets_ln1p: Box<[[f32; 2]; SMALL_COUNTS]>,
+    /// `ln1p(n)` and `ln1p(n / 1 ms)` for small counts `n`: a flow's packet
+    /// and byte counts, and its packet and byte rates while it is under 1 ms
+    /// old (most rows: most flows have one packet), are functions of those
+    /// counts alone. Filled by the same calls, so the values are the same,
+    /// without four logarithms per event.
+    small_ln1p: Box<[[f32; 2]; SMALL_COUNTS]>,
 }
 
-/// Packet counts tabulated in [`FeatureExtractor`]'s `packets_ln1p`.
-const SMALL_COUNTS: usize = 1024;
+/// Counts tabulated in [`FeatureExtractor`]'s `small_ln1p` (up to one
+/// full-size Ethernet frame's bytes).
+const SMALL_COUNTS: usize = 1536;
 /// The shortest duration a flow rate is taken over (s): a one-packet flow has
 /// no duration, so its rate is taken over 1 ms rather than divided by zero.
 const MIN_RATE_S: f64 = 1e-3;
@@ -400,7 +402,7 @@ impl FeatureExtractor {
                     ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
                 }
             }),
-            packets_ln1p: Box::new(std::array::from_fn(|n| {
+            small_ln1p: Box::new(std::array::from_fn(|n| {
                 let p = n as f64;
                 [ln1p(p), ln1p(p / MIN_RATE_S)]
             })),
@@ -634,11 +636,13 @@ impl FeatureExtractor {
         };
         // Rates over the flow's life (at least `MIN_RATE_S`).
         let rate_s = dur_s.max(MIN_RATE_S);
-        let (ln_packets, ln_pps) = match self.packets_ln1p.get(tot.packets as usize) {
-            Some(&[n, r]) if rate_s == MIN_RATE_S => (n, r),
-            Some(&[n, _]) => (n, ln1p(tot.packets as f64 / rate_s)),
-            None => (ln1p(tot.packets as f64), ln1p(tot.packets as f64 / rate_s)),
+        let count_ln1p = |n: u64| match self.small_ln1p.get(n as usize) {
+            Some(&[v, r]) if rate_s == MIN_RATE_S => (v, r),
+            Some(&[v, _]) => (v, ln1p(n as f64 / rate_s)),
+            None => (ln1p(n as f64), ln1p(n as f64 / rate_s)),
         };
+        let (ln_packets, ln_pps) = count_ln1p(tot.packets);
+        let (ln_bytes, ln_bps) = count_ln1p(tot.bytes);
         let syn_unanswered = flow.client_syn && !flow.answered;
         let failed_ratio = |w: usize| {
             let a = src.syn_attempts.sums[w];
@@ -656,13 +660,13 @@ impl FeatureExtractor {
         *out = [
             ln1p(dur_s),
             ln_packets,
-            ln1p(tot.bytes as f64),
+            ln_bytes,
             mean as f32,
             var.sqrt() as f32,
             ln1p(flow.iat_mean / 1e6),
             ln1p(iat_var.sqrt() / 1e6),
             ln_pps,
-            ln1p(tot.bytes as f64 / rate_s),
+            ln_bps,
             f32::from(u8::from(syn_unanswered)),
             (tot.rst as f64 / packets) as f32,
             (tot.fin as f64 / packets) as f32,
