@@ -10,8 +10,8 @@
 //!   backward-shift deletion (no tombstones, so probe chains never grow).
 //!   A miss usually costs one cache line of the index; a hit one line of
 //!   the index and one of the keys;
-//! - keys, recency links and values live in three separate arrays, so
-//!   probing and relinking never pull in the (possibly large) values, and
+//! - keys with their recency links, and values, live in separate arrays,
+//!   so probing and relinking never pull in the (possibly large) values, and
 //!   an evicted slot's value is only written, never read, unless its type
 //!   asks to reuse it ([`LruTable::entry_reset`]).
 //!
@@ -101,10 +101,14 @@ struct Bucket {
 
 const EMPTY: Bucket = Bucket { tag: 0, idx: NIL };
 
-/// Recency links of a slot, and its key's hash tag (to find its bucket on
-/// eviction without rehashing the key).
+/// A slot's key, recency links and the key's hash tag (to find its bucket
+/// on eviction without rehashing the key). Together, and aligned so a node
+/// of a 40-byte flow key or a 16-byte address never straddles two cache
+/// lines, a hit reads its key and relinks itself with one line.
 #[derive(Clone, Copy)]
-struct Link {
+#[repr(C, align(32))]
+struct Node<K> {
+    key: K,
     prev: u32,
     next: u32,
     tag: u32,
@@ -125,8 +129,7 @@ pub struct LruTable<K, V> {
     buckets: Box<[Bucket]>,
     mask: usize,
     seed: u64,
-    keys: Vec<K>,
-    links: Vec<Link>,
+    nodes: Vec<Node<K>>,
     values: Vec<V>,
     cap: usize,
     /// Most recently used slot.
@@ -154,8 +157,7 @@ impl<K: TableKey, V> LruTable<K, V> {
             buckets: vec![EMPTY; n].into_boxed_slice(),
             mask: n - 1,
             seed,
-            keys: Vec::with_capacity(cap),
-            links: Vec::with_capacity(cap),
+            nodes: Vec::with_capacity(cap),
             values: Vec::with_capacity(cap),
             cap,
             head: NIL,
@@ -167,13 +169,13 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Entries held.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.nodes.len()
     }
 
     /// True when empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.nodes.is_empty()
     }
 
     /// Entries evicted so far to make room.
@@ -202,7 +204,7 @@ impl<K: TableKey, V> LruTable<K, V> {
             if e.idx == NIL {
                 return Err(b);
             }
-            if e.tag == tag && self.keys[e.idx as usize] == *key {
+            if e.tag == tag && self.nodes[e.idx as usize].key == *key {
                 return Ok(b);
             }
             b = (b + 1) & self.mask;
@@ -224,12 +226,11 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     pub fn prefetch(&self, tag: u32) {
         prefetch_read(&self.buckets[tag as usize & self.mask]);
-        if self.keys.len() == self.cap && self.tail != NIL {
+        if self.nodes.len() == self.cap && self.tail != NIL {
             let t = self.tail as usize;
-            // The victim's links were prefetched when it became the tail.
-            let victim_home = self.links[t].tag as usize & self.mask;
+            // The victim's node was prefetched when it became the tail.
+            let victim_home = self.nodes[t].tag as usize & self.mask;
             prefetch_read(&self.buckets[victim_home]);
-            prefetch_read(&self.keys[t]);
             prefetch_read(&self.values[t]);
         }
     }
@@ -247,7 +248,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     #[must_use]
     pub fn key(&self, idx: u32) -> &K {
-        &self.keys[idx as usize]
+        &self.nodes[idx as usize].key
     }
 
     /// Value stored in a slot.
@@ -372,10 +373,10 @@ impl<K: TableKey, V> LruTable<K, V> {
             }
             Err(b) => b,
         };
-        if self.keys.len() < self.cap {
-            let idx = self.keys.len() as u32;
-            self.keys.push(key);
-            self.links.push(Link {
+        if self.nodes.len() < self.cap {
+            let idx = self.nodes.len() as u32;
+            self.nodes.push(Node {
+                key,
                 prev: NIL,
                 next: NIL,
                 tag,
@@ -388,8 +389,9 @@ impl<K: TableKey, V> LruTable<K, V> {
         self.unlink(idx);
         self.remove_bucket_of(idx);
         self.evictions += 1;
-        self.keys[idx as usize] = key;
-        self.links[idx as usize].tag = tag;
+        let n = &mut self.nodes[idx as usize];
+        n.key = key;
+        n.tag = tag;
         // Removing shifted buckets back: probe again for the free bucket.
         let mut b = tag as usize & self.mask;
         while self.buckets[b].idx != NIL {
@@ -400,7 +402,7 @@ impl<K: TableKey, V> LruTable<K, V> {
         // The next victim: its links are read by the next eviction's
         // prefetch, a whole event from now.
         if self.tail != NIL {
-            prefetch_read(&self.links[self.tail as usize]);
+            prefetch_read(&self.nodes[self.tail as usize]);
         }
         Claimed::Evicted(idx)
     }
@@ -409,7 +411,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// probe run back so every entry stays reachable from its home bucket.
     fn remove_bucket_of(&mut self, idx: u32) {
         let mask = self.mask;
-        let mut hole = self.links[idx as usize].tag as usize & mask;
+        let mut hole = self.nodes[idx as usize].tag as usize & mask;
         while self.buckets[hole].idx != idx {
             hole = (hole + 1) & mask;
         }
@@ -441,32 +443,33 @@ impl<K: TableKey, V> LruTable<K, V> {
     }
 
     fn unlink(&mut self, idx: u32) {
-        let Link {
-            prev: p, next: n, ..
-        } = self.links[idx as usize];
+        let (p, n) = {
+            let node = &self.nodes[idx as usize];
+            (node.prev, node.next)
+        };
         if p == NIL {
             self.head = n;
         } else {
-            self.links[p as usize].next = n;
+            self.nodes[p as usize].next = n;
         }
         if n == NIL {
             self.tail = p;
         } else {
-            self.links[n as usize].prev = p;
+            self.nodes[n as usize].prev = p;
         }
     }
 
     fn push_front(&mut self, idx: u32) {
         let old = self.head;
         {
-            let l = &mut self.links[idx as usize];
+            let l = &mut self.nodes[idx as usize];
             l.prev = NIL;
             l.next = old;
         }
         if old == NIL {
             self.tail = idx;
         } else {
-            self.links[old as usize].prev = idx;
+            self.nodes[old as usize].prev = idx;
         }
         self.head = idx;
     }
@@ -639,6 +642,12 @@ mod tests {
         other.proto = 17;
         assert_ne!(other.table_hash(5), h);
         assert_ne!(k.table_hash(6), h);
+    }
+
+    #[test]
+    fn nodes_fit_one_cache_line() {
+        assert_eq!(size_of::<Node<FlowKey>>(), 64);
+        assert_eq!(size_of::<Node<[u8; 16]>>(), 32);
     }
 
     #[test]
