@@ -27,7 +27,8 @@
 //! and the worker to core 1, and the consumer floats. Producer and consumer
 //! sleep or block when idle, so at moderate loads the worker has its core
 //! to itself; at the highest loads they compete with it, which is counted in
-//! the worker's figures (pessimistic, not flattering).
+//! the worker's figures (pessimistic, not flattering). `worker_max` has no
+//! producer, so its consumer is pinned to core 0.
 
 use std::{
     path::PathBuf,
@@ -184,16 +185,23 @@ fn pin(core: usize) {
 /// Alert-stage stand-in: drains rows, records latency.
 fn consumer(
     rx: crossbeam_channel::Receiver<ScoredRow>,
+    core: Option<usize>,
 ) -> thread::JoinHandle<(Histogram<u64>, u64)> {
-    thread::spawn(move || {
-        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
-        let mut n = 0u64;
-        for r in rx {
-            let _ = h.record(r.scored_ts_ns.saturating_sub(r.event_ts_ns).max(1));
-            n += 1;
-        }
-        (h, n)
-    })
+    thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || {
+            if let Some(c) = core {
+                pin(c);
+            }
+            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+            let mut n = 0u64;
+            for r in rx {
+                let _ = h.record(r.scored_ts_ns.saturating_sub(r.event_ts_ns).max(1));
+                n += 1;
+            }
+            (h, n)
+        })
+        .expect("spawn consumer")
 }
 
 /// Cost of the parts on their own: feature extraction per event, and one
@@ -260,7 +268,9 @@ fn components(s: &Setup) {
 /// (timestamps advance 100 ns per event, so batches fill).
 fn max_throughput(s: &Setup, secs: f64) -> f64 {
     let (tx, rx) = crossbeam_channel::bounded(65_536);
-    let cons = consumer(rx);
+    // No producer here: the consumer gets the other core, so the figure is
+    // the worker's alone.
+    let cons = consumer(rx, Some(0));
     let mut w = worker(s, tx, s.run_cfg);
     pin(1);
     let n_pre = 1u64 << 19;
@@ -298,78 +308,84 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
     let total = (rate as f64 * secs) as u64;
 
     let (tx, rx) = crossbeam_channel::bounded(65_536);
-    let cons = consumer(rx);
+    let cons = consumer(rx, None);
 
     let prod = {
         let q = Arc::clone(&q);
         let stop = Arc::clone(&stop);
         let dropped = Arc::clone(&dropped);
         let corpus = s.corpus.clone();
-        thread::spawn(move || {
-            pin(0);
-            let start = monotonic_ns();
-            let gap = 1e9 / rate as f64;
-            let mut i = 0u64;
-            while i < total {
-                let due = start + (i as f64 * gap) as u64;
-                let mut now = monotonic_ns();
-                // Two cores carry producer, worker and consumer: sleep rather
-                // than spin while nothing is due, and emit what fell due in
-                // one burst, stamped with the time it is pushed.
-                if now < due {
-                    thread::sleep(Duration::from_nanos((due - now).min(50_000)));
-                    now = monotonic_ns();
+        thread::Builder::new()
+            .name("producer".into())
+            .spawn(move || {
+                pin(0);
+                let start = monotonic_ns();
+                let gap = 1e9 / rate as f64;
+                let mut i = 0u64;
+                while i < total {
+                    let due = start + (i as f64 * gap) as u64;
+                    let mut now = monotonic_ns();
+                    // Two cores carry producer, worker and consumer: sleep rather
+                    // than spin while nothing is due, and emit what fell due in
+                    // one burst, stamped with the time it is pushed.
                     if now < due {
-                        continue;
+                        thread::sleep(Duration::from_nanos((due - now).min(50_000)));
+                        now = monotonic_ns();
+                        if now < due {
+                            continue;
+                        }
+                    }
+                    // Emit every event that is due by now (catch up in bursts).
+                    while i < total && start + (i as f64 * gap) as u64 <= now {
+                        if q.push(replay(&corpus, i, now)).is_err() {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        i += 1;
                     }
                 }
-                // Emit every event that is due by now (catch up in bursts).
-                while i < total && start + (i as f64 * gap) as u64 <= now {
-                    if q.push(replay(&corpus, i, now)).is_err() {
-                        dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 1;
-                }
-            }
-            let el = (monotonic_ns() - start) as f64 / 1e9;
-            stop.store(true, Ordering::Release);
-            el
-        })
+                let el = (monotonic_ns() - start) as f64 / 1e9;
+                stop.store(true, Ordering::Release);
+                el
+            })
+            .expect("spawn producer")
     };
 
     let mut w = worker(s, tx, cfg);
     let wq = Arc::clone(&q);
     let wstop = Arc::clone(&stop);
-    let wt = thread::spawn(move || {
-        pin(1);
-        let mut since_clock = 0u32;
-        let mut n = 0u64;
-        // The ring loop's tick schedule: the regular tick, plus the
-        // pipeline's batch deadline when it comes sooner.
-        loop {
-            if let Some(r) = wq.pop() {
-                w.state.dispatch(&r);
-                n += 1;
-                since_clock += 1;
-                if since_clock >= 256 {
-                    since_clock = 0;
+    let wt = thread::Builder::new()
+        .name("worker".into())
+        .spawn(move || {
+            pin(1);
+            let mut since_clock = 0u32;
+            let mut n = 0u64;
+            // The ring loop's tick schedule: the regular tick, plus the
+            // pipeline's batch deadline when it comes sooner.
+            loop {
+                if let Some(r) = wq.pop() {
+                    w.state.dispatch(&r);
+                    n += 1;
+                    since_clock += 1;
+                    if since_clock >= 256 {
+                        since_clock = 0;
+                        w.state.tick_if_due(monotonic_ns());
+                    }
+                } else {
                     w.state.tick_if_due(monotonic_ns());
+                    if wstop.load(Ordering::Acquire) && wq.is_empty() {
+                        break;
+                    }
+                    // The ring loop sleeps in ppoll when idle; yield so the
+                    // consumer sharing this core can run.
+                    thread::yield_now();
                 }
-            } else {
-                w.state.tick_if_due(monotonic_ns());
-                if wstop.load(Ordering::Acquire) && wq.is_empty() {
-                    break;
-                }
-                // The ring loop sleeps in ppoll when idle; yield so the
-                // consumer sharing this core can run.
-                thread::yield_now();
             }
-        }
-        // Let the last batch's deadline pass, then publish the counters.
-        thread::sleep(Duration::from_millis(2));
-        w.state.tick(monotonic_ns());
-        (n, w)
-    });
+            // Let the last batch's deadline pass, then publish the counters.
+            thread::sleep(Duration::from_millis(2));
+            w.state.tick(monotonic_ns());
+            (n, w)
+        })
+        .expect("spawn worker");
     let prod_secs = prod.join().unwrap();
     let (n, w) = wt.join().unwrap();
     let shed = w.shed.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed);
@@ -398,8 +414,26 @@ fn main() {
         "corpus events={} (simulated mix; replayed with shifted addresses)",
         s.corpus.len()
     );
-    components(&s);
-    max_throughput(&s, secs);
+    // `WORKER_BENCH_ONLY=max` runs the one-core peak alone (for profiling);
+    // `components` the component costs alone; `load` the offered loads.
+    let only = std::env::var("WORKER_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "components" {
+        components(&s);
+    }
+    if only != "components" && only != "load" {
+        // `WORKER_BENCH_MAX_RUNS` repeats the peak measurement (fresh state
+        // each run), so a profiler sees mostly the worker.
+        let runs: u32 = std::env::var("WORKER_BENCH_MAX_RUNS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        for _ in 0..runs {
+            max_throughput(&s, secs);
+        }
+    }
+    if !only.is_empty() && only != "load" {
+        return;
+    }
     let cfg = s.run_cfg;
     println!(
         "config batch_deadline_us={} max_batch={} escalate_band={:?} emit_floor={}",

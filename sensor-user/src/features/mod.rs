@@ -33,7 +33,7 @@ pub use gateway::GatewayView;
 pub use schema::{DST_PACKETS_PER_S_1S, N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
 use window::{
-    Eds3, HOST_HLL_M, HllPair, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
+    Eds3, HOST_HLL_M, HllMeta, HllRegs, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
 };
 
 /// A feature vector in schema order.
@@ -142,9 +142,29 @@ struct FlowState {
     reply: bool,
 }
 
+/// Sketch slots of a host's distinct counters ([`HostState::hll`]).
+const HLL_DST: usize = 0; // distinct destinations, windows 0..3
+const HLL_DPORT: usize = 3; // distinct destination ports, windows 0..3
+const HLL_SRC_1S: usize = 6; // as a destination: distinct sources over 1 s
+const N_HOST_HLL: usize = 7;
+/// Window of each sketch slot.
+const HLL_WINDOW_NS: [u64; N_HOST_HLL] = [
+    WINDOWS_NS[0],
+    WINDOWS_NS[1],
+    WINDOWS_NS[2],
+    WINDOWS_NS[0],
+    WINDOWS_NS[1],
+    WINDOWS_NS[2],
+    WINDOWS_NS[0],
+];
+
 /// Per-host state: its behaviour as a source over three windows, and its
-/// view as a destination over 1 s.
+/// view as a destination over 1 s. Laid out hot first: every event of the
+/// host reads and writes the damped sums and the sketches' summaries (about
+/// 420 bytes); the 896 bytes of sketch registers behind them are touched
+/// only when an item is inserted or an epoch turns over.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 struct HostState {
     last_ns: u64,
     new_flows: Eds3,
@@ -152,16 +172,16 @@ struct HostState {
     failed: Eds3,
     bytes_out: Eds3,
     bytes_in: Eds3,
-    distinct_dst: [HllPair; 3],
-    distinct_dport: [HllPair; 3],
     // Victim view.
-    distinct_src_1s: HllPair,
     syn_in: Eds3,
     packets_in: Eds3,
     /// The gateway view this host's `gw_pps` was computed from (0 = none).
     gw_seq: u64,
     /// Packets/s from this host over the whole gateway, from that view.
     gw_pps: f64,
+    /// Distinct counters, slots `HLL_*`: summaries here, registers below.
+    hll: [HllMeta; N_HOST_HLL],
+    hll_regs: [HllRegs; N_HOST_HLL],
 }
 
 /// The decay factors of the latest time step, reused when the next host to
@@ -219,16 +239,40 @@ impl HostState {
         ] {
             e.decay(&f);
         }
-        for (w, (d, p)) in self
-            .distinct_dst
+        for ((m, r), w) in self
+            .hll
             .iter_mut()
-            .zip(self.distinct_dport.iter_mut())
-            .enumerate()
+            .zip(self.hll_regs.iter_mut())
+            .zip(HLL_WINDOW_NS)
         {
-            d.advance(now, WINDOWS_NS[w]);
-            p.advance(now, WINDOWS_NS[w]);
+            m.advance(r, now, w);
         }
-        self.distinct_src_1s.advance(now, WINDOWS_NS[0]);
+    }
+
+    /// Makes an evicted host's state equal to `HostState::default()` in
+    /// place, clearing only the sketch registers that hold something (a
+    /// host seen only as a destination never filled its source sketches).
+    fn reset(&mut self) {
+        for (m, r) in self.hll.iter().zip(self.hll_regs.iter_mut()) {
+            if !m.is_empty() {
+                *r = HllRegs::default();
+            }
+        }
+        self.hll = [HllMeta::default(); N_HOST_HLL];
+        self.last_ns = 0;
+        for e in [
+            &mut self.new_flows,
+            &mut self.syn_attempts,
+            &mut self.failed,
+            &mut self.bytes_out,
+            &mut self.bytes_in,
+            &mut self.syn_in,
+            &mut self.packets_in,
+        ] {
+            *e = Eds3::default();
+        }
+        self.gw_seq = 0;
+        self.gw_pps = 0.0;
     }
 }
 
@@ -295,7 +339,20 @@ pub struct FeatureExtractor {
     /// depends on that count alone: the same values as computing them, with
     /// no logarithms per event.
     distinct_ln1p: [f32; HOST_HLL_M + 1],
+    /// `ln1p(n)` and `ln1p(n / 1 ms)` for small counts `n`: a flow's packet
+    /// and byte counts, and its packet and byte rates while it is under 1 ms
+    /// old (most rows: most flows have one packet), are functions of those
+    /// counts alone. Filled by the same calls, so the values are the same,
+    /// without four logarithms per event.
+    small_ln1p: Box<[[f32; 2]; SMALL_COUNTS]>,
 }
+
+/// Counts tabulated in [`FeatureExtractor`]'s `small_ln1p` (up to one
+/// full-size Ethernet frame's bytes).
+const SMALL_COUNTS: usize = 1536;
+/// The shortest duration a flow rate is taken over (s): a one-packet flow has
+/// no duration, so its rate is taken over 1 ms rather than divided by zero.
+const MIN_RATE_S: f64 = 1e-3;
 
 /// The reverse direction of a flow.
 #[inline]
@@ -377,6 +434,10 @@ impl FeatureExtractor {
                     ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
                 }
             }),
+            small_ln1p: Box::new(std::array::from_fn(|n| {
+                let p = n as f64;
+                [ln1p(p), ln1p(p / MIN_RATE_S)]
+            })),
             cfg,
         }
     }
@@ -461,9 +522,16 @@ impl FeatureExtractor {
         self.expire(now);
         let key = ev.key;
         let s = &ev.stats;
+        // Start the memory loads of all three table lookups at once.
+        let flow_tag = self.flows.tag_of(&key);
+        let src_tag = self.hosts.tag_of(&key.src);
+        let dst_tag = self.hosts.tag_of(&key.dst);
+        self.flows.prefetch(flow_tag);
+        self.hosts.prefetch(src_tag);
+        self.hosts.prefetch(dst_tag);
 
         // --- flow ---
-        let e = self.flows.entry(key, FlowState::default);
+        let e = self.flows.entry_tagged(key, flow_tag, FlowState::default);
         // Only new flows pay the reverse lookup.
         let reply = e.inserted
             && self
@@ -550,11 +618,16 @@ impl FeatureExtractor {
         // --- source host ---
         // The source is touched first, so inserting the destination (which
         // evicts the least recent host, never the most recent) keeps it.
-        let src_idx = self.hosts.entry(key.src, HostState::default).idx;
+        let src_idx = self
+            .hosts
+            .entry_reset_tagged(key.src, src_tag, HostState::default, HostState::reset)
+            .idx;
         let dst_idx = if key.src == key.dst {
             src_idx
         } else {
-            self.hosts.entry(key.dst, HostState::default).idx
+            self.hosts
+                .entry_reset_tagged(key.dst, dst_tag, HostState::default, HostState::reset)
+                .idx
         };
         let dst_hash = hash_addr(&key.dst);
         let src_hash = hash_addr(&key.src);
@@ -564,10 +637,15 @@ impl FeatureExtractor {
             h.bytes_out.add(d_bytes as f64);
             if e.inserted {
                 h.new_flows.add(1.0);
-                for w in 0..3 {
-                    h.distinct_dst[w].insert(dst_hash);
-                    if key.dport != 0 {
-                        h.distinct_dport[w].insert(fmix64(u64::from(key.dport) ^ 0x6b43_a9b5));
+                for w in 0..N_WINDOWS {
+                    let k = HLL_DST + w;
+                    h.hll[k].insert(&mut h.hll_regs[k], dst_hash);
+                }
+                if key.dport != 0 {
+                    let port_hash = fmix64(u64::from(key.dport) ^ 0x6b43_a9b5);
+                    for w in 0..N_WINDOWS {
+                        let k = HLL_DPORT + w;
+                        h.hll[k].insert(&mut h.hll_regs[k], port_hash);
                     }
                 }
             }
@@ -582,7 +660,7 @@ impl FeatureExtractor {
             h.packets_in.add(d_packets as f64);
             h.syn_in.add(f64::from(d_syn));
             if e.inserted {
-                h.distinct_src_1s.insert(src_hash);
+                h.hll[HLL_SRC_1S].insert(&mut h.hll_regs[HLL_SRC_1S], src_hash);
             }
         }
 
@@ -613,9 +691,15 @@ impl FeatureExtractor {
         } else {
             0.0
         };
-        // Rates over the flow's life; a one-packet flow has no duration, so
-        // its rate is taken over 1 ms rather than divided by zero.
-        let rate_s = dur_s.max(1e-3);
+        // Rates over the flow's life (at least `MIN_RATE_S`).
+        let rate_s = dur_s.max(MIN_RATE_S);
+        let count_ln1p = |n: u64| match self.small_ln1p.get(n as usize) {
+            Some(&[v, r]) if rate_s == MIN_RATE_S => (v, r),
+            Some(&[v, _]) => (v, ln1p(n as f64 / rate_s)),
+            None => (ln1p(n as f64), ln1p(n as f64 / rate_s)),
+        };
+        let (ln_packets, ln_pps) = count_ln1p(tot.packets);
+        let (ln_bytes, ln_bps) = count_ln1p(tot.bytes);
         let syn_unanswered = flow.client_syn && !flow.answered;
         let failed_ratio = |w: usize| {
             let a = src.syn_attempts.sums[w];
@@ -625,21 +709,21 @@ impl FeatureExtractor {
                 (src.failed.sums[w] / a).clamp(0.0, 1.0) as f32
             }
         };
-        let distinct = |h: &HllPair| match h.linear_zeros() {
+        let distinct = |h: &HllMeta| match h.linear_zeros() {
             Some(z) => self.distinct_ln1p[z as usize],
             None => ln1p(h.estimate() * sc),
         };
         let proto = key.proto;
         *out = [
             ln1p(dur_s),
-            ln1p(tot.packets as f64),
-            ln1p(tot.bytes as f64),
+            ln_packets,
+            ln_bytes,
             mean as f32,
             var.sqrt() as f32,
             ln1p(flow.iat_mean / 1e6),
             ln1p(iat_var.sqrt() / 1e6),
-            ln1p(tot.packets as f64 / rate_s),
-            ln1p(tot.bytes as f64 / rate_s),
+            ln_pps,
+            ln_bps,
             f32::from(u8::from(syn_unanswered)),
             (tot.rst as f64 / packets) as f32,
             (tot.fin as f64 / packets) as f32,
@@ -650,17 +734,17 @@ impl FeatureExtractor {
             ln1p(src.new_flows.rate_per_s(0) * sc),
             ln1p(src.new_flows.rate_per_s(1) * sc),
             ln1p(src.new_flows.rate_per_s(2) * sc),
-            distinct(&src.distinct_dst[0]),
-            distinct(&src.distinct_dst[1]),
-            distinct(&src.distinct_dst[2]),
-            distinct(&src.distinct_dport[0]),
-            distinct(&src.distinct_dport[1]),
-            distinct(&src.distinct_dport[2]),
+            distinct(&src.hll[HLL_DST]),
+            distinct(&src.hll[HLL_DST + 1]),
+            distinct(&src.hll[HLL_DST + 2]),
+            distinct(&src.hll[HLL_DPORT]),
+            distinct(&src.hll[HLL_DPORT + 1]),
+            distinct(&src.hll[HLL_DPORT + 2]),
             failed_ratio(1),
             failed_ratio(2),
             ((src.bytes_out.sums[1] + 1.0) / (src.bytes_in.sums[1] + 1.0)).ln() as f32,
             ln1p(src.bytes_out.sums[1] / src.new_flows.sums[1].max(1.0)),
-            distinct(&dst.distinct_src_1s),
+            distinct(&dst.hll[HLL_SRC_1S]),
             ln1p(dst.syn_in.rate_per_s(0) * sc),
             ln1p(dst.packets_in.rate_per_s(0) * sc),
             ln1p(gw_src_pps),

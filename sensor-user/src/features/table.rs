@@ -1,71 +1,117 @@
 //! A fixed-capacity map with least-recently-used eviction.
 //!
-//! All memory is allocated when the table is built: the slot array and a hash
-//! index sized for the capacity, so inserts and evictions in the event path
-//! never allocate. Recency is an intrusive doubly-linked list over slot
-//! indexes; the least recently touched entry is evicted when the table is full.
+//! All memory is allocated when the table is built, so inserts and evictions
+//! in the event path never allocate. The layout is chosen for a worker whose
+//! events mostly start new flows (so most lookups miss and most inserts
+//! evict), where cache misses, not instructions, are the cost:
+//!
+//! - the index is an open-addressing array of 8-byte buckets (a 32-bit hash
+//!   tag and a slot number), linear probing, at most half full, with
+//!   backward-shift deletion (no tombstones, so probe chains never grow).
+//!   A miss usually costs one cache line of the index; a hit one line of
+//!   the index and one of the keys;
+//! - keys with their recency links, and values, live in separate arrays,
+//!   so probing and relinking never pull in the (possibly large) values, and
+//!   an evicted slot's value is only written, never read, unless its type
+//!   asks to reuse it ([`LruTable::entry_reset`]).
+//!
+//! Recency is an intrusive doubly-linked list over slot numbers; the least
+//! recently touched entry is evicted when the table is full.
 
-use std::{
-    collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
-};
+use sensor_common::{FlowKey, hash::fmix64};
 
-use sensor_common::hash::fmix64;
+/// A key the table can hash. Keys come from the kernel and are
+/// attacker-controlled (spoofable addresses), so every table mixes them with
+/// its own random seed: colliding keys cannot be precomputed offline to
+/// build long probe chains.
+pub trait TableKey: Copy + Eq {
+    /// A 64-bit hash of the key mixed with `seed`.
+    fn table_hash(&self, seed: u64) -> u64;
+}
 
-/// A fast, non-cryptographic hasher for keys that come from the kernel.
-/// Flooding a worker's table with crafted collisions needs control of the
-/// keys' full 64-bit mix, and the table is bounded anyway.
-#[derive(Clone, Copy, Default)]
-pub struct FastHasher(u64);
+#[inline(always)]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
 
-impl Hasher for FastHasher {
+#[inline(always)]
+fn word(b: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
+impl TableKey for [u8; 16] {
     #[inline]
-    fn finish(&self) -> u64 {
-        fmix64(self.0)
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            self.0 = (self.0 ^ u64::from_le_bytes(b))
-                .rotate_left(23)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0 ^ v)
-            .rotate_left(23)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    fn table_hash(&self, seed: u64) -> u64 {
+        fmix64(mix(mix(seed, word(self, 0)), word(self, 8)))
     }
 }
 
-/// Builds [`FastHasher`]s.
-#[derive(Clone, Copy, Default)]
-pub struct FastBuild;
-
-impl BuildHasher for FastBuild {
-    type Hasher = FastHasher;
+impl TableKey for FlowKey {
     #[inline]
-    fn build_hasher(&self) -> FastHasher {
-        FastHasher(0x243f_6a88_85a3_08d3)
+    fn table_hash(&self, seed: u64) -> u64 {
+        let mut h = seed;
+        h = mix(h, word(&self.src, 0));
+        h = mix(h, word(&self.src, 8));
+        h = mix(h, word(&self.dst, 0));
+        h = mix(h, word(&self.dst, 8));
+        let rest = u64::from(self.sport)
+            | u64::from(self.dport) << 16
+            | u64::from(self.proto) << 32
+            | u64::from(self._pad[0]) << 40
+            | u64::from(self._pad[1]) << 48
+            | u64::from(self._pad[2]) << 56;
+        fmix64(mix(h, rest))
     }
+}
+
+impl TableKey for u64 {
+    #[inline]
+    fn table_hash(&self, seed: u64) -> u64 {
+        fmix64(mix(seed, *self))
+    }
+}
+
+impl TableKey for u32 {
+    #[inline]
+    fn table_hash(&self, seed: u64) -> u64 {
+        fmix64(mix(seed, u64::from(*self)))
+    }
+}
+
+/// A random seed per table (std's `RandomState` is seeded from the OS once
+/// per thread; one SipHash output of it is a good seed).
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x7ab1_e5ee_d000_0001);
+    h.finish()
 }
 
 const NIL: u32 = u32::MAX;
 
-struct Slot<K, V> {
+/// One index bucket: the low 32 bits of the key's hash and its slot, or
+/// `idx == NIL` when empty. The home bucket is `tag & mask`.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tag: u32,
+    idx: u32,
+}
+
+const EMPTY: Bucket = Bucket { tag: 0, idx: NIL };
+
+/// A slot's key, recency links and the key's hash tag (to find its bucket
+/// on eviction without rehashing the key). Together, and aligned so a node
+/// of a 40-byte flow key or a 16-byte address never straddles two cache
+/// lines, a hit reads its key and relinks itself with one line.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Node<K> {
     key: K,
-    value: V,
     prev: u32,
     next: u32,
+    tag: u32,
 }
 
 /// Result of [`LruTable::entry`].
@@ -80,8 +126,11 @@ pub struct Entry {
 
 /// Fixed-capacity map with LRU eviction. See the module docs.
 pub struct LruTable<K, V> {
-    slots: Vec<Slot<K, V>>,
-    index: HashMap<K, u32, FastBuild>,
+    buckets: Box<[Bucket]>,
+    mask: usize,
+    seed: u64,
+    nodes: Vec<Node<K>>,
+    values: Vec<V>,
     cap: usize,
     /// Most recently used slot.
     head: u32,
@@ -90,17 +139,26 @@ pub struct LruTable<K, V> {
     evictions: u64,
 }
 
-impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
+impl<K: TableKey, V> LruTable<K, V> {
     /// A table holding at most `cap` entries (at least 1).
     #[must_use]
     pub fn new(cap: usize) -> Self {
-        let cap = cap.max(1);
+        Self::with_seed(cap, random_seed())
+    }
+
+    /// [`Self::new`] with a given hash seed (reproducible tests).
+    #[must_use]
+    pub fn with_seed(cap: usize, seed: u64) -> Self {
+        let cap = cap.clamp(1, (NIL as usize) / 4);
+        // At most half full: linear probes stay short, and a probe for an
+        // absent key always ends at an empty bucket.
+        let n = (2 * cap).next_power_of_two();
         Self {
-            slots: Vec::with_capacity(cap),
-            // Twice the entries: with evictions the index deletes and inserts
-            // forever; at most half full, hashbrown always cleans its
-            // tombstones in place instead of growing (allocating).
-            index: HashMap::with_capacity_and_hasher(2 * cap, FastBuild),
+            buckets: vec![EMPTY; n].into_boxed_slice(),
+            mask: n - 1,
+            seed,
+            nodes: Vec::with_capacity(cap),
+            values: Vec::with_capacity(cap),
             cap,
             head: NIL,
             tail: NIL,
@@ -111,13 +169,13 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
     /// Entries held.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.nodes.len()
     }
 
     /// True when empty.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.nodes.is_empty()
     }
 
     /// Entries evicted so far to make room.
@@ -132,31 +190,78 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
         self.cap
     }
 
+    #[inline]
+    fn tag(&self, key: &K) -> u32 {
+        key.table_hash(self.seed) as u32
+    }
+
+    /// The bucket holding `key`, or the empty bucket ending its probe.
+    #[inline]
+    fn probe(&self, key: &K, tag: u32) -> Result<usize, usize> {
+        let mut b = tag as usize & self.mask;
+        loop {
+            let e = self.buckets[b];
+            if e.idx == NIL {
+                return Err(b);
+            }
+            if e.tag == tag && self.nodes[e.idx as usize].key == *key {
+                return Ok(b);
+            }
+            b = (b + 1) & self.mask;
+        }
+    }
+
+    /// The hash tag of `key` for the `*_tagged` calls, so a caller that
+    /// prefetches ([`Self::prefetch`]) does not hash twice.
+    #[inline]
+    #[must_use]
+    pub fn tag_of(&self, key: &K) -> u32 {
+        self.tag(key)
+    }
+
+    /// Hints the CPU to load the index bucket of a key with hash tag `tag`
+    /// and, when the table is full, the slot a miss would evict. Issued for
+    /// every table an event touches before using any of them, the cache
+    /// misses of the tables overlap instead of following one another.
+    #[inline]
+    pub fn prefetch(&self, tag: u32) {
+        prefetch_read(&self.buckets[tag as usize & self.mask]);
+        if self.nodes.len() == self.cap && self.tail != NIL {
+            let t = self.tail as usize;
+            // The victim's node was prefetched when it became the tail.
+            let victim_home = self.nodes[t].tag as usize & self.mask;
+            prefetch_read(&self.buckets[victim_home]);
+            prefetch_read(&self.values[t]);
+        }
+    }
+
     /// Slot of `key` without touching its recency.
     #[inline]
     #[must_use]
     pub fn find(&self, key: &K) -> Option<u32> {
-        self.index.get(key).copied()
+        self.probe(key, self.tag(key))
+            .ok()
+            .map(|b| self.buckets[b].idx)
     }
 
     /// Key stored in a slot.
     #[inline]
     #[must_use]
     pub fn key(&self, idx: u32) -> &K {
-        &self.slots[idx as usize].key
+        &self.nodes[idx as usize].key
     }
 
     /// Value stored in a slot.
     #[inline]
     #[must_use]
     pub fn get(&self, idx: u32) -> &V {
-        &self.slots[idx as usize].value
+        &self.values[idx as usize]
     }
 
     /// Mutable value stored in a slot.
     #[inline]
     pub fn get_mut(&mut self, idx: u32) -> &mut V {
-        &mut self.slots[idx as usize].value
+        &mut self.values[idx as usize]
     }
 
     /// Two distinct slots mutably at once.
@@ -164,8 +269,8 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
     pub fn get2_mut(&mut self, a: u32, b: u32) -> (&mut V, &mut V) {
         assert_ne!(a, b, "get2_mut needs two distinct slots");
         let (lo, hi, swap) = if a < b { (a, b, false) } else { (b, a, true) };
-        let (x, y) = self.slots.split_at_mut(hi as usize);
-        let (l, h) = (&mut x[lo as usize].value, &mut y[0].value);
+        let (x, y) = self.values.split_at_mut(hi as usize);
+        let (l, h) = (&mut x[lo as usize], &mut y[0]);
         if swap { (h, l) } else { (l, h) }
     }
 
@@ -173,43 +278,159 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
     /// `init()` (evicting the least recently used entry when full) if absent.
     #[inline]
     pub fn entry(&mut self, key: K, init: impl FnOnce() -> V) -> Entry {
-        if let Some(&idx) = self.index.get(&key) {
-            self.touch(idx);
-            return Entry {
+        let tag = self.tag(&key);
+        self.entry_tagged(key, tag, init)
+    }
+
+    /// [`Self::entry`] with the key's tag from [`Self::tag_of`].
+    #[inline]
+    pub fn entry_tagged(&mut self, key: K, tag: u32, init: impl FnOnce() -> V) -> Entry {
+        debug_assert_eq!(tag, self.tag(&key));
+        match self.hit_or_claim(key, tag) {
+            Claimed::Hit(idx) => Entry {
                 idx,
                 inserted: false,
                 evicted: false,
-            };
+            },
+            Claimed::Fresh(idx) => {
+                self.values.push(init());
+                Entry {
+                    idx,
+                    inserted: true,
+                    evicted: false,
+                }
+            }
+            Claimed::Evicted(idx) => {
+                self.values[idx as usize] = init();
+                Entry {
+                    idx,
+                    inserted: true,
+                    evicted: true,
+                }
+            }
         }
-        let mut evicted = false;
-        let idx = if self.slots.len() < self.cap {
-            let idx = self.slots.len() as u32;
-            self.slots.push(Slot {
+    }
+
+    /// [`Self::entry`], but a slot taken from an evicted entry is handed to
+    /// `reset` to be made equal to `init()` in place: for large values that
+    /// can skip rewriting parts already in their initial state.
+    #[inline]
+    pub fn entry_reset(
+        &mut self,
+        key: K,
+        init: impl FnOnce() -> V,
+        reset: impl FnOnce(&mut V),
+    ) -> Entry {
+        let tag = self.tag(&key);
+        self.entry_reset_tagged(key, tag, init, reset)
+    }
+
+    /// [`Self::entry_reset`] with the key's tag from [`Self::tag_of`].
+    #[inline]
+    pub fn entry_reset_tagged(
+        &mut self,
+        key: K,
+        tag: u32,
+        init: impl FnOnce() -> V,
+        reset: impl FnOnce(&mut V),
+    ) -> Entry {
+        debug_assert_eq!(tag, self.tag(&key));
+        match self.hit_or_claim(key, tag) {
+            Claimed::Hit(idx) => Entry {
+                idx,
+                inserted: false,
+                evicted: false,
+            },
+            Claimed::Fresh(idx) => {
+                self.values.push(init());
+                Entry {
+                    idx,
+                    inserted: true,
+                    evicted: false,
+                }
+            }
+            Claimed::Evicted(idx) => {
+                reset(&mut self.values[idx as usize]);
+                Entry {
+                    idx,
+                    inserted: true,
+                    evicted: true,
+                }
+            }
+        }
+    }
+
+    /// Finds `key` (and marks it most recently used), or gives it a slot:
+    /// a never-used one (its value still to be pushed) or the least recently
+    /// used one, whose entry is evicted (its value still to be replaced).
+    #[inline]
+    fn hit_or_claim(&mut self, key: K, tag: u32) -> Claimed {
+        let empty = match self.probe(&key, tag) {
+            Ok(b) => {
+                let idx = self.buckets[b].idx;
+                self.touch(idx);
+                return Claimed::Hit(idx);
+            }
+            Err(b) => b,
+        };
+        if self.nodes.len() < self.cap {
+            let idx = self.nodes.len() as u32;
+            self.nodes.push(Node {
                 key,
-                value: init(),
                 prev: NIL,
                 next: NIL,
+                tag,
             });
-            idx
-        } else {
-            let idx = self.tail;
-            self.unlink(idx);
-            let old = self.slots[idx as usize].key;
-            self.index.remove(&old);
-            let s = &mut self.slots[idx as usize];
-            s.key = key;
-            s.value = init();
-            self.evictions += 1;
-            evicted = true;
-            idx
-        };
-        self.index.insert(key, idx);
-        self.push_front(idx);
-        Entry {
-            idx,
-            inserted: true,
-            evicted,
+            self.buckets[empty] = Bucket { tag, idx };
+            self.push_front(idx);
+            return Claimed::Fresh(idx);
         }
+        let idx = self.tail;
+        self.unlink(idx);
+        self.remove_bucket_of(idx);
+        self.evictions += 1;
+        let n = &mut self.nodes[idx as usize];
+        n.key = key;
+        n.tag = tag;
+        // Removing shifted buckets back: probe again for the free bucket.
+        let mut b = tag as usize & self.mask;
+        while self.buckets[b].idx != NIL {
+            b = (b + 1) & self.mask;
+        }
+        self.buckets[b] = Bucket { tag, idx };
+        self.push_front(idx);
+        // The next victim: its links are read by the next eviction's
+        // prefetch, a whole event from now.
+        if self.tail != NIL {
+            prefetch_read(&self.nodes[self.tail as usize]);
+        }
+        Claimed::Evicted(idx)
+    }
+
+    /// Empties the bucket pointing at slot `idx`, shifting the rest of its
+    /// probe run back so every entry stays reachable from its home bucket.
+    fn remove_bucket_of(&mut self, idx: u32) {
+        let mask = self.mask;
+        let mut hole = self.nodes[idx as usize].tag as usize & mask;
+        while self.buckets[hole].idx != idx {
+            hole = (hole + 1) & mask;
+        }
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let e = self.buckets[j];
+            if e.idx == NIL {
+                break;
+            }
+            // An entry may fill the hole if the hole lies on its probe path,
+            // between its home bucket and where it sits now.
+            let home = e.tag as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.buckets[hole] = e;
+                hole = j;
+            }
+        }
+        self.buckets[hole] = EMPTY;
     }
 
     /// Marks a slot most recently used.
@@ -223,35 +444,56 @@ impl<K: Copy + Eq + Hash, V> LruTable<K, V> {
 
     fn unlink(&mut self, idx: u32) {
         let (p, n) = {
-            let s = &self.slots[idx as usize];
-            (s.prev, s.next)
+            let node = &self.nodes[idx as usize];
+            (node.prev, node.next)
         };
         if p == NIL {
             self.head = n;
         } else {
-            self.slots[p as usize].next = n;
+            self.nodes[p as usize].next = n;
         }
         if n == NIL {
             self.tail = p;
         } else {
-            self.slots[n as usize].prev = p;
+            self.nodes[n as usize].prev = p;
         }
     }
 
     fn push_front(&mut self, idx: u32) {
         let old = self.head;
         {
-            let s = &mut self.slots[idx as usize];
-            s.prev = NIL;
-            s.next = old;
+            let l = &mut self.nodes[idx as usize];
+            l.prev = NIL;
+            l.next = old;
         }
         if old == NIL {
             self.tail = idx;
         } else {
-            self.slots[old as usize].prev = idx;
+            self.nodes[old as usize].prev = idx;
         }
         self.head = idx;
     }
+}
+
+/// What [`LruTable::hit_or_claim`] found or made.
+enum Claimed {
+    Hit(u32),
+    Fresh(u32),
+    Evicted(u32),
+}
+
+#[inline(always)]
+fn prefetch_read<T>(p: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, even on a bad address,
+    // and `p` is a valid reference anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(p).cast::<i8>(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 #[cfg(test)]
@@ -275,24 +517,145 @@ mod tests {
         assert_eq!((t.len(), t.evictions()), (3, 1));
     }
 
-    #[test]
-    fn matches_a_brute_force_lru() {
-        let mut t: LruTable<u64, u64> = LruTable::new(16);
-        let mut order: Vec<u64> = Vec::new();
-        let mut x = 1u64;
-        for _ in 0..10_000 {
-            x = fmix64(x);
-            let k = x % 40;
-            t.entry(k, || k);
-            order.retain(|&o| o != k);
-            order.push(k);
-            if order.len() > 16 {
-                order.remove(0);
+    /// A brute-force LRU: a vector of (key, value), most recent last.
+    struct Model {
+        cap: usize,
+        order: Vec<(u64, u64)>,
+        evictions: u64,
+    }
+
+    impl Model {
+        /// Returns (inserted, evicted).
+        fn entry(&mut self, k: u64, v: u64) -> (bool, bool) {
+            if let Some(p) = self.order.iter().position(|e| e.0 == k) {
+                let e = self.order.remove(p);
+                self.order.push(e);
+                return (false, false);
             }
-            assert_eq!(t.len(), order.len());
-            for o in &order {
-                assert!(t.find(o).is_some());
+            let mut evicted = false;
+            if self.order.len() == self.cap {
+                self.order.remove(0);
+                self.evictions += 1;
+                evicted = true;
+            }
+            self.order.push((k, v));
+            (true, evicted)
+        }
+    }
+
+    /// Drives the table and the model with the same keys and checks every
+    /// answer: flags, membership of every key, values, length, evictions.
+    /// Small tables over a key space a few times larger probe through long
+    /// collision runs and evict constantly, exercising backward shifts.
+    fn check_against_model(cap: usize, keys: u64, steps: usize, seed: u64) {
+        let mut t: LruTable<u64, u64> = LruTable::with_seed(cap, seed);
+        let mut m = Model {
+            cap: cap.max(1),
+            order: Vec::new(),
+            evictions: 0,
+        };
+        let mut x = seed | 1;
+        for step in 0..steps {
+            x = fmix64(x);
+            let k = x % keys;
+            let v = step as u64;
+            // Alternate the two insertion paths.
+            let e = match step % 4 {
+                0 => t.entry(k, || v),
+                1 => t.entry_reset(k, || v, |old| *old = v),
+                2 => {
+                    let tag = t.tag_of(&k);
+                    t.prefetch(tag);
+                    t.entry_tagged(k, tag, || v)
+                }
+                _ => {
+                    let tag = t.tag_of(&k);
+                    t.prefetch(tag);
+                    t.entry_reset_tagged(k, tag, || v, |old| *old = v)
+                }
+            };
+            let (ins, ev) = m.entry(k, v);
+            assert_eq!((e.inserted, e.evicted), (ins, ev), "step {step} key {k}");
+            assert_eq!(*t.key(e.idx), k);
+            // Values stay with their keys; bump one through get_mut.
+            *t.get_mut(e.idx) += 1;
+            let last = m.order.len() - 1;
+            m.order[last].1 += 1;
+            assert_eq!(t.len(), m.order.len());
+            assert_eq!(t.evictions(), m.evictions);
+            for q in 0..keys {
+                let want = m.order.iter().find(|e| e.0 == q).map(|e| e.1);
+                let got = t.find(&q).map(|i| *t.get(i));
+                assert_eq!(got, want, "step {step} key {q}");
             }
         }
+    }
+
+    #[test]
+    fn matches_a_brute_force_lru() {
+        check_against_model(16, 40, 10_000, 1);
+    }
+
+    #[test]
+    fn matches_a_brute_force_lru_in_many_shapes() {
+        for (cap, keys, seed) in [
+            (1, 3, 7),
+            (2, 5, 8),
+            (3, 4, 9),
+            (5, 64, 10),
+            (64, 100, 11),
+            (100, 300, 12),
+            (100, 101, 13),
+        ] {
+            check_against_model(cap, keys, 4000, seed);
+        }
+    }
+
+    #[test]
+    fn colliding_homes_stay_reachable() {
+        // A seed under which many keys share home buckets: with only 32
+        // buckets for 16 entries, runs wrap around the end of the index.
+        for seed in 0..20 {
+            check_against_model(16, 17, 600, seed * 0x1234_5678_9abc);
+        }
+    }
+
+    #[test]
+    fn flow_keys_hash_every_field() {
+        let k = FlowKey {
+            src: [1; 16],
+            dst: [2; 16],
+            sport: 3,
+            dport: 4,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let h = k.table_hash(5);
+        let mut other = k;
+        other.sport = 4;
+        other.dport = 3;
+        assert_ne!(other.table_hash(5), h);
+        other = k;
+        other.src[15] = 9;
+        assert_ne!(other.table_hash(5), h);
+        other = k;
+        other.proto = 17;
+        assert_ne!(other.table_hash(5), h);
+        assert_ne!(k.table_hash(6), h);
+    }
+
+    #[test]
+    fn nodes_fit_one_cache_line() {
+        assert_eq!(size_of::<Node<FlowKey>>(), 64);
+        assert_eq!(size_of::<Node<[u8; 16]>>(), 32);
+    }
+
+    #[test]
+    fn get2_mut_returns_both_in_order() {
+        let mut t: LruTable<u32, u32> = LruTable::new(4);
+        let a = t.entry(1, || 10).idx;
+        let b = t.entry(2, || 20).idx;
+        let (x, y) = t.get2_mut(b, a);
+        assert_eq!((*x, *y), (20, 10));
     }
 }

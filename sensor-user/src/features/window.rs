@@ -102,61 +102,90 @@ pub fn hll_linear_estimate(zeros: u32) -> f64 {
     m * (m / f64::from(zeros)).ln()
 }
 
-/// A distinct counter over a tumbling window of `W` ns with two epochs:
-/// `cur` holds items since the start of the current epoch, `prev` the epoch
-/// before. Estimates count the union.
-#[derive(Clone, Debug)]
-pub struct HllPair {
-    prev: [u8; HOST_HLL_M],
-    cur: [u8; HOST_HLL_M],
+/// The summary half of an [`HllPair`]: what estimates need, plus the epoch.
+/// Hosts keep these next to their other hot fields and the registers
+/// ([`HllRegs`]) apart, so an event that inserts nothing reads no register.
+#[derive(Clone, Copy, Debug)]
+pub struct HllMeta {
     /// `Σ 2^-max(prev[i], cur[i])`, maintained on every register change.
     union_sum: f64,
     /// Registers where `max(prev, cur) == 0`.
     union_zeros: u32,
     /// `ts / W` of the current epoch.
     epoch: u64,
+    /// A timestamp below this is in the current epoch (or older): the first
+    /// nanosecond of the next epoch as last computed, saturated, or 0 before
+    /// the first advance. Lets an advance within the epoch skip a division.
+    until_ns: u64,
 }
 
-impl Default for HllPair {
+impl Default for HllMeta {
     fn default() -> Self {
         Self {
-            prev: [0; HOST_HLL_M],
-            cur: [0; HOST_HLL_M],
             union_sum: HOST_HLL_M as f64,
             union_zeros: HOST_HLL_M as u32,
             epoch: 0,
+            until_ns: 0,
         }
     }
 }
 
-impl HllPair {
-    /// Moves to the epoch containing `ts_ns` (windows of `window_ns`).
-    /// Time never goes backwards here: an older timestamp stays in the
-    /// current epoch.
+/// The registers of an [`HllPair`], the previous and current epoch's side
+/// by side per index, so an insert reads and writes one cache line.
+#[derive(Clone, Copy, Debug)]
+pub struct HllRegs {
+    /// `[prev, cur]` per register.
+    r: [[u8; 2]; HOST_HLL_M],
+}
+
+impl Default for HllRegs {
+    fn default() -> Self {
+        Self {
+            r: [[0; 2]; HOST_HLL_M],
+        }
+    }
+}
+
+impl HllMeta {
+    /// True when both epochs are empty, so every register is zero.
     #[inline]
-    pub fn advance(&mut self, ts_ns: u64, window_ns: u64) {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.union_zeros == HOST_HLL_M as u32
+    }
+
+    /// Moves to the epoch containing `ts_ns` (windows of `window_ns`; always
+    /// the same for one sketch). Time never goes backwards here: an older
+    /// timestamp stays in the current epoch.
+    #[inline]
+    pub fn advance(&mut self, regs: &mut HllRegs, ts_ns: u64, window_ns: u64) {
+        if ts_ns < self.until_ns {
+            return;
+        }
+        self.advance_epoch(regs, ts_ns, window_ns);
+    }
+
+    fn advance_epoch(&mut self, regs: &mut HllRegs, ts_ns: u64, window_ns: u64) {
         let e = ts_ns / window_ns;
         if e <= self.epoch {
+            self.until_ns = (self.epoch + 1).saturating_mul(window_ns);
             return;
         }
-        if self.union_zeros == HOST_HLL_M as u32 {
+        let next = e == self.epoch + 1;
+        self.epoch = e;
+        self.until_ns = (e + 1).saturating_mul(window_ns);
+        if self.is_empty() {
             // Both epochs are empty (a new host, or one idle for 2W): only
             // the epoch number changes.
-            self.epoch = e;
             return;
         }
-        if e == self.epoch + 1 {
-            self.prev = self.cur;
-        } else {
-            self.prev = [0; HOST_HLL_M];
-        }
-        self.cur = [0; HOST_HLL_M];
-        self.epoch = e;
         let mut sum = 0.0;
         let mut zeros = 0;
-        for &r in &self.prev {
-            sum += POW2_NEG[r as usize];
-            zeros += u32::from(r == 0);
+        for pc in &mut regs.r {
+            let p = if next { pc[1] } else { 0 };
+            *pc = [p, 0];
+            sum += POW2_NEG[p as usize];
+            zeros += u32::from(p == 0);
         }
         self.union_sum = sum;
         self.union_zeros = zeros;
@@ -164,13 +193,14 @@ impl HllPair {
 
     /// Adds an item by its 64-bit hash (after [`Self::advance`]).
     #[inline]
-    pub fn insert(&mut self, hash: u64) {
+    pub fn insert(&mut self, regs: &mut HllRegs, hash: u64) {
         let (i, rank) = hll_index_rank(hash);
-        if rank <= self.cur[i] {
+        let [prev, cur] = regs.r[i];
+        if rank <= cur {
             return;
         }
-        let old_union = self.cur[i].max(self.prev[i]);
-        self.cur[i] = rank;
+        let old_union = cur.max(prev);
+        regs.r[i][1] = rank;
         if rank > old_union {
             self.union_sum += POW2_NEG[rank as usize] - POW2_NEG[old_union as usize];
             if old_union == 0 {
@@ -195,24 +225,78 @@ impl HllPair {
         hll_is_linear(self.union_sum, self.union_zeros).then_some(self.union_zeros)
     }
 
-    /// Recomputes the estimate from the registers (for tests and audits of
-    /// the incremental sum).
+    /// Current epoch number (`ts / W`).
     #[must_use]
-    pub fn estimate_from_registers(&self) -> f64 {
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+}
+
+impl HllRegs {
+    /// The estimate recomputed from the registers alone.
+    #[must_use]
+    pub fn estimate(&self) -> f64 {
         let mut sum = 0.0;
         let mut zeros = 0;
-        for (a, b) in self.prev.iter().zip(&self.cur) {
-            let r = (*a).max(*b);
+        for &[a, b] in &self.r {
+            let r = a.max(b);
             sum += POW2_NEG[r as usize];
             zeros += u32::from(r == 0);
         }
         hll_estimate(sum, zeros)
     }
+}
+
+/// A distinct counter over a tumbling window of `W` ns with two epochs:
+/// `cur` holds items since the start of the current epoch, `prev` the epoch
+/// before. Estimates count the union. Its two halves ([`HllMeta`],
+/// [`HllRegs`]) can also be kept apart, as hosts do.
+#[derive(Clone, Debug, Default)]
+pub struct HllPair {
+    meta: HllMeta,
+    regs: HllRegs,
+}
+
+impl HllPair {
+    /// Moves to the epoch containing `ts_ns` (windows of `window_ns`).
+    /// Time never goes backwards here: an older timestamp stays in the
+    /// current epoch.
+    #[inline]
+    pub fn advance(&mut self, ts_ns: u64, window_ns: u64) {
+        self.meta.advance(&mut self.regs, ts_ns, window_ns);
+    }
+
+    /// Adds an item by its 64-bit hash (after [`Self::advance`]).
+    #[inline]
+    pub fn insert(&mut self, hash: u64) {
+        self.meta.insert(&mut self.regs, hash);
+    }
+
+    /// Estimated distinct items in the current and previous epoch.
+    #[inline]
+    #[must_use]
+    pub fn estimate(&self) -> f64 {
+        self.meta.estimate()
+    }
+
+    /// See [`HllMeta::linear_zeros`].
+    #[inline]
+    #[must_use]
+    pub fn linear_zeros(&self) -> Option<u32> {
+        self.meta.linear_zeros()
+    }
+
+    /// Recomputes the estimate from the registers (for tests and audits of
+    /// the incremental sum).
+    #[must_use]
+    pub fn estimate_from_registers(&self) -> f64 {
+        self.regs.estimate()
+    }
 
     /// Current epoch number (`ts / W`).
     #[must_use]
     pub fn epoch(&self) -> u64 {
-        self.epoch
+        self.meta.epoch()
     }
 }
 
