@@ -102,7 +102,6 @@ fn assert_no_false_alert(entry: &Entry, j: &Judgement) {
 }
 
 #[test]
-#[ignore = "measured: raised as a scan by 172.16.0.5, not a flood: one source sending 18 778 SYNs to 8 450 random ports of one host at ~27 000/s; the lab-trained classifier learnt fast single-source SYNs over many ports as scanning (nmap at 10 000 probes/s), and no feature tells a random-port SYN flood from a fast port scan"]
 fn cicddos2019_syn_flood_is_detected_as_flood() {
     let Some((e, run, j)) = replay(
         "cicddos2019_syn_flood_is_detected_as_flood",
@@ -114,7 +113,7 @@ fn cicddos2019_syn_flood_is_detected_as_flood() {
 }
 
 #[test]
-#[ignore = "measured: the flooder 172.16.0.5 gets a scan alert (see the test above; 1 false detection)"]
+#[ignore = "measured: the flooder 172.16.0.5 also gets a scan and an anomaly alert (one source sending SYNs to 8 450 random ports looks like probing; 2 false detections)"]
 fn cicddos2019_syn_flood_raises_no_other_alert() {
     let Some((e, _, j)) = replay(
         "cicddos2019_syn_flood_raises_no_other_alert",

@@ -41,7 +41,7 @@ pub struct TrainArgs {
     pub no_verify: bool,
     /// Labelled rows recorded in the traffic lab (`cargo xtask lab record`),
     /// CSV or gzipped CSV with its `.meta.json` beside it; repeatable. The
-    /// committed recording is used when none is given.
+    /// committed recordings are used when none is given.
     #[arg(long)]
     pub lab_data: Vec<PathBuf>,
     /// Train on the simulated data only.
@@ -55,8 +55,14 @@ pub struct TrainArgs {
     pub fn_cost: f64,
 }
 
-/// The committed lab recording (see `models/README.md`).
-pub const LAB_DATA: &str = "models/data/lab-rows.csv.gz";
+/// The committed lab recordings (see `models/README.md`): every scenario
+/// from a fresh lab (first-contact attackers), and the same scenarios
+/// played back to back in one lab (attackers carrying the previous
+/// scenarios' host history).
+pub const LAB_DATA: [&str; 2] = [
+    "models/data/lab-rows.csv.gz",
+    "models/data/lab-rows-continuous.csv.gz",
+];
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
@@ -109,8 +115,8 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         .args(["-m", "pip", "install", "--quiet", "-r"])
         .arg(models.join("requirements.txt")))?;
     let mut lab = args.lab_data.clone();
-    if lab.is_empty() && !args.sim_only && root.join(LAB_DATA).exists() {
-        lab.push(root.join(LAB_DATA));
+    if lab.is_empty() && !args.sim_only {
+        lab.extend(LAB_DATA.iter().map(|p| root.join(p)).filter(|p| p.exists()));
     }
     let mut train = Command::new(&py);
     train
