@@ -375,6 +375,33 @@ fn responder_flows_are_recognised_across_cpus() {
     assert!(fx.last_responder());
 }
 
+/// An event of a flow's first packet (`kind` as given).
+fn one_packet(
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    ts_ns: u64,
+    kind: sensor_common::EventKind,
+) -> FlowEvent {
+    let mut e = FlowEvent {
+        key: FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        },
+        ts_ns,
+        kind: kind as u32,
+        ..FlowEvent::default()
+    };
+    e.stats.packets = 1;
+    e
+}
+
 /// A UDP direction that starts after its reverse direction is a reply (a
 /// resolver's answers, a scanned host's UDP replies); the direction that
 /// started first is not, even when its later snapshots arrive after the
@@ -386,22 +413,8 @@ fn udp_replies_and_icmp_responses_are_responders() {
     let mut row = [0f32; N_FEATURES];
     let client = FlowKey::map_v4([10, 0, 0, 1]);
     let resolver = FlowKey::map_v4([10, 0, 0, 53]);
-    let ev = |src, dst, sport, dport, proto, ts_ns, kind: sensor_common::EventKind| {
-        let mut e = FlowEvent {
-            key: FlowKey {
-                src,
-                dst,
-                sport,
-                dport,
-                proto,
-                _pad: [0; 3],
-            },
-            ts_ns,
-            kind: kind as u32,
-            ..FlowEvent::default()
-        };
-        e.stats.packets = 1;
-        e
+    let ev = |src, dst, sport, dport, proto, ts_ns, kind| {
+        one_packet(src, dst, sport, dport, proto, ts_ns, kind)
     };
     use sensor_common::EventKind::{Start, Update};
     let query = ev(client, resolver, 40000, 53, ipproto::UDP, 1_000_000, Start);
@@ -449,21 +462,7 @@ fn solicited_flows_follow_their_request() {
     let b = FlowKey::map_v4([10, 0, 0, 2]);
     let victim = FlowKey::map_v4([10, 0, 0, 3]);
     let ev = |src, dst, sport, dport, proto, ts_ns| {
-        let mut e = FlowEvent {
-            key: FlowKey {
-                src,
-                dst,
-                sport,
-                dport,
-                proto,
-                _pad: [0; 3],
-            },
-            ts_ns,
-            kind: Start as u32,
-            ..FlowEvent::default()
-        };
-        e.stats.packets = 1;
-        e
+        one_packet(src, dst, sport, dport, proto, ts_ns, Start)
     };
     let cases = [
         // (request, answer)

@@ -276,6 +276,20 @@ mod tests {
         .expect("committed classifier loads")
     }
 
+    /// The error `score_stream` gives for `csv` (file name `x.csv`).
+    fn refusal(m: &Model, csv: &str) -> String {
+        score_stream(
+            m,
+            csv.as_bytes(),
+            Path::new("x.csv"),
+            8,
+            &[],
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string()
+    }
+
     fn header_line() -> String {
         SCHEMA.iter().map(|f| f.name).collect::<Vec<_>>().join(",")
     }
@@ -326,16 +340,7 @@ mod tests {
         let mut names: Vec<&str> = SCHEMA.iter().map(|f| f.name).collect();
         names.swap(2, 3);
         let csv = format!("{}\n", names.join(","));
-        let err = score_stream(
-            &m,
-            csv.as_bytes(),
-            Path::new("x.csv"),
-            8,
-            &[],
-            &mut Vec::new(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&m, &csv);
         assert!(err.starts_with("x.csv:1: column 3 is"), "{err}");
         assert!(err.contains(SCHEMA[2].name), "{err}");
     }
@@ -351,28 +356,10 @@ mod tests {
             vec!["1"; N_FEATURES].join(","),
             row.join(",")
         );
-        let err = score_stream(
-            &m,
-            csv.as_bytes(),
-            Path::new("x.csv"),
-            8,
-            &[],
-            &mut Vec::new(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&m, &csv);
         assert!(err.starts_with("x.csv:3: column 6"), "{err}");
         let short = format!("{}\n1,2\n", header_line());
-        let err = score_stream(
-            &m,
-            short.as_bytes(),
-            Path::new("x.csv"),
-            8,
-            &[],
-            &mut Vec::new(),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = refusal(&m, &short);
         assert!(err.contains("x.csv:2: 2 columns"), "{err}");
     }
 }
