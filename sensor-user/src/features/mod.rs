@@ -228,15 +228,7 @@ impl HostState {
             memo.factors(now - self.last_ns)
         };
         self.last_ns = now;
-        for e in [
-            &mut self.new_flows,
-            &mut self.syn_attempts,
-            &mut self.failed,
-            &mut self.bytes_out,
-            &mut self.bytes_in,
-            &mut self.syn_in,
-            &mut self.packets_in,
-        ] {
+        for e in self.damped_sums() {
             e.decay(&f);
         }
         for ((m, r), w) in self
@@ -247,6 +239,19 @@ impl HostState {
         {
             m.advance(r, now, w);
         }
+    }
+
+    /// Every damped sum of the host, for decaying or clearing them together.
+    fn damped_sums(&mut self) -> [&mut Eds3; 7] {
+        [
+            &mut self.new_flows,
+            &mut self.syn_attempts,
+            &mut self.failed,
+            &mut self.bytes_out,
+            &mut self.bytes_in,
+            &mut self.syn_in,
+            &mut self.packets_in,
+        ]
     }
 
     /// Makes an evicted host's state equal to `HostState::default()` in
@@ -260,15 +265,7 @@ impl HostState {
         }
         self.hll = [HllMeta::default(); N_HOST_HLL];
         self.last_ns = 0;
-        for e in [
-            &mut self.new_flows,
-            &mut self.syn_attempts,
-            &mut self.failed,
-            &mut self.bytes_out,
-            &mut self.bytes_in,
-            &mut self.syn_in,
-            &mut self.packets_in,
-        ] {
+        for e in self.damped_sums() {
             *e = Eds3::default();
         }
         self.gw_seq = 0;
