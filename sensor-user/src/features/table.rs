@@ -285,30 +285,10 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// [`Self::entry`] with the key's tag from [`Self::tag_of`].
     #[inline]
     pub fn entry_tagged(&mut self, key: K, tag: u32, init: impl FnOnce() -> V) -> Entry {
-        debug_assert_eq!(tag, self.tag(&key));
-        match self.hit_or_claim(key, tag) {
-            Claimed::Hit(idx) => Entry {
-                idx,
-                inserted: false,
-                evicted: false,
-            },
-            Claimed::Fresh(idx) => {
-                self.values.push(init());
-                Entry {
-                    idx,
-                    inserted: true,
-                    evicted: false,
-                }
-            }
-            Claimed::Evicted(idx) => {
-                self.values[idx as usize] = init();
-                Entry {
-                    idx,
-                    inserted: true,
-                    evicted: true,
-                }
-            }
-        }
+        // Exactly one of the two closures runs, and only once.
+        let init = std::cell::Cell::new(Some(init));
+        let make = || init.take().expect("init runs at most once")();
+        self.entry_reset_tagged(key, tag, make, |v| *v = make())
     }
 
     /// [`Self::entry`], but a slot taken from an evicted entry is handed to
