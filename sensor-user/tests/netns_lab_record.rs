@@ -68,8 +68,10 @@ fn lab_recording_has_both_directions_and_labels_follow_the_sender() {
     let out = sensor.stop(Duration::from_secs(30)).expect("sensor stop");
 
     // What was sent, from the sending side.
-    // The client sends the request and ACKs of a 24 MiB download.
-    assert!(benign.packets_sent > 1000, "{benign:?}");
+    // The client sends the request and ACKs of a 24 MiB download; how
+    // many ACKs depends on receive offload and delayed ACKs (measured
+    // 659 to 5 400), so the download itself is checked through the mirror.
+    assert!(benign.packets_sent > 100, "{benign:?}");
     assert!(scan.packets_sent >= 1000, "{scan:?}");
     let first = scan.first_packet_mono_ns.expect("the scan sent frames");
     assert!((scan.start_mono_ns..=scan.end_mono_ns).contains(&first));
@@ -81,6 +83,10 @@ fn lab_recording_has_both_directions_and_labels_follow_the_sender() {
         "sensor saw {seen} frames"
     );
     assert_eq!(out.stats.counter("mirror_dropped"), seen);
+    assert!(
+        out.stats.counter("bytes_seen") >= 24 << 20,
+        "the mirror carried the 24 MiB download"
+    );
     assert!(
         out.stderr.contains("rows lost before recording: 0"),
         "{}",
