@@ -147,7 +147,7 @@ impl ScoringSummary {
              inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
              rows below threshold {}, from a responding TCP flow {}, floods below the volume floor {}, \
-             floods of solicited traffic {}, awaiting corroboration {}",
+             floods of solicited traffic {}, ICMP errors answering an attacker {}, awaiting corroboration {}",
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
@@ -165,6 +165,7 @@ impl ScoringSummary {
             a.rows_responder,
             a.rows_flood_low_volume,
             a.rows_flood_solicited,
+            a.rows_flood_backscatter,
             a.rows_uncorroborated,
         )
     }

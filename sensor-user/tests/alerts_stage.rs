@@ -1110,6 +1110,55 @@ fn floods_need_volume_at_the_victim() {
     assert_eq!(stage.metrics().rows_flood_solicited, 1);
 }
 
+/// ICMP errors sent to a host that an open alert holds as a scanner (or
+/// as the brute forcer of their sender) answer its probes: a flood score on
+/// them is counted and dropped. The same errors toward any other host, and
+/// floods of other traffic toward the scanner, still count.
+#[test]
+fn icmp_errors_answering_an_attacker_are_not_a_flood() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 1;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let scanner = ip("10.9.9.9");
+    let target = ip(VICTIM);
+    let unreachable = |src, dst, ts| {
+        let mut r = row(AttackClass::Flood, 0.999, src, dst, 3, ts);
+        (r.proto, r.sport) = (1, 3);
+        r
+    };
+    // Before any alert names the scanner, its port unreachables are a flood.
+    stage.process(&unreachable(target, scanner, SEC));
+    assert_eq!(stage.open_alerts().len(), 1);
+    assert_eq!(stage.open_alerts()[0].class, AttackClass::Flood);
+    let other = ip("10.9.9.10");
+    stage.process(&row(AttackClass::Scan, 0.99, other, target, 161, SEC + 1));
+    assert_eq!(stage.open_alerts().len(), 2);
+    for i in 0..50 {
+        stage.process(&unreachable(target, other, SEC + 2 + i));
+    }
+    assert_eq!(stage.metrics().rows_flood_backscatter, 50);
+    assert_eq!(
+        stage.open_alerts().len(),
+        2,
+        "no flood alert on the scanner"
+    );
+    // A SYN flood on the scanner is still a flood.
+    stage.process(&row(AttackClass::Flood, 0.999, target, other, 80, SEC + 60));
+    assert_eq!(stage.open_alerts().len(), 3);
+    // Echo replies are not errors.
+    let mut r = row(
+        AttackClass::Flood,
+        0.999,
+        ip("10.9.9.11"),
+        other,
+        0,
+        SEC + 61,
+    );
+    (r.proto, r.sport) = (1, 0);
+    stage.process(&r);
+    assert_eq!(stage.metrics().rows_flood_backscatter, 50);
+}
+
 /// Scan detections corroborate only with distinct targets: a client that
 /// queries one resolver five times, each row scored as a probe, is not a
 /// scanner; three ports of one host (or one port of three hosts) are.

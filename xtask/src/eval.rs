@@ -337,6 +337,7 @@ const DEFAULT_SCENARIOS: &[&str] = &[
     "benign-download",
     "benign-dns",
     "benign-iperf",
+    "benign-offline-peers",
     "scan-syn",
     "scan-udp",
     "scan-sweep",
@@ -453,7 +454,8 @@ fn score(
 
 /// Runs one case end to end. Errors become a row with the error, so one
 /// broken case does not hide the others.
-fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
+/// The case's EVE file is kept in `eve_dir` as `<case>.eve.json`.
+fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: &Path) -> Row {
     let failed = |e: anyhow::Error| Row {
         name: case.name(),
         source: case.source(),
@@ -493,6 +495,14 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts) -> Row {
         Ok(x) => x,
         Err(e) => return failed(e),
     };
+    let kept = eve_dir.join(format!("{}.eve.json", case.name()));
+    if let Err(e) = std::fs::copy(slot.eve(), &kept) {
+        eprintln!(
+            "cannot keep {} as {}: {e}",
+            slot.eve().display(),
+            kept.display()
+        );
+    }
     match read_open_alerts(&slot.eve()) {
         Ok(alerts) => {
             let mut row = score(
@@ -643,6 +653,14 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             bail!("no case name contains `{f}`");
         }
     }
+    let md_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| crate::target_dir().join("eval/eval.md"));
+    let json_path = md_path.with_extension("json");
+    // Every case's alerts as the sensor wrote them, for a closer look.
+    let eve_dir = md_path.with_file_name("eve");
+    std::fs::create_dir_all(&eve_dir).with_context(|| format!("creating {}", eve_dir.display()))?;
     crate::demo::catch_ctrl_c();
     let mut rows = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -656,7 +674,7 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         let t = Instant::now();
-        let row = evaluate(case.as_ref(), &bin, &models, opts);
+        let row = evaluate(case.as_ref(), &bin, &models, opts, &eve_dir);
         println!(
             "{} ({:.1} s)",
             match (&row.error, row.ok()) {
@@ -672,11 +690,6 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     crate::demo::check_interrupt()?;
     let md = markdown(&rows, opts);
     println!("\n{md}");
-    let md_path = args
-        .out
-        .clone()
-        .unwrap_or_else(|| crate::target_dir().join("eval/eval.md"));
-    let json_path = md_path.with_extension("json");
     if let Some(dir) = md_path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -63,6 +63,7 @@ pub const RECORD_SEQUENCE: &[&str] = &[
     "benign-iperf",
     "benign-speedtest",
     "benign-ping",
+    "benign-offline-peers",
     "scan-syn",
     "scan-connect",
     "scan-udp",

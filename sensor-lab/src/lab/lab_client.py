@@ -12,6 +12,13 @@ Standard library only; every mode is bounded in time and requests.
   sshlike --src A --server S --count N
           N short TCP connections to :22: read the banner, send a client
           banner and a few small packets, close (brute-force fallback)
+  offline --src A[,B..] --server S --seconds T --peers P[,Q..] --resolvers R[,..] --seed N
+          devices whose cloud is unreachable, as on a site whose uplink is
+          down: per source, one UDP socket sends a keepalive to 3-6 of the
+          peers every 1-2 s; every few seconds a TCP connection to one peer
+          (fails: host/net unreachable or timeout), a DNS lookup at each
+          resolver (no answer or an ICMP error) and a connection to a
+          closed port on the server (refused)
 Prints one JSON line with what it did.
 """
 
@@ -105,9 +112,85 @@ def sshlike(a):
     return {"connections": ok}
 
 
+def dns_query(name, qid):
+    """A minimal DNS A query for `name`."""
+    q = qid.to_bytes(2, "big") + b"\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    for label in name.split("."):
+        q += bytes([len(label)]) + label.encode()
+    return q + b"\x00\x00\x01\x00\x01"
+
+
+def offline(a):
+    rng = random.Random(a.seed)
+    peers = a.peers.split(",")
+    resolvers = a.resolvers.split(",")
+    devices = []
+    for src in a.src.split(","):
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.bind((src, 0))
+        u.setblocking(False)
+        mine = rng.sample(peers, rng.randint(min(3, len(peers)), min(6, len(peers))))
+        devices.append({
+            "src": src, "udp": u, "peers": mine, "port": rng.choice([3478, 10240, 8883, 5683]),
+            "every": rng.uniform(1.0, 2.0), "next": time.monotonic() + rng.uniform(0, 1),
+            "next_tcp": time.monotonic() + rng.uniform(0.5, 3), "name": f"cloud{rng.randint(1, 9)}.example.net",
+        })
+    end = time.monotonic() + a.seconds
+    sent = tcp_tries = lookups = refused = 0
+    qid = 1
+    while time.monotonic() < end:
+        now = time.monotonic()
+        for d in devices:
+            if now >= d["next"]:
+                d["next"] = now + d["every"]
+                for p in d["peers"]:
+                    try:
+                        d["udp"].sendto(b"\x01keepalive" + bytes(36), (p, d["port"]))
+                        sent += 1
+                    except OSError:
+                        pass
+                # ICMP errors surface as socket errors; drain them.
+                try:
+                    while True:
+                        d["udp"].recv(512)
+                except OSError:
+                    pass
+            if now >= d["next_tcp"]:
+                d["next_tcp"] = now + rng.uniform(3, 6)
+                tries = [(rng.choice(d["peers"]), rng.choice([443, 80, 8080])), (a.server, 8443)]
+                for host, port in tries:
+                    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    t.bind((d["src"], 0))
+                    t.settimeout(1.0)
+                    try:
+                        t.connect((host, port))
+                    except ConnectionRefusedError:
+                        refused += 1
+                    except OSError:
+                        pass
+                    finally:
+                        t.close()
+                    tcp_tries += 1
+                for r in resolvers:
+                    q = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    q.bind((d["src"], 0))
+                    q.settimeout(0.5)
+                    try:
+                        q.sendto(dns_query(d["name"], qid), (r, 53))
+                        q.recv(512)
+                    except OSError:
+                        pass
+                    finally:
+                        q.close()
+                    qid += 1
+                    lookups += 1
+        time.sleep(0.05)
+    return {"keepalives": sent, "tcp_attempts": tcp_tries, "refused": refused, "lookups": lookups}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["browse", "idle", "exfil", "sshlike"])
+    ap.add_argument("mode", choices=["browse", "idle", "exfil", "sshlike", "offline"])
     ap.add_argument("--src", required=True)
     ap.add_argument("--server", required=True)
     ap.add_argument("--seconds", type=float, default=10)
@@ -116,8 +199,11 @@ def main():
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--bytes", type=int, default=2048)
     ap.add_argument("--count", type=int, default=50)
+    ap.add_argument("--peers", default="")
+    ap.add_argument("--resolvers", default="")
     a = ap.parse_args()
-    out = {"browse": browse, "idle": idle, "exfil": exfil, "sshlike": sshlike}[a.mode](a)
+    modes = {"browse": browse, "idle": idle, "exfil": exfil, "sshlike": sshlike, "offline": offline}
+    out = modes[a.mode](a)
     print(json.dumps(out), flush=True)
 
 

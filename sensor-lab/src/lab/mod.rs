@@ -7,6 +7,9 @@
 //!                          ├─ lan (bridge) ── gw ─────────────┤   iperf3 :5201, ssh :22, sink :7000)
 //!  attacker 10.10.0.66 ────┘   10.10.0.1 │ 10.20.0.1          │  + sweep targets 10.20.0.100-.131
 //!                                        │                    └  + exfil drop 10.20.0.200
+//!    offline (never assigned): 10.20.0.150-.153 on the server LAN (the
+//!    gateway's ARP fails: host unreachable) and 10.30.0.0/16 behind an
+//!    `unreachable` route on the gateway (an uplink that is down)
 //!                    tc mirred (ingress + egress of gw's LAN port)
 //!                                        ▼
 //!                         monitor veth ── sensor namespace: `sensor run --iface <mon> --mirror`
@@ -51,6 +54,12 @@ pub struct AddressPlan {
     pub sweep_targets: Vec<Ipv4Addr>,
     /// The "outside" server exfiltration uploads go to (same namespace).
     pub exfil_server: Ipv4Addr,
+    /// Server-LAN addresses that are never assigned: hosts that are down.
+    /// Traffic to them ends at the gateway (its ARP fails: host unreachable).
+    pub offline_hosts: Vec<Ipv4Addr>,
+    /// A prefix the gateway has an `unreachable` route for, like an uplink
+    /// that is down: traffic to it ends at the gateway (net unreachable).
+    pub unrouted: (Ipv4Addr, u8),
 }
 
 impl Default for AddressPlan {
@@ -63,6 +72,8 @@ impl Default for AddressPlan {
             server: Ipv4Addr::new(10, 20, 0, 2),
             sweep_targets: (100..132).map(|h| Ipv4Addr::new(10, 20, 0, h)).collect(),
             exfil_server: Ipv4Addr::new(10, 20, 0, 200),
+            offline_hosts: (150..154).map(|h| Ipv4Addr::new(10, 20, 0, h)).collect(),
+            unrouted: (Ipv4Addr::new(10, 30, 0, 0), 16),
         }
     }
 }
@@ -342,6 +353,12 @@ impl TrafficLab {
             "default",
             "via",
             &plan.gateway_server.to_string(),
+        ])?;
+        gateway.ip(&[
+            "route",
+            "add",
+            "unreachable",
+            &format!("{}/{}", plan.unrouted.0, plan.unrouted.1),
         ])?;
         sysctl(&gateway, "/proc/sys/net/ipv4/ip_forward", "1")?;
         // Spoofed sources must reach the server (the sensor sees them on the

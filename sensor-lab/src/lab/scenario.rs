@@ -107,6 +107,9 @@ enum Kind {
     IdleTcp {
         seconds: u32,
     },
+    Offline {
+        seconds: u32,
+    },
     Nmap {
         args: &'static [&'static str],
         targets: Targets,
@@ -262,6 +265,17 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
             0,
             IdleTcp { seconds: 15 },
             "one idle TCP connection for 15 s with keepalive probes every second"
+        ),
+        spec!(
+            "benign-offline-peers",
+            Benign,
+            Clients,
+            false,
+            &["python3"],
+            30,
+            0,
+            Offline { seconds: 20 },
+            "devices whose cloud is down: UDP keepalives to 3-6 offline peers each, failing TCP connections and DNS lookups (ICMP unreachable from the gateway, timeouts, a refused port)"
         ),
         spec!(
             "scan-syn",
@@ -888,6 +902,27 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
             let mut cmd = lab.client_script(&lab.clients, "idle");
             cmd.args(["--src", &clients[1], "--server", &server])
                 .args(["--seconds", &seconds.to_string()]);
+            finish(&mut cmd, &[0])
+        }
+        Kind::Offline { seconds } => {
+            let (net, _) = plan.unrouted;
+            let o = net.octets();
+            let unrouted = |h: u8| std::net::Ipv4Addr::new(o[0], o[1], h, h).to_string();
+            let mut peers: Vec<String> = plan.offline_hosts[..3]
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            peers.extend((1..=5).map(|i| unrouted(i * 10)));
+            let resolvers = [
+                unrouted(53),
+                plan.offline_hosts[3].to_string(),
+                server.clone(),
+            ];
+            let mut cmd = lab.client_script(&lab.clients, "offline");
+            cmd.args(["--src", &clients[..2].join(","), "--server", &server])
+                .args(["--seconds", &seconds.to_string()])
+                .args(["--peers", &peers.join(",")])
+                .args(["--resolvers", &resolvers.join(",")]);
             finish(&mut cmd, &[0])
         }
         Kind::Exfil { seconds } => {

@@ -106,6 +106,10 @@ pub struct AlertMetrics {
     /// Flood detections on rows of a flow its destination asked for (it
     /// started after its reverse direction): dropped.
     pub rows_flood_solicited: u64,
+    /// Flood detections on ICMP errors sent to a host that an open alert
+    /// names as the attacker: its probes' answers (a UDP scan's port
+    /// unreachables), not a flood on it. Dropped.
+    pub rows_flood_backscatter: u64,
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).
     pub rows_uncorroborated: u64,
@@ -166,6 +170,7 @@ shared_metrics!(
     rows_responder,
     rows_flood_low_volume,
     rows_flood_solicited,
+    rows_flood_backscatter,
     rows_uncorroborated,
     corroboration_evicted,
     rows_shed,

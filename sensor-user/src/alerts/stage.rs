@@ -72,6 +72,17 @@ fn dedup_key(row: &ScoredRow, class: AttackClass) -> DedupKey {
     }
 }
 
+/// ICMP and ICMPv6 errors (unreachable, source quench, redirect, time
+/// exceeded, parameter problem, packet too big); flow keys carry the ICMP
+/// type in the source port.
+fn is_icmp_error(row: &ScoredRow) -> bool {
+    match row.proto {
+        1 => matches!(row.sport, 3 | 4 | 5 | 11 | 12),
+        58 => matches!(row.sport, 1..=4),
+        _ => false,
+    }
+}
+
 /// Distinct scan targets remembered per pending key; beyond them every
 /// detection counts.
 const PENDING_TARGETS: usize = 8;
@@ -629,6 +640,12 @@ impl AlertStage {
                 self.metrics.rows_flood_solicited += 1;
                 return;
             }
+            // ICMP errors name no request to match, but those sent to a host
+            // this stage already holds as an attacker answer its probes.
+            if is_icmp_error(row) && self.is_open_attacker(row.dst, row.src) {
+                self.metrics.rows_flood_backscatter += 1;
+                return;
+            }
             if f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps {
                 self.metrics.rows_flood_low_volume += 1;
                 return;
@@ -675,6 +692,26 @@ impl AlertStage {
         if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
             self.emit_alert(i, "update");
         }
+    }
+
+    /// True when an open alert names `host` as the attacker of a scan
+    /// (any target) or of a brute force or anomaly on `peer`. Exact key
+    /// lookups: constant cost per row, even during an ICMP error flood.
+    fn is_open_attacker(&self, host: IpAddr, peer: IpAddr) -> bool {
+        let (host, peer) = (canonical(host), canonical(peer));
+        [
+            (AttackClass::Scan, None),
+            (AttackClass::BruteForce, Some(peer)),
+            (AttackClass::Anomaly, Some(peer)),
+        ]
+        .into_iter()
+        .any(|(class, victim)| {
+            self.index.contains_key(&DedupKey {
+                class,
+                attacker: Some(host),
+                victim,
+            })
+        })
     }
 
     /// Counts a detection for a key without an open alert; true once the
