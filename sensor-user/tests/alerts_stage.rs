@@ -1159,13 +1159,17 @@ fn icmp_errors_answering_an_attacker_are_not_a_flood() {
     assert_eq!(stage.metrics().rows_flood_backscatter, 50);
 }
 
-/// Scan detections corroborate only with distinct targets: a client that
-/// queries one resolver five times, each row scored as a probe, is not a
-/// scanner; three ports of one host (or one port of three hosts) are.
+/// Scan detections corroborate only with distinct targets, and only when
+/// they spread like a scan: `scan_ports_per_host` ports of one host
+/// (vertical) or `scan_hosts` hosts (horizontal). A client that queries one
+/// resolver five times, each row scored as a probe, is not a scanner; nor is
+/// a device failing against a few hosts on one or two ports each.
 #[test]
 fn scans_corroborate_on_distinct_targets() {
     let mut s = settings();
     s.alerts.corroborate_rows = 3;
+    s.alerts.scan_ports_per_host = 3;
+    s.alerts.scan_hosts = 6;
     let (mut stage, _mem) = stage_with(s, Inventory::default());
     let client = ip("10.9.9.9");
     let resolver = ip(VICTIM);
@@ -1174,6 +1178,8 @@ fn scans_corroborate_on_distinct_targets() {
     }
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_uncorroborated, 5);
+    // Two ports on the resolver, one on each of four more hosts: five
+    // hosts, at most two ports on one.
     stage.process(&row(
         AttackClass::Scan,
         0.99,
@@ -1182,16 +1188,47 @@ fn scans_corroborate_on_distinct_targets() {
         161,
         SEC + 5,
     ));
-    assert!(stage.open_alerts().is_empty(), "two distinct targets");
+    for h in 1..=4u64 {
+        let host = ip(&format!("10.0.0.{h}"));
+        stage.process(&row(AttackClass::Scan, 0.99, client, host, 53, SEC + 5 + h));
+        stage.process(&row(
+            AttackClass::Scan,
+            0.99,
+            client,
+            host,
+            53,
+            SEC + 10 + h,
+        ));
+    }
+    assert!(
+        stage.open_alerts().is_empty(),
+        "five hosts, two ports on one"
+    );
+    // A third port on one host: a vertical scan.
     stage.process(&row(
         AttackClass::Scan,
         0.99,
         client,
-        ip("10.0.0.99"),
-        53,
-        SEC + 6,
+        resolver,
+        123,
+        SEC + 20,
     ));
-    assert_eq!(stage.open_alerts().len(), 1, "three distinct targets");
+    assert_eq!(stage.open_alerts().len(), 1, "three ports of one host");
+    // One port on many hosts: a horizontal scan at the sixth host.
+    let sweeper = ip("10.9.9.7");
+    for h in 1..=6u64 {
+        assert_eq!(stage.open_alerts().len(), 1, "{} hosts", h - 1);
+        let host = ip(&format!("10.0.1.{h}"));
+        stage.process(&row(
+            AttackClass::Scan,
+            0.99,
+            sweeper,
+            host,
+            22,
+            2 * SEC + h,
+        ));
+    }
+    assert_eq!(stage.open_alerts().len(), 2, "six hosts");
     // Brute force repeats one target by nature: rows count as rows.
     let guesser = ip("10.9.9.8");
     for i in 0..3u64 {
@@ -1201,10 +1238,10 @@ fn scans_corroborate_on_distinct_targets() {
             guesser,
             resolver,
             22,
-            2 * SEC + i,
+            3 * SEC + i,
         ));
     }
-    assert_eq!(stage.open_alerts().len(), 2);
+    assert_eq!(stage.open_alerts().len(), 3);
 }
 
 /// A full corroboration table is emptied in bulk (counted), and keys keep

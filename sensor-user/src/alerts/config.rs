@@ -95,11 +95,21 @@ pub struct AlertsSection {
     /// An alert opens only once this many detected rows share its key
     /// (class, attacker, victim) within `corroborate_window_s`: one stray
     /// row, such as a single spoofed SYN scored as a probe, is not an
-    /// attack. 1 opens on the first row. Scan detections count only with a
-    /// new target (destination, port): a scan is probes of distinct targets.
+    /// attack. 1 opens on the first row (for every class). Scans have
+    /// their own rule (`scan_ports_per_host`, `scan_hosts`).
     pub corroborate_rows: u32,
-    /// Window for `corroborate_rows`.
+    /// Window for `corroborate_rows` and the scan rule.
     pub corroborate_window_s: f64,
+    /// A scan alert opens once the source's detected probes reach this many
+    /// distinct ports (and protocols) on one host (a vertical scan)…
+    pub scan_ports_per_host: u32,
+    /// … or this many distinct hosts (a horizontal scan), within
+    /// `corroborate_window_s`. Probes of one target count once. Devices
+    /// retrying an unreachable cloud fail against a handful of hosts with
+    /// one or two ports each, which neither bar reaches; the bars are
+    /// Zeek's idea (distinct ports per host, distinct hosts), lower because
+    /// every probe counted here was already flagged by the model.
+    pub scan_hosts: u32,
     /// Keys waiting for corroboration, at most; when full, expired keys are
     /// dropped, and all of them if that frees less than an eighth (counted
     /// in `corroboration_evicted`).
@@ -128,6 +138,8 @@ impl Default for AlertsSection {
             feedback_poll_ms: 1000,
             corroborate_rows: 3,
             corroborate_window_s: 60.0,
+            scan_ports_per_host: 3,
+            scan_hosts: 16,
             max_pending: 100_000,
             flood_min_pps: 200.0,
         }

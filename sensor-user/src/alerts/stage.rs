@@ -83,9 +83,57 @@ fn is_icmp_error(row: &ScoredRow) -> bool {
     }
 }
 
-/// Distinct scan targets remembered per pending key; beyond them every
-/// detection counts.
-const PENDING_TARGETS: usize = 8;
+/// Distinct targets remembered per pending scan key; a source that probes
+/// this many distinct targets within the window is a scanner whatever their
+/// spread.
+const SCAN_TARGETS: usize = 32;
+
+/// The distinct targets a pending scan key has probed.
+struct ScanTargets {
+    /// (host hash, target hash) per distinct target, in arrival order.
+    seen: [(u64, u64); SCAN_TARGETS],
+    n: usize,
+    hosts: usize,
+}
+
+/// Where a pending scan stands after a new target.
+struct ScanSpread {
+    /// Distinct targets on the new target's host.
+    ports_on_host: usize,
+    hosts: usize,
+    targets: usize,
+}
+
+impl ScanTargets {
+    fn new() -> Box<Self> {
+        Box::new(Self {
+            seen: [(0, 0); SCAN_TARGETS],
+            n: 0,
+            hosts: 0,
+        })
+    }
+
+    /// Adds a target; `None` when it was already counted.
+    fn add(&mut self, (host, target): (u64, u64)) -> Option<ScanSpread> {
+        let seen = &self.seen[..self.n];
+        if seen.iter().any(|&(_, t)| t == target) {
+            return None;
+        }
+        let on_host = seen.iter().filter(|&&(h, _)| h == host).count();
+        if on_host == 0 {
+            self.hosts += 1;
+        }
+        if self.n < SCAN_TARGETS {
+            self.seen[self.n] = (host, target);
+            self.n += 1;
+        }
+        Some(ScanSpread {
+            ports_on_host: on_host + 1,
+            hosts: self.hosts,
+            targets: self.n,
+        })
+    }
+}
 
 /// Detections of a key without an open alert, waiting for corroboration.
 struct Pending {
@@ -93,10 +141,9 @@ struct Pending {
     count: u32,
     /// Event time of the first counted detection.
     first_ns: u64,
-    /// Scans: hashes of the (destination, port) targets counted so far, so
-    /// that only a new target counts (a scan is probes of distinct targets;
-    /// three queries to one resolver are not one).
-    targets: [u64; PENDING_TARGETS],
+    /// Scans only: the distinct targets probed (boxed: flood keys from
+    /// spoofed sources are many and need none).
+    scan: Option<Box<ScanTargets>>,
 }
 
 impl Pending {
@@ -104,32 +151,20 @@ impl Pending {
         Self {
             count: 0,
             first_ns,
-            targets: [0; PENDING_TARGETS],
+            scan: None,
         }
-    }
-
-    /// Counts a detection; `target` is `Some` for classes that need
-    /// distinct targets. Returns whether it counted.
-    fn count(&mut self, target: Option<u64>) -> bool {
-        if let Some(t) = target {
-            let n = (self.count as usize).min(PENDING_TARGETS);
-            if self.targets[..n].contains(&t) {
-                return false;
-            }
-            if n < PENDING_TARGETS {
-                self.targets[n] = t;
-            }
-        }
-        self.count += 1;
-        true
     }
 }
 
-/// The target of a scan row, for [`Pending::count`].
-fn scan_target(row: &ScoredRow) -> u64 {
+/// The target of a scan row, for [`ScanTargets`]: hashes of its destination
+/// host and of (host, port, protocol).
+fn scan_target(row: &ScoredRow) -> (u64, u64) {
+    let dst = canonical(row.dst);
     let mut h = std::hash::DefaultHasher::new();
-    std::hash::Hash::hash(&(canonical(row.dst), row.dport, row.proto), &mut h);
-    std::hash::Hasher::finish(&h)
+    std::hash::Hash::hash(&dst, &mut h);
+    let host = std::hash::Hasher::finish(&h);
+    std::hash::Hash::hash(&(row.dport, row.proto), &mut h);
+    (host, std::hash::Hasher::finish(&h))
 }
 
 /// A detection: the class that fired, its confidence in 0..=1 (for severity)
@@ -715,9 +750,10 @@ impl AlertStage {
     }
 
     /// Counts a detection for a key without an open alert; true once the
-    /// key has `corroborate_rows` detections within the window (for scans,
-    /// detections of distinct targets).
-    fn corroborated(&mut self, key: DedupKey, ts: u64, target: Option<u64>) -> bool {
+    /// key has `corroborate_rows` detections within the window, or for
+    /// scans (`target` given) once its distinct targets reach
+    /// `scan_ports_per_host` on one host or `scan_hosts` hosts.
+    fn corroborated(&mut self, key: DedupKey, ts: u64, target: Option<(u64, u64)>) -> bool {
         let need = self.settings.alerts.corroborate_rows.max(1);
         if need == 1 {
             return true;
@@ -746,7 +782,23 @@ impl AlertStage {
         if ts.saturating_sub(e.first_ns) >= self.corroborate_ns {
             *e = Pending::new(ts);
         }
-        if e.count(target) && e.count >= need {
+        let a = &self.settings.alerts;
+        let done = match target {
+            Some(t) => e
+                .scan
+                .get_or_insert_with(ScanTargets::new)
+                .add(t)
+                .is_some_and(|s| {
+                    s.ports_on_host >= a.scan_ports_per_host.max(1) as usize
+                        || s.hosts >= a.scan_hosts.max(1) as usize
+                        || s.targets >= SCAN_TARGETS
+                }),
+            None => {
+                e.count += 1;
+                e.count >= need
+            }
+        };
+        if done {
             self.pending.remove(&key);
             true
         } else {
