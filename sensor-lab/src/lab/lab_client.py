@@ -16,7 +16,7 @@ Standard library only; every mode is bounded in time and requests.
           devices whose cloud is unreachable, as on a site whose uplink is
           down: per source, one UDP socket sends a keepalive to 3-6 of the
           peers every 1-2 s; every few seconds a TCP connection to one peer
-          (fails after SYN retries: host/net unreachable, timeout), a DNS lookup at each
+          (SYN retries, then fails: host/net unreachable or timeout), a DNS lookup at each
           resolver (no answer or an ICMP error) and a connection to a
           closed port on the server (refused)
 Prints one JSON line with what it did.
@@ -162,7 +162,7 @@ def offline(a):
                     t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                     t.bind((d["src"], 0))
                     # Long enough for the SYN to be retransmitted (1 s, 3 s):
-                    # ICMP unreachables are soft errors to a connecting socket.
+                    # an ICMP unreachable is a soft error while connecting.
                     t.settimeout(3.5)
                     try:
                         t.connect((host, port))
