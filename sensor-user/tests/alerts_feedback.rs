@@ -64,8 +64,8 @@ fn raise_scan_alerts(cfg: &Path, scores: &[f32]) -> Vec<String> {
                 AttackClass::Scan,
                 p,
                 attacker,
-                ip(&format!("10.0.0.{}", k + 1)),
-                22,
+                ip("10.0.0.1"),
+                22 + k as u16,
                 SEC + k,
             );
             r.entity = Entity::SrcHost;

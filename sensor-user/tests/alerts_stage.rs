@@ -1110,6 +1110,39 @@ fn floods_need_volume_at_the_victim() {
     assert_eq!(stage.metrics().rows_flood_solicited, 1);
 }
 
+/// A flood-like row below the victim's volume floor is no flood; when the
+/// model's next guess is a scan, more likely than benign, it counts as a
+/// probe (and still needs a scan's spread). Otherwise it is dropped.
+#[test]
+fn low_volume_flood_rows_count_as_probes_when_scan_is_next() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 3;
+    s.alerts.scan_ports_per_host = 3;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let scanner = ip("10.9.9.9");
+    let target = ip(VICTIM);
+    let probe = |port, ts, p_scan: f32| {
+        let mut r = row(AttackClass::Flood, 0.99, scanner, target, port, ts);
+        r.victim_pps = 100.0;
+        r.class_probs[AttackClass::Flood as usize] = 0.99 - p_scan;
+        r.class_probs[AttackClass::Scan as usize] = p_scan;
+        r
+    };
+    // Scan barely more likely than nothing: dropped.
+    for port in 1..=3 {
+        stage.process(&probe(port, SEC + u64::from(port), 0.005));
+    }
+    assert!(stage.open_alerts().is_empty());
+    assert_eq!(stage.metrics().rows_flood_low_volume, 3);
+    for port in 1..=3 {
+        stage.process(&probe(port, 2 * SEC + u64::from(port), 0.3));
+    }
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 1, "three ports probed");
+    assert_eq!(open[0].class, AttackClass::Scan);
+    assert_eq!(open[0].attacker, Some(scanner));
+}
+
 /// ICMP errors sent to a host that an open alert holds as a scanner (or
 /// as the brute forcer of their sender) answer its probes: a flood score on
 /// them is counted and dropped. The same errors toward any other host, and

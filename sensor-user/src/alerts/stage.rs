@@ -184,12 +184,25 @@ struct Detection {
 /// anomaly threshold; its confidence is `1 − ½·threshold/error`: ½ at the
 /// threshold, → 1 as the error grows.
 fn detect(row: &ScoredRow, t: &Thresholds) -> Option<Detection> {
+    detect_except(row, t, None)
+}
+
+/// [`detect`] with one classifier class ruled out (a flood the victim's
+/// volume refutes): the next most probable attack class takes its place.
+fn detect_except(
+    row: &ScoredRow,
+    t: &Thresholds,
+    ruled_out: Option<AttackClass>,
+) -> Option<Detection> {
     let mut top: Option<(AttackClass, f32)> = None;
     for class in [
         AttackClass::Flood,
         AttackClass::Scan,
         AttackClass::BruteForce,
     ] {
+        if Some(class) == ruled_out {
+            continue;
+        }
         let p = row.class_probs[class as usize];
         if p > 0.0 && top.is_none_or(|(_, q)| p > q) {
             top = Some((class, p));
@@ -657,17 +670,6 @@ impl AlertStage {
             self.metrics.rows_below_threshold += 1;
             return;
         };
-        // A flow that answers a connection names its responder as source:
-        // that host is a scan's or a brute force's target, not its author.
-        if row.responder
-            && matches!(
-                det.class,
-                AttackClass::Scan | AttackClass::BruteForce | AttackClass::Anomaly
-            )
-        {
-            self.metrics.rows_responder += 1;
-            return;
-        }
         if det.class == AttackClass::Flood {
             // Traffic its destination asked for (a scan's replies reaching
             // the scanner, echo replies to a pinger) floods nobody.
@@ -681,10 +683,39 @@ impl AlertStage {
                 self.metrics.rows_flood_backscatter += 1;
                 return;
             }
-            if f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps {
-                self.metrics.rows_flood_low_volume += 1;
-                return;
+        }
+        let det = if det.class == AttackClass::Flood
+            && f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps
+        {
+            // Not a flood at this volume. If the model's next guess is a
+            // scan that passes its threshold, the row is a probe: a slow
+            // scanner's first rows can look flood-like before its spread
+            // shows, and the scan rule still needs that spread.
+            self.metrics.rows_flood_low_volume += 1;
+            match detect_except(row, &self.settings.thresholds, Some(AttackClass::Flood)) {
+                // … and more likely a scan than benign.
+                Some(d)
+                    if d.class == AttackClass::Scan
+                        && row.class_probs[AttackClass::Scan as usize]
+                            > row.class_probs[AttackClass::Benign as usize] =>
+                {
+                    d
+                }
+                _ => return,
             }
+        } else {
+            det
+        };
+        // A flow that answers a connection names its responder as source:
+        // that host is a scan's or a brute force's target, not its author.
+        if row.responder
+            && matches!(
+                det.class,
+                AttackClass::Scan | AttackClass::BruteForce | AttackClass::Anomaly
+            )
+        {
+            self.metrics.rows_responder += 1;
+            return;
         }
         let key = dedup_key(row, det.class);
         let Some(&i) = self.index.get(&key) else {
