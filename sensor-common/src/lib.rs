@@ -76,6 +76,21 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 pub const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 impl FlowKey {
+    /// A key from its fields (the padding is always zero: keys are hashed
+    /// and compared as bytes).
+    #[inline(always)]
+    #[must_use]
+    pub const fn new(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> Self {
+        Self {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+            _pad: [0; 3],
+        }
+    }
+
     /// Builds the 16-byte IPv4-mapped form of an IPv4 address given in
     /// network byte order.
     #[inline(always)]

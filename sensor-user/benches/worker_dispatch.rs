@@ -30,14 +30,13 @@ fn stream(n_events: usize, n_flows: u32) -> Vec<u8> {
         x ^= x << 17;
         let flow = u32::try_from(x % u64::from(n_flows)).unwrap_or(0);
         let mut ev = FlowEvent {
-            key: FlowKey {
-                src: FlowKey::map_v4(flow.to_be_bytes()),
-                dst: FlowKey::map_v4([10, 0, 0, 1]),
-                sport: u16::try_from(flow & 0xffff).unwrap_or(0),
-                dport: 443,
-                proto: 6,
-                _pad: [0; 3],
-            },
+            key: FlowKey::new(
+                FlowKey::map_v4(flow.to_be_bytes()),
+                FlowKey::map_v4([10, 0, 0, 1]),
+                u16::try_from(flow & 0xffff).unwrap_or(0),
+                443,
+                6,
+            ),
             kind: if i % 4 == 0 {
                 EventKind::Start as u32
             } else {

@@ -505,14 +505,13 @@ mod tests {
 
     #[test]
     fn flow_lines_are_json_with_every_field() {
-        let key = FlowKey {
-            src: FlowKey::map_v4([10, 0, 0, 1]),
-            dst: "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
-            sport: 1234,
-            dport: 443,
-            proto: 6,
-            _pad: [0; 3],
-        };
+        let key = FlowKey::new(
+            FlowKey::map_v4([10, 0, 0, 1]),
+            "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+            1234,
+            443,
+            6,
+        );
         let s = stats(4, 10, 20, 64, 64);
         let mut wf = HashMap::new();
         wf.insert(

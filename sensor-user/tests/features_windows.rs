@@ -245,14 +245,13 @@ fn gateway_features_follow_the_kernel_view() {
     let mut row = [0f32; N_FEATURES];
     let src = FlowKey::map_v4([10, 0, 0, 1]);
     let mut ev = FlowEvent {
-        key: FlowKey {
+        key: FlowKey::new(
             src,
-            dst: FlowKey::map_v4([10, 0, 0, 2]),
-            sport: 40000,
-            dport: 80,
-            proto: sensor_common::ipproto::TCP,
-            _pad: [0; 3],
-        },
+            FlowKey::map_v4([10, 0, 0, 2]),
+            40000,
+            80,
+            sensor_common::ipproto::TCP,
+        ),
         ts_ns: 5_000_000_000,
         kind: sensor_common::EventKind::Start as u32,
         ..FlowEvent::default()
@@ -333,14 +332,8 @@ fn responder_flows_are_recognised_across_cpus() {
     let mut row = [0f32; N_FEATURES];
     let a = FlowKey::map_v4([10, 0, 0, 1]);
     let b = FlowKey::map_v4([10, 0, 0, 2]);
-    let key = |src, dst, sport, dport| FlowKey {
-        src,
-        dst,
-        sport,
-        dport,
-        proto: sensor_common::ipproto::TCP,
-        _pad: [0; 3],
-    };
+    let key =
+        |src, dst, sport, dport| FlowKey::new(src, dst, sport, dport, sensor_common::ipproto::TCP);
     let mut ev = FlowEvent {
         key: key(a, b, 40000, 22),
         ts_ns: 1_000_000_000,
@@ -386,14 +379,7 @@ fn one_packet(
     kind: sensor_common::EventKind,
 ) -> FlowEvent {
     let mut e = FlowEvent {
-        key: FlowKey {
-            src,
-            dst,
-            sport,
-            dport,
-            proto,
-            _pad: [0; 3],
-        },
+        key: FlowKey::new(src, dst, sport, dport, proto),
         ts_ns,
         kind: kind as u32,
         ..FlowEvent::default()

@@ -240,19 +240,8 @@ fn v6(i: u8, host: u8) -> [u8; 16] {
     ]
 }
 
-fn key(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src,
-        dst,
-        sport,
-        dport,
-        proto,
-        _pad: [0; 3],
-    }
-}
-
 fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> FlowKey {
-    key(
+    FlowKey::new(
         FlowKey::map_v4(src),
         FlowKey::map_v4(dst),
         sport,
@@ -545,19 +534,19 @@ fn table() -> Vec<Fixture> {
         flow_fx(
             "udp6",
             udp6(v6(11, 1), v6(11, 2), 40006, 53),
-            key(v6(11, 1), v6(11, 2), 40006, 53, UDP),
+            FlowKey::new(v6(11, 1), v6(11, 2), 40006, 53, UDP),
             0,
         ),
         flow_fx(
             "tcp6 syn",
             tcp6(v6(12, 1), v6(12, 2), 40007, 22, SYN),
-            key(v6(12, 1), v6(12, 2), 40007, 22, TCP),
+            FlowKey::new(v6(12, 1), v6(12, 2), 40007, 22, TCP),
             SYN,
         ),
         flow_fx(
             "icmp6 echo",
             icmp6_echo(v6(13, 1), v6(13, 2)),
-            key(v6(13, 1), v6(13, 2), 128, 0, ICMPV6),
+            FlowKey::new(v6(13, 1), v6(13, 2), 128, 0, ICMPV6),
             0,
         ),
         flow_fx(
@@ -567,7 +556,7 @@ fn table() -> Vec<Fixture> {
                 &[0, 60, 43, 51, 44],
                 0,
             ),
-            key(v6(14, 1), v6(14, 2), 40008, 53, UDP),
+            FlowKey::new(v6(14, 1), v6(14, 2), 40008, 53, UDP),
             0,
         ),
         flow_fx(
@@ -577,7 +566,7 @@ fn table() -> Vec<Fixture> {
                 &[0, 60, 43, 60, 51, 60],
                 0,
             ),
-            key(v6(15, 1), v6(15, 2), 40009, 443, TCP),
+            FlowKey::new(v6(15, 1), v6(15, 2), 40009, 443, TCP),
             SYN,
         ),
     ];
@@ -601,7 +590,7 @@ fn table() -> Vec<Fixture> {
     extra(
         "udp6 non-first fragment",
         with_ipv6_ext(udp6(v6(17, 1), v6(17, 2), 40011, 53), &[44], 185),
-        key(v6(17, 1), v6(17, 2), 0, 0, UDP),
+        FlowKey::new(v6(17, 1), v6(17, 2), 0, 0, UDP),
         Counter::NonFirstFragment,
     );
     let gre = {

@@ -670,38 +670,10 @@ impl AlertStage {
             self.metrics.rows_below_threshold += 1;
             return;
         };
-        if det.class == AttackClass::Flood {
-            // Traffic its destination asked for (a scan's replies reaching
-            // the scanner, echo replies to a pinger) floods nobody.
-            if row.solicited {
-                self.metrics.rows_flood_solicited += 1;
-                return;
-            }
-            // ICMP errors name no request to match, but those sent to a host
-            // this stage already holds as an attacker answer its probes.
-            if is_icmp_error(row) && self.is_open_attacker(row.dst, row.src) {
-                self.metrics.rows_flood_backscatter += 1;
-                return;
-            }
-        }
-        let det = if det.class == AttackClass::Flood
-            && f64::from(row.victim_pps) < self.settings.alerts.flood_min_pps
-        {
-            // Not a flood at this volume. If the model's next guess is a
-            // scan that passes its threshold, the row is a probe: a slow
-            // scanner's first rows can look flood-like before its spread
-            // shows, and the scan rule still needs that spread.
-            self.metrics.rows_flood_low_volume += 1;
-            match detect_except(row, &self.settings.thresholds, Some(AttackClass::Flood)) {
-                // … and more likely a scan than benign.
-                Some(d)
-                    if d.class == AttackClass::Scan
-                        && row.class_probs[AttackClass::Scan as usize]
-                            > row.class_probs[AttackClass::Benign as usize] =>
-                {
-                    d
-                }
-                _ => return,
+        let det = if det.class == AttackClass::Flood {
+            match self.flood_guards(row, det) {
+                Some(d) => d,
+                None => return,
             }
         } else {
             det
@@ -758,6 +730,37 @@ impl AlertStage {
         if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
             self.emit_alert(i, "update");
         }
+    }
+
+    /// The guards a flood detection `det` passes (counted when it fails):
+    /// the detection to go on with, or `None` to drop the row.
+    fn flood_guards(&mut self, row: &ScoredRow, det: Detection) -> Option<Detection> {
+        let t = &self.settings.thresholds;
+        // Traffic its destination asked for (a scan's replies reaching the
+        // scanner, echo replies to a pinger) floods nobody.
+        if row.solicited {
+            self.metrics.rows_flood_solicited += 1;
+            return None;
+        }
+        // ICMP errors name no request to match, but those sent to a host
+        // this stage already holds as an attacker answer its probes.
+        if is_icmp_error(row) && self.is_open_attacker(row.dst, row.src) {
+            self.metrics.rows_flood_backscatter += 1;
+            return None;
+        }
+        if f64::from(row.victim_pps) >= self.settings.alerts.flood_min_pps {
+            return Some(det);
+        }
+        // Not a flood at this volume. If the model's next guess is a scan
+        // that passes its threshold and is more likely than benign, the row
+        // is a probe: a slow scanner's first rows can look flood-like before
+        // its spread shows, and the scan rule still needs that spread.
+        self.metrics.rows_flood_low_volume += 1;
+        detect_except(row, t, Some(AttackClass::Flood)).filter(|d| {
+            d.class == AttackClass::Scan
+                && row.class_probs[AttackClass::Scan as usize]
+                    > row.class_probs[AttackClass::Benign as usize]
+        })
     }
 
     /// True when an open alert names `host` as the attacker of a scan

@@ -355,14 +355,7 @@ const MIN_RATE_S: f64 = 1e-3;
 #[inline]
 #[must_use]
 pub fn reverse_key(k: &FlowKey) -> FlowKey {
-    FlowKey {
-        src: k.dst,
-        dst: k.src,
-        sport: k.dport,
-        dport: k.sport,
-        proto: k.proto,
-        _pad: [0; 3],
-    }
+    FlowKey::new(k.dst, k.src, k.dport, k.sport, k.proto)
 }
 
 /// The key of the flow this one would answer: the reverse direction, and

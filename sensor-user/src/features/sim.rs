@@ -292,17 +292,6 @@ fn v4(a: u8, b: u8, c: u8, d: u8) -> [u8; 16] {
     FlowKey::map_v4([a, b, c, d])
 }
 
-fn key(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, proto: u8) -> FlowKey {
-    FlowKey {
-        src,
-        dst,
-        sport,
-        dport,
-        proto,
-        _pad: [0; 3],
-    }
-}
-
 /// An episode under construction: packets from several scenario instances.
 pub struct Episode {
     pub packets: Vec<Packet>,
@@ -369,8 +358,8 @@ impl Episode {
     /// A full TCP connection: handshake, request, response at `rate` with an
     /// ACK every two segments, then FIN from the client. Returns its end.
     fn tcp_conn(&mut self, sc: u32, t: u64, c: &Conn) -> u64 {
-        let up = key(c.client, c.server, c.cport, c.sport, TCP);
-        let down = key(c.server, c.client, c.sport, c.cport, TCP);
+        let up = FlowKey::new(c.client, c.server, c.cport, c.sport, TCP);
+        let down = FlowKey::new(c.server, c.client, c.sport, c.cport, TCP);
         let half = c.rtt / 2;
         self.push(sc, t, up, SYN_FRAME, SYN);
         self.push(sc, t + half, down, SYN_FRAME, SYN | ACK);
@@ -419,8 +408,14 @@ impl Episode {
         let p = self.ephemeral_port();
         let q = self.rng.range(70, 100) as u16;
         let a = self.rng.range(100, 400) as u16;
-        self.push(sc, t, key(client, resolver, p, 53, UDP), q, 0);
-        self.push(sc, t + rtt, key(resolver, client, 53, p, UDP), a, 0);
+        self.push(sc, t, FlowKey::new(client, resolver, p, 53, UDP), q, 0);
+        self.push(
+            sc,
+            t + rtt,
+            FlowKey::new(resolver, client, 53, p, UDP),
+            a,
+            0,
+        );
     }
 
     // ---------------------------------------------------------------- benign
@@ -515,8 +510,8 @@ impl Episode {
             rate: 1e6,
         };
         // Handshake and a first exchange, then keepalives; no close.
-        let up = key(client, server, cport, sport, TCP);
-        let down = key(server, client, sport, cport, TCP);
+        let up = FlowKey::new(client, server, cport, sport, TCP);
+        let down = FlowKey::new(server, client, sport, cport, TCP);
         self.push(sc, t, up, SYN_FRAME, SYN);
         self.push(sc, t + rtt / 2, down, SYN_FRAME, SYN | ACK);
         self.push(sc, t + rtt, up, ACK_FRAME, ACK);
@@ -603,8 +598,8 @@ impl Episode {
         for _ in 0..n {
             let rtt = self.rng.range(5_000_000, 50_000_000);
             // ICMP flows: sport = type, dport = code.
-            self.push(sc, t, key(client, target, 8, 0, ICMP), 98, 0);
-            self.push(sc, t + rtt, key(target, client, 0, 0, ICMP), 98, 0);
+            self.push(sc, t, FlowKey::new(client, target, 8, 0, ICMP), 98, 0);
+            self.push(sc, t + rtt, FlowKey::new(target, client, 0, 0, ICMP), 98, 0);
             t += 1_000_000_000;
         }
     }
@@ -643,13 +638,13 @@ impl Episode {
                 attacker
             };
             let sp = self.rng.range(1024, 65535) as u16;
-            self.push(sc, t, key(src, victim, sp, port, TCP), 60, SYN);
+            self.push(sc, t, FlowKey::new(src, victim, sp, port, TCP), 60, SYN);
             if self.rng.chance(0.9) {
                 let d = self.rng.range(50_000, 500_000);
                 self.push(
                     sc,
                     t + d,
-                    key(victim, src, port, sp, TCP),
+                    FlowKey::new(victim, src, port, sp, TCP),
                     SYN_FRAME,
                     SYN | ACK,
                 );
@@ -699,7 +694,7 @@ impl Episode {
                 fixed_port
             };
             let len = self.rng.range(512, 1400) as u16;
-            self.push(sc, t, key(src, victim, sp, dp, UDP), len, 0);
+            self.push(sc, t, FlowKey::new(src, victim, sp, dp, UDP), len, 0);
             t += self.rng.exp(1e9 / pps) as u64 + 1;
         }
     }
@@ -718,8 +713,8 @@ impl Episode {
         let (scanner, target) = hosts;
         let (open, closed) = answers;
         let sp = self.ephemeral_port();
-        let up = key(scanner, target, sp, port, TCP);
-        let down = key(target, scanner, port, sp, TCP);
+        let up = FlowKey::new(scanner, target, sp, port, TCP);
+        let down = FlowKey::new(target, scanner, port, sp, TCP);
         self.push(sc, t, up, 58, SYN);
         let rtt = self.rng.range(200_000, 20_000_000);
         let r = self.rng.f64();
@@ -816,8 +811,8 @@ impl Episode {
                 break;
             }
             let cport = self.ephemeral_port();
-            let up = key(attacker, target, cport, 22, TCP);
-            let down = key(target, attacker, 22, cport, TCP);
+            let up = FlowKey::new(attacker, target, cport, 22, TCP);
+            let down = FlowKey::new(target, attacker, 22, cport, TCP);
             self.push(sc, t, up, SYN_FRAME, SYN);
             self.push(sc, t + rtt / 2, down, SYN_FRAME, SYN | ACK);
             let mut now = t + rtt;

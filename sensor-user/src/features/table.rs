@@ -602,14 +602,7 @@ mod tests {
 
     #[test]
     fn flow_keys_hash_every_field() {
-        let k = FlowKey {
-            src: [1; 16],
-            dst: [2; 16],
-            sport: 3,
-            dport: 4,
-            proto: 6,
-            _pad: [0; 3],
-        };
+        let k = FlowKey::new([1; 16], [2; 16], 3, 4, 6);
         let h = k.table_hash(5);
         let mut other = k;
         other.sport = 4;
