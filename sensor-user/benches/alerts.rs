@@ -6,19 +6,19 @@
 //!
 //! Run: `cargo bench -p sensor-user --bench alerts`.
 
-use std::{hint::black_box, net::IpAddr, sync::Arc, time::Instant};
+use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
-    scored::{AttackClass, Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
+    scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
     sinks::{MemorySink, SinkSet},
 };
 
 const ROWS: u32 = 2_000_000;
 
 fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
-    let cv: Arc<str> = Arc::from("clf-bench");
-    let av: Arc<str> = Arc::from("ae-bench");
+    let cv = ModelVersion::intern("clf-bench");
+    let av = ModelVersion::intern("ae-bench");
     (0..ROWS)
         .map(|i| {
             let mut class_probs = [0.0; N_CLASSES];
@@ -46,8 +46,8 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
                 packets_per_s: 200_000.0,
                 bytes: 60,
                 packets: 1,
-                classifier_version: Arc::clone(&cv),
-                autoencoder_version: Arc::clone(&av),
+                classifier_version: cv,
+                autoencoder_version: av,
             }
         })
         .collect()

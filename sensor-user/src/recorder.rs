@@ -236,7 +236,6 @@ fn record_loop(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
     use crate::scored::{Entity, MAX_FEATURES, N_CLASSES, Window};
@@ -246,7 +245,7 @@ mod tests {
         for (k, f) in features.iter_mut().enumerate() {
             *f = k as f32 + 0.5;
         }
-        let v: Arc<str> = Arc::from("v1");
+        let v = crate::scored::ModelVersion::intern("v1");
         ScoredRow {
             responder: false,
             victim_pps: 1e6,
@@ -267,7 +266,7 @@ mod tests {
             packets_per_s: 1.0,
             bytes: 60,
             packets: 1,
-            classifier_version: Arc::clone(&v),
+            classifier_version: v,
             autoencoder_version: v,
         }
     }

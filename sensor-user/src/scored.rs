@@ -2,7 +2,11 @@
 //! scored feature row. Defined here, between `model` and `alerts`, so neither
 //! stage depends on the other's internals.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    sync::{Mutex, OnceLock},
+};
 
 /// Largest feature vector a row can carry (the schema may use fewer).
 pub const MAX_FEATURES: usize = 40;
@@ -69,8 +73,59 @@ impl AttackClass {
     }
 }
 
-/// One scored row. Built without allocation on the worker (the model versions
-/// are shared `Arc<str>`s; cloning one only bumps a counter).
+/// A model's `name@version`, interned: a `Copy` handle to one string per
+/// distinct version loaded in this process. Every scored row carries two, and
+/// the worker building a row and the stage dropping it run on different
+/// cores: a reference-counted string would bounce its counter's cache line
+/// between them twice per row; a `&'static str` costs nothing to copy or drop.
+/// The strings live for the process, one per version ever loaded (a few).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ModelVersion(&'static str);
+
+impl ModelVersion {
+    /// The handle for `id`, the same for equal strings.
+    #[must_use]
+    pub fn intern(id: &str) -> Self {
+        static SEEN: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+        let mut seen = SEEN
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = seen.get(id) {
+            return Self(s);
+        }
+        let s: &'static str = Box::leak(id.to_owned().into_boxed_str());
+        seen.insert(s);
+        Self(s)
+    }
+
+    /// The version string.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ModelVersion {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ModelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::fmt::Debug for ModelVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+/// One scored row. Built without allocation on the worker.
 #[derive(Clone, Debug)]
 pub struct ScoredRow {
     pub entity: Entity,
@@ -112,8 +167,8 @@ pub struct ScoredRow {
     /// asked for it (see `FeatureExtractor::last_solicited`), so that host
     /// is not a flood's victim.
     pub solicited: bool,
-    pub classifier_version: Arc<str>,
-    pub autoencoder_version: Arc<str>,
+    pub classifier_version: ModelVersion,
+    pub autoencoder_version: ModelVersion,
 }
 
 impl ScoredRow {

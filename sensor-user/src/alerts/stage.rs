@@ -15,7 +15,7 @@ use super::{
     store::LogWriter,
 };
 use crate::{
-    scored::{AttackClass, Entity, MAX_FEATURES, ScoredRow},
+    scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, ScoredRow},
     sinks::SinkSet,
 };
 
@@ -391,8 +391,8 @@ struct OpenAlert {
     peers_indexed: u8,
     victim_criticality: u8,
     emitted_eve_severity: u8,
-    classifier_version: Arc<str>,
-    autoencoder_version: Arc<str>,
+    classifier_version: ModelVersion,
+    autoencoder_version: ModelVersion,
     verdict: Option<Verdict>,
 }
 
@@ -904,8 +904,8 @@ impl AlertStage {
             peers_indexed: u8::from(first_peer.is_some()),
             victim_criticality,
             emitted_eve_severity: 4,
-            classifier_version: Arc::clone(&row.classifier_version),
-            autoencoder_version: Arc::clone(&row.autoencoder_version),
+            classifier_version: row.classifier_version,
+            autoencoder_version: row.autoencoder_version,
             verdict: None,
         };
         if !a.peak_pps.is_finite() {

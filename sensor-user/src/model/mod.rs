@@ -20,7 +20,7 @@ pub use card::{ModelCard, ModelError};
 
 use crate::{
     features::{FeatureVec, N_FEATURES},
-    scored::{AttackClass, N_CLASSES},
+    scored::{AttackClass, ModelVersion, N_CLASSES},
 };
 
 /// Batch sizes planned by default. A batch is padded to the next planned
@@ -46,7 +46,7 @@ pub struct Model {
     card: ModelCard,
     kind: ModelKind,
     /// `name@version`, as reported in scored rows.
-    id: Arc<str>,
+    id: ModelVersion,
     /// One plan per batch size, ascending.
     plans: Vec<(usize, Plan)>,
 }
@@ -135,7 +135,7 @@ impl Model {
                 .map_err(|e| onnx_err(path, "cannot plan", e))?;
             plans.push((b, plan));
         }
-        let id: Arc<str> = format!("{}@{}", card.name, card.version).into();
+        let id = ModelVersion::intern(&format!("{}@{}", card.name, card.version));
         let m = Self {
             card,
             kind,
@@ -165,8 +165,8 @@ impl Model {
 
     /// `name@version`.
     #[must_use]
-    pub fn id(&self) -> &Arc<str> {
-        &self.id
+    pub fn id(&self) -> ModelVersion {
+        self.id
     }
 
     #[must_use]

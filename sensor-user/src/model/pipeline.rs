@@ -320,10 +320,7 @@ impl ScoringPipeline {
 
         let scored_ts = monotonic_ns();
         let cls_id = self.classifier.id();
-        let ae_id: Arc<str> = self
-            .autoencoder
-            .as_ref()
-            .map_or_else(|| Arc::clone(cls_id), |a| Arc::clone(a.id()));
+        let ae_id = self.autoencoder.as_ref().map_or(cls_id, |a| a.id());
         let mut e = 0usize;
         for i in 0..n {
             let mut anomaly = f32::NAN;
@@ -361,8 +358,8 @@ impl ScoringPipeline {
                 responder: m.responder,
                 solicited: m.solicited,
                 victim_pps: self.rows[i][DST_PACKETS_PER_S_1S].exp_m1(),
-                classifier_version: Arc::clone(cls_id),
-                autoencoder_version: Arc::clone(&ae_id),
+                classifier_version: cls_id,
+                autoencoder_version: ae_id,
             };
             match self.tx.try_send(row) {
                 Ok(()) => self.counters.emitted += 1,

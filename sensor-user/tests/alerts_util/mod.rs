@@ -5,15 +5,12 @@
 use std::{
     net::IpAddr,
     path::PathBuf,
-    sync::{
-        Arc,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
-    scored::{AttackClass, Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
+    scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
     sinks::{MemorySink, SinkSet},
 };
 
@@ -56,8 +53,8 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         packets_per_s: 100.0,
         bytes: 6000,
         packets: 100,
-        classifier_version: Arc::from("clf-test-1"),
-        autoencoder_version: Arc::from("ae-test-1"),
+        classifier_version: ModelVersion::intern("clf-test-1"),
+        autoencoder_version: ModelVersion::intern("ae-test-1"),
     }
 }
 
