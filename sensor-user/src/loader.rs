@@ -3,7 +3,7 @@
 //! [`Sensor::detach`] or, at the latest, when the [`Sensor`] is dropped (aya
 //! detaches owned links on drop), so a crash never leaves the program behind.
 
-use std::ffi::CString;
+use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -252,15 +252,15 @@ impl Sensor {
         Ok(())
     }
 
-    /// Pins `GLOBAL_COUNTERS` under [`PIN_ROOT`] for `sensor stats`. Best
-    /// effort: without a BPF filesystem at `/sys/fs/bpf` (e.g. inside
-    /// `ip netns exec`, which remounts `/sys`) the sensor runs unpinned.
+    /// Pins `GLOBAL_COUNTERS` under [`PIN_ROOT`] for `sensor stats`. When
+    /// `/sys/fs/bpf` is not a BPF filesystem (a host whose init does not
+    /// mount it, or `ip netns exec`, which remounts `/sys`), mounts one
+    /// there first, as bpftool does; it stays mounted for later runs and
+    /// `sensor stats`. Best effort: if that fails too, the sensor runs
+    /// unpinned.
     fn pin_counters(&mut self) {
         let path = counters_pin_path(&self.opts.iface);
-        let bpffs = nix::sys::statfs::statfs("/sys/fs/bpf")
-            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC);
-        if !bpffs {
-            debug!("no BPF filesystem at /sys/fs/bpf; counters not pinned");
+        if !ensure_bpffs(Path::new("/sys/fs/bpf")) {
             return;
         }
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
@@ -440,6 +440,41 @@ fn raise_memlock_limit() {
     use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
     if let Err(e) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
         debug!(error = %e, "could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Whether `dir` is a BPF filesystem, mounting one there if it is not (and
+/// the directory exists). Logs what it did or why it could not.
+fn ensure_bpffs(dir: &Path) -> bool {
+    let is_bpffs = |d: &Path| {
+        nix::sys::statfs::statfs(d)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
+    };
+    if is_bpffs(dir) {
+        return true;
+    }
+    if !dir.is_dir() {
+        debug!(dir = %dir.display(), "no such directory; counters not pinned");
+        return false;
+    }
+    match nix::mount::mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        None::<&str>,
+    ) {
+        Ok(()) if is_bpffs(dir) => {
+            info!(dir = %dir.display(), "mounted a BPF filesystem for the counters pin");
+            true
+        }
+        Ok(()) => false,
+        Err(e) => {
+            debug!(dir = %dir.display(), error = %e, "no BPF filesystem and cannot mount one; counters not pinned");
+            false
+        }
     }
 }
 
