@@ -48,6 +48,7 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
                 packets: 1,
                 classifier_version: Arc::clone(&cv),
                 autoencoder_version: Arc::clone(&av),
+                upload: None,
             }
         })
         .collect()

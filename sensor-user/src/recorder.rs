@@ -269,6 +269,7 @@ mod tests {
             packets: 1,
             classifier_version: Arc::clone(&v),
             autoencoder_version: v,
+            upload: None,
         }
     }
 

@@ -58,6 +58,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         packets: 100,
         classifier_version: Arc::from("clf-test-1"),
         autoencoder_version: Arc::from("ae-test-1"),
+        upload: None,
     }
 }
 
