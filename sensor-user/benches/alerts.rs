@@ -48,6 +48,7 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
                 packets: 1,
                 classifier_version: cv,
                 autoencoder_version: av,
+                upload: None,
             }
         })
         .collect()

@@ -268,6 +268,7 @@ mod tests {
             packets: 1,
             classifier_version: v,
             autoencoder_version: v,
+            upload: None,
         }
     }
 

@@ -167,6 +167,10 @@ pub struct ScoredRow {
     /// asked for it (see `FeatureExtractor::last_solicited`), so that host
     /// is not a flood's victim.
     pub solicited: bool,
+    /// The row's event closed an upload-heavy client connection (see
+    /// [`crate::features::FeatureExtractor::last_upload`]); such rows are
+    /// always sent to the alert stage, whatever their score.
+    pub upload: Option<crate::features::UploadConn>,
     pub classifier_version: ModelVersion,
     pub autoencoder_version: ModelVersion,
 }

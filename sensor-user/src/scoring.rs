@@ -147,7 +147,9 @@ impl ScoringSummary {
              inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
              rows below threshold {}, from a responding TCP flow {}, floods below the volume floor {}, \
-             floods of solicited traffic {}, ICMP errors answering an attacker {}, awaiting corroboration {}",
+             floods of solicited traffic {}, ICMP errors answering an attacker {}, awaiting corroboration {}, \
+             upload-heavy connections {}, beacon detections {}, brute force on uploads {}, \
+             anomalies on a scanner's probes {}",
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
@@ -167,6 +169,10 @@ impl ScoringSummary {
             a.rows_flood_solicited,
             a.rows_flood_backscatter,
             a.rows_uncorroborated,
+            a.upload_connections,
+            a.beacon_detections,
+            a.rows_bruteforce_upload,
+            a.rows_anomaly_scan_probe,
         )
     }
 

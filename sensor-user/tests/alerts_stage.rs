@@ -361,6 +361,106 @@ fn rows_below_threshold_are_counted_not_alerted_and_anomaly_uses_autoencoder() {
     assert_eq!(a[0]["alert"]["signature_id"], 9_100_004);
 }
 
+/// A benign-scored row closing an upload-heavy connection that started at
+/// `start` (event time 20 ms later).
+fn upload_row(src: &str, dst: &str, start: u64) -> sensor::scored::ScoredRow {
+    let mut r = row(
+        AttackClass::Benign,
+        0.0,
+        ip(src),
+        ip(dst),
+        80,
+        start + 20_000_000,
+    );
+    r.class_probs[0] = 1.0;
+    r.upload = Some(sensor::features::UploadConn {
+        start_ns: start,
+        bytes_out: 3700,
+        bytes_in: 600,
+        client_is_src: true,
+    });
+    r
+}
+
+#[test]
+fn regular_uploads_to_one_server_open_one_anomaly_alert() {
+    let (mut stage, mem) = stage();
+    let need = u64::from(settings().alerts.beacon_connections);
+    // One connection a second with a few ms of jitter: silent until the
+    // `need`-th, then one alert that later connections update.
+    for i in 0..need + 4 {
+        let jitter = (i * 7 % 5) * 3_000_000;
+        stage.process(&upload_row(
+            "10.10.0.66",
+            "10.20.0.200",
+            SEC + i * SEC + jitter,
+        ));
+        let opened = stage.metrics().alerts_opened;
+        assert_eq!(
+            opened,
+            u64::from(i + 1 >= need),
+            "after {} connections",
+            i + 1
+        );
+    }
+    let m = stage.metrics();
+    assert_eq!(m.upload_connections, need + 4);
+    assert_eq!(m.beacon_detections, 5);
+    assert_eq!(m.rows_below_threshold, need + 4);
+    let recs = parse(&mem.take());
+    let a = of_type(&recs, "alert");
+    assert_eq!(a.len(), 1);
+    let x = &a[0]["xdp_sensor"];
+    assert_eq!(x["class"], "anomaly");
+    assert_eq!(x["detector"], "beacon");
+    assert_eq!(x["attacker"], "10.10.0.66");
+    assert_eq!(x["victim"], "10.20.0.200");
+    assert_eq!(x["threshold"], 0.05);
+    assert!(x["raw_score"].as_f64().unwrap() < 0.02, "{x}");
+    assert_eq!(a[0]["alert"]["signature_id"], 9_100_004);
+}
+
+#[test]
+fn irregular_or_spread_uploads_open_nothing() {
+    let (mut stage, mem) = stage();
+    // Uploads at irregular times (a person sending files) ...
+    let mut t = SEC;
+    for i in 0..40u64 {
+        t += SEC * (1 + (i * i * 7919) % 23);
+        stage.process(&upload_row("10.10.0.11", "10.20.0.2", t));
+    }
+    // ... or at random (exponential gaps, 10 s on average) ...
+    let (mut t, mut x) = (SEC, 0x2545_f491_4f6c_dd1du64);
+    for _ in 0..200 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+        t += (-(1.0 - u).ln() * 10.0 * SEC as f64) as u64;
+        stage.process(&upload_row("10.10.0.14", "10.20.0.2", t));
+    }
+    // ... and regular ones spread over many servers (one each).
+    for i in 0..40u64 {
+        let dst = format!("10.20.1.{}", i + 1);
+        stage.process(&upload_row("10.10.0.12", &dst, SEC + i * SEC));
+    }
+    // Regular, but old connections expire: two per hour never add up.
+    for i in 0..20u64 {
+        stage.process(&upload_row("10.10.0.13", "10.20.0.2", SEC + i * 1800 * SEC));
+    }
+    assert_eq!(stage.metrics().beacon_detections, 0);
+    assert_eq!(stage.metrics().alerts_opened, 0);
+    assert!(mem.take().is_empty());
+    // The rule can be turned off.
+    let mut s = settings();
+    s.alerts.beacon_connections = 0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    for i in 0..20u64 {
+        stage.process(&upload_row("10.10.0.66", "10.20.0.200", SEC + i * SEC));
+    }
+    assert_eq!(stage.metrics().alerts_opened, 0);
+}
+
 const INVENTORY: &str = r#"
 default_criticality = 2
 
@@ -1262,7 +1362,8 @@ fn scans_corroborate_on_distinct_targets() {
         ));
     }
     assert_eq!(stage.open_alerts().len(), 2, "six hosts");
-    // Brute force repeats one target by nature: rows count as rows.
+    // Brute force repeats one target by nature: connections count, and the
+    // rows of one connection are one attempt.
     let guesser = ip("10.9.9.8");
     for i in 0..3u64 {
         stage.process(&row(
@@ -1274,7 +1375,97 @@ fn scans_corroborate_on_distinct_targets() {
             3 * SEC + i,
         ));
     }
+    assert_eq!(stage.open_alerts().len(), 2, "one connection");
+    for sport in [40_001, 40_002] {
+        let mut r = row(
+            AttackClass::BruteForce,
+            0.99,
+            guesser,
+            resolver,
+            22,
+            4 * SEC,
+        );
+        r.sport = sport;
+        stage.process(&r);
+    }
     assert_eq!(stage.open_alerts().len(), 3);
+}
+
+/// The autoencoder's anomalies on a scanner's rows to a host it is scanning
+/// are that scan's probes; on another host they are news.
+#[test]
+fn anomalies_on_a_scanned_host_belong_to_the_scan() {
+    let mut s = settings();
+    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (scanner, target, other) = (ip("10.9.9.9"), ip(VICTIM), ip("10.1.2.4"));
+    stage.process(&row(AttackClass::Scan, 0.99, scanner, target, 22, SEC));
+    let odd = |dst, ts| {
+        let mut r = row(AttackClass::Benign, 0.0, scanner, dst, 443, ts);
+        r.class_probs[0] = 1.0;
+        r.anomaly_score = 5.0;
+        r
+    };
+    stage.process(&odd(target, 2 * SEC));
+    assert_eq!(stage.metrics().rows_anomaly_scan_probe, 1);
+    assert_eq!(stage.open_alerts().len(), 1);
+    stage.process(&odd(other, 3 * SEC));
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 2);
+    assert!(
+        open.iter()
+            .any(|a| a.class == AttackClass::Anomaly && a.victim == Some(other))
+    );
+}
+
+/// A client whose connections to a server are mostly upload-heavy is not
+/// guessing passwords there, however its connection openings score; a
+/// guesser that uploads now and then still is.
+#[test]
+fn brute_force_attempts_that_upload_are_not_guesses() {
+    let mut s = settings();
+    s.alerts.corroborate_rows = 3;
+    s.alerts.beacon_connections = 0;
+    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (client, server) = (ip("10.10.0.66"), ip("10.20.0.200"));
+    for k in 0..20u64 {
+        let t = SEC + k * 1_300_000_000;
+        for dt in [0, 1_000_000] {
+            let mut r = row(AttackClass::BruteForce, 0.99, client, server, 80, t + dt);
+            r.sport = 40_000 + k as u16;
+            stage.process(&r);
+        }
+        let mut up = row(AttackClass::Benign, 0.0, client, server, 80, t + 20_000_000);
+        up.class_probs[0] = 1.0;
+        up.sport = 40_000 + k as u16;
+        up.upload = Some(sensor::features::UploadConn {
+            start_ns: t,
+            bytes_out: 3700,
+            bytes_in: 600,
+            client_is_src: true,
+        });
+        stage.process(&up);
+    }
+    assert!(stage.open_alerts().is_empty(), "{:?}", stage.open_alerts());
+    assert!(stage.metrics().rows_bruteforce_upload >= 19);
+    // One upload among many guesses.
+    let guesser = ip("10.10.0.67");
+    let mut up = row(AttackClass::Benign, 0.0, guesser, server, 22, 2 * SEC);
+    up.class_probs[0] = 1.0;
+    up.upload = Some(sensor::features::UploadConn {
+        start_ns: 2 * SEC,
+        bytes_out: 5000,
+        bytes_in: 900,
+        client_is_src: true,
+    });
+    stage.process(&up);
+    for k in 0..3u16 {
+        let mut r = row(AttackClass::BruteForce, 0.99, guesser, server, 22, 3 * SEC);
+        r.sport = 50_000 + k;
+        stage.process(&r);
+    }
+    assert_eq!(stage.open_alerts().len(), 1);
+    assert_eq!(stage.open_alerts()[0].attacker, Some(guesser));
 }
 
 /// A full corroboration table is emptied in bulk (counted), and keys keep

@@ -480,3 +480,94 @@ fn solicited_flows_follow_their_request() {
     assert!(fx.process(&ev(b, victim, 0, 0, ipproto::ICMP, t + 2000), &mut row));
     assert!(!fx.last_solicited());
 }
+
+/// A client connection that sent much more than it received is reported
+/// once, when it is closed (the second FIN, or an RST); a download, a small
+/// exchange and a half-closed connection are not.
+#[test]
+fn upload_heavy_client_connections_are_reported_at_close() {
+    use sensor_common::{EventKind, tcp_flags};
+    let a = FlowKey::map_v4([10, 0, 0, 1]);
+    let b = FlowKey::map_v4([10, 0, 0, 2]);
+    let key =
+        |src, dst, sport, dport| FlowKey::new(src, dst, sport, dport, sensor_common::ipproto::TCP);
+    // One connection from a:sport to b:80 carrying `up` bytes out and
+    // `down` back, ended by the client's RST if `rst`, else by FINs from
+    // both sides (client first); returns what each event reported.
+    let connection = |fx: &mut FeatureExtractor, sport: u16, up: u64, down: u64, rst: bool| {
+        let mut row = [0f32; N_FEATURES];
+        let mut seen = Vec::new();
+        let t0 = 1_000_000_000 + u64::from(sport) * 1_000_000;
+        let mut syn = FlowEvent {
+            key: key(a, b, sport, 80),
+            ts_ns: t0,
+            kind: EventKind::Start as u32,
+            tcp_flags: tcp_flags::SYN,
+            ..FlowEvent::default()
+        };
+        syn.stats.packets = 1;
+        syn.stats.bytes = 74;
+        syn.stats.syn = 1;
+        syn.stats.first_seen_ns = t0;
+        syn.stats.last_seen_ns = t0;
+        assert!(fx.process(&syn, &mut row));
+        seen.push(fx.last_upload());
+        let mut synack = FlowEvent {
+            key: key(b, a, 80, sport),
+            ts_ns: t0 + 100_000,
+            kind: EventKind::Start as u32,
+            tcp_flags: tcp_flags::SYN | tcp_flags::ACK,
+            ..FlowEvent::default()
+        };
+        synack.stats.packets = 1;
+        synack.stats.bytes = 74;
+        synack.stats.synack = 1;
+        assert!(fx.process(&synack, &mut row));
+        seen.push(fx.last_upload());
+        let mut fin = syn;
+        fin.ts_ns = t0 + 5_000_000;
+        fin.kind = if rst { EventKind::Rst } else { EventKind::Fin } as u32;
+        fin.tcp_flags = tcp_flags::ACK | if rst { tcp_flags::RST } else { tcp_flags::FIN };
+        fin.stats.packets = 8;
+        fin.stats.bytes = up;
+        fin.stats.fin = u32::from(!rst);
+        fin.stats.rst = u32::from(rst);
+        fin.stats.last_seen_ns = fin.ts_ns;
+        assert!(fx.process(&fin, &mut row));
+        seen.push(fx.last_upload());
+        // The server's FIN closes it (after its last data).
+        let mut sfin = synack;
+        sfin.ts_ns = t0 + 6_000_000;
+        sfin.kind = EventKind::Fin as u32;
+        sfin.tcp_flags = tcp_flags::FIN | tcp_flags::ACK;
+        sfin.stats.packets = 4;
+        sfin.stats.bytes = down;
+        sfin.stats.fin = 1;
+        assert!(fx.process(&sfin, &mut row));
+        seen.push(fx.last_upload());
+        // A retransmitted FIN is no second report.
+        fin.stats.packets = 9;
+        assert!(fx.process(&fin, &mut row));
+        seen.push(fx.last_upload());
+        (t0, seen)
+    };
+    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let (t0, seen) = connection(&mut fx, 40000, 3700, 600, false);
+    let up = |bytes_in, client_is_src| sensor::features::UploadConn {
+        start_ns: t0,
+        bytes_out: 3700,
+        bytes_in,
+        client_is_src,
+    };
+    assert_eq!(seen, [None, None, None, Some(up(600, false)), None]);
+    // An RST closes at once, with the server's bytes so far.
+    let (_, seen) = connection(&mut fx, 40001, 3700, 600, true);
+    let mut want = up(74, true);
+    want.start_ns = 1_000_000_000 + 40001 * 1_000_000;
+    assert_eq!(seen, [None, None, Some(want), None, None]);
+    // Download, or a login attempt's few hundred bytes each way: nothing.
+    for (sport, up, down) in [(40002, 600, 90_000), (40003, 700, 400), (40004, 3000, 1100)] {
+        let (_, seen) = connection(&mut fx, sport, up, down, false);
+        assert!(seen.iter().all(Option::is_none), "{up} out, {down} in");
+    }
+}

@@ -121,6 +121,18 @@ pub struct AlertsSection {
     /// crosses the floor after about `flood_min_pps / r` seconds (the window
     /// fills linearly); 0 turns the floor off.
     pub flood_min_pps: f64,
+    /// An anomaly alert opens when one client's upload-heavy connections to
+    /// one server (each sent at least 1 KiB and three times what it
+    /// received) reach this many, started at regular intervals: a beacon
+    /// carrying data out, as low-and-slow exfiltration does (counted from
+    /// 3 to 32). 0 turns the rule off.
+    pub beacon_connections: u32,
+    /// The intervals between those connections' starts are regular when
+    /// their median absolute deviation is at most this fraction of their
+    /// median.
+    pub beacon_max_jitter: f64,
+    /// Upload-heavy connections older than this are forgotten.
+    pub beacon_window_s: f64,
 }
 
 impl Default for AlertsSection {
@@ -142,6 +154,9 @@ impl Default for AlertsSection {
             scan_hosts: 16,
             max_pending: 100_000,
             flood_min_pps: 200.0,
+            beacon_connections: 12,
+            beacon_max_jitter: 0.05,
+            beacon_window_s: 3600.0,
         }
     }
 }

@@ -81,6 +81,10 @@ pub struct AlertRecord {
     pub classifier_version: String,
     pub autoencoder_version: String,
     pub unix_ms: i64,
+    /// `beacon` when the peak came from the beacon rule rather than a
+    /// model: its raw score is no model score, so tuning leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<String>,
 }
 
 fn now_unix_ms() -> i64 {
@@ -323,10 +327,12 @@ pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>
     let mut by_class: BTreeMap<AttackClass, Vec<(f32, Verdict)>> = BTreeMap::new();
     let mut unmatched = 0usize;
     for (id, v) in &verdicts {
-        match records
-            .get(id)
-            .and_then(|r| class_by_name(&r.class).map(|c| (c, r.raw_score)))
-        {
+        let record = records.get(id);
+        // A rule's detections carry no model score to tune.
+        if record.is_some_and(|r| r.detector.is_some()) {
+            continue;
+        }
+        match record.and_then(|r| class_by_name(&r.class).map(|c| (c, r.raw_score))) {
             Some((c, s)) => by_class.entry(c).or_default().push((s, v.verdict)),
             None => unmatched += 1,
         }

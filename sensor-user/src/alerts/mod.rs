@@ -113,8 +113,23 @@ pub struct AlertMetrics {
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).
     pub rows_uncorroborated: u64,
+    /// Brute-force detections dropped because the client's connections to
+    /// that server were mostly upload-heavy (see the beacon rule).
+    pub rows_bruteforce_upload: u64,
+    /// Autoencoder anomalies on a scanner's rows to a host its open scan
+    /// alert lists among its top targets: the scan's probes, dropped.
+    pub rows_anomaly_scan_probe: u64,
     /// Keys dropped from the corroboration table because it was full.
     pub corroboration_evicted: u64,
+    /// Rows that closed an upload-heavy client connection (the beacon rule's
+    /// input).
+    pub upload_connections: u64,
+    /// Anomaly detections of the beacon rule: regular upload-heavy
+    /// connections from one client to one server.
+    pub beacon_detections: u64,
+    /// (client, server) pairs the beacon rule forgot because its table was
+    /// full.
+    pub beacon_pairs_evicted: u64,
     /// Rows producers could not enqueue because the channel was full.
     pub rows_shed: u64,
     pub alerts_opened: u64,
@@ -172,7 +187,12 @@ shared_metrics!(
     rows_flood_solicited,
     rows_flood_backscatter,
     rows_uncorroborated,
+    rows_bruteforce_upload,
+    rows_anomaly_scan_probe,
     corroboration_evicted,
+    upload_connections,
+    beacon_detections,
+    beacon_pairs_evicted,
     rows_shed,
     alerts_opened,
     alerts_updated,

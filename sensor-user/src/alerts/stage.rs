@@ -15,6 +15,7 @@ use super::{
     store::LogWriter,
 };
 use crate::{
+    features::UploadConn,
     scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, ScoredRow},
     sinks::SinkSet,
 };
@@ -135,6 +136,28 @@ impl ScanTargets {
     }
 }
 
+/// Distinct connections (source ports) remembered per pending brute-force
+/// key; more count as repeats of the last.
+const GUESS_CONNECTIONS: usize = 32;
+
+/// The distinct connections a pending brute-force key was detected on.
+struct Connections {
+    ports: [u16; GUESS_CONNECTIONS],
+    n: usize,
+}
+
+impl Connections {
+    /// Adds a connection's source port; true when it is new.
+    fn add(&mut self, port: u16) -> bool {
+        if self.ports[..self.n].contains(&port) || self.n == GUESS_CONNECTIONS {
+            return false;
+        }
+        self.ports[self.n] = port;
+        self.n += 1;
+        true
+    }
+}
+
 /// Detections of a key without an open alert, waiting for corroboration.
 struct Pending {
     /// Detections counted.
@@ -144,6 +167,8 @@ struct Pending {
     /// Scans only: the distinct targets probed (boxed: flood keys from
     /// spoofed sources are many and need none).
     scan: Option<Box<ScanTargets>>,
+    /// Brute force only: the distinct connections detected.
+    conns: Option<Box<Connections>>,
 }
 
 impl Pending {
@@ -152,8 +177,20 @@ impl Pending {
             count: 0,
             first_ns,
             scan: None,
+            conns: None,
         }
     }
+}
+
+/// What corroborates a pending key.
+#[derive(Clone, Copy)]
+enum Evidence {
+    /// Any detected row.
+    Row,
+    /// A scan probe of this target (host hash, target hash).
+    Probe((u64, u64)),
+    /// A brute-force attempt on the connection with this source port.
+    Attempt(u16),
 }
 
 /// The target of a scan row, for [`ScanTargets`]: hashes of its destination
@@ -167,6 +204,82 @@ fn scan_target(row: &ScoredRow) -> (u64, u64) {
     (host, std::hash::Hasher::finish(&h))
 }
 
+/// Upload-heavy connection starts remembered per (client, server) pair.
+const BEACON_HISTORY: usize = 32;
+/// (client, server) pairs the beacon rule tracks at most; when full,
+/// expired pairs go, or all of them if that frees less than an eighth.
+const BEACON_PAIRS: usize = 16_384;
+
+/// The upload-heavy connections one client made to one server: their start
+/// times, the latest `BEACON_HISTORY` of them in a ring.
+struct BeaconPair {
+    starts: [u64; BEACON_HISTORY],
+    /// Connections recorded in all (the ring holds the latest).
+    n: usize,
+    /// Event time of the latest.
+    last_ns: u64,
+}
+
+impl BeaconPair {
+    fn new() -> Self {
+        Self {
+            starts: [0; BEACON_HISTORY],
+            n: 0,
+            last_ns: 0,
+        }
+    }
+
+    fn add(&mut self, start_ns: u64, ts: u64) {
+        self.starts[self.n % BEACON_HISTORY] = start_ns;
+        self.n += 1;
+        self.last_ns = self.last_ns.max(ts);
+    }
+
+    /// Connections started within `window_ns` of `now` (of the latest
+    /// `BEACON_HISTORY`).
+    fn recent(&self, now: u64, window_ns: u64) -> usize {
+        self.starts[..self.n.min(BEACON_HISTORY)]
+            .iter()
+            .filter(|&&t| now.saturating_sub(t) < window_ns)
+            .count()
+    }
+
+    /// Median interval between the latest `need` connection starts within
+    /// `window_ns` of `now`, and the intervals' median absolute deviation
+    /// from it (ns); `None` with fewer starts than `need`.
+    fn intervals(&self, need: usize, now: u64, window_ns: u64) -> Option<(f64, f64)> {
+        let need = need.clamp(3, BEACON_HISTORY);
+        let mut v = [0u64; BEACON_HISTORY];
+        let mut k = 0;
+        for &t in &self.starts[..self.n.min(BEACON_HISTORY)] {
+            if now.saturating_sub(t) < window_ns {
+                v[k] = t;
+                k += 1;
+            }
+        }
+        if k < need {
+            return None;
+        }
+        let v = &mut v[..k];
+        v.sort_unstable();
+        let latest = &v[k - need..];
+        let mut gaps = [0f64; BEACON_HISTORY];
+        let gaps = &mut gaps[..need - 1];
+        for (g, w) in gaps.iter_mut().zip(latest.windows(2)) {
+            *g = (w[1] - w[0]) as f64;
+        }
+        gaps.sort_unstable_by(f64::total_cmp);
+        let median = gaps[gaps.len() / 2];
+        let mut dev = [0f64; BEACON_HISTORY];
+        let dev = &mut dev[..need - 1];
+        for (d, g) in dev.iter_mut().zip(gaps.iter()) {
+            *d = (g - median).abs();
+        }
+        dev.sort_unstable_by(f64::total_cmp);
+        Some((median, dev[dev.len() / 2]))
+    }
+}
+
 /// A detection: the class that fired, its confidence in 0..=1 (for severity)
 /// and the raw score in the threshold's unit (for tuning).
 #[derive(Clone, Copy, Debug)]
@@ -174,6 +287,9 @@ struct Detection {
     class: AttackClass,
     score: f32,
     raw: f32,
+    /// Raised by the beacon rule (an `anomaly` whose raw score is the
+    /// intervals' relative jitter, not a model's), not by a model.
+    beacon: bool,
 }
 
 /// Classifier first: the alert's class is the most probable attack class and
@@ -215,6 +331,7 @@ fn detect_except(
                 class,
                 score: attack.clamp(0.0, 1.0),
                 raw: attack,
+                beacon: false,
             });
         }
     }
@@ -230,6 +347,7 @@ fn detect_except(
             class: AttackClass::Anomaly,
             score: score.clamp(0.5, 1.0),
             raw: e,
+            beacon: false,
         });
     }
     None
@@ -384,6 +502,8 @@ struct OpenAlert {
     peak_pps: f32,
     peak_score: f32,
     peak_raw: f32,
+    /// The peak detection came from the beacon rule.
+    peak_beacon: bool,
     peak_features: [f32; MAX_FEATURES],
     n_features: u8,
     aggregate: Option<Aggregate>,
@@ -500,6 +620,8 @@ pub struct AlertStage {
     index: HashMap<DedupKey, usize>,
     /// Detections not yet corroborated.
     pending: HashMap<DedupKey, Pending>,
+    /// Upload-heavy connections per (client, server), for the beacon rule.
+    beacons: HashMap<(IpAddr, IpAddr), BeaconPair>,
     corroborate_ns: u64,
     incidents: HashMap<u64, Incident>,
     corr: HashMap<CorrKey, u64>,
@@ -553,6 +675,7 @@ impl AlertStage {
             alerts: Vec::new(),
             index: HashMap::new(),
             pending: HashMap::new(),
+            beacons: HashMap::new(),
             incidents: HashMap::new(),
             corr: HashMap::new(),
             next_alert_seq: 1,
@@ -666,6 +789,28 @@ impl AlertStage {
     pub fn process(&mut self, row: &ScoredRow) {
         self.metrics.rows_in += 1;
         self.tick(row.event_ts_ns);
+        if let Some(u) = row.upload {
+            self.metrics.upload_connections += 1;
+            if let Some(det) = self.beacon(row, u) {
+                self.metrics.beacon_detections += 1;
+                // The alert is the client's, whichever side's close ended
+                // the connection.
+                let client_row;
+                let r = if u.client_is_src {
+                    row
+                } else {
+                    let mut c = row.clone();
+                    (c.src, c.dst, c.sport, c.dport) = (row.dst, row.src, row.dport, row.sport);
+                    c.responder = false;
+                    client_row = c;
+                    &client_row
+                };
+                let key = dedup_key(r, AttackClass::Anomaly);
+                // The rule's own bar (that many regular connections) is its
+                // corroboration.
+                self.apply(r, key, det, false);
+            }
+        }
         let Some(det) = detect(row, &self.settings.thresholds) else {
             self.metrics.rows_below_threshold += 1;
             return;
@@ -689,10 +834,45 @@ impl AlertStage {
             self.metrics.rows_responder += 1;
             return;
         }
+        // The autoencoder finds a scanner's probes of a host unusual: they
+        // are the scan an open alert already reports, not a second attack.
+        if det.class == AttackClass::Anomaly && self.is_scanning(row.src, row.dst) {
+            self.metrics.rows_anomaly_scan_probe += 1;
+            return;
+        }
         let key = dedup_key(row, det.class);
+        self.apply(row, key, det, true);
+    }
+
+    /// True when an open scan alert names `src` as the scanner and `dst`
+    /// among its top targets.
+    fn is_scanning(&self, src: IpAddr, dst: IpAddr) -> bool {
+        let key = DedupKey {
+            class: AttackClass::Scan,
+            attacker: Some(canonical(src)),
+            victim: None,
+        };
+        let dst = canonical(dst);
+        self.index.get(&key).is_some_and(|&i| {
+            self.alerts[i]
+                .aggregate
+                .as_ref()
+                .is_some_and(|g| g.top.iter().any(|&(a, _)| a == Some(dst)))
+        })
+    }
+
+    /// Opens (after corroboration, if `corroborate`) or updates the alert of
+    /// `key` with detection `det` on `row`.
+    fn apply(&mut self, row: &ScoredRow, key: DedupKey, det: Detection, corroborate: bool) {
         let Some(&i) = self.index.get(&key) else {
-            let target = (det.class == AttackClass::Scan).then(|| scan_target(row));
-            if self.corroborated(key, row.event_ts_ns, target) {
+            let evidence = match det.class {
+                AttackClass::Scan => Evidence::Probe(scan_target(row)),
+                AttackClass::BruteForce if row.entity == Entity::Flow => {
+                    Evidence::Attempt(row.sport)
+                }
+                _ => Evidence::Row,
+            };
+            if !corroborate || self.corroborated(key, row.event_ts_ns, evidence) {
                 self.open(row, key, det);
             }
             return;
@@ -708,6 +888,7 @@ impl AlertStage {
         if det.score > a.peak_score {
             a.peak_score = det.score;
             a.peak_raw = det.raw;
+            a.peak_beacon = det.beacon;
             a.peak_features = row.features;
             a.n_features = row.n_features;
             peak = true;
@@ -730,6 +911,60 @@ impl AlertStage {
         if peak && a.verdict != Some(Verdict::Fp) && a.severity().1 < a.emitted_eve_severity {
             self.emit_alert(i, "update");
         }
+    }
+
+    /// The beacon rule: records an upload-heavy client connection and
+    /// returns an `anomaly` detection once the client's latest
+    /// `beacon_connections` upload-heavy connections to this server started
+    /// at regular intervals (median absolute deviation of the intervals at
+    /// most `beacon_max_jitter` of their median), within `beacon_window_s`.
+    /// A client sending data out to one server on a timer is what beaconing
+    /// malware and low-and-slow exfiltration look like; people uploading
+    /// files do not keep a clock. Confidence: 1 at no jitter, ½ at the bar.
+    fn beacon(&mut self, row: &ScoredRow, u: UploadConn) -> Option<Detection> {
+        let a = &self.settings.alerts;
+        let need = a.beacon_connections as usize;
+        let (max_jitter, window) = (a.beacon_max_jitter, secs_to_ns(a.beacon_window_s));
+        let now = self.now_ns;
+        let (client, server) = if u.client_is_src {
+            (row.src, row.dst)
+        } else {
+            (row.dst, row.src)
+        };
+        let pair = (canonical(client), canonical(server));
+        if !self.beacons.contains_key(&pair) && self.beacons.len() >= BEACON_PAIRS {
+            let before = self.beacons.len();
+            self.beacons
+                .retain(|_, p| now.saturating_sub(p.last_ns) < window);
+            if self.beacons.len() > BEACON_PAIRS - BEACON_PAIRS / 8 {
+                self.beacons.clear();
+            }
+            self.metrics.beacon_pairs_evicted += (before - self.beacons.len()) as u64;
+        }
+        let p = self.beacons.entry(pair).or_insert_with(BeaconPair::new);
+        p.add(u.start_ns, row.event_ts_ns);
+        if need == 0 {
+            return None;
+        }
+        let (median, mad) = p.intervals(need, now.max(u.start_ns), window)?;
+        if median <= 0.0 {
+            return None;
+        }
+        let jitter = mad / median;
+        if jitter > max_jitter {
+            return None;
+        }
+        let score = if max_jitter > 0.0 {
+            1.0 - 0.5 * jitter / max_jitter
+        } else {
+            1.0
+        };
+        Some(Detection {
+            class: AttackClass::Anomaly,
+            score: (score as f32).clamp(0.5, 1.0),
+            raw: jitter as f32,
+            beacon: true,
+        })
     }
 
     /// The guards a flood detection `det` passes (counted when it fails):
@@ -785,9 +1020,19 @@ impl AlertStage {
 
     /// Counts a detection for a key without an open alert; true once the
     /// key has `corroborate_rows` detections within the window, or for
-    /// scans (`target` given) once its distinct targets reach
+    /// scans (`Probe` evidence) once its distinct targets reach
     /// `scan_ports_per_host` on one host or `scan_hosts` hosts.
-    fn corroborated(&mut self, key: DedupKey, ts: u64, target: Option<(u64, u64)>) -> bool {
+    ///
+    /// Brute force (`Attempt`) counts distinct connections, not rows: the
+    /// class is repeated short connections, and one connection's handshake
+    /// and first packets are one attempt however many rows they make. An
+    /// attempt is dropped (`rows_bruteforce_upload`) while the client's
+    /// upload-heavy connections to the server within the window (the beacon
+    /// rule's records) number at least half of its suspected attempts: a
+    /// guess is a few bytes answered by a banner or a failure page, and a
+    /// client whose connections carry kilobytes out is uploading, not
+    /// guessing. A guesser that uploads now and then stays suspected.
+    fn corroborated(&mut self, key: DedupKey, ts: u64, evidence: Evidence) -> bool {
         let need = self.settings.alerts.corroborate_rows.max(1);
         if need == 1 {
             return true;
@@ -817,8 +1062,8 @@ impl AlertStage {
             *e = Pending::new(ts);
         }
         let a = &self.settings.alerts;
-        let done = match target {
-            Some(t) => e
+        let done = match evidence {
+            Evidence::Probe(t) => e
                 .scan
                 .get_or_insert_with(ScanTargets::new)
                 .add(t)
@@ -827,7 +1072,29 @@ impl AlertStage {
                         || s.hosts >= a.scan_hosts.max(1) as usize
                         || s.targets >= SCAN_TARGETS
                 }),
-            None => {
+            Evidence::Attempt(port) => {
+                let conns = e.conns.get_or_insert_with(|| {
+                    Box::new(Connections {
+                        ports: [0; GUESS_CONNECTIONS],
+                        n: 0,
+                    })
+                });
+                conns.add(port);
+                let attempts = conns.n;
+                let uploads = match (key.attacker, key.victim) {
+                    (Some(c), Some(s)) => self
+                        .beacons
+                        .get(&(c, s))
+                        .map_or(0, |p| p.recent(ts, self.corroborate_ns)),
+                    _ => 0,
+                };
+                if 2 * uploads >= attempts {
+                    self.metrics.rows_bruteforce_upload += 1;
+                    return false;
+                }
+                attempts >= need as usize
+            }
+            Evidence::Row => {
                 e.count += 1;
                 e.count >= need
             }
@@ -898,6 +1165,7 @@ impl AlertStage {
             peak_pps: row.packets_per_s.max(0.0),
             peak_score: det.score,
             peak_raw: det.raw,
+            peak_beacon: det.beacon,
             peak_features: row.features,
             n_features: row.n_features,
             aggregate,
@@ -1236,7 +1504,11 @@ impl AlertStage {
             "entity": match a.entity { Entity::Flow => "flow", Entity::SrcHost => "src_host", Entity::DstHost => "dst_host" },
             "score": round4(a.peak_score),
             "raw_score": round4(a.peak_raw),
-            "threshold": round4(self.settings.thresholds.get(a.key.class)),
+            "threshold": round4(if a.peak_beacon {
+                self.settings.alerts.beacon_max_jitter as f32
+            } else {
+                self.settings.thresholds.get(a.key.class)
+            }),
             "severity": sev,
             "count": a.count,
             "first_seen": self.wall(a.first_seen_ns),
@@ -1266,6 +1538,9 @@ impl AlertStage {
             }
             if let Some(v) = a.verdict {
                 m.insert("verdict".into(), json!(v.name()));
+            }
+            if a.peak_beacon {
+                m.insert("detector".into(), json!("beacon"));
             }
             if state == "closed" {
                 m.insert("close_reason".into(), json!(reason.unwrap_or("quiet")));
@@ -1375,6 +1650,7 @@ impl AlertStage {
         }
         let a = &self.alerts[i];
         let n = usize::from(a.n_features).min(MAX_FEATURES);
+        let beacon = a.peak_beacon;
         let (class, score, raw, count, features, cv, av, incident, id) = (
             a.key.class,
             a.peak_score,
@@ -1400,7 +1676,12 @@ impl AlertStage {
             class: class.name().to_string(),
             score,
             raw_score: raw,
-            threshold: self.settings.thresholds.get(class),
+            threshold: if beacon {
+                self.settings.alerts.beacon_max_jitter as f32
+            } else {
+                self.settings.thresholds.get(class)
+            },
+            detector: beacon.then(|| "beacon".to_string()),
             count,
             feature_names: self.names(n).to_vec(),
             features,

@@ -90,6 +90,30 @@ pub struct FeatureCounters {
     pub failed_by_rst: u64,
 }
 
+/// A client connection that sent much more than it received, reported when
+/// it closes ([`FeatureExtractor::last_upload`]). The alert stage
+/// looks for such uploads repeated at regular intervals to one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadConn {
+    /// First packet of the client's direction (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// Bytes (frames) the client sent.
+    pub bytes_out: u64,
+    /// Bytes the server sent.
+    pub bytes_in: u64,
+    /// The client is the source of the event's flow (its FIN or RST closed
+    /// the connection); otherwise the destination.
+    pub client_is_src: bool,
+}
+
+/// A connection is upload-heavy when its client sent at least this many
+/// bytes (frames, headers included) ...
+pub const UPLOAD_MIN_BYTES: u64 = 1024;
+/// ... and at least this many times the bytes it received. Page fetches,
+/// downloads and login attempts (a guess out, a banner or a failure page
+/// back) stay below it.
+pub const UPLOAD_RATIO: u64 = 3;
+
 /// Cumulative counts of a flow (sum over the CPUs it was seen on).
 #[derive(Clone, Copy, Debug, Default)]
 struct Totals {
@@ -140,6 +164,9 @@ struct FlowState {
     /// DNS answer, a server's SYN-ACK, an echo reply): this direction was
     /// asked for by its destination.
     reply: bool,
+    /// This client connection's close was already judged for
+    /// [`FeatureExtractor::last_upload`].
+    close_judged: bool,
 }
 
 /// Sketch slots of a host's distinct counters ([`HostState::hll`]).
@@ -330,6 +357,8 @@ pub struct FeatureExtractor {
     last_responder: bool,
     /// Whether the last processed event's flow started after its reverse.
     last_solicited: bool,
+    /// The upload-heavy client connection the last processed event closed.
+    last_upload: Option<UploadConn>,
     decay: DecayMemo,
     /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
     /// register count in the linear-counting range, where the estimate
@@ -416,6 +445,7 @@ impl FeatureExtractor {
             gateway: None,
             last_responder: false,
             last_solicited: false,
+            last_upload: None,
             decay: DecayMemo::default(),
             distinct_ln1p: std::array::from_fn(|z| {
                 if z == 0 {
@@ -457,6 +487,19 @@ impl FeatureExtractor {
     #[must_use]
     pub fn last_solicited(&self) -> bool {
         self.last_solicited
+    }
+
+    /// The TCP connection the last event [`Self::process`] accepted closed
+    /// (an RST from either side, or the second direction's FIN), if it was
+    /// upload-heavy: its client (bare SYN, answered by a SYN-ACK) sent at
+    /// least [`UPLOAD_MIN_BYTES`] and [`UPLOAD_RATIO`] times what the server
+    /// sent. Judged once per connection. Both directions of a connection are
+    /// on one worker (the ring is chosen by a symmetric flow hash), and the
+    /// closing event comes after both directions' data, so the byte counts
+    /// are final up to the closing ACKs.
+    #[must_use]
+    pub fn last_upload(&self) -> Option<UploadConn> {
+        self.last_upload
     }
 
     /// Sequence number of the installed gateway view (0 = none).
@@ -603,6 +646,48 @@ impl FeatureExtractor {
         }
         if new_client_syn && !self.timers.push(key, now + self.cfg.syn_timeout_ns) {
             self.counters.syn_timer_overflow += 1;
+        }
+
+        // --- a client connection closed: was it upload-heavy? ---
+        self.last_upload = None;
+        let kind = EventKind::from_u32(ev.kind);
+        if key.proto == ipproto::TCP
+            && matches!(kind, Some(EventKind::Fin | EventKind::Rst))
+            && let Some(ri) = self
+                .flows
+                .find(&reverse_key(&key))
+                .filter(|&ri| ri != e.idx)
+        {
+            let rev = *self.flows.get(ri);
+            let sent_fin = |f: &FlowState| f.base.fin + u64::from(f.last.fin) > 0;
+            // Closed: an RST from either side, or a FIN from both (the
+            // second FIN's event comes after both directions' last data).
+            let closed = kind == Some(EventKind::Rst) || (sent_fin(&flow) && sent_fin(&rev));
+            let client = if flow.client_syn && flow.answered {
+                Some((flow, e.idx, rev, true))
+            } else if rev.client_syn && rev.answered {
+                Some((rev, ri, flow, false))
+            } else {
+                None
+            };
+            if let Some((c, ci, server, client_is_src)) = client
+                && closed
+                && !c.close_judged
+            {
+                self.flows.get_mut(ci).close_judged = true;
+                let bytes_out = c.base.bytes + c.last.bytes;
+                let bytes_in = server.base.bytes + server.last.bytes;
+                if bytes_out >= UPLOAD_MIN_BYTES
+                    && bytes_out >= UPLOAD_RATIO.saturating_mul(bytes_in)
+                {
+                    self.last_upload = Some(UploadConn {
+                        start_ns: c.first_seen,
+                        bytes_out,
+                        bytes_in,
+                        client_is_src,
+                    });
+                }
+            }
         }
 
         // --- source host ---

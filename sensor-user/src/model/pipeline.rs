@@ -20,7 +20,7 @@ use crate::{
     control::SketchHandle,
     features::{
         DST_PACKETS_PER_S_1S, FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec,
-        GatewayView, N_FEATURES, event_volume,
+        GatewayView, N_FEATURES, UploadConn, event_volume,
     },
     report::addr_to_ip as ip,
     scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
@@ -93,6 +93,7 @@ struct RowMeta {
     packets: u64,
     responder: bool,
     solicited: bool,
+    upload: Option<UploadConn>,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
@@ -215,6 +216,7 @@ impl ScoringPipeline {
             packets,
             responder: self.fx.last_responder(),
             solicited: self.fx.last_solicited(),
+            upload: self.fx.last_upload(),
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(false);
@@ -329,7 +331,11 @@ impl ScoringPipeline {
                 e += 1;
             }
             let p = &self.probs[i * k..i * k + k];
-            if self.cfg.emit_floor > 0.0 && 1.0 - p[0] < self.cfg.emit_floor && anomaly.is_nan() {
+            if self.cfg.emit_floor > 0.0
+                && 1.0 - p[0] < self.cfg.emit_floor
+                && anomaly.is_nan()
+                && self.meta[i].upload.is_none()
+            {
                 self.counters.below_floor += 1;
                 continue;
             }
@@ -357,6 +363,7 @@ impl ScoringPipeline {
                 packets: m.packets,
                 responder: m.responder,
                 solicited: m.solicited,
+                upload: m.upload,
                 victim_pps: self.rows[i][DST_PACKETS_PER_S_1S].exp_m1(),
                 classifier_version: cls_id,
                 autoencoder_version: ae_id,

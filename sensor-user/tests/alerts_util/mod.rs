@@ -55,6 +55,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         packets: 100,
         classifier_version: ModelVersion::intern("clf-test-1"),
         autoencoder_version: ModelVersion::intern("ae-test-1"),
+        upload: None,
     }
 }
 
