@@ -18,8 +18,9 @@
 //! on a full input queue (a full kernel ring). `worker_max` and `worker_load`
 //! use the configuration `sensor run` uses: the emit floor derived from the
 //! committed cards' alert thresholds, so only rows that can matter cross the
-//! channel. `worker_load_all_rows` repeats two loads sending every row (what
-//! recording needs). Latency is recorded only for rows that reach the
+//! channel, and no per-flow map in the worker (kept only for `--flows-out`;
+//! `worker_max_flows_out` is the peak with it). `worker_load_all_rows`
+//! repeats two loads sending every row (what recording needs). Latency is recorded only for rows that reach the
 //! consumer; rows kept back by the floor are scored in the same batches, so
 //! the sent rows' latency is the batch latency.
 //!
@@ -154,7 +155,14 @@ struct Worker {
     escalated: Arc<AtomicU64>,
 }
 
-fn worker(s: &Setup, tx: crossbeam_channel::Sender<ScoredRow>, cfg: PipelineConfig) -> Worker {
+/// A worker as `sensor run` builds it; `flow_map` is its per-flow map's
+/// capacity (0 without `--flows-out`, the default).
+fn worker(
+    s: &Setup,
+    tx: crossbeam_channel::Sender<ScoredRow>,
+    cfg: PipelineConfig,
+    flow_map: usize,
+) -> Worker {
     let p = ScoringPipeline::new(cfg, Arc::clone(&s.cls), Some(Arc::clone(&s.ae)), tx)
         .expect("pipeline");
     let shed = Arc::new(AtomicU64::new(0));
@@ -167,7 +175,7 @@ fn worker(s: &Setup, tx: crossbeam_channel::Sender<ScoredRow>, cfg: PipelineConf
         escalated: Arc::clone(&escalated),
     };
     Worker {
-        state: WorkerState::new(0, 65_536, Box::new(probe)),
+        state: WorkerState::new(0, flow_map, Box::new(probe)),
         shed,
         scored,
         escalated,
@@ -266,12 +274,12 @@ fn components(s: &Setup) {
 
 /// Peak rate on one core: records are pre-built and dispatched back to back
 /// (timestamps advance 100 ns per event, so batches fill).
-fn max_throughput(s: &Setup, secs: f64) -> f64 {
+fn max_throughput(s: &Setup, secs: f64, flow_map: usize) -> f64 {
     let (tx, rx) = crossbeam_channel::bounded(65_536);
     // No producer here: the consumer gets the other core, so the figure is
     // the worker's alone.
     let cons = consumer(rx, Some(0));
-    let mut w = worker(s, tx, s.run_cfg);
+    let mut w = worker(s, tx, s.run_cfg, flow_map);
     pin(1);
     let n_pre = 1u64 << 19;
     let base = monotonic_ns();
@@ -295,7 +303,12 @@ fn max_throughput(s: &Setup, secs: f64) -> f64 {
     let (_, got) = cons.join().unwrap();
     let rate = done as f64 / el;
     println!(
-        "worker_max events={done} secs={el:.3} events_per_s={rate:.0} scored={scored} escalated={esc} emitted={got} shed={shed}"
+        "{} events={done} secs={el:.3} events_per_s={rate:.0} scored={scored} escalated={esc} emitted={got} shed={shed}",
+        if flow_map == 0 {
+            "worker_max"
+        } else {
+            "worker_max_flows_out"
+        }
     );
     rate
 }
@@ -350,7 +363,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             .expect("spawn producer")
     };
 
-    let mut w = worker(s, tx, cfg);
+    let mut w = worker(s, tx, cfg, 0);
     let wq = Arc::clone(&q);
     let wstop = Arc::clone(&stop);
     let wt = thread::Builder::new()
@@ -428,7 +441,9 @@ fn main() {
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
         for _ in 0..runs {
-            max_throughput(&s, secs);
+            max_throughput(&s, secs, 0);
+            // With `--flows-out`: the worker also keeps its per-flow map.
+            max_throughput(&s, secs, 65_536);
         }
     }
     if !only.is_empty() && only != "load" {

@@ -204,11 +204,13 @@ fn run_inner(
     let rings = sensor.take_rings()?;
     let maps = SketchMaps::take(&mut sensor)?;
     let control = ControlThread::spawn(maps, EPOCH, sketches.clone())?;
-    let pool = match WorkerPool::spawn(
-        rings,
-        factory,
-        flow_capacity_per_worker(flow_table_size, n_workers),
-    ) {
+    // Per-flow event counts feed only the `--flows-out` report.
+    let worker_flows = if outputs.flows.is_some() {
+        flow_capacity_per_worker(flow_table_size, n_workers)
+    } else {
+        0
+    };
+    let pool = match WorkerPool::spawn(rings, factory, worker_flows) {
         Ok(p) => p,
         Err(e) => {
             let _ = control.stop();
