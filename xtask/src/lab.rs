@@ -797,7 +797,8 @@ fn record(bin: &Path, out: &Path, names: &[String], cap: usize) -> Result<()> {
                 (sensor run --record-out), each scenario in a fresh lab watched by a fresh \
                 sensor, labelled by sending namespace and scenario window",
             "labelling_rule": "a row has an attack scenario's label iff its source is the \
-                attacker's address (or, for spoofing scenarios, an address outside the lab plan) \
+                attacker's address (or, for spoofing scenarios, an address outside the lab plan other \
+                than 0.0.0.0) \
                 and its event time lies in the scenario's window (+1 s); attacker/spoofed rows \
                 outside every window are dropped; all other rows are benign",
             "scenarios": names,

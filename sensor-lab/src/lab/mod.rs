@@ -103,6 +103,14 @@ impl AddressPlan {
         self.all().contains(&ip)
     }
 
+    /// True when no lab host has `ip`: a spoofed source. The unspecified
+    /// address is not foreign: lab hosts send from it themselves (IGMP
+    /// membership reports, DHCP) while an interface comes up.
+    #[must_use]
+    pub fn is_foreign(&self, ip: IpAddr) -> bool {
+        !ip.is_unspecified() && !self.contains(ip)
+    }
+
     /// True when `ip` is one of the benign clients.
     #[must_use]
     pub fn is_client(&self, ip: IpAddr) -> bool {

@@ -593,7 +593,7 @@ impl SourceRule {
     pub fn matches(&self, plan: &AddressPlan, src: IpAddr) -> bool {
         match self {
             SourceRule::Addresses(a) => a.contains(&src),
-            SourceRule::AddressesAndSpoofed(a) => a.contains(&src) || !plan.contains(src),
+            SourceRule::AddressesAndSpoofed(a) => a.contains(&src) || plan.is_foreign(src),
         }
     }
 }
@@ -661,7 +661,7 @@ pub fn label_row(
             return RowLabel::Attack(i);
         }
     }
-    if src == IpAddr::from(plan.attacker) || !plan.contains(src) {
+    if src == IpAddr::from(plan.attacker) || plan.is_foreign(src) {
         RowLabel::Unattributed
     } else {
         RowLabel::Benign
@@ -1231,5 +1231,10 @@ mod tests {
         assert_eq!(l(spoof, 350), RowLabel::Attack(1));
         assert_eq!(l(att, 350), RowLabel::Attack(1));
         assert_eq!(l(client, 350), RowLabel::Benign);
+        // A lab host whose interface is coming up sends IGMP from 0.0.0.0:
+        // its own traffic, not a spoofed source, even in a spoofing window.
+        let unaddressed = IpAddr::from([0u8, 0, 0, 0]);
+        assert_eq!(l(unaddressed, 150), RowLabel::Benign);
+        assert_eq!(l(unaddressed, 350), RowLabel::Benign);
     }
 }
