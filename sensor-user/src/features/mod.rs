@@ -555,13 +555,18 @@ impl FeatureExtractor {
         self.expire(now);
         let key = ev.key;
         let s = &ev.stats;
-        // Start the memory loads of all three table lookups at once.
+        // Start the memory loads of all table lookups at once: the flow, its
+        // hosts, and the flow it would answer (looked up for every new flow
+        // and every TCP answer or close; for TCP the reverse direction).
         let flow_tag = self.flows.tag_of(&key);
         let src_tag = self.hosts.tag_of(&key.src);
         let dst_tag = self.hosts.tag_of(&key.dst);
+        let req_key = request_key(&key);
+        let req_tag = self.flows.tag_of(&req_key);
         self.flows.prefetch(flow_tag);
         self.hosts.prefetch(src_tag);
         self.hosts.prefetch(dst_tag);
+        self.flows.prefetch_bucket(req_tag);
 
         // --- flow ---
         let e = self.flows.entry_tagged(key, flow_tag, FlowState::default);
@@ -569,7 +574,7 @@ impl FeatureExtractor {
         let reply = e.inserted
             && self
                 .flows
-                .find(&request_key(&key))
+                .find_tagged(&req_key, req_tag)
                 .is_some_and(|r| r != e.idx);
         let f = self.flows.get_mut(e.idx);
         if e.inserted {
@@ -624,23 +629,24 @@ impl FeatureExtractor {
         let flow = *f;
 
         // --- handshake outcome, seen from the reverse direction ---
-        if key.proto == ipproto::TCP && (d_synack > 0 || d_rst > 0) {
-            let rk = reverse_key(&key);
-            if let Some(ri) = self.flows.find(&rk) {
-                let r = self.flows.get_mut(ri);
-                if r.client_syn && !r.failed {
-                    if d_rst > 0 {
-                        r.failed = true;
-                        self.counters.failed_by_rst += 1;
-                        // The reverse flow's source (our destination) failed.
-                        if let Some(h) = self.hosts.find(&key.dst) {
-                            let h = self.hosts.get_mut(h);
-                            h.advance(now, &mut self.decay);
-                            h.failed.add(1.0);
-                        }
-                    } else {
-                        r.answered = true;
+        // For TCP the request key is the reverse direction.
+        if key.proto == ipproto::TCP
+            && (d_synack > 0 || d_rst > 0)
+            && let Some(ri) = self.flows.find_tagged(&req_key, req_tag)
+        {
+            let r = self.flows.get_mut(ri);
+            if r.client_syn && !r.failed {
+                if d_rst > 0 {
+                    r.failed = true;
+                    self.counters.failed_by_rst += 1;
+                    // The reverse flow's source (our destination) failed.
+                    if let Some(h) = self.hosts.find(&key.dst) {
+                        let h = self.hosts.get_mut(h);
+                        h.advance(now, &mut self.decay);
+                        h.failed.add(1.0);
                     }
+                } else {
+                    r.answered = true;
                 }
             }
         }
@@ -655,7 +661,7 @@ impl FeatureExtractor {
             && matches!(kind, Some(EventKind::Fin | EventKind::Rst))
             && let Some(ri) = self
                 .flows
-                .find(&reverse_key(&key))
+                .find_tagged(&req_key, req_tag)
                 .filter(|&ri| ri != e.idx)
         {
             let rev = *self.flows.get(ri);

@@ -239,9 +239,22 @@ impl<K: TableKey, V> LruTable<K, V> {
     #[inline]
     #[must_use]
     pub fn find(&self, key: &K) -> Option<u32> {
-        self.probe(key, self.tag(key))
-            .ok()
-            .map(|b| self.buckets[b].idx)
+        self.find_tagged(key, self.tag(key))
+    }
+
+    /// [`Self::find`] with the key's tag from [`Self::tag_of`].
+    #[inline]
+    #[must_use]
+    pub fn find_tagged(&self, key: &K, tag: u32) -> Option<u32> {
+        debug_assert_eq!(tag, self.tag(key));
+        self.probe(key, tag).ok().map(|b| self.buckets[b].idx)
+    }
+
+    /// Hints the CPU to load the index bucket of a key with hash tag `tag`
+    /// only (a lookup that may follow, not an insert).
+    #[inline]
+    pub fn prefetch_bucket(&self, tag: u32) {
+        prefetch_read(&self.buckets[tag as usize & self.mask]);
     }
 
     /// Key stored in a slot.
