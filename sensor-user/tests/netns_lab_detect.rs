@@ -96,3 +96,16 @@ fn dns_lookups_raise_no_alert() {
         alerts(&run)
     );
 }
+
+/// Low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every
+/// second. No row looks unusual; the beacon rule finds the uploads' clock
+/// after its twelfth connection, as `anomaly` on that pair, and nothing
+/// else alerts (the classifier's brute-force guesses at the first uploads
+/// are dropped as uploads).
+#[test]
+fn periodic_uploads_are_detected_as_anomaly() {
+    let Some(run) = play("periodic_uploads_are_detected_as_anomaly", "anomaly-exfil") else {
+        return;
+    };
+    assert_detected_alone(&run, 20_000.0);
+}
