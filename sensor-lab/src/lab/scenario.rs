@@ -676,6 +676,60 @@ struct FirstFrame {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Receives one frame from a packet tap; for an outgoing IPv4 frame, the
+/// CLOCK_MONOTONIC time it was sent: the kernel's stamp (CLOCK_REALTIME)
+/// moved onto the monotonic clock, or, without a stamp, now.
+fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
+    let mut buf = [0u8; 64];
+    // SAFETY: sockaddr_ll is plain data.
+    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut cbuf = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&raw mut from).cast();
+    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&cbuf);
+    // SAFETY: msg describes valid buffers.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC) };
+    if n < 0 || from.sll_pkttype != libc::PACKET_OUTGOING || from.sll_protocol != ipv4 {
+        return None;
+    }
+    let now_mono = monotonic_ns();
+    // SAFETY: walking the control messages the kernel wrote into `cbuf`.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+    while !c.is_null() {
+        // SAFETY: `c` points at a control message header inside `cbuf`.
+        let h = unsafe { &*c };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SO_TIMESTAMPNS {
+            // SAFETY: an SO_TIMESTAMPNS message carries one timespec.
+            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+            let stamp =
+                u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
+            let now_real = realtime_ns();
+            // The frame left `now_real - stamp` ago.
+            return Some(now_mono.saturating_sub(now_real.saturating_sub(stamp)));
+        }
+        // SAFETY: advancing within the same control buffer.
+        c = unsafe { libc::CMSG_NXTHDR(&raw const msg, c) };
+    }
+    Some(now_mono)
+}
+
+/// CLOCK_REALTIME in nanoseconds.
+fn realtime_ns() -> u64 {
+    // SAFETY: plain clock_gettime into a local timespec.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
         let ifindex = ns.ifindex(ifname)?;
@@ -728,29 +782,27 @@ impl FirstFrame {
                 size_of::<libc::timeval>() as u32,
             )
         };
+        // The kernel stamps each frame as it reaches the tap: the time the
+        // frame left, whenever this thread gets to read it (on a loaded
+        // machine, milliseconds later).
+        let on: libc::c_int = 1;
+        // SAFETY: `on` is a valid int option value.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&raw const on).cast(),
+                size_of::<libc::c_int>() as u32,
+            )
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
         let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 64];
             while !s2.load(Ordering::Relaxed) {
-                // SAFETY: sockaddr_ll is plain data.
-                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                let mut len = size_of::<libc::sockaddr_ll>() as u32;
-                // SAFETY: buf/from are valid for their lengths.
-                let n = unsafe {
-                    libc::recvfrom(
-                        fd.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_TRUNC,
-                        (&raw mut from).cast(),
-                        &raw mut len,
-                    )
-                };
-                if n >= 0 && from.sll_pkttype == libc::PACKET_OUTGOING && from.sll_protocol == ipv4
-                {
-                    seen2.store(monotonic_ns(), Ordering::Relaxed);
+                if let Some(t) = recv_outgoing_ipv4(&fd, ipv4) {
+                    seen2.store(t, Ordering::Relaxed);
                     return;
                 }
             }
