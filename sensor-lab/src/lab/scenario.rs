@@ -722,6 +722,21 @@ fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
     Some(now_mono)
 }
 
+/// Sets a `SOL_SOCKET` option (best effort: the watch still works without
+/// it, only less precisely).
+fn set_socket_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) {
+    // SAFETY: `value` is a valid `T` for the length passed.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as u32,
+        )
+    };
+}
+
 /// CLOCK_REALTIME in nanoseconds.
 fn realtime_ns() -> u64 {
     // SAFETY: plain clock_gettime into a local timespec.
@@ -772,30 +787,11 @@ impl FirstFrame {
             tv_sec: 0,
             tv_usec: 50_000,
         };
-        // SAFETY: tv is a valid timeval.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as u32,
-            )
-        };
+        set_socket_option(&fd, libc::SO_RCVTIMEO, &tv);
         // The kernel stamps each frame as it reaches the tap: the time the
         // frame left, whenever this thread gets to read it (on a loaded
         // machine, milliseconds later).
-        let on: libc::c_int = 1;
-        // SAFETY: `on` is a valid int option value.
-        unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_TIMESTAMPNS,
-                (&raw const on).cast(),
-                size_of::<libc::c_int>() as u32,
-            )
-        };
+        set_socket_option(&fd, libc::SO_TIMESTAMPNS, &1 as &libc::c_int);
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));

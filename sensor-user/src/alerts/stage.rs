@@ -147,14 +147,12 @@ struct Connections {
 }
 
 impl Connections {
-    /// Adds a connection's source port; true when it is new.
-    fn add(&mut self, port: u16) -> bool {
-        if self.ports[..self.n].contains(&port) || self.n == GUESS_CONNECTIONS {
-            return false;
+    /// Adds a connection's source port, unless already there (or full).
+    fn add(&mut self, port: u16) {
+        if !self.ports[..self.n].contains(&port) && self.n < GUESS_CONNECTIONS {
+            self.ports[self.n] = port;
+            self.n += 1;
         }
-        self.ports[self.n] = port;
-        self.n += 1;
-        true
     }
 }
 
@@ -637,6 +635,23 @@ pub struct AlertStage {
     pending_close_reason: Option<&'static str>,
 }
 
+/// Makes room in a full map of `cap` entries: drops the entries `live`
+/// rejects, or all of them if that frees less than an eighth (so a map
+/// filled by live one-off keys is emptied once, not scanned per insert).
+/// Returns how many went.
+fn evict_in_bulk<K, V>(
+    map: &mut HashMap<K, V>,
+    cap: usize,
+    mut live: impl FnMut(&V) -> bool,
+) -> u64 {
+    let before = map.len();
+    map.retain(|_, v| live(v));
+    if map.len() > cap - cap / 8 {
+        map.clear();
+    }
+    (before - map.len()) as u64
+}
+
 fn secs_to_ns(s: f64) -> u64 {
     (s.max(0.0) * 1e9) as u64
 }
@@ -933,13 +948,10 @@ impl AlertStage {
         };
         let pair = (canonical(client), canonical(server));
         if !self.beacons.contains_key(&pair) && self.beacons.len() >= BEACON_PAIRS {
-            let before = self.beacons.len();
-            self.beacons
-                .retain(|_, p| now.saturating_sub(p.last_ns) < window);
-            if self.beacons.len() > BEACON_PAIRS - BEACON_PAIRS / 8 {
-                self.beacons.clear();
-            }
-            self.metrics.beacon_pairs_evicted += (before - self.beacons.len()) as u64;
+            self.metrics.beacon_pairs_evicted +=
+                evict_in_bulk(&mut self.beacons, BEACON_PAIRS, |p| {
+                    now.saturating_sub(p.last_ns) < window
+                });
         }
         let p = self.beacons.entry(pair).or_insert_with(BeaconPair::new);
         p.add(u.start_ns, row.event_ts_ns);
@@ -965,6 +977,16 @@ impl AlertStage {
             raw: jitter as f32,
             beacon: true,
         })
+    }
+
+    /// The bar a detection of `class` had to pass: the beacon rule's jitter
+    /// bound for its detections, else the class's score threshold.
+    fn threshold_of(&self, class: AttackClass, beacon: bool) -> f32 {
+        if beacon {
+            self.settings.alerts.beacon_max_jitter as f32
+        } else {
+            self.settings.thresholds.get(class)
+        }
     }
 
     /// The guards a flood detection `det` passes (counted when it fails):
@@ -1049,13 +1071,9 @@ impl AlertStage {
                 self.now_ns,
                 self.settings.alerts.max_pending,
             );
-            let before = self.pending.len();
-            self.pending
-                .retain(|_, p| now.saturating_sub(p.first_ns) < win);
-            if self.pending.len() > cap - cap / 8 {
-                self.pending.clear();
-            }
-            self.metrics.corroboration_evicted += (before - self.pending.len()) as u64;
+            self.metrics.corroboration_evicted += evict_in_bulk(&mut self.pending, cap, |p| {
+                now.saturating_sub(p.first_ns) < win
+            });
         }
         let e = self.pending.entry(key).or_insert_with(|| Pending::new(ts));
         if ts.saturating_sub(e.first_ns) >= self.corroborate_ns {
@@ -1504,11 +1522,7 @@ impl AlertStage {
             "entity": match a.entity { Entity::Flow => "flow", Entity::SrcHost => "src_host", Entity::DstHost => "dst_host" },
             "score": round4(a.peak_score),
             "raw_score": round4(a.peak_raw),
-            "threshold": round4(if a.peak_beacon {
-                self.settings.alerts.beacon_max_jitter as f32
-            } else {
-                self.settings.thresholds.get(a.key.class)
-            }),
+            "threshold": round4(self.threshold_of(a.key.class, a.peak_beacon)),
             "severity": sev,
             "count": a.count,
             "first_seen": self.wall(a.first_seen_ns),
@@ -1676,11 +1690,7 @@ impl AlertStage {
             class: class.name().to_string(),
             score,
             raw_score: raw,
-            threshold: if beacon {
-                self.settings.alerts.beacon_max_jitter as f32
-            } else {
-                self.settings.thresholds.get(class)
-            },
+            threshold: self.threshold_of(class, beacon),
             detector: beacon.then(|| "beacon".to_string()),
             count,
             feature_names: self.names(n).to_vec(),

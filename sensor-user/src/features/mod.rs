@@ -523,6 +523,15 @@ impl FeatureExtractor {
         (self.flows.len(), self.hosts.len())
     }
 
+    /// Counts a failed connection attempt of host `addr` at `now`, if tracked.
+    fn count_failed(&mut self, addr: &HostKey, now: u64) {
+        if let Some(h) = self.hosts.find(addr) {
+            let h = self.hosts.get_mut(h);
+            h.advance(now, &mut self.decay);
+            h.failed.add(1.0);
+        }
+    }
+
     /// Settles connection attempts whose SYN timed out by `now_ns`. Called
     /// from every event and every worker tick.
     pub fn expire(&mut self, now_ns: u64) {
@@ -534,11 +543,7 @@ impl FeatureExtractor {
             if f.client_syn && !f.answered && !f.failed {
                 f.failed = true;
                 self.counters.failed_by_timeout += 1;
-                if let Some(h) = self.hosts.find(&k.src) {
-                    let h = self.hosts.get_mut(h);
-                    h.advance(now_ns, &mut self.decay);
-                    h.failed.add(1.0);
-                }
+                self.count_failed(&k.src, now_ns);
             }
         }
     }
@@ -546,10 +551,10 @@ impl FeatureExtractor {
     /// Updates all state with one event and writes its feature row into
     /// `out`. Returns false (and counts it) for an event of unknown kind.
     pub fn process(&mut self, ev: &FlowEvent, out: &mut FeatureVec) -> bool {
-        if EventKind::from_u32(ev.kind).is_none() {
+        let Some(kind) = EventKind::from_u32(ev.kind) else {
             self.counters.bad_kind += 1;
             return false;
-        }
+        };
         self.counters.events += 1;
         let now = ev.ts_ns;
         self.expire(now);
@@ -640,11 +645,7 @@ impl FeatureExtractor {
                     r.failed = true;
                     self.counters.failed_by_rst += 1;
                     // The reverse flow's source (our destination) failed.
-                    if let Some(h) = self.hosts.find(&key.dst) {
-                        let h = self.hosts.get_mut(h);
-                        h.advance(now, &mut self.decay);
-                        h.failed.add(1.0);
-                    }
+                    self.count_failed(&key.dst, now);
                 } else {
                     r.answered = true;
                 }
@@ -656,9 +657,8 @@ impl FeatureExtractor {
 
         // --- a client connection closed: was it upload-heavy? ---
         self.last_upload = None;
-        let kind = EventKind::from_u32(ev.kind);
         if key.proto == ipproto::TCP
-            && matches!(kind, Some(EventKind::Fin | EventKind::Rst))
+            && matches!(kind, EventKind::Fin | EventKind::Rst)
             && let Some(ri) = self
                 .flows
                 .find_tagged(&req_key, req_tag)
@@ -668,7 +668,7 @@ impl FeatureExtractor {
             let sent_fin = |f: &FlowState| f.base.fin + u64::from(f.last.fin) > 0;
             // Closed: an RST from either side, or a FIN from both (the
             // second FIN's event comes after both directions' last data).
-            let closed = kind == Some(EventKind::Rst) || (sent_fin(&flow) && sent_fin(&rev));
+            let closed = kind == EventKind::Rst || (sent_fin(&flow) && sent_fin(&rev));
             let client = if flow.client_syn && flow.answered {
                 Some((flow, e.idx, rev, true))
             } else if rev.client_syn && rev.answered {
