@@ -53,7 +53,7 @@ use sensor::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
     },
-    scored::ScoredRow,
+    scored::RowBatch,
     scoring::emit_floor,
     workers::{EventHandler, WorkerState, monotonic_ns},
 };
@@ -159,7 +159,7 @@ struct Worker {
 /// capacity (0 without `--flows-out`, the default).
 fn worker(
     s: &Setup,
-    tx: crossbeam_channel::Sender<ScoredRow>,
+    tx: crossbeam_channel::Sender<RowBatch>,
     cfg: PipelineConfig,
     flow_map: usize,
 ) -> Worker {
@@ -192,7 +192,7 @@ fn pin(core: usize) {
 
 /// Alert-stage stand-in: drains rows, records latency.
 fn consumer(
-    rx: crossbeam_channel::Receiver<ScoredRow>,
+    rx: crossbeam_channel::Receiver<RowBatch>,
     core: Option<usize>,
 ) -> thread::JoinHandle<(Histogram<u64>, u64)> {
     thread::Builder::new()
@@ -203,9 +203,11 @@ fn consumer(
             }
             let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
             let mut n = 0u64;
-            for r in rx {
-                let _ = h.record(r.scored_ts_ns.saturating_sub(r.event_ts_ns).max(1));
-                n += 1;
+            for batch in rx {
+                for r in &batch {
+                    let _ = h.record(r.scored_ts_ns.saturating_sub(r.event_ts_ns).max(1));
+                }
+                n += batch.len() as u64;
             }
             (h, n)
         })
@@ -275,7 +277,7 @@ fn components(s: &Setup) {
 /// Peak rate on one core: records are pre-built and dispatched back to back
 /// (timestamps advance 100 ns per event, so batches fill).
 fn max_throughput(s: &Setup, secs: f64, flow_map: usize) -> f64 {
-    let (tx, rx) = crossbeam_channel::bounded(65_536);
+    let (tx, rx) = crossbeam_channel::bounded(512); // as `sensor run`: batches of rows
     // No producer here: the consumer gets the other core, so the figure is
     // the worker's alone.
     let cons = consumer(rx, Some(0));
@@ -320,7 +322,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
     let dropped = Arc::new(AtomicU64::new(0));
     let total = (rate as f64 * secs) as u64;
 
-    let (tx, rx) = crossbeam_channel::bounded(65_536);
+    let (tx, rx) = crossbeam_channel::bounded(512); // as `sensor run`: batches of rows
     let cons = consumer(rx, None);
 
     let prod = {

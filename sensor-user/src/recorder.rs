@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::{
     features::SCHEMA,
-    scored::{AttackClass, ScoredRow},
+    scored::{AttackClass, RowBatch, ScoredRow},
 };
 
 /// Columns before the features.
@@ -166,8 +166,8 @@ pub fn schema_json() -> serde_json::Value {
 /// The file cannot be created or the thread cannot start.
 pub fn spawn(
     path: &Path,
-    rows: Receiver<ScoredRow>,
-    forward: Sender<ScoredRow>,
+    rows: Receiver<RowBatch>,
+    forward: Sender<RowBatch>,
 ) -> Result<RecorderHandle, RecordError> {
     let file = File::create(path).map_err(|source| RecordError::Create {
         path: path.to_owned(),
@@ -191,8 +191,8 @@ pub fn spawn(
 fn record_loop(
     path: PathBuf,
     file: File,
-    rows: &Receiver<ScoredRow>,
-    forward: &Sender<ScoredRow>,
+    rows: &Receiver<RowBatch>,
+    forward: &Sender<RowBatch>,
 ) -> Result<RecordSummary, RecordError> {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut summary = RecordSummary {
@@ -211,12 +211,14 @@ fn record_loop(
     // Rows are formatted into one reused buffer and written in chunks.
     let mut buf = String::with_capacity(1 << 16);
     while let Ok(first) = rows.recv() {
-        for row in std::iter::once(first).chain(rows.try_iter().take(4096)) {
-            format_row(&mut buf, &row);
-            summary.rows_written += 1;
-            match forward.try_send(row) {
+        for batch in std::iter::once(first).chain(rows.try_iter().take(64)) {
+            for row in &batch {
+                format_row(&mut buf, row);
+            }
+            summary.rows_written += batch.len() as u64;
+            match forward.try_send(batch) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => summary.forward_shed += 1,
+                Err(TrySendError::Full(b)) => summary.forward_shed += b.len() as u64,
                 // The alert stage is gone (it only stops when we drop
                 // `forward`): keep recording.
                 Err(TrySendError::Disconnected(_)) => {}
@@ -291,17 +293,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("rows.csv");
         let (tx, rx) = crossbeam_channel::bounded(16);
-        // Room for 2 rows only: the third is recorded but not forwarded.
-        let (fwd_tx, fwd_rx) = crossbeam_channel::bounded(2);
+        // Room for one batch only: the second is recorded but not forwarded.
+        let (fwd_tx, fwd_rx) = crossbeam_channel::bounded(1);
         let rec = spawn(&path, rx, fwd_tx).unwrap();
-        tx.send(row(0, f32::NAN)).unwrap();
-        tx.send(row(1, 0.75)).unwrap();
-        tx.send(row(2, f32::NAN)).unwrap();
+        tx.send(vec![row(0, f32::NAN), row(1, 0.75)]).unwrap();
+        tx.send(vec![row(2, f32::NAN)]).unwrap();
         drop(tx);
         let s = rec.join().unwrap();
         assert_eq!(s.rows_written, 3);
         assert_eq!(s.forward_shed, 1);
-        assert_eq!(fwd_rx.try_iter().count(), 2);
+        assert_eq!(fwd_rx.try_iter().map(|b| b.len()).sum::<usize>(), 2);
         let schema: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(schema_path(&path)).unwrap()).unwrap();
         assert_eq!(schema["features"].as_array().unwrap().len(), SCHEMA.len());

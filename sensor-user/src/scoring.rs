@@ -24,7 +24,7 @@ use crate::{
         pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
     },
     recorder::{self, RecordError, RecordSummary, RecorderHandle},
-    scored::{AttackClass, ScoredRow},
+    scored::{AttackClass, RowBatch},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
     workers::{EventHandler, HandlerFactory},
 };
@@ -34,8 +34,11 @@ use crate::{
 pub const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
 pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
-/// Rows that may wait for the alert stage before workers start shedding.
-const ALERT_CHANNEL_ROWS: usize = 65_536;
+/// Row batches that may wait for the alert stage before workers start
+/// shedding: at most 512 × 256 rows (about 37 MB), and at any load some
+/// tens of milliseconds of the stage falling behind (a batch closes at
+/// least every batch deadline, 200 us by default, per busy worker).
+const ALERT_CHANNEL_BATCHES: usize = 512;
 
 /// Workers send a row to the alert stage when its attack score reaches this
 /// fraction of the lowest classifier threshold (or the autoencoder scored
@@ -254,7 +257,7 @@ impl Scoring {
 
         let alert_setup =
             AlertSetup::resolve(args).map_err(|source| ScoringError::Alerts { source })?;
-        let (tx, rx) = crossbeam_channel::bounded::<ScoredRow>(ALERT_CHANNEL_ROWS);
+        let (tx, rx) = crossbeam_channel::bounded::<RowBatch>(ALERT_CHANNEL_BATCHES);
         let cfg = PipelineConfig {
             features: FeatureConfig {
                 host_scale: n_workers as f64,
@@ -297,7 +300,8 @@ impl Scoring {
         // With a recording, rows go pipelines -> recorder -> alert stage.
         let (alert_rx, recorder) = match &args.record_out {
             Some(path) => {
-                let (fwd_tx, fwd_rx) = crossbeam_channel::bounded::<ScoredRow>(ALERT_CHANNEL_ROWS);
+                let (fwd_tx, fwd_rx) =
+                    crossbeam_channel::bounded::<RowBatch>(ALERT_CHANNEL_BATCHES);
                 let rec = recorder::spawn(path, rx, fwd_tx)
                     .map_err(|source| ScoringError::Record { source })?;
                 (fwd_rx, Some(rec))
@@ -410,7 +414,7 @@ impl AlertSetup {
     fn spawn(
         self,
         args: &RunArgs,
-        rx: crossbeam_channel::Receiver<ScoredRow>,
+        rx: crossbeam_channel::Receiver<RowBatch>,
     ) -> Result<AlertStageHandle, AlertsError> {
         let Self { file, settings } = self;
         let with_config = args.config.is_some();

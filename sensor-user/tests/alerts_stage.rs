@@ -774,14 +774,14 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     wait_for("the threshold reload", &|| {
         handle.metrics().threshold_reloads == 1
     });
-    tx.send(row(
+    tx.send(vec![row(
         AttackClass::BruteForce,
         0.85,
         ip("198.51.100.8"),
         ip("10.1.2.4"),
         22,
         now + 1,
-    ))
+    )])
     .unwrap();
     drop(tx);
     let m = handle.join();
@@ -853,14 +853,14 @@ fn stage_started_from_config_writes_rotated_eve_file() {
     let now = sensor::alerts::eve::monotonic_now_ns();
     for i in 0..20u32 {
         let attacker = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i * 256));
-        tx.send(row(
+        tx.send(vec![row(
             AttackClass::BruteForce,
             0.95,
             attacker,
             ip(VICTIM),
             22,
             now + u64::from(i),
-        ))
+        )])
         .unwrap();
     }
     drop(tx);

@@ -141,7 +141,7 @@ fn pipeline_scores_recorded_events_like_training() {
         }
     }
     p.flush_now();
-    let got: Vec<_> = rx.try_iter().collect();
+    let got: Vec<_> = rx.try_iter().flatten().collect();
     assert_eq!(got.len(), events.len());
     let c = p.counters();
     assert_eq!(c.rows_scored, events.len() as u64);
@@ -163,15 +163,22 @@ fn pipeline_scores_recorded_events_like_training() {
 fn full_channel_sheds_instead_of_blocking() {
     let (cls, _) = load();
     let events = fixture_events();
-    let (tx, _rx) = crossbeam_channel::bounded(10);
-    let mut p = ScoringPipeline::new(PipelineConfig::default(), cls, None, tx).unwrap();
+    // Room for two batches of 8 rows: every later batch is shed whole.
+    let (tx, _rx) = crossbeam_channel::bounded(2);
+    let cfg = PipelineConfig {
+        max_batch: 8,
+        batch_deadline_ns: u64::MAX,
+        ..PipelineConfig::default()
+    };
+    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
+    assert!(events.len() > 16);
     for ev in &events {
         p.on_event(ev);
     }
     p.flush_now();
     let c = p.counters();
-    assert_eq!(c.emitted, 10);
-    assert_eq!(c.shed, events.len() as u64 - 10);
+    assert_eq!(c.emitted, 16);
+    assert_eq!(c.shed, events.len() as u64 - 16);
 }
 
 #[test]
@@ -203,7 +210,9 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     assert_eq!(p.counters().batches, 2);
     p.on_tick(events[10].ts_ns + 200_000);
     assert_eq!(p.counters().batches, 3);
-    assert_eq!(rx.try_iter().count(), 11);
+    // One message per closed batch (of 5, 5 and 1 rows).
+    let sizes: Vec<usize> = rx.try_iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [5, 5, 1]);
     // A full batch closes at once, without waiting.
     let (tx, _rx) = crossbeam_channel::bounded(1000);
     let cfg = PipelineConfig {

@@ -69,7 +69,9 @@ fn idle_worker_closes_the_batch_at_its_deadline() {
     w.tick_if_due(t0 + d - 1);
     assert!(rx.try_recv().is_err(), "not closed early");
     w.tick_if_due(t0 + d);
-    let row = rx.try_recv().expect("closed at the deadline");
+    let batch = rx.try_recv().expect("closed at the deadline");
+    assert_eq!(batch.len(), 1);
+    let row = &batch[0];
     assert_eq!(row.event_ts_ns, t0);
     assert!(row.scored_ts_ns >= t0);
 }

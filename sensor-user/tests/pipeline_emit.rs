@@ -54,7 +54,7 @@ fn run(cfg: PipelineConfig, events: &[FlowEvent]) -> (Vec<ScoredRow>, u64, u64, 
     p.flush_now();
     let c = p.counters();
     (
-        rx.try_iter().collect(),
+        rx.try_iter().flatten().collect(),
         c.rows_scored,
         c.emitted,
         c.below_floor,

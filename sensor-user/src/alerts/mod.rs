@@ -3,7 +3,7 @@
 //! that tunes its thresholds from analysts' verdicts.
 //!
 //! One thread owns all alert state ([`AlertStage`]); scoring workers reach it
-//! only through a bounded channel of [`ScoredRow`]s, so no lock is shared with
+//! only through a bounded channel of [`RowBatch`]es, so no lock is shared with
 //! them. A second, idle-most-of-the-time thread polls the verdict store and the
 //! config file once a second and forwards what changed as control messages.
 //! See `docs/alerts.md` for the rules and the output schema.
@@ -36,7 +36,10 @@ pub use feedback::{
 pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
 
-use crate::{scored::ScoredRow, sinks::SinkSet};
+use crate::{
+    scored::{RowBatch, ScoredRow},
+    sinks::SinkSet,
+};
 
 /// Errors of the alert stage and its tools.
 #[derive(Debug, thiserror::Error)]
@@ -221,11 +224,17 @@ pub enum Control {
 
 /// Enqueues a row for the alert stage without blocking; a full channel sheds
 /// the row and counts it in `shed` (the stage reports it as `rows_shed`).
-pub fn offer_row(tx: &Sender<ScoredRow>, row: ScoredRow, shed: &AtomicU64) -> bool {
-    match tx.try_send(row) {
+pub fn offer_row(tx: &Sender<RowBatch>, row: ScoredRow, shed: &AtomicU64) -> bool {
+    offer_rows(tx, vec![row], shed)
+}
+
+/// Enqueues a batch of rows without blocking; a full channel sheds the whole
+/// batch and counts its rows in `shed`.
+pub fn offer_rows(tx: &Sender<RowBatch>, rows: RowBatch, shed: &AtomicU64) -> bool {
+    match tx.try_send(rows) {
         Ok(()) => true,
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-            shed.fetch_add(1, Ordering::Relaxed);
+        Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {
+            shed.fetch_add(r.len() as u64, Ordering::Relaxed);
             false
         }
     }
@@ -268,7 +277,8 @@ impl AlertStageHandle {
 
 /// How long the stage waits for a row before advancing its clock by itself.
 const IDLE_TICK: Duration = Duration::from_millis(200);
-/// Rows handled per wake-up before checking control messages again.
+/// Rows handled per wake-up (whole batches, at least one) before checking
+/// control messages again.
 const BATCH: usize = 1024;
 
 /// Starts the alert stage thread (and its feedback poller when the settings
@@ -279,7 +289,7 @@ const BATCH: usize = 1024;
 /// # Errors
 /// When the alert record log cannot be opened or a thread cannot start.
 pub fn spawn_alert_stage(
-    rows: Receiver<ScoredRow>,
+    rows: Receiver<RowBatch>,
     settings: AlertSettings,
     inventory: Inventory,
     sinks: SinkSet,
@@ -335,7 +345,7 @@ pub fn spawn_alert_stage(
 /// When the config, a model card or the inventory is invalid (with path and
 /// line), a sink cannot be opened, or the thread cannot start.
 pub fn spawn_from_config(
-    rows: Receiver<ScoredRow>,
+    rows: Receiver<RowBatch>,
     config_path: &Path,
 ) -> Result<AlertStageHandle, AlertsError> {
     let file = SensorFile::load(config_path)?;
@@ -350,7 +360,7 @@ pub fn spawn_from_config(
 
 fn run_loop(
     stage: &mut AlertStage,
-    rows: &Receiver<ScoredRow>,
+    rows: &Receiver<RowBatch>,
     ctrl: Receiver<Control>,
     shared: &SharedMetrics,
     shed: &AtomicU64,
@@ -360,10 +370,14 @@ fn run_loop(
     loop {
         select! {
             recv(rows) -> r => match r {
-                Ok(row) => {
-                    stage.process(&row);
-                    for row in rows.try_iter().take(BATCH) {
-                        stage.process(&row);
+                Ok(batch) => {
+                    let mut done = batch.len();
+                    batch.iter().for_each(|row| stage.process(row));
+                    while done < BATCH
+                        && let Ok(batch) = rows.try_recv()
+                    {
+                        done += batch.len();
+                        batch.iter().for_each(|row| stage.process(row));
                     }
                     if rows.is_empty() {
                         stage.flush();

@@ -359,6 +359,9 @@ pub struct FeatureExtractor {
     last_solicited: bool,
     /// The upload-heavy client connection the last processed event closed.
     last_upload: Option<UploadConn>,
+    /// Packets/s into the last event's destination over 1 s (the feature
+    /// before its logarithm), for the alert stage's flood volume bar.
+    last_victim_pps: f32,
     decay: DecayMemo,
     /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
     /// register count in the linear-counting range, where the estimate
@@ -446,6 +449,7 @@ impl FeatureExtractor {
             last_responder: false,
             last_solicited: false,
             last_upload: None,
+            last_victim_pps: 0.0,
             decay: DecayMemo::default(),
             distinct_ln1p: std::array::from_fn(|z| {
                 if z == 0 {
@@ -500,6 +504,14 @@ impl FeatureExtractor {
     #[must_use]
     pub fn last_upload(&self) -> Option<UploadConn> {
         self.last_upload
+    }
+
+    /// Packets/s into the destination of the last event [`Self::process`]
+    /// accepted, over 1 s: the `dst_packets_per_s_1s` feature before its
+    /// logarithm, so the alert stage need not undo it per row.
+    #[must_use]
+    pub fn last_victim_pps(&self) -> f32 {
+        self.last_victim_pps
     }
 
     /// Sequence number of the installed gateway view (0 = none).
@@ -795,6 +807,7 @@ impl FeatureExtractor {
             None => ln1p(h.estimate() * sc),
         };
         let proto = key.proto;
+        let victim_pps = dst.packets_in.rate_per_s(0) * sc;
         *out = [
             ln1p(dur_s),
             ln_packets,
@@ -827,10 +840,11 @@ impl FeatureExtractor {
             ln1p(src.bytes_out.sums[1] / src.new_flows.sums[1].max(1.0)),
             distinct(&dst.hll[HLL_SRC_1S]),
             ln1p(dst.syn_in.rate_per_s(0) * sc),
-            ln1p(dst.packets_in.rate_per_s(0) * sc),
+            ln1p(victim_pps),
             ln1p(gw_src_pps),
             ln1p(gw_distinct),
         ];
+        self.last_victim_pps = victim_pps as f32;
         true
     }
 }

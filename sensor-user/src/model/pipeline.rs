@@ -19,11 +19,11 @@ use super::{Model, ModelKind, Runner};
 use crate::{
     control::SketchHandle,
     features::{
-        DST_PACKETS_PER_S_1S, FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec,
-        GatewayView, N_FEATURES, UploadConn, event_volume,
+        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
+        UploadConn, event_volume,
     },
     report::addr_to_ip as ip,
-    scored::{Entity, MAX_FEATURES, N_CLASSES, ScoredRow, Window},
+    scored::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
     workers::monotonic_ns,
 };
 
@@ -94,10 +94,12 @@ struct RowMeta {
     responder: bool,
     solicited: bool,
     upload: Option<UploadConn>,
+    victim_pps: f32,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
-/// the current batch. All buffers are allocated at construction.
+/// the current batch. All buffers are allocated at construction, except the
+/// one batch of rows sent to the alert stage per micro-batch.
 pub struct ScoringPipeline {
     cfg: PipelineConfig,
     fx: FeatureExtractor,
@@ -111,7 +113,7 @@ pub struct ScoringPipeline {
     esc_rows: Vec<FeatureVec>,
     esc_idx: Vec<u32>,
     esc_out: Vec<f32>,
-    tx: Sender<ScoredRow>,
+    tx: Sender<RowBatch>,
     counters: PipelineCounters,
     n_classes: usize,
     /// Where the control thread publishes the kernel sketches' gateway view.
@@ -140,7 +142,7 @@ impl ScoringPipeline {
         cfg: PipelineConfig,
         classifier: Arc<Model>,
         autoencoder: Option<Arc<Model>>,
-        tx: Sender<ScoredRow>,
+        tx: Sender<RowBatch>,
     ) -> Result<Self, PipelineError> {
         let ModelKind::Classifier { n_classes } = classifier.kind() else {
             return Err(PipelineError::WrongModel {
@@ -217,6 +219,7 @@ impl ScoringPipeline {
             responder: self.fx.last_responder(),
             solicited: self.fx.last_solicited(),
             upload: self.fx.last_upload(),
+            victim_pps: self.fx.last_victim_pps(),
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(false);
@@ -324,6 +327,9 @@ impl ScoringPipeline {
         let cls_id = self.classifier.id();
         let ae_id = self.autoencoder.as_ref().map_or(cls_id, |a| a.id());
         let mut e = 0usize;
+        // Allocated at the first row sent (at most once per batch, sized for
+        // the rest of the batch) and handed to the alert stage whole.
+        let mut out: RowBatch = Vec::new();
         for i in 0..n {
             let mut anomaly = f32::NAN;
             if esc_ok && e < self.esc_idx.len() && self.esc_idx[e] as usize == i {
@@ -344,7 +350,10 @@ impl ScoringPipeline {
             class_probs[..k].copy_from_slice(p);
             let mut features = [0f32; MAX_FEATURES];
             features[..N_FEATURES].copy_from_slice(&self.rows[i]);
-            let row = ScoredRow {
+            if out.capacity() == 0 {
+                out.reserve_exact(n - i);
+            }
+            out.push(ScoredRow {
                 entity: Entity::Flow,
                 window: Window::Flow,
                 src: ip(&m.key.src),
@@ -364,14 +373,17 @@ impl ScoringPipeline {
                 responder: m.responder,
                 solicited: m.solicited,
                 upload: m.upload,
-                victim_pps: self.rows[i][DST_PACKETS_PER_S_1S].exp_m1(),
+                victim_pps: m.victim_pps,
                 classifier_version: cls_id,
                 autoencoder_version: ae_id,
-            };
-            match self.tx.try_send(row) {
-                Ok(()) => self.counters.emitted += 1,
-                Err(TrySendError::Full(_)) => self.counters.shed += 1,
-                Err(TrySendError::Disconnected(_)) => self.counters.disconnected += 1,
+            });
+        }
+        if !out.is_empty() {
+            let sent = out.len() as u64;
+            match self.tx.try_send(out) {
+                Ok(()) => self.counters.emitted += sent,
+                Err(TrySendError::Full(_)) => self.counters.shed += sent,
+                Err(TrySendError::Disconnected(_)) => self.counters.disconnected += sent,
             }
         }
         self.rows.clear();
