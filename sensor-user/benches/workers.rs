@@ -19,7 +19,10 @@
 //! use the configuration `sensor run` uses: the emit floor derived from the
 //! committed cards' alert thresholds, so only rows that can matter cross the
 //! channel, and no per-flow map in the worker (kept only for `--flows-out`;
-//! `worker_max_flows_out` is the peak with it). `worker_load_all_rows`
+//! `worker_max_flows_out` is the peak with it). Batches close when the
+//! worker's queue empties, as on an emptied ring (`sensor run`'s default);
+//! `worker_load_hold_batches` repeats two loads with `--hold-batches` (only
+//! full or deadline). `worker_load_all_rows`
 //! repeats two loads sending every row (what recording needs). Latency is recorded only for rows that reach the
 //! consumer; rows kept back by the floor are scored in the same batches, so
 //! the sent rows' latency is the batch latency.
@@ -83,6 +86,9 @@ impl EventHandler for Probe {
     }
     fn next_deadline_ns(&self) -> Option<u64> {
         self.p.next_deadline_ns()
+    }
+    fn on_drained(&mut self) {
+        self.p.on_drained();
     }
 }
 
@@ -374,18 +380,26 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             pin(1);
             let mut since_clock = 0u32;
             let mut n = 0u64;
+            let mut since_drain = 0u64;
             // The ring loop's tick schedule: the regular tick, plus the
-            // pipeline's batch deadline when it comes sooner.
+            // pipeline's batch deadline when it comes sooner, and a
+            // drained call whenever the queue empties.
             loop {
                 if let Some(r) = wq.pop() {
                     w.state.dispatch(&r);
                     n += 1;
+                    since_drain += 1;
                     since_clock += 1;
                     if since_clock >= 256 {
                         since_clock = 0;
                         w.state.tick_if_due(monotonic_ns());
                     }
                 } else {
+                    // As the ring loop: the queue is empty after events.
+                    if since_drain > 0 {
+                        since_drain = 0;
+                        w.state.drained();
+                    }
                     w.state.tick_if_due(monotonic_ns());
                     if wstop.load(Ordering::Acquire) && wq.is_empty() {
                         break;
@@ -453,15 +467,24 @@ fn main() {
     }
     let cfg = s.run_cfg;
     println!(
-        "config batch_deadline_us={} max_batch={} escalate_band={:?} emit_floor={}",
+        "config batch_deadline_us={} max_batch={} escalate_band={:?} emit_floor={} close_on_drain={}",
         cfg.batch_deadline_ns / 1000,
         cfg.max_batch,
         cfg.escalate_band,
-        cfg.emit_floor
+        cfg.emit_floor,
+        cfg.close_on_drain
     );
     offered_load(&s, 100_000, 0.3, cfg, None); // warm-up
     for rate in [100_000u64, 500_000, 1_000_000, 2_000_000] {
         offered_load(&s, rate, secs, cfg, Some("worker_load"));
+    }
+    // `--hold-batches`: batches close only when full or at the deadline.
+    let held = PipelineConfig {
+        close_on_drain: false,
+        ..cfg
+    };
+    for rate in [500_000u64, 1_000_000] {
+        offered_load(&s, rate, secs, held, Some("worker_load_hold_batches"));
     }
     // Every row sent to the consumer (emit floor 0), as recording needs.
     let cfg = PipelineConfig {

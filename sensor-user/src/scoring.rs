@@ -128,6 +128,7 @@ impl ScoringSummary {
             t.rows_scored += c.rows_scored;
             t.batches += c.batches;
             t.batches_by_deadline += c.batches_by_deadline;
+            t.batches_on_drain += c.batches_on_drain;
             t.escalated += c.escalated;
             t.emitted += c.emitted;
             t.below_floor += c.below_floor;
@@ -145,7 +146,7 @@ impl ScoringSummary {
         let p = self.pipeline_total();
         let a = &self.alerts;
         format!(
-            "sensor: rows scored {} in {} batches ({} closed by deadline), escalated to the \
+            "sensor: rows scored {} in {} batches ({} closed by deadline, {} on an empty ring), escalated to the \
              autoencoder {}, sent to alerts {} ({} far below every threshold kept back), shed {}, \
              inference errors {}, kernel sketch epochs used {}\n\
              sensor: alerts opened {}, updated {}, closed {}; incidents opened {}; \
@@ -156,6 +157,7 @@ impl ScoringSummary {
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
+            p.batches_on_drain,
             p.escalated,
             p.emitted,
             p.below_floor,
@@ -219,6 +221,11 @@ impl EventHandler for ScoringHandler {
         self.pipeline.next_deadline_ns()
     }
 
+    #[inline]
+    fn on_drained(&mut self) {
+        self.pipeline.on_drained();
+    }
+
     fn finish(&mut self) {
         self.pipeline.flush_now();
         self.report
@@ -264,6 +271,7 @@ impl Scoring {
                 ..FeatureConfig::default()
             },
             batch_deadline_ns: args.batch_deadline_us.saturating_mul(1000),
+            close_on_drain: !args.hold_batches,
             emit_floor: emit_floor(&alert_setup.settings.thresholds),
             ..PipelineConfig::default()
         };

@@ -43,6 +43,10 @@ pub trait EventHandler: Send + 'static {
     fn next_deadline_ns(&self) -> Option<u64> {
         None
     }
+    /// Called when the worker has emptied its ring after handling at least
+    /// one event: a batching handler can close its batch rather than make
+    /// the rows wait for more that are not there.
+    fn on_drained(&mut self) {}
     /// Called once on the worker thread after the final ring drain, so work
     /// held back for batching is not lost at shutdown.
     fn finish(&mut self) {}
@@ -346,6 +350,11 @@ impl WorkerState {
         }
     }
 
+    /// Tells the handler the ring is empty (after a drain that handled events).
+    pub fn drained(&mut self) {
+        self.handler.on_drained();
+    }
+
     /// Calls the handler's `finish` (after the final drain).
     pub fn finish(&mut self) {
         self.handler.finish();
@@ -536,6 +545,9 @@ fn run_worker(
             if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) {
                 state.tick_if_due(monotonic_ns());
             }
+        }
+        if drained > 0 {
+            state.drained();
         }
         let now = monotonic_ns();
         if state.tick_if_due(now) {

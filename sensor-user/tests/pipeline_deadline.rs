@@ -1,6 +1,7 @@
 //! A batch on an idle ring closes at its deadline: the pipeline reports the
 //! deadline to its worker, which sleeps no longer than that and ticks it
-//! then, instead of waiting for the next regular (1 ms) tick.
+//! then, instead of waiting for the next regular (1 ms) tick; and by default
+//! a batch closes as soon as the worker has emptied its ring.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -74,4 +75,37 @@ fn idle_worker_closes_the_batch_at_its_deadline() {
     let row = &batch[0];
     assert_eq!(row.event_ts_ns, t0);
     assert!(row.scored_ts_ns >= t0);
+}
+
+#[test]
+fn an_emptied_ring_closes_the_batch_unless_batches_are_held() {
+    for close_on_drain in [true, false] {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let cfg = PipelineConfig {
+            close_on_drain,
+            ..PipelineConfig::default()
+        };
+        let p = ScoringPipeline::new(cfg, model("flow-classifier.onnx", "classifier"), None, tx)
+            .unwrap();
+        let mut w = WorkerState::new(0, 64, Box::new(p));
+        let t0 = monotonic_ns();
+        let mut ev = first_event();
+        ev.ts_ns = t0;
+        w.dispatch(bytemuck::bytes_of(&ev));
+        ev.ts_ns = t0 + 1_000;
+        w.dispatch(bytemuck::bytes_of(&ev));
+        w.drained();
+        if close_on_drain {
+            let batch = rx.try_recv().expect("closed when the ring emptied");
+            assert_eq!(batch.len(), 2, "one batch of both rows");
+            assert!(
+                w.idle_wait_ns(t0) > cfg.batch_deadline_ns,
+                "no batch left open, so no deadline to wake for"
+            );
+        } else {
+            assert!(rx.try_recv().is_err(), "held until its deadline");
+            w.tick_if_due(t0 + cfg.batch_deadline_ns);
+            assert_eq!(rx.try_recv().expect("closed at the deadline").len(), 2);
+        }
+    }
 }
