@@ -71,6 +71,7 @@ struct Probe {
     shed: Arc<AtomicU64>,
     scored: Arc<AtomicU64>,
     escalated: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
 }
 
 impl EventHandler for Probe {
@@ -83,6 +84,7 @@ impl EventHandler for Probe {
         self.shed.store(c.shed, Ordering::Relaxed);
         self.scored.store(c.rows_scored, Ordering::Relaxed);
         self.escalated.store(c.escalated, Ordering::Relaxed);
+        self.batches.store(c.batches, Ordering::Relaxed);
     }
     fn next_deadline_ns(&self) -> Option<u64> {
         self.p.next_deadline_ns()
@@ -159,6 +161,7 @@ struct Worker {
     shed: Arc<AtomicU64>,
     scored: Arc<AtomicU64>,
     escalated: Arc<AtomicU64>,
+    batches: Arc<AtomicU64>,
 }
 
 /// A worker as `sensor run` builds it; `flow_map` is its per-flow map's
@@ -174,17 +177,20 @@ fn worker(
     let shed = Arc::new(AtomicU64::new(0));
     let scored = Arc::new(AtomicU64::new(0));
     let escalated = Arc::new(AtomicU64::new(0));
+    let batches = Arc::new(AtomicU64::new(0));
     let probe = Probe {
         p,
         shed: Arc::clone(&shed),
         scored: Arc::clone(&scored),
         escalated: Arc::clone(&escalated),
+        batches: Arc::clone(&batches),
     };
     Worker {
         state: WorkerState::new(0, flow_map, Box::new(probe)),
         shed,
         scored,
         escalated,
+        batches,
     }
 }
 
@@ -381,11 +387,15 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             let mut since_clock = 0u32;
             let mut n = 0u64;
             let mut since_drain = 0u64;
+            let (mut first, mut last) = (0u64, 0u64);
             // The ring loop's tick schedule: the regular tick, plus the
             // pipeline's batch deadline when it comes sooner, and a
             // drained call whenever the queue empties.
             loop {
                 if let Some(r) = wq.pop() {
+                    if n == 0 {
+                        first = monotonic_ns();
+                    }
                     w.state.dispatch(&r);
                     n += 1;
                     since_drain += 1;
@@ -399,6 +409,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                     if since_drain > 0 {
                         since_drain = 0;
                         w.state.drained();
+                        last = monotonic_ns();
                     }
                     w.state.tick_if_due(monotonic_ns());
                     if wstop.load(Ordering::Acquire) && wq.is_empty() {
@@ -412,23 +423,28 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             // Let the last batch's deadline pass, then publish the counters.
             thread::sleep(Duration::from_millis(2));
             w.state.tick(monotonic_ns());
-            (n, w)
+            (n, last.saturating_sub(first).max(1), w)
         })
         .expect("spawn worker");
     let prod_secs = prod.join().unwrap();
-    let (n, w) = wt.join().unwrap();
+    let (n, busy_ns, w) = wt.join().unwrap();
     let shed = w.shed.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed);
+    let scored = w.scored.load(Ordering::Relaxed);
+    let escalated = w.escalated.load(Ordering::Relaxed);
+    let batches = w.batches.load(Ordering::Relaxed).max(1);
     drop(w);
     let (h, _) = cons.join().unwrap();
     if let Some(label) = label {
         println!(
-            "{label} {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={}",
+            "{label} {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={} rows_per_batch={:.1} escalated={escalated} worker_events_per_s={:.0}",
             n as f64 / prod_secs,
             h.value_at_quantile(0.5) as f64 / 1e3,
             h.value_at_quantile(0.99) as f64 / 1e3,
             h.value_at_quantile(0.999) as f64 / 1e3,
             h.max() as f64 / 1e3,
             h.len(),
+            scored as f64 / batches as f64,
+            n as f64 * 1e9 / busy_ns as f64,
         );
     }
 }

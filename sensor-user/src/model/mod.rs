@@ -195,11 +195,9 @@ impl Model {
         for (b, p) in &self.plans {
             states.push((*b, p.spawn()?));
         }
-        let max = self.plans.last().map_or(1, |p| p.0);
         Ok(Runner {
             states,
             width: self.out_width(),
-            buf: Vec::with_capacity(max * N_FEATURES),
         })
     }
 }
@@ -220,8 +218,6 @@ pub enum RunError {
 pub struct Runner {
     states: Vec<(usize, TypedSimpleState)>,
     width: usize,
-    /// Input staging buffer, sized for the largest batch at spawn time.
-    buf: Vec<f32>,
 }
 
 impl Runner {
@@ -245,14 +241,16 @@ impl Runner {
                 .unwrap_or(self.states.len() - 1);
             let (b, state) = &mut self.states[si];
             let b = *b;
-            // Rows, then zero padding up to the planned batch size.
-            self.buf.clear();
-            for r in chunk {
-                self.buf.extend_from_slice(r);
+            // Rows, then zero padding up to the planned batch size, written
+            // straight into the tensor tract consumes (one copy).
+            let mut input = Tensor::zero::<f32>(&[b, N_FEATURES]).map_err(RunError::Tract)?;
+            {
+                let mut plain = input.try_as_plain_ram_mut().map_err(RunError::Tract)?;
+                let dst = plain.as_slice_mut::<f32>().map_err(RunError::Tract)?;
+                for (d, r) in dst.chunks_exact_mut(N_FEATURES).zip(chunk) {
+                    d.copy_from_slice(r);
+                }
             }
-            self.buf.resize(b * N_FEATURES, 0.0);
-            let input =
-                Tensor::from_shape::<f32>(&[b, N_FEATURES], &self.buf).map_err(RunError::Tract)?;
             let res = state.run(tvec!(input.into_tvalue()));
             clear_upper_vector_state();
             let res = res.map_err(RunError::Tract)?;

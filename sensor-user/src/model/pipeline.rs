@@ -217,12 +217,14 @@ impl ScoringPipeline {
     /// Every decoded ring event. No allocation, lock or syscall unless a
     /// batch closes (then one clock read and tract's per-batch tensors).
     pub fn on_event(&mut self, ev: &FlowEvent) {
-        let mut row = [0f32; N_FEATURES];
-        if !self.fx.process(ev, &mut row) {
+        // Extracted in place: `rows` holds `max_batch` rows from the start.
+        let i = self.rows.len();
+        self.rows.push([0f32; N_FEATURES]);
+        if !self.fx.process(ev, &mut self.rows[i]) {
+            self.rows.pop();
             return;
         }
         let (pps, bytes, packets) = event_volume(ev);
-        self.rows.push(row);
         self.meta.push(RowMeta {
             key: ev.key,
             ts_ns: ev.ts_ns,
