@@ -267,10 +267,11 @@ fn components(s: &Setup) {
         "features_only_one_flow ns_per_event={:.0}",
         t.elapsed().as_secs_f64() * 1e9 / n as f64
     );
-    let rows = vec![row; 256];
+    let big = DEFAULT_BATCH_SIZES[DEFAULT_BATCH_SIZES.len() - 1];
+    let rows = vec![row; big];
     for (name, m) in [("classifier", &s.cls), ("autoencoder", &s.ae)] {
         let mut r = m.runner().unwrap();
-        let mut out = vec![0f32; 256 * m.out_width()];
+        let mut out = vec![0f32; big * m.out_width()];
         for b in DEFAULT_BATCH_SIZES {
             let iters = 2000 / b.max(8) + 20;
             let t = Instant::now();
