@@ -350,6 +350,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                 let start = monotonic_ns();
                 let gap = 1e9 / rate as f64;
                 let mut i = 0u64;
+                let mut late = 0u64;
                 while i < total {
                     let due = start + (i as f64 * gap) as u64;
                     let mut now = monotonic_ns();
@@ -363,6 +364,10 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                             continue;
                         }
                     }
+                    // How late the oldest due event goes out: a burst this
+                    // long arrives at once (an overslept timer here, an
+                    // interrupt-coalesced NIC on a gateway).
+                    late = late.max(now - due);
                     // Emit every event that is due by now (catch up in bursts).
                     while i < total && start + (i as f64 * gap) as u64 <= now {
                         if q.push(replay(&corpus, i, now)).is_err() {
@@ -373,7 +378,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                 }
                 let el = (monotonic_ns() - start) as f64 / 1e9;
                 stop.store(true, Ordering::Release);
-                el
+                (el, late)
             })
             .expect("spawn producer")
     };
@@ -427,7 +432,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             (n, last.saturating_sub(first).max(1), w)
         })
         .expect("spawn worker");
-    let prod_secs = prod.join().unwrap();
+    let (prod_secs, late_ns) = prod.join().unwrap();
     let (n, busy_ns, w) = wt.join().unwrap();
     let shed = w.shed.load(Ordering::Relaxed) + dropped.load(Ordering::Relaxed);
     let scored = w.scored.load(Ordering::Relaxed);
@@ -437,7 +442,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
     let (h, _) = cons.join().unwrap();
     if let Some(label) = label {
         println!(
-            "{label} {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={} rows_per_batch={:.1} escalated={escalated} worker_events_per_s={:.0}",
+            "{label} {rate} achieved={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} shed={shed} max_us={:.1} rows={} rows_per_batch={:.1} escalated={escalated} worker_events_per_s={:.0} longest_burst_us={:.0}",
             n as f64 / prod_secs,
             h.value_at_quantile(0.5) as f64 / 1e3,
             h.value_at_quantile(0.99) as f64 / 1e3,
@@ -446,6 +451,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             h.len(),
             scored as f64 / batches as f64,
             n as f64 * 1e9 / busy_ns as f64,
+            late_ns as f64 / 1e3,
         );
     }
 }
