@@ -392,7 +392,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
             pin(1);
             let mut since_clock = 0u32;
             let mut n = 0u64;
-            let mut since_drain = 0u64;
+            let mut undrained = false;
             let (mut first, mut last) = (0u64, 0u64);
             // The ring loop's tick schedule: the regular tick, plus the
             // pipeline's batch deadline when it comes sooner, and a
@@ -404,7 +404,7 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                     }
                     w.state.dispatch(&r);
                     n += 1;
-                    since_drain += 1;
+                    undrained = true;
                     since_clock += 1;
                     if since_clock >= 256 {
                         since_clock = 0;
@@ -412,8 +412,8 @@ fn offered_load(s: &Setup, rate: u64, secs: f64, cfg: PipelineConfig, label: Opt
                     }
                 } else {
                     // As the ring loop: the queue is empty after events.
-                    if since_drain > 0 {
-                        since_drain = 0;
+                    if undrained {
+                        undrained = false;
                         w.state.drained();
                         last = monotonic_ns();
                     }

@@ -13,8 +13,8 @@
 //! are whatever arrived while the last one was scored (tens of µs old, not
 //! the deadline), and when the worker falls behind its ring stops emptying,
 //! so batches grow to full size and the fixed cost per batch is spread
-//! over more rows exactly when throughput matters. When the alert channel is full the row is
-//! counted and shed: a worker never blocks.
+//! over more rows exactly when throughput matters. When the alert channel
+//! is full the batch's rows are counted and shed: a worker never blocks.
 
 use std::sync::Arc;
 
