@@ -7,10 +7,19 @@
 //! integer is in host order.
 #![no_std]
 
+#[cfg(feature = "clock")]
+pub mod clock;
 pub mod hash;
 pub mod sketch;
 
 pub use hash::{flow_ring_index, hash_addr};
+
+/// A flow address (IPv6 or IPv4-mapped, network order) as an IP address:
+/// IPv4-mapped addresses come out as plain IPv4.
+#[must_use]
+pub fn addr_to_ip(addr: &[u8; 16]) -> core::net::IpAddr {
+    core::net::Ipv6Addr::from(*addr).to_canonical()
+}
 
 /// Largest number of worker rings the XDP program can export to. Each worker
 /// owns one ring; the program picks the ring with [`flow_ring_index`].

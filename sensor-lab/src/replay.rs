@@ -513,18 +513,7 @@ pub struct ReplayReport {
     pub first_attack_mono_ns: Option<u64>,
 }
 
-/// CLOCK_MONOTONIC now, in ns: the clock the kernel stamps packets with and
-/// the sensor reports alert emission times in.
-#[must_use]
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+pub use sensor_common::clock::monotonic_ns;
 
 /// Sends captures out of one interface of a namespace.
 #[derive(Debug)]

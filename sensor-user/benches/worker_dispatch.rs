@@ -8,17 +8,11 @@
 
 use std::time::Instant;
 
-use sensor::workers::{NoopHandler, WorkerState};
-use sensor_common::{EventKind, FlowEvent, FlowKey};
+use sensor::capture::workers::{NoopHandler, WorkerState};
+use sensor_common::{EventKind, FlowEvent, FlowKey, clock::clock_ns};
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer; the clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 fn stream(n_events: usize, n_flows: u32) -> Vec<u8> {

@@ -48,19 +48,20 @@ use crossbeam_queue::ArrayQueue;
 use hdrhistogram::Histogram;
 use sensor::{
     alerts::{AlertSettings, SensorFile},
+    capture::workers::{EventHandler, WorkerState},
     features::{
         FeatureConfig, FeatureExtractor, N_FEATURES,
         sim::{EpisodeConfig, build_episode},
     },
+    model::row::RowBatch,
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
     },
-    scored::RowBatch,
-    scoring::emit_floor,
-    workers::{EventHandler, WorkerState, monotonic_ns},
+    run::scoring::emit_floor,
 };
 use sensor_common::FlowEvent;
+use sensor_common::clock::monotonic_ns;
 
 const REC: usize = size_of::<FlowEvent>();
 type Record = [u8; REC];

@@ -86,7 +86,7 @@ fn main() {
 
 fn load() -> Ebpf {
     let mut ebpf = EbpfLoader::new()
-        .load(sensor::XDP_OBJECT)
+        .load(sensor::capture::XDP_OBJECT)
         .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
     for name in [XDP_PROGRAM_NAME, FLOOR] {
         let prog: &mut Xdp = ebpf

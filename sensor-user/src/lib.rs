@@ -1,23 +1,11 @@
-//! User space of the XDP threat sensor: loads the XDP program, consumes its
-//! rings on pinned workers, scores what it sees and raises alerts. Modules
-//! follow the data flow in DESIGN.md.
+//! User space of the XDP threat sensor. The modules are the stages of the
+//! data flow in DESIGN.md, in the order an event travels through them; a
+//! stage imports only from the stages above it in this list.
 
 pub mod alerts;
-pub mod cli;
-pub mod control;
-pub mod error;
+pub mod capture;
 pub mod features;
-pub mod loader;
 pub mod model;
-pub mod recorder;
-pub mod report;
-pub mod runner;
-pub mod scored;
-pub mod scoring;
+pub mod ops;
+pub mod run;
 pub mod sinks;
-pub mod sketch;
-pub mod workers;
-
-/// The compiled XDP object, built by `build.rs`.
-pub static XDP_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf"));

@@ -7,10 +7,12 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use sensor::{
-    cli::{Cli, Command},
-    runner,
-    scoring::Scoring,
-    workers::noop_factory,
+    capture::workers::noop_factory,
+    run::{
+        cli::{Cli, Command},
+        runner,
+        scoring::Scoring,
+    },
 };
 use tracing_subscriber::EnvFilter;
 
@@ -67,10 +69,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Stats(args) => {
             use std::io::Write as _;
-            let counters = sensor::report::read_pinned_counters(&args.iface)?;
+            let counters = sensor::ops::report::read_pinned_counters(&args.iface)?;
             let line = serde_json::json!({
                 "iface": args.iface,
-                "counters": sensor::report::counters_json(&counters),
+                "counters": sensor::ops::report::counters_json(&counters),
             });
             let mut out = std::io::stdout().lock();
             writeln!(out, "{line}").context("writing to stdout")?;

@@ -19,7 +19,7 @@ use sensor::{
         SensorFile, TuneArgs, Verdict, VerdictRecord, run_export_training, run_feedback, run_tune,
         store::{LogWriter, read_all},
     },
-    scored::{AttackClass, Entity},
+    model::row::{AttackClass, Entity},
     sinks::{MemorySink, SinkSet},
 };
 

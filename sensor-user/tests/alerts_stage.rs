@@ -11,7 +11,7 @@ use sensor::{
         AlertSettings, Inventory, SensorFile, Verdict, VerdictRecord, spawn_alert_stage,
         store::LogWriter,
     },
-    scored::{AttackClass, Entity},
+    model::row::{AttackClass, Entity},
     sinks::{MemorySink, SinkSet},
 };
 
@@ -363,7 +363,7 @@ fn rows_below_threshold_are_counted_not_alerted_and_anomaly_uses_autoencoder() {
 
 /// A benign-scored row closing an upload-heavy connection that started at
 /// `start` (event time 20 ms later).
-fn upload_row(src: &str, dst: &str, start: u64) -> sensor::scored::ScoredRow {
+fn upload_row(src: &str, dst: &str, start: u64) -> sensor::model::row::ScoredRow {
     let mut r = row(
         AttackClass::Benign,
         0.0,
@@ -721,7 +721,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
         SinkSet::new().with(mem.clone()),
     )
     .unwrap();
-    let now = sensor::alerts::eve::monotonic_now_ns();
+    let now = sensor_common::clock::monotonic_ns();
     let shed = handle.shed_counter();
     assert!(sensor::alerts::offer_row(
         &tx,
@@ -849,8 +849,9 @@ fn stage_started_from_config_writes_rotated_eve_file() {
     )
     .unwrap();
     let (tx, rx) = crossbeam_channel::bounded(16);
-    let handle = sensor::alerts::spawn_from_config(rx, &d.join("sensor.toml")).unwrap();
-    let now = sensor::alerts::eve::monotonic_now_ns();
+    let handle =
+        sensor::run::scoring::spawn_alerts_from_config(rx, &d.join("sensor.toml")).unwrap();
+    let now = sensor_common::clock::monotonic_ns();
     for i in 0..20u32 {
         let attacker = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i * 256));
         tx.send(vec![row(

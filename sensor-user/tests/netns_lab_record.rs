@@ -97,7 +97,7 @@ fn lab_recording_has_both_directions_and_labels_follow_the_sender() {
     let text = std::fs::read_to_string(&rec).expect("recording");
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    assert_eq!(&header[..6], &sensor::recorder::KEY_COLUMNS);
+    assert_eq!(&header[..6], &sensor::sinks::recorder::KEY_COLUMNS);
     for (i, f) in sensor::features::SCHEMA.iter().enumerate() {
         assert_eq!(header[6 + i], f.name);
     }

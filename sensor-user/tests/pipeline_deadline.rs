@@ -6,13 +6,14 @@
 use std::{path::PathBuf, sync::Arc};
 
 use sensor::{
+    capture::workers::{EventHandler, TICK_NS, WorkerState},
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
     },
-    workers::{EventHandler, TICK_NS, WorkerState, monotonic_ns},
 };
 use sensor_common::FlowEvent;
+use sensor_common::clock::monotonic_ns;
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")

@@ -6,12 +6,12 @@ use std::{path::PathBuf, sync::Arc};
 
 use sensor::{
     alerts::{AlertSettings, SensorFile, Thresholds},
+    model::row::{AttackClass, N_CLASSES, ScoredRow},
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
     },
-    scored::{AttackClass, N_CLASSES, ScoredRow},
-    scoring::{EMIT_FLOOR_FRACTION, emit_floor},
+    run::scoring::{EMIT_FLOOR_FRACTION, emit_floor},
 };
 use sensor_common::FlowEvent;
 

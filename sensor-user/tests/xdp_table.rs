@@ -77,7 +77,7 @@ impl Sensor {
             loader.map_max_entries(name, ring_bytes);
         }
         let mut ebpf = loader
-            .load(sensor::XDP_OBJECT)
+            .load(sensor::capture::XDP_OBJECT)
             .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
         for name in [XDP_PROGRAM_NAME, "sensor_xdp_floor"] {
             let prog: &mut Xdp = ebpf

@@ -163,15 +163,7 @@ pub fn require_tool(binary: &str) -> Result<PathBuf> {
     })
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of the sensor's event timestamps.
-#[must_use]
-pub fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime writes into a valid timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+pub use sensor_common::clock::monotonic_ns;
 
 /// A background process inside a namespace, stopped (SIGTERM, then SIGKILL
 /// after a second) on drop.

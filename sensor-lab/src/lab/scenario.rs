@@ -737,13 +737,7 @@ fn set_socket_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) {
     };
 }
 
-/// CLOCK_REALTIME in nanoseconds.
-fn realtime_ns() -> u64 {
-    // SAFETY: plain clock_gettime into a local timespec.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
+use sensor_common::clock::realtime_ns;
 
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {

@@ -14,7 +14,7 @@ use std::{
 use serde::Deserialize;
 
 use super::AlertsError;
-use crate::scored::{AttackClass, N_CLASSES};
+use crate::model::row::{AttackClass, N_CLASSES};
 
 /// Default location of the sensor's configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";

@@ -3,9 +3,12 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use sensor_common::hash::{fmix64, hash_addr};
+use sensor_common::{
+    clock::{monotonic_ns, realtime_ns},
+    hash::{fmix64, hash_addr},
+};
 
-use crate::scored::AttackClass;
+use crate::model::row::AttackClass;
 
 /// Maps CLOCK_MONOTONIC nanoseconds (the rows' event time) to wall-clock
 /// nanoseconds since the Unix epoch. Fixed at stage start so the mapping is
@@ -20,8 +23,8 @@ impl ClockMap {
     /// Reads both clocks now.
     #[must_use]
     pub fn from_system() -> Self {
-        let real = clock_ns(libc::CLOCK_REALTIME);
-        let mono = clock_ns(libc::CLOCK_MONOTONIC);
+        let real = realtime_ns();
+        let mono = monotonic_ns();
         Self {
             offset_ns: i128::from(real) - i128::from(mono),
         }
@@ -32,24 +35,6 @@ impl ClockMap {
     pub fn wall_ns(&self, mono_ns: u64) -> i128 {
         i128::from(mono_ns) + self.offset_ns
     }
-}
-
-/// Reads a clock in ns.
-#[must_use]
-pub fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; both clocks always exist.
-    unsafe { libc::clock_gettime(clock, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// CLOCK_MONOTONIC now, in ns (the clock the kernel stamps events with).
-#[must_use]
-pub fn monotonic_now_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.

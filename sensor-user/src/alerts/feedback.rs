@@ -21,7 +21,7 @@ use super::{
     },
     store::{LogReader, LogWriter, ReadReport, read_all},
 };
-use crate::scored::AttackClass;
+use crate::model::row::AttackClass;
 
 /// An analyst's judgement of one alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,10 +36,7 @@ pub use feedback::{
 pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
 
-use crate::{
-    scored::{RowBatch, ScoredRow},
-    sinks::SinkSet,
-};
+use crate::model::row::{RowBatch, ScoredRow};
 
 /// Errors of the alert stage and its tools.
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +278,18 @@ const IDLE_TICK: Duration = Duration::from_millis(200);
 /// control messages again.
 const BATCH: usize = 1024;
 
+/// Where the stage writes its EVE lines. `sinks::SinkSet` implements it;
+/// the trait lives here so the alert stage never imports the stage after it.
+pub trait AlertOutput: Send {
+    /// Writes one record (`line` has no trailing newline); a failure is
+    /// counted by the output, never returned to the stage.
+    fn write_line(&mut self, line: &[u8]);
+    /// Pushes buffered records out (called when the stage is idle and at exit).
+    fn flush(&mut self);
+    /// Lines the output failed to deliver so far.
+    fn errors(&self) -> u64;
+}
+
 /// Starts the alert stage thread (and its feedback poller when the settings
 /// name a verdict store or a config file).
 ///
@@ -292,7 +301,7 @@ pub fn spawn_alert_stage(
     rows: Receiver<RowBatch>,
     settings: AlertSettings,
     inventory: Inventory,
-    sinks: SinkSet,
+    sinks: impl AlertOutput + 'static,
 ) -> Result<AlertStageHandle, AlertsError> {
     let shed = Arc::new(AtomicU64::new(0));
     let metrics = Arc::new(SharedMetrics::default());
@@ -338,26 +347,6 @@ pub fn spawn_alert_stage(
     })
 }
 
-/// Loads everything the stage needs from the sensor configuration file
-/// (settings, model cards, inventory, sinks) and starts it.
-///
-/// # Errors
-/// When the config, a model card or the inventory is invalid (with path and
-/// line), a sink cannot be opened, or the thread cannot start.
-pub fn spawn_from_config(
-    rows: Receiver<RowBatch>,
-    config_path: &Path,
-) -> Result<AlertStageHandle, AlertsError> {
-    let file = SensorFile::load(config_path)?;
-    let settings = AlertSettings::from_file(&file, Some(config_path))?;
-    let inventory = match &file.alerts.inventory {
-        Some(p) => Inventory::load(p)?,
-        None => Inventory::default(),
-    };
-    let sinks = SinkSet::from_config(&file.sinks)?;
-    spawn_alert_stage(rows, settings, inventory, sinks)
-}
-
 fn run_loop(
     stage: &mut AlertStage,
     rows: &Receiver<RowBatch>,
@@ -391,12 +380,12 @@ fn run_loop(
                 Err(_) => ctrl = crossbeam_channel::never(),
             },
             default(IDLE_TICK) => {
-                stage.tick(eve::monotonic_now_ns());
+                stage.tick(sensor_common::clock::monotonic_ns());
                 stage.flush();
             },
         }
         if last_publish.elapsed() >= Duration::from_secs(1) {
-            stage.tick(eve::monotonic_now_ns());
+            stage.tick(sensor_common::clock::monotonic_ns());
             stage.set_rows_shed(shed.load(Ordering::Relaxed));
             shared.publish(&stage.metrics());
             last_publish = std::time::Instant::now();

@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 use serde_json::{Value, json};
 
 use super::{
-    AlertMetrics, AlertsError, Control,
+    AlertMetrics, AlertOutput, AlertsError, Control,
     config::{AlertSettings, Thresholds},
     eve::{self, ClockMap},
     feedback::{AlertRecord, Verdict, VerdictRecord},
@@ -16,8 +16,7 @@ use super::{
 };
 use crate::{
     features::UploadConn,
-    scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, ScoredRow},
-    sinks::SinkSet,
+    model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, ScoredRow},
 };
 
 /// How often (event time) open alerts are checked for updates and closing.
@@ -605,7 +604,7 @@ pub struct OpenAlertInfo {
 pub struct AlertStage {
     settings: AlertSettings,
     inventory: Inventory,
-    sinks: SinkSet,
+    sinks: Box<dyn AlertOutput>,
     clock: ClockMap,
     alert_log: Option<LogWriter>,
     run_id: String,
@@ -664,7 +663,7 @@ impl AlertStage {
     pub fn new(
         settings: AlertSettings,
         inventory: Inventory,
-        sinks: SinkSet,
+        sinks: impl AlertOutput + 'static,
         clock: ClockMap,
     ) -> Result<Self, AlertsError> {
         let alert_log = if settings.alerts.alert_log.as_os_str().is_empty() {
@@ -672,7 +671,7 @@ impl AlertStage {
         } else {
             Some(LogWriter::open(&settings.alerts.alert_log)?)
         };
-        let wall_s = eve::clock_ns(libc::CLOCK_REALTIME) / 1_000_000_000;
+        let wall_s = sensor_common::clock::realtime_ns() / 1_000_000_000;
         let run_id = format!("{wall_s:x}{:04x}", std::process::id() & 0xffff);
         Ok(Self {
             quiet_ns: secs_to_ns(settings.alerts.quiet_period_s),
@@ -681,7 +680,7 @@ impl AlertStage {
             incident_ns: secs_to_ns(settings.alerts.incident_window_s),
             settings,
             inventory,
-            sinks,
+            sinks: Box::new(sinks),
             clock,
             alert_log,
             run_id,
@@ -711,7 +710,7 @@ impl AlertStage {
         let mut m = self.metrics;
         m.open_alerts = self.alerts.len() as u64;
         m.open_incidents = self.incidents.len() as u64;
-        m.sink_errors = self.sinks.errors;
+        m.sink_errors = self.sinks.errors();
         m
     }
 
@@ -1541,7 +1540,7 @@ impl AlertStage {
             // stamped with: the one wall-clock reading of the stage, taken
             // only when a record is written, so consumers can measure
             // detection latency (event time alone cannot show queueing).
-            "emitted_mono_ns": eve::monotonic_now_ns(),
+            "emitted_mono_ns": sensor_common::clock::monotonic_ns(),
         });
         if let Value::Object(m) = &mut xs {
             if !sources.is_null() {

@@ -17,7 +17,7 @@
 //! instead ([`gateway`]), one epoch late.
 
 pub mod fixture;
-pub mod gateway;
+
 pub mod schema;
 pub mod sim;
 pub mod table;
@@ -29,7 +29,7 @@ use sensor_common::{
     EventKind, FlowEvent, FlowKey, FlowStats, hash::fmix64, hash_addr, ipproto, tcp_flags,
 };
 
-pub use gateway::GatewayView;
+pub use crate::capture::gateway::GatewayView;
 pub use schema::{DST_PACKETS_PER_S_1S, N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
 use window::{

@@ -18,6 +18,10 @@ pub const SCHEMA_VERSION: u32 = 2;
 /// Number of features in a row.
 pub const N_FEATURES: usize = 34;
 
+/// Largest feature vector a scored row can carry (the schema may use fewer):
+/// rows keep a fixed-size array so building one never allocates.
+pub const MAX_FEATURES: usize = 40;
+
 /// Index of `dst_packets_per_s_1s`: the alert stage's flood volume floor
 /// reads the victim's packet rate back from the row.
 pub const DST_PACKETS_PER_S_1S: usize = 31;
@@ -94,7 +98,7 @@ mod tests {
 
     #[test]
     fn names_are_unique_and_fit_a_scored_row() {
-        const { assert!(N_FEATURES <= crate::scored::MAX_FEATURES) };
+        const { assert!(N_FEATURES <= MAX_FEATURES) };
         for (i, a) in SCHEMA.iter().enumerate() {
             for b in &SCHEMA[i + 1..] {
                 assert_ne!(a.name, b.name);

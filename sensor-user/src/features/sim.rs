@@ -25,8 +25,8 @@ use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, is_checkpoint, tcp
 
 use super::GatewayView;
 use crate::{
-    scored::AttackClass,
-    sketch::{CountMin, HyperLogLog},
+    capture::sketch::{CountMin, HyperLogLog},
+    model::row::AttackClass,
 };
 
 /// SplitMix64: tiny, fast, and fully specified, so simulated data does not

@@ -10,6 +10,7 @@
 pub mod card;
 pub mod offline;
 pub mod pipeline;
+pub mod row;
 
 use std::{path::Path, sync::Arc};
 
@@ -20,8 +21,16 @@ pub use card::{ModelCard, ModelError};
 
 use crate::{
     features::{FeatureVec, N_FEATURES},
-    scored::{AttackClass, ModelVersion, N_CLASSES},
+    model::row::{AttackClass, ModelVersion, N_CLASSES},
 };
+
+/// File names of the two models inside `--models-dir`; each has its card
+/// next to it (`<name>.card.json`).
+pub const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
+pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
+
+/// Default `--models-dir`: the models committed with the source tree.
+pub const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
 /// Batch sizes planned by default. A batch is padded to the next planned
 /// size, and padding rows cost as much as real ones: the autoencoder sees

@@ -19,18 +19,16 @@
 use std::sync::Arc;
 
 use crossbeam_channel::{Sender, TrySendError};
-use sensor_common::{FlowEvent, FlowKey};
+use sensor_common::{FlowEvent, FlowKey, addr_to_ip as ip, clock::monotonic_ns};
 
 use super::{Model, ModelKind, Runner};
 use crate::{
-    control::SketchHandle,
+    capture::control::SketchHandle,
     features::{
         FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
         UploadConn, event_volume,
     },
-    report::addr_to_ip as ip,
-    scored::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
-    workers::monotonic_ns,
+    model::row::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
 };
 
 /// Tunables of the pipeline.
@@ -47,7 +45,7 @@ pub struct PipelineConfig {
     /// Rows with an attack score below this, and not escalated, are not sent
     /// to the alert stage; 0 or less sends every row (recording, evaluation).
     /// `sensor run` derives it from the alert thresholds
-    /// ([`crate::scoring::emit_floor`]): rows far below every threshold can
+    /// (`run::scoring::emit_floor`): rows far below every threshold can
     /// never alert, and sending them costs the worker and the alert stage.
     pub emit_floor: f32,
     /// Close the open batch whenever the worker has emptied its ring
@@ -202,7 +200,7 @@ impl ScoringPipeline {
     }
 
     /// Reads the gateway view from `sketches` on every tick (a new view is
-    /// taken once per epoch; see [`crate::features::gateway`]).
+    /// taken once per epoch; see [`crate::capture::gateway`]).
     #[must_use]
     pub fn with_sketches(mut self, sketches: SketchHandle) -> Self {
         self.sketches = Some(sketches);
@@ -426,7 +424,7 @@ enum Close {
     Drained,
 }
 
-impl crate::workers::EventHandler for ScoringPipeline {
+impl crate::capture::workers::EventHandler for ScoringPipeline {
     #[inline]
     fn on_event(&mut self, ev: &FlowEvent) {
         ScoringPipeline::on_event(self, ev);

@@ -10,7 +10,7 @@ use std::{
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
-    scored::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
+    model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
     sinks::{MemorySink, SinkSet},
 };
 

@@ -13,7 +13,7 @@ use aya::{
 use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
 use tracing::{debug, info, warn};
 
-use crate::error::{SensorError, find_errno};
+use crate::capture::error::{SensorError, find_errno};
 
 /// Default `FLOW_TABLE` capacity (per CPU: it is an LRU per-CPU hash).
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
@@ -169,7 +169,7 @@ impl Sensor {
             };
             loader.map_max_entries(name, bytes);
         }
-        let mut ebpf = loader.load(crate::XDP_OBJECT).map_err(|source| {
+        let mut ebpf = loader.load(crate::capture::XDP_OBJECT).map_err(|source| {
             if find_errno(&source) == Some(libc::EPERM) {
                 SensorError::PermissionDenied {
                     source: Box::new(source),

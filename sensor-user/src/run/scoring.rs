@@ -7,7 +7,7 @@
 //! sensor.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, PoisonError},
 };
 
@@ -16,23 +16,18 @@ use crate::{
         self, AlertMetrics, AlertSettings, AlertStageHandle, AlertsError, Inventory, SensorFile,
         Thresholds,
     },
-    cli::RunArgs,
-    control::SketchHandle,
+    capture::control::SketchHandle,
+    capture::workers::{EventHandler, HandlerFactory},
     features::FeatureConfig,
+    model::row::{AttackClass, RowBatch},
     model::{
-        DEFAULT_BATCH_SIZES, Model, ModelError,
+        AUTOENCODER_FILE, CLASSIFIER_FILE, DEFAULT_BATCH_SIZES, Model, ModelError,
         pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
     },
-    recorder::{self, RecordError, RecordSummary, RecorderHandle},
-    scored::{AttackClass, RowBatch},
+    run::cli::RunArgs,
+    sinks::recorder::{self, RecordError, RecordSummary, RecorderHandle},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
-    workers::{EventHandler, HandlerFactory},
 };
-
-/// File names of the two models inside `--models-dir`; each has its card
-/// next to it (`<name>.card.json`).
-pub const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
-pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
 /// Row batches that may wait for the alert stage before workers start
 /// shedding: at most 512 × 256 rows (about 37 MB), and at any load some
@@ -331,7 +326,7 @@ impl Scoring {
                 // The runner asks once per worker, and never for more than
                 // `n_workers`; a second request for the same index gets no
                 // scoring rather than a shared pipeline.
-                None => Box::new(crate::workers::NoopHandler),
+                None => Box::new(crate::capture::workers::NoopHandler),
             }
         });
         Ok(Self {
@@ -344,7 +339,7 @@ impl Scoring {
     }
 
     /// Where the pipelines read the kernel sketches' gateway view: give it to
-    /// [`crate::runner::run_with_sketches`].
+    /// [`crate::run::runner::run_with_sketches`].
     #[must_use]
     pub fn sketches(&self) -> &SketchHandle {
         &self.sketches
@@ -448,5 +443,22 @@ impl AlertSetup {
     }
 }
 
-/// Default `--models-dir`: the models committed with the source tree.
-pub const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+/// Loads everything the stage needs from the sensor configuration file
+/// (settings, model cards, inventory, sinks) and starts it.
+///
+/// # Errors
+/// When the config, a model card or the inventory is invalid (with path and
+/// line), a sink cannot be opened, or the thread cannot start.
+pub fn spawn_alerts_from_config(
+    rows: crossbeam_channel::Receiver<RowBatch>,
+    config_path: &Path,
+) -> Result<AlertStageHandle, AlertsError> {
+    let file = SensorFile::load(config_path)?;
+    let settings = AlertSettings::from_file(&file, Some(config_path))?;
+    let inventory = match &file.alerts.inventory {
+        Some(p) => Inventory::load(p)?,
+        None => Inventory::default(),
+    };
+    let sinks = SinkSet::from_config(&file.sinks)?;
+    alerts::spawn_alert_stage(rows, settings, inventory, sinks)
+}

@@ -7,27 +7,21 @@ use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io::{BufWriter, Write},
-    net::{IpAddr, Ipv6Addr},
+    net::IpAddr,
     path::Path,
 };
 
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
-use sensor_common::{COUNTER_COUNT, Counter, FlowKey, FlowStats, map_names};
+use sensor_common::{COUNTER_COUNT, Counter, FlowKey, FlowStats, addr_to_ip, map_names};
 use serde::Serialize;
 
 use crate::{
-    control::SketchSnapshot,
-    error::SensorError,
-    loader::Sensor,
-    sketch::CountMin,
-    workers::{WorkerFlow, WorkerReport},
+    capture::control::SketchSnapshot,
+    capture::error::SensorError,
+    capture::loader::Sensor,
+    capture::sketch::CountMin,
+    capture::workers::{WorkerFlow, WorkerReport},
 };
-
-/// A flow address as text: IPv4-mapped addresses print as plain IPv4.
-#[must_use]
-pub fn addr_to_ip(addr: &[u8; 16]) -> IpAddr {
-    Ipv6Addr::from(*addr).to_canonical()
-}
 
 /// Merges one flow's per-CPU statistics: sums for counts, earliest first and
 /// latest last packet, min/max of lengths over the CPUs that saw the flow.
@@ -175,7 +169,7 @@ pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], S
 /// # Errors
 /// [`SensorError::NotRunning`] when nothing is pinned there, or a read error.
 pub fn read_pinned_counters(iface: &str) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
-    let path = crate::loader::counters_pin_path(iface);
+    let path = crate::capture::loader::counters_pin_path(iface);
     if !path.exists() {
         return Err(SensorError::NotRunning {
             iface: iface.to_owned(),
@@ -495,6 +489,7 @@ mod tests {
 
     #[test]
     fn addresses_print_as_users_expect() {
+        use std::net::Ipv6Addr;
         let v4 = FlowKey::map_v4([192, 0, 2, 7]);
         assert_eq!(addr_to_ip(&v4).to_string(), "192.0.2.7");
         let v6: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
@@ -507,7 +502,10 @@ mod tests {
     fn flow_lines_are_json_with_every_field() {
         let key = FlowKey::new(
             FlowKey::map_v4([10, 0, 0, 1]),
-            "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets(),
+            "2001:db8::2"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets(),
             1234,
             443,
             6,

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::sketch::CountMin;
+use crate::capture::sketch::CountMin;
 
 /// One completed epoch of the kernel's sketches, as the features use it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -8,8 +8,7 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-/// Largest feature vector a row can carry (the schema may use fewer).
-pub const MAX_FEATURES: usize = 40;
+pub use crate::features::schema::MAX_FEATURES;
 
 /// What a row describes. Both directions are kept so the alert stage can name
 /// attacker and victim.

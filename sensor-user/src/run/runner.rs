@@ -26,12 +26,12 @@ use sensor_common::{COUNTER_COUNT, Counter};
 use tracing::{info, warn};
 
 use crate::{
-    cli::RunArgs,
-    control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
-    error::SensorError,
-    loader::Sensor,
-    report::{self, OutputFile, SketchReport, StatsReport},
-    workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
+    capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
+    capture::error::SensorError,
+    capture::loader::Sensor,
+    capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
+    ops::report::{self, OutputFile, SketchReport, StatsReport},
+    run::cli::RunArgs,
 };
 
 /// What a run saw, for the closing summary.
@@ -192,7 +192,7 @@ pub fn run_with_sketches(
 
 fn run_inner(
     args: &RunArgs,
-    opts: crate::loader::LoadOptions,
+    opts: crate::capture::loader::LoadOptions,
     outputs: Outputs,
     factory: &HandlerFactory,
     sketches: &SketchHandle,

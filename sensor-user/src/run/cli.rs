@@ -6,9 +6,9 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
-    error::SensorError,
-    loader::{AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, LoadOptions},
-    workers::default_workers,
+    capture::error::SensorError,
+    capture::loader::{AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, LoadOptions},
+    capture::workers::default_workers,
 };
 
 /// XDP/eBPF network threat sensor.
@@ -103,7 +103,7 @@ pub struct RunArgs {
     pub no_score: bool,
     /// Directory holding flow-classifier.onnx and flow-autoencoder.onnx, each
     /// with its model card (`<name>.card.json`).
-    #[arg(long, value_name = "DIR", default_value = crate::scoring::DEFAULT_MODELS_DIR)]
+    #[arg(long, value_name = "DIR", default_value = crate::model::DEFAULT_MODELS_DIR)]
     pub models_dir: PathBuf,
     /// Sensor configuration (TOML): alert thresholds, inventory, sinks,
     /// feedback store; see config/sensor.example.toml. Without it alerts go

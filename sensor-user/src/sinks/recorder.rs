@@ -34,7 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::{
     features::SCHEMA,
-    scored::{AttackClass, RowBatch, ScoredRow},
+    model::row::{AttackClass, RowBatch, ScoredRow},
 };
 
 /// Columns before the features.
@@ -240,14 +240,14 @@ fn record_loop(
 mod tests {
 
     use super::*;
-    use crate::scored::{Entity, MAX_FEATURES, N_CLASSES, Window};
+    use crate::model::row::{Entity, MAX_FEATURES, N_CLASSES, Window};
 
     fn row(i: u64, anomaly: f32) -> ScoredRow {
         let mut features = [0f32; MAX_FEATURES];
         for (k, f) in features.iter_mut().enumerate() {
             *f = k as f32 + 0.5;
         }
-        let v = crate::scored::ModelVersion::intern("v1");
+        let v = crate::model::row::ModelVersion::intern("v1");
         ScoredRow {
             responder: false,
             victim_pps: 1e6,

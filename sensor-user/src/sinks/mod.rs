@@ -4,6 +4,8 @@
 //! Sinks never stop the alert stage: a failing sink counts the error and drops
 //! the line, and the socket sinks reconnect by themselves.
 
+pub mod recorder;
+
 use std::{
     fs::{File, OpenOptions},
     io::{BufWriter, Write},
@@ -13,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::alerts::{AlertsError, config::SinkConfig};
+use crate::alerts::{AlertOutput, AlertsError, config::SinkConfig};
 
 /// One destination for JSON lines.
 pub trait Sink: Send {
@@ -364,6 +366,18 @@ impl SinkSet {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.sinks.is_empty()
+    }
+}
+
+impl AlertOutput for SinkSet {
+    fn write_line(&mut self, line: &[u8]) {
+        SinkSet::write_line(self, line);
+    }
+    fn flush(&mut self) {
+        SinkSet::flush(self);
+    }
+    fn errors(&self) -> u64 {
+        self.errors
     }
 }
 

@@ -22,10 +22,10 @@ use sensor_common::{
 use tracing::{debug, warn};
 
 use crate::{
-    error::SensorError,
-    features::GatewayView,
-    loader::Sensor,
-    sketch::{CountMin, HyperLogLog},
+    capture::error::SensorError,
+    capture::gateway::GatewayView,
+    capture::loader::Sensor,
+    capture::sketch::{CountMin, HyperLogLog},
 };
 
 /// Default epoch length.
@@ -398,7 +398,7 @@ mod tests {
     //! and worker code read them back.
 
     use super::*;
-    use crate::{
+    use crate::capture::{
         loader::{AttachMode, LoadOptions},
         workers::{NoopHandler, WorkerState},
     };

@@ -22,10 +22,10 @@ use nix::{
     poll::{PollFd, PollFlags, ppoll},
     sys::time::TimeSpec,
 };
-use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS};
+use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, clock::monotonic_ns};
 use tracing::{debug, warn};
 
-use crate::error::SensorError;
+use crate::capture::error::SensorError;
 
 /// The seam where scoring plugs in: one handler per worker, called on the
 /// worker thread.
@@ -427,19 +427,6 @@ pub fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
         }
     }
     out
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`, so worker
-/// time and event timestamps compare directly. Served by the vDSO, no syscall.
-#[must_use]
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// Default worker count: one per available core, at most [`MAX_WORKERS`].

@@ -1,0 +1,4 @@
+//! Operations: what the operator reads about a run (end-of-run report,
+//! counters of a running sensor, output files).
+
+pub mod report;
