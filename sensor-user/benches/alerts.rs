@@ -10,6 +10,7 @@ use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
+    features::RowFacts,
     model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
     sinks::{MemorySink, SinkSet},
 };
@@ -25,9 +26,10 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
             class_probs[class as usize] = p;
             class_probs[0] = 1.0 - p;
             ScoredRow {
-                responder: false,
-                victim_pps: 1e6,
-                solicited: false,
+                facts: RowFacts {
+                    victim_pps: 1e6,
+                    ..RowFacts::default()
+                },
                 entity: Entity::Flow,
                 window: Window::OneSecond,
                 src: IpAddr::V4(
@@ -48,7 +50,6 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
                 packets: 1,
                 classifier_version: cv,
                 autoencoder_version: av,
-                upload: None,
             }
         })
         .collect()

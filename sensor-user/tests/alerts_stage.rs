@@ -373,7 +373,7 @@ fn upload_row(src: &str, dst: &str, start: u64) -> sensor::model::row::ScoredRow
         start + 20_000_000,
     );
     r.class_probs[0] = 1.0;
-    r.upload = Some(sensor::features::UploadConn {
+    r.facts.upload = Some(sensor::features::UploadConn {
         start_ns: start,
         bytes_out: 3700,
         bytes_in: 600,
@@ -1165,13 +1165,13 @@ fn responders_are_not_scanners() {
             r.class_probs = [1.0, 0.0, 0.0, 0.0, 0.0];
             r.anomaly_score = 5.0;
         }
-        r.responder = true;
+        r.facts.responder = true;
         stage.process(&r);
     }
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_responder, 3);
     let mut r = row(AttackClass::Flood, 0.99, server, scanner, 40_000, 2 * SEC);
-    r.responder = true;
+    r.facts.responder = true;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 1);
 }
@@ -1188,24 +1188,24 @@ fn floods_need_volume_at_the_victim() {
     let victim = ip(VICTIM);
     let src = ip("10.9.9.9");
     let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC);
-    r.victim_pps = 20.0;
+    r.facts.victim_pps = 20.0;
     stage.process(&r);
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_flood_low_volume, 1);
     let mut r = row(AttackClass::Scan, 0.99, src, victim, 1900, SEC + 1);
-    r.victim_pps = 20.0;
+    r.facts.victim_pps = 20.0;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 1, "a scan needs no volume");
     let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC + 2);
-    r.victim_pps = 600.0;
+    r.facts.victim_pps = 600.0;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 2);
     assert_eq!(stage.metrics().rows_flood_low_volume, 1);
     // Traffic its destination asked for floods nobody, whatever its rate.
     let scanner = ip("10.9.9.7");
     let mut r = row(AttackClass::Flood, 0.999, victim, scanner, 40_000, SEC + 3);
-    r.victim_pps = 5_000.0;
-    r.solicited = true;
+    r.facts.victim_pps = 5_000.0;
+    r.facts.solicited = true;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 2);
     assert_eq!(stage.metrics().rows_flood_solicited, 1);
@@ -1224,7 +1224,7 @@ fn low_volume_flood_rows_count_as_probes_when_scan_is_next() {
     let target = ip(VICTIM);
     let probe = |port, ts, p_scan: f32| {
         let mut r = row(AttackClass::Flood, 0.99, scanner, target, port, ts);
-        r.victim_pps = 100.0;
+        r.facts.victim_pps = 100.0;
         r.class_probs[AttackClass::Flood as usize] = 0.99 - p_scan;
         r.class_probs[AttackClass::Scan as usize] = p_scan;
         r
@@ -1439,7 +1439,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
         let mut up = row(AttackClass::Benign, 0.0, client, server, 80, t + 20_000_000);
         up.class_probs[0] = 1.0;
         up.sport = 40_000 + k as u16;
-        up.upload = Some(sensor::features::UploadConn {
+        up.facts.upload = Some(sensor::features::UploadConn {
             start_ns: t,
             bytes_out: 3700,
             bytes_in: 600,
@@ -1453,7 +1453,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
     let guesser = ip("10.10.0.67");
     let mut up = row(AttackClass::Benign, 0.0, guesser, server, 22, 2 * SEC);
     up.class_probs[0] = 1.0;
-    up.upload = Some(sensor::features::UploadConn {
+    up.facts.upload = Some(sensor::features::UploadConn {
         start_ns: 2 * SEC,
         bytes_out: 5000,
         bytes_in: 900,

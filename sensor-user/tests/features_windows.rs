@@ -148,7 +148,7 @@ fn host_window_features_match_brute_force() {
         let mut dsts: HashMap<[u8; 16], Vec<(u64, [u8; 16])>> = HashMap::new();
         let mut pkts_in: HashMap<[u8; 16], Vec<(u64, u64)>> = HashMap::new();
         for (i, ev) in events.iter().enumerate() {
-            assert!(fx.process(ev, &mut row));
+            assert!(fx.process(ev, &mut row).is_some());
             let now = ev.ts_ns;
             if seen.insert(ev.key) {
                 new_flows.entry(ev.key.src).or_default().push(now);
@@ -223,7 +223,7 @@ fn state_is_bounded_and_evictions_counted() {
     });
     let mut row = [0f32; N_FEATURES];
     for e in &events {
-        fx.process(&e.ev, &mut row);
+        let _ = fx.process(&e.ev, &mut row);
         let (f, h) = fx.tracked();
         assert!(f <= 64 && h <= 32);
     }
@@ -260,7 +260,7 @@ fn gateway_features_follow_the_kernel_view() {
     ev.stats.bytes = 60;
     ev.stats.first_seen_ns = ev.ts_ns;
     ev.stats.last_seen_ns = ev.ts_ns;
-    assert!(fx.process(&ev, &mut row));
+    assert!(fx.process(&ev, &mut row).is_some());
     assert_eq!((row[gw_pps], row[gw_src]), (0.0, 0.0));
 
     let mut v = GatewayView {
@@ -274,7 +274,7 @@ fn gateway_features_follow_the_kernel_view() {
     ev.ts_ns += 1000;
     ev.kind = sensor_common::EventKind::Update as u32;
     ev.stats.packets = 2;
-    assert!(fx.process(&ev, &mut row));
+    assert!(fx.process(&ev, &mut row).is_some());
     assert_eq!(row[gw_pps], (2000f64).ln_1p() as f32);
     assert_eq!(row[gw_src], (150f64).ln_1p() as f32);
 
@@ -285,7 +285,7 @@ fn gateway_features_follow_the_kernel_view() {
     fx.set_gateway_view(Arc::new(v));
     ev.ts_ns += 1000;
     ev.stats.packets = 4;
-    assert!(fx.process(&ev, &mut row));
+    assert!(fx.process(&ev, &mut row).is_some());
     assert_eq!(row[gw_pps], (5f64).ln_1p() as f32);
     assert_eq!(row[gw_src], (1f64).ln_1p() as f32);
 }
@@ -343,8 +343,8 @@ fn responder_flows_are_recognised_across_cpus() {
     };
     ev.stats.packets = 1;
     ev.stats.syn = 1;
-    assert!(fx.process(&ev, &mut row));
-    assert!(!fx.last_responder());
+    let facts = fx.process(&ev, &mut row).expect("known event kind");
+    assert!(!facts.responder);
 
     let mut back = FlowEvent {
         key: key(b, a, 22, 40000),
@@ -355,8 +355,8 @@ fn responder_flows_are_recognised_across_cpus() {
     };
     back.stats.packets = 1;
     back.stats.synack = 1;
-    assert!(fx.process(&back, &mut row));
-    assert!(fx.last_responder());
+    let facts = fx.process(&back, &mut row).expect("known event kind");
+    assert!(facts.responder);
     // Later packets of the answering side, counted on another CPU: no
     // SYN-ACK in that snapshot, still the responder.
     back.cpu = 1;
@@ -364,8 +364,8 @@ fn responder_flows_are_recognised_across_cpus() {
     back.stats.packets = 1;
     back.kind = sensor_common::EventKind::Update as u32;
     back.tcp_flags = sensor_common::tcp_flags::ACK;
-    assert!(fx.process(&back, &mut row));
-    assert!(fx.last_responder());
+    let facts = fx.process(&back, &mut row).expect("known event kind");
+    assert!(facts.responder);
 }
 
 /// An event of a flow's first packet (`kind` as given).
@@ -404,21 +404,21 @@ fn udp_replies_and_icmp_responses_are_responders() {
     };
     use sensor_common::EventKind::{Start, Update};
     let query = ev(client, resolver, 40000, 53, ipproto::UDP, 1_000_000, Start);
-    assert!(fx.process(&query, &mut row));
-    assert!(!fx.last_responder(), "the query starts the conversation");
+    let facts = fx.process(&query, &mut row).expect("known event kind");
+    assert!(!facts.responder, "the query starts the conversation");
     let answer = ev(resolver, client, 53, 40000, ipproto::UDP, 1_100_000, Start);
-    assert!(fx.process(&answer, &mut row));
-    assert!(fx.last_responder(), "the answer follows its query");
+    let facts = fx.process(&answer, &mut row).expect("known event kind");
+    assert!(facts.responder, "the answer follows its query");
     let mut again = query;
     again.kind = Update as u32;
     again.ts_ns = 1_200_000;
     again.stats.packets = 2;
-    assert!(fx.process(&again, &mut row));
-    assert!(!fx.last_responder(), "still the initiator after the reply");
+    let facts = fx.process(&again, &mut row).expect("known event kind");
+    assert!(!facts.responder, "still the initiator after the reply");
     // A UDP probe nobody answered is not a response either.
     let probe = ev(client, resolver, 40001, 161, ipproto::UDP, 1_300_000, Start);
-    assert!(fx.process(&probe, &mut row));
-    assert!(!fx.last_responder());
+    let facts = fx.process(&probe, &mut row).expect("known event kind");
+    assert!(!facts.responder);
     // ICMP: echo request (8) initiates; echo reply (0) and port unreachable
     // (3) respond; ICMPv6 echo reply (129) responds.
     for (proto, icmp_type, response) in [
@@ -429,8 +429,8 @@ fn udp_replies_and_icmp_responses_are_responders() {
         (ipproto::ICMPV6, 129, true),
     ] {
         let e = ev(resolver, client, icmp_type, 0, proto, 1_400_000, Start);
-        assert!(fx.process(&e, &mut row));
-        assert_eq!(fx.last_responder(), response, "{proto}/{icmp_type}");
+        let facts = fx.process(&e, &mut row).expect("known event kind");
+        assert_eq!(facts.responder, response, "{proto}/{icmp_type}");
     }
 }
 
@@ -469,16 +469,24 @@ fn solicited_flows_follow_their_request() {
     let mut t = 1_000_000;
     for (q, r) in cases {
         t += 1000;
-        assert!(fx.process(&ev(q.0, q.1, q.2, q.3, q.4, t), &mut row));
-        assert!(!fx.last_solicited(), "request {q:?}");
-        assert!(fx.process(&ev(r.0, r.1, r.2, r.3, r.4, t + 500), &mut row));
-        assert!(fx.last_solicited(), "answer {r:?}");
+        let facts = fx
+            .process(&ev(q.0, q.1, q.2, q.3, q.4, t), &mut row)
+            .expect("known event kind");
+        assert!(!facts.solicited, "request {q:?}");
+        let facts = fx
+            .process(&ev(r.0, r.1, r.2, r.3, r.4, t + 500), &mut row)
+            .expect("known event kind");
+        assert!(facts.solicited, "answer {r:?}");
     }
     // Reflected SYN-ACKs and echo replies the victim never asked for.
-    assert!(fx.process(&ev(b, victim, 80, 5555, ipproto::TCP, t + 1000), &mut row));
-    assert!(!fx.last_solicited());
-    assert!(fx.process(&ev(b, victim, 0, 0, ipproto::ICMP, t + 2000), &mut row));
-    assert!(!fx.last_solicited());
+    let facts = fx
+        .process(&ev(b, victim, 80, 5555, ipproto::TCP, t + 1000), &mut row)
+        .expect("known event kind");
+    assert!(!facts.solicited);
+    let facts = fx
+        .process(&ev(b, victim, 0, 0, ipproto::ICMP, t + 2000), &mut row)
+        .expect("known event kind");
+    assert!(!facts.solicited);
 }
 
 /// A client connection that sent much more than it received is reported
@@ -510,8 +518,8 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         syn.stats.syn = 1;
         syn.stats.first_seen_ns = t0;
         syn.stats.last_seen_ns = t0;
-        assert!(fx.process(&syn, &mut row));
-        seen.push(fx.last_upload());
+        let facts = fx.process(&syn, &mut row).expect("known event kind");
+        seen.push(facts.upload);
         let mut synack = FlowEvent {
             key: key(b, a, 80, sport),
             ts_ns: t0 + 100_000,
@@ -522,8 +530,8 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         synack.stats.packets = 1;
         synack.stats.bytes = 74;
         synack.stats.synack = 1;
-        assert!(fx.process(&synack, &mut row));
-        seen.push(fx.last_upload());
+        let facts = fx.process(&synack, &mut row).expect("known event kind");
+        seen.push(facts.upload);
         let mut fin = syn;
         fin.ts_ns = t0 + 5_000_000;
         fin.kind = if rst { EventKind::Rst } else { EventKind::Fin } as u32;
@@ -533,8 +541,8 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         fin.stats.fin = u32::from(!rst);
         fin.stats.rst = u32::from(rst);
         fin.stats.last_seen_ns = fin.ts_ns;
-        assert!(fx.process(&fin, &mut row));
-        seen.push(fx.last_upload());
+        let facts = fx.process(&fin, &mut row).expect("known event kind");
+        seen.push(facts.upload);
         // The server's FIN closes it (after its last data).
         let mut sfin = synack;
         sfin.ts_ns = t0 + 6_000_000;
@@ -543,12 +551,12 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         sfin.stats.packets = 4;
         sfin.stats.bytes = down;
         sfin.stats.fin = 1;
-        assert!(fx.process(&sfin, &mut row));
-        seen.push(fx.last_upload());
+        let facts = fx.process(&sfin, &mut row).expect("known event kind");
+        seen.push(facts.upload);
         // A retransmitted FIN is no second report.
         fin.stats.packets = 9;
-        assert!(fx.process(&fin, &mut row));
-        seen.push(fx.last_upload());
+        let facts = fx.process(&fin, &mut row).expect("known event kind");
+        seen.push(facts.upload);
         (t0, seen)
     };
     let mut fx = FeatureExtractor::new(FeatureConfig::default());

@@ -803,7 +803,7 @@ impl AlertStage {
     pub fn process(&mut self, row: &ScoredRow) {
         self.metrics.rows_in += 1;
         self.tick(row.event_ts_ns);
-        if let Some(u) = row.upload {
+        if let Some(u) = row.facts.upload {
             self.metrics.upload_connections += 1;
             if let Some(det) = self.beacon(row, u) {
                 self.metrics.beacon_detections += 1;
@@ -815,7 +815,7 @@ impl AlertStage {
                 } else {
                     let mut c = row.clone();
                     (c.src, c.dst, c.sport, c.dport) = (row.dst, row.src, row.dport, row.sport);
-                    c.responder = false;
+                    c.facts.responder = false;
                     client_row = c;
                     &client_row
                 };
@@ -839,7 +839,7 @@ impl AlertStage {
         };
         // A flow that answers a connection names its responder as source:
         // that host is a scan's or a brute force's target, not its author.
-        if row.responder
+        if row.facts.responder
             && matches!(
                 det.class,
                 AttackClass::Scan | AttackClass::BruteForce | AttackClass::Anomaly
@@ -994,7 +994,7 @@ impl AlertStage {
         let t = &self.settings.thresholds;
         // Traffic its destination asked for (a scan's replies reaching the
         // scanner, echo replies to a pinger) floods nobody.
-        if row.solicited {
+        if row.facts.solicited {
             self.metrics.rows_flood_solicited += 1;
             return None;
         }
@@ -1004,7 +1004,7 @@ impl AlertStage {
             self.metrics.rows_flood_backscatter += 1;
             return None;
         }
-        if f64::from(row.victim_pps) >= self.settings.alerts.flood_min_pps {
+        if f64::from(row.facts.victim_pps) >= self.settings.alerts.flood_min_pps {
             return Some(det);
         }
         // Not a flood at this volume. If the model's next guess is a scan

@@ -56,7 +56,7 @@ fn extract(items: &[SimItem], mut keep: impl FnMut(&SimEvent, &FeatureVec)) {
         match it {
             SimItem::Gateway(g) => fx.set_gateway_view(std::sync::Arc::clone(g)),
             SimItem::Event(e) => {
-                if fx.process(&e.ev, &mut row) {
+                if fx.process(&e.ev, &mut row).is_some() {
                     keep(e, &row);
                 }
             }

@@ -90,8 +90,40 @@ pub struct FeatureCounters {
     pub failed_by_rst: u64,
 }
 
+/// What the extractor learnt about one event beyond its feature vector:
+/// the facts the alert stage's guards and the beacon rule need, handed on
+/// with the row (see [`FeatureExtractor::process`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RowFacts {
+    /// The event's flow is a response: a TCP flow that in this direction,
+    /// over every CPU it was seen on, carried SYN-ACKs or RSTs but never a
+    /// bare SYN; a UDP (or other non-TCP) flow whose reverse direction was
+    /// tracked before it started; an ICMP reply or error. Its source is then
+    /// the responder (a scanned host, a server, a resolver), never the
+    /// initiator (scanner, guesser or anomaly's author).
+    pub responder: bool,
+    /// The flow started after its reverse direction was tracked (for ICMP,
+    /// an echo reply after its request): its destination asked for this
+    /// traffic, so it is an answer (a download, a scan's replies), not a
+    /// flood against that host. Reflection floods are not: their victim
+    /// never sent the requests.
+    pub solicited: bool,
+    /// The TCP connection the event closed (an RST from either side, or the
+    /// second direction's FIN), if it was upload-heavy: its client (bare
+    /// SYN, answered by a SYN-ACK) sent at least [`UPLOAD_MIN_BYTES`] and
+    /// [`UPLOAD_RATIO`] times what the server sent. Judged once per
+    /// connection. Both directions of a connection are on one worker (the
+    /// ring is chosen by a symmetric flow hash), and the closing event comes
+    /// after both directions' data, so the byte counts are final up to the
+    /// closing ACKs.
+    pub upload: Option<UploadConn>,
+    /// Packets/s into the destination over 1 s: the `dst_packets_per_s_1s`
+    /// feature before its logarithm, so the alert stage need not undo it.
+    pub victim_pps: f32,
+}
+
 /// A client connection that sent much more than it received, reported when
-/// it closes ([`FeatureExtractor::last_upload`]). The alert stage
+/// it closes ([`RowFacts::upload`]). The alert stage
 /// looks for such uploads repeated at regular intervals to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UploadConn {
@@ -165,7 +197,7 @@ struct FlowState {
     /// asked for by its destination.
     reply: bool,
     /// This client connection's close was already judged for
-    /// [`FeatureExtractor::last_upload`].
+    /// [`RowFacts::upload`].
     close_judged: bool,
 }
 
@@ -353,15 +385,6 @@ pub struct FeatureExtractor {
     counters: FeatureCounters,
     /// Latest gateway-wide view from the kernel sketches, if any yet.
     gateway: Option<Arc<GatewayView>>,
-    /// Whether the last processed event's flow answers a TCP connection.
-    last_responder: bool,
-    /// Whether the last processed event's flow started after its reverse.
-    last_solicited: bool,
-    /// The upload-heavy client connection the last processed event closed.
-    last_upload: Option<UploadConn>,
-    /// Packets/s into the last event's destination over 1 s (the feature
-    /// before its logarithm), for the alert stage's flood volume bar.
-    last_victim_pps: f32,
     decay: DecayMemo,
     /// `ln1p(estimate × host_scale)` of a host distinct count for each zero
     /// register count in the linear-counting range, where the estimate
@@ -446,10 +469,6 @@ impl FeatureExtractor {
             timers: SynTimers::new(cfg.max_flows),
             counters: FeatureCounters::default(),
             gateway: None,
-            last_responder: false,
-            last_solicited: false,
-            last_upload: None,
-            last_victim_pps: 0.0,
             decay: DecayMemo::default(),
             distinct_ln1p: std::array::from_fn(|z| {
                 if z == 0 {
@@ -470,48 +489,6 @@ impl FeatureExtractor {
     /// per event). Views must carry increasing, non-zero `seq`.
     pub fn set_gateway_view(&mut self, view: Arc<GatewayView>) {
         self.gateway = Some(view);
-    }
-
-    /// Whether the flow of the last event [`Self::process`] accepted is a
-    /// response: a TCP flow that in this direction, over every CPU it was
-    /// seen on, carried SYN-ACKs or RSTs but never a bare SYN; a UDP (or
-    /// other non-TCP) flow whose reverse direction was tracked before it
-    /// started; an ICMP reply or error. Its source is then the responder (a
-    /// scanned host, a server, a resolver), never the initiator.
-    #[must_use]
-    pub fn last_responder(&self) -> bool {
-        self.last_responder
-    }
-
-    /// Whether the flow of the last event [`Self::process`] accepted started
-    /// after its reverse direction was tracked (for ICMP, an echo reply after
-    /// its request): its destination asked for this traffic, so it is an
-    /// answer (a download, a scan's replies), not a flood against that host.
-    /// Reflection floods are not: their victim never sent the requests.
-    #[must_use]
-    pub fn last_solicited(&self) -> bool {
-        self.last_solicited
-    }
-
-    /// The TCP connection the last event [`Self::process`] accepted closed
-    /// (an RST from either side, or the second direction's FIN), if it was
-    /// upload-heavy: its client (bare SYN, answered by a SYN-ACK) sent at
-    /// least [`UPLOAD_MIN_BYTES`] and [`UPLOAD_RATIO`] times what the server
-    /// sent. Judged once per connection. Both directions of a connection are
-    /// on one worker (the ring is chosen by a symmetric flow hash), and the
-    /// closing event comes after both directions' data, so the byte counts
-    /// are final up to the closing ACKs.
-    #[must_use]
-    pub fn last_upload(&self) -> Option<UploadConn> {
-        self.last_upload
-    }
-
-    /// Packets/s into the destination of the last event [`Self::process`]
-    /// accepted, over 1 s: the `dst_packets_per_s_1s` feature before its
-    /// logarithm, so the alert stage need not undo it per row.
-    #[must_use]
-    pub fn last_victim_pps(&self) -> f32 {
-        self.last_victim_pps
     }
 
     /// Sequence number of the installed gateway view (0 = none).
@@ -560,12 +537,13 @@ impl FeatureExtractor {
         }
     }
 
-    /// Updates all state with one event and writes its feature row into
-    /// `out`. Returns false (and counts it) for an event of unknown kind.
-    pub fn process(&mut self, ev: &FlowEvent, out: &mut FeatureVec) -> bool {
+    /// Updates all state with one event, writes its feature row into `out`
+    /// and returns the row's other facts. `None` (counted) for an event of
+    /// unknown kind.
+    pub fn process(&mut self, ev: &FlowEvent, out: &mut FeatureVec) -> Option<RowFacts> {
         let Some(kind) = EventKind::from_u32(ev.kind) else {
             self.counters.bad_kind += 1;
-            return false;
+            return None;
         };
         self.counters.events += 1;
         let now = ev.ts_ns;
@@ -631,13 +609,13 @@ impl FeatureExtractor {
         f.last = *s;
         f.saw_syn |= s.syn > 0;
         f.saw_answer |= s.synack > 0 || s.rst > 0;
-        self.last_responder = match key.proto {
+        let responder = match key.proto {
             ipproto::TCP => f.saw_answer && !f.saw_syn,
             // ICMP keys carry the type in `sport`.
             ipproto::ICMP | ipproto::ICMPV6 => icmp_is_response(key.proto, key.sport),
             _ => f.reply,
         };
-        self.last_solicited = f.reply;
+        let solicited = f.reply;
         f.first_seen = f.first_seen.min(s.first_seen_ns);
         f.last_seen = f.last_seen.max(s.last_seen_ns);
         let mut tot = f.base;
@@ -668,7 +646,7 @@ impl FeatureExtractor {
         }
 
         // --- a client connection closed: was it upload-heavy? ---
-        self.last_upload = None;
+        let mut upload = None;
         if key.proto == ipproto::TCP
             && matches!(kind, EventKind::Fin | EventKind::Rst)
             && let Some(ri) = self
@@ -698,7 +676,7 @@ impl FeatureExtractor {
                 if bytes_out >= UPLOAD_MIN_BYTES
                     && bytes_out >= UPLOAD_RATIO.saturating_mul(bytes_in)
                 {
-                    self.last_upload = Some(UploadConn {
+                    upload = Some(UploadConn {
                         start_ns: c.first_seen,
                         bytes_out,
                         bytes_in,
@@ -844,8 +822,12 @@ impl FeatureExtractor {
             ln1p(gw_src_pps),
             ln1p(gw_distinct),
         ];
-        self.last_victim_pps = victim_pps as f32;
-        true
+        Some(RowFacts {
+            responder,
+            solicited,
+            upload,
+            victim_pps: victim_pps as f32,
+        })
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
     capture::control::SketchHandle,
     features::{
         FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
-        UploadConn, event_volume,
+        RowFacts, event_volume,
     },
     model::row::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
 };
@@ -102,10 +102,7 @@ struct RowMeta {
     pps: f32,
     bytes: u64,
     packets: u64,
-    responder: bool,
-    solicited: bool,
-    upload: Option<UploadConn>,
-    victim_pps: f32,
+    facts: RowFacts,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
@@ -218,10 +215,10 @@ impl ScoringPipeline {
         // Extracted in place: `rows` holds `max_batch` rows from the start.
         let i = self.rows.len();
         self.rows.push([0f32; N_FEATURES]);
-        if !self.fx.process(ev, &mut self.rows[i]) {
+        let Some(facts) = self.fx.process(ev, &mut self.rows[i]) else {
             self.rows.pop();
             return;
-        }
+        };
         let (pps, bytes, packets) = event_volume(ev);
         self.meta.push(RowMeta {
             key: ev.key,
@@ -229,10 +226,7 @@ impl ScoringPipeline {
             pps,
             bytes,
             packets,
-            responder: self.fx.last_responder(),
-            solicited: self.fx.last_solicited(),
-            upload: self.fx.last_upload(),
-            victim_pps: self.fx.last_victim_pps(),
+            facts,
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(Close::Full);
@@ -365,7 +359,7 @@ impl ScoringPipeline {
             if self.cfg.emit_floor > 0.0
                 && 1.0 - p[0] < self.cfg.emit_floor
                 && anomaly.is_nan()
-                && self.meta[i].upload.is_none()
+                && self.meta[i].facts.upload.is_none()
             {
                 self.counters.below_floor += 1;
                 continue;
@@ -395,10 +389,7 @@ impl ScoringPipeline {
                 packets_per_s: m.pps,
                 bytes: m.bytes,
                 packets: m.packets,
-                responder: m.responder,
-                solicited: m.solicited,
-                upload: m.upload,
-                victim_pps: m.victim_pps,
+                facts: m.facts,
                 classifier_version: cls_id,
                 autoencoder_version: ae_id,
             });

@@ -2,6 +2,7 @@
 //! scored feature row. Defined here, between `model` and `alerts`, so neither
 //! stage depends on the other's internals.
 
+use crate::features::RowFacts;
 use std::{
     collections::HashSet,
     net::IpAddr,
@@ -154,22 +155,12 @@ pub struct ScoredRow {
     pub packets_per_s: f32,
     pub bytes: u64,
     pub packets: u64,
-    /// The row's TCP flow answers a connection rather than opening one (in
-    /// this direction it carried SYN-ACKs or RSTs but never a bare SYN): its
-    /// source is a responder, never a scanner, guesser or anomaly's author.
-    pub responder: bool,
-    /// Packets per second the row's destination received over the last
-    /// second (the worker's 1 s window, scaled to the whole host; the
-    /// schema's `dst_packets_per_s_1s`). A flood alert needs volume.
-    pub victim_pps: f32,
-    /// The row's flow started after its reverse direction: its destination
-    /// asked for it (see `FeatureExtractor::last_solicited`), so that host
-    /// is not a flood's victim.
-    pub solicited: bool,
-    /// The row's event closed an upload-heavy client connection (see
-    /// [`crate::features::FeatureExtractor::last_upload`]); such rows are
-    /// always sent to the alert stage, whatever their score.
-    pub upload: Option<crate::features::UploadConn>,
+    /// What the feature extractor learnt about the row's event beyond its
+    /// features (responder, solicited, upload-heavy close, victim rate): the
+    /// facts the alert stage's guards and beacon rule read. A row whose
+    /// `facts.upload` is set is always sent to the alert stage, whatever its
+    /// score.
+    pub facts: RowFacts,
     pub classifier_version: ModelVersion,
     pub autoencoder_version: ModelVersion,
 }

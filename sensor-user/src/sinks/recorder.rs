@@ -240,7 +240,10 @@ fn record_loop(
 mod tests {
 
     use super::*;
-    use crate::model::row::{Entity, MAX_FEATURES, N_CLASSES, Window};
+    use crate::{
+        features::RowFacts,
+        model::row::{Entity, MAX_FEATURES, N_CLASSES, Window},
+    };
 
     fn row(i: u64, anomaly: f32) -> ScoredRow {
         let mut features = [0f32; MAX_FEATURES];
@@ -249,9 +252,10 @@ mod tests {
         }
         let v = crate::model::row::ModelVersion::intern("v1");
         ScoredRow {
-            responder: false,
-            victim_pps: 1e6,
-            solicited: false,
+            facts: RowFacts {
+                victim_pps: 1e6,
+                ..RowFacts::default()
+            },
             entity: Entity::Flow,
             window: Window::Flow,
             src: "10.0.0.1".parse().unwrap(),
@@ -270,7 +274,6 @@ mod tests {
             packets: 1,
             classifier_version: v,
             autoencoder_version: v,
-            upload: None,
         }
     }
 

@@ -10,6 +10,7 @@ use std::{
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
+    features::RowFacts,
     model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
     sinks::{MemorySink, SinkSet},
 };
@@ -34,9 +35,10 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         *f = i as f32 * p;
     }
     ScoredRow {
-        responder: false,
-        victim_pps: 1e6,
-        solicited: false,
+        facts: RowFacts {
+            victim_pps: 1e6,
+            ..RowFacts::default()
+        },
         entity: Entity::Flow,
         window: Window::OneSecond,
         src,
@@ -55,7 +57,6 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
         packets: 100,
         classifier_version: ModelVersion::intern("clf-test-1"),
         autoencoder_version: ModelVersion::intern("ae-test-1"),
-        upload: None,
     }
 }
 
