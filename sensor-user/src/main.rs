@@ -3,16 +3,10 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser as _;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-use sensor::{
-    capture::workers::noop_factory,
-    run::{
-        cli::{Cli, Command},
-        runner,
-        scoring::Scoring,
-    },
+use sensor::run::{
+    self,
+    cli::{Cli, Command},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -36,48 +30,11 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run(args) => {
-            if args.no_score {
-                let summary = runner::run(&args, &*noop_factory())
-                    .with_context(|| format!("sensor run on `{}`", args.iface))?;
-                eprintln!("{}", summary.human());
-                return Ok(());
-            }
-            // Threads inherit the signal mask: block SIGINT/SIGTERM before the
-            // scoring and alert threads start, so the runner's signalfd (not
-            // the default action on some other thread) receives them.
-            let mut signals = SigSet::empty();
-            signals.add(Signal::SIGINT);
-            signals.add(Signal::SIGTERM);
-            pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
-                .context("blocking SIGINT/SIGTERM")?;
-            let n_workers = args.load_options()?.n_workers as usize;
-            let scoring = Scoring::start(&args, n_workers)?;
-            let result = runner::run_with_sketches(&args, scoring.factory(), scoring.sketches())
-                .with_context(|| format!("sensor run on `{}`", args.iface));
-            // Runs also after a failed start, so the alert stage's thread ends.
-            let scored = scoring.finish();
-            let summary = result?;
-            eprintln!("{}\n{}", summary.human(), scored.human());
-            if let Some(line) = scored.record_line() {
-                eprintln!("{line}");
-            }
-            if let Some(Err(e)) = scored.record {
-                return Err(anyhow::anyhow!(e).context("--record-out"));
-            }
-            Ok(())
-        }
-        Command::Stats(args) => {
-            use std::io::Write as _;
-            let counters = sensor::ops::report::read_pinned_counters(&args.iface)?;
-            let line = serde_json::json!({
-                "iface": args.iface,
-                "counters": sensor::ops::report::counters_json(&counters),
-            });
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}").context("writing to stdout")?;
-            Ok(())
-        }
+        Command::Run(args) => Ok(run::sensor_run(&args, &mut std::io::stderr())?),
+        Command::Stats(args) => Ok(sensor::ops::stats::write_stats(
+            &args.iface,
+            &mut std::io::stdout().lock(),
+        )?),
         Command::Feedback(args) => {
             sensor::alerts::run_feedback(&args, &mut std::io::stdout())?;
             Ok(())

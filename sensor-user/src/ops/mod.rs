@@ -2,3 +2,4 @@
 //! counters of a running sensor, output files).
 
 pub mod report;
+pub mod stats;
