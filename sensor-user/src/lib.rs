@@ -2,10 +2,17 @@
 //! data flow in DESIGN.md, in the order an event travels through them; a
 //! stage imports only from the stages above it in this list.
 
-pub mod alerts;
+/// XDP program, rings, pinned workers, sketch epochs.
 pub mod capture;
+/// Streaming per-flow and per-host features, one row per event.
 pub mod features;
+/// ONNX inference with tract, model cards, scored rows.
 pub mod model;
-pub mod ops;
-pub mod run;
+/// Guards, rules, dedup, incidents, EVE records, feedback.
+pub mod alerts;
+/// Where alert lines and recorded rows go.
 pub mod sinks;
+/// What the operator reads about a run: report, stats.
+pub mod ops;
+/// The command line and the composition of a running sensor.
+pub mod run;

@@ -593,7 +593,7 @@ fn output_validates_against_json_schema() {
     s.alerts.update_interval_s = 5.0;
     s.alerts.incident_window_s = 30.0;
     s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
-    let card = sensor::alerts::ModelCard::from_json(&serde_json::json!({
+    let card = sensor::model::ModelCard::from_json(&serde_json::json!({
         "version": "1", "features": ["f0","f1","f2","f3","f4","f5","f6","f7"],
         "baseline": {"f3": {"p25": 0.0, "p50": 0.5, "p75": 1.0}, "f7": {"mean": 1.0, "std": 0.5}}
     }))

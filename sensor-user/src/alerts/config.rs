@@ -14,7 +14,10 @@ use std::{
 use serde::Deserialize;
 
 use super::AlertsError;
-use crate::model::row::{AttackClass, N_CLASSES};
+use crate::model::{
+    ModelCard,
+    row::{AttackClass, N_CLASSES},
+};
 
 /// Default location of the sensor's configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
@@ -252,7 +255,7 @@ impl SensorFile {
             }
         }
         for key in file.thresholds.keys() {
-            if class_by_name(key).is_none_or(|c| c == AttackClass::Benign) {
+            if AttackClass::by_name(key).is_none_or(|c| c == AttackClass::Benign) {
                 return Err(AlertsError::Config {
                     path: path.to_path_buf(),
                     line: None,
@@ -287,233 +290,6 @@ pub(crate) fn line_of(text: &str, at: usize) -> usize {
         + 1
 }
 
-/// The class with this stable name.
-#[must_use]
-pub fn class_by_name(name: &str) -> Option<AttackClass> {
-    AttackClass::ALL.into_iter().find(|c| c.name() == name)
-}
-
-/// Robust location and scale of one feature in the training data, for the
-/// "top contributing features" of an alert.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Baseline {
-    pub center: f32,
-    pub scale: f32,
-}
-
-/// What the alert stage takes from a model card.
-///
-/// Accepted shape (JSON, next to the ONNX file), as `models/train.py` writes it:
-///
-/// ```json
-/// {
-///   "name": "flow-classifier", "version": "3.0.0+1a2b3c",
-///   "schema": {"version": 3, "features": [{"name": "syn_ratio", "unit": "ratio"}, ...]},
-///   "thresholds": {"attack_score": 0.72, "chosen_by": "..."},
-///   "baseline_quantiles": {"quantiles": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
-///                          "benign_train": {"syn_ratio": [0, 0, 0, 0.01, 0.05, 0.3, 0.6], ...}}
-/// }
-/// ```
-///
-/// and the autoencoder's `"thresholds": {"anomaly_score": 0.031}`. Also
-/// accepted: `features` / `feature_names` at the top level (names or objects
-/// with `name`); per-class entries in `thresholds` (`"scan": 0.85`, overriding
-/// `attack_score` for that class) and `anomaly_threshold`; `baseline` keyed by
-/// feature name (or an array aligned with the features) with `p25`/`p50`/`p75`,
-/// `median` and `iqr`, or `mean` and `std`. Non-numeric or unknown threshold
-/// entries (descriptions) are ignored.
-#[derive(Clone, Debug, Default)]
-pub struct ModelCard {
-    pub name: String,
-    pub version: String,
-    pub feature_names: Vec<String>,
-    /// Per-class probability thresholds the card recommends.
-    pub thresholds: BTreeMap<AttackClass, f32>,
-    /// Reconstruction-error threshold (autoencoder cards).
-    pub anomaly_threshold: Option<f32>,
-    /// Aligned with `feature_names`; `None` where the card has no baseline.
-    pub baseline: Vec<Option<Baseline>>,
-}
-
-impl ModelCard {
-    /// Loads and validates a card.
-    ///
-    /// # Errors
-    /// With the path and reason when the file is unreadable or malformed.
-    pub fn load(path: &Path) -> Result<Self, AlertsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AlertsError::Io {
-            path: path.to_path_buf(),
-            action: "read",
-            source,
-        })?;
-        let bad = |message: String, line: Option<usize>| AlertsError::ModelCard {
-            path: path.to_path_buf(),
-            line,
-            message,
-        };
-        let v: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| bad(e.to_string(), Some(e.line())))?;
-        Self::from_json(&v).map_err(|m| bad(m, None))
-    }
-
-    /// Builds a card from its JSON value.
-    ///
-    /// # Errors
-    /// A message naming the offending field.
-    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
-        let obj = v.as_object().ok_or("a model card must be a JSON object")?;
-        let mut card = ModelCard {
-            name: obj
-                .get("name")
-                .and_then(|n| n.as_str())
-                .unwrap_or("model")
-                .to_string(),
-            version: match obj.get("version") {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                Some(serde_json::Value::Number(n)) => n.to_string(),
-                _ => "unknown".into(),
-            },
-            ..Self::default()
-        };
-        let feats = obj
-            .get("features")
-            .or_else(|| obj.get("feature_names"))
-            .or_else(|| obj.get("schema").and_then(|s| s.get("features")));
-        if let Some(feats) = feats {
-            let arr = feats.as_array().ok_or("`features` must be an array")?;
-            for f in arr {
-                let name = f
-                    .as_str()
-                    .or_else(|| f.get("name").and_then(|n| n.as_str()))
-                    .ok_or("every `features` entry must be a name or an object with `name`")?;
-                card.feature_names.push(name.to_string());
-            }
-        }
-        if let Some(t) = obj.get("thresholds") {
-            let t = t.as_object().ok_or("`thresholds` must be an object")?;
-            let num = |k: &str, v: &serde_json::Value| {
-                v.as_f64()
-                    .map(|x| x as f32)
-                    .ok_or_else(|| format!("threshold `{k}` must be a number"))
-            };
-            // One threshold on 1 − P(benign) for every attack class; a
-            // class-specific entry overrides it.
-            if let Some(v) = t.get("attack_score") {
-                let x = num("attack_score", v)?;
-                for c in [
-                    AttackClass::Flood,
-                    AttackClass::Scan,
-                    AttackClass::BruteForce,
-                ] {
-                    card.thresholds.insert(c, x);
-                }
-            }
-            for (k, v) in t {
-                match k.as_str() {
-                    "anomaly_score" | "anomaly" => card.anomaly_threshold = Some(num(k, v)?),
-                    "benign" => return Err("`thresholds` cannot name `benign`".into()),
-                    _ => {
-                        // Descriptive entries (definition, how it was chosen,
-                        // validation cost) are for people, not for us.
-                        if let Some(c) = class_by_name(k) {
-                            card.thresholds.insert(c, num(k, v)?);
-                        }
-                    }
-                }
-            }
-        }
-        if let Some(a) = obj.get("anomaly_threshold") {
-            card.anomaly_threshold =
-                Some(a.as_f64().ok_or("`anomaly_threshold` must be a number")? as f32);
-        }
-        card.baseline = vec![None; card.feature_names.len()];
-        match obj.get("baseline") {
-            Some(serde_json::Value::Object(m)) => {
-                for (i, name) in card.feature_names.iter().enumerate() {
-                    card.baseline[i] = m.get(name).and_then(baseline_of);
-                }
-            }
-            Some(serde_json::Value::Array(a)) => {
-                for (i, e) in a.iter().enumerate().take(card.baseline.len()) {
-                    card.baseline[i] = baseline_of(e);
-                }
-            }
-            _ => {}
-        }
-        // The training script's form: quantile levels plus, per feature, the
-        // values at those levels on benign training rows.
-        if let Some(bq) = obj.get("baseline_quantiles") {
-            let levels: Vec<f64> = bq
-                .get("quantiles")
-                .and_then(|q| q.as_array())
-                .ok_or("`baseline_quantiles.quantiles` must be an array")?
-                .iter()
-                .map(|x| x.as_f64().ok_or("quantile levels must be numbers"))
-                .collect::<Result<_, _>>()?;
-            let per = bq
-                .get("benign_train")
-                .and_then(|b| b.as_object())
-                .ok_or("`baseline_quantiles.benign_train` must be an object")?;
-            for (i, name) in card.feature_names.iter().enumerate() {
-                if let Some(vals) = per.get(name).and_then(|v| v.as_array()) {
-                    let at = |q: f64| {
-                        levels
-                            .iter()
-                            .position(|l| (l - q).abs() < 1e-9)
-                            .and_then(|j| vals.get(j))
-                            .and_then(serde_json::Value::as_f64)
-                    };
-                    card.baseline[i] = quantile_baseline(&at);
-                }
-            }
-        }
-        Ok(card)
-    }
-}
-
-/// Center p50; scale the IQR / 1.349, or, for features whose middle half is
-/// constant (common for counts that are mostly zero), the 5–95 % range / 3.29
-/// or the 1–99 % range / 4.65.
-fn quantile_baseline(at: &dyn Fn(f64) -> Option<f64>) -> Option<Baseline> {
-    let center = at(0.5)?;
-    let spread = |lo: f64, hi: f64, k: f64| match (at(lo), at(hi)) {
-        (Some(a), Some(b)) if b - a > 1e-9 => Some((b - a) / k),
-        _ => None,
-    };
-    let scale = spread(0.25, 0.75, 1.349)
-        .or_else(|| spread(0.05, 0.95, 3.29))
-        .or_else(|| spread(0.01, 0.99, 4.65))
-        .unwrap_or(0.0);
-    Some(finish_baseline(center, scale))
-}
-
-fn finish_baseline(center: f64, scale: f64) -> Baseline {
-    // A constant feature has zero spread; keep z finite.
-    let scale = if scale.is_finite() && scale > 1e-9 {
-        scale
-    } else {
-        1e-6_f64.max(center.abs() * 1e-3)
-    };
-    Baseline {
-        center: center as f32,
-        scale: scale as f32,
-    }
-}
-
-fn baseline_of(v: &serde_json::Value) -> Option<Baseline> {
-    let g = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
-    let (center, scale) = if let (Some(q1), Some(q2), Some(q3)) = (g("p25"), g("p50"), g("p75")) {
-        (q2, (q3 - q1) / 1.349)
-    } else if let (Some(m), Some(iqr)) = (g("median"), g("iqr")) {
-        (m, iqr / 1.349)
-    } else if let (Some(m), Some(s)) = (g("mean"), g("std")) {
-        (m, s)
-    } else {
-        return None;
-    };
-    Some(finish_baseline(center, scale))
-}
-
 /// Thresholds in force: per class, in the unit the class is scored in
 /// (probability for classifier classes, reconstruction error for `anomaly`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -542,7 +318,7 @@ impl Thresholds {
             }
         }
         for (k, t) in overrides {
-            if let Some(c) = class_by_name(k).filter(|c| *c != AttackClass::Benign) {
+            if let Some(c) = AttackClass::by_name(k).filter(|c| *c != AttackClass::Benign) {
                 by_class[c as usize] = *t;
             }
         }

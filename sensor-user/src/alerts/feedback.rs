@@ -17,7 +17,6 @@ use super::{
     AlertsError, Control,
     config::{
         AlertSettings, DEFAULT_ALERT_LOG, DEFAULT_CONFIG_PATH, DEFAULT_VERDICT_STORE, SensorFile,
-        class_by_name,
     },
     store::{LogReader, LogWriter, ReadReport, read_all},
 };
@@ -332,7 +331,7 @@ pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>
         if record.is_some_and(|r| r.detector.is_some()) {
             continue;
         }
-        match record.and_then(|r| class_by_name(&r.class).map(|c| (c, r.raw_score))) {
+        match record.and_then(|r| AttackClass::by_name(&r.class).map(|c| (c, r.raw_score))) {
             Some((c, s)) => by_class.entry(c).or_default().push((s, v.verdict)),
             None => unmatched += 1,
         }

@@ -27,7 +27,7 @@ use std::{
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
 
-pub use config::{AlertSettings, ModelCard, SensorFile, Thresholds};
+pub use config::{AlertSettings, SensorFile, Thresholds};
 pub use eve::ClockMap;
 pub use feedback::{
     AlertRecord, ExportTrainingArgs, FeedbackArgs, LogPaths, TuneArgs, Verdict, VerdictRecord,
@@ -36,7 +36,10 @@ pub use feedback::{
 pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
 
-use crate::model::row::{RowBatch, ScoredRow};
+use crate::model::{
+    ModelError,
+    row::{RowBatch, ScoredRow},
+};
 
 /// Errors of the alert stage and its tools.
 #[derive(Debug, thiserror::Error)]
@@ -56,13 +59,9 @@ pub enum AlertsError {
         line: Option<usize>,
         message: String,
     },
-    /// A model card is malformed.
-    #[error("model card {}: {message}", location(.path, *.line))]
-    ModelCard {
-        path: PathBuf,
-        line: Option<usize>,
-        message: String,
-    },
+    /// A model card is unreadable or malformed.
+    #[error(transparent)]
+    ModelCard(#[from] ModelError),
     /// A record could not be serialised.
     #[error("encode record for {}: {source}", .path.display())]
     Encode {

@@ -1,12 +1,19 @@
-//! Model cards: the JSON file next to each ONNX model. The runtime reads the
-//! parts it needs (identity, schema, tensor names, thresholds) and refuses a
-//! model whose schema differs from the one compiled into this binary.
+//! Model cards: the JSON file next to each ONNX model. One type serves the
+//! runtime (identity, schema, tensor names: a model whose schema differs
+//! from the one compiled into this binary is refused) and the alert stage
+//! (thresholds, feature baselines).
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Deserialize;
 
-use crate::features::schema::{FeatureSpec, N_FEATURES, SCHEMA, SCHEMA_VERSION};
+use crate::{
+    features::schema::{FeatureSpec, N_FEATURES, SCHEMA, SCHEMA_VERSION},
+    model::row::AttackClass,
+};
 
 /// Errors loading or checking a model and its card.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +32,9 @@ pub enum ModelError {
         #[source]
         source: serde_json::Error,
     },
+    /// A card field has a bad value or a required section is missing.
+    #[error("model card {path}: {message}")]
+    CardValue { path: PathBuf, message: String },
     /// The card's schema version differs from this build's.
     #[error("model card {path}: schema version {found}, this sensor computes version {expected}")]
     SchemaVersion {
@@ -101,55 +111,298 @@ pub struct CardSchema {
     pub features: Vec<CardFeature>,
 }
 
-/// Decision thresholds stored in a card.
-#[derive(Clone, Debug, Deserialize)]
-pub struct CardThresholds {
-    /// Classifier: alert when `1 - P(benign)` is at least this (chosen on a
-    /// validation split by misclassification cost).
+/// What a card says, as written: the training script's shape plus the
+/// shorter forms hand-written cards use (see [`ModelCard`]).
+#[derive(Deserialize)]
+struct RawCard {
     #[serde(default)]
-    pub attack_score: Option<f32>,
-    /// Autoencoder: alert when the reconstruction error is at least this (a
-    /// stated quantile of benign validation errors).
+    name: Option<String>,
     #[serde(default)]
-    pub anomaly_score: Option<f32>,
+    version: Option<serde_json::Value>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    schema: Option<CardSchema>,
+    /// Top-level feature list (names or objects with `name`).
+    #[serde(default, alias = "feature_names")]
+    features: Option<Vec<FeatureRef>>,
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    output: String,
+    #[serde(default)]
+    classes: Vec<String>,
+    #[serde(default)]
+    thresholds: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    anomaly_threshold: Option<f32>,
+    #[serde(default)]
+    baseline: Option<RawBaseline>,
+    #[serde(default)]
+    baseline_quantiles: Option<BaselineQuantiles>,
 }
 
-/// What the runtime reads from a model card.
-#[derive(Clone, Debug, Deserialize)]
+/// A feature named in a top-level list: a bare name or `{"name": …}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum FeatureRef {
+    Name(String),
+    Object { name: String },
+}
+
+/// Per-feature baseline statistics, keyed by feature name or aligned with
+/// the features.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawBaseline {
+    ByName(BTreeMap<String, serde_json::Value>),
+    Aligned(Vec<serde_json::Value>),
+}
+
+/// The training script's baseline: quantile levels plus, per feature, the
+/// values at those levels on benign training rows.
+#[derive(Deserialize)]
+struct BaselineQuantiles {
+    quantiles: Vec<f64>,
+    benign_train: BTreeMap<String, Vec<f64>>,
+}
+
+/// Robust location and scale of one feature in the training data, for the
+/// "top contributing features" of an alert.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Baseline {
+    pub center: f32,
+    pub scale: f32,
+}
+
+/// A model card: the JSON file next to each ONNX model. The runtime checks
+/// identity, schema and tensor names at load; the alert stage takes the
+/// thresholds and feature baselines.
+///
+/// Accepted shape, as `models/train.py` writes it:
+///
+/// ```json
+/// {
+///   "name": "flow-classifier", "kind": "classifier", "version": "3.0.0+1a2b3c",
+///   "schema": {"version": 3, "features": [{"name": "syn_ratio", "unit": "ratio"}, ...]},
+///   "input": "input", "output": "probabilities", "classes": ["benign", ...],
+///   "thresholds": {"attack_score": 0.72, "chosen_by": "..."},
+///   "baseline_quantiles": {"quantiles": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
+///                          "benign_train": {"syn_ratio": [0, 0, 0, 0.01, 0.05, 0.3, 0.6], ...}}
+/// }
+/// ```
+///
+/// and the autoencoder's `"thresholds": {"anomaly_score": 0.031}`. Also
+/// accepted (hand-written cards for the alert stage): `features` /
+/// `feature_names` at the top level (names or objects with `name`);
+/// per-class entries in `thresholds` (`"scan": 0.85`, overriding
+/// `attack_score` for that class) and `anomaly_threshold`; `baseline` keyed
+/// by feature name (or an array aligned with the features) with
+/// `p25`/`p50`/`p75`, `median` and `iqr`, or `mean` and `std`. Non-numeric
+/// or unknown threshold entries (descriptions) are ignored.
+#[derive(Clone, Debug, Default)]
 pub struct ModelCard {
     pub name: String,
     pub version: String,
     /// `classifier` or `autoencoder`.
     pub kind: String,
-    pub schema: CardSchema,
+    /// The feature schema the model was trained on; required to load a model.
+    pub schema: Option<CardSchema>,
     /// Input tensor name (informational; input 0 is fed).
     pub input: String,
     /// Output tensor to read.
     pub output: String,
     /// Classifier only: class names in output order.
-    #[serde(default)]
     pub classes: Vec<String>,
-    pub thresholds: CardThresholds,
+    /// Feature names, from the schema or the top-level list.
+    pub feature_names: Vec<String>,
+    /// Per-class probability thresholds the card recommends.
+    pub thresholds: BTreeMap<AttackClass, f32>,
+    /// Reconstruction-error threshold (autoencoder cards).
+    pub anomaly_threshold: Option<f32>,
+    /// Aligned with `feature_names`; `None` where the card has no baseline.
+    pub baseline: Vec<Option<Baseline>>,
 }
 
 impl ModelCard {
     /// Reads a card from `path`.
+    ///
+    /// # Errors
+    /// The file is unreadable, not JSON of the card's shape, or a field has
+    /// a bad value (with the field named).
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Read {
             path: path.to_owned(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| ModelError::CardFormat {
+        let raw: RawCard =
+            serde_json::from_str(&text).map_err(|source| ModelError::CardFormat {
+                path: path.to_owned(),
+                source,
+            })?;
+        Self::resolve(raw).map_err(|message| ModelError::CardValue {
             path: path.to_owned(),
-            source,
+            message,
+        })
+    }
+
+    /// Builds a card from its JSON value.
+    ///
+    /// # Errors
+    /// A message naming the offending field.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self, String> {
+        let raw = RawCard::deserialize(v).map_err(|e| e.to_string())?;
+        Self::resolve(raw)
+    }
+
+    fn resolve(raw: RawCard) -> Result<Self, String> {
+        let feature_names: Vec<String> = match (&raw.features, &raw.schema) {
+            (Some(list), _) => list
+                .iter()
+                .map(|f| match f {
+                    FeatureRef::Name(n) | FeatureRef::Object { name: n } => n.clone(),
+                })
+                .collect(),
+            (None, Some(schema)) => schema.features.iter().map(|f| f.name.clone()).collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut thresholds = BTreeMap::new();
+        let mut anomaly_threshold = None;
+        let num = |k: &str, v: &serde_json::Value| {
+            v.as_f64()
+                .map(|x| x as f32)
+                .ok_or_else(|| format!("threshold `{k}` must be a number"))
+        };
+        // One threshold on 1 − P(benign) for every attack class; a
+        // class-specific entry overrides it.
+        if let Some(v) = raw.thresholds.get("attack_score") {
+            let x = num("attack_score", v)?;
+            for c in [
+                AttackClass::Flood,
+                AttackClass::Scan,
+                AttackClass::BruteForce,
+            ] {
+                thresholds.insert(c, x);
+            }
+        }
+        for (k, v) in &raw.thresholds {
+            match k.as_str() {
+                "anomaly_score" | "anomaly" => anomaly_threshold = Some(num(k, v)?),
+                "benign" => return Err("`thresholds` cannot name `benign`".into()),
+                _ => {
+                    // Descriptive entries (definition, how it was chosen,
+                    // validation cost) are for people, not for us.
+                    if let Some(c) = AttackClass::by_name(k) {
+                        thresholds.insert(c, num(k, v)?);
+                    }
+                }
+            }
+        }
+        if raw.anomaly_threshold.is_some() {
+            anomaly_threshold = raw.anomaly_threshold;
+        }
+        let mut baseline = vec![None; feature_names.len()];
+        match &raw.baseline {
+            Some(RawBaseline::ByName(m)) => {
+                for (i, name) in feature_names.iter().enumerate() {
+                    baseline[i] = m.get(name).and_then(baseline_of);
+                }
+            }
+            Some(RawBaseline::Aligned(a)) => {
+                for (slot, e) in baseline.iter_mut().zip(a) {
+                    *slot = baseline_of(e);
+                }
+            }
+            None => {}
+        }
+        if let Some(bq) = &raw.baseline_quantiles {
+            for (i, name) in feature_names.iter().enumerate() {
+                if let Some(vals) = bq.benign_train.get(name) {
+                    let at = |q: f64| {
+                        bq.quantiles
+                            .iter()
+                            .position(|l| (l - q).abs() < 1e-9)
+                            .and_then(|j| vals.get(j).copied())
+                    };
+                    baseline[i] = quantile_baseline(&at);
+                }
+            }
+        }
+        Ok(Self {
+            name: raw.name.unwrap_or_else(|| "model".to_owned()),
+            version: match raw.version {
+                Some(serde_json::Value::String(s)) => s,
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => "unknown".to_owned(),
+            },
+            kind: raw.kind,
+            schema: raw.schema,
+            input: raw.input,
+            output: raw.output,
+            classes: raw.classes,
+            feature_names,
+            thresholds,
+            anomaly_threshold,
+            baseline,
         })
     }
 
     /// Checks the card's schema against the one this build computes,
     /// naming the first mismatching feature.
+    ///
+    /// # Errors
+    /// The card has no schema, or it differs from this build's.
     pub fn check_schema(&self, path: &Path) -> Result<(), ModelError> {
-        check_schema(&self.schema, &SCHEMA, path)
+        let schema = self.schema.as_ref().ok_or_else(|| ModelError::CardValue {
+            path: path.to_owned(),
+            message: "no `schema` section: a model needs the feature schema it was trained on"
+                .to_owned(),
+        })?;
+        check_schema(schema, &SCHEMA, path)
     }
+}
+
+/// Center p50; scale the IQR / 1.349, or, for features whose middle half is
+/// constant (common for counts that are mostly zero), the 5–95 % range / 3.29
+/// or the 1–99 % range / 4.65.
+fn quantile_baseline(at: &dyn Fn(f64) -> Option<f64>) -> Option<Baseline> {
+    let center = at(0.5)?;
+    let spread = |lo: f64, hi: f64, k: f64| match (at(lo), at(hi)) {
+        (Some(a), Some(b)) if b - a > 1e-9 => Some((b - a) / k),
+        _ => None,
+    };
+    let scale = spread(0.25, 0.75, 1.349)
+        .or_else(|| spread(0.05, 0.95, 3.29))
+        .or_else(|| spread(0.01, 0.99, 4.65))
+        .unwrap_or(0.0);
+    Some(finish_baseline(center, scale))
+}
+
+fn finish_baseline(center: f64, scale: f64) -> Baseline {
+    // A constant feature has zero spread; keep z finite.
+    let scale = if scale.is_finite() && scale > 1e-9 {
+        scale
+    } else {
+        1e-6_f64.max(center.abs() * 1e-3)
+    };
+    Baseline {
+        center: center as f32,
+        scale: scale as f32,
+    }
+}
+
+fn baseline_of(v: &serde_json::Value) -> Option<Baseline> {
+    let g = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+    let (center, scale) = if let (Some(q1), Some(q2), Some(q3)) = (g("p25"), g("p50"), g("p75")) {
+        (q2, (q3 - q1) / 1.349)
+    } else if let (Some(m), Some(iqr)) = (g("median"), g("iqr")) {
+        (m, iqr / 1.349)
+    } else if let (Some(m), Some(s)) = (g("mean"), g("std")) {
+        (m, s)
+    } else {
+        return None;
+    };
+    Some(finish_baseline(center, scale))
 }
 
 /// Compares a card schema with `ours` (see [`ModelCard::check_schema`]).

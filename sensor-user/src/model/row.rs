@@ -60,6 +60,12 @@ impl AttackClass {
         AttackClass::Anomaly,
     ];
 
+    /// The class with this stable name.
+    #[must_use]
+    pub fn by_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// Stable lowercase name used in JSON, config and model cards.
     #[must_use]
     pub const fn name(self) -> &'static str {
