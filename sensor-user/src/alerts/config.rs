@@ -223,11 +223,7 @@ impl SensorFile {
     /// # Errors
     /// With the path and line number when the file is unreadable or invalid.
     pub fn load(path: &Path) -> Result<Self, AlertsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AlertsError::Io {
-            path: path.to_path_buf(),
-            action: "read",
-            source,
-        })?;
+        let text = read_text(path)?;
         let mut file: SensorFile = parse_toml(path, &text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
@@ -267,6 +263,15 @@ impl SensorFile {
         }
         Ok(file)
     }
+}
+
+/// Reads a whole text file, naming it in the error.
+pub(crate) fn read_text(path: &Path) -> Result<String, AlertsError> {
+    std::fs::read_to_string(path).map_err(|source| AlertsError::Io {
+        path: path.to_path_buf(),
+        action: "read",
+        source,
+    })
 }
 
 /// Deserialises TOML, turning errors into [`AlertsError::Config`] with a line.
@@ -350,18 +355,9 @@ impl AlertSettings {
     /// # Errors
     /// When a model card cannot be loaded.
     pub fn from_file(file: &SensorFile, config_path: Option<&Path>) -> Result<Self, AlertsError> {
-        let classifier = file
-            .models
-            .classifier_card
-            .as_deref()
-            .map(ModelCard::load)
-            .transpose()?;
-        let autoencoder = file
-            .models
-            .autoencoder_card
-            .as_deref()
-            .map(ModelCard::load)
-            .transpose()?;
+        let card = |p: &Option<PathBuf>| p.as_deref().map(ModelCard::load).transpose();
+        let classifier = card(&file.models.classifier_card)?;
+        let autoencoder = card(&file.models.autoencoder_card)?;
         let thresholds =
             Thresholds::resolve(classifier.as_ref(), autoencoder.as_ref(), &file.thresholds);
         Ok(Self {

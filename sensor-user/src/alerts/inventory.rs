@@ -24,7 +24,10 @@ use std::{
 
 use serde::{Deserialize, Deserializer};
 
-use super::{AlertsError, config::parse_toml};
+use super::{
+    AlertsError,
+    config::{parse_toml, read_text},
+};
 
 /// Criticality of addresses the inventory does not know.
 pub const DEFAULT_CRITICALITY: u8 = 3;
@@ -208,12 +211,7 @@ impl Inventory {
     /// # Errors
     /// [`AlertsError::Config`] with the path and line of the bad entry.
     pub fn load(path: &Path) -> Result<Self, AlertsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| AlertsError::Io {
-            path: path.to_path_buf(),
-            action: "read",
-            source,
-        })?;
-        Self::parse(path, &text)
+        Self::parse(path, &read_text(path)?)
     }
 
     /// Parses inventory text; `path` only labels errors.

@@ -285,16 +285,12 @@ impl Controller {
         for row in 0..CMS_ROWS {
             let idx = cms_index(epoch, row);
             let zero = || {
-                PerCpuValues::try_from(vec![
+                per_cpu_zero(
                     CmsRow {
-                        cells: [0; CMS_WIDTH as usize]
-                    };
-                    ncpu
-                ])
-                .map_err(|source| SensorError::System {
-                    what: "building per-CPU zero values",
-                    source,
-                })
+                        cells: [0; CMS_WIDTH as usize],
+                    },
+                    ncpu,
+                )
             };
             self.maps
                 .packets
@@ -305,22 +301,26 @@ impl Controller {
                 .set(idx, zero()?, 0)
                 .map_err(write_err(map_names::SRC_BYTES_CMS))?;
         }
-        let zero = PerCpuValues::try_from(vec![
+        let zero = per_cpu_zero(
             HllRegisters {
-                regs: [0; HLL_REGISTERS as usize]
-            };
-            ncpu
-        ])
-        .map_err(|source| SensorError::System {
-            what: "building per-CPU zero values",
-            source,
-        })?;
+                regs: [0; HLL_REGISTERS as usize],
+            },
+            ncpu,
+        )?;
         self.maps
             .hll
             .set(epoch & 1, zero, 0)
             .map_err(write_err(map_names::SRC_DISTINCT_HLL))?;
         Ok(())
     }
+}
+
+/// `ncpu` copies of a zeroed value, to reset a per-CPU map slot.
+fn per_cpu_zero<T: aya::Pod>(zero: T, ncpu: usize) -> Result<PerCpuValues<T>, SensorError> {
+    PerCpuValues::try_from(vec![zero; ncpu]).map_err(|source| SensorError::System {
+        what: "building per-CPU zero values",
+        source,
+    })
 }
 
 /// The running control thread.

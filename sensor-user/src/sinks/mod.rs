@@ -153,13 +153,34 @@ impl Sink for RotatingFileSink {
 /// How long a socket sink waits before trying to reconnect.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
+/// Reconnection pacing of a socket sink: one attempt at most every
+/// [`RECONNECT_EVERY`], so a missing reader costs one syscall a second.
+#[derive(Default)]
+struct Retry {
+    last_try: Option<Instant>,
+}
+
+impl Retry {
+    /// Records an attempt now, or refuses while the last one is recent.
+    fn attempt(&mut self) -> std::io::Result<()> {
+        if self.last_try.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "waiting to reconnect",
+            ));
+        }
+        self.last_try = Some(Instant::now());
+        Ok(())
+    }
+}
+
 /// A Unix datagram socket: one record per datagram, sent without blocking;
 /// records are dropped (error counted) while nobody listens or the reader
 /// lags, so a slow consumer never stalls alerting.
 pub struct UnixDatagramSink {
     path: PathBuf,
     sock: Option<UnixDatagram>,
-    last_try: Option<Instant>,
+    retry: Retry,
     buf: Vec<u8>,
 }
 
@@ -169,20 +190,14 @@ impl UnixDatagramSink {
         Self {
             path: path.to_path_buf(),
             sock: None,
-            last_try: None,
+            retry: Retry::default(),
             buf: Vec::new(),
         }
     }
 
     fn connect(&mut self) -> std::io::Result<&UnixDatagram> {
         if self.sock.is_none() {
-            if self.last_try.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "waiting to reconnect",
-                ));
-            }
-            self.last_try = Some(Instant::now());
+            self.retry.attempt()?;
             let s = UnixDatagram::unbound()?;
             s.connect(&self.path)?;
             s.set_nonblocking(true)?;
@@ -214,7 +229,7 @@ impl Sink for UnixDatagramSink {
 pub struct UnixStreamSink {
     path: PathBuf,
     sock: Option<BufWriter<UnixStream>>,
-    last_try: Option<Instant>,
+    retry: Retry,
 }
 
 impl UnixStreamSink {
@@ -223,7 +238,7 @@ impl UnixStreamSink {
         Self {
             path: path.to_path_buf(),
             sock: None,
-            last_try: None,
+            retry: Retry::default(),
         }
     }
 }
@@ -231,13 +246,7 @@ impl UnixStreamSink {
 impl Sink for UnixStreamSink {
     fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         if self.sock.is_none() {
-            if self.last_try.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "waiting to reconnect",
-                ));
-            }
-            self.last_try = Some(Instant::now());
+            self.retry.attempt()?;
             let s = UnixStream::connect(&self.path)?;
             // A stuck reader must not stall the stage for long.
             s.set_write_timeout(Some(Duration::from_millis(100)))?;
@@ -417,7 +426,7 @@ mod tests {
         let mut ds = UnixDatagramSink::new(&dp);
         assert!(ds.write_line(b"{}").is_err(), "nobody listens yet");
         let rx = UnixDatagram::bind(&dp).unwrap();
-        ds.last_try = None;
+        ds.retry = Retry::default();
         ds.write_line(b"{\"a\":1}").unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
