@@ -13,6 +13,7 @@ use sensor::{
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
+        row::RowBatch,
     },
 };
 use sensor_common::FlowEvent;
@@ -159,18 +160,24 @@ fn pipeline_scores_recorded_events_like_training() {
     }
 }
 
-#[test]
-fn full_channel_sheds_instead_of_blocking() {
-    let (cls, _) = load();
-    let events = fixture_events();
-    // Room for two batches of 8 rows: every later batch is shed whole.
-    let (tx, _rx) = crossbeam_channel::bounded(2);
+/// A classifier-only pipeline whose batches close at 8 rows, never by
+/// deadline.
+fn eight_row_batches(tx: crossbeam_channel::Sender<RowBatch>) -> ScoringPipeline {
     let cfg = PipelineConfig {
         max_batch: 8,
         batch_deadline_ns: u64::MAX,
         ..PipelineConfig::default()
     };
-    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
+    let (cls, _) = load();
+    ScoringPipeline::new(cfg, cls, None, tx).unwrap()
+}
+
+#[test]
+fn full_channel_sheds_instead_of_blocking() {
+    let events = fixture_events();
+    // Room for two batches of 8 rows: every later batch is shed whole.
+    let (tx, _rx) = crossbeam_channel::bounded(2);
+    let mut p = eight_row_batches(tx);
     assert!(events.len() > 16);
     for ev in &events {
         p.on_event(ev);
@@ -215,13 +222,7 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     assert_eq!(sizes, [5, 5, 1]);
     // A full batch closes at once, without waiting.
     let (tx, _rx) = crossbeam_channel::bounded(1000);
-    let cfg = PipelineConfig {
-        max_batch: 8,
-        batch_deadline_ns: u64::MAX,
-        ..PipelineConfig::default()
-    };
-    let (cls, _) = load();
-    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
+    let mut p = eight_row_batches(tx);
     for ev in &events[..16] {
         p.on_event(ev);
     }
