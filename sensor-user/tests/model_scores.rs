@@ -188,6 +188,16 @@ fn full_channel_sheds_instead_of_blocking() {
     assert_eq!(c.shed, events.len() as u64 - 16);
 }
 
+/// Feeds `events` to `p`; returns its (batches, batches closed by deadline,
+/// rows scored) counters.
+fn batches_after(p: &mut ScoringPipeline, events: &[FlowEvent]) -> (u64, u64, u64) {
+    for ev in events {
+        p.on_event(ev);
+    }
+    let c = p.counters();
+    (c.batches, c.batches_by_deadline, c.rows_scored)
+}
+
 #[test]
 fn batches_close_on_deadline_in_events_and_ticks() {
     let (cls, ae) = load();
@@ -203,14 +213,7 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     };
     let mut p = ScoringPipeline::new(cfg, cls, Some(ae), tx).unwrap();
     // Events 50 µs apart: the 5th row of a batch sees the 1st waited 200 µs.
-    for ev in &events[..10] {
-        p.on_event(ev);
-    }
-    let c = p.counters();
-    assert_eq!(
-        (c.batches, c.batches_by_deadline, c.rows_scored),
-        (2, 2, 10)
-    );
+    assert_eq!(batches_after(&mut p, &events[..10]), (2, 2, 10));
     // A tick closes a waiting batch only once its deadline has passed.
     p.on_event(&events[10]);
     p.on_tick(events[10].ts_ns + 199_999);
@@ -223,12 +226,5 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     // A full batch closes at once, without waiting.
     let (tx, _rx) = crossbeam_channel::bounded(1000);
     let mut p = eight_row_batches(tx);
-    for ev in &events[..16] {
-        p.on_event(ev);
-    }
-    let c = p.counters();
-    assert_eq!(
-        (c.batches, c.batches_by_deadline, c.rows_scored),
-        (2, 0, 16)
-    );
+    assert_eq!(batches_after(&mut p, &events[..16]), (2, 0, 16));
 }
