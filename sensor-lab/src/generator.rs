@@ -501,6 +501,17 @@ impl Default for Pacing {
     }
 }
 
+impl Pacing {
+    /// `pps` packets per second, otherwise the defaults.
+    #[must_use]
+    pub fn paced(pps: u64) -> Self {
+        Self {
+            pps: Some(pps),
+            ..Self::default()
+        }
+    }
+}
+
 /// What a send did.
 #[derive(Clone, Copy, Debug)]
 pub struct SendReport {

@@ -29,4 +29,4 @@ pub mod sensor;
 
 pub use error::LabError;
 pub use netns::{Lab, Netns, VethPair};
-pub use root::require_root;
+pub use root::{require, require_root};

@@ -308,6 +308,15 @@ impl SensorRun {
         }
     }
 
+    /// [`Self::wait_attached`] with the timings of the network tests: 20 s
+    /// to attach on a loaded 2-core machine, then 300 ms for the workers.
+    ///
+    /// # Errors
+    /// As [`Self::wait_attached`].
+    pub fn wait_ready(&mut self, ns: &Netns) -> Result<()> {
+        self.wait_attached(ns, Duration::from_secs(20), Duration::from_millis(300))
+    }
+
     fn child_mut(&mut self) -> &mut Child {
         self.child.as_mut().expect("child present until stop")
     }
@@ -416,6 +425,30 @@ pub fn net_test(test_name: &str) -> Option<NetTest> {
     })
 }
 
+/// `sensor run` arguments for a scenario that checks accounting only: no
+/// models, and a duration no scenario reaches (SIGINT stops the sensor).
+pub const OBSERVE: &[&str] = &["--duration", "60", "--no-score"];
+
+impl NetTest {
+    /// [`scenario`] on this test's lab, with nothing to do once the frames
+    /// are sent.
+    ///
+    /// # Panics
+    /// Any step fails (the message carries the sensor's stderr where
+    /// relevant).
+    #[must_use]
+    pub fn scenario(
+        &self,
+        bin: &str,
+        extra: &[&str],
+        frames: &crate::generator::Frames,
+        pacing: crate::generator::Pacing,
+    ) -> ScenarioResult {
+        scenario(&self.lab, Path::new(bin), extra, frames, pacing, || Ok(()))
+            .unwrap_or_else(|e| panic!("scenario: {e}"))
+    }
+}
+
 /// The result of [`scenario`].
 #[derive(Debug)]
 pub struct ScenarioResult {
@@ -443,11 +476,7 @@ pub fn scenario(
 ) -> Result<ScenarioResult> {
     let dir = TempDir::new("scenario")?;
     let mut run = SensorRun::start(&lab.gateway, bin, &lab.link.b, dir.path(), extra)?;
-    run.wait_attached(
-        &lab.gateway,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )?;
+    run.wait_ready(&lab.gateway)?;
     let sender = crate::generator::Sender::open(&lab.sender, &lab.link.a)?;
     let report = sender.send(frames, pacing)?;
     std::thread::sleep(Duration::from_millis(300));

@@ -10,10 +10,12 @@ use std::{hint::black_box, net::IpAddr, time::Instant};
 
 use sensor::{
     alerts::{AlertSettings, AlertStage, ClockMap, Inventory},
-    features::RowFacts,
-    model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
+    model::row::{AttackClass, MAX_FEATURES, ModelVersion, ScoredRow},
     sinks::{MemorySink, SinkSet},
 };
+
+#[path = "../tests/alerts_util/mod.rs"]
+mod alerts_util;
 
 const ROWS: u32 = 2_000_000;
 
@@ -22,34 +24,21 @@ fn rows(class: AttackClass, p: f32) -> Vec<ScoredRow> {
     let av = ModelVersion::intern("ae-bench");
     (0..ROWS)
         .map(|i| {
-            let mut class_probs = [0.0; N_CLASSES];
-            class_probs[class as usize] = p;
-            class_probs[0] = 1.0 - p;
+            let src =
+                IpAddr::V4((0x2000_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761))).into());
+            let dst = IpAddr::V4(0x0a01_0203.into());
+            let ts = 1_000_000_000 + u64::from(i) * 1_000;
             ScoredRow {
-                facts: RowFacts {
-                    victim_pps: 1e6,
-                    ..RowFacts::default()
-                },
-                entity: Entity::Flow,
-                window: Window::OneSecond,
-                src: IpAddr::V4(
-                    (0x2000_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761))).into(),
-                ),
-                dst: IpAddr::V4(0x0a01_0203.into()),
                 sport: (i % 60_000) as u16 + 1024,
-                dport: 80,
-                proto: 6,
-                event_ts_ns: 1_000_000_000 + u64::from(i) * 1_000,
                 scored_ts_ns: 0,
                 features: [0.5; MAX_FEATURES],
                 n_features: 24,
-                class_probs,
-                anomaly_score: f32::NAN,
                 packets_per_s: 200_000.0,
                 bytes: 60,
                 packets: 1,
                 classifier_version: cv,
                 autoencoder_version: av,
+                ..alerts_util::row(class, p, src, dst, 80, ts)
             }
         })
         .collect()

@@ -3,7 +3,8 @@
 //!
 //! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>`.
 //! Each figure is the median of `ROUNDS` rounds. Needs root (BPF); without it
-//! the bench prints "skipped: needs root" and exits 0.
+//! the bench prints "skipped: needs root" and exits 0 (or fails, as the
+//! tests do, under `SENSOR_REQUIRE_ROOT_TESTS=1`).
 #![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
 use std::time::Duration;
@@ -29,8 +30,7 @@ const N_WORKERS: u32 = 2;
 const RING_BYTES: u32 = 256 * 1024;
 
 fn main() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root (BPF_PROG_TEST_RUN)");
+    if !sensor_lab::require_root("xdp bench (BPF_PROG_TEST_RUN)") {
         return;
     }
     // Every run on one CPU, so per-CPU flow slots stay warm between calls.

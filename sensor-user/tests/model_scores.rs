@@ -13,6 +13,7 @@ use sensor::{
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
+        row::RowBatch,
     },
 };
 use sensor_common::FlowEvent;
@@ -159,18 +160,24 @@ fn pipeline_scores_recorded_events_like_training() {
     }
 }
 
-#[test]
-fn full_channel_sheds_instead_of_blocking() {
-    let (cls, _) = load();
-    let events = fixture_events();
-    // Room for two batches of 8 rows: every later batch is shed whole.
-    let (tx, _rx) = crossbeam_channel::bounded(2);
+/// A classifier-only pipeline whose batches close at 8 rows, never by
+/// deadline.
+fn eight_row_batches(tx: crossbeam_channel::Sender<RowBatch>) -> ScoringPipeline {
     let cfg = PipelineConfig {
         max_batch: 8,
         batch_deadline_ns: u64::MAX,
         ..PipelineConfig::default()
     };
-    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
+    let (cls, _) = load();
+    ScoringPipeline::new(cfg, cls, None, tx).unwrap()
+}
+
+#[test]
+fn full_channel_sheds_instead_of_blocking() {
+    let events = fixture_events();
+    // Room for two batches of 8 rows: every later batch is shed whole.
+    let (tx, _rx) = crossbeam_channel::bounded(2);
+    let mut p = eight_row_batches(tx);
     assert!(events.len() > 16);
     for ev in &events {
         p.on_event(ev);
@@ -179,6 +186,16 @@ fn full_channel_sheds_instead_of_blocking() {
     let c = p.counters();
     assert_eq!(c.emitted, 16);
     assert_eq!(c.shed, events.len() as u64 - 16);
+}
+
+/// Feeds `events` to `p`; returns its (batches, batches closed by deadline,
+/// rows scored) counters.
+fn batches_after(p: &mut ScoringPipeline, events: &[FlowEvent]) -> (u64, u64, u64) {
+    for ev in events {
+        p.on_event(ev);
+    }
+    let c = p.counters();
+    (c.batches, c.batches_by_deadline, c.rows_scored)
 }
 
 #[test]
@@ -196,14 +213,7 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     };
     let mut p = ScoringPipeline::new(cfg, cls, Some(ae), tx).unwrap();
     // Events 50 µs apart: the 5th row of a batch sees the 1st waited 200 µs.
-    for ev in &events[..10] {
-        p.on_event(ev);
-    }
-    let c = p.counters();
-    assert_eq!(
-        (c.batches, c.batches_by_deadline, c.rows_scored),
-        (2, 2, 10)
-    );
+    assert_eq!(batches_after(&mut p, &events[..10]), (2, 2, 10));
     // A tick closes a waiting batch only once its deadline has passed.
     p.on_event(&events[10]);
     p.on_tick(events[10].ts_ns + 199_999);
@@ -215,19 +225,6 @@ fn batches_close_on_deadline_in_events_and_ticks() {
     assert_eq!(sizes, [5, 5, 1]);
     // A full batch closes at once, without waiting.
     let (tx, _rx) = crossbeam_channel::bounded(1000);
-    let cfg = PipelineConfig {
-        max_batch: 8,
-        batch_deadline_ns: u64::MAX,
-        ..PipelineConfig::default()
-    };
-    let (cls, _) = load();
-    let mut p = ScoringPipeline::new(cfg, cls, None, tx).unwrap();
-    for ev in &events[..16] {
-        p.on_event(ev);
-    }
-    let c = p.counters();
-    assert_eq!(
-        (c.batches, c.batches_by_deadline, c.rows_scored),
-        (2, 0, 16)
-    );
+    let mut p = eight_row_batches(tx);
+    assert_eq!(batches_after(&mut p, &events[..16]), (2, 0, 16));
 }

@@ -4,11 +4,9 @@
 //! right attacker and victim.
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing};
-use sensor_lab::sensor::{TempDir, net_test, scenario};
+use sensor_lab::sensor::{TempDir, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
@@ -45,19 +43,12 @@ fn scan_and_flood_raise_alerts_of_their_class() {
     let eve_dir = TempDir::new("alerts").expect("tempdir");
     let eve = eve_dir.path().join("eve.json");
     let eve_arg = eve.to_string_lossy().into_owned();
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
+    let r = net.scenario(
+        SENSOR,
         &["--duration", "60", "--eve-out", &eve_arg],
         &frames,
-        Pacing {
-            pps: Some(20_000),
-            time_limit: Duration::from_secs(10),
-            batch: 64,
-        },
-        || Ok(()),
-    )
-    .expect("scenario");
+        Pacing::paced(20_000),
+    );
     assert_eq!(r.report.sent, frames.len(), "every frame sent");
     assert_eq!(r.output.stats.counter("events_lost"), 0);
     // The run spans at least one sketch epoch: the workers took the kernel's

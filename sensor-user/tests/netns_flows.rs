@@ -3,11 +3,9 @@
 //! with and without an 802.1Q tag.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
 
 use sensor_lab::generator::{FlowTuple, Frames, Pacing, mixed_flows};
-use sensor_lab::sensor::{net_test, scenario};
+use sensor_lab::sensor::{OBSERVE, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
@@ -24,19 +22,15 @@ fn per_flow_counts_match_ground_truth_exactly() {
     );
     // 5003 packets: not a multiple of 30, so flows get 166 or 167 packets.
     let frames = Frames::spread(lab.sender_mac, lab.gateway_mac, &specs, 5_003).expect("frames");
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
-        &["--duration", "60", "--no-score"],
+    let r = net.scenario(
+        SENSOR,
+        OBSERVE,
         &frames,
         Pacing {
-            pps: Some(50_000),
-            time_limit: Duration::from_secs(10),
             batch: 32,
+            ..Pacing::paced(50_000)
         },
-        || Ok(()),
-    )
-    .expect("scenario");
+    );
     assert_eq!(r.report.sent, frames.len(), "generator hit its time limit");
 
     let got: BTreeMap<FlowTuple, _> = r

@@ -52,13 +52,7 @@ fn lab_recording_has_both_directions_and_labels_follow_the_sender() {
         &["--mirror", "--duration", "120", "--record-out", &rec_arg],
     )
     .expect("starting the sensor");
-    sensor
-        .wait_attached(
-            &lab.sensor_ns,
-            Duration::from_secs(20),
-            Duration::from_millis(300),
-        )
-        .expect("sensor attached");
+    sensor.wait_ready(&lab.sensor_ns).expect("sensor attached");
 
     let benign =
         scenario::run(&lab, &scenario::find("benign-download").unwrap()).expect("benign download");

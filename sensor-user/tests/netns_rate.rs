@@ -2,16 +2,25 @@
 //! loses no event, every flow gets its start event, and every packet is
 //! counted.
 
-use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing, mixed_flows};
-use sensor_lab::sensor::{net_test, scenario};
+use sensor_lab::sensor::{OBSERVE, ScenarioResult, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 const RATE: u64 = 100_000;
 const PACKETS: u64 = 150_000;
 const FLOWS: u32 = 3_000;
+
+fn report_send(r: &ScenarioResult) {
+    eprintln!(
+        "sent {} packets in {:.2} s ({:.0} pps, {} push-backs)",
+        r.report.sent,
+        r.report.elapsed.as_secs_f64(),
+        r.report.pps(),
+        r.report.retries
+    );
+}
 
 #[test]
 fn hundred_thousand_pps_loses_no_event() {
@@ -26,26 +35,16 @@ fn hundred_thousand_pps_loses_no_event() {
         PACKETS,
     )
     .expect("frames");
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
-        &["--duration", "60", "--no-score"],
+    let r = net.scenario(
+        SENSOR,
+        OBSERVE,
         &frames,
         Pacing {
-            pps: Some(RATE),
             time_limit: Duration::from_secs(5),
-            batch: 64,
+            ..Pacing::paced(RATE)
         },
-        || Ok(()),
-    )
-    .expect("scenario");
-    eprintln!(
-        "sent {} packets in {:.2} s ({:.0} pps, {} push-backs)",
-        r.report.sent,
-        r.report.elapsed.as_secs_f64(),
-        r.report.pps(),
-        r.report.retries
     );
+    report_send(&r);
     assert_eq!(
         r.report.sent as u64, PACKETS,
         "generator hit its time limit"
@@ -99,26 +98,16 @@ fn unpaced_generator_loses_no_event() {
     const N: u64 = 300_000;
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(FLOWS), N).expect("frames");
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
-        &["--duration", "60", "--no-score"],
+    let r = net.scenario(
+        SENSOR,
+        OBSERVE,
         &frames,
         Pacing {
-            pps: None,
             time_limit: Duration::from_secs(30),
-            batch: 64,
+            ..Pacing::default()
         },
-        || Ok(()),
-    )
-    .expect("scenario");
-    eprintln!(
-        "sent {} packets in {:.2} s ({:.0} pps, {} push-backs)",
-        r.report.sent,
-        r.report.elapsed.as_secs_f64(),
-        r.report.pps(),
-        r.report.retries
     );
+    report_send(&r);
     assert_eq!(r.report.sent as u64, N, "generator hit its time limit");
     let c = &r.output.stats;
     eprintln!("counters: {:?}", c.counters);

@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
-use std::time::Duration;
 
 use sensor_lab::generator::{FlowSpec, Frames, Pacing, spoofed_source, tcp};
-use sensor_lab::sensor::{net_test, scenario};
+use sensor_lab::sensor::{OBSERVE, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
@@ -43,19 +41,7 @@ fn count_min_bounds_hold_per_source() {
             }
         }
     }
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
-        &["--duration", "60", "--no-score"],
-        &frames,
-        Pacing {
-            pps: Some(50_000),
-            time_limit: Duration::from_secs(10),
-            batch: 64,
-        },
-        || Ok(()),
-    )
-    .expect("scenario");
+    let r = net.scenario(SENSOR, OBSERVE, &frames, Pacing::paced(50_000));
     assert_eq!(r.report.sent, frames.len());
     let sk = &r.output.sketch;
     let n = r.truth.packets;
@@ -111,19 +97,7 @@ fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
         2 * u64::from(SOURCES),
     )
     .expect("frames");
-    let r = scenario(
-        lab,
-        Path::new(SENSOR),
-        &["--duration", "60", "--no-score"],
-        &frames,
-        Pacing {
-            pps: Some(50_000),
-            time_limit: Duration::from_secs(10),
-            batch: 64,
-        },
-        || Ok(()),
-    )
-    .expect("scenario");
+    let r = net.scenario(SENSOR, OBSERVE, &frames, Pacing::paced(50_000));
     assert_eq!(r.report.sent, frames.len());
     assert_eq!(r.truth.sources().len(), SOURCES as usize);
     let est = r.output.sketch.distinct_sources_estimate;

@@ -3,14 +3,25 @@
 //! sensor has stopped, the pin is gone and `sensor stats` says so.
 
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing, Sender, mixed_flows};
-use sensor_lab::sensor::{SensorRun, TempDir, exclusive};
+use sensor_lab::sensor::{OBSERVE, SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 const PACKETS: u64 = 2_000;
+
+/// `sensor stats --iface IFACE` in the gateway's network namespace, with the
+/// host's /sys/fs/bpf.
+fn sensor_stats(lab: &Lab, iface: &str) -> Output {
+    lab.gateway
+        .nsenter_command(SENSOR)
+        .args(["stats", "--iface", iface])
+        .output()
+        .expect("sensor stats")
+}
 
 #[test]
 fn live_counters_match_what_was_sent() {
@@ -26,20 +37,10 @@ fn live_counters_match_what_was_sent() {
     let dir = TempDir::new("stats").expect("temp dir");
     let iface = lab.link.b.clone();
     // nsenter keeps the host's /sys/fs/bpf, where the sensor pins its counters.
-    let mut run = SensorRun::start_nsenter(
-        &lab.gateway,
-        Path::new(SENSOR),
-        &iface,
-        dir.path(),
-        &["--duration", "60", "--no-score"],
-    )
-    .expect("start sensor");
-    run.wait_attached(
-        &lab.gateway,
-        Duration::from_secs(20),
-        Duration::from_millis(300),
-    )
-    .expect("attach");
+    let mut run =
+        SensorRun::start_nsenter(&lab.gateway, Path::new(SENSOR), &iface, dir.path(), OBSERVE)
+            .expect("start sensor");
+    run.wait_ready(&lab.gateway).expect("attach");
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(8), PACKETS).expect("frames");
     let report = Sender::open(&lab.sender, &lab.link.a)
@@ -49,12 +50,7 @@ fn live_counters_match_what_was_sent() {
     assert_eq!(report.sent as u64, PACKETS);
     std::thread::sleep(Duration::from_millis(200));
 
-    let out = lab
-        .gateway
-        .nsenter_command(SENSOR)
-        .args(["stats", "--iface", &iface])
-        .output()
-        .expect("sensor stats");
+    let out = sensor_stats(&lab, &iface);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "sensor stats failed: {stderr}");
     let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
@@ -66,12 +62,7 @@ fn live_counters_match_what_was_sent() {
     assert_eq!(output.stats.counter("packets_seen"), PACKETS);
 
     // Stopped: the pin was removed, and `sensor stats` says there is no sensor.
-    let out = lab
-        .gateway
-        .nsenter_command(SENSOR)
-        .args(["stats", "--iface", &iface])
-        .output()
-        .expect("sensor stats");
+    let out = sensor_stats(&lab, &iface);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "stats of a stopped sensor succeeded");
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use sensor_lab::netns::run;
-use sensor_lab::sensor::{SensorRun, TempDir, exclusive};
-use sensor_lab::{Lab, require_root};
+use sensor_lab::sensor::{OBSERVE, SensorRun, TempDir, exclusive};
+use sensor_lab::{Lab, require, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 
@@ -20,16 +20,9 @@ fn has(tool: &str) -> bool {
 
 #[test]
 fn hping3_syns_are_counted_exactly() {
-    if !require_root("hping3_syns_are_counted_exactly") {
-        return;
-    }
-    if !has("hping3") {
-        // `cargo xtask setup` installs it; CI therefore always runs this.
-        assert!(
-            std::env::var("SENSOR_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-            "hping3 missing; run `cargo xtask setup`"
-        );
-        eprintln!("skipped: hping3 not installed (hping3_syns_are_counted_exactly)");
+    const TEST: &str = "hping3_syns_are_counted_exactly";
+    // `cargo xtask setup` installs hping3; CI therefore always runs this.
+    if !require_root(TEST) || !require(TEST, "hping3", has("hping3")) {
         return;
     }
     let _serial = exclusive();
@@ -66,16 +59,10 @@ fn hping3_syns_are_counted_exactly() {
         Path::new(SENSOR),
         &lab.link.b,
         dir.path(),
-        &["--duration", "60", "--no-score"],
+        OBSERVE,
     )
     .expect("start sensor");
-    sensor
-        .wait_attached(
-            &lab.gateway,
-            Duration::from_secs(20),
-            Duration::from_millis(300),
-        )
-        .expect("attach");
+    sensor.wait_ready(&lab.gateway).expect("attach");
     let count = COUNT.to_string();
     run(lab.sender.command("timeout").args([
         "30",

@@ -20,6 +20,7 @@ use sensor_common::{
     },
     tcp_flags,
 };
+use sensor_lab::require_root;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -32,19 +33,6 @@ const IPV6_LEN: usize = 40;
 const RING_RECORD: u32 = 8 + size_of::<FlowEvent>() as u32;
 
 // ---------------------------------------------------------------- harness
-
-/// True when the test may run; false (after a loud note) when it must skip.
-fn have_root(test: &str) -> bool {
-    if nix::unistd::Uid::effective().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("SENSOR_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"),
-        "{test}: needs root for BPF, and SENSOR_REQUIRE_ROOT_TESTS=1 forbids skipping"
-    );
-    eprintln!("\n!!!!! {test}: skipped: needs root (BPF_PROG_TEST_RUN) !!!!!\n");
-    false
-}
 
 fn pin_to_cpu0() {
     let mut set = nix::sched::CpuSet::new();
@@ -741,7 +729,7 @@ fn check_stats(name: &str, s: &FlowStats, len: u64, flags: u8) {
 
 #[test]
 fn fixture_table() {
-    if !have_root("fixture_table") {
+    if !require_root("fixture_table") {
         return;
     }
     let mut sensor = Sensor::load(64 * 1024, config(1, 64 * 1024));
@@ -823,7 +811,7 @@ fn fixture_table() {
 
 #[test]
 fn vlan_fields_reach_the_event() {
-    if !have_root("vlan_fields_reach_the_event") {
+    if !require_root("vlan_fields_reach_the_event") {
         return;
     }
     let mut sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));
@@ -837,7 +825,7 @@ fn vlan_fields_reach_the_event() {
 
 #[test]
 fn mirror_mode_drops_after_accounting() {
-    if !have_root("mirror_mode_drops_after_accounting") {
+    if !require_root("mirror_mode_drops_after_accounting") {
         return;
     }
     let mut cfg = config(1, 16 * 1024);
@@ -858,7 +846,7 @@ fn mirror_mode_drops_after_accounting() {
 
 #[test]
 fn checkpoints_go_to_the_flows_ring() {
-    if !have_root("checkpoints_go_to_the_flows_ring") {
+    if !require_root("checkpoints_go_to_the_flows_ring") {
         return;
     }
     let n_workers = 4;
@@ -937,7 +925,7 @@ fn checkpoints_go_to_the_flows_ring() {
 
 #[test]
 fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
-    if !have_root("new_flows_are_sampled_when_the_ring_is_three_quarters_full") {
+    if !require_root("new_flows_are_sampled_when_the_ring_is_three_quarters_full") {
         return;
     }
     let ring_bytes = 4096;
@@ -997,7 +985,7 @@ fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
 
 #[test]
 fn sketches_see_every_packet() {
-    if !have_root("sketches_see_every_packet") {
+    if !require_root("sketches_see_every_packet") {
         return;
     }
     let mut cfg = config(1, 16 * 1024);
@@ -1053,7 +1041,7 @@ fn sketches_see_every_packet() {
 
 #[test]
 fn floor_program_passes() {
-    if !have_root("floor_program_passes") {
+    if !require_root("floor_program_passes") {
         return;
     }
     let sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));

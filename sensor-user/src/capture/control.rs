@@ -404,18 +404,6 @@ mod tests {
     };
     use sensor_common::FlowKey;
 
-    fn have_root() -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        assert!(
-            std::env::var_os("SENSOR_REQUIRE_ROOT_TESTS").is_none_or(|v| v != "1"),
-            "SENSOR_REQUIRE_ROOT_TESTS=1 but not running as root"
-        );
-        eprintln!("skipped: needs root");
-        false
-    }
-
     /// Ethernet + IPv4 (no options) + UDP with `payload` zero bytes.
     fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 8 + payload];
@@ -438,7 +426,7 @@ mod tests {
 
     #[test]
     fn epochs_rotate_without_losing_counts_and_rings_decode() {
-        if !have_root() {
+        if !sensor_lab::require_root("epochs_rotate_without_losing_counts_and_rings_decode") {
             return;
         }
         // One CPU, so each flow has one per-CPU entry and one Start event.
