@@ -162,390 +162,97 @@ const HPING_UDP: &[&str] = &[
 ];
 const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25000"];
 
-macro_rules! spec {
-    ($name:expr, $label:ident, $origin:ident, $spoofed:expr, $tools:expr, $secs:expr, $pkts:expr, $kind:expr, $desc:expr) => {
-        ScenarioSpec {
-            name: $name,
-            label: Label::$label,
-            origin: Origin::$origin,
-            spoofed: $spoofed,
-            description: $desc,
-            tools: $tools,
-            max_seconds: $secs,
-            max_packets: $pkts,
-            kind: $kind,
+/// Every scenario, benign first, one row each: name, label, bound on wall
+/// time (s), bound on packets (0: time and request count only), what it
+/// runs, and what that is. The sending namespace follows from the label,
+/// the tools and spoofing from what it runs.
+#[rustfmt::skip]
+const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
+    use Kind::*;
+    use Label::*;
+    &[
+        ("benign-browse", Benign, 25, 0, Browse { seconds: 20 }, "bursts of 2-8 page fetches from four client addresses, 0.2-1.5 s think time"),
+        ("benign-download", Benign, 20, 0, Download, "one 24 MiB HTTP download (curl)"),
+        ("benign-dns", Benign, 20, 0, Dns { bursts: 12 }, "12 bursts of 5 DNS lookups against the lab's dnsmasq (dig)"),
+        ("benign-iperf", Benign, 10, 0, Iperf { seconds: 3, reverse: false }, "iperf3 upload, 3 s at 200 Mbit/s"),
+        ("benign-speedtest", Benign, 10, 0, Iperf { seconds: 3, reverse: true }, "iperf3 download (-R), 3 s at 200 Mbit/s"),
+        ("benign-ping", Benign, 10, 40, Ping { count: 20 }, "20 echo requests, 0.2 s apart"),
+        ("benign-idle-tcp", Benign, 25, 0, IdleTcp { seconds: 15 }, "one idle TCP connection for 15 s with keepalive probes every second"),
+        ("benign-offline-peers", Benign, 30, 0, Offline { seconds: 20 }, "devices whose cloud is down: UDP keepalives to 3-6 offline peers each, failing TCP connections and DNS lookups (ICMP unreachable from the gateway, timeouts, a refused port)"),
+        ("scan-syn", Scan, 30, 2_500, Nmap { args: &["-sS", "-T4", "-p", "1-1000"], targets: Targets::Server }, "nmap SYN scan of 1000 ports"),
+        ("scan-connect", Scan, 30, 5_000, Nmap { args: &["-sT", "-T4", "-p", "1-1000"], targets: Targets::Server }, "nmap connect scan of 1000 ports"),
+        ("scan-udp", Scan, 30, 200, Nmap { args: &["-sU", "-T4", "-p", "53,67,69,123,137,161,500,514,1900,5353"], targets: Targets::Server }, "nmap UDP scan of 10 ports"),
+        ("scan-fin", Scan, 30, 1_200, Nmap { args: &["-sF", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap FIN scan of 500 ports"),
+        ("scan-null", Scan, 30, 1_200, Nmap { args: &["-sN", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap NULL scan of 500 ports"),
+        ("scan-xmas", Scan, 30, 1_200, Nmap { args: &["-sX", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap Xmas scan of 500 ports"),
+        ("scan-slow", Scan, 15, 40, Nmap { args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"], targets: Targets::Server }, "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"),
+        ("scan-sweep", Scan, 30, 400, Nmap { args: &["-sS", "-T4", "-p", "22,80,443"], targets: Targets::Sweep }, "nmap horizontal sweep: 3 ports on 32 server addresses"),
+        ("flood-syn", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: false }, "hping3 SYN flood to :80, 25k packets"),
+        ("flood-syn-spoofed", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: true }, "hping3 SYN flood to :80 from random sources, 25k packets"),
+        ("flood-udp", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: false }, "hping3 UDP flood to :53, 25k packets"),
+        ("flood-udp-spoofed", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: true }, "hping3 UDP flood to :53 from random sources, 25k packets"),
+        ("flood-icmp", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: false }, "hping3 ICMP echo flood, 25k packets"),
+        ("flood-icmp-spoofed", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: true }, "hping3 ICMP echo flood from random sources, 25k packets"),
+        ("flood-trafgen", Flood, 10, 200_000, Trafgen { packets: 200_000 }, "trafgen line-rate UDP to :9 (one flow), 200k frames"),
+        ("bruteforce-ssh", Bruteforce, 25, 0, Hydra { service: Brute::Ssh, passwords: 100 }, "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"),
+        ("bruteforce-ssh-like", Bruteforce, 25, 0, SshLike { connections: 150 }, "150 short TCP connections to :22: banner exchange, a few small packets, close"),
+        ("bruteforce-http", Bruteforce, 25, 0, Hydra { service: Brute::HttpLogin, passwords: 300 }, "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"),
+        ("anomaly-slowhttp", Anomaly, 30, 0, SlowHttp { seconds: 20 }, "slowhttptest slowloris: 60 connections sending headers every 3 s for 20 s"),
+        ("anomaly-exfil", Anomaly, 40, 0, Exfil { seconds: 30 }, "low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every second for 30 s"),
+    ]
+};
+
+impl Kind {
+    /// The binaries it runs.
+    const fn tools(self) -> &'static [&'static str] {
+        match self {
+            Kind::Browse { .. }
+            | Kind::IdleTcp { .. }
+            | Kind::Offline { .. }
+            | Kind::SshLike { .. }
+            | Kind::Exfil { .. } => &["python3"],
+            Kind::Download => &["curl"],
+            Kind::Dns { .. } => &["dig"],
+            Kind::Iperf { .. } => &["iperf3"],
+            Kind::Ping { .. } => &["ping"],
+            Kind::Nmap { .. } => &["nmap"],
+            Kind::Hping { .. } => &["hping3"],
+            Kind::Trafgen { .. } => &["trafgen"],
+            Kind::Hydra { .. } => &["hydra"],
+            Kind::SlowHttp { .. } => &["slowhttptest"],
         }
-    };
+    }
 }
 
 /// Every scenario, benign first.
 #[must_use]
 pub fn catalogue() -> Vec<ScenarioSpec> {
-    use Kind::*;
-    vec![
-        spec!(
-            "benign-browse",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            25,
-            0,
-            Browse { seconds: 20 },
-            "bursts of 2-8 page fetches from four client addresses, 0.2-1.5 s think time"
-        ),
-        spec!(
-            "benign-download",
-            Benign,
-            Clients,
-            false,
-            &["curl"],
-            20,
-            0,
-            Download,
-            "one 24 MiB HTTP download (curl)"
-        ),
-        spec!(
-            "benign-dns",
-            Benign,
-            Clients,
-            false,
-            &["dig"],
-            20,
-            0,
-            Dns { bursts: 12 },
-            "12 bursts of 5 DNS lookups against the lab's dnsmasq (dig)"
-        ),
-        spec!(
-            "benign-iperf",
-            Benign,
-            Clients,
-            false,
-            &["iperf3"],
-            10,
-            0,
-            Iperf {
-                seconds: 3,
-                reverse: false
+    CATALOGUE
+        .iter()
+        .map(
+            |&(name, label, max_seconds, max_packets, kind, description)| ScenarioSpec {
+                name,
+                label,
+                origin: if label == Label::Benign {
+                    Origin::Clients
+                } else {
+                    Origin::Attacker
+                },
+                spoofed: matches!(
+                    kind,
+                    Kind::Hping {
+                        rand_source: true,
+                        ..
+                    }
+                ),
+                description,
+                tools: kind.tools(),
+                max_seconds,
+                max_packets,
+                kind,
             },
-            "iperf3 upload, 3 s at 200 Mbit/s"
-        ),
-        spec!(
-            "benign-speedtest",
-            Benign,
-            Clients,
-            false,
-            &["iperf3"],
-            10,
-            0,
-            Iperf {
-                seconds: 3,
-                reverse: true
-            },
-            "iperf3 download (-R), 3 s at 200 Mbit/s"
-        ),
-        spec!(
-            "benign-ping",
-            Benign,
-            Clients,
-            false,
-            &["ping"],
-            10,
-            40,
-            Ping { count: 20 },
-            "20 echo requests, 0.2 s apart"
-        ),
-        spec!(
-            "benign-idle-tcp",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            25,
-            0,
-            IdleTcp { seconds: 15 },
-            "one idle TCP connection for 15 s with keepalive probes every second"
-        ),
-        spec!(
-            "benign-offline-peers",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            30,
-            0,
-            Offline { seconds: 20 },
-            "devices whose cloud is down: UDP keepalives to 3-6 offline peers each, failing TCP connections and DNS lookups (ICMP unreachable from the gateway, timeouts, a refused port)"
-        ),
-        spec!(
-            "scan-syn",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            2_500,
-            Nmap {
-                args: &["-sS", "-T4", "-p", "1-1000"],
-                targets: Targets::Server
-            },
-            "nmap SYN scan of 1000 ports"
-        ),
-        spec!(
-            "scan-connect",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            5_000,
-            Nmap {
-                args: &["-sT", "-T4", "-p", "1-1000"],
-                targets: Targets::Server
-            },
-            "nmap connect scan of 1000 ports"
-        ),
-        spec!(
-            "scan-udp",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            200,
-            Nmap {
-                args: &["-sU", "-T4", "-p", "53,67,69,123,137,161,500,514,1900,5353"],
-                targets: Targets::Server
-            },
-            "nmap UDP scan of 10 ports"
-        ),
-        spec!(
-            "scan-fin",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sF", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap FIN scan of 500 ports"
-        ),
-        spec!(
-            "scan-null",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sN", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap NULL scan of 500 ports"
-        ),
-        spec!(
-            "scan-xmas",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sX", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap Xmas scan of 500 ports"
-        ),
-        spec!(
-            "scan-slow",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            15,
-            40,
-            Nmap {
-                args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"],
-                targets: Targets::Server
-            },
-            "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"
-        ),
-        spec!(
-            "scan-sweep",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            400,
-            Nmap {
-                args: &["-sS", "-T4", "-p", "22,80,443"],
-                targets: Targets::Sweep
-            },
-            "nmap horizontal sweep: 3 ports on 32 server addresses"
-        ),
-        spec!(
-            "flood-syn",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_SYN,
-                rand_source: false
-            },
-            "hping3 SYN flood to :80, 25k packets"
-        ),
-        spec!(
-            "flood-syn-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_SYN,
-                rand_source: true
-            },
-            "hping3 SYN flood to :80 from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-udp",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_UDP,
-                rand_source: false
-            },
-            "hping3 UDP flood to :53, 25k packets"
-        ),
-        spec!(
-            "flood-udp-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_UDP,
-                rand_source: true
-            },
-            "hping3 UDP flood to :53 from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-icmp",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_ICMP,
-                rand_source: false
-            },
-            "hping3 ICMP echo flood, 25k packets"
-        ),
-        spec!(
-            "flood-icmp-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_ICMP,
-                rand_source: true
-            },
-            "hping3 ICMP echo flood from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-trafgen",
-            Flood,
-            Attacker,
-            false,
-            &["trafgen"],
-            10,
-            200_000,
-            Trafgen { packets: 200_000 },
-            "trafgen line-rate UDP to :9 (one flow), 200k frames"
-        ),
-        spec!(
-            "bruteforce-ssh",
-            Bruteforce,
-            Attacker,
-            false,
-            &["hydra"],
-            25,
-            0,
-            Hydra {
-                service: Brute::Ssh,
-                passwords: 100
-            },
-            "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"
-        ),
-        spec!(
-            "bruteforce-ssh-like",
-            Bruteforce,
-            Attacker,
-            false,
-            &["python3"],
-            25,
-            0,
-            SshLike { connections: 150 },
-            "150 short TCP connections to :22: banner exchange, a few small packets, close"
-        ),
-        spec!(
-            "bruteforce-http",
-            Bruteforce,
-            Attacker,
-            false,
-            &["hydra"],
-            25,
-            0,
-            Hydra {
-                service: Brute::HttpLogin,
-                passwords: 300
-            },
-            "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"
-        ),
-        spec!(
-            "anomaly-slowhttp",
-            Anomaly,
-            Attacker,
-            false,
-            &["slowhttptest"],
-            30,
-            0,
-            SlowHttp { seconds: 20 },
-            "slowhttptest slowloris: 60 connections sending headers every 3 s for 20 s"
-        ),
-        spec!(
-            "anomaly-exfil",
-            Anomaly,
-            Attacker,
-            false,
-            &["python3"],
-            40,
-            0,
-            Exfil { seconds: 30 },
-            "low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every second for 30 s"
-        ),
-    ]
+        )
+        .collect()
 }
 
 /// A scenario by name.
