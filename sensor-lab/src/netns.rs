@@ -24,7 +24,8 @@ fn next_id() -> u32 {
 }
 
 /// Renders a command line for error messages.
-fn describe(cmd: &Command) -> String {
+#[must_use]
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         let _ = write!(s, " {}", a.to_string_lossy());

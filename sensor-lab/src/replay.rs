@@ -29,6 +29,8 @@ use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
+use sensor_common::clock::monotonic_ns;
+
 use crate::error::{LabError, Result};
 use crate::netns::Netns;
 
@@ -512,8 +514,6 @@ pub struct ReplayReport {
     /// to the kernel.
     pub first_attack_mono_ns: Option<u64>,
 }
-
-pub use sensor_common::clock::monotonic_ns;
 
 /// Sends captures out of one interface of a namespace.
 #[derive(Debug)]

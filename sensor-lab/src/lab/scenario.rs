@@ -25,11 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use sensor_common::clock::realtime_ns;
 use serde::Serialize;
 
 use super::{AddressPlan, TrafficLab, monotonic_ns, require_tool};
 use crate::error::{LabError, Result};
-use crate::netns::Netns;
+use crate::netns::{Netns, describe};
 
 /// Ground-truth classes: the classifier's four, plus `anomaly` for attacks
 /// only the autoencoder is meant to catch (slow HTTP, exfiltration).
@@ -269,6 +270,19 @@ pub fn find(name: &str) -> Result<ScenarioSpec> {
 }
 
 impl ScenarioSpec {
+    /// This scenario's outcome the moment it starts, at `start_mono_ns`
+    /// (see [`ScenarioOutcome::started`]).
+    #[must_use]
+    pub fn started(&self, plan: &AddressPlan, start_mono_ns: u64) -> ScenarioOutcome {
+        ScenarioOutcome::started(
+            self.name,
+            self.label,
+            self.origin,
+            self.sources(plan),
+            start_mono_ns,
+        )
+    }
+
     /// The sources whose traffic is this scenario's (known before it runs,
     /// so a live view can attribute alerts while it plays).
     #[must_use]
@@ -330,6 +344,31 @@ pub struct ScenarioOutcome {
 }
 
 impl ScenarioOutcome {
+    /// The outcome of a scenario that has just started at `start_mono_ns`:
+    /// its window stays open (`end_mono_ns = u64::MAX`) and nothing is
+    /// counted until [`run`] returns the real outcome.
+    #[must_use]
+    pub fn started(
+        name: &str,
+        label: Label,
+        origin: Origin,
+        sources: SourceRule,
+        start_mono_ns: u64,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            label,
+            origin,
+            sources,
+            start_mono_ns,
+            first_packet_mono_ns: None,
+            end_mono_ns: u64::MAX,
+            packets_sent: 0,
+            bytes_sent: 0,
+            detail: String::new(),
+        }
+    }
+
     /// Seconds from start to end.
     #[must_use]
     pub fn seconds(&self) -> f64 {
@@ -444,8 +483,6 @@ fn set_socket_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) {
     };
 }
 
-use sensor_common::clock::realtime_ns;
-
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
         let ifindex = ns.ifindex(ifname)?;
@@ -531,15 +568,6 @@ impl Drop for FirstFrame {
     }
 }
 
-/// Renders a command line.
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Runs `program args` in `ns` under `timeout` (SIGINT after `secs`, SIGKILL
 /// 2 s later). Exit codes in `ok` (and 124, timed out) are success.
 fn bounded(ns: &Netns, secs: u32, program: &str, args: &[String], ok: &[i32]) -> Result<String> {
@@ -620,16 +648,12 @@ pub fn run(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
         .saturating_sub(tx_packets);
     let bytes_sent = ns.link_stat(ifname, "tx_bytes")?.saturating_sub(tx_bytes);
     Ok(ScenarioOutcome {
-        name: spec.name.to_owned(),
-        label: spec.label,
-        origin: spec.origin,
-        sources: spec.sources(plan),
-        start_mono_ns,
         first_packet_mono_ns,
         end_mono_ns,
         packets_sent,
         bytes_sent,
         detail,
+        ..spec.started(plan, start_mono_ns)
     })
 }
 
@@ -920,16 +944,9 @@ mod tests {
 
     fn outcome(label: Label, rule: SourceRule, start: u64, end: u64) -> ScenarioOutcome {
         ScenarioOutcome {
-            name: "x".into(),
-            label,
-            origin: Origin::Attacker,
-            sources: rule,
-            start_mono_ns: start,
             first_packet_mono_ns: Some(start),
             end_mono_ns: end,
-            packets_sent: 0,
-            bytes_sent: 0,
-            detail: String::new(),
+            ..ScenarioOutcome::started("x", label, Origin::Attacker, rule, start)
         }
     }
 
