@@ -542,14 +542,20 @@ fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
 /// A send-only `AF_PACKET` socket on `ifname` inside `ns` with a large send
 /// buffer, so whole batches queue without blocking.
 pub(crate) fn send_socket(ns: &Netns, ifname: &str) -> Result<OwnedFd> {
-    let (fd, _) = packet_socket(ns, ifname, 0)?;
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20, "SO_SNDBUF")?;
+    let fd = packet_socket(ns, ifname, 0)?;
+    set_socket_option(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        &(4 << 20),
+        "SO_SNDBUF",
+    )?;
     Ok(fd)
 }
 
 /// Opens an `AF_PACKET` raw socket inside `ns`, bound to `ifname` for
-/// `protocol` (0: send only, receives nothing).
-fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u32)> {
+/// `protocol` (host byte order; 0: send only, receives nothing).
+pub(crate) fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<OwnedFd> {
     let ifindex = ns.ifindex(ifname)?;
     let fd = ns.run_in(|| {
         // SAFETY: plain socket(2); protocol 0 so nothing is received before
@@ -573,18 +579,26 @@ fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u3
     if rc != 0 {
         return Err(LabError::last_os(format!("bind(AF_PACKET, {ifname})")));
     }
-    Ok((fd, ifindex))
+    Ok(fd)
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, value: i32, what: &str) -> Result<()> {
-    // SAFETY: value is a valid c_int for the given length.
+/// Sets socket option `level`/`name` (`what` names it in the error) to
+/// `value`, whose type is the one the option takes.
+pub(crate) fn set_socket_option<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    what: &str,
+) -> Result<()> {
+    // SAFETY: `value` is a valid `T` for the length passed.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            (&raw const value).cast(),
-            size_of::<i32>() as u32,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as u32,
         )
     };
     if rc == 0 {
@@ -691,12 +705,12 @@ impl PacketCounter {
     /// # Errors
     /// Not root, or the interface does not exist.
     pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
-        let (fd, _) = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
-        setsockopt_int(
+        let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
+        set_socket_option(
             &fd,
             libc::SOL_PACKET,
             libc::PACKET_IGNORE_OUTGOING,
-            1,
+            &1i32,
             "PACKET_IGNORE_OUTGOING",
         )?;
         Ok(Self { fd, total: 0 })

@@ -507,15 +507,9 @@ impl Replayer {
     /// Not root, the interface does not exist, or its MTU cannot be read.
     pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
         let fd = crate::generator::send_socket(ns, ifname)?;
-        let out = ns.ip(&["-j", "link", "show", "dev", ifname])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|source| LabError::Parse {
-                path: format!("ip -j link show dev {ifname}").into(),
-                line: 1,
-                source,
-            })?;
+        let v = ns.ip_json(&["-j", "link", "show", "dev", ifname])?;
         let mtu = v[0]["mtu"].as_u64().ok_or_else(|| LabError::Frame {
-            reason: format!("{ifname} reports no MTU: {out}"),
+            reason: format!("{ifname} reports no MTU: {v}"),
         })?;
         Ok(Self {
             fd,

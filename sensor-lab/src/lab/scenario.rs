@@ -19,7 +19,7 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use serde::Serialize;
 
 use super::{AddressPlan, TrafficLab, monotonic_ns, require_tool};
 use crate::error::{LabError, Result};
+use crate::generator::{packet_socket, set_socket_option};
 use crate::netns::{Netns, describe};
 
 /// Ground-truth classes: the classifier's four, plus `anomaly` for attacks
@@ -468,68 +469,29 @@ fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
     Some(now_mono)
 }
 
-/// Sets a `SOL_SOCKET` option (best effort: the watch still works without
-/// it, only less precisely).
-fn set_socket_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) {
-    // SAFETY: `value` is a valid `T` for the length passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(value).cast(),
-            size_of::<T>() as u32,
-        )
-    };
-}
-
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
-        let ifindex = ns.ifindex(ifname)?;
         // Outgoing frames reach only ETH_P_ALL taps, so the socket takes
         // every frame and the loop keeps the first outgoing IPv4 one.
-        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
         let ipv4 = (libc::ETH_P_IP as u16).to_be();
-        let fd = ns.run_in(move || {
-            // SAFETY: plain socket(2).
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                    i32::from(proto),
-                )
-            };
-            if raw < 0 {
-                return Err(LabError::last_os("socket(AF_PACKET)"));
-            }
-            // SAFETY: raw is a fresh fd we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })??;
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
-        // SAFETY: sa is a valid sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sa).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(LabError::last_os(format!("bind(AF_PACKET, {ifname})")));
-        }
+        // Both options are best effort: the watch works without them, only
+        // less precisely.
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 50_000,
         };
-        set_socket_option(&fd, libc::SO_RCVTIMEO, &tv);
+        let _ = set_socket_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO");
         // The kernel stamps each frame as it reaches the tap: the time the
         // frame left, whenever this thread gets to read it (on a loaded
         // machine, milliseconds later).
-        set_socket_option(&fd, libc::SO_TIMESTAMPNS, &1 as &libc::c_int);
+        let _ = set_socket_option(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &1i32,
+            "SO_TIMESTAMPNS",
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
