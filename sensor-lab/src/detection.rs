@@ -271,31 +271,23 @@ mod tests {
 
     #[test]
     fn alerts_are_judged_by_class_and_role() {
+        const ATT: &str = "172.16.0.5";
+        const VIC: &str = "192.168.50.4";
         let mut roles = AttackRoles {
-            attackers: [ip("172.16.0.5")].into(),
-            victims: [ip("192.168.50.4")].into(),
+            attackers: [ip(ATT)].into(),
+            victims: [ip(VIC)].into(),
             spoofed_outside: None,
         };
         let alerts = [
-            alert("flood", None, Some("192.168.50.4"), 1_250_000_000),
-            alert("flood", None, Some("192.168.50.4"), 1_100_000_000),
-            alert(
-                "flood",
-                Some("172.16.0.5"),
-                Some("192.168.50.4"),
-                1_300_000_000,
-            ),
+            alert("flood", None, Some(VIC), 1_250_000_000),
+            alert("flood", None, Some(VIC), 1_100_000_000),
+            alert("flood", Some(ATT), Some(VIC), 1_300_000_000),
             // Right class, but on a bystander; on the attacker (backscatter);
             // attacker and victim swapped; right hosts, wrong class.
             alert("flood", None, Some("10.0.0.9"), 1_050_000_000),
-            alert("flood", None, Some("172.16.0.5"), 1_050_000_000),
-            alert(
-                "flood",
-                Some("192.168.50.4"),
-                Some("172.16.0.5"),
-                1_050_000_000,
-            ),
-            alert("scan", Some("172.16.0.5"), None, 1_010_000_000),
+            alert("flood", None, Some(ATT), 1_050_000_000),
+            alert("flood", Some(VIC), Some(ATT), 1_050_000_000),
+            alert("scan", Some(ATT), None, 1_010_000_000),
             // Names nobody.
             alert("flood", None, None, 1_010_000_000),
         ];
@@ -311,11 +303,11 @@ mod tests {
         assert_eq!((j.correct.len(), j.false_alerts.len()), (0, 8));
         assert_eq!(j.first_detection_mono_ns(), None);
         // Spoofed sources: any address outside the known ones attacks.
-        let spoofed = [alert("flood", Some("203.0.113.9"), Some("192.168.50.4"), 1)];
+        let spoofed = [alert("flood", Some("203.0.113.9"), Some(VIC), 1)];
         assert!(judge(&spoofed, "flood", &roles).correct.is_empty());
-        roles.spoofed_outside = Some([ip("172.16.0.5"), ip("192.168.50.4"), ip("10.0.0.9")].into());
+        roles.spoofed_outside = Some([ip(ATT), ip(VIC), ip("10.0.0.9")].into());
         assert_eq!(judge(&spoofed, "flood", &roles).correct.len(), 1);
-        let bystander = [alert("flood", Some("10.0.0.9"), Some("192.168.50.4"), 1)];
+        let bystander = [alert("flood", Some("10.0.0.9"), Some(VIC), 1)];
         assert!(judge(&bystander, "flood", &roles).correct.is_empty());
     }
 

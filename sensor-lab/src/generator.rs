@@ -2,12 +2,13 @@
 //! interface through an `AF_PACKET` socket, in `sendmmsg` batches, with the
 //! exact ground truth of what was sent.
 //!
-//! Frames are built once, up front, into one contiguous buffer (so sending
-//! allocates nothing), with `etherparse` computing every checksum. A plan
-//! ([`Frames::spread`], [`Frames::syn_flood`], [`Frames::port_scan`],
-//! [`Frames::udp_flood`]) fills the buffer; a [`Sender`] opened inside a
-//! namespace sends it, paced and bounded; [`Frames::truth`] gives per-flow
-//! packets, bytes and TCP flag counts of the frames actually sent.
+//! Frames are built once, up front, into one contiguous buffer (a
+//! [`FrameBuf`], so sending allocates nothing), with `etherparse` computing
+//! every checksum. A plan ([`Frames::spread`], [`Frames::syn_flood`],
+//! [`Frames::port_scan`], or [`Frames::push`] frame by frame) fills the
+//! buffer; a [`Sender`] opened inside a namespace sends it, paced and
+//! bounded; [`Frames::truth`] gives per-flow packets, bytes and TCP flag
+//! counts of the frames actually sent.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -21,22 +22,9 @@ use etherparse::{
 use crate::error::{LabError, Result};
 use crate::netns::Netns;
 
-/// TCP flag bits (as in the TCP header's flags byte).
-pub mod tcp {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const RST: u8 = 0x04;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-}
-
-/// IP protocol numbers used by the generator.
-pub mod proto {
-    pub const ICMP: u8 = 1;
-    pub const TCP: u8 = 6;
-    pub const UDP: u8 = 17;
-    pub const ICMPV6: u8 = 58;
-}
+use sensor_common::ipproto as proto;
+/// TCP flag bits, as the sensor counts them.
+pub use sensor_common::tcp_flags as tcp;
 
 /// A unidirectional flow as the sensor keys it. For ICMP/ICMPv6, `sport` is
 /// the type and `dport` the code (an echo request: 8/0, or 128/0).
@@ -138,24 +126,77 @@ impl Truth {
     }
 }
 
+/// Frames packed one after another in one buffer, so sending or replaying
+/// them allocates nothing per frame.
+#[derive(Clone, Debug, Default)]
+pub struct FrameBuf {
+    buf: Vec<u8>,
+    /// Start and length of each frame in `buf`.
+    spans: Vec<(usize, u32)>,
+}
+
+impl FrameBuf {
+    /// Appends a frame (one longer than 4 GiB is cut to that length).
+    pub fn push(&mut self, frame: &[u8]) {
+        let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
+        self.spans.push((self.buf.len(), len));
+        self.buf.extend_from_slice(&frame[..len as usize]);
+    }
+
+    /// Appends every frame of `other`.
+    pub fn extend(&mut self, other: &FrameBuf) {
+        let off = self.buf.len();
+        self.buf.extend_from_slice(&other.buf);
+        self.spans
+            .extend(other.spans.iter().map(|&(start, len)| (start + off, len)));
+    }
+
+    /// Number of frames.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True when there are no frames.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The `i`-th frame's bytes.
+    #[must_use]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let (start, len) = self.spans[i];
+        &self.buf[start..start + len as usize]
+    }
+}
+
+/// What the ground truth needs of a generated frame besides its length.
 #[derive(Clone, Copy, Debug)]
 struct FrameMeta {
-    start: usize,
-    len: u32,
     flow: u32,
     tcp_flags: u8,
 }
 
-/// A sequence of ready-to-send frames plus the flow each belongs to.
+/// A sequence of ready-to-send frames plus the flow each belongs to (the
+/// frames themselves are a [`FrameBuf`]).
 #[derive(Clone, Debug)]
 pub struct Frames {
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    buf: Vec<u8>,
+    frames: FrameBuf,
     meta: Vec<FrameMeta>,
     flows: Vec<FlowSpec>,
     /// Reused per frame while building, never while sending.
     scratch: Vec<u8>,
+}
+
+impl std::ops::Deref for Frames {
+    type Target = FrameBuf;
+
+    fn deref(&self) -> &FrameBuf {
+        &self.frames
+    }
 }
 
 /// TCP flags of the `j`-th packet of a flow in [`Frames::spread`]: every
@@ -186,30 +227,11 @@ impl Frames {
         Self {
             src_mac,
             dst_mac,
-            buf: Vec::new(),
+            frames: FrameBuf::default(),
             meta: Vec::new(),
             flows: Vec::new(),
             scratch: Vec::with_capacity(2048),
         }
-    }
-
-    /// Number of frames.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.meta.len()
-    }
-
-    /// True when there are no frames.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.meta.is_empty()
-    }
-
-    /// The `i`-th frame's bytes.
-    #[must_use]
-    pub fn frame(&self, i: usize) -> &[u8] {
-        let m = self.meta[i];
-        &self.buf[m.start..m.start + m.len as usize]
     }
 
     /// Registers a flow; returns its index for [`Frames::push`].
@@ -286,13 +308,27 @@ impl Frames {
         };
         written.map_err(|e| frame_err(e.to_string()))?;
         self.meta.push(FrameMeta {
-            start: self.buf.len(),
-            len: u32::try_from(self.scratch.len()).map_err(|e| frame_err(e.to_string()))?,
             flow,
             tcp_flags: if t.proto == proto::TCP { tcp_flags } else { 0 },
         });
-        self.buf.extend_from_slice(&self.scratch);
+        self.frames.push(&self.scratch);
         Ok(())
+    }
+
+    /// A plan: `flows` registered in order, then one frame per
+    /// `(flow index, TCP flags, payload length, sequence number)`.
+    fn planned(
+        mut self,
+        flows: impl IntoIterator<Item = FlowSpec>,
+        frames: impl IntoIterator<Item = (u32, u8, usize, u32)>,
+    ) -> Result<Self> {
+        for spec in flows {
+            self.add_flow(spec);
+        }
+        for (flow, tcp_flags, payload_len, seq) in frames {
+            self.push(flow, tcp_flags, payload_len, seq)?;
+        }
+        Ok(self)
     }
 
     /// Plan "K packets spread over F flows": flow `i` gets `k / F` packets,
@@ -303,22 +339,20 @@ impl Frames {
     /// # Errors
     /// A frame cannot be built.
     pub fn spread(src_mac: [u8; 6], dst_mac: [u8; 6], flows: &[FlowSpec], k: u64) -> Result<Self> {
-        let mut f = Self::new(src_mac, dst_mac);
-        let ids: Vec<u32> = flows.iter().map(|s| f.add_flow(*s)).collect();
-        let n = ids.len() as u64;
-        if n == 0 {
-            return Ok(f);
-        }
-        for p in 0..k {
-            let (i, j) = (p % n, p / n);
-            f.push(
-                ids[i as usize],
-                spread_tcp_flags(j),
-                spread_payload_len(j),
-                j as u32,
-            )?;
-        }
-        Ok(f)
+        let n = flows.len() as u64;
+        let k = if n == 0 { 0 } else { k };
+        Self::new(src_mac, dst_mac).planned(
+            flows.iter().copied(),
+            (0..k).map(|p| {
+                let (i, j) = (p % n, p / n);
+                (
+                    i as u32,
+                    spread_tcp_flags(j),
+                    spread_payload_len(j),
+                    j as u32,
+                )
+            }),
+        )
     }
 
     /// SYN flood: `packets` SYNs to `dst:dport` from `sources` spoofed IPv4
@@ -334,16 +368,12 @@ impl Frames {
         dport: u16,
         packets: u64,
     ) -> Result<Self> {
-        let mut f = Self::new(src_mac, dst_mac);
         let sources = sources.max(1);
-        for i in 0..sources {
-            let sport = 1024 + (i % 60_000) as u16;
-            f.add_flow(FlowSpec::tcp(spoofed_source(i), dst, sport, dport));
-        }
-        for p in 0..packets {
-            f.push((p % u64::from(sources)) as u32, tcp::SYN, 0, p as u32)?;
-        }
-        Ok(f)
+        let sport = |i: u32| 1024 + (i % 60_000) as u16;
+        Self::new(src_mac, dst_mac).planned(
+            (0..sources).map(|i| FlowSpec::tcp(spoofed_source(i), dst, sport(i), dport)),
+            (0..packets).map(|p| ((p % u64::from(sources)) as u32, tcp::SYN, 0, p as u32)),
+        )
     }
 
     /// TCP SYN port scan: one SYN from `src:sport` to each port of `ports`.
@@ -357,41 +387,22 @@ impl Frames {
         dst: IpAddr,
         ports: std::ops::RangeInclusive<u16>,
     ) -> Result<Self> {
-        let mut f = Self::new(src_mac, dst_mac);
-        for port in ports {
-            let id = f.add_flow(FlowSpec::tcp(src, dst, 40_000, port));
-            f.push(id, tcp::SYN, 0, u32::from(port))?;
-        }
-        Ok(f)
-    }
-
-    /// UDP flood: `packets` datagrams of `payload_len` bytes in one flow.
-    ///
-    /// # Errors
-    /// A frame cannot be built.
-    pub fn udp_flood(
-        src_mac: [u8; 6],
-        dst_mac: [u8; 6],
-        flow: FlowSpec,
-        packets: u64,
-        payload_len: usize,
-    ) -> Result<Self> {
-        let mut f = Self::new(src_mac, dst_mac);
-        let id = f.add_flow(flow);
-        for p in 0..packets {
-            f.push(id, 0, payload_len, p as u32)?;
-        }
-        Ok(f)
+        Self::new(src_mac, dst_mac).planned(
+            ports
+                .clone()
+                .map(|port| FlowSpec::tcp(src, dst, 40_000, port)),
+            ports
+                .zip(0..)
+                .map(|(port, id)| (id, tcp::SYN, 0, u32::from(port))),
+        )
     }
 
     /// Appends all frames of `other` (which must use the same MACs).
     pub fn extend(&mut self, other: &Frames) {
         let base = u32::try_from(self.flows.len()).expect("fewer than 2^32 flows");
         self.flows.extend_from_slice(&other.flows);
-        let off = self.buf.len();
-        self.buf.extend_from_slice(&other.buf);
+        self.frames.extend(&other.frames);
         self.meta.extend(other.meta.iter().map(|m| FrameMeta {
-            start: m.start + off,
             flow: m.flow + base,
             ..*m
         }));
@@ -401,8 +412,8 @@ impl Frames {
     #[must_use]
     pub fn truth(&self, sent: usize) -> Truth {
         let mut t = Truth::default();
-        for m in &self.meta[..sent.min(self.meta.len())] {
-            let len = u64::from(m.len);
+        for (i, m) in self.meta[..sent.min(self.meta.len())].iter().enumerate() {
+            let len = self.frame(i).len() as u64;
             let f = t
                 .flows
                 .entry(self.flows[m.flow as usize].tuple)
@@ -542,14 +553,20 @@ fn sockaddr_ll(ifindex: u32, protocol: u16) -> libc::sockaddr_ll {
 /// A send-only `AF_PACKET` socket on `ifname` inside `ns` with a large send
 /// buffer, so whole batches queue without blocking.
 pub(crate) fn send_socket(ns: &Netns, ifname: &str) -> Result<OwnedFd> {
-    let (fd, _) = packet_socket(ns, ifname, 0)?;
-    setsockopt_int(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, 4 << 20, "SO_SNDBUF")?;
+    let fd = packet_socket(ns, ifname, 0)?;
+    set_socket_option(
+        &fd,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUF,
+        &(4 << 20),
+        "SO_SNDBUF",
+    )?;
     Ok(fd)
 }
 
 /// Opens an `AF_PACKET` raw socket inside `ns`, bound to `ifname` for
-/// `protocol` (0: send only, receives nothing).
-fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u32)> {
+/// `protocol` (host byte order; 0: send only, receives nothing).
+pub(crate) fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<OwnedFd> {
     let ifindex = ns.ifindex(ifname)?;
     let fd = ns.run_in(|| {
         // SAFETY: plain socket(2); protocol 0 so nothing is received before
@@ -573,18 +590,26 @@ fn packet_socket(ns: &Netns, ifname: &str, protocol: u16) -> Result<(OwnedFd, u3
     if rc != 0 {
         return Err(LabError::last_os(format!("bind(AF_PACKET, {ifname})")));
     }
-    Ok((fd, ifindex))
+    Ok(fd)
 }
 
-fn setsockopt_int(fd: &OwnedFd, level: i32, name: i32, value: i32, what: &str) -> Result<()> {
-    // SAFETY: value is a valid c_int for the given length.
+/// Sets socket option `level`/`name` (`what` names it in the error) to
+/// `value`, whose type is the one the option takes.
+pub(crate) fn set_socket_option<T>(
+    fd: &OwnedFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+    what: &str,
+) -> Result<()> {
+    // SAFETY: `value` is a valid `T` for the length passed.
     let rc = unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             level,
             name,
-            (&raw const value).cast(),
-            size_of::<i32>() as u32,
+            std::ptr::from_ref(value).cast(),
+            size_of::<T>() as u32,
         )
     };
     if rc == 0 {
@@ -638,15 +663,15 @@ impl Sender {
             }
             let n = batch.min(frames.len() - sent);
             for i in 0..n {
-                let m = frames.meta[sent + i];
+                let frame = frames.frame(sent + i);
                 iov[i] = libc::iovec {
-                    iov_base: frames.buf[m.start..].as_ptr().cast_mut().cast(),
-                    iov_len: m.len as usize,
+                    iov_base: frame.as_ptr().cast_mut().cast(),
+                    iov_len: frame.len(),
                 };
                 msgs[i].msg_hdr.msg_iov = &raw mut iov[i];
                 msgs[i].msg_hdr.msg_iovlen = 1;
             }
-            // SAFETY: msgs[..n] point at iovecs into `frames.buf`, which
+            // SAFETY: msgs[..n] point at iovecs into `frames`' buffer, which
             // outlives the call; the socket is bound, so no address is needed.
             let rc = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs.as_mut_ptr(), n as u32, 0) };
             if rc < 0 {
@@ -691,12 +716,12 @@ impl PacketCounter {
     /// # Errors
     /// Not root, or the interface does not exist.
     pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
-        let (fd, _) = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
-        setsockopt_int(
+        let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
+        set_socket_option(
             &fd,
             libc::SOL_PACKET,
             libc::PACKET_IGNORE_OUTGOING,
-            1,
+            &1i32,
             "PACKET_IGNORE_OUTGOING",
         )?;
         Ok(Self { fd, total: 0 })

@@ -24,7 +24,8 @@ fn next_id() -> u32 {
 }
 
 /// Renders a command line for error messages.
-fn describe(cmd: &Command) -> String {
+#[must_use]
+pub fn describe(cmd: &Command) -> String {
     let mut s = cmd.get_program().to_string_lossy().into_owned();
     for a in cmd.get_args() {
         let _ = write!(s, " {}", a.to_string_lossy());
@@ -245,15 +246,23 @@ impl Netns {
     /// # Errors
     /// The interface or counter does not exist.
     pub fn link_stat(&self, ifname: &str, stat: &str) -> Result<u64> {
-        let out = self.ip(&["-s", "-j", "link", "show", "dev", ifname])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|source| LabError::Parse {
-                path: format!("ip -s -j link show dev {ifname}").into(),
-                line: 1,
-                source,
-            })?;
+        let v = self.ip_json(&["-s", "-j", "link", "show", "dev", ifname])?;
         let (dir, key) = stat.split_once('_').unwrap_or(("rx", stat));
         Ok(v[0]["stats64"][dir][key].as_u64().unwrap_or(0))
+    }
+
+    /// Runs `ip <args>` (a `-j` command) in this namespace and parses its
+    /// JSON output.
+    ///
+    /// # Errors
+    /// `ip` fails or prints something that is not JSON.
+    pub fn ip_json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let out = self.ip(args)?;
+        serde_json::from_str(&out).map_err(|source| LabError::Parse {
+            path: format!("ip {}", args.join(" ")).into(),
+            line: 1,
+            source,
+        })
     }
 }
 

@@ -29,7 +29,10 @@ use pcap_file::pcap::PcapReader;
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
 use pcap_file::pcapng::{Block, PcapNgReader};
 
+use sensor_common::clock::monotonic_ns;
+
 use crate::error::{LabError, Result};
+use crate::generator::FrameBuf;
 use crate::netns::Netns;
 
 /// Length of an Ethernet header without VLAN tags.
@@ -40,22 +43,23 @@ const MAX_BATCH: usize = 64;
 /// `nanosleep` overshoots by tens of microseconds anyway.
 const SLEEP_SLACK: Duration = Duration::from_micros(50);
 
-/// Where a capture's frames and timestamps live after [`Capture::load`].
-#[derive(Clone, Copy, Debug)]
-struct Record {
-    start: usize,
-    len: u32,
-    /// Capture timestamp, ns since the Unix epoch, as recorded (may go
-    /// backwards).
-    ts_ns: u64,
-}
-
-/// A capture read into memory: Ethernet frames and their timestamps.
+/// A capture read into memory: Ethernet frames (a [`FrameBuf`]) and their
+/// timestamps.
 #[derive(Clone, Debug)]
 pub struct Capture {
     path: PathBuf,
-    buf: Vec<u8>,
-    records: Vec<Record>,
+    frames: FrameBuf,
+    /// Capture timestamp of each frame, ns since the Unix epoch, as
+    /// recorded (may go backwards).
+    ts_ns: Vec<u64>,
+}
+
+impl std::ops::Deref for Capture {
+    type Target = FrameBuf;
+
+    fn deref(&self) -> &FrameBuf {
+        &self.frames
+    }
 }
 
 fn capture_error(path: &Path, reason: impl Into<String>) -> LabError {
@@ -101,8 +105,8 @@ impl Capture {
         let reader = BufReader::new(file);
         let mut cap = Self {
             path: path.to_owned(),
-            buf: Vec::new(),
-            records: Vec::new(),
+            frames: FrameBuf::default(),
+            ts_ns: Vec::new(),
         };
         match u32::from_le_bytes(magic) {
             0xa1b2_c3d4 | 0xd4c3_b2a1 | 0xa1b2_3c4d | 0x4d3c_b2a1 => cap.read_pcap(reader)?,
@@ -118,12 +122,8 @@ impl Capture {
     }
 
     fn push(&mut self, ts_ns: u64, data: &[u8]) {
-        self.records.push(Record {
-            start: self.buf.len(),
-            len: u32::try_from(data.len()).unwrap_or(u32::MAX),
-            ts_ns,
-        });
-        self.buf.extend_from_slice(data);
+        self.frames.push(data);
+        self.ts_ns.push(ts_ns);
     }
 
     fn read_pcap(&mut self, reader: BufReader<File>) -> Result<()> {
@@ -137,9 +137,8 @@ impl Capture {
             ));
         }
         while let Some(p) = r.next_packet() {
-            let p = p.map_err(|e| {
-                capture_error(&path, format!("packet {}: {e}", self.records.len() + 1))
-            })?;
+            let p =
+                p.map_err(|e| capture_error(&path, format!("packet {}: {e}", self.len() + 1)))?;
             let ts = u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX);
             self.push(ts, &p.data);
         }
@@ -209,7 +208,7 @@ impl Capture {
                 _ => {}
             }
         }
-        if units.is_empty() && !self.records.is_empty() {
+        if units.is_empty() && !self.is_empty() {
             return Err(capture_error(&path, "packets without an interface block"));
         }
         Ok(())
@@ -221,44 +220,25 @@ impl Capture {
         &self.path
     }
 
-    /// Number of frames.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// True when the capture holds no frame.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Frame `i`, as captured (possibly truncated to the snap length).
-    #[must_use]
-    pub fn frame(&self, i: usize) -> &[u8] {
-        let r = self.records[i];
-        &self.buf[r.start..r.start + r.len as usize]
-    }
-
     /// Timestamp of frame `i` (ns since the epoch, as recorded).
     #[must_use]
     pub fn timestamp_ns(&self, i: usize) -> u64 {
-        self.records[i].ts_ns
+        self.ts_ns[i]
     }
 
     /// Offsets of every frame from the first, in ns, with timestamps that go
     /// backwards clamped to the previous one; and how many were clamped.
     #[must_use]
     pub fn offsets_ns(&self) -> (Vec<u64>, u64) {
-        let mut out = Vec::with_capacity(self.records.len());
+        let mut out = Vec::with_capacity(self.ts_ns.len());
         let mut clamped = 0;
-        let first = self.records.first().map_or(0, |r| r.ts_ns);
+        let first = self.ts_ns.first().copied().unwrap_or(0);
         let mut prev = first;
-        for r in &self.records {
-            if r.ts_ns < prev {
+        for &ts in &self.ts_ns {
+            if ts < prev {
                 clamped += 1;
             } else {
-                prev = r.ts_ns;
+                prev = ts;
             }
             out.push(prev - first);
         }
@@ -513,8 +493,6 @@ pub struct ReplayReport {
     pub first_attack_mono_ns: Option<u64>,
 }
 
-pub use sensor_common::clock::monotonic_ns;
-
 /// Sends captures out of one interface of a namespace.
 #[derive(Debug)]
 pub struct Replayer {
@@ -529,15 +507,9 @@ impl Replayer {
     /// Not root, the interface does not exist, or its MTU cannot be read.
     pub fn open(ns: &Netns, ifname: &str) -> Result<Self> {
         let fd = crate::generator::send_socket(ns, ifname)?;
-        let out = ns.ip(&["-j", "link", "show", "dev", ifname])?;
-        let v: serde_json::Value =
-            serde_json::from_str(&out).map_err(|source| LabError::Parse {
-                path: format!("ip -j link show dev {ifname}").into(),
-                line: 1,
-                source,
-            })?;
+        let v = ns.ip_json(&["-j", "link", "show", "dev", ifname])?;
         let mtu = v[0]["mtu"].as_u64().ok_or_else(|| LabError::Frame {
-            reason: format!("{ifname} reports no MTU: {out}"),
+            reason: format!("{ifname} reports no MTU: {v}"),
         })?;
         Ok(Self {
             fd,
@@ -774,8 +746,8 @@ mod tests {
     fn out_of_order_timestamps_are_clamped() {
         let mut c = Capture {
             path: PathBuf::new(),
-            buf: Vec::new(),
-            records: Vec::new(),
+            frames: FrameBuf::default(),
+            ts_ns: Vec::new(),
         };
         for ts in [100, 300, 200, 250, 400] {
             c.push(ts, &[0; 60]);

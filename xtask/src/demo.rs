@@ -25,6 +25,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use sensor_common::clock::monotonic_ns;
 use sensor_lab::lab::AddressPlan;
 use sensor_lab::lab::scenario::{self, Background, Label, ScenarioOutcome, ScenarioSpec};
 use sensor_lab::sensor::{SensorOutput, TempDir};
@@ -121,7 +122,7 @@ fn run_demo() -> Result<()> {
             spec.label.name(),
             spec.description
         );
-        lock(&timeline).push(running(spec, &plan));
+        lock(&timeline).push(spec.started(&plan, monotonic_ns()));
         let outcome = session.play(spec)?;
         *lock(&timeline).last_mut().expect("pushed above") = outcome;
         std::thread::sleep(GAP);
@@ -149,23 +150,6 @@ fn run_demo() -> Result<()> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The outcome of a scenario that has just started: its window is open
-/// until [`Session::play`] returns the real outcome.
-fn running(spec: &ScenarioSpec, plan: &AddressPlan) -> ScenarioOutcome {
-    ScenarioOutcome {
-        name: spec.name.to_owned(),
-        label: spec.label,
-        origin: spec.origin,
-        sources: spec.sources(plan),
-        start_mono_ns: sensor_lab::lab::monotonic_ns(),
-        first_packet_mono_ns: None,
-        end_mono_ns: u64::MAX,
-        packets_sent: 0,
-        bytes_sent: 0,
-        detail: String::new(),
-    }
 }
 
 /// What an unmatched alert is called: traffic between clients and servers
@@ -269,7 +253,7 @@ impl AlertView {
         self.seen.push(Seen {
             owner,
             class: a.class.clone(),
-            printed_ns: sensor_lab::lab::monotonic_ns(),
+            printed_ns: monotonic_ns(),
         });
     }
 

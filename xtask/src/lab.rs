@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use sensor_common::clock::{monotonic_ns, realtime_ns};
 use sensor_lab::lab::scenario::{
     self, Background, Label, RowLabel, ScenarioOutcome, ScenarioSpec, label_row,
 };
@@ -504,14 +505,7 @@ fn role(plan: &AddressPlan, a: IpAddr) -> &'static str {
 /// CLOCK_REALTIME minus CLOCK_MONOTONIC: turns EVE's wall-clock timestamps
 /// into the scenarios' clock.
 pub(crate) fn clock_offset_ns() -> u64 {
-    realtime_ns().saturating_sub(sensor_lab::lab::monotonic_ns())
-}
-
-/// CLOCK_REALTIME in ns.
-fn realtime_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0))
+    realtime_ns().saturating_sub(monotonic_ns())
 }
 
 /// Parses an EVE timestamp (`2026-11-22T06:40:44.055992+0000`) to Unix ns.
@@ -876,16 +870,9 @@ mod tests {
         end: u64,
     ) -> ScenarioOutcome {
         ScenarioOutcome {
-            name: name.into(),
-            label,
-            origin: scenario::Origin::Attacker,
-            sources,
-            start_mono_ns: start,
             first_packet_mono_ns: Some(start),
             end_mono_ns: end,
-            packets_sent: 0,
-            bytes_sent: 0,
-            detail: String::new(),
+            ..ScenarioOutcome::started(name, label, scenario::Origin::Attacker, sources, start)
         }
     }
 
@@ -917,39 +904,26 @@ mod tests {
         let a = |src: &str, dst: &str, t: u64| {
             attribute(&plan, &o, src.parse().ok(), dst.parse().ok(), Some(t))
         };
-        assert_eq!(a(&client, &server, s + TAIL_NS), Owner::Scenario(0));
-        assert_eq!(
-            a(&server, &client, s + TAIL_NS),
-            Owner::Scenario(0),
-            "reply"
-        );
-        assert_eq!(
-            a(&client, &server, s + 6 * TAIL_NS),
-            Owner::Unmatched("client"),
-            "no tail for benign scenarios: the background shares their clients"
-        );
-        assert_eq!(a(&att, &server, s + 7 * TAIL_NS + 1), Owner::Scenario(1));
-        assert_eq!(a(&att, &server, s + TAIL_NS), Owner::Unmatched("attacker"));
-        assert_eq!(
-            a(&att, &server, s + 8 * TAIL_NS),
-            Owner::Scenario(1),
-            "still running"
-        );
-        assert_eq!(
-            a("198.51.100.7", &server, s + 8 * TAIL_NS),
-            Owner::Scenario(1)
-        );
-        assert_eq!(
-            a(&server, &att, s + 8 * TAIL_NS),
-            Owner::Scenario(1),
-            "reply"
-        );
-        assert_eq!(
-            a(&client, &server, s + 8 * TAIL_NS),
-            Owner::Unmatched("client"),
-            "benign traffic during an attack is not the attack's"
-        );
-        assert_eq!(a(&client, &server, s - TAIL_NS), Owner::Unmatched("client"));
+        let (att, client, server) = (att.as_str(), client.as_str(), server.as_str());
+        let (benign, attack) = (Owner::Scenario(0), Owner::Scenario(1));
+        let unmatched = Owner::Unmatched("client");
+        // (source, destination, time, owner, why)
+        #[rustfmt::skip]
+        let cases = [
+            (client, server, s + TAIL_NS, benign, ""),
+            (server, client, s + TAIL_NS, benign, "reply"),
+            (client, server, s + 6 * TAIL_NS, unmatched, "no tail for benign scenarios: the background shares their clients"),
+            (att, server, s + 7 * TAIL_NS + 1, attack, ""),
+            (att, server, s + TAIL_NS, Owner::Unmatched("attacker"), ""),
+            (att, server, s + 8 * TAIL_NS, attack, "still running"),
+            ("198.51.100.7", server, s + 8 * TAIL_NS, attack, ""),
+            (server, att, s + 8 * TAIL_NS, attack, "reply"),
+            (client, server, s + 8 * TAIL_NS, unmatched, "benign traffic during an attack is not the attack's"),
+            (client, server, s - TAIL_NS, unmatched, ""),
+        ];
+        for (src, dst, t, owner, why) in cases {
+            assert_eq!(a(src, dst, t), owner, "{src} -> {dst} at {t}: {why}");
+        }
         assert_eq!(
             attribute(&plan, &o, att.parse().ok(), server.parse().ok(), None),
             Owner::Unmatched("attacker")

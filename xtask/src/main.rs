@@ -107,18 +107,10 @@ pub fn has_binary(name: &str) -> bool {
     })
 }
 
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// Runs a command with inherited stdio; fails with the command line if it
 /// exits non-zero.
 pub fn run_status(cmd: &mut Command) -> Result<()> {
-    let line = describe(cmd);
+    let line = sensor_lab::netns::describe(cmd);
     let status = cmd
         .status()
         .with_context(|| format!("cannot run `{line}`"))?;

@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sensor_common::clock::monotonic_ns;
+
 use crate::error::{LabError, Result};
 use crate::netns::{Netns, VethPair, run};
 use crate::sensor::TempDir;
@@ -162,8 +164,6 @@ pub fn require_tool(binary: &str) -> Result<PathBuf> {
         package: package_of(binary).to_owned(),
     })
 }
-
-pub use sensor_common::clock::monotonic_ns;
 
 /// A background process inside a namespace, stopped (SIGTERM, then SIGKILL
 /// after a second) on drop.

@@ -19,17 +19,19 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use sensor_common::clock::realtime_ns;
 use serde::Serialize;
 
 use super::{AddressPlan, TrafficLab, monotonic_ns, require_tool};
 use crate::error::{LabError, Result};
-use crate::netns::Netns;
+use crate::generator::{packet_socket, set_socket_option};
+use crate::netns::{Netns, describe};
 
 /// Ground-truth classes: the classifier's four, plus `anomaly` for attacks
 /// only the autoencoder is meant to catch (slow HTTP, exfiltration).
@@ -162,390 +164,97 @@ const HPING_UDP: &[&str] = &[
 ];
 const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25000"];
 
-macro_rules! spec {
-    ($name:expr, $label:ident, $origin:ident, $spoofed:expr, $tools:expr, $secs:expr, $pkts:expr, $kind:expr, $desc:expr) => {
-        ScenarioSpec {
-            name: $name,
-            label: Label::$label,
-            origin: Origin::$origin,
-            spoofed: $spoofed,
-            description: $desc,
-            tools: $tools,
-            max_seconds: $secs,
-            max_packets: $pkts,
-            kind: $kind,
+/// Every scenario, benign first, one row each: name, label, bound on wall
+/// time (s), bound on packets (0: time and request count only), what it
+/// runs, and what that is. The sending namespace follows from the label,
+/// the tools and spoofing from what it runs.
+#[rustfmt::skip]
+const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
+    use Kind::*;
+    use Label::*;
+    &[
+        ("benign-browse", Benign, 25, 0, Browse { seconds: 20 }, "bursts of 2-8 page fetches from four client addresses, 0.2-1.5 s think time"),
+        ("benign-download", Benign, 20, 0, Download, "one 24 MiB HTTP download (curl)"),
+        ("benign-dns", Benign, 20, 0, Dns { bursts: 12 }, "12 bursts of 5 DNS lookups against the lab's dnsmasq (dig)"),
+        ("benign-iperf", Benign, 10, 0, Iperf { seconds: 3, reverse: false }, "iperf3 upload, 3 s at 200 Mbit/s"),
+        ("benign-speedtest", Benign, 10, 0, Iperf { seconds: 3, reverse: true }, "iperf3 download (-R), 3 s at 200 Mbit/s"),
+        ("benign-ping", Benign, 10, 40, Ping { count: 20 }, "20 echo requests, 0.2 s apart"),
+        ("benign-idle-tcp", Benign, 25, 0, IdleTcp { seconds: 15 }, "one idle TCP connection for 15 s with keepalive probes every second"),
+        ("benign-offline-peers", Benign, 30, 0, Offline { seconds: 20 }, "devices whose cloud is down: UDP keepalives to 3-6 offline peers each, failing TCP connections and DNS lookups (ICMP unreachable from the gateway, timeouts, a refused port)"),
+        ("scan-syn", Scan, 30, 2_500, Nmap { args: &["-sS", "-T4", "-p", "1-1000"], targets: Targets::Server }, "nmap SYN scan of 1000 ports"),
+        ("scan-connect", Scan, 30, 5_000, Nmap { args: &["-sT", "-T4", "-p", "1-1000"], targets: Targets::Server }, "nmap connect scan of 1000 ports"),
+        ("scan-udp", Scan, 30, 200, Nmap { args: &["-sU", "-T4", "-p", "53,67,69,123,137,161,500,514,1900,5353"], targets: Targets::Server }, "nmap UDP scan of 10 ports"),
+        ("scan-fin", Scan, 30, 1_200, Nmap { args: &["-sF", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap FIN scan of 500 ports"),
+        ("scan-null", Scan, 30, 1_200, Nmap { args: &["-sN", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap NULL scan of 500 ports"),
+        ("scan-xmas", Scan, 30, 1_200, Nmap { args: &["-sX", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap Xmas scan of 500 ports"),
+        ("scan-slow", Scan, 15, 40, Nmap { args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"], targets: Targets::Server }, "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"),
+        ("scan-sweep", Scan, 30, 400, Nmap { args: &["-sS", "-T4", "-p", "22,80,443"], targets: Targets::Sweep }, "nmap horizontal sweep: 3 ports on 32 server addresses"),
+        ("flood-syn", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: false }, "hping3 SYN flood to :80, 25k packets"),
+        ("flood-syn-spoofed", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: true }, "hping3 SYN flood to :80 from random sources, 25k packets"),
+        ("flood-udp", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: false }, "hping3 UDP flood to :53, 25k packets"),
+        ("flood-udp-spoofed", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: true }, "hping3 UDP flood to :53 from random sources, 25k packets"),
+        ("flood-icmp", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: false }, "hping3 ICMP echo flood, 25k packets"),
+        ("flood-icmp-spoofed", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: true }, "hping3 ICMP echo flood from random sources, 25k packets"),
+        ("flood-trafgen", Flood, 10, 200_000, Trafgen { packets: 200_000 }, "trafgen line-rate UDP to :9 (one flow), 200k frames"),
+        ("bruteforce-ssh", Bruteforce, 25, 0, Hydra { service: Brute::Ssh, passwords: 100 }, "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"),
+        ("bruteforce-ssh-like", Bruteforce, 25, 0, SshLike { connections: 150 }, "150 short TCP connections to :22: banner exchange, a few small packets, close"),
+        ("bruteforce-http", Bruteforce, 25, 0, Hydra { service: Brute::HttpLogin, passwords: 300 }, "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"),
+        ("anomaly-slowhttp", Anomaly, 30, 0, SlowHttp { seconds: 20 }, "slowhttptest slowloris: 60 connections sending headers every 3 s for 20 s"),
+        ("anomaly-exfil", Anomaly, 40, 0, Exfil { seconds: 30 }, "low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every second for 30 s"),
+    ]
+};
+
+impl Kind {
+    /// The binaries it runs.
+    const fn tools(self) -> &'static [&'static str] {
+        match self {
+            Kind::Browse { .. }
+            | Kind::IdleTcp { .. }
+            | Kind::Offline { .. }
+            | Kind::SshLike { .. }
+            | Kind::Exfil { .. } => &["python3"],
+            Kind::Download => &["curl"],
+            Kind::Dns { .. } => &["dig"],
+            Kind::Iperf { .. } => &["iperf3"],
+            Kind::Ping { .. } => &["ping"],
+            Kind::Nmap { .. } => &["nmap"],
+            Kind::Hping { .. } => &["hping3"],
+            Kind::Trafgen { .. } => &["trafgen"],
+            Kind::Hydra { .. } => &["hydra"],
+            Kind::SlowHttp { .. } => &["slowhttptest"],
         }
-    };
+    }
 }
 
 /// Every scenario, benign first.
 #[must_use]
 pub fn catalogue() -> Vec<ScenarioSpec> {
-    use Kind::*;
-    vec![
-        spec!(
-            "benign-browse",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            25,
-            0,
-            Browse { seconds: 20 },
-            "bursts of 2-8 page fetches from four client addresses, 0.2-1.5 s think time"
-        ),
-        spec!(
-            "benign-download",
-            Benign,
-            Clients,
-            false,
-            &["curl"],
-            20,
-            0,
-            Download,
-            "one 24 MiB HTTP download (curl)"
-        ),
-        spec!(
-            "benign-dns",
-            Benign,
-            Clients,
-            false,
-            &["dig"],
-            20,
-            0,
-            Dns { bursts: 12 },
-            "12 bursts of 5 DNS lookups against the lab's dnsmasq (dig)"
-        ),
-        spec!(
-            "benign-iperf",
-            Benign,
-            Clients,
-            false,
-            &["iperf3"],
-            10,
-            0,
-            Iperf {
-                seconds: 3,
-                reverse: false
+    CATALOGUE
+        .iter()
+        .map(
+            |&(name, label, max_seconds, max_packets, kind, description)| ScenarioSpec {
+                name,
+                label,
+                origin: if label == Label::Benign {
+                    Origin::Clients
+                } else {
+                    Origin::Attacker
+                },
+                spoofed: matches!(
+                    kind,
+                    Kind::Hping {
+                        rand_source: true,
+                        ..
+                    }
+                ),
+                description,
+                tools: kind.tools(),
+                max_seconds,
+                max_packets,
+                kind,
             },
-            "iperf3 upload, 3 s at 200 Mbit/s"
-        ),
-        spec!(
-            "benign-speedtest",
-            Benign,
-            Clients,
-            false,
-            &["iperf3"],
-            10,
-            0,
-            Iperf {
-                seconds: 3,
-                reverse: true
-            },
-            "iperf3 download (-R), 3 s at 200 Mbit/s"
-        ),
-        spec!(
-            "benign-ping",
-            Benign,
-            Clients,
-            false,
-            &["ping"],
-            10,
-            40,
-            Ping { count: 20 },
-            "20 echo requests, 0.2 s apart"
-        ),
-        spec!(
-            "benign-idle-tcp",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            25,
-            0,
-            IdleTcp { seconds: 15 },
-            "one idle TCP connection for 15 s with keepalive probes every second"
-        ),
-        spec!(
-            "benign-offline-peers",
-            Benign,
-            Clients,
-            false,
-            &["python3"],
-            30,
-            0,
-            Offline { seconds: 20 },
-            "devices whose cloud is down: UDP keepalives to 3-6 offline peers each, failing TCP connections and DNS lookups (ICMP unreachable from the gateway, timeouts, a refused port)"
-        ),
-        spec!(
-            "scan-syn",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            2_500,
-            Nmap {
-                args: &["-sS", "-T4", "-p", "1-1000"],
-                targets: Targets::Server
-            },
-            "nmap SYN scan of 1000 ports"
-        ),
-        spec!(
-            "scan-connect",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            5_000,
-            Nmap {
-                args: &["-sT", "-T4", "-p", "1-1000"],
-                targets: Targets::Server
-            },
-            "nmap connect scan of 1000 ports"
-        ),
-        spec!(
-            "scan-udp",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            200,
-            Nmap {
-                args: &["-sU", "-T4", "-p", "53,67,69,123,137,161,500,514,1900,5353"],
-                targets: Targets::Server
-            },
-            "nmap UDP scan of 10 ports"
-        ),
-        spec!(
-            "scan-fin",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sF", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap FIN scan of 500 ports"
-        ),
-        spec!(
-            "scan-null",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sN", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap NULL scan of 500 ports"
-        ),
-        spec!(
-            "scan-xmas",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            1_200,
-            Nmap {
-                args: &["-sX", "-T4", "-p", "1-500"],
-                targets: Targets::Server
-            },
-            "nmap Xmas scan of 500 ports"
-        ),
-        spec!(
-            "scan-slow",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            15,
-            40,
-            Nmap {
-                args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"],
-                targets: Targets::Server
-            },
-            "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"
-        ),
-        spec!(
-            "scan-sweep",
-            Scan,
-            Attacker,
-            false,
-            &["nmap"],
-            30,
-            400,
-            Nmap {
-                args: &["-sS", "-T4", "-p", "22,80,443"],
-                targets: Targets::Sweep
-            },
-            "nmap horizontal sweep: 3 ports on 32 server addresses"
-        ),
-        spec!(
-            "flood-syn",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_SYN,
-                rand_source: false
-            },
-            "hping3 SYN flood to :80, 25k packets"
-        ),
-        spec!(
-            "flood-syn-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_SYN,
-                rand_source: true
-            },
-            "hping3 SYN flood to :80 from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-udp",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_UDP,
-                rand_source: false
-            },
-            "hping3 UDP flood to :53, 25k packets"
-        ),
-        spec!(
-            "flood-udp-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_UDP,
-                rand_source: true
-            },
-            "hping3 UDP flood to :53 from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-icmp",
-            Flood,
-            Attacker,
-            false,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_ICMP,
-                rand_source: false
-            },
-            "hping3 ICMP echo flood, 25k packets"
-        ),
-        spec!(
-            "flood-icmp-spoofed",
-            Flood,
-            Attacker,
-            true,
-            &["hping3"],
-            10,
-            25_000,
-            Hping {
-                args: HPING_ICMP,
-                rand_source: true
-            },
-            "hping3 ICMP echo flood from random sources, 25k packets"
-        ),
-        spec!(
-            "flood-trafgen",
-            Flood,
-            Attacker,
-            false,
-            &["trafgen"],
-            10,
-            200_000,
-            Trafgen { packets: 200_000 },
-            "trafgen line-rate UDP to :9 (one flow), 200k frames"
-        ),
-        spec!(
-            "bruteforce-ssh",
-            Bruteforce,
-            Attacker,
-            false,
-            &["hydra"],
-            25,
-            0,
-            Hydra {
-                service: Brute::Ssh,
-                passwords: 100
-            },
-            "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"
-        ),
-        spec!(
-            "bruteforce-ssh-like",
-            Bruteforce,
-            Attacker,
-            false,
-            &["python3"],
-            25,
-            0,
-            SshLike { connections: 150 },
-            "150 short TCP connections to :22: banner exchange, a few small packets, close"
-        ),
-        spec!(
-            "bruteforce-http",
-            Bruteforce,
-            Attacker,
-            false,
-            &["hydra"],
-            25,
-            0,
-            Hydra {
-                service: Brute::HttpLogin,
-                passwords: 300
-            },
-            "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"
-        ),
-        spec!(
-            "anomaly-slowhttp",
-            Anomaly,
-            Attacker,
-            false,
-            &["slowhttptest"],
-            30,
-            0,
-            SlowHttp { seconds: 20 },
-            "slowhttptest slowloris: 60 connections sending headers every 3 s for 20 s"
-        ),
-        spec!(
-            "anomaly-exfil",
-            Anomaly,
-            Attacker,
-            false,
-            &["python3"],
-            40,
-            0,
-            Exfil { seconds: 30 },
-            "low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every second for 30 s"
-        ),
-    ]
+        )
+        .collect()
 }
 
 /// A scenario by name.
@@ -562,6 +271,19 @@ pub fn find(name: &str) -> Result<ScenarioSpec> {
 }
 
 impl ScenarioSpec {
+    /// This scenario's outcome the moment it starts, at `start_mono_ns`
+    /// (see [`ScenarioOutcome::started`]).
+    #[must_use]
+    pub fn started(&self, plan: &AddressPlan, start_mono_ns: u64) -> ScenarioOutcome {
+        ScenarioOutcome::started(
+            self.name,
+            self.label,
+            self.origin,
+            self.sources(plan),
+            start_mono_ns,
+        )
+    }
+
     /// The sources whose traffic is this scenario's (known before it runs,
     /// so a live view can attribute alerts while it plays).
     #[must_use]
@@ -623,6 +345,31 @@ pub struct ScenarioOutcome {
 }
 
 impl ScenarioOutcome {
+    /// The outcome of a scenario that has just started at `start_mono_ns`:
+    /// its window stays open (`end_mono_ns = u64::MAX`) and nothing is
+    /// counted until [`run`] returns the real outcome.
+    #[must_use]
+    pub fn started(
+        name: &str,
+        label: Label,
+        origin: Origin,
+        sources: SourceRule,
+        start_mono_ns: u64,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            label,
+            origin,
+            sources,
+            start_mono_ns,
+            first_packet_mono_ns: None,
+            end_mono_ns: u64::MAX,
+            packets_sent: 0,
+            bytes_sent: 0,
+            detail: String::new(),
+        }
+    }
+
     /// Seconds from start to end.
     #[must_use]
     pub fn seconds(&self) -> f64 {
@@ -722,70 +469,29 @@ fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
     Some(now_mono)
 }
 
-/// Sets a `SOL_SOCKET` option (best effort: the watch still works without
-/// it, only less precisely).
-fn set_socket_option<T>(fd: &OwnedFd, option: libc::c_int, value: &T) {
-    // SAFETY: `value` is a valid `T` for the length passed.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            option,
-            std::ptr::from_ref(value).cast(),
-            size_of::<T>() as u32,
-        )
-    };
-}
-
-use sensor_common::clock::realtime_ns;
-
 impl FirstFrame {
     fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
-        let ifindex = ns.ifindex(ifname)?;
         // Outgoing frames reach only ETH_P_ALL taps, so the socket takes
         // every frame and the loop keeps the first outgoing IPv4 one.
-        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
         let ipv4 = (libc::ETH_P_IP as u16).to_be();
-        let fd = ns.run_in(move || {
-            // SAFETY: plain socket(2).
-            let raw = unsafe {
-                libc::socket(
-                    libc::AF_PACKET,
-                    libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-                    i32::from(proto),
-                )
-            };
-            if raw < 0 {
-                return Err(LabError::last_os("socket(AF_PACKET)"));
-            }
-            // SAFETY: raw is a fresh fd we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-        })??;
-        // SAFETY: sockaddr_ll is plain data.
-        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sa.sll_family = libc::AF_PACKET as u16;
-        sa.sll_protocol = proto;
-        sa.sll_ifindex = i32::try_from(ifindex).unwrap_or(0);
-        // SAFETY: sa is a valid sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sa).cast(),
-                size_of::<libc::sockaddr_ll>() as u32,
-            )
-        };
-        if rc != 0 {
-            return Err(LabError::last_os(format!("bind(AF_PACKET, {ifname})")));
-        }
+        // Both options are best effort: the watch works without them, only
+        // less precisely.
         let tv = libc::timeval {
             tv_sec: 0,
             tv_usec: 50_000,
         };
-        set_socket_option(&fd, libc::SO_RCVTIMEO, &tv);
+        let _ = set_socket_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO");
         // The kernel stamps each frame as it reaches the tap: the time the
         // frame left, whenever this thread gets to read it (on a loaded
         // machine, milliseconds later).
-        set_socket_option(&fd, libc::SO_TIMESTAMPNS, &1 as &libc::c_int);
+        let _ = set_socket_option(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            &1i32,
+            "SO_TIMESTAMPNS",
+        );
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(AtomicU64::new(0));
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
@@ -822,15 +528,6 @@ impl Drop for FirstFrame {
             let _ = t.join();
         }
     }
-}
-
-/// Renders a command line.
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// Runs `program args` in `ns` under `timeout` (SIGINT after `secs`, SIGKILL
@@ -913,16 +610,12 @@ pub fn run(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
         .saturating_sub(tx_packets);
     let bytes_sent = ns.link_stat(ifname, "tx_bytes")?.saturating_sub(tx_bytes);
     Ok(ScenarioOutcome {
-        name: spec.name.to_owned(),
-        label: spec.label,
-        origin: spec.origin,
-        sources: spec.sources(plan),
-        start_mono_ns,
         first_packet_mono_ns,
         end_mono_ns,
         packets_sent,
         bytes_sent,
         detail,
+        ..spec.started(plan, start_mono_ns)
     })
 }
 
@@ -1213,16 +906,9 @@ mod tests {
 
     fn outcome(label: Label, rule: SourceRule, start: u64, end: u64) -> ScenarioOutcome {
         ScenarioOutcome {
-            name: "x".into(),
-            label,
-            origin: Origin::Attacker,
-            sources: rule,
-            start_mono_ns: start,
             first_packet_mono_ns: Some(start),
             end_mono_ns: end,
-            packets_sent: 0,
-            bytes_sent: 0,
-            detail: String::new(),
+            ..ScenarioOutcome::started("x", label, Origin::Attacker, rule, start)
         }
     }
 
