@@ -153,34 +153,48 @@ impl Sink for RotatingFileSink {
 /// How long a socket sink waits before trying to reconnect.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
-/// Reconnection pacing of a socket sink: one attempt at most every
+/// A socket a sink reconnects by itself: one attempt at most every
 /// [`RECONNECT_EVERY`], so a missing reader costs one syscall a second.
-#[derive(Default)]
-struct Retry {
+struct Reconnecting<S> {
+    path: PathBuf,
+    sock: Option<S>,
     last_try: Option<Instant>,
 }
 
-impl Retry {
-    /// Records an attempt now, or refuses while the last one is recent.
-    fn attempt(&mut self) -> std::io::Result<()> {
-        if self.last_try.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotConnected,
-                "waiting to reconnect",
-            ));
+impl<S> Reconnecting<S> {
+    fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            sock: None,
+            last_try: None,
         }
-        self.last_try = Some(Instant::now());
-        Ok(())
+    }
+
+    /// The connected socket, opening it with `open` when due.
+    fn get(&mut self, open: impl FnOnce(&Path) -> std::io::Result<S>) -> std::io::Result<&mut S> {
+        if self.sock.is_none() {
+            if self.last_try.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotConnected,
+                    "waiting to reconnect",
+                ));
+            }
+            self.last_try = Some(Instant::now());
+            self.sock = Some(open(&self.path)?);
+        }
+        Ok(self.sock.as_mut().expect("connected above"))
+    }
+
+    /// Forgets the socket after an error; the next write reconnects.
+    fn drop_socket(&mut self) {
+        self.sock = None;
     }
 }
 
 /// A Unix datagram socket: one record per datagram, sent without blocking;
-/// records are dropped (error counted) while nobody listens or the reader
-/// lags, so a slow consumer never stalls alerting.
+/// reconnects at most once a second after an error.
 pub struct UnixDatagramSink {
-    path: PathBuf,
-    sock: Option<UnixDatagram>,
-    retry: Retry,
+    conn: Reconnecting<UnixDatagram>,
     buf: Vec<u8>,
 }
 
@@ -188,22 +202,9 @@ impl UnixDatagramSink {
     #[must_use]
     pub fn new(path: &Path) -> Self {
         Self {
-            path: path.to_path_buf(),
-            sock: None,
-            retry: Retry::default(),
+            conn: Reconnecting::new(path),
             buf: Vec::new(),
         }
-    }
-
-    fn connect(&mut self) -> std::io::Result<&UnixDatagram> {
-        if self.sock.is_none() {
-            self.retry.attempt()?;
-            let s = UnixDatagram::unbound()?;
-            s.connect(&self.path)?;
-            s.set_nonblocking(true)?;
-            self.sock = Some(s);
-        }
-        Ok(self.sock.as_ref().expect("connected above"))
     }
 }
 
@@ -213,11 +214,19 @@ impl Sink for UnixDatagramSink {
         buf.clear();
         buf.extend_from_slice(line);
         buf.push(b'\n');
-        let r = self.connect().and_then(|s| s.send(&buf).map(|_| ()));
+        let r = self
+            .conn
+            .get(|path| {
+                let s = UnixDatagram::unbound()?;
+                s.connect(path)?;
+                s.set_nonblocking(true)?;
+                Ok(s)
+            })
+            .and_then(|s| s.send(&buf).map(|_| ()));
         if let Err(e) = &r
             && e.kind() != std::io::ErrorKind::WouldBlock
         {
-            self.sock = None;
+            self.conn.drop_socket();
         }
         self.buf = buf;
         r
@@ -227,42 +236,36 @@ impl Sink for UnixDatagramSink {
 /// A Unix stream socket: newline-delimited records; on error the connection
 /// is dropped and retried at most once a second, records meanwhile dropped.
 pub struct UnixStreamSink {
-    path: PathBuf,
-    sock: Option<BufWriter<UnixStream>>,
-    retry: Retry,
+    conn: Reconnecting<BufWriter<UnixStream>>,
 }
 
 impl UnixStreamSink {
     #[must_use]
     pub fn new(path: &Path) -> Self {
         Self {
-            path: path.to_path_buf(),
-            sock: None,
-            retry: Retry::default(),
+            conn: Reconnecting::new(path),
         }
     }
 }
 
 impl Sink for UnixStreamSink {
     fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.sock.is_none() {
-            self.retry.attempt()?;
-            let s = UnixStream::connect(&self.path)?;
+        let s = self.conn.get(|path| {
+            let s = UnixStream::connect(path)?;
             // A stuck reader must not stall the stage for long.
             s.set_write_timeout(Some(Duration::from_millis(100)))?;
-            self.sock = Some(BufWriter::new(s));
-        }
-        let s = self.sock.as_mut().expect("connected above");
+            Ok(BufWriter::new(s))
+        })?;
         let r = s.write_all(line).and_then(|()| s.write_all(b"\n"));
         if r.is_err() {
-            self.sock = None;
+            self.conn.drop_socket();
         }
         r
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        let r = self.sock.as_mut().map_or(Ok(()), Write::flush);
+        let r = self.conn.sock.as_mut().map_or(Ok(()), Write::flush);
         if r.is_err() {
-            self.sock = None;
+            self.conn.drop_socket();
         }
         r
     }
@@ -426,7 +429,7 @@ mod tests {
         let mut ds = UnixDatagramSink::new(&dp);
         assert!(ds.write_line(b"{}").is_err(), "nobody listens yet");
         let rx = UnixDatagram::bind(&dp).unwrap();
-        ds.retry = Retry::default();
+        ds.conn.last_try = None;
         ds.write_line(b"{\"a\":1}").unwrap();
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
