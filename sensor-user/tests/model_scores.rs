@@ -6,16 +6,14 @@
 use std::{path::PathBuf, sync::Arc};
 
 use sensor::{
-    features::{
-        FeatureVec, N_FEATURES,
-        fixture::{self, FixtureItem},
-    },
+    features::{FeatureVec, N_FEATURES},
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
     },
 };
 use sensor_common::FlowEvent;
+use sensor_train::fixture::{self, FixtureItem};
 
 const TOL: f32 = 1e-5;
 
