@@ -49,10 +49,7 @@ use hdrhistogram::Histogram;
 use sensor::{
     alerts::{AlertSettings, SensorFile},
     capture::workers::{EventHandler, WorkerState},
-    features::{
-        FeatureConfig, FeatureExtractor, N_FEATURES,
-        sim::{EpisodeConfig, build_episode},
-    },
+    features::{FeatureConfig, FeatureExtractor, N_FEATURES},
     model::row::RowBatch,
     model::{
         DEFAULT_BATCH_SIZES, Model,
@@ -62,6 +59,7 @@ use sensor::{
 };
 use sensor_common::FlowEvent;
 use sensor_common::clock::monotonic_ns;
+use sensor_train::sim::{EpisodeConfig, build_episode};
 
 const REC: usize = size_of::<FlowEvent>();
 type Record = [u8; REC];

@@ -1,16 +1,16 @@
 //! The Rust feature extraction reproduces the committed training rows
 //! bit-for-bit from the committed recorded stream (events and gateway
-//! views), and the simulator still produces exactly that stream.
+//! views). That the simulator still produces exactly that stream is
+//! sensor-train's `simulator` test.
 
 use std::path::PathBuf;
 
 use sensor::features::{
     FeatureConfig, FeatureExtractor, N_FEATURES,
-    fixture::{self, FixtureItem},
     schema::{csv_header, index_of},
-    sim::{SimItem, fixture_episode},
     write_csv_row,
 };
+use sensor_train::fixture::{self, FixtureItem};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
@@ -70,18 +70,4 @@ fn extractor_reproduces_committed_rows_bit_for_bit() {
         gw_nonzero > n / 4,
         "{gw_nonzero} of {n} rows see a gateway rate"
     );
-}
-
-#[test]
-fn simulator_regenerates_the_recorded_stream() {
-    let recorded = read_items();
-    let (items, _) = fixture_episode().into_stream(2);
-    assert_eq!(items.len(), recorded.len());
-    for (i, (a, b)) in items.iter().zip(&recorded).enumerate() {
-        match (a, b) {
-            (SimItem::Event(a), FixtureItem::Event(b)) => assert_eq!(&a.ev, b, "item {i}"),
-            (SimItem::Gateway(a), FixtureItem::Gateway(b)) => assert_eq!(a, b, "item {i}"),
-            _ => panic!("item {i}: {a:?} vs {b:?}"),
-        }
-    }
 }

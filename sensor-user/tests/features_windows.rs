@@ -6,10 +6,10 @@ use std::collections::{HashMap, HashSet};
 use sensor::features::{
     FeatureConfig, FeatureExtractor, N_FEATURES,
     schema::index_of,
-    sim::{EpisodeConfig, Rng, build_episode},
     window::{Eds3, HOST_HLL_M, HllPair, WINDOWS_NS, decay_factors},
 };
 use sensor_common::{FlowEvent, FlowKey, hash::fmix64};
+use sensor_train::sim::{EpisodeConfig, Rng, build_episode};
 
 fn rel_close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol * a.abs().max(b.abs()).max(1.0)
@@ -288,39 +288,6 @@ fn gateway_features_follow_the_kernel_view() {
     assert!(fx.process(&ev, &mut row).is_some());
     assert_eq!(row[gw_pps], (5f64).ln_1p() as f32);
     assert_eq!(row[gw_src], (1f64).ln_1p() as f32);
-}
-
-/// The simulated control thread publishes one view per epoch, a little after
-/// it ends, counting every packet of every source (Count-Min never under).
-#[test]
-fn simulated_gateway_epochs_count_every_packet() {
-    use sensor::features::sim::{GatewayEpochs, SimItem};
-    let t0 = 1_000_000_000_000u64;
-    let mut g = GatewayEpochs::new(t0);
-    let mut out = Vec::new();
-    let a = FlowKey::map_v4([10, 0, 0, 1]);
-    let b = FlowKey::map_v4([10, 0, 0, 2]);
-    for i in 0..3000u64 {
-        let ts = t0 + i * 1_000_000; // 1000 packets per second for 3 s
-        g.advance(ts, &mut out);
-        g.count(if i % 4 == 0 { &b } else { &a });
-    }
-    // Epochs 1 and 2 closed; epoch 1's view came out at t0 + 1 s + delay.
-    let views: Vec<_> = out
-        .iter()
-        .map(|it| match it {
-            SimItem::Gateway(v) => v.clone(),
-            SimItem::Event(_) => unreachable!(),
-        })
-        .collect();
-    assert_eq!(views.len(), 2);
-    for (i, v) in views.iter().enumerate() {
-        assert_eq!(v.seq, i as u64 + 1);
-        assert!(v.src_packets.estimate(&a) >= 750);
-        assert!(v.src_packets.estimate(&b) >= 250);
-        assert_eq!(v.src_packets.total(), 1000);
-        assert!((v.distinct_sources - 2.0).abs() < 0.01);
-    }
 }
 
 /// A TCP direction that carried SYN-ACKs or RSTs but never a bare SYN is a

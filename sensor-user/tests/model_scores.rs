@@ -6,10 +6,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use sensor::{
-    features::{
-        FeatureVec, N_FEATURES,
-        fixture::{self, FixtureItem},
-    },
+    features::{FeatureVec, N_FEATURES},
     model::{
         DEFAULT_BATCH_SIZES, Model,
         pipeline::{PipelineConfig, ScoringPipeline},
@@ -17,6 +14,7 @@ use sensor::{
     },
 };
 use sensor_common::FlowEvent;
+use sensor_train::fixture::{self, FixtureItem};
 
 const TOL: f32 = 1e-5;
 

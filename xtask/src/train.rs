@@ -1,6 +1,6 @@
 //! `cargo xtask train`: rebuilds the committed models from scratch.
 //!
-//! 1. builds `sensor-dataset` and `sensor` (release) and runs the first: the seeded traffic
+//! 1. builds `sensor-dataset` (sensor-train) and `sensor` (release) and runs the first: the seeded traffic
 //!    simulator → the kernel export model → the live feature extractor →
 //!    `target/dataset/flows.csv` (+ `.meta.json`), and the recorded fixture in
 //!    `models/fixtures/` (`events.bin`, `gateway.bin`, `rows.csv`);
@@ -12,8 +12,9 @@
 //!    fixture rows, and scores the validation rows with `sensor score`
 //!    (tract, as the workers run it) to record in each card how far tract is
 //!    from ONNX Runtime;
-//! 4. runs the Rust tests that check tract reproduces those scores and the
-//!    features reproduce the fixture rows bit for bit.
+//! 4. runs the Rust tests that check tract reproduces those scores, the
+//!    features reproduce the fixture rows bit for bit and the simulator
+//!    reproduces the fixture's events.
 //!
 //! Same inputs, same seeds → the same ONNX bytes.
 
@@ -88,9 +89,11 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         "build",
         "--release",
         "-p",
-        "sensor-user",
+        "sensor-train",
         "--bin",
         "sensor-dataset",
+        "-p",
+        "sensor-user",
         "--bin",
         "sensor",
     ]))?;
@@ -150,6 +153,13 @@ pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
             "model_scores",
             "--test",
             "model_schema",
+        ]))?;
+        run(Command::new(&cargo).current_dir(root).args([
+            "test",
+            "-p",
+            "sensor-train",
+            "--test",
+            "simulator",
         ]))?;
     }
     eprintln!("models rebuilt in {}", models.display());

@@ -16,10 +16,7 @@
 //! source and the count of distinct sources come from the kernel's sketches
 //! instead ([`gateway`]), one epoch late.
 
-pub mod fixture;
-
 pub mod schema;
-pub mod sim;
 pub mod table;
 pub mod window;
 

@@ -8,7 +8,7 @@
 //! per-CPU flow accounting and export policy (an event on a flow's first
 //! packet, at packet-count checkpoints 2, 4 … 1024 then every 1024, on FIN
 //! and on RST, with RST > FIN > start > checkpoint priority). The resulting
-//! events go through the same [`super::FeatureExtractor`] as live traffic.
+//! events go through the same [`sensor::features::FeatureExtractor`] as live traffic.
 //!
 //! Benign mixes: web browsing (DNS + bursts of HTTPS connections), bulk
 //! downloads, DNS lookups, long-lived idle connections with keepalives,
@@ -23,9 +23,9 @@ use std::{collections::HashMap, sync::Arc};
 
 use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, is_checkpoint, tcp_flags};
 
-use super::GatewayView;
-use crate::{
+use sensor::{
     capture::sketch::{CountMin, HyperLogLog},
+    features::GatewayView,
     model::row::AttackClass,
 };
 

@@ -3,7 +3,7 @@
 //! (header = schema names + `label`). Also writes the small recorded event
 //! fixture and its expected rows used by the tests.
 //!
-//! The data is simulated; see `sensor::features::sim` for what is modelled.
+//! The data is simulated; see `sensor_train::sim` for what is modelled.
 
 use std::{fs, io::Write as _, path::PathBuf};
 
@@ -11,10 +11,9 @@ use anyhow::Context as _;
 use clap::Parser;
 use sensor::features::{
     FeatureConfig, FeatureExtractor, FeatureVec, N_FEATURES, SCHEMA, SCHEMA_VERSION,
-    schema::csv_header,
-    sim::{EpisodeConfig, SimEvent, SimItem, build_episode},
-    write_csv_row,
+    schema::csv_header, write_csv_row,
 };
+use sensor_train::sim::{EpisodeConfig, SimEvent, SimItem, build_episode};
 
 /// Command-line options.
 #[derive(Parser, Debug)]
@@ -134,7 +133,7 @@ fn main() -> anyhow::Result<()> {
         },
         "dataset": {
             "simulated": true,
-            "generator": "sensor-dataset (sensor::features::sim), kernel export model + live feature extractor",
+            "generator": "sensor-dataset (sensor_train::sim), kernel export model + live feature extractor",
             "seed": args.seed,
             "episodes": args.episodes,
             "episode_secs": args.secs,
@@ -165,17 +164,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// A short episode with every kind of traffic, small enough to commit: the
-/// recorded stream (`sensor::features::fixture`: events and gateway views)
+/// recorded stream (`sensor_train::fixture`: events and gateway views)
 /// and the rows the extractor makes of it.
 fn write_fixture(dir: &PathBuf) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (items, _) = sensor::features::sim::fixture_episode().into_stream(2);
+    let (items, _) = sensor_train::sim::fixture_episode().into_stream(2);
     let mut rows = csv_header();
     rows.push('\n');
     extract(&items, |e, row| {
         write_csv_row(&mut rows, row, e.label.name())
     });
-    sensor::features::fixture::write(dir, &items)
+    sensor_train::fixture::write(dir, &items)
         .with_context(|| format!("writing the fixture in {}", dir.display()))?;
     let events = events(&items).count();
     let p = dir.join("rows.csv");

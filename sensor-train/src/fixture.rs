@@ -3,13 +3,15 @@
 //! layout) and `gateway.bin` (the gateway views published between them: for
 //! each, the index of the event it precedes as a little-endian `u64`, then
 //! the view in [`GatewayView::write_to`]'s format). Replaying both through a
-//! [`super::FeatureExtractor`] reproduces `rows.csv` bit for bit.
+//! [`sensor::features::FeatureExtractor`] reproduces `rows.csv` bit for bit.
 
 use std::{fs, io, path::Path, sync::Arc};
 
 use sensor_common::FlowEvent;
 
-use super::{GatewayView, sim::SimItem};
+use sensor::features::GatewayView;
+
+use crate::sim::SimItem;
 
 /// One step of a replay.
 #[derive(Clone, Debug)]
