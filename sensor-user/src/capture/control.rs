@@ -1,6 +1,6 @@
 //! The control thread: once per epoch it flips `SENSOR_CONFIG.epoch`, reads the
 //! epoch the program just left (all CPUs), merges it (sum for Count-Min, max
-//! for HyperLogLog), zeroes it for reuse, and publishes a [`SketchSnapshot`]
+//! for `HyperLogLog`), zeroes it for reuse, and publishes a [`SketchSnapshot`]
 //! with that epoch and the run-long accumulation. The data path never stops:
 //! the program always writes the other epoch.
 

@@ -281,7 +281,7 @@ impl Sensor {
                 self.pinned = Some(path);
             }
             Err(e) => {
-                warn!(path = %path.display(), error = %e, "could not pin the counters; `sensor stats` will not see this run")
+                warn!(path = %path.display(), error = %e, "could not pin the counters; `sensor stats` will not see this run");
             }
         }
     }

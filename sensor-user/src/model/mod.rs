@@ -66,7 +66,7 @@ impl std::fmt::Debug for Model {
             .field("id", &self.id)
             .field("kind", &self.kind)
             .field("batch_sizes", &self.batch_sizes())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

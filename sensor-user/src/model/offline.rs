@@ -231,7 +231,7 @@ fn score_stream(
             let text = fields.next().ok_or_else(|| {
                 fmt(
                     lineno,
-                    format!("{} columns, expected at least {N_FEATURES}", j),
+                    format!("{j} columns, expected at least {N_FEATURES}"),
                 )
             })?;
             *v = text.trim().parse().map_err(|_| {
@@ -261,6 +261,8 @@ fn score_stream(
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn models_dir() -> PathBuf {
@@ -303,7 +305,8 @@ mod tests {
         let mut csv = format!("{},group,label\n", header_line());
         for r in &rows {
             let cols: Vec<String> = r.iter().map(ToString::to_string).collect();
-            csv.push_str(&format!("{},g,benign\n", cols.join(",")));
+            let _ =
+                std::fmt::Write::write_fmt(&mut csv, format_args!("{},g,benign", cols.join(",")));
         }
         let header: Vec<String> = m.card().classes.clone();
         let mut out = Vec::new();

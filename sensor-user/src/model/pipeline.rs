@@ -5,7 +5,7 @@
 //! A batch closes when it is full or when its oldest row has waited the
 //! batch deadline; both are checked on every event (against the event's
 //! kernel timestamp) and on every worker tick (against the worker's clock,
-//! the same CLOCK_MONOTONIC). The pipeline reports that deadline to the
+//! the same `CLOCK_MONOTONIC`). The pipeline reports that deadline to the
 //! worker ([`ScoringPipeline::next_deadline_ns`]), which ticks it on time
 //! even when no further event arrives. By default a batch also closes as
 //! soon as the worker has emptied its ring: waiting for more rows then only

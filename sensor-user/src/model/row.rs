@@ -145,9 +145,9 @@ pub struct ScoredRow {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    /// CLOCK_MONOTONIC ns of the kernel event that produced this row.
+    /// `CLOCK_MONOTONIC` ns of the kernel event that produced this row.
     pub event_ts_ns: u64,
-    /// CLOCK_MONOTONIC ns when scoring finished.
+    /// `CLOCK_MONOTONIC` ns when scoring finished.
     pub scored_ts_ns: u64,
     /// Feature vector as fed to the models (first `n_features` used).
     pub features: [f32; MAX_FEATURES],

@@ -17,7 +17,7 @@
 //! p_benign,p_flood,p_scan,p_bruteforce,p_anomaly,anomaly_score
 //! ```
 //!
-//! `event_ts_ns` is the CLOCK_MONOTONIC time of the kernel event behind the
+//! `event_ts_ns` is the `CLOCK_MONOTONIC` time of the kernel event behind the
 //! row; feature names come from [`crate::features::SCHEMA`] at run time, so
 //! the header always matches the vector; `anomaly_score` is empty when the
 //! row was not escalated to the autoencoder.
@@ -217,11 +217,10 @@ fn record_loop(
             }
             summary.rows_written += batch.len() as u64;
             match forward.try_send(batch) {
-                Ok(()) => {}
+                // Sent, or the alert stage is gone (it only stops when we
+                // drop `forward`): keep recording.
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
                 Err(TrySendError::Full(b)) => summary.forward_shed += b.len() as u64,
-                // The alert stage is gone (it only stops when we drop
-                // `forward`): keep recording.
-                Err(TrySendError::Disconnected(_)) => {}
             }
         }
         out.write_all(buf.as_bytes())
