@@ -305,8 +305,7 @@ mod tests {
         let mut csv = format!("{},group,label\n", header_line());
         for r in &rows {
             let cols: Vec<String> = r.iter().map(ToString::to_string).collect();
-            let _ =
-                std::fmt::Write::write_fmt(&mut csv, format_args!("{},g,benign", cols.join(",")));
+            let _ = writeln!(csv, "{},g,benign", cols.join(","));
         }
         let header: Vec<String> = m.card().classes.clone();
         let mut out = Vec::new();
