@@ -503,3 +503,163 @@ impl Emitter {
         self.sinks.errors()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        alerts::{dedup::DedupKey, open_alert::Tuple},
+        model::row::{AttackClass, MAX_FEATURES, ModelVersion},
+    };
+
+    fn schema() -> serde_json::Value {
+        let p = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../schemas/eve-alert.schema.json"
+        );
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    }
+
+    /// Property names of the schema object at `path`, sorted.
+    fn properties(schema: &serde_json::Value, path: &str) -> Vec<String> {
+        schema
+            .pointer(path)
+            .and_then(serde_json::Value::as_object)
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    fn keys(v: &serde_json::Value) -> Vec<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    }
+
+    /// A closed aggregated beacon alert with a verdict: every optional
+    /// field of the `xdp_sensor` object present.
+    fn alert() -> OpenAlert {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut aggregate = Aggregate::new();
+        aggregate.insert(ip("10.1.2.3"));
+        OpenAlert {
+            id: Arc::from("a-test-1"),
+            key: DedupKey {
+                class: AttackClass::Anomaly,
+                attacker: Some(ip("198.51.100.7")),
+                victim: None,
+            },
+            entity: Entity::SrcHost,
+            incident: 1,
+            tuple: Tuple {
+                src: ip("198.51.100.7"),
+                dst: ip("10.1.2.3"),
+                sport: 40_000,
+                dport: 443,
+                proto: 6,
+            },
+            first_seen_ns: 1_000_000_000,
+            last_seen_ns: 3_500_000_000,
+            last_emit_ns: 1_000_000_000,
+            count: 7,
+            emitted_count: 1,
+            peak_pps: 12.5,
+            peak_score: 0.9,
+            peak_raw: 0.02,
+            peak_beacon: true,
+            peak_features: [0.5; MAX_FEATURES],
+            n_features: 8,
+            aggregate: Some(aggregate),
+            peers_indexed: 1,
+            victim_criticality: 3,
+            emitted_eve_severity: 2,
+            classifier_version: ModelVersion::intern("clf-1"),
+            autoencoder_version: ModelVersion::intern("ae-1"),
+            verdict: Some(Verdict::Tp),
+        }
+    }
+
+    #[test]
+    fn alert_fields_are_the_schemas_and_validate() {
+        let schema = schema();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
+        let cx = Context {
+            settings: &settings,
+            inventory: &inventory,
+            clock: ClockMap { offset_ns: 0 },
+            now_ns: 4_000_000_000,
+        };
+        let a = alert();
+        let closed = cx.alert(
+            &a,
+            AlertState::Closed,
+            Some(CloseReason::Evicted),
+            "i-test-1".into(),
+        );
+        let v = serde_json::to_value(&closed).unwrap();
+        assert_eq!(v["xdp_sensor"]["state"], "closed");
+        assert_eq!(v["xdp_sensor"]["close_reason"], "evicted");
+        assert_eq!(v["xdp_sensor"]["detector"], "beacon");
+        assert_eq!(v["xdp_sensor"]["targets"]["top"][0]["ip"], "10.1.2.3");
+        // Every property the schema knows, except the other aggregated side.
+        let mut want = properties(
+            &schema,
+            "/$defs/alert_record/properties/xdp_sensor/properties",
+        );
+        want.retain(|k| k != "sources");
+        assert_eq!(keys(&v["xdp_sensor"]), want);
+        assert!(validator.is_valid(&v), "{v}");
+        let open =
+            serde_json::to_value(cx.alert(&a, AlertState::Open, None, "i-test-1".into())).unwrap();
+        assert!(open["xdp_sensor"].get("close_reason").is_none());
+        assert!(validator.is_valid(&open), "{open}");
+        // The schema ties the state to the event type.
+        let mut bad = v.clone();
+        bad["xdp_sensor"]["state"] = "update".into();
+        assert!(!validator.is_valid(&bad));
+    }
+
+    #[test]
+    fn incident_fields_are_the_schemas_and_validate() {
+        let schema = schema();
+        let validator = jsonschema::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
+        let cx = Context {
+            settings: &settings,
+            inventory: &inventory,
+            clock: ClockMap { offset_ns: 0 },
+            now_ns: 4_000_000_000,
+        };
+        let mut incidents = super::super::incidents::Incidents::new();
+        let seq = incidents.create("test", 1_000_000_000);
+        let a = alert();
+        incidents
+            .get_mut(seq)
+            .unwrap()
+            .add_alert(Arc::clone(&a.id), &a.key, a.last_seen_ns, 75);
+        let inc = incidents.get(seq).unwrap();
+        let v =
+            serde_json::to_value(cx.incident(inc, AlertState::Closed, Some(CloseReason::Quiet)))
+                .unwrap();
+        assert_eq!(
+            keys(&v["xdp_sensor"]["incident"]),
+            properties(
+                &schema,
+                "/$defs/incident_record/properties/xdp_sensor/properties/incident/properties"
+            )
+        );
+        assert_eq!(v["xdp_sensor"]["incident"]["eve_severity"], 1);
+        assert!(validator.is_valid(&v), "{v}");
+        let mut bad = v.clone();
+        bad["xdp_sensor"]["incident"]["state"] = "gone".into();
+        assert!(!validator.is_valid(&bad));
+    }
+}
