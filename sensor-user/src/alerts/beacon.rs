@@ -180,3 +180,27 @@ pub(super) fn client_row(row: &ScoredRow, u: UploadConn) -> Cow<'_, ScoredRow> {
         Cow::Owned(c)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn intervals_give_the_median_gap_and_its_deviation() {
+        let mut p = BeaconPair::new();
+        for (i, jitter) in [0, 1, 0, 2, 0].into_iter().enumerate() {
+            let t = 60 * SEC * i as u64 + jitter * SEC;
+            p.add(t, t);
+        }
+        let now = 5 * 60 * SEC;
+        assert_eq!(p.recent(now, 10 * 60 * SEC), 5);
+        // Gaps 61, 59, 62, 58 s: median 61 s (upper middle), deviations 0, 2, 1, 3 s.
+        let (median, mad) = p.intervals(5, now, 10 * 60 * SEC).unwrap();
+        assert_eq!(median, 61.0 * SEC as f64);
+        assert_eq!(mad, 2.0 * SEC as f64);
+        // Fewer starts within the window than needed: no verdict.
+        assert!(p.intervals(5, now, 3 * 60 * SEC).is_none());
+    }
+}

@@ -383,3 +383,31 @@ impl Corroboration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_targets_count_each_target_once_and_hosts_apart() {
+        let mut s = ScanTargets::new();
+        let a = s.add((1, 10)).unwrap();
+        assert_eq!((a.ports_on_host, a.hosts, a.targets), (1, 1, 1));
+        assert!(s.add((1, 10)).is_none());
+        let b = s.add((1, 11)).unwrap();
+        assert_eq!((b.ports_on_host, b.hosts, b.targets), (2, 1, 2));
+        let c = s.add((2, 20)).unwrap();
+        assert_eq!((c.ports_on_host, c.hosts, c.targets), (1, 2, 3));
+    }
+
+    #[test]
+    fn bulk_eviction_keeps_live_entries_unless_too_few_go() {
+        // Cap 16: keeping more than 14 entries frees less than an eighth.
+        let mut m: HashMap<u32, bool> = (0..16).map(|k| (k, k < 8)).collect();
+        assert_eq!(evict_in_bulk(&mut m, 16, |&live| live), 8);
+        assert_eq!(m.len(), 8);
+        let mut m: HashMap<u32, bool> = (0..16).map(|k| (k, k > 0)).collect();
+        assert_eq!(evict_in_bulk(&mut m, 16, |&live| live), 16);
+        assert!(m.is_empty());
+    }
+}
