@@ -405,6 +405,12 @@ impl AlertSettings {
     }
 }
 
+/// A configured duration (seconds, negative read as 0) in the stage's
+/// nanoseconds of event time.
+pub(super) fn secs_to_ns(s: f64) -> u64 {
+    (s.max(0.0) * 1e9) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

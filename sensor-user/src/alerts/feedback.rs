@@ -56,13 +56,33 @@ pub struct VerdictRecord {
     pub user: Option<String>,
 }
 
+/// When an alert record was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordKind {
+    /// The alert opened.
+    Open,
+    /// The alert closed.
+    Close,
+}
+
+impl RecordKind {
+    /// The name the log uses.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Open => "open",
+            RecordKind::Close => "close",
+        }
+    }
+}
+
 /// One record of the alert record log: what tuning and training export need
 /// about an alert. Written when an alert opens and when it closes (the close
 /// record carries the peak score and the feature row behind it).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
-    /// "open" or "close".
-    pub kind: String,
+    pub kind: RecordKind,
     pub alert_id: String,
     pub incident_id: String,
     pub class: String,

@@ -44,20 +44,6 @@ pub struct Asset {
     pub subnet: Arc<str>,
 }
 
-impl Asset {
-    /// The enrichment object of an alert record.
-    #[must_use]
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "name": &*self.name,
-            "owner": &*self.owner,
-            "criticality": self.criticality,
-            "tags": &*self.tags,
-            "subnet": &*self.subnet,
-        })
-    }
-}
-
 /// An IP network in canonical form (host bits cleared).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Cidr {

@@ -8,10 +8,17 @@
 //! config file once a second and forwards what changed as control messages.
 //! See `docs/alerts.md` for the rules and the output schema.
 
+mod beacon;
 pub mod config;
+mod dedup;
+mod detect;
+mod emit;
 pub mod eve;
 pub mod feedback;
+mod guards;
+mod incidents;
 pub mod inventory;
+mod open_alert;
 mod stage;
 pub mod store;
 
@@ -28,10 +35,11 @@ use std::{
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, select};
 
 pub use config::{AlertSettings, SensorFile, Thresholds};
+pub use emit::{AlertState, CloseReason};
 pub use eve::ClockMap;
 pub use feedback::{
-    AlertRecord, ExportTrainingArgs, FeedbackArgs, LogPaths, TuneArgs, Verdict, VerdictRecord,
-    run_export_training, run_feedback, run_tune,
+    AlertRecord, ExportTrainingArgs, FeedbackArgs, LogPaths, RecordKind, TuneArgs, Verdict,
+    VerdictRecord, run_export_training, run_feedback, run_tune,
 };
 pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
