@@ -288,11 +288,7 @@ pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
 
 /// 1-based line number of byte offset `at`.
 pub(crate) fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+    text[..at.min(text.len())].matches('\n').count() + 1
 }
 
 /// Thresholds in force: per class, in the unit the class is scored in

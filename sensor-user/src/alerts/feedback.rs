@@ -194,8 +194,7 @@ pub fn run_feedback(
             .ok(),
     };
     let known = read_all::<AlertRecord>(&alert_log)
-        .map(|(r, _)| r.iter().any(|a| a.alert_id == rec.alert_id))
-        .unwrap_or(false);
+        .is_ok_and(|(r, _)| r.iter().any(|a| a.alert_id == rec.alert_id));
     let mut w = LogWriter::open(&store)?;
     w.append(&rec, true)?;
     let _ = writeln!(
@@ -623,7 +622,7 @@ pub(crate) fn poll_loop(
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "config changed but is invalid; thresholds kept")
+                        tracing::warn!(error = %e, "config changed but is invalid; thresholds kept");
                     }
                 }
             }

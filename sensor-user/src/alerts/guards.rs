@@ -211,11 +211,11 @@ struct Connections {
 }
 
 impl Connections {
-    fn new() -> Box<Self> {
-        Box::new(Self {
+    fn new() -> Self {
+        Self {
             ports: [0; GUESS_CONNECTIONS],
             n: 0,
-        })
+        }
     }
 
     /// Adds a connection's source port, unless already there (or full).
@@ -356,7 +356,7 @@ impl Corroboration {
                         || s.targets >= SCAN_TARGETS
                 }),
             Evidence::Attempt(port) => {
-                let conns = e.conns.get_or_insert_with(Connections::new);
+                let conns = e.conns.get_or_insert_with(|| Box::new(Connections::new()));
                 conns.add(port);
                 let attempts = conns.n;
                 let uploads = match (key.attacker, key.victim) {

@@ -324,7 +324,7 @@ pub fn spawn_alert_stage(
             std::thread::Builder::new()
                 .name("alert-feedback".into())
                 .spawn(move || {
-                    feedback::poll_loop(&store, config_path.as_deref(), poll, &ctrl_tx, &stop_rx)
+                    feedback::poll_loop(&store, config_path.as_deref(), poll, &ctrl_tx, &stop_rx);
                 })
                 .map_err(|source| AlertsError::Spawn {
                     name: "alert-feedback",
@@ -368,12 +368,16 @@ fn run_loop(
             recv(rows) -> r => match r {
                 Ok(batch) => {
                     let mut done = batch.len();
-                    batch.iter().for_each(|row| stage.process(row));
+                    for row in &batch {
+                        stage.process(row);
+                    }
                     while done < BATCH
                         && let Ok(batch) = rows.try_recv()
                     {
                         done += batch.len();
-                        batch.iter().for_each(|row| stage.process(row));
+                        for row in &batch {
+                        stage.process(row);
+                    }
                     }
                     if rows.is_empty() {
                         stage.flush();
