@@ -23,31 +23,15 @@ use crate::{
     capture::workers::{WorkerFlow, WorkerReport},
 };
 
-/// Merges one flow's per-CPU statistics: sums for counts, earliest first and
-/// latest last packet, min/max of lengths over the CPUs that saw the flow.
-/// `None` when no CPU saw a packet.
+/// Merges one flow's per-CPU statistics ([`FlowStats::merge`]). `None` when
+/// no CPU saw a packet.
 #[must_use]
 pub fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
-    let mut out: Option<FlowStats> = None;
-    for s in per_cpu.iter().filter(|s| s.packets > 0) {
-        let Some(m) = out.as_mut() else {
-            out = Some(*s);
-            continue;
-        };
-        m.packets += s.packets;
-        m.bytes += s.bytes;
-        m.len_sq_sum = m.len_sq_sum.wrapping_add(s.len_sq_sum);
-        m.first_seen_ns = m.first_seen_ns.min(s.first_seen_ns);
-        m.last_seen_ns = m.last_seen_ns.max(s.last_seen_ns);
-        m.syn += s.syn;
-        m.synack += s.synack;
-        m.fin += s.fin;
-        m.rst += s.rst;
-        m.len_min = m.len_min.min(s.len_min);
-        m.len_max = m.len_max.max(s.len_max);
-        m.tcp_flags_or |= s.tcp_flags_or;
+    let mut out = FlowStats::default();
+    for s in per_cpu {
+        out.merge(s);
     }
-    out
+    (out.packets > 0).then_some(out)
 }
 
 /// Mean and population standard deviation of frame lengths.
