@@ -32,9 +32,7 @@ use sensor_common::{
 pub use crate::capture::gateway::GatewayView;
 pub use schema::{DST_PACKETS_PER_S_1S, N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
-use window::{
-    Eds3, HOST_HLL_M, HllMeta, HllRegs, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
-};
+use window::{Eds3, HOST_HLL_M, HllMeta, HllRegs, HostHll, N_WINDOWS, WINDOWS_NS, decay_factors};
 
 /// A feature vector in schema order.
 pub type FeatureVec = [f32; N_FEATURES];
@@ -455,7 +453,7 @@ impl FeatureExtractor {
                 if z == 0 {
                     0.0
                 } else {
-                    ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
+                    ln1p(HostHll::linear_estimate(z as u32) * cfg.host_scale)
                 }
             }),
             small_ln1p: Box::new(std::array::from_fn(|n| {
