@@ -7,9 +7,14 @@
 //! integer is in host order.
 #![no_std]
 
+#[cfg(feature = "records")]
+extern crate std;
+
 #[cfg(feature = "clock")]
 pub mod clock;
 pub mod hash;
+#[cfg(feature = "records")]
+pub mod records;
 pub mod sketch;
 
 pub use hash::{flow_ring_index, hash_addr};
