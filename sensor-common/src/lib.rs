@@ -7,9 +7,14 @@
 //! integer is in host order.
 #![no_std]
 
+#[cfg(feature = "records")]
+extern crate std;
+
 #[cfg(feature = "clock")]
 pub mod clock;
 pub mod hash;
+#[cfg(feature = "records")]
+pub mod records;
 pub mod sketch;
 
 pub use hash::{flow_ring_index, hash_addr};
@@ -152,6 +157,125 @@ pub struct FlowStats {
 }
 const _: () = assert!(core::mem::size_of::<FlowStats>() == 64);
 
+/// Offset of the word holding `tcp_flags_or` and the padding after it.
+const FLAGS_WORD: usize = core::mem::offset_of!(FlowStats, tcp_flags_or);
+const _: () = assert!(FLAGS_WORD.is_multiple_of(4) && FLAGS_WORD + 4 == size_of::<FlowStats>());
+
+impl FlowStats {
+    /// The statistics of a flow whose first packet (`len` bytes, TCP
+    /// `flags`, at `now_ns`) this is.
+    #[inline(always)]
+    #[must_use]
+    pub fn fresh(len: u64, flags: u8, now_ns: u64) -> Self {
+        let mut s = core::mem::MaybeUninit::<Self>::uninit();
+        // SAFETY: a local of the right type and alignment; `write_fresh`
+        // writes every byte.
+        unsafe {
+            Self::write_fresh(s.as_mut_ptr(), len, flags, now_ns);
+            s.assume_init()
+        }
+    }
+
+    /// Writes [`Self::fresh`] to `p` in place.
+    ///
+    /// The XDP program is linked with memset lowered to an out-of-line byte
+    /// loop, so nothing on its packet path may zero memory through a struct
+    /// literal with a padding array: the fields are written one by one, and
+    /// the flags byte with its padding as one 32-bit word.
+    ///
+    /// # Safety
+    /// `p` must be valid for writes of a `FlowStats` and 8-byte aligned.
+    #[inline(always)]
+    pub unsafe fn write_fresh(p: *mut Self, len: u64, flags: u8, now_ns: u64) {
+        let syn = flags & tcp_flags::SYN != 0;
+        let ack = flags & tcp_flags::ACK != 0;
+        // SAFETY: per the contract; every field is written exactly once.
+        unsafe {
+            (*p).packets = 1;
+            (*p).bytes = len;
+            (*p).first_seen_ns = now_ns;
+            (*p).last_seen_ns = now_ns;
+            (*p).len_sq_sum = len * len;
+            (*p).syn = u32::from(syn && !ack);
+            (*p).synack = u32::from(syn && ack);
+            (*p).fin = u32::from(flags & tcp_flags::FIN != 0);
+            (*p).rst = u32::from(flags & tcp_flags::RST != 0);
+            (*p).len_min = len as u16;
+            (*p).len_max = len as u16;
+            p.cast::<u8>()
+                .add(FLAGS_WORD)
+                .cast::<u32>()
+                .write(if cfg!(target_endian = "little") {
+                    u32::from(flags)
+                } else {
+                    u32::from(flags) << 24
+                });
+        }
+    }
+
+    /// Counts one more packet (`len` bytes, TCP `flags`, at `now_ns`) of a
+    /// flow that already has one.
+    #[inline(always)]
+    pub fn add(&mut self, len: u64, flags: u8, now_ns: u64) {
+        // Statement order as the XDP program was tuned with: it keeps the
+        // packet path free of register spills.
+        let syn = flags & tcp_flags::SYN != 0;
+        let ack = flags & tcp_flags::ACK != 0;
+        self.packets += 1;
+        self.bytes += len;
+        self.last_seen_ns = now_ns;
+        self.len_sq_sum = self.len_sq_sum.wrapping_add(len * len);
+        self.syn += u32::from(syn && !ack);
+        self.synack += u32::from(syn && ack);
+        self.fin += u32::from(flags & tcp_flags::FIN != 0);
+        self.rst += u32::from(flags & tcp_flags::RST != 0);
+        let l = len as u16;
+        if l < self.len_min {
+            self.len_min = l;
+        }
+        if l > self.len_max {
+            self.len_max = l;
+        }
+        self.tcp_flags_or |= flags;
+    }
+
+    /// Folds in the statistics of the same flow from another CPU (or an
+    /// earlier interval): sums for counts, the earliest first and latest
+    /// last packet, min/max of lengths. Statistics without packets (a CPU
+    /// that never saw the flow) change nothing, so their zero timestamps and
+    /// lengths do not count as minima.
+    #[inline(always)]
+    pub fn merge(&mut self, o: &Self) {
+        if o.packets == 0 {
+            return;
+        }
+        if self.packets == 0 {
+            *self = *o;
+            return;
+        }
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.len_sq_sum = self.len_sq_sum.wrapping_add(o.len_sq_sum);
+        if o.first_seen_ns < self.first_seen_ns {
+            self.first_seen_ns = o.first_seen_ns;
+        }
+        if o.last_seen_ns > self.last_seen_ns {
+            self.last_seen_ns = o.last_seen_ns;
+        }
+        self.syn += o.syn;
+        self.synack += o.synack;
+        self.fin += o.fin;
+        self.rst += o.rst;
+        if o.len_min < self.len_min {
+            self.len_min = o.len_min;
+        }
+        if o.len_max > self.len_max {
+            self.len_max = o.len_max;
+        }
+        self.tcp_flags_or |= o.tcp_flags_or;
+    }
+}
+
 /// Why an event was exported.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +291,26 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The event a packet with TCP `flags` exports, if any: RST and FIN
+    /// always (RST first), then the flow's first packet on this CPU
+    /// (`is_new`), then a checkpoint of its per-CPU packet count `packets`
+    /// (after counting the packet, see [`is_checkpoint`]).
+    #[inline(always)]
+    #[must_use]
+    pub const fn for_packet(flags: u8, is_new: bool, packets: u64) -> Option<Self> {
+        if flags & tcp_flags::RST != 0 {
+            Some(Self::Rst)
+        } else if flags & tcp_flags::FIN != 0 {
+            Some(Self::Fin)
+        } else if is_new {
+            Some(Self::Start)
+        } else if is_checkpoint(packets) {
+            Some(Self::Update)
+        } else {
+            None
+        }
+    }
+
     #[must_use]
     pub const fn from_u32(v: u32) -> Option<Self> {
         match v {
@@ -389,6 +533,55 @@ mod tests {
         for n in 0..5000u64 {
             assert_eq!(is_checkpoint(n), hits.contains(&n), "n = {n}");
         }
+    }
+
+    #[test]
+    fn fresh_then_add_counts_every_packet() {
+        use tcp_flags::{ACK, FIN, RST, SYN};
+        let mut s = FlowStats::fresh(60, SYN, 10);
+        assert_eq!((s.packets, s.syn, s.synack, s.tcp_flags_or), (1, 1, 0, SYN));
+        assert_eq!(s._pad, [0; 3]);
+        s.add(1500, SYN | ACK, 20);
+        s.add(40, FIN | ACK, 30);
+        s.add(100, RST, 40);
+        assert_eq!((s.packets, s.bytes), (4, 1700));
+        assert_eq!(s.len_sq_sum, 3600 + 1500 * 1500 + 1600 + 10_000);
+        assert_eq!((s.syn, s.synack, s.fin, s.rst), (1, 1, 1, 1));
+        assert_eq!((s.len_min, s.len_max), (40, 1500));
+        assert_eq!((s.first_seen_ns, s.last_seen_ns), (10, 40));
+        assert_eq!(s.tcp_flags_or, SYN | ACK | FIN | RST);
+    }
+
+    #[test]
+    fn merge_is_packetwise_accounting_and_skips_empty_stats() {
+        let mut a = FlowStats::fresh(100, 0, 50);
+        a.add(200, 0, 60);
+        let mut b = FlowStats::fresh(40, tcp_flags::FIN, 30);
+        b.add(300, 0, 90);
+        let mut m = FlowStats::default();
+        m.merge(&FlowStats::default());
+        m.merge(&a);
+        m.merge(&FlowStats::default());
+        m.merge(&b);
+        let mut want = FlowStats::fresh(100, 0, 50);
+        want.add(200, 0, 60);
+        want.add(40, tcp_flags::FIN, 30);
+        want.add(300, 0, 90);
+        want.first_seen_ns = 30;
+        assert_eq!(m, want);
+    }
+
+    #[test]
+    fn event_priority_is_rst_fin_start_checkpoint() {
+        use tcp_flags::{FIN, RST, SYN};
+        assert_eq!(
+            EventKind::for_packet(RST | FIN, true, 2),
+            Some(EventKind::Rst)
+        );
+        assert_eq!(EventKind::for_packet(FIN, true, 1), Some(EventKind::Fin));
+        assert_eq!(EventKind::for_packet(SYN, true, 1), Some(EventKind::Start));
+        assert_eq!(EventKind::for_packet(0, false, 4), Some(EventKind::Update));
+        assert_eq!(EventKind::for_packet(0, false, 5), None);
     }
 
     #[test]

@@ -54,8 +54,16 @@ pub const fn cms_column(hash: u64, row: u32) -> u32 {
 #[inline(always)]
 #[must_use]
 pub const fn hll_index_rank(hash: u64) -> (u32, u8) {
-    let idx = (hash >> (64 - HLL_P)) as u32;
-    let rest = (hash << HLL_P) | (1 << (HLL_P - 1));
+    hll_index_rank_p(hash, HLL_P)
+}
+
+/// [`hll_index_rank`] for a sketch of `2^p` registers, `1 <= p <= 32`
+/// (user-space sketches of other sizes index the same way).
+#[inline(always)]
+#[must_use]
+pub const fn hll_index_rank_p(hash: u64, p: u32) -> (u32, u8) {
+    let idx = (hash >> (64 - p)) as u32;
+    let rest = (hash << p) | (1 << (p - 1));
     (idx, rest.leading_zeros() as u8 + 1)
 }
 

@@ -16,7 +16,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
-use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash_addr, is_checkpoint, tcp_flags};
+use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash_addr};
 
 use crate::{
     maps::{SENSOR_CONFIG, count, count_add},
@@ -90,17 +90,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
             let f = flow::update(key, len, meta.tcp_flags, now, &mut scratch)?;
             // SAFETY: `f.stats` is this CPU's slot or `scratch`, both live.
             let packets = unsafe { (*f.stats).packets };
-            let kind = if meta.tcp_flags & tcp_flags::RST != 0 {
-                Some(EventKind::Rst)
-            } else if meta.tcp_flags & tcp_flags::FIN != 0 {
-                Some(EventKind::Fin)
-            } else if f.is_new {
-                Some(EventKind::Start)
-            } else if is_checkpoint(packets) {
-                Some(EventKind::Update)
-            } else {
-                None
-            };
+            let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
             if let Some(kind) = kind {
                 export::emit(&cfg, key, f.stats, kind, src_hash, &meta, len as u32);
             }

@@ -2,14 +2,16 @@
 //! its XDP program is attached, stop it with SIGINT like an operator would,
 //! and parse the files it writes on exit.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+/// The sensor's output records, defined once for the sensor that writes
+/// them and the lab that reads them.
+pub use sensor_common::records::{
+    CmsParams, FlowRecord, SketchReport, SourceEstimate, StatsReport, WorkerStats,
+};
 
 use crate::error::{LabError, Result};
 use crate::netns::Netns;
@@ -57,84 +59,13 @@ impl Drop for TempDir {
     }
 }
 
-/// One line of `--flows-out`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct FlowRecord {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub packets: u64,
-    pub bytes: u64,
-    pub syn: u64,
-    pub synack: u64,
-    pub fin: u64,
-    pub rst: u64,
-    #[serde(default)]
-    pub len_min: u64,
-    #[serde(default)]
-    pub len_max: u64,
-    #[serde(default)]
-    pub events: u64,
-    #[serde(default)]
-    pub start_events: u64,
-}
-
-/// `--stats-out`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Stats {
-    pub counters: BTreeMap<String, u64>,
-    #[serde(default)]
-    pub workers: Vec<serde_json::Value>,
-    #[serde(default)]
-    pub epochs_flipped: u64,
-    #[serde(default)]
-    pub duration_s: f64,
-}
-
-impl Stats {
-    /// A counter by its `sensor_common::Counter::name` (0 when absent).
-    #[must_use]
-    pub fn counter(&self, name: &str) -> u64 {
-        self.counters.get(name).copied().unwrap_or(0)
-    }
-}
-
-/// Count-Min geometry as reported by the sensor.
-#[derive(Clone, Copy, Debug, Deserialize)]
-pub struct CmsGeometry {
-    pub rows: u32,
-    pub width: u32,
-    pub epsilon: f64,
-    pub delta: f64,
-}
-
-/// One source's Count-Min estimates.
-#[derive(Clone, Copy, Debug, Deserialize)]
-pub struct SourceEstimate {
-    pub src: IpAddr,
-    pub packets_est: u64,
-    pub bytes_est: u64,
-}
-
-/// `--sketch-out`.
-#[derive(Clone, Debug, Deserialize)]
-pub struct Sketch {
-    pub total_packets: u64,
-    pub total_bytes: u64,
-    pub distinct_sources_estimate: f64,
-    pub cms: CmsGeometry,
-    pub sources: Vec<SourceEstimate>,
-}
-
 /// Everything the sensor wrote.
 #[derive(Clone, Debug)]
 pub struct SensorOutput {
     pub status: ExitStatus,
     pub flows: Vec<FlowRecord>,
-    pub stats: Stats,
-    pub sketch: Sketch,
+    pub stats: StatsReport,
+    pub sketch: SketchReport,
     pub stderr: String,
 }
 
@@ -170,7 +101,7 @@ pub fn read_flows(path: &Path) -> Result<Vec<FlowRecord>> {
 ///
 /// # Errors
 /// Unreadable or malformed file.
-pub fn read_stats(path: &Path) -> Result<Stats> {
+pub fn read_stats(path: &Path) -> Result<StatsReport> {
     parse(path, 1, &read(path)?)
 }
 
@@ -178,7 +109,7 @@ pub fn read_stats(path: &Path) -> Result<Stats> {
 ///
 /// # Errors
 /// Unreadable or malformed file.
-pub fn read_sketch(path: &Path) -> Result<Sketch> {
+pub fn read_sketch(path: &Path) -> Result<SketchReport> {
     parse(path, 1, &read(path)?)
 }
 

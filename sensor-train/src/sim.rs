@@ -21,7 +21,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, is_checkpoint, tcp_flags};
+use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, tcp_flags};
 
 use sensor::{
     capture::sketch::{CountMin, HyperLogLog},
@@ -208,8 +208,6 @@ impl KernelModel {
         ) % u64::from(self.n_cpus)) as u32;
         let len = u64::from(p.len);
         let flags = p.flags;
-        let syn = flags & tcp_flags::SYN != 0;
-        let ack = flags & tcp_flags::ACK != 0;
         let mut is_new = false;
         let e = self.flows.entry((p.key, cpu)).or_insert_with(|| {
             is_new = true;
@@ -217,45 +215,11 @@ impl KernelModel {
         });
         let s = &mut e.0;
         if is_new {
-            *s = FlowStats {
-                packets: 1,
-                bytes: len,
-                first_seen_ns: p.ts_ns,
-                last_seen_ns: p.ts_ns,
-                len_sq_sum: len * len,
-                syn: u32::from(syn && !ack),
-                synack: u32::from(syn && ack),
-                fin: u32::from(flags & tcp_flags::FIN != 0),
-                rst: u32::from(flags & tcp_flags::RST != 0),
-                len_min: p.len,
-                len_max: p.len,
-                tcp_flags_or: flags,
-                _pad: [0; 3],
-            };
+            *s = FlowStats::fresh(len, flags, p.ts_ns);
         } else {
-            s.packets += 1;
-            s.bytes += len;
-            s.last_seen_ns = p.ts_ns;
-            s.len_sq_sum += len * len;
-            s.syn += u32::from(syn && !ack);
-            s.synack += u32::from(syn && ack);
-            s.fin += u32::from(flags & tcp_flags::FIN != 0);
-            s.rst += u32::from(flags & tcp_flags::RST != 0);
-            s.len_min = s.len_min.min(p.len);
-            s.len_max = s.len_max.max(p.len);
-            s.tcp_flags_or |= flags;
+            s.add(len, flags, p.ts_ns);
         }
-        let kind = if flags & tcp_flags::RST != 0 {
-            EventKind::Rst
-        } else if flags & tcp_flags::FIN != 0 {
-            EventKind::Fin
-        } else if is_new {
-            EventKind::Start
-        } else if is_checkpoint(s.packets) {
-            EventKind::Update
-        } else {
-            return None;
-        };
+        let kind = EventKind::for_packet(flags, is_new, s.packets)?;
         Some((
             FlowEvent {
                 key: p.key,

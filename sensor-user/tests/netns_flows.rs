@@ -57,7 +57,14 @@ fn per_flow_counts_match_ground_truth_exactly() {
     for (tuple, want) in &r.truth.flows {
         let f = got[tuple];
         let have = (
-            f.packets, f.bytes, f.syn, f.synack, f.fin, f.rst, f.len_min, f.len_max,
+            f.packets,
+            f.bytes,
+            u64::from(f.syn),
+            u64::from(f.synack),
+            u64::from(f.fin),
+            u64::from(f.rst),
+            u64::from(f.len_min),
+            u64::from(f.len_max),
         );
         let exp = (
             want.packets,
@@ -74,7 +81,7 @@ fn per_flow_counts_match_ground_truth_exactly() {
             "{tuple:?}: (packets, bytes, syn, synack, fin, rst, len_min, len_max)"
         );
         assert!(f.start_events >= 1, "{tuple:?} has no start event");
-        assert!(f.events >= f.start_events, "{tuple:?}");
+        assert!(f.events >= u64::from(f.start_events), "{tuple:?}");
     }
     let c = &r.output.stats;
     assert_eq!(c.counter("packets_seen"), r.truth.packets);

@@ -14,7 +14,7 @@ const PACKETS: u64 = 3_000;
 
 /// Runs the sensor with `extra`, sends PACKETS frames, returns (frames the
 /// gateway's stack received, sensor counters).
-fn run(extra: &[&str]) -> (u64, sensor_lab::sensor::Stats) {
+fn run(extra: &[&str]) -> (u64, sensor_lab::sensor::StatsReport) {
     let lab = Lab::sender_gateway().expect("lab");
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(12), PACKETS).expect("frames");

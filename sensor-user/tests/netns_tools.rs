@@ -103,7 +103,13 @@ fn hping3_syns_are_counted_exactly() {
     assert_eq!(f.dst.to_string(), "10.203.0.2");
     assert_eq!((f.sport, f.dport, f.proto), (40_000, 80, 6));
     assert_eq!(
-        (f.packets, f.syn, f.synack, f.fin, f.rst),
+        (
+            f.packets,
+            u64::from(f.syn),
+            u64::from(f.synack),
+            u64::from(f.fin),
+            u64::from(f.rst)
+        ),
         (COUNT, COUNT, 0, 0, 0)
     );
     // 14 Ethernet + 20 IPv4 + 20 TCP, no payload.

@@ -131,28 +131,11 @@ impl Sensor {
             PerCpuHashMap::try_from(self.ebpf.map(map_names::FLOW_TABLE).expect("flow table"))
                 .expect("per-cpu hash");
         let vals = m.get(key, 0).ok()?;
-        let mut out: Option<FlowStats> = None;
-        for v in vals.iter().filter(|v| v.packets > 0) {
-            out = Some(match out {
-                None => *v,
-                Some(mut o) => {
-                    o.packets += v.packets;
-                    o.bytes += v.bytes;
-                    o.len_sq_sum += v.len_sq_sum;
-                    o.syn += v.syn;
-                    o.synack += v.synack;
-                    o.fin += v.fin;
-                    o.rst += v.rst;
-                    o.len_min = o.len_min.min(v.len_min);
-                    o.len_max = o.len_max.max(v.len_max);
-                    o.first_seen_ns = o.first_seen_ns.min(v.first_seen_ns);
-                    o.last_seen_ns = o.last_seen_ns.max(v.last_seen_ns);
-                    o.tcp_flags_or |= v.tcp_flags_or;
-                    o
-                }
-            });
+        let mut out = FlowStats::default();
+        for v in vals.iter() {
+            out.merge(v);
         }
-        out
+        (out.packets > 0).then_some(out)
     }
 
     fn flow_count(&self) -> usize {

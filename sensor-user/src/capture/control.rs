@@ -274,7 +274,7 @@ impl Controller {
             .get(&(epoch & 1), 0)
             .map_err(read_err(map_names::SRC_DISTINCT_HLL))?;
         for cpu in regs.iter() {
-            out.distinct_sources.merge_registers(cpu);
+            out.distinct_sources.merge_registers(&cpu.regs);
         }
         Ok(out)
     }

@@ -5,14 +5,11 @@
 
 use sensor_common::{
     hash_addr,
-    sketch::{
-        CMS_ROWS, CMS_WIDTH, CmsRow, HLL_P, HLL_REGISTERS, HllRegisters, cms_column, hll_index_rank,
-    },
+    sketch::{CMS_ROWS, CMS_WIDTH, CmsRow, HLL_REGISTERS, cms_column, hll_index_rank_p},
 };
 
 const ROWS: usize = CMS_ROWS as usize;
 const WIDTH: usize = CMS_WIDTH as usize;
-const REGS: usize = HLL_REGISTERS as usize;
 
 /// A Count-Min sketch with the kernel's geometry: `CMS_ROWS` × `CMS_WIDTH`
 /// cells. Every row receives every increment, so each row sums to the total.
@@ -143,59 +140,145 @@ impl CountMin {
     }
 }
 
-/// A HyperLogLog with the kernel's precision (`HLL_P` bits of index).
-#[derive(Clone, PartialEq, Eq)]
-pub struct HyperLogLog {
-    regs: Box<[u8; REGS]>,
+/// Registers of the kernel's distinct-source HyperLogLog.
+pub const KERNEL_HLL_M: usize = HLL_REGISTERS as usize;
+
+/// `2^-r` for every possible register value, so sums need no `powi`.
+const POW2_NEG: [f64; 64] = {
+    let mut t = [0.0f64; 64];
+    let mut i = 0;
+    let mut v = 1.0f64;
+    while i < 64 {
+        t[i] = v;
+        v /= 2.0;
+        i += 1;
+    }
+    t
+};
+
+/// A register an insert raised ([`HyperLogLog::insert_hash`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Raise {
+    /// Register index.
+    pub index: usize,
+    /// Its value before.
+    pub from: u8,
+    /// Its value now.
+    pub to: u8,
 }
 
-impl Default for HyperLogLog {
+/// A HyperLogLog of `M` one-byte registers (a power of two, at least 16;
+/// precision `p = log2 M`). Items are indexed and ranked as the XDP program
+/// does ([`sensor_common::sketch::hll_index_rank_p`]), so the kernel's
+/// registers (`M` = [`KERNEL_HLL_M`]) merge in directly. The default size is
+/// the kernel's; the feature extractor keeps small per-host ones.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HyperLogLog<const M: usize = KERNEL_HLL_M> {
+    regs: [u8; M],
+}
+
+impl<const M: usize> Default for HyperLogLog<M> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl std::fmt::Debug for HyperLogLog {
+impl<const M: usize> std::fmt::Debug for HyperLogLog<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HyperLogLog")
+            .field("registers", &M)
             .field("estimate", &self.estimate())
             .finish_non_exhaustive()
     }
 }
 
-impl HyperLogLog {
+impl<const M: usize> HyperLogLog<M> {
+    /// Precision: bits of the hash that pick the register.
+    pub const P: u32 = {
+        assert!(M.is_power_of_two() && M >= 16, "M: a power of two >= 16");
+        M.trailing_zeros()
+    };
+
     /// An empty sketch.
     #[must_use]
-    pub fn new() -> Self {
-        Self {
-            regs: Box::new([0; REGS]),
-        }
+    pub const fn new() -> Self {
+        let _ = Self::P;
+        Self { regs: [0; M] }
     }
 
-    /// Merges kernel registers (one CPU's or an epoch's): register-wise max.
-    pub fn merge_registers(&mut self, regs: &HllRegisters) {
-        for (d, &s) in self.regs.iter_mut().zip(regs.regs.iter()) {
-            *d = (*d).max(s);
-        }
+    /// Register index and rank of a 64-bit hash.
+    #[inline]
+    #[must_use]
+    pub const fn index_rank(hash: u64) -> (usize, u8) {
+        let (i, rank) = hll_index_rank_p(hash, Self::P);
+        (i as usize, rank)
     }
 
-    /// Merges another sketch: register-wise max.
-    pub fn merge(&mut self, other: &HyperLogLog) {
-        for (d, &s) in self.regs.iter_mut().zip(other.regs.iter()) {
-            *d = (*d).max(s);
-        }
-    }
-
-    /// Inserts a 64-bit hash exactly as the XDP program does.
-    pub fn insert_hash(&mut self, hash: u64) {
-        let (idx, rank) = hll_index_rank(hash);
-        let r = &mut self.regs[idx as usize];
-        *r = (*r).max(rank);
+    /// Inserts a 64-bit hash exactly as the XDP program does; returns the
+    /// register it raised, if any.
+    #[inline]
+    pub fn insert_hash(&mut self, hash: u64) -> Option<Raise> {
+        let (index, rank) = Self::index_rank(hash);
+        let r = &mut self.regs[index];
+        let from = *r;
+        (rank > from).then(|| {
+            *r = rank;
+            Raise {
+                index,
+                from,
+                to: rank,
+            }
+        })
     }
 
     /// Inserts an address exactly as the XDP program does.
     pub fn insert_addr(&mut self, addr: &[u8; 16]) {
         self.insert_hash(hash_addr(addr));
+    }
+
+    /// Register `i`.
+    #[inline]
+    #[must_use]
+    pub fn register(&self, i: usize) -> u8 {
+        self.regs[i]
+    }
+
+    /// Merges registers (one CPU's or an epoch's of the kernel, or another
+    /// sketch's): register-wise max.
+    pub fn merge_registers(&mut self, regs: &[u8; M]) {
+        for (d, &s) in self.regs.iter_mut().zip(regs.iter()) {
+            *d = (*d).max(s);
+        }
+    }
+
+    /// Merges another sketch: register-wise max.
+    pub fn merge(&mut self, other: &Self) {
+        self.merge_registers(&other.regs);
+    }
+
+    /// Zeroes every register.
+    pub fn clear(&mut self) {
+        self.regs.fill(0);
+    }
+
+    /// `2^-r`, the register value `r`'s term of the harmonic sum.
+    #[inline]
+    #[must_use]
+    pub fn pow2_neg(r: u8) -> f64 {
+        POW2_NEG[usize::from(r)]
+    }
+
+    /// The harmonic sum `Σ 2^-reg` (in register order) and the number of
+    /// zero registers: what [`Self::classic_estimate`] needs.
+    #[must_use]
+    pub fn harmonic_sum_and_zeros(&self) -> (f64, u32) {
+        let mut sum = 0.0;
+        let mut zeros = 0;
+        for &r in &self.regs {
+            sum += Self::pow2_neg(r);
+            zeros += u32::from(r == 0);
+        }
+        (sum, zeros)
     }
 
     /// Estimated number of distinct items, with Ertl's improved estimator
@@ -207,18 +290,19 @@ impl HyperLogLog {
     /// counting for small sets.
     #[must_use]
     pub fn estimate(&self) -> f64 {
-        // Registers hold ranks 0..=q+1 with q = 64 - p.
-        const Q: usize = 64 - HLL_P as usize;
-        let mut hist = [0u32; Q + 2];
-        for &r in self.regs.iter() {
-            hist[usize::from(r).min(Q + 1)] += 1;
+        // Registers hold ranks 0..=q+1 with q = 64 - p (at most 60).
+        let q = 64 - Self::P as usize;
+        let mut hist = [0u32; 62];
+        for &r in &self.regs {
+            hist[usize::from(r).min(q + 1)] += 1;
         }
-        let m = f64::from(HLL_REGISTERS);
-        if hist[0] == HLL_REGISTERS {
+        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
+        let m = M as f64;
+        if hist[0] as usize == M {
             return 0.0;
         }
-        let mut z = m * ertl_tau(1.0 - f64::from(hist[Q + 1]) / m);
-        for k in (1..=Q).rev() {
+        let mut z = m * ertl_tau(1.0 - f64::from(hist[q + 1]) / m);
+        for k in (1..=q).rev() {
             z = 0.5 * (z + f64::from(hist[k]));
         }
         z += m * ertl_sigma(f64::from(hist[0]) / m);
@@ -226,15 +310,62 @@ impl HyperLogLog {
         alpha_inf * m * m / z
     }
 
+    /// The classic estimate (Flajolet et al.) from a harmonic sum and zero
+    /// count: linear counting while the raw estimate is at most 2.5·m and a
+    /// register is still zero, else the raw estimate. Cheaper than
+    /// [`Self::estimate`] when the sum is kept incrementally, as the feature
+    /// extractor does.
+    #[inline]
+    #[must_use]
+    pub fn classic_estimate(harmonic_sum: f64, zeros: u32) -> f64 {
+        if Self::is_linear(harmonic_sum, zeros) {
+            Self::linear_estimate(zeros)
+        } else {
+            Self::raw_estimate(harmonic_sum)
+        }
+    }
+
+    /// The raw estimate α_m·m²/Σ.
+    #[inline]
+    fn raw_estimate(harmonic_sum: f64) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
+        let m = M as f64;
+        let alpha = match M {
+            16 => 0.673,
+            32 => 0.697,
+            64 => 0.709,
+            _ => 0.7213 / (1.0 + 1.079 / m),
+        };
+        alpha * m * m / harmonic_sum
+    }
+
+    /// True when [`Self::classic_estimate`] uses linear counting: a small
+    /// range with at least one zero register.
+    #[inline]
+    #[must_use]
+    pub fn is_linear(harmonic_sum: f64, zeros: u32) -> bool {
+        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
+        let m = M as f64;
+        Self::raw_estimate(harmonic_sum) <= 2.5 * m && zeros > 0
+    }
+
+    /// The linear-counting estimate for `zeros` (1..=m) zero registers. It
+    /// depends on the zero count alone, so callers may tabulate functions of
+    /// it.
+    #[inline]
+    #[must_use]
+    pub fn linear_estimate(zeros: u32) -> f64 {
+        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
+        let m = M as f64;
+        m * (m / f64::from(zeros)).ln()
+    }
+
     /// Relative standard error of the estimate, 1.04 / √m.
     #[must_use]
     pub fn standard_error() -> f64 {
-        1.04 / f64::from(1u32 << (HLL_P / 2))
-    }
-
-    /// Zeroes every register.
-    pub fn clear(&mut self) {
-        self.regs.fill(0);
+        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
+        let m = M as f64;
+        1.04 / m.sqrt()
     }
 }
 
@@ -314,7 +445,7 @@ mod tests {
             (100, 4),
         ] {
             let mut rng = SplitMix(seed);
-            let mut h = HyperLogLog::new();
+            let mut h = HyperLogLog::<KERNEL_HLL_M>::new();
             for _ in 0..n {
                 h.insert_addr(&rng.addr());
             }
@@ -328,7 +459,7 @@ mod tests {
     fn hll_within_five_percent_on_sequential_ipv4_sources() {
         // Sequential addresses are what a scan or spoofed flood produces.
         for n in [5_000u32, 10_000, 20_000, 100_000] {
-            let mut h = HyperLogLog::new();
+            let mut h = HyperLogLog::<KERNEL_HLL_M>::new();
             for i in 0..n {
                 h.insert_addr(&v4(0x0a00_0000 + i));
             }
@@ -340,8 +471,8 @@ mod tests {
 
     #[test]
     fn hll_merge_is_union_and_duplicates_do_not_count() {
-        let mut a = HyperLogLog::new();
-        let mut b = HyperLogLog::new();
+        let mut a = HyperLogLog::<KERNEL_HLL_M>::new();
+        let mut b = HyperLogLog::<KERNEL_HLL_M>::new();
         for i in 0..20_000u32 {
             a.insert_addr(&v4(i));
             a.insert_addr(&v4(i)); // duplicate
@@ -351,13 +482,25 @@ mod tests {
         u.merge(&b);
         let est = u.estimate();
         assert!((est - 30_000.0).abs() / 30_000.0 < 0.05, "{est}");
-        assert_eq!(HyperLogLog::new().estimate(), 0.0);
+        assert_eq!(HyperLogLog::<KERNEL_HLL_M>::new().estimate(), 0.0);
         // Merging kernel registers is the same max.
-        let mut k = HllRegisters { regs: [0; REGS] };
+        let mut k = sensor_common::sketch::HllRegisters {
+            regs: [0; KERNEL_HLL_M],
+        };
         k.regs.copy_from_slice(&b.regs[..]);
         let mut via_kernel = a.clone();
-        via_kernel.merge_registers(&k);
+        via_kernel.merge_registers(&k.regs);
         assert_eq!(via_kernel, u);
+    }
+
+    #[test]
+    fn rank_is_bounded_for_every_size() {
+        type Small = HyperLogLog<64>;
+        assert_eq!(Small::index_rank(0).1, (64 - Small::P + 1) as u8);
+        assert_eq!(Small::index_rank(u64::MAX), (63, 1));
+        let (i, r) = HyperLogLog::<KERNEL_HLL_M>::index_rank(0x1234_5678_9abc_def0);
+        let (ki, kr) = sensor_common::sketch::hll_index_rank(0x1234_5678_9abc_def0);
+        assert_eq!((i, r), (ki as usize, kr), "indexed as the kernel does");
     }
 
     #[test]

@@ -29,9 +29,7 @@ use sensor_common::{
 pub use crate::capture::gateway::GatewayView;
 pub use schema::{DST_PACKETS_PER_S_1S, N_FEATURES, SCHEMA, SCHEMA_VERSION};
 use table::LruTable;
-use window::{
-    Eds3, HOST_HLL_M, HllMeta, HllRegs, N_WINDOWS, WINDOWS_NS, decay_factors, hll_linear_estimate,
-};
+use window::{Eds3, HOST_HLL_M, HllMeta, HllRegs, HostHll, N_WINDOWS, WINDOWS_NS, decay_factors};
 
 /// A feature vector in schema order.
 pub type FeatureVec = [f32; N_FEATURES];
@@ -143,26 +141,6 @@ pub const UPLOAD_MIN_BYTES: u64 = 1024;
 /// back) stay below it.
 pub const UPLOAD_RATIO: u64 = 3;
 
-/// Cumulative counts of a flow (sum over the CPUs it was seen on).
-#[derive(Clone, Copy, Debug, Default)]
-struct Totals {
-    packets: u64,
-    bytes: u64,
-    len_sq: u64,
-    fin: u64,
-    rst: u64,
-}
-
-impl Totals {
-    fn add_stats(&mut self, s: &FlowStats) {
-        self.packets += s.packets;
-        self.bytes += s.bytes;
-        self.len_sq = self.len_sq.wrapping_add(s.len_sq_sum);
-        self.fin += u64::from(s.fin);
-        self.rst += u64::from(s.rst);
-    }
-}
-
 /// Per-flow state.
 #[derive(Clone, Copy, Debug, Default)]
 struct FlowState {
@@ -170,8 +148,9 @@ struct FlowState {
     cpu: u32,
     /// Latest snapshot from `cpu`.
     last: FlowStats,
-    /// Counts from CPUs the flow left before `cpu`.
-    base: Totals,
+    /// Statistics from CPUs the flow left before `cpu` (and from before a
+    /// restart), merged.
+    base: FlowStats,
     first_seen: u64,
     last_seen: u64,
     /// Weighted Welford over per-snapshot mean inter-arrival times (ns),
@@ -471,7 +450,7 @@ impl FeatureExtractor {
                 if z == 0 {
                     0.0
                 } else {
-                    ln1p(hll_linear_estimate(z as u32) * cfg.host_scale)
+                    ln1p(HostHll::linear_estimate(z as u32) * cfg.host_scale)
                 }
             }),
             small_ln1p: Box::new(std::array::from_fn(|n| {
@@ -580,12 +559,12 @@ impl FeatureExtractor {
                 && ev.tcp_flags & tcp_flags::ACK == 0;
         } else if f.cpu != ev.cpu {
             self.counters.flow_cpu_migrations += 1;
-            f.base.add_stats(&f.last);
+            f.base.merge(&f.last);
             f.last = FlowStats::default();
             f.cpu = ev.cpu;
         } else if s.packets < f.last.packets {
             self.counters.flow_restarts += 1;
-            f.base.add_stats(&f.last);
+            f.base.merge(&f.last);
             f.last = FlowStats::default();
         }
         let prev = f.last;
@@ -616,7 +595,7 @@ impl FeatureExtractor {
         f.first_seen = f.first_seen.min(s.first_seen_ns);
         f.last_seen = f.last_seen.max(s.last_seen_ns);
         let mut tot = f.base;
-        tot.add_stats(s);
+        tot.merge(s);
         let new_client_syn = e.inserted && f.client_syn;
         let flow = *f;
 
@@ -652,7 +631,7 @@ impl FeatureExtractor {
                 .filter(|&ri| ri != e.idx)
         {
             let rev = *self.flows.get(ri);
-            let sent_fin = |f: &FlowState| f.base.fin + u64::from(f.last.fin) > 0;
+            let sent_fin = |f: &FlowState| f.base.fin + f.last.fin > 0;
             // Closed: an RST from either side, or a FIN from both (the
             // second FIN's event comes after both directions' last data).
             let closed = kind == EventKind::Rst || (sent_fin(&flow) && sent_fin(&rev));
@@ -753,7 +732,7 @@ impl FeatureExtractor {
         let dur_ns = flow.last_seen.saturating_sub(flow.first_seen);
         let dur_s = dur_ns as f64 / 1e9;
         let mean = tot.bytes as f64 / packets;
-        let var = (tot.len_sq as f64 / packets - mean * mean).max(0.0);
+        let var = (tot.len_sq_sum as f64 / packets - mean * mean).max(0.0);
         let iat_var = if flow.iat_w > 0.0 {
             flow.iat_m2 / flow.iat_w
         } else {
@@ -794,8 +773,8 @@ impl FeatureExtractor {
             ln_pps,
             ln_bps,
             f32::from(u8::from(syn_unanswered)),
-            (tot.rst as f64 / packets) as f32,
-            (tot.fin as f64 / packets) as f32,
+            (f64::from(tot.rst) / packets) as f32,
+            (f64::from(tot.fin) / packets) as f32,
             dport_class(proto, key.dport),
             f32::from(u8::from(proto == ipproto::TCP)),
             f32::from(u8::from(proto == ipproto::UDP)),

@@ -11,7 +11,12 @@
 //! they use two tumbling epochs per window ([`HllPair`]): the estimate is the
 //! union of the current and the previous epoch, i.e. it covers between `W`
 //! and `2W` of history. The union's harmonic sum is kept incrementally, so an
-//! estimate costs one division and one logarithm, not a register scan.
+//! estimate costs one division and one logarithm, not a register scan. The
+//! registers and their insert are the shared [`HyperLogLog`]; what this
+//! module adds is the pair of epochs, the incremental union and the classic
+//! estimator over it ([`HyperLogLog::classic_estimate`]).
+
+use crate::capture::sketch::HyperLogLog;
 
 /// Window lengths in nanoseconds, in schema order: 1 s, 5 min, 1 h.
 pub const WINDOWS_NS: [u64; 3] = [1_000_000_000, 300_000_000_000, 3_600_000_000_000];
@@ -43,64 +48,8 @@ pub const HOST_HLL_P: u32 = 6;
 /// Registers per host HyperLogLog.
 pub const HOST_HLL_M: usize = 1 << HOST_HLL_P;
 
-/// `2^-r` for every possible register value, so updates need no `powi`.
-const POW2_NEG: [f64; 64] = {
-    let mut t = [0.0f64; 64];
-    let mut i = 0;
-    let mut v = 1.0f64;
-    while i < 64 {
-        t[i] = v;
-        v /= 2.0;
-        i += 1;
-    }
-    t
-};
-
-/// Register index and rank of a 64-bit hash for a `HOST_HLL_P` sketch.
-#[inline]
-#[must_use]
-pub const fn hll_index_rank(hash: u64) -> (usize, u8) {
-    let idx = (hash >> (64 - HOST_HLL_P)) as usize;
-    let rest = (hash << HOST_HLL_P) | (1 << (HOST_HLL_P - 1));
-    (idx, rest.leading_zeros() as u8 + 1)
-}
-
-/// The standard HyperLogLog estimate (with linear counting for small ranges)
-/// from the harmonic sum `Σ 2^-reg` and the number of zero registers.
-#[inline]
-#[must_use]
-pub fn hll_estimate(harmonic_sum: f64, zeros: u32) -> f64 {
-    if hll_is_linear(harmonic_sum, zeros) {
-        hll_linear_estimate(zeros)
-    } else {
-        hll_raw_estimate(harmonic_sum)
-    }
-}
-
-/// The raw HyperLogLog estimate from the harmonic sum.
-#[inline]
-fn hll_raw_estimate(harmonic_sum: f64) -> f64 {
-    let m = HOST_HLL_M as f64;
-    // α_64 from Flajolet et al.
-    0.709 * m * m / harmonic_sum
-}
-
-/// True when [`hll_estimate`] uses linear counting: a small range with at
-/// least one zero register.
-#[inline]
-#[must_use]
-pub fn hll_is_linear(harmonic_sum: f64, zeros: u32) -> bool {
-    hll_raw_estimate(harmonic_sum) <= 2.5 * HOST_HLL_M as f64 && zeros > 0
-}
-
-/// The linear-counting estimate for `zeros` (1..=m) zero registers. It
-/// depends on the zero count alone, so callers may tabulate functions of it.
-#[inline]
-#[must_use]
-pub fn hll_linear_estimate(zeros: u32) -> f64 {
-    let m = HOST_HLL_M as f64;
-    m * (m / f64::from(zeros)).ln()
-}
+/// A per-host distinct counter's registers (one epoch).
+pub type HostHll = HyperLogLog<HOST_HLL_M>;
 
 /// The summary half of an [`HllPair`]: what estimates need, plus the epoch.
 /// Hosts keep these next to their other hot fields and the registers
@@ -130,20 +79,11 @@ impl Default for HllMeta {
     }
 }
 
-/// The registers of an [`HllPair`], the previous and current epoch's side
-/// by side per index, so an insert reads and writes one cache line.
-#[derive(Clone, Copy, Debug)]
+/// The registers of an [`HllPair`]: the previous and the current epoch.
+#[derive(Clone, Debug, Default)]
 pub struct HllRegs {
-    /// `[prev, cur]` per register.
-    r: [[u8; 2]; HOST_HLL_M],
-}
-
-impl Default for HllRegs {
-    fn default() -> Self {
-        Self {
-            r: [[0; 2]; HOST_HLL_M],
-        }
-    }
+    prev: HostHll,
+    cur: HostHll,
 }
 
 impl HllMeta {
@@ -179,30 +119,24 @@ impl HllMeta {
             // the epoch number changes.
             return;
         }
-        let mut sum = 0.0;
-        let mut zeros = 0;
-        for pc in &mut regs.r {
-            let p = if next { pc[1] } else { 0 };
-            *pc = [p, 0];
-            sum += POW2_NEG[p as usize];
-            zeros += u32::from(p == 0);
+        if next {
+            regs.prev.clone_from(&regs.cur);
+        } else {
+            regs.prev.clear();
         }
-        self.union_sum = sum;
-        self.union_zeros = zeros;
+        regs.cur.clear();
+        (self.union_sum, self.union_zeros) = regs.prev.harmonic_sum_and_zeros();
     }
 
     /// Adds an item by its 64-bit hash (after [`Self::advance`]).
     #[inline]
     pub fn insert(&mut self, regs: &mut HllRegs, hash: u64) {
-        let (i, rank) = hll_index_rank(hash);
-        let [prev, cur] = regs.r[i];
-        if rank <= cur {
+        let Some(raise) = regs.cur.insert_hash(hash) else {
             return;
-        }
-        let old_union = cur.max(prev);
-        regs.r[i][1] = rank;
-        if rank > old_union {
-            self.union_sum += POW2_NEG[rank as usize] - POW2_NEG[old_union as usize];
+        };
+        let old_union = raise.from.max(regs.prev.register(raise.index));
+        if raise.to > old_union {
+            self.union_sum += HostHll::pow2_neg(raise.to) - HostHll::pow2_neg(old_union);
             if old_union == 0 {
                 self.union_zeros -= 1;
             }
@@ -213,16 +147,16 @@ impl HllMeta {
     #[inline]
     #[must_use]
     pub fn estimate(&self) -> f64 {
-        hll_estimate(self.union_sum, self.union_zeros)
+        HostHll::classic_estimate(self.union_sum, self.union_zeros)
     }
 
     /// The zero-register count when [`Self::estimate`] is by linear counting
     /// (the common case: small distinct counts), else `None`. The estimate
-    /// is then [`hll_linear_estimate`] of it.
+    /// is then [`HyperLogLog::linear_estimate`] of it.
     #[inline]
     #[must_use]
     pub fn linear_zeros(&self) -> Option<u32> {
-        hll_is_linear(self.union_sum, self.union_zeros).then_some(self.union_zeros)
+        HostHll::is_linear(self.union_sum, self.union_zeros).then_some(self.union_zeros)
     }
 
     /// Current epoch number (`ts / W`).
@@ -236,14 +170,10 @@ impl HllRegs {
     /// The estimate recomputed from the registers alone.
     #[must_use]
     pub fn estimate(&self) -> f64 {
-        let mut sum = 0.0;
-        let mut zeros = 0;
-        for &[a, b] in &self.r {
-            let r = a.max(b);
-            sum += POW2_NEG[r as usize];
-            zeros += u32::from(r == 0);
-        }
-        hll_estimate(sum, zeros)
+        let mut union = self.prev.clone();
+        union.merge(&self.cur);
+        let (sum, zeros) = union.harmonic_sum_and_zeros();
+        HostHll::classic_estimate(sum, zeros)
     }
 }
 
@@ -334,12 +264,6 @@ impl Eds3 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rank_is_bounded() {
-        assert_eq!(hll_index_rank(0).1, (64 - HOST_HLL_P + 1) as u8);
-        assert_eq!(hll_index_rank(u64::MAX), (HOST_HLL_M - 1, 1));
-    }
 
     #[test]
     fn empty_pair_estimates_zero() {

@@ -1,17 +1,20 @@
 //! End-of-run outputs: the flow table (`--flows-out`, JSON lines), counters
 //! and worker statistics (`--stats-out`, one JSON object) and the sketches
 //! (`--sketch-out`, one JSON object). Formats are stable: tests and tools
-//! parse them.
+//! parse them. The record types are `sensor_common::records`, which the lab
+//! reads them back with; this module fills them in.
 
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io::{BufWriter, Write},
-    net::IpAddr,
     path::Path,
 };
 
 use aya::maps::{MapData, MapError, PerCpuArray, PerCpuHashMap};
+pub use sensor_common::records::{
+    CmsParams, FlowRecord, SketchReport, SourceEstimate, StatsReport, WorkerStats, len_mean_stddev,
+};
 use sensor_common::{COUNTER_COUNT, Counter, FlowKey, FlowStats, addr_to_ip, map_names};
 use serde::Serialize;
 
@@ -23,104 +26,15 @@ use crate::{
     capture::workers::{WorkerFlow, WorkerReport},
 };
 
-/// Merges one flow's per-CPU statistics: sums for counts, earliest first and
-/// latest last packet, min/max of lengths over the CPUs that saw the flow.
-/// `None` when no CPU saw a packet.
+/// Merges one flow's per-CPU statistics ([`FlowStats::merge`]). `None` when
+/// no CPU saw a packet.
 #[must_use]
 pub fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
-    let mut out: Option<FlowStats> = None;
-    for s in per_cpu.iter().filter(|s| s.packets > 0) {
-        let Some(m) = out.as_mut() else {
-            out = Some(*s);
-            continue;
-        };
-        m.packets += s.packets;
-        m.bytes += s.bytes;
-        m.len_sq_sum = m.len_sq_sum.wrapping_add(s.len_sq_sum);
-        m.first_seen_ns = m.first_seen_ns.min(s.first_seen_ns);
-        m.last_seen_ns = m.last_seen_ns.max(s.last_seen_ns);
-        m.syn += s.syn;
-        m.synack += s.synack;
-        m.fin += s.fin;
-        m.rst += s.rst;
-        m.len_min = m.len_min.min(s.len_min);
-        m.len_max = m.len_max.max(s.len_max);
-        m.tcp_flags_or |= s.tcp_flags_or;
+    let mut out = FlowStats::default();
+    for s in per_cpu {
+        out.merge(s);
     }
-    out
-}
-
-/// Mean and population standard deviation of frame lengths.
-#[must_use]
-pub fn len_mean_stddev(s: &FlowStats) -> (f64, f64) {
-    if s.packets == 0 {
-        return (0.0, 0.0);
-    }
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "statistics; 2^53 bytes is far away"
-    )]
-    let (n, sum, sq) = (s.packets as f64, s.bytes as f64, s.len_sq_sum as f64);
-    let mean = sum / n;
-    let var = (sq / n - mean * mean).max(0.0);
-    (mean, var.sqrt())
-}
-
-/// One line of `--flows-out`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FlowRecord {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub sport: u16,
-    pub dport: u16,
-    pub proto: u8,
-    pub packets: u64,
-    pub bytes: u64,
-    pub first_seen_ns: u64,
-    pub last_seen_ns: u64,
-    pub syn: u32,
-    pub synack: u32,
-    pub fin: u32,
-    pub rst: u32,
-    pub len_min: u16,
-    pub len_max: u16,
-    pub len_mean: f64,
-    pub len_stddev: f64,
-    pub tcp_flags_or: u8,
-    /// Events the workers received for this flow.
-    pub events: u64,
-    /// Start events among them (0 if the Start was sampled out or lost).
-    pub start_events: u32,
-}
-
-impl FlowRecord {
-    /// Builds a record from the merged kernel statistics and the worker state.
-    #[must_use]
-    pub fn new(key: &FlowKey, s: &FlowStats, worker: Option<&WorkerFlow>) -> Self {
-        let (len_mean, len_stddev) = len_mean_stddev(s);
-        Self {
-            src: addr_to_ip(&key.src),
-            dst: addr_to_ip(&key.dst),
-            sport: key.sport,
-            dport: key.dport,
-            proto: key.proto,
-            packets: s.packets,
-            bytes: s.bytes,
-            first_seen_ns: s.first_seen_ns,
-            last_seen_ns: s.last_seen_ns,
-            syn: s.syn,
-            synack: s.synack,
-            fin: s.fin,
-            rst: s.rst,
-            len_min: s.len_min,
-            len_max: s.len_max,
-            len_mean,
-            len_stddev,
-            tcp_flags_or: s.tcp_flags_or,
-            events: worker.map_or(0, |w| w.events),
-            start_events: worker.map_or(0, |w| w.start),
-        }
-    }
+    (out.packets > 0).then_some(out)
 }
 
 /// Reads `FLOW_TABLE`, merging CPUs. Entries evicted while iterating (LRU)
@@ -220,7 +134,13 @@ pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
     worker_flows: &HashMap<FlowKey, WorkerFlow, S>,
 ) -> std::io::Result<()> {
     for (key, s) in flows {
-        let rec = FlowRecord::new(key, s, worker_flows.get(key));
+        let wf = worker_flows.get(key);
+        let rec = FlowRecord::new(
+            key,
+            s,
+            wf.map_or(0, |f| f.events),
+            wf.map_or(0, |f| f.start),
+        );
         serde_json::to_writer(&mut w, &rec)?;
         w.write_all(b"\n")?;
     }
@@ -239,128 +159,69 @@ pub fn counters_json(
 }
 
 /// One worker's line in `--stats-out`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct WorkerStats {
-    pub worker: usize,
-    pub events: u64,
-    pub start: u64,
-    pub update: u64,
-    pub fin: u64,
-    pub rst: u64,
-    pub decode_errors: u64,
-    /// Events of flows the worker could not track (flow map full).
-    pub untracked: u64,
-    /// Flows the worker forgot to make room (least recently active).
-    pub evicted: u64,
-}
-
-/// The `--stats-out` object.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatsReport {
-    /// Every [`Counter`] by name, summed over CPUs.
-    pub counters: serde_json::Map<String, serde_json::Value>,
-    pub workers: Vec<WorkerStats>,
-    pub epochs_flipped: u64,
-    pub duration_s: f64,
-}
-
-impl StatsReport {
-    #[must_use]
-    pub fn new(
-        counters: &[u64; COUNTER_COUNT as usize],
-        workers: &[WorkerReport],
-        epochs_flipped: u64,
-        duration_s: f64,
-    ) -> Self {
-        let counters = counters_json(counters);
-        let workers = workers
-            .iter()
-            .map(|r| WorkerStats {
-                worker: r.worker,
-                events: r.counters.events,
-                start: r.counters.start,
-                update: r.counters.update,
-                fin: r.counters.fin,
-                rst: r.counters.rst,
-                decode_errors: r.counters.decode_errors,
-                untracked: r.counters.untracked,
-                evicted: r.counters.evicted,
-            })
-            .collect();
-        Self {
-            counters,
-            workers,
-            epochs_flipped,
-            duration_s,
-        }
+#[must_use]
+pub fn worker_stats(r: &WorkerReport) -> WorkerStats {
+    WorkerStats {
+        worker: r.worker,
+        events: r.counters.events,
+        start: r.counters.start,
+        update: r.counters.update,
+        fin: r.counters.fin,
+        rst: r.counters.rst,
+        decode_errors: r.counters.decode_errors,
+        untracked: r.counters.untracked,
+        evicted: r.counters.evicted,
     }
 }
 
-/// Count-Min parameters, so readers know the error bounds of the estimates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CmsParams {
-    pub rows: u32,
-    pub width: u32,
-    pub epsilon: f64,
-    pub delta: f64,
+/// The `--stats-out` object of a run.
+#[must_use]
+pub fn stats_report(
+    counters: &[u64; COUNTER_COUNT as usize],
+    workers: &[WorkerReport],
+    epochs_flipped: u64,
+    duration_s: f64,
+) -> StatsReport {
+    StatsReport::new(
+        counters,
+        workers.iter().map(worker_stats).collect(),
+        epochs_flipped,
+        duration_s,
+    )
 }
 
-/// One source in `--sketch-out`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourceEstimate {
-    pub src: IpAddr,
-    pub packets_est: u64,
-    pub bytes_est: u64,
-}
-
-/// The `--sketch-out` object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SketchReport {
-    /// Run-long packets (Count-Min row sum).
-    pub total_packets: u64,
-    /// Run-long bytes (Count-Min row sum).
-    pub total_bytes: u64,
-    /// Run-long HyperLogLog estimate of distinct source addresses.
-    pub distinct_sources_estimate: f64,
-    pub epochs_flipped: u64,
-    pub cms: CmsParams,
-    /// Every source address in the flow table, by estimated packets, largest
-    /// first.
-    pub sources: Vec<SourceEstimate>,
-}
-
-impl SketchReport {
-    #[must_use]
-    pub fn new(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> Self {
-        let mut seen = HashSet::with_capacity(flows.len());
-        let mut sources: Vec<SourceEstimate> = flows
-            .iter()
-            .filter(|(k, _)| seen.insert(k.src))
-            .map(|(k, _)| SourceEstimate {
-                src: addr_to_ip(&k.src),
-                packets_est: snap.run.packets.estimate(&k.src),
-                bytes_est: snap.run.bytes.estimate(&k.src),
-            })
-            .collect();
-        sources.sort_by(|a, b| {
-            b.packets_est
-                .cmp(&a.packets_est)
-                .then(b.bytes_est.cmp(&a.bytes_est))
-                .then(a.src.cmp(&b.src))
-        });
-        Self {
-            total_packets: snap.run.packets.total(),
-            total_bytes: snap.run.bytes.total(),
-            distinct_sources_estimate: snap.run.distinct_sources.estimate(),
-            epochs_flipped: snap.epochs_flipped,
-            cms: CmsParams {
-                rows: CountMin::rows(),
-                width: CountMin::width(),
-                epsilon: CountMin::epsilon(),
-                delta: CountMin::delta(),
-            },
-            sources,
-        }
+/// The `--sketch-out` object: the run-long sketches, and the estimates of
+/// every source address in the flow table.
+#[must_use]
+pub fn sketch_report(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> SketchReport {
+    let mut seen = HashSet::with_capacity(flows.len());
+    let mut sources: Vec<SourceEstimate> = flows
+        .iter()
+        .filter(|(k, _)| seen.insert(k.src))
+        .map(|(k, _)| SourceEstimate {
+            src: addr_to_ip(&k.src),
+            packets_est: snap.run.packets.estimate(&k.src),
+            bytes_est: snap.run.bytes.estimate(&k.src),
+        })
+        .collect();
+    sources.sort_by(|a, b| {
+        b.packets_est
+            .cmp(&a.packets_est)
+            .then(b.bytes_est.cmp(&a.bytes_est))
+            .then(a.src.cmp(&b.src))
+    });
+    SketchReport {
+        total_packets: snap.run.packets.total(),
+        total_bytes: snap.run.bytes.total(),
+        distinct_sources_estimate: snap.run.distinct_sources.estimate(),
+        epochs_flipped: snap.epochs_flipped,
+        cms: CmsParams {
+            rows: CountMin::rows(),
+            width: CountMin::width(),
+            epsilon: CountMin::epsilon(),
+            delta: CountMin::delta(),
+        },
+        sources,
     }
 }
 
@@ -563,7 +424,7 @@ mod tests {
     fn stats_report_names_every_counter() {
         let mut c = [0u64; COUNTER_COUNT as usize];
         c[Counter::PacketsSeen as usize] = 42;
-        let r = StatsReport::new(&c, &[WorkerReport::default()], 3, 1.5);
+        let r = stats_report(&c, &[WorkerReport::default()], 3, 1.5);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["counters"]["packets_seen"], 42);
         assert_eq!(
@@ -595,7 +456,7 @@ mod tests {
             (k(b), FlowStats::default()),
             (FlowKey { sport: 9, ..k(a) }, FlowStats::default()),
         ];
-        let r = SketchReport::new(&snap, &flows);
+        let r = sketch_report(&snap, &flows);
         assert_eq!(r.total_packets, 55);
         assert_eq!(r.total_bytes, 5500);
         assert!((r.distinct_sources_estimate - 2.0).abs() < 0.01);

@@ -30,7 +30,7 @@ use crate::{
     capture::error::SensorError,
     capture::loader::Sensor,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
-    ops::report::{self, OutputFile, SketchReport, StatsReport},
+    ops::report::{self, OutputFile},
     run::cli::RunArgs,
 };
 
@@ -290,7 +290,7 @@ impl Outputs {
             info!(path, flows = flows.len(), "flow table written");
         }
         if let Some(out) = self.stats {
-            let stats = StatsReport::new(
+            let stats = report::stats_report(
                 counters,
                 reports,
                 snapshot.epochs_flipped,
@@ -302,7 +302,7 @@ impl Outputs {
         }
         if let Some(out) = self.sketch {
             let path = out.path().display().to_string();
-            out.write_json(&SketchReport::new(snapshot, flows))?;
+            out.write_json(&report::sketch_report(snapshot, flows))?;
             info!(path, "sketch report written");
         }
         Ok(())
