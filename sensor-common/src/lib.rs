@@ -461,6 +461,27 @@ impl Counter {
         Counter::InternalError,
     ];
 
+    /// A frame the parser could not fully parse (it was passed all the same).
+    #[must_use]
+    pub const fn is_parse_problem(self) -> bool {
+        matches!(
+            self,
+            Counter::TruncatedL2
+                | Counter::TruncatedVlan
+                | Counter::TooManyVlanTags
+                | Counter::TruncatedIpv4
+                | Counter::BadIpv4Ihl
+                | Counter::BadIpVersion
+                | Counter::TruncatedIpv6
+                | Counter::TooManyExtHeaders
+                | Counter::TruncatedExtHeader
+                | Counter::TruncatedTcp
+                | Counter::BadTcpDataOffset
+                | Counter::TruncatedUdp
+                | Counter::TruncatedIcmp
+        )
+    }
+
     /// Stable snake_case name used in stats output and metrics.
     #[must_use]
     pub const fn name(self) -> &'static str {

@@ -580,20 +580,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn alert_fields_are_the_schemas_and_validate() {
+    fn schema_and_validator() -> (serde_json::Value, jsonschema::Validator) {
         let schema = schema();
         let validator = jsonschema::options()
             .should_validate_formats(true)
             .build(&schema)
             .unwrap();
-        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
-        let cx = Context {
-            settings: &settings,
-            inventory: &inventory,
+        (schema, validator)
+    }
+
+    fn context<'a>(settings: &'a AlertSettings, inventory: &'a Inventory) -> Context<'a> {
+        Context {
+            settings,
+            inventory,
             clock: ClockMap { offset_ns: 0 },
             now_ns: 4_000_000_000,
-        };
+        }
+    }
+
+    #[test]
+    fn alert_fields_are_the_schemas_and_validate() {
+        let (schema, validator) = schema_and_validator();
+        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
+        let cx = context(&settings, &inventory);
         let a = alert();
         let closed = cx.alert(
             &a,
@@ -626,18 +635,9 @@ mod tests {
 
     #[test]
     fn incident_fields_are_the_schemas_and_validate() {
-        let schema = schema();
-        let validator = jsonschema::options()
-            .should_validate_formats(true)
-            .build(&schema)
-            .unwrap();
+        let (schema, validator) = schema_and_validator();
         let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
-        let cx = Context {
-            settings: &settings,
-            inventory: &inventory,
-            clock: ClockMap { offset_ns: 0 },
-            now_ns: 4_000_000_000,
-        };
+        let cx = context(&settings, &inventory);
         let mut incidents = super::super::incidents::Incidents::new();
         let seq = incidents.create("test", 1_000_000_000);
         let a = alert();

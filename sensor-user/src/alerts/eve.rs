@@ -10,7 +10,7 @@ use sensor_common::{
 
 use crate::model::row::AttackClass;
 
-/// Maps CLOCK_MONOTONIC nanoseconds (the rows' event time) to wall-clock
+/// Maps `CLOCK_MONOTONIC` nanoseconds (the rows' event time) to wall-clock
 /// nanoseconds since the Unix epoch. Fixed at stage start so the mapping is
 /// monotonic; tests build one with a chosen offset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,7 +119,7 @@ pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
     }
 }
 
-/// Signature of each alerting class: (signature_id, signature, category).
+/// Signature of each alerting class: (`signature_id`, `signature`, `category`).
 /// Categories are Suricata classtype descriptions so existing dashboards
 /// group them with IDS alerts of the same kind.
 #[must_use]

@@ -245,6 +245,18 @@ pub struct ClassTuning {
 }
 
 /// Latest verdict per alert id.
+/// Every alert's latest verdict and peak record, from the verdict store and
+/// the alert record log; damaged lines are reported to `out` and skipped.
+type Judged = (HashMap<String, VerdictRecord>, HashMap<String, AlertRecord>);
+
+fn read_judged(out: &mut dyn Write, store: &Path, alert_log: &Path) -> Result<Judged, AlertsError> {
+    let (verdicts, vrep) = read_all::<VerdictRecord>(store)?;
+    let (records, arep) = read_all::<AlertRecord>(alert_log)?;
+    report_damage(out, store, vrep);
+    report_damage(out, alert_log, arep);
+    Ok((latest_verdicts(verdicts), peak_records(records)))
+}
+
 fn latest_verdicts(recs: Vec<VerdictRecord>) -> HashMap<String, VerdictRecord> {
     let mut m: HashMap<String, VerdictRecord> = HashMap::new();
     for r in recs {
@@ -336,12 +348,7 @@ pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>
         .alert_log
         .clone()
         .unwrap_or_else(|| file.alerts.alert_log.clone());
-    let (verdicts, vrep) = read_all::<VerdictRecord>(&store)?;
-    let (records, arep) = read_all::<AlertRecord>(&alert_log)?;
-    report_damage(out, &store, vrep);
-    report_damage(out, &alert_log, arep);
-    let verdicts = latest_verdicts(verdicts);
-    let records = peak_records(records);
+    let (verdicts, records) = read_judged(out, &store, &alert_log)?;
     let mut by_class: BTreeMap<AttackClass, Vec<(f32, Verdict)>> = BTreeMap::new();
     let mut unmatched = 0usize;
     for (id, v) in &verdicts {
@@ -501,12 +508,7 @@ pub fn run_export_training(
     out: &mut dyn Write,
 ) -> Result<usize, AlertsError> {
     let (store, alert_log) = resolve_paths(args.config.as_deref(), &args.paths)?;
-    let (verdicts, vrep) = read_all::<VerdictRecord>(&store)?;
-    let (records, arep) = read_all::<AlertRecord>(&alert_log)?;
-    report_damage(out, &store, vrep);
-    report_damage(out, &alert_log, arep);
-    let verdicts = latest_verdicts(verdicts);
-    let records = peak_records(records);
+    let (verdicts, records) = read_judged(out, &store, &alert_log)?;
     let mut ids: Vec<&String> = verdicts
         .keys()
         .filter(|id| records.contains_key(*id))

@@ -201,7 +201,7 @@ impl AlertStage {
         }
     }
 
-    /// Advances the stage clock (CLOCK_MONOTONIC ns) without a row: closes
+    /// Advances the stage clock (`CLOCK_MONOTONIC` ns) without a row: closes
     /// quiet alerts and emits due updates.
     pub fn tick(&mut self, now_ns: u64) {
         if now_ns > self.now_ns {

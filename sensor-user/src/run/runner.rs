@@ -78,29 +78,11 @@ impl RunSummary {
 
 /// Packets the parser could not fully parse (all passed).
 fn parse_problems(c: &[u64; COUNTER_COUNT as usize]) -> u64 {
-    use Counter::{
-        BadIpVersion, BadIpv4Ihl, BadTcpDataOffset, TooManyExtHeaders, TooManyVlanTags,
-        TruncatedExtHeader, TruncatedIcmp, TruncatedIpv4, TruncatedIpv6, TruncatedL2, TruncatedTcp,
-        TruncatedUdp, TruncatedVlan,
-    };
-    [
-        TruncatedL2,
-        TruncatedVlan,
-        TooManyVlanTags,
-        TruncatedIpv4,
-        BadIpv4Ihl,
-        BadIpVersion,
-        TruncatedIpv6,
-        TooManyExtHeaders,
-        TruncatedExtHeader,
-        TruncatedTcp,
-        BadTcpDataOffset,
-        TruncatedUdp,
-        TruncatedIcmp,
-    ]
-    .iter()
-    .map(|&k| c[k as usize])
-    .sum()
+    Counter::ALL
+        .iter()
+        .filter(|k| k.is_parse_problem())
+        .map(|&k| c[k as usize])
+        .sum()
 }
 
 /// Blocks SIGINT and SIGTERM in this thread (and so in threads it spawns

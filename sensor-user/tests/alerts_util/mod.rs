@@ -16,17 +16,24 @@ use sensor::{
 };
 
 /// 2026-11-22T04:10:00Z when the monotonic clock reads 0.
-pub const CLOCK: ClockMap = ClockMap {
+pub(crate) const CLOCK: ClockMap = ClockMap {
     offset_ns: 1_795_320_600_000_000_000,
 };
-pub const SEC: u64 = 1_000_000_000;
+pub(crate) const SEC: u64 = 1_000_000_000;
 
-pub fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
 /// A row scored `p` for `class`, the rest of the mass on benign.
-pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts: u64) -> ScoredRow {
+pub(crate) fn row(
+    class: AttackClass,
+    p: f32,
+    src: IpAddr,
+    dst: IpAddr,
+    dport: u16,
+    ts: u64,
+) -> ScoredRow {
     let mut class_probs = [0.0f32; N_CLASSES];
     class_probs[class as usize] = p;
     class_probs[AttackClass::Benign as usize] = 1.0 - p;
@@ -63,7 +70,7 @@ pub fn row(class: AttackClass, p: f32, src: IpAddr, dst: IpAddr, dport: u16, ts:
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh, empty directory unique to this process and call.
-pub fn tmpdir(tag: &str) -> PathBuf {
+pub(crate) fn tmpdir(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let d = std::env::temp_dir().join(format!("sensor-alerts-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -71,7 +78,7 @@ pub fn tmpdir(tag: &str) -> PathBuf {
     d
 }
 
-pub fn settings() -> AlertSettings {
+pub(crate) fn settings() -> AlertSettings {
     let mut s = AlertSettings::defaults();
     s.sensor_name = "gw-test".into();
     s.interface = "veth-test".into();
@@ -81,24 +88,27 @@ pub fn settings() -> AlertSettings {
     s
 }
 
-pub fn stage_with(settings: AlertSettings, inventory: Inventory) -> (AlertStage, MemorySink) {
+pub(crate) fn stage_with(
+    settings: AlertSettings,
+    inventory: Inventory,
+) -> (AlertStage, MemorySink) {
     let mem = MemorySink::new();
     let stage =
         AlertStage::new(settings, inventory, SinkSet::new().with(mem.clone()), CLOCK).unwrap();
     (stage, mem)
 }
 
-pub fn stage() -> (AlertStage, MemorySink) {
+pub(crate) fn stage() -> (AlertStage, MemorySink) {
     stage_with(settings(), Inventory::default())
 }
 
-pub fn parse(lines: &[String]) -> Vec<serde_json::Value> {
+pub(crate) fn parse(lines: &[String]) -> Vec<serde_json::Value> {
     lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 
-pub fn of_type<'a>(recs: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn of_type<'a>(recs: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
     recs.iter().filter(|r| r["event_type"] == t).collect()
 }
