@@ -14,6 +14,15 @@ pub const fn fmix64(mut k: u64) -> u64 {
     k
 }
 
+/// One step of the user-space table hashes: folds a 64-bit word into `h`
+/// (multiply by the golden ratio, rotate). Not a kernel hash; cheap because
+/// the tables it feeds are keyed by already well-spread addresses.
+#[inline(always)]
+#[must_use]
+pub const fn mix_word(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
+}
+
 #[inline(always)]
 const fn le_u64(b: &[u8; 16], o: usize) -> u64 {
     (b[o] as u64)

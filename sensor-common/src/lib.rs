@@ -6,6 +6,14 @@
 //! Byte order: addresses are stored as on the wire (network order); every other
 //! integer is in host order.
 #![no_std]
+#![expect(
+    clippy::inline_always,
+    reason = "the XDP program calls these helpers; BPF code must inline them into its one function"
+)]
+#![expect(
+    clippy::pub_underscore_fields,
+    reason = "explicit padding is part of each #[repr(C)] layout and is set in struct literals"
+)]
 
 #[cfg(feature = "records")]
 extern crate std;
@@ -133,9 +141,9 @@ pub struct FlowStats {
     pub packets: u64,
     /// Bytes seen (whole frame, L2 header included).
     pub bytes: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the first packet.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the first packet.
     pub first_seen_ns: u64,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the latest packet.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) of the latest packet.
     pub last_seen_ns: u64,
     /// Sum of squared frame lengths: with `bytes` and `packets` gives variance.
     pub len_sq_sum: u64,
@@ -202,6 +210,10 @@ impl FlowStats {
             (*p).rst = u32::from(flags & tcp_flags::RST != 0);
             (*p).len_min = len as u16;
             (*p).len_max = len as u16;
+            #[expect(
+                clippy::cast_ptr_alignment,
+                reason = "FLAGS_WORD is a multiple of 4 in an 8-byte aligned struct (asserted above)"
+            )]
             p.cast::<u8>()
                 .add(FLAGS_WORD)
                 .cast::<u32>()
@@ -332,7 +344,7 @@ pub struct FlowEvent {
     pub key: FlowKey,
     /// Statistics of this flow on `cpu` after counting the triggering packet.
     pub stats: FlowStats,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) when the event was written.
+    /// `bpf_ktime_get_ns` (`CLOCK_MONOTONIC`) when the event was written.
     pub ts_ns: u64,
     /// An [`EventKind`] value.
     pub kind: u32,
@@ -369,8 +381,8 @@ pub struct SensorConfig {
     pub epoch: u32,
     /// Number of worker rings in use, `1..=MAX_WORKERS`.
     pub n_workers: u32,
-    /// 1: mirror/SPAN port, return XDP_DROP after observing (nobody needs the
-    /// copy). 0: passive gateway, always XDP_PASS.
+    /// 1: mirror/SPAN port, return `XDP_DROP` after observing (nobody needs the
+    /// copy). 0: passive gateway, always `XDP_PASS`.
     pub mirror: u32,
     /// When a ring holds more than `ring_size * 3 / 4` bytes, only one new-flow
     /// event in `2^sample_shift` is exported. Ring size in bytes.
@@ -482,7 +494,7 @@ impl Counter {
         )
     }
 
-    /// Stable snake_case name used in stats output and metrics.
+    /// Stable `snake_case` name used in stats output and metrics.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -523,7 +535,13 @@ pub const fn is_checkpoint(n: u64) -> bool {
     if n < 2 {
         false
     } else if n <= 1024 {
-        n & (n - 1) == 0
+        // Not `is_power_of_two`: BPF has no population count instruction.
+        #[expect(
+            clippy::manual_is_power_of_two,
+            reason = "two BPF instructions instead of a popcount expansion"
+        )]
+        let pow2 = n & (n - 1) == 0;
+        pow2
     } else {
         n.is_multiple_of(1024)
     }
@@ -557,6 +575,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::used_underscore_binding, reason = "the padding must be zeroed")]
     fn fresh_then_add_counts_every_packet() {
         use tcp_flags::{ACK, FIN, RST, SYN};
         let mut s = FlowStats::fresh(60, SYN, 10);

@@ -21,7 +21,7 @@ pub struct CmsRow {
     pub cells: [u64; CMS_WIDTH as usize],
 }
 
-/// HyperLogLog precision: 2^12 registers, standard error 1.04 / 64 ≈ 1.6 %.
+/// HyperLogLog precision: 2¹² registers, standard error 1.04 / 64 ≈ 1.6 %.
 pub const HLL_P: u32 = 12;
 pub const HLL_REGISTERS: u32 = 1 << HLL_P;
 
@@ -50,7 +50,7 @@ pub const fn cms_column(hash: u64, row: u32) -> u32 {
 }
 
 /// HyperLogLog register index (top `HLL_P` bits) and rank (position of the
-/// first set bit in the rest, 1-based, capped at 64 - HLL_P + 1).
+/// first set bit in the rest, 1-based, capped at `64 - HLL_P + 1`).
 #[inline(always)]
 #[must_use]
 pub const fn hll_index_rank(hash: u64) -> (u32, u8) {

@@ -37,7 +37,11 @@ impl CountMin {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            rows: Box::new([[0; WIDTH]; ROWS]),
+            // Built on the heap: the array is too large for a stack temporary.
+            rows: vec![[0; WIDTH]; ROWS]
+                .into_boxed_slice()
+                .try_into()
+                .expect("ROWS rows"),
         }
     }
 
@@ -325,7 +329,7 @@ impl<const M: usize> HyperLogLog<M> {
         }
     }
 
-    /// The raw estimate α_m·m²/Σ.
+    /// The raw estimate `α_m·m²/Σ`.
     #[inline]
     fn raw_estimate(harmonic_sum: f64) -> f64 {
         #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
@@ -411,7 +415,7 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    /// SplitMix64: a deterministic stream of well-mixed keys for tests.
+    /// `SplitMix64`: a deterministic stream of well-mixed keys for tests.
     struct SplitMix(u64);
     impl SplitMix {
         fn next(&mut self) -> u64 {

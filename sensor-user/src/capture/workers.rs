@@ -37,7 +37,7 @@ pub trait EventHandler: Send + 'static {
     fn on_tick(&mut self, now_ns: u64) {
         let _ = now_ns;
     }
-    /// The CLOCK_MONOTONIC time (ns) at which the handler next needs a tick
+    /// The `CLOCK_MONOTONIC` time (ns) at which the handler next needs a tick
     /// sooner than the regular ~1 ms one (e.g. when a micro-batch must
     /// close), or `None`. Asked after every drain, so it must be cheap.
     fn next_deadline_ns(&self) -> Option<u64> {
@@ -114,7 +114,7 @@ impl WorkerFlow {
     }
 }
 
-/// Hasher for the worker's flow map. SipHash (std's default) costs tens of
+/// Hasher for the worker's flow map. `SipHash` (std's default) costs tens of
 /// nanoseconds on a 40-byte key; this multiply-xor mix with a fmix64 finish
 /// costs a few. Keys are attacker-controlled (spoofable addresses), so the
 /// state starts from a per-process random seed: collisions cannot be
@@ -123,11 +123,8 @@ impl WorkerFlow {
 pub struct FlowHasher(u64);
 
 impl FlowHasher {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-
-    #[inline(always)]
     fn mix(&mut self, word: u64) {
-        self.0 = (self.0 ^ word).wrapping_mul(Self::K).rotate_left(31);
+        self.0 = sensor_common::hash::mix_word(self.0, word);
     }
 }
 
@@ -234,7 +231,7 @@ pub struct WorkerState {
     /// Reused by eviction to find the age cutoff without allocating.
     scratch_ts: Vec<u64>,
     handler: Box<dyn EventHandler>,
-    /// When the next regular tick is due (CLOCK_MONOTONIC ns).
+    /// When the next regular tick is due (`CLOCK_MONOTONIC` ns).
     next_tick_ns: u64,
 }
 
@@ -520,15 +517,14 @@ impl WorkerPool {
         self.handles
             .into_iter()
             .enumerate()
-            .map(|(i, h)| match h.join() {
-                Ok(r) => r,
-                Err(_) => {
+            .map(|(i, h)| {
+                h.join().unwrap_or_else(|_| {
                     warn!(worker = i, "worker thread panicked; its counts are lost");
                     WorkerReport {
                         worker: i,
                         ..WorkerReport::default()
                     }
-                }
+                })
             })
             .collect()
     }

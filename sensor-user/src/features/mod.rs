@@ -122,7 +122,7 @@ pub struct RowFacts {
 /// looks for such uploads repeated at regular intervals to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UploadConn {
-    /// First packet of the client's direction (CLOCK_MONOTONIC ns).
+    /// First packet of the client's direction (`CLOCK_MONOTONIC` ns).
     pub start_ns: u64,
     /// Bytes (frames) the client sent.
     pub bytes_out: u64,
@@ -143,6 +143,10 @@ pub const UPLOAD_RATIO: u64 = 3;
 
 /// Per-flow state.
 #[derive(Clone, Copy, Debug, Default)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one flow, kept unpacked for the hot path"
+)]
 struct FlowState {
     /// CPU whose snapshots `last` holds.
     cpu: u32,

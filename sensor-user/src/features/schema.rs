@@ -6,7 +6,7 @@
 /// One feature of the vector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeatureSpec {
-    /// Stable snake_case name (the CSV header and the model card use it).
+    /// Stable `snake_case` name (the CSV header and the model card use it).
     pub name: &'static str,
     /// Unit and transform, e.g. `log1p(packets)`.
     pub unit: &'static str,

@@ -18,7 +18,10 @@
 //! Recency is an intrusive doubly-linked list over slot numbers; the least
 //! recently touched entry is evicted when the table is full.
 
-use sensor_common::{FlowKey, hash::fmix64};
+use sensor_common::{
+    FlowKey,
+    hash::{fmix64, mix_word as mix},
+};
 
 /// A key the table can hash. Keys come from the kernel and are
 /// attacker-controlled (spoofable addresses), so every table mixes them with
@@ -29,12 +32,7 @@ pub trait TableKey: Copy + Eq {
     fn table_hash(&self, seed: u64) -> u64;
 }
 
-#[inline(always)]
-fn mix(h: u64, w: u64) -> u64 {
-    (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)
-}
-
-#[inline(always)]
+#[inline]
 fn word(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
@@ -81,7 +79,7 @@ impl TableKey for u32 {
 }
 
 /// A random seed per table (std's `RandomState` is seeded from the OS once
-/// per thread; one SipHash output of it is a good seed).
+/// per thread; one `SipHash` output of it is a good seed).
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -475,7 +473,7 @@ enum Claimed {
     Evicted(u32),
 }
 
-#[inline(always)]
+#[inline]
 fn prefetch_read<T>(p: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint; it never faults, even on a bad address,

@@ -50,7 +50,7 @@ pub fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, Sen
             source: Box::new(source),
         })?;
     let mut out = Vec::new();
-    for item in table.iter() {
+    for item in &table {
         match item {
             Ok((key, values)) => {
                 if let Some(s) = merge_cpus(&values) {
