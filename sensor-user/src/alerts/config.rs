@@ -20,15 +20,15 @@ use crate::model::{
 };
 
 /// Default location of the sensor's configuration file.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/sensor/sensor.toml";
 /// Default verdict store when neither the config nor the command line names one.
-pub const DEFAULT_VERDICT_STORE: &str = "/var/lib/sensor/verdicts.jsonl";
+pub(crate) const DEFAULT_VERDICT_STORE: &str = "/var/lib/sensor/verdicts.jsonl";
 /// Default alert record log.
-pub const DEFAULT_ALERT_LOG: &str = "/var/lib/sensor/alert-records.jsonl";
+pub(crate) const DEFAULT_ALERT_LOG: &str = "/var/lib/sensor/alert-records.jsonl";
 
 /// Threshold a class gets when neither a model card nor the config sets one:
 /// high, so an uncalibrated model stays quiet rather than noisy.
-pub const BUILTIN_CLASS_THRESHOLD: f32 = 0.9;
+pub(crate) const BUILTIN_CLASS_THRESHOLD: f32 = 0.9;
 
 /// The parts of the sensor configuration file the alert stage reads.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -301,7 +301,7 @@ pub struct Thresholds {
 impl Thresholds {
     /// Built-in defaults < model cards < config overrides.
     #[must_use]
-    pub fn resolve(
+    pub(crate) fn resolve(
         classifier: Option<&ModelCard>,
         autoencoder: Option<&ModelCard>,
         overrides: &BTreeMap<String, f32>,

@@ -22,7 +22,7 @@ pub struct ClockMap {
 impl ClockMap {
     /// Reads both clocks now.
     #[must_use]
-    pub fn from_system() -> Self {
+    pub(crate) fn from_system() -> Self {
         let real = realtime_ns();
         let mono = monotonic_ns();
         Self {
@@ -32,7 +32,7 @@ impl ClockMap {
 
     /// Wall-clock ns since the epoch for a monotonic timestamp.
     #[must_use]
-    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+    pub(crate) fn wall_ns(&self, mono_ns: u64) -> i128 {
         i128::from(mono_ns) + self.offset_ns
     }
 }
@@ -53,7 +53,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 /// Appends a timestamp in Suricata's format, in UTC:
 /// `2026-11-22T04:10:00.123456+0000`.
-pub fn write_timestamp(out: &mut String, wall_ns: i128) {
+pub(crate) fn write_timestamp(out: &mut String, wall_ns: i128) {
     let us = wall_ns.div_euclid(1000);
     let secs = us.div_euclid(1_000_000) as i64;
     let frac = us.rem_euclid(1_000_000);
@@ -92,7 +92,7 @@ const FLOW_ID_MASK: u64 = (1 << 53) - 1;
 /// connection (as Suricata's bidirectional flows), so alert and flow records
 /// of one connection share it. Never 0.
 #[must_use]
-pub fn flow_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> u64 {
+pub(crate) fn flow_id(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> u64 {
     let a = (addr16(src), sport);
     let b = (addr16(dst), dport);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -123,7 +123,7 @@ pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
 /// Categories are Suricata classtype descriptions so existing dashboards
 /// group them with IDS alerts of the same kind.
 #[must_use]
-pub const fn signature(class: AttackClass) -> (u32, &'static str, &'static str) {
+pub(crate) const fn signature(class: AttackClass) -> (u32, &'static str, &'static str) {
     match class {
         AttackClass::Benign => (9_100_000, "XDP-SENSOR benign", "Not Suspicious Traffic"),
         AttackClass::Flood => (
@@ -152,7 +152,7 @@ pub const fn signature(class: AttackClass) -> (u32, &'static str, &'static str) 
 /// How much a class matters regardless of score: floods and brute force
 /// threaten availability and credentials; scans are reconnaissance.
 #[must_use]
-pub const fn class_weight(class: AttackClass) -> f32 {
+pub(crate) const fn class_weight(class: AttackClass) -> f32 {
     match class {
         AttackClass::Benign => 0.0,
         AttackClass::Flood => 1.0,

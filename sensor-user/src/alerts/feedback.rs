@@ -287,7 +287,7 @@ fn peak_records(recs: Vec<AlertRecord>) -> HashMap<String, AlertRecord> {
 /// old threshold, which never became alerts, so tuning never lowers it);
 /// ties keep the lower threshold.
 #[must_use]
-pub fn tune_class(
+pub(crate) fn tune_class(
     scores: &[(f32, Verdict)],
     old: f32,
     fp_cost: f64,

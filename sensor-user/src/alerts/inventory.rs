@@ -30,7 +30,7 @@ use super::{
 };
 
 /// Criticality of addresses the inventory does not know.
-pub const DEFAULT_CRITICALITY: u8 = 3;
+pub(crate) const DEFAULT_CRITICALITY: u8 = 3;
 
 /// What the inventory says about one address (shared, cheap to clone).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,7 +46,7 @@ pub struct Asset {
 
 /// An IP network in canonical form (host bits cleared).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Cidr {
+pub(crate) struct Cidr {
     pub addr: IpAddr,
     pub prefix: u8,
 }
@@ -81,7 +81,7 @@ fn mask6(a: Ipv6Addr, prefix: u8) -> u128 {
 
 /// Folds IPv4-mapped IPv6 addresses to IPv4 so one subnet matches both forms.
 #[must_use]
-pub fn canonical(a: IpAddr) -> IpAddr {
+pub(crate) fn canonical(a: IpAddr) -> IpAddr {
     a.to_canonical()
 }
 

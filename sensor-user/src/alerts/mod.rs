@@ -170,7 +170,7 @@ macro_rules! shared_metrics {
     ($($f:ident),* $(,)?) => {
         /// [`AlertMetrics`] published by the stage thread for other threads.
         #[derive(Default)]
-        pub struct SharedMetrics { $($f: AtomicU64,)* }
+        pub(crate) struct SharedMetrics { $($f: AtomicU64,)* }
 
         impl SharedMetrics {
             fn publish(&self, m: &AlertMetrics) {
@@ -179,7 +179,7 @@ macro_rules! shared_metrics {
 
             /// Reads the latest published counters.
             #[must_use]
-            pub fn snapshot(&self) -> AlertMetrics {
+            pub(crate) fn snapshot(&self) -> AlertMetrics {
                 AlertMetrics { $($f: self.$f.load(Ordering::Relaxed),)* }
             }
         }
@@ -234,7 +234,7 @@ pub fn offer_row(tx: &Sender<RowBatch>, row: ScoredRow, shed: &AtomicU64) -> boo
 
 /// Enqueues a batch of rows without blocking; a full channel sheds the whole
 /// batch and counts its rows in `shed`.
-pub fn offer_rows(tx: &Sender<RowBatch>, rows: RowBatch, shed: &AtomicU64) -> bool {
+pub(crate) fn offer_rows(tx: &Sender<RowBatch>, rows: RowBatch, shed: &AtomicU64) -> bool {
     match tx.try_send(rows) {
         Ok(()) => true,
         Err(TrySendError::Full(r) | TrySendError::Disconnected(r)) => {

@@ -36,7 +36,10 @@ const HEADER_LEN: usize = PREFIX.len() + 8 + MIDDLE.len();
 ///
 /// # Errors
 /// When the record cannot be serialised.
-pub fn encode_line<T: Serialize>(record: &T, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+pub(crate) fn encode_line<T: Serialize>(
+    record: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
     out.clear();
     out.extend_from_slice(PREFIX);
     out.extend_from_slice(b"00000000");
@@ -219,7 +222,7 @@ pub struct ReadReport {
 /// Reads a log incrementally: each call returns records appended since the
 /// previous call. Only complete lines are consumed, so a record being written
 /// concurrently is picked up by a later call.
-pub struct LogReader {
+pub(crate) struct LogReader {
     path: PathBuf,
     offset: u64,
     pending: Vec<u8>,
@@ -227,7 +230,7 @@ pub struct LogReader {
 
 impl LogReader {
     #[must_use]
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             path: path.to_path_buf(),
             offset: 0,
@@ -239,7 +242,7 @@ impl LogReader {
     ///
     /// # Errors
     /// When the file exists but cannot be read.
-    pub fn read_new<T: DeserializeOwned>(
+    pub(crate) fn read_new<T: DeserializeOwned>(
         &mut self,
         out: &mut Vec<T>,
     ) -> Result<ReadReport, AlertsError> {

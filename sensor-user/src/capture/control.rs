@@ -29,7 +29,7 @@ use crate::{
 };
 
 /// Default epoch length.
-pub const EPOCH: Duration = Duration::from_secs(1);
+pub(crate) const EPOCH: Duration = Duration::from_secs(1);
 /// Wait after a flip before reading the old epoch: a program run that loaded
 /// the old epoch number just before the flip finishes its update within
 /// microseconds (XDP runs to completion), so a few milliseconds is ample.
@@ -92,13 +92,13 @@ impl SketchHandle {
     /// Sequence number of the latest gateway view (0 before the first epoch
     /// completes). One atomic load.
     #[must_use]
-    pub fn gateway_seq(&self) -> u64 {
+    pub(crate) fn gateway_seq(&self) -> u64 {
         self.0.gateway_seq.load(Ordering::Acquire)
     }
 
     /// The latest gateway view, if it is newer than `seen`.
     #[must_use]
-    pub fn gateway_if_newer(&self, seen: u64) -> Option<Arc<GatewayView>> {
+    pub(crate) fn gateway_if_newer(&self, seen: u64) -> Option<Arc<GatewayView>> {
         if self.gateway_seq() <= seen {
             return None;
         }
@@ -247,7 +247,7 @@ impl Controller {
     ///
     /// # Errors
     /// A map read failed.
-    pub fn read_epoch(&self, epoch: u32) -> Result<EpochSketch, SensorError> {
+    pub(crate) fn read_epoch(&self, epoch: u32) -> Result<EpochSketch, SensorError> {
         let mut out = EpochSketch::default();
         for row in 0..CMS_ROWS {
             let idx = cms_index(epoch, row);
@@ -324,10 +324,9 @@ fn per_cpu_zero<T: aya::Pod>(zero: T, ncpu: usize) -> Result<PerCpuValues<T>, Se
 }
 
 /// The running control thread.
-pub struct ControlThread {
+pub(crate) struct ControlThread {
     stop: mpsc::Sender<()>,
     handle: JoinHandle<Result<SketchSnapshot, SensorError>>,
-    sketches: SketchHandle,
 }
 
 impl ControlThread {
@@ -335,12 +334,12 @@ impl ControlThread {
     ///
     /// # Errors
     /// The configuration cannot be read or the thread cannot start.
-    pub fn spawn(
+    pub(crate) fn spawn(
         maps: SketchMaps,
         period: Duration,
         sketches: SketchHandle,
     ) -> Result<Self, SensorError> {
-        let mut ctl = Controller::new(maps, sketches.clone())?;
+        let mut ctl = Controller::new(maps, sketches)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("sensor-control".into())
@@ -361,17 +360,7 @@ impl ControlThread {
                 what: "spawning the control thread",
                 source,
             })?;
-        Ok(Self {
-            stop,
-            handle,
-            sketches,
-        })
-    }
-
-    /// Where other stages read the latest sketches.
-    #[must_use]
-    pub fn sketches(&self) -> SketchHandle {
-        self.sketches.clone()
+        Ok(Self { stop, handle })
     }
 
     /// Stops rotating, reads both epochs one last time and returns the final
@@ -379,7 +368,7 @@ impl ControlThread {
     ///
     /// # Errors
     /// The final read failed or the thread panicked.
-    pub fn stop(self) -> Result<SketchSnapshot, SensorError> {
+    pub(crate) fn stop(self) -> Result<SketchSnapshot, SensorError> {
         // A send error means the thread already left its loop: fine.
         let _ = self.stop.send(());
         self.handle.join().unwrap_or_else(|_| {

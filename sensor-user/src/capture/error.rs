@@ -144,7 +144,7 @@ impl SensorError {
 /// nests the errno a few levels down (`EbpfError` → `MapError` →
 /// `io::Error`), and the user-facing diagnosis depends only on it.
 #[must_use]
-pub fn find_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+pub(crate) fn find_errno(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if let Some(io) = e.downcast_ref::<io::Error>()

@@ -34,13 +34,13 @@ impl GatewayView {
 
     /// Packets per second the gateway received from `src` in the epoch.
     #[must_use]
-    pub fn src_packets_per_s(&self, src: &[u8; 16]) -> f64 {
+    pub(crate) fn src_packets_per_s(&self, src: &[u8; 16]) -> f64 {
         self.src_packets.estimate(src) as f64 / self.epoch_s()
     }
 
     /// Distinct sources per second of epoch.
     #[must_use]
-    pub fn distinct_sources_per_s(&self) -> f64 {
+    pub(crate) fn distinct_sources_per_s(&self) -> f64 {
         self.distinct_sources / self.epoch_s()
     }
 

@@ -16,16 +16,16 @@ use tracing::{debug, info, warn};
 use crate::capture::error::{SensorError, find_errno};
 
 /// Default `FLOW_TABLE` capacity (per CPU: it is an LRU per-CPU hash).
-pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
+pub(crate) const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
 /// Default size of each ring in use: at 128 bytes per event (plus an 8-byte
 /// header) it buffers ~30k events, tens of milliseconds at 0.5 Mpps of new
 /// flows.
-pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+pub(crate) const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Size of the rings no worker reads: the kernel needs a valid size, and a
 /// page wastes nothing.
-pub const UNUSED_RING_BYTES: u32 = 4096;
+pub(crate) const UNUSED_RING_BYTES: u32 = 4096;
 /// Under ring pressure, one new-flow event in `2^SAMPLE_SHIFT` is exported.
-pub const DEFAULT_SAMPLE_SHIFT: u32 = 3;
+pub(crate) const DEFAULT_SAMPLE_SHIFT: u32 = 3;
 
 /// How the program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -105,7 +105,7 @@ impl LoadOptions {
 
 /// The page size, which ring sizes must be a multiple of.
 #[must_use]
-pub fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
         .ok()
         .flatten()
@@ -115,7 +115,7 @@ pub fn page_size() -> usize {
 
 /// The interface index, or `None` when no such interface exists.
 #[must_use]
-pub fn if_index(iface: &str) -> Option<u32> {
+pub(crate) fn if_index(iface: &str) -> Option<u32> {
     let name = CString::new(iface).ok()?;
     // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
     let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -124,11 +124,11 @@ pub fn if_index(iface: &str) -> Option<u32> {
 
 /// Where a running sensor pins its `GLOBAL_COUNTERS` so `sensor stats` can
 /// read them from another process.
-pub const PIN_ROOT: &str = "/sys/fs/bpf/xdp-sensor";
+pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/xdp-sensor";
 
 /// The pin path of the counters of the sensor attached to `iface`.
 #[must_use]
-pub fn counters_pin_path(iface: &str) -> std::path::PathBuf {
+pub(crate) fn counters_pin_path(iface: &str) -> std::path::PathBuf {
     std::path::Path::new(PIN_ROOT)
         .join(iface)
         .join(map_names::GLOBAL_COUNTERS)
@@ -302,7 +302,7 @@ impl Sensor {
     }
 
     /// Detaches the program; packets then flow without it. Idempotent.
-    pub fn detach(&mut self) {
+    pub(crate) fn detach(&mut self) {
         self.unpin_counters();
         let Some(link) = self.link.take() else {
             return;
@@ -314,12 +314,6 @@ impl Sensor {
             },
             Err(e) => warn!(error = %e, "detaching the XDP program failed"),
         }
-    }
-
-    /// True while the program is attached.
-    #[must_use]
-    pub fn is_attached(&self) -> bool {
-        self.link.is_some()
     }
 
     /// The options the sensor was loaded with.
@@ -354,7 +348,7 @@ impl Sensor {
     ///
     /// # Errors
     /// A ring is missing or is not a ring buffer.
-    pub fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, SensorError> {
+    pub(crate) fn take_rings(&mut self) -> Result<Vec<RingBuf<MapData>>, SensorError> {
         let n = self.opts.n_workers as usize;
         map_names::RING_WORKERS[..n]
             .iter()
@@ -372,7 +366,7 @@ impl Sensor {
     ///
     /// # Errors
     /// [`SensorError::MissingMap`].
-    pub fn take_map(&mut self, name: &'static str) -> Result<Map, SensorError> {
+    pub(crate) fn take_map(&mut self, name: &'static str) -> Result<Map, SensorError> {
         self.ebpf
             .take_map(name)
             .ok_or(SensorError::MissingMap { name })

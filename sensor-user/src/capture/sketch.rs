@@ -47,7 +47,7 @@ impl CountMin {
 
     /// Adds a kernel row (one CPU's or an already merged one) into `row`.
     /// Count-Min merges by cell-wise sum.
-    pub fn add_row(&mut self, row: usize, cells: &CmsRow) {
+    pub(crate) fn add_row(&mut self, row: usize, cells: &CmsRow) {
         for (dst, src) in self.rows[row].iter_mut().zip(cells.cells.iter()) {
             *dst = dst.wrapping_add(*src);
         }
@@ -122,7 +122,7 @@ impl CountMin {
 
     /// Non-zero cells as `(row * width + column, count)`, for compact
     /// serialisation of sparse sketches.
-    pub fn nonzero_cells(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+    pub(crate) fn nonzero_cells(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.rows
             .iter()
             .flatten()
@@ -132,7 +132,7 @@ impl CountMin {
     }
 
     /// Sets the cell `row * width + column`; false if outside the sketch.
-    pub fn set_cell(&mut self, idx: u32, count: u64) -> bool {
+    pub(crate) fn set_cell(&mut self, idx: u32, count: u64) -> bool {
         let (r, c) = (idx as usize / WIDTH, idx as usize % WIDTH);
         match self.rows.get_mut(r) {
             Some(row) => {
@@ -145,7 +145,7 @@ impl CountMin {
 }
 
 /// Registers of the kernel's distinct-source HyperLogLog.
-pub const KERNEL_HLL_M: usize = HLL_REGISTERS as usize;
+pub(crate) const KERNEL_HLL_M: usize = HLL_REGISTERS as usize;
 
 /// `2^-r` for every possible register value, so sums need no `powi`.
 const POW2_NEG: [f64; 64] = {
@@ -162,7 +162,7 @@ const POW2_NEG: [f64; 64] = {
 
 /// A register an insert raised ([`HyperLogLog::insert_hash`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Raise {
+pub(crate) struct Raise {
     /// Register index.
     pub index: usize,
     /// Its value before.
@@ -213,7 +213,7 @@ impl<const M: usize> HyperLogLog<M> {
     /// Register index and rank of a 64-bit hash.
     #[inline]
     #[must_use]
-    pub const fn index_rank(hash: u64) -> (usize, u8) {
+    pub(crate) const fn index_rank(hash: u64) -> (usize, u8) {
         let (i, rank) = hll_index_rank_p(hash, Self::P);
         (i as usize, rank)
     }
@@ -221,7 +221,7 @@ impl<const M: usize> HyperLogLog<M> {
     /// Inserts a 64-bit hash exactly as the XDP program does; returns the
     /// register it raised, if any.
     #[inline]
-    pub fn insert_hash(&mut self, hash: u64) -> Option<Raise> {
+    pub(crate) fn insert_hash(&mut self, hash: u64) -> Option<Raise> {
         let (index, rank) = Self::index_rank(hash);
         let r = &mut self.regs[index];
         let from = *r;
@@ -249,7 +249,7 @@ impl<const M: usize> HyperLogLog<M> {
 
     /// Merges registers (one CPU's or an epoch's of the kernel, or another
     /// sketch's): register-wise max.
-    pub fn merge_registers(&mut self, regs: &[u8; M]) {
+    pub(crate) fn merge_registers(&mut self, regs: &[u8; M]) {
         for (d, &s) in self.regs.iter_mut().zip(regs.iter()) {
             *d = (*d).max(s);
         }
@@ -268,14 +268,14 @@ impl<const M: usize> HyperLogLog<M> {
     /// `2^-r`, the register value `r`'s term of the harmonic sum.
     #[inline]
     #[must_use]
-    pub fn pow2_neg(r: u8) -> f64 {
+    pub(crate) fn pow2_neg(r: u8) -> f64 {
         POW2_NEG[usize::from(r)]
     }
 
     /// The harmonic sum `Σ 2^-reg` (in register order) and the number of
     /// zero registers: what [`Self::classic_estimate`] needs.
     #[must_use]
-    pub fn harmonic_sum_and_zeros(&self) -> (f64, u32) {
+    pub(crate) fn harmonic_sum_and_zeros(&self) -> (f64, u32) {
         let mut sum = 0.0;
         let mut zeros = 0;
         for &r in &self.regs {
@@ -321,7 +321,7 @@ impl<const M: usize> HyperLogLog<M> {
     /// extractor does.
     #[inline]
     #[must_use]
-    pub fn classic_estimate(harmonic_sum: f64, zeros: u32) -> f64 {
+    pub(crate) fn classic_estimate(harmonic_sum: f64, zeros: u32) -> f64 {
         if Self::is_linear(harmonic_sum, zeros) {
             Self::linear_estimate(zeros)
         } else {
@@ -347,7 +347,7 @@ impl<const M: usize> HyperLogLog<M> {
     /// range with at least one zero register.
     #[inline]
     #[must_use]
-    pub fn is_linear(harmonic_sum: f64, zeros: u32) -> bool {
+    pub(crate) fn is_linear(harmonic_sum: f64, zeros: u32) -> bool {
         #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
         let m = M as f64;
         Self::raw_estimate(harmonic_sum) <= 2.5 * m && zeros > 0
@@ -358,18 +358,10 @@ impl<const M: usize> HyperLogLog<M> {
     /// it.
     #[inline]
     #[must_use]
-    pub fn linear_estimate(zeros: u32) -> f64 {
+    pub(crate) fn linear_estimate(zeros: u32) -> f64 {
         #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
         let m = M as f64;
         m * (m / f64::from(zeros)).ln()
-    }
-
-    /// Relative standard error of the estimate, 1.04 / √m.
-    #[must_use]
-    pub fn standard_error() -> f64 {
-        #[expect(clippy::cast_precision_loss, reason = "M is at most 2^32, exact")]
-        let m = M as f64;
-        1.04 / m.sqrt()
     }
 }
 

@@ -62,11 +62,11 @@ impl EventHandler for NoopHandler {
 }
 
 /// Builds the handler of worker `i`.
-pub type HandlerFactory = dyn Fn(usize) -> Box<dyn EventHandler> + Send + Sync;
+pub(crate) type HandlerFactory = dyn Fn(usize) -> Box<dyn EventHandler> + Send + Sync;
 
 /// A factory that gives every worker a [`NoopHandler`].
 #[must_use]
-pub fn noop_factory() -> Box<HandlerFactory> {
+pub(crate) fn noop_factory() -> Box<HandlerFactory> {
     Box::new(|_| Box::new(NoopHandler))
 }
 
@@ -94,13 +94,6 @@ pub struct WorkerFlow {
 }
 
 impl WorkerFlow {
-    /// True when the flow's Start event reached this worker (not sampled out
-    /// or lost).
-    #[must_use]
-    pub const fn start_seen(&self) -> bool {
-        self.start > 0
-    }
-
     fn merge(&mut self, o: &WorkerFlow) {
         self.events += o.events;
         self.start += o.start;
@@ -196,7 +189,7 @@ impl std::hash::BuildHasher for FlowHashBuilder {
 }
 
 /// The worker's flow map.
-pub type FlowMap = HashMap<FlowKey, WorkerFlow, FlowHashBuilder>;
+pub(crate) type FlowMap = HashMap<FlowKey, WorkerFlow, FlowHashBuilder>;
 
 /// Per-worker counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -381,7 +374,7 @@ impl WorkerState {
     /// worker keeps the flows the table keeps). Called every tick; the
     /// check is O(1) and the O(n) eviction runs only under pressure, so the
     /// cost per new flow stays constant.
-    pub fn housekeeping(&mut self) {
+    pub(crate) fn housekeeping(&mut self) {
         let len = self.flows.len();
         if self.flow_capacity == 0 || len * 4 < self.flow_capacity * 3 {
             return;
@@ -411,7 +404,7 @@ impl WorkerState {
 
     /// Consumes the state into its report.
     #[must_use]
-    pub fn into_report(self) -> WorkerReport {
+    pub(crate) fn into_report(self) -> WorkerReport {
         WorkerReport {
             worker: self.index,
             counters: self.counters,
@@ -422,7 +415,7 @@ impl WorkerState {
 
 /// What a worker hands back when it stops.
 #[derive(Debug, Clone, Default)]
-pub struct WorkerReport {
+pub(crate) struct WorkerReport {
     pub worker: usize,
     pub counters: WorkerCounters,
     pub flows: FlowMap,
@@ -431,7 +424,7 @@ pub struct WorkerReport {
 /// Merges the flow state of all workers (each flow normally lives on exactly
 /// one; merging keeps the result right if the ring choice ever changed).
 #[must_use]
-pub fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
+pub(crate) fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
     let mut out: FlowMap = HashMap::with_capacity_and_hasher(
         reports.iter().map(|r| r.flows.len()).sum(),
         FlowHashBuilder::default(),
@@ -446,13 +439,13 @@ pub fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
 
 /// Default worker count: one per available core, at most [`MAX_WORKERS`].
 #[must_use]
-pub fn default_workers() -> u32 {
+pub(crate) fn default_workers() -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     u32::try_from(cores.min(MAX_WORKERS)).unwrap_or(1)
 }
 
 /// Running worker threads.
-pub struct WorkerPool {
+pub(crate) struct WorkerPool {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<WorkerReport>>,
 }
@@ -463,7 +456,7 @@ impl WorkerPool {
     ///
     /// # Errors
     /// A thread could not be spawned.
-    pub fn spawn(
+    pub(crate) fn spawn(
         rings: Vec<RingBuf<MapData>>,
         factory: &HandlerFactory,
         flow_capacity_per_worker: usize,
@@ -498,21 +491,9 @@ impl WorkerPool {
         Ok(Self { stop, handles })
     }
 
-    /// Number of workers.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// True when there are no workers.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Asks the workers to stop. Each drains its ring to empty first, so
     /// detach the program before calling this to lose nothing.
-    pub fn stop_and_join(self) -> Vec<WorkerReport> {
+    pub(crate) fn stop_and_join(self) -> Vec<WorkerReport> {
         self.stop.store(true, Ordering::Release);
         self.handles
             .into_iter()
@@ -640,7 +621,7 @@ mod tests {
         assert_eq!(c.decode_errors, 0);
         let f0 = w.flows()[&event(0, EventKind::Start).key];
         assert_eq!((f0.events, f0.start, f0.update, f0.fin), (3, 1, 1, 1));
-        assert!(f0.start_seen());
+        assert!(f0.start > 0, "the Start event reached the worker");
         assert_eq!(w.flows().len(), 4);
     }
 

@@ -135,11 +135,11 @@ pub struct UploadConn {
 
 /// A connection is upload-heavy when its client sent at least this many
 /// bytes (frames, headers included) ...
-pub const UPLOAD_MIN_BYTES: u64 = 1024;
+pub(crate) const UPLOAD_MIN_BYTES: u64 = 1024;
 /// ... and at least this many times the bytes it received. Page fetches,
 /// downloads and login attempts (a guess out, a banner or a failure page
 /// back) stay below it.
-pub const UPLOAD_RATIO: u64 = 3;
+pub(crate) const UPLOAD_RATIO: u64 = 3;
 
 /// Per-flow state.
 #[derive(Clone, Copy, Debug, Default)]
@@ -389,7 +389,7 @@ const MIN_RATE_S: f64 = 1e-3;
 /// The reverse direction of a flow.
 #[inline]
 #[must_use]
-pub fn reverse_key(k: &FlowKey) -> FlowKey {
+pub(crate) fn reverse_key(k: &FlowKey) -> FlowKey {
     FlowKey::new(k.dst, k.src, k.dport, k.sport, k.proto)
 }
 
@@ -473,7 +473,7 @@ impl FeatureExtractor {
 
     /// Sequence number of the installed gateway view (0 = none).
     #[must_use]
-    pub fn gateway_seq(&self) -> u64 {
+    pub(crate) fn gateway_seq(&self) -> u64 {
         self.gateway.as_ref().map_or(0, |g| g.seq)
     }
 
@@ -813,7 +813,7 @@ impl FeatureExtractor {
 
 /// Volume behind the latest row of a flow, for severity ranking.
 #[must_use]
-pub fn event_volume(ev: &FlowEvent) -> (f32, u64, u64) {
+pub(crate) fn event_volume(ev: &FlowEvent) -> (f32, u64, u64) {
     let s = &ev.stats;
     let dur = s.last_seen_ns.saturating_sub(s.first_seen_ns) as f64 / 1e9;
     let pps = s.packets as f64 / dur.max(1e-3);

@@ -27,7 +27,7 @@ use sensor_common::{
 /// attacker-controlled (spoofable addresses), so every table mixes them with
 /// its own random seed: colliding keys cannot be precomputed offline to
 /// build long probe chains.
-pub trait TableKey: Copy + Eq {
+pub(crate) trait TableKey: Copy + Eq {
     /// A 64-bit hash of the key mixed with `seed`.
     fn table_hash(&self, seed: u64) -> u64;
 }
@@ -123,7 +123,7 @@ pub struct Entry {
 }
 
 /// Fixed-capacity map with LRU eviction. See the module docs.
-pub struct LruTable<K, V> {
+pub(crate) struct LruTable<K, V> {
     buckets: Box<[Bucket]>,
     mask: usize,
     seed: u64,
@@ -140,13 +140,13 @@ pub struct LruTable<K, V> {
 impl<K: TableKey, V> LruTable<K, V> {
     /// A table holding at most `cap` entries (at least 1).
     #[must_use]
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self::with_seed(cap, random_seed())
     }
 
     /// [`Self::new`] with a given hash seed (reproducible tests).
     #[must_use]
-    pub fn with_seed(cap: usize, seed: u64) -> Self {
+    pub(crate) fn with_seed(cap: usize, seed: u64) -> Self {
         let cap = cap.clamp(1, (NIL as usize) / 4);
         // At most half full: linear probes stay short, and a probe for an
         // absent key always ends at an empty bucket.
@@ -166,26 +166,14 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     /// Entries held.
     #[must_use]
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// True when empty.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
     }
 
     /// Entries evicted so far to make room.
     #[must_use]
-    pub fn evictions(&self) -> u64 {
+    pub(crate) fn evictions(&self) -> u64 {
         self.evictions
-    }
-
-    /// Capacity fixed at construction.
-    #[must_use]
-    pub fn capacity(&self) -> usize {
-        self.cap
     }
 
     #[inline]
@@ -213,7 +201,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// prefetches ([`Self::prefetch`]) does not hash twice.
     #[inline]
     #[must_use]
-    pub fn tag_of(&self, key: &K) -> u32 {
+    pub(crate) fn tag_of(&self, key: &K) -> u32 {
         self.tag(key)
     }
 
@@ -222,7 +210,7 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// every table an event touches before using any of them, the cache
     /// misses of the tables overlap instead of following one another.
     #[inline]
-    pub fn prefetch(&self, tag: u32) {
+    pub(crate) fn prefetch(&self, tag: u32) {
         prefetch_read(&self.buckets[tag as usize & self.mask]);
         if self.nodes.len() == self.cap && self.tail != NIL {
             let t = self.tail as usize;
@@ -236,14 +224,14 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Slot of `key` without touching its recency.
     #[inline]
     #[must_use]
-    pub fn find(&self, key: &K) -> Option<u32> {
+    pub(crate) fn find(&self, key: &K) -> Option<u32> {
         self.find_tagged(key, self.tag(key))
     }
 
     /// [`Self::find`] with the key's tag from [`Self::tag_of`].
     #[inline]
     #[must_use]
-    pub fn find_tagged(&self, key: &K, tag: u32) -> Option<u32> {
+    pub(crate) fn find_tagged(&self, key: &K, tag: u32) -> Option<u32> {
         debug_assert_eq!(tag, self.tag(key));
         self.probe(key, tag).ok().map(|b| self.buckets[b].idx)
     }
@@ -251,33 +239,35 @@ impl<K: TableKey, V> LruTable<K, V> {
     /// Hints the CPU to load the index bucket of a key with hash tag `tag`
     /// only (a lookup that may follow, not an insert).
     #[inline]
-    pub fn prefetch_bucket(&self, tag: u32) {
+    pub(crate) fn prefetch_bucket(&self, tag: u32) {
         prefetch_read(&self.buckets[tag as usize & self.mask]);
     }
 
+    #[cfg(test)]
     /// Key stored in a slot.
     #[inline]
     #[must_use]
-    pub fn key(&self, idx: u32) -> &K {
+    pub(crate) fn key(&self, idx: u32) -> &K {
         &self.nodes[idx as usize].key
     }
 
     /// Value stored in a slot.
     #[inline]
     #[must_use]
-    pub fn get(&self, idx: u32) -> &V {
+    pub(crate) fn get(&self, idx: u32) -> &V {
         &self.values[idx as usize]
     }
 
     /// Mutable value stored in a slot.
     #[inline]
-    pub fn get_mut(&mut self, idx: u32) -> &mut V {
+    pub(crate) fn get_mut(&mut self, idx: u32) -> &mut V {
         &mut self.values[idx as usize]
     }
 
+    #[cfg(test)]
     /// Two distinct slots mutably at once.
     #[inline]
-    pub fn get2_mut(&mut self, a: u32, b: u32) -> (&mut V, &mut V) {
+    pub(crate) fn get2_mut(&mut self, a: u32, b: u32) -> (&mut V, &mut V) {
         assert_ne!(a, b, "get2_mut needs two distinct slots");
         let (lo, hi, swap) = if a < b { (a, b, false) } else { (b, a, true) };
         let (x, y) = self.values.split_at_mut(hi as usize);
@@ -285,28 +275,30 @@ impl<K: TableKey, V> LruTable<K, V> {
         if swap { (h, l) } else { (l, h) }
     }
 
+    #[cfg(test)]
     /// Looks `key` up, marking it most recently used; inserts it with
     /// `init()` (evicting the least recently used entry when full) if absent.
     #[inline]
-    pub fn entry(&mut self, key: K, init: impl FnOnce() -> V) -> Entry {
+    pub(crate) fn entry(&mut self, key: K, init: impl FnOnce() -> V) -> Entry {
         let tag = self.tag(&key);
         self.entry_tagged(key, tag, init)
     }
 
     /// [`Self::entry`] with the key's tag from [`Self::tag_of`].
     #[inline]
-    pub fn entry_tagged(&mut self, key: K, tag: u32, init: impl FnOnce() -> V) -> Entry {
+    pub(crate) fn entry_tagged(&mut self, key: K, tag: u32, init: impl FnOnce() -> V) -> Entry {
         // Exactly one of the two closures runs, and only once.
         let init = std::cell::Cell::new(Some(init));
         let make = || init.take().expect("init runs at most once")();
         self.entry_reset_tagged(key, tag, make, |v| *v = make())
     }
 
+    #[cfg(test)]
     /// [`Self::entry`], but a slot taken from an evicted entry is handed to
     /// `reset` to be made equal to `init()` in place: for large values that
     /// can skip rewriting parts already in their initial state.
     #[inline]
-    pub fn entry_reset(
+    pub(crate) fn entry_reset(
         &mut self,
         key: K,
         init: impl FnOnce() -> V,
@@ -318,7 +310,7 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     /// [`Self::entry_reset`] with the key's tag from [`Self::tag_of`].
     #[inline]
-    pub fn entry_reset_tagged(
+    pub(crate) fn entry_reset_tagged(
         &mut self,
         key: K,
         tag: u32,
@@ -426,7 +418,7 @@ impl<K: TableKey, V> LruTable<K, V> {
 
     /// Marks a slot most recently used.
     #[inline]
-    pub fn touch(&mut self, idx: u32) {
+    pub(crate) fn touch(&mut self, idx: u32) {
         if self.head != idx {
             self.unlink(idx);
             self.push_front(idx);

@@ -21,7 +21,7 @@ use crate::capture::sketch::HyperLogLog;
 /// Window lengths in nanoseconds, in schema order: 1 s, 5 min, 1 h.
 pub const WINDOWS_NS: [u64; 3] = [1_000_000_000, 300_000_000_000, 3_600_000_000_000];
 /// Number of host windows.
-pub const N_WINDOWS: usize = WINDOWS_NS.len();
+pub(crate) const N_WINDOWS: usize = WINDOWS_NS.len();
 
 /// Per-window decay factors for advancing a set of EDS by `dt_ns`.
 #[inline]
@@ -44,18 +44,18 @@ pub fn decay_factors(dt_ns: u64) -> [f64; N_WINDOWS] {
 /// order of magnitude (a scanner touches hundreds of ports, a client a few),
 /// and 64 bytes keeps a host with 2 sketches × 3 windows × 2 epochs under
 /// 1 KiB.
-pub const HOST_HLL_P: u32 = 6;
+pub(crate) const HOST_HLL_P: u32 = 6;
 /// Registers per host HyperLogLog.
 pub const HOST_HLL_M: usize = 1 << HOST_HLL_P;
 
 /// A per-host distinct counter's registers (one epoch).
-pub type HostHll = HyperLogLog<HOST_HLL_M>;
+pub(crate) type HostHll = HyperLogLog<HOST_HLL_M>;
 
 /// The summary half of an [`HllPair`]: what estimates need, plus the epoch.
 /// Hosts keep these next to their other hot fields and the registers
 /// ([`HllRegs`]) apart, so an event that inserts nothing reads no register.
 #[derive(Clone, Copy, Debug)]
-pub struct HllMeta {
+pub(crate) struct HllMeta {
     /// `Σ 2^-max(prev[i], cur[i])`, maintained on every register change.
     union_sum: f64,
     /// Registers where `max(prev, cur) == 0`.
@@ -81,7 +81,7 @@ impl Default for HllMeta {
 
 /// The registers of an [`HllPair`]: the previous and the current epoch.
 #[derive(Clone, Debug, Default)]
-pub struct HllRegs {
+pub(crate) struct HllRegs {
     prev: HostHll,
     cur: HostHll,
 }
@@ -90,7 +90,7 @@ impl HllMeta {
     /// True when both epochs are empty, so every register is zero.
     #[inline]
     #[must_use]
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.union_zeros == HOST_HLL_M as u32
     }
 
@@ -98,7 +98,7 @@ impl HllMeta {
     /// the same for one sketch). Time never goes backwards here: an older
     /// timestamp stays in the current epoch.
     #[inline]
-    pub fn advance(&mut self, regs: &mut HllRegs, ts_ns: u64, window_ns: u64) {
+    pub(crate) fn advance(&mut self, regs: &mut HllRegs, ts_ns: u64, window_ns: u64) {
         if ts_ns < self.until_ns {
             return;
         }
@@ -130,7 +130,7 @@ impl HllMeta {
 
     /// Adds an item by its 64-bit hash (after [`Self::advance`]).
     #[inline]
-    pub fn insert(&mut self, regs: &mut HllRegs, hash: u64) {
+    pub(crate) fn insert(&mut self, regs: &mut HllRegs, hash: u64) {
         let Some(raise) = regs.cur.insert_hash(hash) else {
             return;
         };
@@ -146,7 +146,7 @@ impl HllMeta {
     /// Estimated distinct items in the current and previous epoch.
     #[inline]
     #[must_use]
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         HostHll::classic_estimate(self.union_sum, self.union_zeros)
     }
 
@@ -155,13 +155,13 @@ impl HllMeta {
     /// is then [`HyperLogLog::linear_estimate`] of it.
     #[inline]
     #[must_use]
-    pub fn linear_zeros(&self) -> Option<u32> {
+    pub(crate) fn linear_zeros(&self) -> Option<u32> {
         HostHll::is_linear(self.union_sum, self.union_zeros).then_some(self.union_zeros)
     }
 
     /// Current epoch number (`ts / W`).
     #[must_use]
-    pub fn epoch(&self) -> u64 {
+    pub(crate) fn epoch(&self) -> u64 {
         self.epoch
     }
 }
@@ -169,7 +169,7 @@ impl HllMeta {
 impl HllRegs {
     /// The estimate recomputed from the registers alone.
     #[must_use]
-    pub fn estimate(&self) -> f64 {
+    pub(crate) fn estimate(&self) -> f64 {
         let mut union = self.prev.clone();
         union.merge(&self.cur);
         let (sum, zeros) = union.harmonic_sum_and_zeros();
@@ -207,13 +207,6 @@ impl HllPair {
     #[must_use]
     pub fn estimate(&self) -> f64 {
         self.meta.estimate()
-    }
-
-    /// See [`HllMeta::linear_zeros`].
-    #[inline]
-    #[must_use]
-    pub fn linear_zeros(&self) -> Option<u32> {
-        self.meta.linear_zeros()
     }
 
     /// Recomputes the estimate from the registers (for tests and audits of
@@ -256,7 +249,7 @@ impl Eds3 {
     /// Rate per second over window `w` (sum / τ).
     #[inline]
     #[must_use]
-    pub fn rate_per_s(&self, w: usize) -> f64 {
+    pub(crate) fn rate_per_s(&self, w: usize) -> f64 {
         self.sums[w] / (WINDOWS_NS[w] as f64 / 1e9)
     }
 }

@@ -352,7 +352,7 @@ impl ModelCard {
     ///
     /// # Errors
     /// The card has no schema, or it differs from this build's.
-    pub fn check_schema(&self, path: &Path) -> Result<(), ModelError> {
+    pub(crate) fn check_schema(&self, path: &Path) -> Result<(), ModelError> {
         let schema = self.schema.as_ref().ok_or_else(|| ModelError::CardValue {
             path: path.to_owned(),
             message: "no `schema` section: a model needs the feature schema it was trained on"
@@ -406,7 +406,7 @@ fn baseline_of(v: &serde_json::Value) -> Option<Baseline> {
 }
 
 /// Compares a card schema with `ours` (see [`ModelCard::check_schema`]).
-pub fn check_schema(
+pub(crate) fn check_schema(
     card: &CardSchema,
     ours: &[FeatureSpec; N_FEATURES],
     path: &Path,
@@ -445,6 +445,6 @@ pub fn check_schema(
 
 /// The card path for a model: `x.onnx` → `x.card.json`.
 #[must_use]
-pub fn card_path(model: &Path) -> PathBuf {
+pub(crate) fn card_path(model: &Path) -> PathBuf {
     model.with_extension("card.json")
 }

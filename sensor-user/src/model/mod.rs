@@ -26,11 +26,11 @@ use crate::{
 
 /// File names of the two models inside `--models-dir`; each has its card
 /// next to it (`<name>.card.json`).
-pub const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
-pub const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
+pub(crate) const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
+pub(crate) const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
 /// Default `--models-dir`: the models committed with the source tree.
-pub const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+pub(crate) const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
 
 /// Batch sizes planned by default. A batch is padded to the next planned
 /// size, and padding rows cost as much as real ones: the autoencoder sees
@@ -185,7 +185,7 @@ impl Model {
 
     /// Planned batch sizes, ascending.
     #[must_use]
-    pub fn batch_sizes(&self) -> Vec<usize> {
+    pub(crate) fn batch_sizes(&self) -> Vec<usize> {
         self.plans.iter().map(|(b, _)| *b).collect()
     }
 

@@ -25,8 +25,8 @@ use super::{Model, ModelKind, Runner};
 use crate::{
     capture::control::SketchHandle,
     features::{
-        FeatureConfig, FeatureCounters, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES,
-        RowFacts, event_volume,
+        FeatureConfig, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES, RowFacts,
+        event_volume,
     },
     model::row::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
 };
@@ -199,7 +199,7 @@ impl ScoringPipeline {
     /// Reads the gateway view from `sketches` on every tick (a new view is
     /// taken once per epoch; see [`crate::capture::gateway`]).
     #[must_use]
-    pub fn with_sketches(mut self, sketches: SketchHandle) -> Self {
+    pub(crate) fn with_sketches(mut self, sketches: SketchHandle) -> Self {
         self.sketches = Some(sketches);
         self
     }
@@ -282,12 +282,6 @@ impl ScoringPipeline {
     #[must_use]
     pub fn counters(&self) -> PipelineCounters {
         self.counters
-    }
-
-    /// Feature-extractor counters (evictions, handshake outcomes …).
-    #[must_use]
-    pub fn feature_counters(&self) -> FeatureCounters {
-        self.fx.counters()
     }
 
     /// The configuration in force (after clamping `max_batch`).

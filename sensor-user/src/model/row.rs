@@ -62,7 +62,7 @@ impl AttackClass {
 
     /// The class with this stable name.
     #[must_use]
-    pub fn by_name(name: &str) -> Option<Self> {
+    pub(crate) fn by_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|c| c.name() == name)
     }
 
@@ -177,17 +177,4 @@ pub struct ScoredRow {
 /// time when most rows are sent, as under attack).
 pub type RowBatch = Vec<ScoredRow>;
 
-impl ScoredRow {
-    /// The most probable class and its probability.
-    #[must_use]
-    pub fn top_class(&self) -> (AttackClass, f32) {
-        let mut best = (AttackClass::Benign, self.class_probs[0]);
-        for c in AttackClass::ALL {
-            let p = self.class_probs[c as usize];
-            if p > best.1 {
-                best = (c, p);
-            }
-        }
-        best
-    }
-}
+impl ScoredRow {}

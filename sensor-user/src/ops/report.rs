@@ -29,7 +29,7 @@ use crate::{
 /// Merges one flow's per-CPU statistics ([`FlowStats::merge`]). `None` when
 /// no CPU saw a packet.
 #[must_use]
-pub fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
+pub(crate) fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
     let mut out = FlowStats::default();
     for s in per_cpu {
         out.merge(s);
@@ -42,7 +42,7 @@ pub fn merge_cpus(per_cpu: &[FlowStats]) -> Option<FlowStats> {
 ///
 /// # Errors
 /// The map is missing, has the wrong layout, or iteration failed.
-pub fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, SensorError> {
+pub(crate) fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, SensorError> {
     let name = map_names::FLOW_TABLE;
     let table: PerCpuHashMap<&MapData, FlowKey, FlowStats> =
         PerCpuHashMap::try_from(sensor.map(name)?).map_err(|source| SensorError::MapType {
@@ -74,7 +74,7 @@ pub fn read_flow_table(sensor: &Sensor) -> Result<Vec<(FlowKey, FlowStats)>, Sen
 ///
 /// # Errors
 /// The map is missing, has the wrong layout, or a read failed.
-pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+pub(crate) fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
     sum_counters(sensor.map(map_names::GLOBAL_COUNTERS)?)
 }
 
@@ -82,7 +82,9 @@ pub fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as usize], S
 ///
 /// # Errors
 /// [`SensorError::NotRunning`] when nothing is pinned there, or a read error.
-pub fn read_pinned_counters(iface: &str) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+pub(crate) fn read_pinned_counters(
+    iface: &str,
+) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
     let path = crate::capture::loader::counters_pin_path(iface);
     if !path.exists() {
         return Err(SensorError::NotRunning {
@@ -128,7 +130,7 @@ fn sum_counters(map: &aya::maps::Map) -> Result<[u64; COUNTER_COUNT as usize], S
 ///
 /// # Errors
 /// The writer failed.
-pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
+pub(crate) fn write_flows<W: Write, S: std::hash::BuildHasher>(
     mut w: W,
     flows: &[(FlowKey, FlowStats)],
     worker_flows: &HashMap<FlowKey, WorkerFlow, S>,
@@ -149,7 +151,7 @@ pub fn write_flows<W: Write, S: std::hash::BuildHasher>(
 
 /// Every counter by name, in index order (for `sensor stats`).
 #[must_use]
-pub fn counters_json(
+pub(crate) fn counters_json(
     counters: &[u64; COUNTER_COUNT as usize],
 ) -> serde_json::Map<String, serde_json::Value> {
     Counter::ALL
@@ -160,7 +162,7 @@ pub fn counters_json(
 
 /// One worker's line in `--stats-out`.
 #[must_use]
-pub fn worker_stats(r: &WorkerReport) -> WorkerStats {
+pub(crate) fn worker_stats(r: &WorkerReport) -> WorkerStats {
     WorkerStats {
         worker: r.worker,
         events: r.counters.events,
@@ -176,7 +178,7 @@ pub fn worker_stats(r: &WorkerReport) -> WorkerStats {
 
 /// The `--stats-out` object of a run.
 #[must_use]
-pub fn stats_report(
+pub(crate) fn stats_report(
     counters: &[u64; COUNTER_COUNT as usize],
     workers: &[WorkerReport],
     epochs_flipped: u64,
@@ -193,7 +195,7 @@ pub fn stats_report(
 /// The `--sketch-out` object: the run-long sketches, and the estimates of
 /// every source address in the flow table.
 #[must_use]
-pub fn sketch_report(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> SketchReport {
+pub(crate) fn sketch_report(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> SketchReport {
     let mut seen = HashSet::with_capacity(flows.len());
     let mut sources: Vec<SourceEstimate> = flows
         .iter()
@@ -228,7 +230,7 @@ pub fn sketch_report(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)]) -> S
 /// An output file opened when the run starts, so a bad path fails in the
 /// first second rather than after hours of observation.
 #[derive(Debug)]
-pub struct OutputFile {
+pub(crate) struct OutputFile {
     path: std::path::PathBuf,
     file: File,
 }
@@ -238,7 +240,7 @@ impl OutputFile {
     ///
     /// # Errors
     /// [`SensorError::WriteOutput`] with the path.
-    pub fn create(path: &Path) -> Result<Self, SensorError> {
+    pub(crate) fn create(path: &Path) -> Result<Self, SensorError> {
         let file = File::create(path).map_err(|source| SensorError::WriteOutput {
             path: path.to_owned(),
             source,
@@ -251,7 +253,7 @@ impl OutputFile {
 
     /// The file's path.
     #[must_use]
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -260,7 +262,7 @@ impl OutputFile {
     ///
     /// # Errors
     /// The file cannot be written.
-    pub fn write_with(
+    pub(crate) fn write_with(
         self,
         f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
     ) -> Result<(), SensorError> {
@@ -279,7 +281,7 @@ impl OutputFile {
     ///
     /// # Errors
     /// The file cannot be written.
-    pub fn write_json<T: Serialize>(self, value: &T) -> Result<(), SensorError> {
+    pub(crate) fn write_json<T: Serialize>(self, value: &T) -> Result<(), SensorError> {
         self.write_with(|w| {
             serde_json::to_writer(&mut *w, value)?;
             w.write_all(b"\n")

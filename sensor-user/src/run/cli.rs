@@ -145,7 +145,7 @@ impl RunArgs {
     ///
     /// # Errors
     /// An option is out of range.
-    pub fn load_options(&self) -> Result<LoadOptions, SensorError> {
+    pub(crate) fn load_options(&self) -> Result<LoadOptions, SensorError> {
         let opts = LoadOptions {
             iface: self.iface.clone(),
             mode: self.mode.into(),

@@ -55,7 +55,7 @@ impl RunSummary {
 
     /// A short human summary (several lines).
     #[must_use]
-    pub fn human(&self) -> String {
+    pub(crate) fn human(&self) -> String {
         format!(
             "sensor: observed {} packets ({} bytes) in {:.1} s, {} flows in the flow table\n\
              sensor: events emitted {}, received by workers {}, lost (ring full) {}, \
@@ -157,7 +157,7 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_with_sketches(
+pub(crate) fn run_with_sketches(
     args: &RunArgs,
     factory: &HandlerFactory,
     sketches: &SketchHandle,

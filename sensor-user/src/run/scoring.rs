@@ -105,7 +105,7 @@ pub enum ScoringError {
 
 /// What scoring and alerting did during a run.
 #[derive(Debug, Clone, Default)]
-pub struct ScoringSummary {
+pub(crate) struct ScoringSummary {
     /// Per-worker pipeline counters, in worker order of finishing.
     pub pipelines: Vec<PipelineCounters>,
     pub alerts: AlertMetrics,
@@ -117,7 +117,7 @@ pub struct ScoringSummary {
 impl ScoringSummary {
     /// Pipeline counters summed over workers.
     #[must_use]
-    pub fn pipeline_total(&self) -> PipelineCounters {
+    pub(crate) fn pipeline_total(&self) -> PipelineCounters {
         let mut t = PipelineCounters::default();
         for c in &self.pipelines {
             t.rows_scored += c.rows_scored;
@@ -137,7 +137,7 @@ impl ScoringSummary {
 
     /// A short human summary (two lines).
     #[must_use]
-    pub fn human(&self) -> String {
+    pub(crate) fn human(&self) -> String {
         let p = self.pipeline_total();
         let a = &self.alerts;
         format!(
@@ -178,7 +178,7 @@ impl ScoringSummary {
 
     /// One line about `--record-out`, if it was given.
     #[must_use]
-    pub fn record_line(&self) -> Option<String> {
+    pub(crate) fn record_line(&self) -> Option<String> {
         let shed = self.pipeline_total().shed;
         self.record.as_ref().map(|r| match r {
             Ok(s) => format!(
@@ -231,7 +231,7 @@ impl EventHandler for ScoringHandler {
 }
 
 /// Models, pipelines and the alert stage of one run.
-pub struct Scoring {
+pub(crate) struct Scoring {
     factory: Box<HandlerFactory>,
     /// Between the pipelines and the alert stage with `--record-out`.
     recorder: Option<RecorderHandle>,
@@ -247,7 +247,7 @@ impl Scoring {
     ///
     /// # Errors
     /// A model, card, config, inventory or sink is missing or invalid.
-    pub fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
+    pub(crate) fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
         let load = |file: &str, kind: &'static str| {
             let path = args.models_dir.join(file);
             Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
@@ -341,19 +341,19 @@ impl Scoring {
     /// Where the pipelines read the kernel sketches' gateway view: give it to
     /// [`crate::run::runner::run_with_sketches`].
     #[must_use]
-    pub fn sketches(&self) -> &SketchHandle {
+    pub(crate) fn sketches(&self) -> &SketchHandle {
         &self.sketches
     }
 
     /// The handler factory to give the runner.
-    pub fn factory(&self) -> &HandlerFactory {
+    pub(crate) fn factory(&self) -> &HandlerFactory {
         &*self.factory
     }
 
     /// Waits for the alert stage to drain and close its alerts (call after
     /// the workers stopped) and returns what scoring did.
     #[must_use]
-    pub fn finish(self) -> ScoringSummary {
+    pub(crate) fn finish(self) -> ScoringSummary {
         let Self {
             factory,
             recorder,

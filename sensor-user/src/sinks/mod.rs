@@ -35,13 +35,13 @@ pub trait Sink: Send {
 }
 
 /// Standard output, buffered (flushed when the stage goes idle).
-pub struct StdoutSink {
+pub(crate) struct StdoutSink {
     out: BufWriter<std::io::Stdout>,
 }
 
 impl StdoutSink {
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             out: BufWriter::new(std::io::stdout()),
         }
@@ -67,7 +67,7 @@ impl Sink for StdoutSink {
 /// A file rotated by size: when the next line would take `path` past
 /// `max_bytes`, `path.(k-1)` → `path.k` … `path` → `path.1`, keeping `keep`
 /// files in all (the live one included).
-pub struct RotatingFileSink {
+pub(crate) struct RotatingFileSink {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
@@ -82,7 +82,7 @@ impl RotatingFileSink {
     ///
     /// # Errors
     /// When the file or its directory cannot be created.
-    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> Result<Self, AlertsError> {
+    pub(crate) fn open(path: &Path, max_bytes: u64, keep: usize) -> Result<Self, AlertsError> {
         let io = |action, source| AlertsError::Io {
             path: path.to_path_buf(),
             action,
@@ -193,14 +193,14 @@ impl<S> Reconnecting<S> {
 
 /// A Unix datagram socket: one record per datagram, sent without blocking;
 /// reconnects at most once a second after an error.
-pub struct UnixDatagramSink {
+pub(crate) struct UnixDatagramSink {
     conn: Reconnecting<UnixDatagram>,
     buf: Vec<u8>,
 }
 
 impl UnixDatagramSink {
     #[must_use]
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             conn: Reconnecting::new(path),
             buf: Vec::new(),
@@ -235,13 +235,13 @@ impl Sink for UnixDatagramSink {
 
 /// A Unix stream socket: newline-delimited records; on error the connection
 /// is dropped and retried at most once a second, records meanwhile dropped.
-pub struct UnixStreamSink {
+pub(crate) struct UnixStreamSink {
     conn: Reconnecting<BufWriter<UnixStream>>,
 }
 
 impl UnixStreamSink {
     #[must_use]
-    pub fn new(path: &Path) -> Self {
+    pub(crate) fn new(path: &Path) -> Self {
         Self {
             conn: Reconnecting::new(path),
         }
@@ -332,7 +332,7 @@ impl SinkSet {
     ///
     /// # Errors
     /// When a file sink cannot be opened (socket sinks connect lazily).
-    pub fn from_config(configs: &[SinkConfig]) -> Result<Self, AlertsError> {
+    pub(crate) fn from_config(configs: &[SinkConfig]) -> Result<Self, AlertsError> {
         let mut set = Self::new();
         if configs.is_empty() {
             return Ok(set.with(StdoutSink::new()));
@@ -353,7 +353,7 @@ impl SinkSet {
     }
 
     /// Sends one line to every sink.
-    pub fn write_line(&mut self, line: &[u8]) {
+    pub(crate) fn write_line(&mut self, line: &[u8]) {
         for s in &mut self.sinks {
             if s.write_line(line).is_err() {
                 self.errors += 1;

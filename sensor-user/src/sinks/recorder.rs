@@ -41,7 +41,7 @@ use crate::{
 pub const KEY_COLUMNS: [&str; 6] = ["event_ts_ns", "src", "dst", "sport", "dport", "proto"];
 
 /// Column holding the autoencoder's score (last column).
-pub const ANOMALY_COLUMN: &str = "anomaly_score";
+pub(crate) const ANOMALY_COLUMN: &str = "anomaly_score";
 
 /// Why recording failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +101,7 @@ pub fn header() -> String {
 }
 
 /// Appends one row's line (with newline) to `out`.
-pub fn format_row(out: &mut String, row: &ScoredRow) {
+pub(crate) fn format_row(out: &mut String, row: &ScoredRow) {
     let _ = write!(
         out,
         "{},{},{},{},{},{}",
@@ -146,7 +146,7 @@ pub fn schema_path(path: &Path) -> PathBuf {
 /// The feature schema as JSON (`{"version", "features": [{"name", "unit"}]}`),
 /// the form training tools copy into model cards.
 #[must_use]
-pub fn schema_json() -> serde_json::Value {
+pub(crate) fn schema_json() -> serde_json::Value {
     serde_json::json!({
         "version": crate::features::SCHEMA_VERSION,
         "features": SCHEMA
