@@ -5,6 +5,7 @@
 //! `alert_stage_rows_per_s <n>` (flood case) for scripts to pick up.
 //!
 //! Run: `cargo bench -p sensor-user --bench alerts`.
+#![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
 use std::{hint::black_box, net::IpAddr, time::Instant};
 
