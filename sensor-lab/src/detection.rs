@@ -28,7 +28,7 @@ pub struct OpenAlert {
     /// `None` when the record says `many` (aggregated side).
     pub attacker: Option<IpAddr>,
     pub victim: Option<IpAddr>,
-    /// `xdp_sensor.emitted_mono_ns`: CLOCK_MONOTONIC when the alert stage
+    /// `xdp_sensor.emitted_mono_ns`: `CLOCK_MONOTONIC` when the alert stage
     /// wrote the record.
     pub emitted_mono_ns: Option<u64>,
 }

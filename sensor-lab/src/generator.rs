@@ -16,7 +16,8 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
 use etherparse::{
-    IpHeaders, IpNumber, Ipv4Header, Ipv6FlowLabel, Ipv6Header, PacketBuilder, TcpHeader, VlanId,
+    IpHeaders, IpNumber, Ipv4Extensions, Ipv4Header, Ipv6Extensions, Ipv6FlowLabel, Ipv6Header,
+    PacketBuilder, TcpHeader, VlanId,
 };
 
 use crate::error::{LabError, Result};
@@ -57,7 +58,7 @@ impl FlowSpec {
         Self::l4(src, dst, sport, dport, proto::UDP)
     }
 
-    /// An ICMP (IPv4) or ICMPv6 (IPv6) echo-request flow.
+    /// An ICMP (IPv4) or `ICMPv6` (IPv6) echo-request flow.
     #[must_use]
     pub fn echo(src: IpAddr, dst: IpAddr) -> Self {
         if src.is_ipv4() {
@@ -184,7 +185,7 @@ struct FrameMeta {
 pub struct Frames {
     src_mac: [u8; 6],
     dst_mac: [u8; 6],
-    frames: FrameBuf,
+    buf: FrameBuf,
     meta: Vec<FrameMeta>,
     flows: Vec<FlowSpec>,
     /// Reused per frame while building, never while sending.
@@ -195,7 +196,7 @@ impl std::ops::Deref for Frames {
     type Target = FrameBuf;
 
     fn deref(&self) -> &FrameBuf {
-        &self.frames
+        &self.buf
     }
 }
 
@@ -227,7 +228,7 @@ impl Frames {
         Self {
             src_mac,
             dst_mac,
-            frames: FrameBuf::default(),
+            buf: FrameBuf::default(),
             meta: Vec::new(),
             flows: Vec::new(),
             scratch: Vec::with_capacity(2048),
@@ -256,7 +257,7 @@ impl Frames {
             (IpAddr::V4(s), IpAddr::V4(d)) => IpHeaders::Ipv4(
                 Ipv4Header::new(0, 64, IpNumber(t.proto), s.octets(), d.octets())
                     .map_err(|e| frame_err(e.to_string()))?,
-                Default::default(),
+                Ipv4Extensions::default(),
             ),
             (IpAddr::V6(s), IpAddr::V6(d)) => IpHeaders::Ipv6(
                 Ipv6Header {
@@ -268,7 +269,7 @@ impl Frames {
                     source: s.octets(),
                     destination: d.octets(),
                 },
-                Default::default(),
+                Ipv6Extensions::default(),
             ),
             _ => return Err(frame_err(format!("mixed address families in {t:?}"))),
         };
@@ -311,7 +312,7 @@ impl Frames {
             flow,
             tcp_flags: if t.proto == proto::TCP { tcp_flags } else { 0 },
         });
-        self.frames.push(&self.scratch);
+        self.buf.push(&self.scratch);
         Ok(())
     }
 
@@ -401,7 +402,7 @@ impl Frames {
     pub fn extend(&mut self, other: &Frames) {
         let base = u32::try_from(self.flows.len()).expect("fewer than 2^32 flows");
         self.flows.extend_from_slice(&other.flows);
-        self.frames.extend(&other.frames);
+        self.buf.extend(&other.buf);
         self.meta.extend(other.meta.iter().map(|m| FrameMeta {
             flow: m.flow + base,
             ..*m
@@ -657,8 +658,9 @@ impl Sender {
             }
             if let Some(pps) = pacing.pps {
                 let due = Duration::from_secs_f64(sent as f64 / pps.max(1) as f64);
-                if due > elapsed {
-                    std::thread::sleep(due - elapsed);
+                let wait = due.saturating_sub(elapsed);
+                if !wait.is_zero() {
+                    std::thread::sleep(wait);
                 }
             }
             let n = batch.min(frames.len() - sent);
@@ -810,7 +812,7 @@ mod tests {
                 }
                 TransportSlice::Icmpv4(_) => assert_eq!(spec.tuple.proto, proto::ICMP),
                 TransportSlice::Icmpv6(_) => assert_eq!(spec.tuple.proto, proto::ICMPV6),
-                other => panic!("unexpected transport {other:?}"),
+                other @ TransportSlice::Igmp(_) => panic!("unexpected transport {other:?}"),
             }
         }
     }

@@ -3,6 +3,7 @@
 //! label columns the evaluation reads (`expected_class`, `attack_rule`).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
@@ -80,7 +81,11 @@ impl Entry {
             size += n as u64;
             h.update(&buf[..n]);
         }
-        let digest: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let digest = h.finalize().iter().fold(String::new(), |mut hex, b| {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+            hex
+        });
         if size != self.size_bytes || digest != self.sha256 {
             return Err(LabError::Manifest {
                 path: self.path.clone(),

@@ -10,7 +10,7 @@
 //! and skipped, never silently dropped.
 //!
 //! An [`AttackRule`] says which frames are the attack (the labels of
-//! `tests/data/pcaps/MANIFEST.tsv`); the replay records the CLOCK_MONOTONIC
+//! `tests/data/pcaps/MANIFEST.tsv`); the replay records the `CLOCK_MONOTONIC`
 //! time of the first frame and of the first attack frame it sent, the
 //! reference for detection latency.
 
@@ -485,10 +485,10 @@ pub struct ReplayReport {
     pub capture_span: Duration,
     /// Wall time of the replay.
     pub elapsed: Duration,
-    /// CLOCK_MONOTONIC (ns) just before the first frame was handed to the
+    /// `CLOCK_MONOTONIC` (ns) just before the first frame was handed to the
     /// kernel.
     pub first_packet_mono_ns: Option<u64>,
-    /// CLOCK_MONOTONIC (ns) just before the first attack frame was handed
+    /// `CLOCK_MONOTONIC` (ns) just before the first attack frame was handed
     /// to the kernel.
     pub first_attack_mono_ns: Option<u64>,
 }
@@ -568,7 +568,7 @@ impl Replayer {
             }
             let now = start.elapsed();
             if due > now + SLEEP_SLACK {
-                std::thread::sleep(due - now);
+                std::thread::sleep(due.saturating_sub(now));
                 continue;
             }
             rep.capture_span = Duration::from_nanos(offsets[next]);

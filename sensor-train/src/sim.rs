@@ -16,7 +16,7 @@
 //! pings. Attacks: SYN floods (single source or spoofed sources), UDP floods,
 //! vertical and horizontal port scans (fast and slow), SSH and HTTP brute
 //! force. Timings (RTTs, rates, think times) are drawn from stated
-//! distributions with a SplitMix64 generator, so one seed always gives the
+//! distributions with a `SplitMix64` generator, so one seed always gives the
 //! same events, on every platform.
 
 use std::{collections::HashMap, sync::Arc};
@@ -29,7 +29,7 @@ use sensor::{
     model::row::AttackClass,
 };
 
-/// SplitMix64: tiny, fast, and fully specified, so simulated data does not
+/// `SplitMix64`: tiny, fast, and fully specified, so simulated data does not
 /// change when a dependency's generator does.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -261,7 +261,7 @@ pub struct Episode {
     pub packets: Vec<Packet>,
     pub scenarios: Vec<Scenario>,
     pub rng: Rng,
-    /// Start of the episode (CLOCK_MONOTONIC ns).
+    /// Start of the episode (`CLOCK_MONOTONIC` ns).
     pub t0: u64,
     /// Length of the episode in ns; generators stop there.
     pub len_ns: u64,
@@ -454,7 +454,7 @@ impl Episode {
         self.tcp_conn(sc, t, &c);
     }
 
-    /// A long-lived, mostly idle connection (chat, push, IoT broker): one
+    /// A long-lived, mostly idle connection (chat, push, MQTT broker): one
     /// keepalive each way every 30–60 s for the whole episode.
     pub fn idle_connection(&mut self, client: [u8; 16]) {
         let sc = self.scenario("idle_connection", AttackClass::Benign);
@@ -795,8 +795,8 @@ impl Episode {
         }
     }
 
-    /// HTTP login brute force: short connections each POSTing credentials
-    /// and receiving a 401, `rate` attempts per second.
+    /// HTTP login brute force: short connections that each POST credentials
+    /// and receive a 401, `rate` attempts per second.
     pub fn http_bruteforce(&mut self, target: [u8; 16], attempts: u64, rate: f64) {
         let sc = self.scenario("http_bruteforce", AttackClass::BruteForce);
         let attacker = v4(

@@ -5,6 +5,7 @@
 //! in wall time.
 //!
 //! `cargo bench -p sensor-user --bench worker_dispatch`
+#![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
 use std::time::Instant;
 

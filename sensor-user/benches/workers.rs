@@ -3,7 +3,7 @@
 //!
 //! A BPF ring buffer cannot be written from user space, so a producer thread
 //! plays the kernel: it stamps each 128-byte event record with
-//! CLOCK_MONOTONIC (as `bpf_ktime_get_ns` would) and pushes the raw bytes
+//! `CLOCK_MONOTONIC` (as `bpf_ktime_get_ns` would) and pushes the raw bytes
 //! into a lock-free bounded queue (crossbeam `ArrayQueue`). The worker thread
 //! pops records and hands them to `WorkerState::dispatch`, the same decode +
 //! handler path the ring loop uses, with the full scoring pipeline (features,
@@ -33,6 +33,7 @@
 //! to itself; at the highest loads they compete with it, which is counted in
 //! the worker's figures (pessimistic, not flattering). `worker_max` has no
 //! producer, so its consumer is pinned to core 0.
+#![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
 use std::{
     path::PathBuf,

@@ -1,4 +1,4 @@
-//! Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, next to the
+//! Per-packet cost of the XDP program through `BPF_PROG_TEST_RUN`, next to the
 //! do-nothing `sensor_xdp_floor` program measured the same way in the same run.
 //!
 //! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>`.

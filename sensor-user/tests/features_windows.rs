@@ -1,5 +1,5 @@
 //! Window statistics against brute-force recomputation on seeded random
-//! event streams, and HyperLogLog error bounds.
+//! event streams, and `HyperLogLog` error bounds.
 
 use std::collections::{HashMap, HashSet};
 
@@ -92,7 +92,7 @@ fn hll_pair_matches_exact_distinct_over_two_epochs() {
     }
 }
 
-/// HyperLogLog relative error stays within bounds of its standard error
+/// `HyperLogLog` relative error stays within bounds of its standard error
 /// (1.04/√m ≈ 13 % for m = 64) across cardinalities.
 #[test]
 fn hll_error_within_bounds() {
@@ -236,6 +236,10 @@ fn state_is_bounded_and_evictions_counted() {
 /// packet rate (Count-Min estimate over the epoch) and the distinct sources
 /// per second, refreshed when a newer view arrives, zero before any view.
 #[test]
+#[expect(
+    clippy::float_cmp,
+    reason = "the feature must be exactly the f32 of the formula, as the model saw it in training"
+)]
 fn gateway_features_follow_the_kernel_view() {
     use sensor::features::{GatewayView, schema::index_of};
     use std::sync::Arc;
@@ -361,6 +365,7 @@ fn one_packet(
 /// reply's. ICMP replies and errors are responses by type.
 #[test]
 fn udp_replies_and_icmp_responses_are_responders() {
+    use sensor_common::EventKind::{Start, Update};
     use sensor_common::ipproto;
     let mut fx = FeatureExtractor::new(FeatureConfig::default());
     let mut row = [0f32; N_FEATURES];
@@ -369,7 +374,6 @@ fn udp_replies_and_icmp_responses_are_responders() {
     let ev = |src, dst, sport, dport, proto, ts_ns, kind| {
         one_packet(src, dst, sport, dport, proto, ts_ns, kind)
     };
-    use sensor_common::EventKind::{Start, Update};
     let query = ev(client, resolver, 40000, 53, ipproto::UDP, 1_000_000, Start);
     let facts = fx.process(&query, &mut row).expect("known event kind");
     assert!(!facts.responder, "the query starts the conversation");

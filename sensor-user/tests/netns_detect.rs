@@ -201,7 +201,7 @@ fn espn_browsing_raises_no_alert() {
     }
 }
 
-/// IoT cameras whose cloud is unreachable: UDP keepalives to a dozen hosts,
+/// Networked cameras whose cloud is unreachable: UDP keepalives to a dozen hosts,
 /// SYNs retried against them, DNS queries nobody answers, ICMP errors from
 /// the router. Failing traffic, not an attack. The first 30 s, as in the
 /// evaluation.

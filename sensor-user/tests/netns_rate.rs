@@ -91,11 +91,11 @@ fn hundred_thousand_pps_loses_no_event() {
 /// XDP attached): still no event lost and every packet counted.
 #[test]
 fn unpaced_generator_loses_no_event() {
+    const N: u64 = 300_000;
     let Some(net) = net_test("unpaced_generator_loses_no_event") else {
         return;
     };
     let lab = &net.lab;
-    const N: u64 = 300_000;
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(FLOWS), N).expect("frames");
     let r = net.scenario(

@@ -1,5 +1,5 @@
 //! The sketches against ground truth: Count-Min never underestimates and
-//! stays within its ε·N bound (allowing its δ failure rate); HyperLogLog
+//! stays within its ε·N bound (allowing its δ failure rate); `HyperLogLog`
 //! counts 10 000 spoofed sources within 5 %.
 
 use std::collections::BTreeMap;
@@ -16,13 +16,13 @@ fn dst() -> IpAddr {
 
 #[test]
 fn count_min_bounds_hold_per_source() {
+    // 2 000 sources with a heavy-tailed volume: source i sends 1 + 3000/(i+1)
+    // packets, so a few heavy hitters stand out over a long tail.
+    const SOURCES: u32 = 2_000;
     let Some(net) = net_test("count_min_bounds_hold_per_source") else {
         return;
     };
     let lab = &net.lab;
-    // 2 000 sources with a heavy-tailed volume: source i sends 1 + 3000/(i+1)
-    // packets, so a few heavy hitters stand out over a long tail.
-    const SOURCES: u32 = 2_000;
     let mut frames = Frames::new(lab.sender_mac, lab.gateway_mac);
     let mut ids = Vec::new();
     for i in 0..SOURCES {
@@ -82,11 +82,11 @@ fn count_min_bounds_hold_per_source() {
 
 #[test]
 fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
+    const SOURCES: u32 = 10_000;
     let Some(net) = net_test("hyperloglog_counts_ten_thousand_sources_within_five_percent") else {
         return;
     };
     let lab = &net.lab;
-    const SOURCES: u32 = 10_000;
     // Two SYNs per spoofed source.
     let frames = Frames::syn_flood(
         lab.sender_mac,

@@ -21,12 +21,12 @@ fn has(tool: &str) -> bool {
 #[test]
 fn hping3_syns_are_counted_exactly() {
     const TEST: &str = "hping3_syns_are_counted_exactly";
+    const COUNT: u64 = 300;
     // `cargo xtask setup` installs hping3; CI therefore always runs this.
     if !require_root(TEST) || !require(TEST, "hping3", has("hping3")) {
         return;
     }
     let _serial = exclusive();
-    const COUNT: u64 = 300;
     let lab = Lab::sender_gateway().expect("lab");
     // An address on the sender and a permanent neighbour entry for the
     // target: the stack sends exactly hping3's packets, no ARP.

@@ -1,4 +1,4 @@
-//! The XDP program driven through BPF_PROG_TEST_RUN: a table of frames
+//! The XDP program driven through `BPF_PROG_TEST_RUN`: a table of frames
 //! (well-formed and broken) with the verdict, the exact flow entry and exactly
 //! which counters must move, plus export, sampling, mirror and sketch checks.
 //!
@@ -184,7 +184,7 @@ impl Sensor {
         )
     }
 
-    /// HyperLogLog registers of `epoch`, CPUs merged by max.
+    /// `HyperLogLog` registers of `epoch`, CPUs merged by max.
     fn hll(&self, epoch: u32) -> Vec<u8> {
         let a: PerCpuArray<_, HllRegisters> =
             PerCpuArray::try_from(self.ebpf.map(map_names::SRC_DISTINCT_HLL).expect("hll"))
@@ -748,40 +748,37 @@ fn fixture_table() {
             );
         }
 
-        match fx.flow {
-            Some((k, flags)) => {
-                assert_eq!(
-                    sensor.flow_count(),
-                    flows_before + 1,
-                    "{name}: one new flow"
-                );
-                let s = sensor
-                    .flow(&k)
-                    .unwrap_or_else(|| panic!("{name}: flow {k:?} missing"));
-                check_stats(name, &s, len, flags);
-                let ev = sensor.drain_ring(0);
-                assert_eq!(ev.len(), 1, "{name}: one event");
-                let want_kind = if flags & tcp_flags::RST != 0 {
-                    EventKind::Rst
-                } else if flags & tcp_flags::FIN != 0 {
-                    EventKind::Fin
-                } else {
-                    EventKind::Start
-                };
-                assert_eq!(
-                    EventKind::from_u32(ev[0].kind),
-                    Some(want_kind),
-                    "{name}: kind"
-                );
-                assert_eq!(ev[0].key, k, "{name}: event key");
-                assert_eq!(ev[0].stats, s, "{name}: event stats");
-                assert_eq!(ev[0].pkt_len as u64, len, "{name}: event pkt_len");
-                assert_eq!(ev[0].tcp_flags, flags, "{name}: event flags");
-            }
-            None => {
-                assert_eq!(sensor.flow_count(), flows_before, "{name}: no flow");
-                assert!(sensor.drain_ring(0).is_empty(), "{name}: no event");
-            }
+        if let Some((k, flags)) = fx.flow {
+            assert_eq!(
+                sensor.flow_count(),
+                flows_before + 1,
+                "{name}: one new flow"
+            );
+            let s = sensor
+                .flow(&k)
+                .unwrap_or_else(|| panic!("{name}: flow {k:?} missing"));
+            check_stats(name, &s, len, flags);
+            let ev = sensor.drain_ring(0);
+            assert_eq!(ev.len(), 1, "{name}: one event");
+            let want_kind = if flags & tcp_flags::RST != 0 {
+                EventKind::Rst
+            } else if flags & tcp_flags::FIN != 0 {
+                EventKind::Fin
+            } else {
+                EventKind::Start
+            };
+            assert_eq!(
+                EventKind::from_u32(ev[0].kind),
+                Some(want_kind),
+                "{name}: kind"
+            );
+            assert_eq!(ev[0].key, k, "{name}: event key");
+            assert_eq!(ev[0].stats, s, "{name}: event stats");
+            assert_eq!(u64::from(ev[0].pkt_len), len, "{name}: event pkt_len");
+            assert_eq!(ev[0].tcp_flags, flags, "{name}: event flags");
+        } else {
+            assert_eq!(sensor.flow_count(), flows_before, "{name}: no flow");
+            assert!(sensor.drain_ring(0).is_empty(), "{name}: no event");
         }
 
         if let (Some(src), Some(b)) = (fx.sketch_src, cms_before) {
@@ -829,6 +826,7 @@ fn mirror_mode_drops_after_accounting() {
 
 #[test]
 fn checkpoints_go_to_the_flows_ring() {
+    use EventKind::{Fin, Rst, Start, Update};
     if !require_root("checkpoints_go_to_the_flows_ring") {
         return;
     }
@@ -895,7 +893,6 @@ fn checkpoints_go_to_the_flows_ring() {
         .iter()
         .map(|e| EventKind::from_u32(e.kind))
         .collect();
-    use EventKind::{Fin, Rst, Start, Update};
     // Packet 2 and 4 are checkpoints; packet 4 carries FIN (FIN wins).
     assert_eq!(kinds, [Some(Start), Some(Update), Some(Fin), Some(Rst)]);
     let s = sensor.flow(&k).expect("tcp flow");

@@ -51,7 +51,7 @@ const SCENARIOS: &[&str] = &[
 const WARM_UP: Duration = Duration::from_secs(2);
 
 /// Runs the demo; on Ctrl-C, everything is removed and the exit code is 130.
-pub fn demo() -> Result<()> {
+pub(crate) fn demo() -> Result<()> {
     let result = run_demo();
     // By now every guard (sensor, services, namespaces, temp dir) has been
     // dropped.
@@ -165,7 +165,7 @@ fn owner_name(owner: Owner, outcomes: &[ScenarioOutcome]) -> String {
 struct Seen {
     owner: Owner,
     class: String,
-    /// When the demo printed it (CLOCK_MONOTONIC): the sensor's alert
+    /// When the demo printed it (`CLOCK_MONOTONIC`): the sensor's alert
     /// latency plus at most one 200 ms poll.
     printed_ns: u64,
 }

@@ -14,8 +14,8 @@
 //! - every other alert is a *false detection*: any alert on a benign case,
 //!   an alert of another class, or one naming a host outside its role;
 //! - *time to detect* is `xdp_sensor.emitted_mono_ns` of the first correct
-//!   alert (CLOCK_MONOTONIC when the alert stage wrote its `open` record)
-//!   minus CLOCK_MONOTONIC just before the first attack frame was handed to
+//!   alert (`CLOCK_MONOTONIC` when the alert stage wrote its `open` record)
+//!   minus `CLOCK_MONOTONIC` just before the first attack frame was handed to
 //!   the kernel.
 //!
 //! Captures replay through the sensor's `--mirror` mode: the gateway end
@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 /// `cargo xtask eval` options.
 #[derive(clap::Args, Debug)]
-pub struct EvalArgs {
+pub(crate) struct EvalArgs {
     /// Only the real captures, not the lab scenarios.
     #[arg(long)]
     captures_only: bool,
@@ -77,31 +77,31 @@ fn parse_speed(s: &str) -> Result<f64, String> {
 
 /// Replay bounds shared by every case.
 #[derive(Clone, Copy, Debug)]
-pub struct RunOpts {
-    pub speed: f64,
-    pub max_duration: Duration,
-    pub max_packets: usize,
+pub(crate) struct RunOpts {
+    pub(crate) speed: f64,
+    pub(crate) max_duration: Duration,
+    pub(crate) max_packets: usize,
 }
 
 /// Ground truth of a case, known once its traffic has been sent.
 #[derive(Debug, Default)]
-pub struct CaseTruth {
-    /// CLOCK_MONOTONIC (ns) just before the first attack frame left; `None`
+pub(crate) struct CaseTruth {
+    /// `CLOCK_MONOTONIC` (ns) just before the first attack frame left; `None`
     /// for benign traffic (or when no attack frame was sent).
-    pub first_attack_mono_ns: Option<u64>,
+    pub(crate) first_attack_mono_ns: Option<u64>,
     /// Addresses a correct alert may name as attacker and as victim.
-    pub roles: AttackRoles,
+    pub(crate) roles: AttackRoles,
     /// What was sent, for the table: packets, seconds, bounds, skips.
-    pub traffic: String,
+    pub(crate) traffic: String,
     /// True when a bound cut the traffic short.
-    pub bounded: bool,
+    pub(crate) bounded: bool,
     /// Extra facts for the JSON report.
-    pub details: Value,
+    pub(crate) details: Value,
 }
 
 /// Starts the sensor of a case on the interface the case chooses. Holds
 /// the sensor and its output directory.
-pub struct SensorSlot {
+pub(crate) struct SensorSlot {
     bin: PathBuf,
     models: PathBuf,
     max_duration: Duration,
@@ -121,7 +121,7 @@ impl SensorSlot {
     ///
     /// # Errors
     /// A sensor is already running, or it fails to start.
-    pub fn start(&mut self, ns: &Netns, iface: &str, mirror: bool) -> Result<()> {
+    pub(crate) fn start(&mut self, ns: &Netns, iface: &str, mirror: bool) -> Result<()> {
         if self.run.is_some() {
             bail!("the sensor of this case is already running");
         }
@@ -157,7 +157,7 @@ impl SensorSlot {
 }
 
 /// One evaluation case: a capture, or a lab scenario.
-pub trait Case {
+pub(crate) trait Case {
     /// Short name for the table.
     fn name(&self) -> String;
     /// `capture` or `scenario`.
@@ -174,7 +174,7 @@ pub trait Case {
 }
 
 /// A real capture replayed into a sender → gateway lab.
-pub struct CaptureCase {
+pub(crate) struct CaptureCase {
     entry: Entry,
     capture: Capture,
 }
@@ -184,7 +184,7 @@ impl CaptureCase {
     ///
     /// # Errors
     /// Checksum mismatch or an unreadable capture.
-    pub fn load(entry: Entry) -> Result<Self> {
+    pub(crate) fn load(entry: Entry) -> Result<Self> {
         entry.verify()?;
         let capture = Capture::load(&entry.path)?;
         Ok(Self { entry, capture })
@@ -204,6 +204,10 @@ impl Case for CaptureCase {
         self.entry.expected_class.clone()
     }
 
+    #[expect(
+        clippy::float_cmp,
+        reason = "the speed is a command-line value; only the exact default 1.0 means real time"
+    )]
     fn run(&self, sensor: &mut SensorSlot, opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)> {
         let lab = Lab::sender_gateway().context("building the lab")?;
         sensor.start(&lab.gateway, &lab.link.b, true)?;
@@ -281,7 +285,7 @@ fn capture_cases() -> Result<Vec<Box<dyn Case>>> {
 /// A scenario of the traffic lab: real programs and attack tools, the
 /// sensor on the lab's monitor port (`--mirror`: it sees both directions of
 /// the gateway's LAN port and drops its copies).
-pub struct ScenarioCase {
+pub(crate) struct ScenarioCase {
     spec: ScenarioSpec,
 }
 
@@ -628,7 +632,7 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
 /// # Errors
 /// Not root, the build fails, a capture differs from the manifest, or the
 /// reports cannot be written. A case that fails is reported in its row.
-pub fn eval(args: &EvalArgs) -> Result<()> {
+pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
     let started = Instant::now();
     if !sensor_lab::root::is_root() {
         bail!("the evaluation creates network namespaces and loads XDP: run it as root");

@@ -27,7 +27,7 @@ use sensor_lab::sensor::{SensorOutput, SensorRun};
 
 /// Options of `cargo xtask lab`.
 #[derive(Debug, clap::Subcommand)]
-pub enum LabCmd {
+pub(crate) enum LabCmd {
     /// List the scenarios: name, label, origin, bounds, tools.
     List,
     /// Play scenarios against a fresh lab with the sensor watching.
@@ -57,7 +57,7 @@ pub enum LabCmd {
 /// The standard `lab record` sequence: benign first, then every attack,
 /// each in its own lab with benign traffic in the background (about 6
 /// minutes).
-pub const RECORD_SEQUENCE: &[&str] = &[
+pub(crate) const RECORD_SEQUENCE: &[&str] = &[
     "benign-browse",
     "benign-dns",
     "benign-download",
@@ -121,7 +121,7 @@ pub(crate) fn check_interrupt() -> Result<()> {
 }
 
 /// Runs a `lab` subcommand.
-pub fn lab(cmd: &LabCmd) -> Result<()> {
+pub(crate) fn lab(cmd: &LabCmd) -> Result<()> {
     if let LabCmd::List = cmd {
         list();
         return Ok(());
@@ -369,14 +369,14 @@ pub(crate) struct EveAlert {
     /// Most active sources of an alert that aggregates its attackers
     /// (`many -> victim`, e.g. a flood), most rows first; empty otherwise.
     pub(crate) top_sources: Vec<(IpAddr, u64)>,
-    /// Last row of the alert so far, on CLOCK_MONOTONIC.
+    /// Last row of the alert so far, on `CLOCK_MONOTONIC`.
     pub(crate) last_seen_ns: Option<u64>,
     /// The attacker, or for a many-source alert the row's own source.
     pub(crate) src: Option<IpAddr>,
     /// The victim, or for a many-target alert the row's own destination.
     pub(crate) dst: Option<IpAddr>,
     /// The line's timestamp (an opening alert: its first row) on
-    /// CLOCK_MONOTONIC, the scenarios' clock.
+    /// `CLOCK_MONOTONIC`, the scenarios' clock.
     pub(crate) mono_ns: Option<u64>,
 }
 
@@ -446,7 +446,7 @@ impl Owner {
 }
 
 /// The scenario an alert (or rows of one) from `src` to `dst` at `t`
-/// (CLOCK_MONOTONIC) belongs to: the one running at `t` whose traffic it
+/// (`CLOCK_MONOTONIC`) belongs to: the one running at `t` whose traffic it
 /// is, else one that ended at most `2 * TAIL_NS` earlier. An attack scenario's traffic is its senders'
 /// (spoofed sources included) and the replies to them; a benign
 /// scenario's is everything between lab addresses other than the
@@ -502,7 +502,7 @@ fn role(plan: &AddressPlan, a: IpAddr) -> &'static str {
     }
 }
 
-/// CLOCK_REALTIME minus CLOCK_MONOTONIC: turns EVE's wall-clock timestamps
+/// `CLOCK_REALTIME` minus `CLOCK_MONOTONIC`: turns EVE's wall-clock timestamps
 /// into the scenarios' clock.
 pub(crate) fn clock_offset_ns() -> u64 {
     realtime_ns().saturating_sub(monotonic_ns())

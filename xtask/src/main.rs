@@ -2,6 +2,11 @@
 //! build and run the sensor, run the whole test suite, benches, and a
 //! self-contained demo in network namespaces.
 
+#![expect(
+    clippy::print_stdout,
+    reason = "a developer tool: progress and results are its output"
+)]
+
 mod demo;
 mod eval;
 mod lab;

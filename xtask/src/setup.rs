@@ -40,7 +40,7 @@ fn step(name: &str, outcome: &str) {
 }
 
 /// Runs every step.
-pub fn setup() -> Result<()> {
+pub(crate) fn setup() -> Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
@@ -54,7 +54,7 @@ pub fn setup() -> Result<()> {
 
 /// True when every tool `setup` installs is already there, without running
 /// anything slow; used by `build` to print a helpful hint.
-pub fn is_complete() -> bool {
+pub(crate) fn is_complete() -> bool {
     nightly_sysroot().is_ok()
         && bpf_linker_version().is_some_and(|v| v.contains(BPF_LINKER_VERSION))
 }

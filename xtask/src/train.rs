@@ -27,40 +27,40 @@ use anyhow::{Context as _, bail};
 
 /// Options of `cargo xtask train`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Python interpreter used to create the venv.
     #[arg(long, default_value = "python3")]
-    pub python: String,
+    pub(crate) python: String,
     /// Simulated episodes (more = more rows, slower).
     #[arg(long, default_value_t = 10)]
-    pub episodes: u64,
+    pub(crate) episodes: u64,
     /// Base seed of the simulator.
     #[arg(long, default_value_t = 20_261_122)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Skip the tract-vs-ONNX-Runtime test run at the end.
     #[arg(long)]
-    pub no_verify: bool,
+    pub(crate) no_verify: bool,
     /// Labelled rows recorded in the traffic lab (`cargo xtask lab record`),
     /// CSV or gzipped CSV with its `.meta.json` beside it; repeatable. The
     /// committed recordings are used when none is given.
     #[arg(long)]
-    pub lab_data: Vec<PathBuf>,
+    pub(crate) lab_data: Vec<PathBuf>,
     /// Train on the simulated data only.
     #[arg(long, conflicts_with = "lab_data")]
-    pub sim_only: bool,
+    pub(crate) sim_only: bool,
     /// Cost of a false positive when the alert threshold is chosen.
     #[arg(long, default_value_t = 1.0)]
-    pub fp_cost: f64,
+    pub(crate) fp_cost: f64,
     /// Cost of a missed attack when the alert threshold is chosen.
     #[arg(long, default_value_t = 100.0)]
-    pub fn_cost: f64,
+    pub(crate) fn_cost: f64,
 }
 
 /// The committed lab recordings (see `models/README.md`): every scenario
 /// from a fresh lab (first-contact attackers), and the same scenarios
 /// played back to back in one lab (attackers carrying the previous
 /// scenarios' host history).
-pub const LAB_DATA: [&str; 2] = [
+pub(crate) const LAB_DATA: [&str; 2] = [
     "models/data/lab-rows.csv.gz",
     "models/data/lab-rows-continuous.csv.gz",
 ];
@@ -69,15 +69,15 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {cmd:?}");
     let st = cmd
         .status()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+        .with_context(|| format!("cannot start {}", cmd.get_program().display()))?;
     if !st.success() {
-        bail!("{:?} failed: {st}", cmd.get_program());
+        bail!("{} failed: {st}", cmd.get_program().display());
     }
     Ok(())
 }
 
 /// Runs the whole pipeline from the workspace root `root`.
-pub fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
+pub(crate) fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);

@@ -170,8 +170,11 @@ const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25
 /// the tools and spoofing from what it runs.
 #[rustfmt::skip]
 const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
-    use Kind::*;
-    use Label::*;
+    use Kind::{
+        Browse, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping, SlowHttp,
+        SshLike, Trafgen,
+    };
+    use Label::{Anomaly, Benign, Bruteforce, Flood, Scan};
     &[
         ("benign-browse", Benign, 25, 0, Browse { seconds: 20 }, "bursts of 2-8 page fetches from four client addresses, 0.2-1.5 s think time"),
         ("benign-download", Benign, 20, 0, Download, "one 24 MiB HTTP download (curl)"),
@@ -327,13 +330,13 @@ pub struct ScenarioOutcome {
     pub label: Label,
     pub origin: Origin,
     pub sources: SourceRule,
-    /// CLOCK_MONOTONIC ns just before the tool started.
+    /// `CLOCK_MONOTONIC` ns just before the tool started.
     pub start_mono_ns: u64,
-    /// CLOCK_MONOTONIC ns when the first IP frame left the sending
+    /// `CLOCK_MONOTONIC` ns when the first IP frame left the sending
     /// namespace (None if nothing was sent): the attack's start for
     /// time-to-detect.
     pub first_packet_mono_ns: Option<u64>,
-    /// CLOCK_MONOTONIC ns after the tool exited.
+    /// `CLOCK_MONOTONIC` ns after the tool exited.
     pub end_mono_ns: u64,
     /// Frames and bytes the sending namespace's link transmitted meanwhile
     /// (all of them, ARP included; concurrent background traffic from the
@@ -416,7 +419,7 @@ pub fn label_row(
 }
 
 /// Watches a namespace's link for its first outgoing IPv4 frame and records
-/// the CLOCK_MONOTONIC time it saw it (within microseconds of the send).
+/// the `CLOCK_MONOTONIC` time it saw it (within microseconds of the send).
 struct FirstFrame {
     stop: Arc<AtomicBool>,
     seen: Arc<AtomicU64>,
@@ -424,7 +427,7 @@ struct FirstFrame {
 }
 
 /// Receives one frame from a packet tap; for an outgoing IPv4 frame, the
-/// CLOCK_MONOTONIC time it was sent: the kernel's stamp (CLOCK_REALTIME)
+/// `CLOCK_MONOTONIC` time it was sent: the kernel's stamp (`CLOCK_REALTIME`)
 /// moved onto the monotonic clock, or, without a stamp, now.
 fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
     let mut buf = [0u8; 64];

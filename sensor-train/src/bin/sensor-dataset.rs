@@ -172,7 +172,7 @@ fn write_fixture(dir: &PathBuf) -> anyhow::Result<()> {
     let mut rows = csv_header();
     rows.push('\n');
     extract(&items, |e, row| {
-        write_csv_row(&mut rows, row, e.label.name())
+        write_csv_row(&mut rows, row, e.label.name());
     });
     sensor_train::fixture::write(dir, &items)
         .with_context(|| format!("writing the fixture in {}", dir.display()))?;
