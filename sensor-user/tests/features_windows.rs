@@ -236,10 +236,6 @@ fn state_is_bounded_and_evictions_counted() {
 /// packet rate (Count-Min estimate over the epoch) and the distinct sources
 /// per second, refreshed when a newer view arrives, zero before any view.
 #[test]
-#[expect(
-    clippy::float_cmp,
-    reason = "the feature must be exactly the f32 of the formula, as the model saw it in training"
-)]
 fn gateway_features_follow_the_kernel_view() {
     use sensor::features::{GatewayView, schema::index_of};
     use std::sync::Arc;

@@ -66,10 +66,6 @@ fn attack(r: &ScoredRow) -> f32 {
 }
 
 #[test]
-#[expect(
-    clippy::float_cmp,
-    reason = "the floor is the threshold times a constant, computed the same way here"
-)]
 fn floor_is_a_fraction_of_the_lowest_classifier_threshold() {
     let mut by_class = [f32::INFINITY; N_CLASSES];
     by_class[AttackClass::Flood as usize] = 0.8;
@@ -87,10 +83,6 @@ fn floor_is_a_fraction_of_the_lowest_classifier_threshold() {
 }
 
 #[test]
-#[expect(
-    clippy::float_cmp,
-    reason = "both runs score the same rows, so the probabilities are bit-identical"
-)]
 fn rows_kept_back_could_not_alert_and_the_rest_are_sent() {
     let events = events();
     let t = card_thresholds();

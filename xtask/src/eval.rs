@@ -204,10 +204,6 @@ impl Case for CaptureCase {
         self.entry.expected_class.clone()
     }
 
-    #[expect(
-        clippy::float_cmp,
-        reason = "the speed is a command-line value; only the exact default 1.0 means real time"
-    )]
     fn run(&self, sensor: &mut SensorSlot, opts: RunOpts) -> Result<(CaseTruth, Box<dyn Any>)> {
         let lab = Lab::sender_gateway().context("building the lab")?;
         sensor.start(&lab.gateway, &lab.link.b, true)?;
