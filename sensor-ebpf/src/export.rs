@@ -18,7 +18,7 @@ use crate::{
 
 /// Writes one event of `kind` for `key` to its worker's ring.
 #[inline(always)]
-pub fn emit(
+pub(crate) fn emit(
     cfg: &SensorConfig,
     key: &FlowKey,
     stats: *const FlowStats,

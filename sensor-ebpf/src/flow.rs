@@ -7,7 +7,7 @@ use sensor_common::{Counter, FlowKey, FlowStats};
 use crate::maps::FLOW_TABLE;
 
 /// Result of counting one packet in its flow.
-pub struct FlowUpdate {
+pub(crate) struct FlowUpdate {
     /// The flow's statistics on this CPU after counting the packet: either the
     /// map slot or, when the insert had to go through the stack, `scratch`.
     pub stats: *const FlowStats,
@@ -18,7 +18,7 @@ pub struct FlowUpdate {
 /// Counts a packet of `len` bytes with TCP `flags` in the flow `key`.
 /// One hash lookup for a known flow; a lookup plus an insert for a new one.
 #[inline(always)]
-pub fn update(
+pub(crate) fn update(
     key: &FlowKey,
     len: u64,
     flags: u8,

@@ -25,7 +25,7 @@ use crate::{
 
 /// Entry point, named `sensor_common::XDP_PROGRAM_NAME`.
 #[xdp]
-pub fn sensor_xdp(ctx: XdpContext) -> u32 {
+pub(crate) fn sensor_xdp(ctx: XdpContext) -> u32 {
     match try_sensor_xdp(&ctx) {
         Ok(action) => action,
         Err(c) => {
@@ -38,7 +38,7 @@ pub fn sensor_xdp(ctx: XdpContext) -> u32 {
 /// Does nothing but pass: the floor the sensor's per-packet cost is measured
 /// against.
 #[xdp]
-pub fn sensor_xdp_floor(_ctx: XdpContext) -> u32 {
+pub(crate) fn sensor_xdp_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 

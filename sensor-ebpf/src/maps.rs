@@ -20,57 +20,57 @@ const RING_DEFAULT_BYTES: u32 = 256 * 1024;
 /// Per-flow statistics, one slot per CPU so updates need no atomics; LRU so a
 /// flood of new flows evicts idle ones instead of failing inserts.
 #[map]
-pub static FLOW_TABLE: LruPerCpuHashMap<FlowKey, FlowStats> =
+pub(crate) static FLOW_TABLE: LruPerCpuHashMap<FlowKey, FlowStats> =
     LruPerCpuHashMap::with_max_entries(FLOW_TABLE_DEFAULT_ENTRIES, 0);
 
 /// Program counters indexed by `Counter`; per CPU, summed by user space.
 #[map]
-pub static GLOBAL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+pub(crate) static GLOBAL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 /// The single runtime configuration written by user space.
 #[map]
-pub static SENSOR_CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
+pub(crate) static SENSOR_CONFIG: Array<SensorConfig> = Array::with_max_entries(1, 0);
 
 /// Count-Min sketch of packets per source address, one row per (epoch, row).
 #[map]
-pub static SRC_PACKETS_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
+pub(crate) static SRC_PACKETS_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
 
 /// Count-Min sketch of frame bytes per source address, one row per (epoch, row).
 #[map]
-pub static SRC_BYTES_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
+pub(crate) static SRC_BYTES_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
 
 /// HyperLogLog registers counting distinct source addresses, one per epoch.
 #[map]
-pub static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> = PerCpuArray::with_max_entries(EPOCHS, 0);
+pub(crate) static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> = PerCpuArray::with_max_entries(EPOCHS, 0);
 
 /// Flow events for worker 0.
 #[map]
-pub static RING_WORKER_0: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_0: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 1.
 #[map]
-pub static RING_WORKER_1: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_1: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 2.
 #[map]
-pub static RING_WORKER_2: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_2: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 3.
 #[map]
-pub static RING_WORKER_3: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_3: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 4.
 #[map]
-pub static RING_WORKER_4: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_4: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 5.
 #[map]
-pub static RING_WORKER_5: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_5: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 6.
 #[map]
-pub static RING_WORKER_6: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_6: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 /// Flow events for worker 7.
 #[map]
-pub static RING_WORKER_7: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
+pub(crate) static RING_WORKER_7: RingBuf = RingBuf::with_byte_size(RING_DEFAULT_BYTES, 0);
 
 /// The ring of worker `i` (`i` already reduced below `MAX_WORKERS`).
 #[inline(always)]
-pub fn worker_ring(i: u32) -> &'static RingBuf {
+pub(crate) fn worker_ring(i: u32) -> &'static RingBuf {
     match i {
         0 => &RING_WORKER_0,
         1 => &RING_WORKER_1,
@@ -86,7 +86,7 @@ pub fn worker_ring(i: u32) -> &'static RingBuf {
 /// Adds `n` to counter `c` on this CPU. Per-CPU slots are only touched by the
 /// CPU running the program (with preemption disabled), so a plain add is safe.
 #[inline(always)]
-pub fn count_add(c: Counter, n: u64) {
+pub(crate) fn count_add(c: Counter, n: u64) {
     if let Some(p) = GLOBAL_COUNTERS.get_ptr_mut(c as u32) {
         // SAFETY: the pointer is a valid per-CPU slot returned by the kernel.
         unsafe { *p += n };
@@ -95,6 +95,6 @@ pub fn count_add(c: Counter, n: u64) {
 
 /// Adds one to counter `c` on this CPU.
 #[inline(always)]
-pub fn count(c: Counter) {
+pub(crate) fn count(c: Counter) {
     count_add(c, 1);
 }

@@ -11,9 +11,9 @@ use network_types::{eth::EthHdr, ip::Ipv4Hdr, ip::Ipv6Hdr, tcp::TcpHdr, udp::Udp
 use sensor_common::{Counter, FlowKey, ipproto};
 
 /// VLAN tags followed (802.1ad outer + 802.1Q inner); a third tag is refused.
-pub const MAX_VLAN_TAGS: usize = 2;
+pub(crate) const MAX_VLAN_TAGS: usize = 2;
 /// IPv6 extension headers walked before giving up on finding L4.
-pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+pub(crate) const MAX_IPV6_EXT_HEADERS: usize = 6;
 
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -34,7 +34,7 @@ const ICMP_HDR_LEN: usize = 8;
 
 /// The parts of a packet the rest of the program needs besides the flow key.
 #[derive(Clone, Copy)]
-pub struct PacketMeta {
+pub(crate) struct PacketMeta {
     /// TCP flags byte (0 for other protocols).
     pub tcp_flags: u8,
     /// 1 when the frame carried a VLAN tag.
@@ -46,7 +46,7 @@ pub struct PacketMeta {
 }
 
 /// How far parsing got.
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// The flow key is complete.
     Flow(PacketMeta),
     /// The IP header was valid (addresses are in the key) but a later header
@@ -82,7 +82,7 @@ fn be16(b: [u8; 2]) -> u16 {
 
 /// Parses `ctx` into `key` (which must start zeroed).
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, key: &mut FlowKey) -> Parsed {
+pub(crate) fn parse(ctx: &XdpContext, key: &mut FlowKey) -> Parsed {
     let mut meta = PacketMeta {
         tcp_flags: 0,
         vlan_tagged: 0,

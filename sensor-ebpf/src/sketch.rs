@@ -9,7 +9,7 @@ use crate::maps::{SRC_BYTES_CMS, SRC_DISTINCT_HLL, SRC_PACKETS_CMS};
 /// Adds one packet of `len` bytes from the source with hash `src_hash` to the
 /// sketches of `epoch`. Per-CPU rows: plain adds, no atomics.
 #[inline(always)]
-pub fn update(src_hash: u64, len: u64, epoch: u32) {
+pub(crate) fn update(src_hash: u64, len: u64, epoch: u32) {
     for row in 0..CMS_ROWS {
         let idx = cms_index(epoch, row);
         let col = cms_column(src_hash, row) as usize;
