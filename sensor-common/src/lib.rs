@@ -5,6 +5,7 @@
 //!
 //! Byte order: addresses are stored as on the wire (network order); every other
 //! integer is in host order.
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![no_std]
 #![expect(
     clippy::inline_always,

@@ -25,7 +25,8 @@ pub(crate) static FLOW_TABLE: LruPerCpuHashMap<FlowKey, FlowStats> =
 
 /// Program counters indexed by `Counter`; per CPU, summed by user space.
 #[map]
-pub(crate) static GLOBAL_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+pub(crate) static GLOBAL_COUNTERS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 /// The single runtime configuration written by user space.
 #[map]
@@ -33,15 +34,18 @@ pub(crate) static SENSOR_CONFIG: Array<SensorConfig> = Array::with_max_entries(1
 
 /// Count-Min sketch of packets per source address, one row per (epoch, row).
 #[map]
-pub(crate) static SRC_PACKETS_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
+pub(crate) static SRC_PACKETS_CMS: PerCpuArray<CmsRow> =
+    PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
 
 /// Count-Min sketch of frame bytes per source address, one row per (epoch, row).
 #[map]
-pub(crate) static SRC_BYTES_CMS: PerCpuArray<CmsRow> = PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
+pub(crate) static SRC_BYTES_CMS: PerCpuArray<CmsRow> =
+    PerCpuArray::with_max_entries(CMS_ENTRIES, 0);
 
 /// HyperLogLog registers counting distinct source addresses, one per epoch.
 #[map]
-pub(crate) static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> = PerCpuArray::with_max_entries(EPOCHS, 0);
+pub(crate) static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> =
+    PerCpuArray::with_max_entries(EPOCHS, 0);
 
 /// Flow events for worker 0.
 #[map]

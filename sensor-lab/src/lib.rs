@@ -17,6 +17,7 @@
 //!   monitor port, with labelled scenarios driven by real tools.
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 pub mod detection;
 pub mod error;
 pub mod generator;

@@ -2,6 +2,7 @@
 //! data flow in DESIGN.md, in the order an event travels through them; a
 //! stage imports only from the stages above it in this list.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 /// XDP program, rings, pinned workers, sketch epochs.
 pub mod capture;
 /// Streaming per-flow and per-host features, one row per event.
@@ -16,3 +17,8 @@ pub mod sinks;
 pub mod ops;
 /// The command line and the composition of a running sensor.
 pub mod run;
+
+// Dependencies of the `sensor` binary only: a package has one dependency
+// list, and `unused_crate_dependencies` checks it against the library.
+use anyhow as _;
+use tracing_subscriber as _;

@@ -2,6 +2,7 @@
 //! build and run the sensor, run the whole test suite, benches, and a
 //! self-contained demo in network namespaces.
 
+#![cfg_attr(not(test), warn(unused_crate_dependencies))]
 #![expect(
     clippy::print_stdout,
     reason = "a developer tool: progress and results are its output"
