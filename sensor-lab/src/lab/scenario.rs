@@ -17,21 +17,19 @@
 //! (rather than called benign). Every other row is benign: clients, and the
 //! servers' replies.
 
+mod first_frame;
+
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use sensor_common::clock::realtime_ns;
 use serde::Serialize;
 
 use super::{AddressPlan, TrafficLab, monotonic_ns, require_tool};
 use crate::error::{LabError, Result};
-use crate::generator::{packet_socket, set_socket_option};
 use crate::netns::{Netns, describe};
+use first_frame::FirstFrame;
 
 /// Ground-truth classes: the classifier's four, plus `anomaly` for attacks
 /// only the autoencoder is meant to catch (slow HTTP, exfiltration).
@@ -418,121 +416,6 @@ pub fn label_row(
     }
 }
 
-/// Watches a namespace's link for its first outgoing IPv4 frame and records
-/// the `CLOCK_MONOTONIC` time it saw it (within microseconds of the send).
-struct FirstFrame {
-    stop: Arc<AtomicBool>,
-    seen: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Receives one frame from a packet tap; for an outgoing IPv4 frame, the
-/// `CLOCK_MONOTONIC` time it was sent: the kernel's stamp (`CLOCK_REALTIME`)
-/// moved onto the monotonic clock, or, without a stamp, now.
-fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
-    let mut buf = [0u8; 64];
-    // SAFETY: sockaddr_ll is plain data.
-    let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    let mut cbuf = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain data; every pointer set below outlives the call.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&raw mut from).cast();
-    msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&cbuf);
-    // SAFETY: msg describes valid buffers.
-    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC) };
-    if n < 0 || from.sll_pkttype != libc::PACKET_OUTGOING || from.sll_protocol != ipv4 {
-        return None;
-    }
-    let now_mono = monotonic_ns();
-    // SAFETY: walking the control messages the kernel wrote into `cbuf`.
-    let mut c = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
-    while !c.is_null() {
-        // SAFETY: `c` points at a control message header inside `cbuf`.
-        let h = unsafe { &*c };
-        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SO_TIMESTAMPNS {
-            // SAFETY: an SO_TIMESTAMPNS message carries one timespec.
-            let ts: libc::timespec = unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
-            let stamp =
-                u64::try_from(ts.tv_sec).ok()? * 1_000_000_000 + u64::try_from(ts.tv_nsec).ok()?;
-            let now_real = realtime_ns();
-            // The frame left `now_real - stamp` ago.
-            return Some(now_mono.saturating_sub(now_real.saturating_sub(stamp)));
-        }
-        // SAFETY: advancing within the same control buffer.
-        c = unsafe { libc::CMSG_NXTHDR(&raw const msg, c) };
-    }
-    Some(now_mono)
-}
-
-impl FirstFrame {
-    fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
-        // Outgoing frames reach only ETH_P_ALL taps, so the socket takes
-        // every frame and the loop keeps the first outgoing IPv4 one.
-        let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
-        let ipv4 = (libc::ETH_P_IP as u16).to_be();
-        // Both options are best effort: the watch works without them, only
-        // less precisely.
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        let _ = set_socket_option(&fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv, "SO_RCVTIMEO");
-        // The kernel stamps each frame as it reaches the tap: the time the
-        // frame left, whenever this thread gets to read it (on a loaded
-        // machine, milliseconds later).
-        let _ = set_socket_option(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            &1i32,
-            "SO_TIMESTAMPNS",
-        );
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(AtomicU64::new(0));
-        let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
-        let thread = std::thread::spawn(move || {
-            while !s2.load(Ordering::Relaxed) {
-                if let Some(t) = recv_outgoing_ipv4(&fd, ipv4) {
-                    seen2.store(t, Ordering::Relaxed);
-                    return;
-                }
-            }
-        });
-        Ok(Self {
-            stop,
-            seen,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops watching; the time of the first outgoing frame, if any.
-    fn finish(mut self) -> Option<u64> {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        let v = self.seen.load(Ordering::Relaxed);
-        (v != 0).then_some(v)
-    }
-}
-
-impl Drop for FirstFrame {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Runs `program args` in `ns` under `timeout` (SIGINT after `secs`, SIGKILL
 /// 2 s later). Exit codes in `ok` (and 124, timed out) are success.
 fn bounded(ns: &Netns, secs: u32, program: &str, args: &[String], ok: &[i32]) -> Result<String> {
@@ -904,68 +787,4 @@ impl Background {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn outcome(label: Label, rule: SourceRule, start: u64, end: u64) -> ScenarioOutcome {
-        ScenarioOutcome {
-            first_packet_mono_ns: Some(start),
-            end_mono_ns: end,
-            ..ScenarioOutcome::started("x", label, Origin::Attacker, rule, start)
-        }
-    }
-
-    #[test]
-    fn names_are_unique_and_tools_have_packages() {
-        let c = catalogue();
-        for (i, a) in c.iter().enumerate() {
-            assert!(c[i + 1..].iter().all(|b| b.name != a.name), "{}", a.name);
-            for t in a.tools {
-                assert_ne!(super::super::package_of(t), "?", "{t}");
-            }
-            assert!(a.max_seconds > 0 && a.max_seconds <= 60);
-        }
-        for l in [
-            Label::Benign,
-            Label::Flood,
-            Label::Scan,
-            Label::Bruteforce,
-            Label::Anomaly,
-        ] {
-            assert!(c.iter().any(|s| s.label == l), "{l:?}");
-        }
-    }
-
-    #[test]
-    fn rows_are_labelled_by_source_and_window() {
-        let plan = AddressPlan::default();
-        let att: IpAddr = plan.attacker.into();
-        let client: IpAddr = plan.clients[0].into();
-        let server: IpAddr = plan.server.into();
-        let spoof: IpAddr = "203.0.113.9".parse().unwrap();
-        let o = vec![
-            outcome(Label::Scan, SourceRule::Addresses(vec![att]), 100, 200),
-            outcome(
-                Label::Flood,
-                SourceRule::AddressesAndSpoofed(vec![att]),
-                300,
-                400,
-            ),
-        ];
-        let l = |src, ts| label_row(&plan, &o, 10, src, ts);
-        assert_eq!(l(att, 150), RowLabel::Attack(0));
-        assert_eq!(l(att, 205), RowLabel::Attack(0), "tail");
-        assert_eq!(l(att, 250), RowLabel::Unattributed);
-        assert_eq!(l(server, 150), RowLabel::Benign, "replies are benign");
-        assert_eq!(l(client, 150), RowLabel::Benign);
-        assert_eq!(l(spoof, 150), RowLabel::Unattributed, "scan does not spoof");
-        assert_eq!(l(spoof, 350), RowLabel::Attack(1));
-        assert_eq!(l(att, 350), RowLabel::Attack(1));
-        assert_eq!(l(client, 350), RowLabel::Benign);
-        // A lab host whose interface is coming up sends IGMP from 0.0.0.0:
-        // its own traffic, not a spoofed source, even in a spoofing window.
-        let unaddressed = IpAddr::from([0u8, 0, 0, 0]);
-        assert_eq!(l(unaddressed, 150), RowLabel::Benign);
-        assert_eq!(l(unaddressed, 350), RowLabel::Benign);
-    }
-}
+mod tests;
