@@ -7,6 +7,18 @@ use sensor_common::FlowKey;
 use super::{ACK, ACK_FRAME, Conn, Episode, FIN, PSH, RST, SYN, SYN_FRAME, TCP, UDP, v4};
 
 impl Episode {
+    /// A random host (last two octets 1..250) of the /16 `a.b`.
+    fn host_in(&mut self, a: u8, b: u8) -> [u8; 16] {
+        let c = self.rng.range(1, 250) as u8;
+        let d = self.rng.range(1, 250) as u8;
+        v4(a, b, c, d)
+    }
+
+    /// A scan scenario, named slow when probes are a second or more apart.
+    fn scan_scenario(&mut self, gap_s: f64, fast: &'static str, slow: &'static str) -> u32 {
+        self.scenario(if gap_s >= 1.0 { slow } else { fast }, AttackClass::Scan)
+    }
+
     fn attack_start(&mut self) -> u64 {
         self.t0 + self.rng.range(self.len_ns / 10, self.len_ns * 3 / 5)
     }
@@ -130,20 +142,8 @@ impl Episode {
     /// Vertical scan: many ports of one host. `gap_s` is the mean time
     /// between probes (0.001 fast, several seconds for a slow scan).
     pub fn vertical_scan(&mut self, target: [u8; 16], ports: u64, gap_s: f64) {
-        let sc = self.scenario(
-            if gap_s >= 1.0 {
-                "vertical_scan_slow"
-            } else {
-                "vertical_scan"
-            },
-            AttackClass::Scan,
-        );
-        let scanner = v4(
-            45,
-            33,
-            self.rng.range(1, 250) as u8,
-            self.rng.range(1, 250) as u8,
-        );
+        let sc = self.scan_scenario(gap_s, "vertical_scan", "vertical_scan_slow");
+        let scanner = self.host_in(45, 33);
         let mut t = self.attack_start();
         let closed = self.rng.uniform(0.0, 0.95);
         let mut order: Vec<u16> = (1..=ports as u16).collect();
@@ -163,20 +163,8 @@ impl Episode {
 
     /// Horizontal scan: one port across a /16 of hosts, mostly unanswered.
     pub fn horizontal_scan(&mut self, hosts: u64, gap_s: f64) {
-        let sc = self.scenario(
-            if gap_s >= 1.0 {
-                "horizontal_scan_slow"
-            } else {
-                "horizontal_scan"
-            },
-            AttackClass::Scan,
-        );
-        let scanner = v4(
-            185,
-            220,
-            self.rng.range(1, 250) as u8,
-            self.rng.range(1, 250) as u8,
-        );
+        let sc = self.scan_scenario(gap_s, "horizontal_scan", "horizontal_scan_slow");
+        let scanner = self.host_in(185, 220);
         let port = [22u16, 23, 445, 3389, 5900, 6379][self.rng.range(0, 5) as usize];
         let mut t = self.attack_start();
         for _ in 0..hosts {
@@ -199,12 +187,7 @@ impl Episode {
     /// with 1–4 in parallel.
     pub fn ssh_bruteforce(&mut self, target: [u8; 16], attempts: u64, gap_s: f64) {
         let sc = self.scenario("ssh_bruteforce", AttackClass::BruteForce);
-        let attacker = v4(
-            91,
-            240,
-            self.rng.range(1, 250) as u8,
-            self.rng.range(1, 250) as u8,
-        );
+        let attacker = self.host_in(91, 240);
         let rtt = self.rng.range(20_000_000, 150_000_000);
         let mut t = self.attack_start();
         for _ in 0..attempts {
@@ -236,12 +219,7 @@ impl Episode {
     /// and receive a 401, `rate` attempts per second.
     pub fn http_bruteforce(&mut self, target: [u8; 16], attempts: u64, rate: f64) {
         let sc = self.scenario("http_bruteforce", AttackClass::BruteForce);
-        let attacker = v4(
-            5,
-            188,
-            self.rng.range(1, 250) as u8,
-            self.rng.range(1, 250) as u8,
-        );
+        let attacker = self.host_in(5, 188);
         let rtt = self.rng.range(10_000_000, 100_000_000);
         let port = if self.rng.chance(0.5) { 80 } else { 443 };
         let mut t = self.attack_start();
