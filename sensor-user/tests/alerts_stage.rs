@@ -837,6 +837,13 @@ fn documented_examples_match_the_schema_and_example_configs_load() {
     let inv = Inventory::load(file.alerts.inventory.as_ref().unwrap()).unwrap();
     assert_eq!(&*inv.lookup(ip("10.20.5.17")).name, "payments-db");
     assert_eq!(&*inv.lookup(ip("10.20.9.1")).name, "datacenter");
+    // Loaded whole, as `sensor run --config` does: its model cards exist.
+    let settings = AlertSettings::load(&repo_file("config/sensor.example.toml")).unwrap();
+    assert_eq!(
+        settings.classifier.as_ref().map(|c| c.name.as_str()),
+        Some("flow-classifier")
+    );
+    assert!(settings.autoencoder.is_some());
 }
 
 #[test]

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use super::AlertsError;
 use crate::model::{
     ModelCard,
+    card::threshold_problem,
     row::{AttackClass, N_CLASSES},
 };
 
@@ -30,9 +31,10 @@ pub(crate) const DEFAULT_ALERT_LOG: &str = "/var/lib/sensor/alert-records.jsonl"
 /// high, so an uncalibrated model stays quiet rather than noisy.
 pub(crate) const BUILTIN_CLASS_THRESHOLD: f32 = 0.9;
 
-/// The parts of the sensor configuration file the alert stage reads.
+/// The parts of the sensor configuration file the alert stage reads. An
+/// unknown (say, misspelt) section is an error, never silently ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct SensorFile {
     pub sensor: SensorSection,
     pub models: ModelsSection,
@@ -40,6 +42,7 @@ pub struct SensorFile {
     /// Per-class overrides of the model cards' thresholds, written by
     /// `sensor tune --apply`. Keys are class names; `anomaly` is the
     /// autoencoder's reconstruction-error threshold.
+    #[serde(deserialize_with = "checked_thresholds")]
     pub thresholds: BTreeMap<String, f32>,
     pub tuning: TuningSection,
     pub sinks: Vec<SinkConfig>,
@@ -250,19 +253,29 @@ impl SensorFile {
                 | SinkConfig::UnixStream { path } => fix(path),
             }
         }
-        for key in file.thresholds.keys() {
-            if AttackClass::by_name(key).is_none_or(|c| c == AttackClass::Benign) {
-                return Err(AlertsError::Config {
-                    path: path.to_path_buf(),
-                    line: None,
-                    message: format!(
-                        "[thresholds] has unknown class `{key}` (expected flood, scan, bruteforce, anomaly)"
-                    ),
-                });
-            }
-        }
         Ok(file)
     }
+}
+
+/// `[thresholds]`: every key a class the models score, every value in its
+/// class's range ([`threshold_problem`]).
+fn checked_thresholds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, f32>, D::Error> {
+    let map = BTreeMap::<String, f32>::deserialize(d)?;
+    for (key, &value) in &map {
+        let class = AttackClass::by_name(key)
+            .filter(|&c| c != AttackClass::Benign)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "[thresholds] has unknown class `{key}` (expected flood, scan, bruteforce, anomaly)"
+                ))
+            })?;
+        if let Some(problem) = threshold_problem(class, value) {
+            return Err(serde::de::Error::custom(format!("[thresholds] {problem}")));
+        }
+    }
+    Ok(map)
 }
 
 /// Reads a whole text file, naming it in the error.
@@ -410,6 +423,61 @@ pub(super) fn secs_to_ns(s: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_err(text: &str) -> String {
+        parse_toml::<SensorFile>(Path::new("sensor.toml"), text)
+            .expect_err(text)
+            .to_string()
+    }
+
+    #[test]
+    fn thresholds_out_of_range_are_refused_with_their_line() {
+        for (text, needle) in [
+            ("[thresholds]\nflood = nan\n", "threshold `flood` = NaN"),
+            ("[thresholds]\nflood = 1.5\n", "threshold `flood` = 1.5"),
+            ("[thresholds]\nscan = -1.0\n", "threshold `scan` = -1"),
+            ("[thresholds]\nanomaly = inf\n", "threshold `anomaly` = inf"),
+            ("[thresholds]\nbenign = 0.5\n", "unknown class `benign`"),
+        ] {
+            let e = parse_err(text);
+            assert!(e.starts_with("sensor.toml:"), "{e}");
+            assert!(e.contains(needle), "{text:?}: {e}");
+        }
+        let ok: SensorFile =
+            parse_toml(Path::new("s"), "[thresholds]\nflood = 1.0\nanomaly = 7.5\n").unwrap();
+        assert_eq!(ok.thresholds["anomaly"], 7.5);
+    }
+
+    #[test]
+    fn a_misspelt_section_is_refused() {
+        for (text, needle) in [
+            ("[threshold]\nflood = 0.5\n", "threshold"),
+            ("[alert]\nquiet_period_s = 5.0\n", "alert"),
+            ("[alerts]\nquiet_period = 5.0\n", "quiet_period"),
+        ] {
+            let e = parse_err(text);
+            assert!(
+                e.contains("unknown field") && e.contains(needle),
+                "{text:?}: {e}"
+            );
+            assert!(
+                e.starts_with("sensor.toml:1") || e.starts_with("sensor.toml:2"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn card_thresholds_out_of_range_are_refused() {
+        for v in [
+            serde_json::json!({"thresholds": {"attack_score": 1.5}}),
+            serde_json::json!({"thresholds": {"scan": -0.1}}),
+            serde_json::json!({"thresholds": {"anomaly_score": -1.0}}),
+            serde_json::json!({"anomaly_threshold": 1e40}),
+        ] {
+            assert!(ModelCard::from_json(&v).is_err(), "{v}");
+        }
+    }
 
     #[test]
     fn card_shapes_are_accepted() {

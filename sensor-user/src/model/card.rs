@@ -301,6 +301,12 @@ impl ModelCard {
         if raw.anomaly_threshold.is_some() {
             anomaly_threshold = raw.anomaly_threshold;
         }
+        let anomaly = anomaly_threshold.map(|t| (AttackClass::Anomaly, t));
+        for (class, value) in thresholds.iter().map(|(&c, &t)| (c, t)).chain(anomaly) {
+            if let Some(problem) = threshold_problem(class, value) {
+                return Err(problem);
+            }
+        }
         let mut baseline = vec![None; feature_names.len()];
         match &raw.baseline {
             Some(RawBaseline::ByName(m)) => {
@@ -441,6 +447,25 @@ pub(crate) fn check_schema(
         });
     }
     Ok(())
+}
+
+/// Why `value` cannot be `class`'s threshold, if it cannot: a classifier
+/// threshold is a probability in [0, 1]; the anomaly threshold a finite,
+/// non-negative reconstruction error. A NaN or out-of-range value would
+/// silently turn a class off (or on for everything).
+pub fn threshold_problem(class: AttackClass, value: f32) -> Option<String> {
+    let ok = match class {
+        AttackClass::Anomaly => value.is_finite() && value >= 0.0,
+        _ => (0.0..=1.0).contains(&value),
+    };
+    (!ok).then(|| {
+        let want = if class == AttackClass::Anomaly {
+            "a finite reconstruction error >= 0"
+        } else {
+            "a probability in [0, 1]"
+        };
+        format!("threshold `{}` = {value}: must be {want}", class.name())
+    })
 }
 
 /// The card path for a model: `x.onnx` → `x.card.json`.
