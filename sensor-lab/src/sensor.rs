@@ -252,15 +252,34 @@ impl SensorRun {
         self.child.as_mut().expect("child present until stop")
     }
 
+    /// Sends `signal` to the running sensor.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        let child = self.child.as_mut().expect("child present until stop");
+        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// True while the sensor process has not exited.
+    ///
+    /// # Errors
+    /// `waitpid` failed.
+    pub fn is_running(&mut self) -> Result<bool> {
+        let child = self.child.as_mut().expect("child present until stop");
+        let waited = child.try_wait().map_err(|source| LabError::Sys {
+            call: "waitpid(sensor)".into(),
+            source,
+        })?;
+        Ok(waited.is_none())
+    }
+
     /// Sends SIGINT and waits up to `timeout` for the sensor to exit.
     ///
     /// # Errors
     /// The sensor does not exit in time (it is then killed).
     pub fn interrupt(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal(libc::SIGINT);
         let child = self.child.as_mut().expect("child present until stop");
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(pid, libc::SIGINT) };
         let start = Instant::now();
         loop {
             let waited = child.try_wait().map_err(|source| LabError::Sys {

@@ -58,6 +58,18 @@ fn live_counters_match_what_was_sent() {
     assert_eq!(live["counters"]["packets_seen"], PACKETS, "{live}");
     assert_eq!(live["counters"]["parsed_ok"], PACKETS, "{live}");
 
+    // SIGHUP and SIGUSR1 (reload and dump requests) never stop a sensor.
+    run.signal(libc::SIGHUP);
+    run.signal(libc::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.is_running().expect("waitpid"),
+        "SIGHUP or SIGUSR1 stopped the sensor: {}",
+        run.stderr()
+    );
+    let out = sensor_stats(&lab, &iface);
+    assert!(out.status.success(), "stats after SIGHUP/SIGUSR1");
+
     let output = run.stop(Duration::from_secs(15)).expect("stop");
     assert_eq!(output.stats.counter("packets_seen"), PACKETS);
 

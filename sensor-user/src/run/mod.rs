@@ -16,6 +16,15 @@ use crate::{
 use cli::RunArgs;
 use scoring::{Scoring, ScoringError};
 
+/// The signals a running sensor handles on its `signalfd`: SIGINT and
+/// SIGTERM stop it; SIGHUP and SIGUSR1 are logged and never kill it.
+const HANDLED_SIGNALS: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+];
+
 /// Why `sensor run` failed. Each variant's message is one step of the
 /// one-line error the binary prints.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +33,7 @@ pub enum RunError {
     #[error(transparent)]
     Options(SensorError),
     /// SIGINT/SIGTERM could not be routed to the capture loop.
-    #[error("blocking SIGINT/SIGTERM")]
+    #[error("blocking SIGINT/SIGTERM/SIGHUP/SIGUSR1")]
     SignalMask {
         #[source]
         source: nix::Error,
@@ -70,8 +79,9 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
     // scoring and alert threads start, so the runner's signalfd (not the
     // default action on some other thread) receives them.
     let mut signals = SigSet::empty();
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGTERM);
+    for sig in HANDLED_SIGNALS {
+        signals.add(sig);
+    }
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|source| RunError::SignalMask { source })?;
     let n_workers = args.load_options().map_err(RunError::Options)?.n_workers as usize;

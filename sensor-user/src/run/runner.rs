@@ -85,12 +85,15 @@ fn parse_problems(c: &[u64; COUNTER_COUNT as usize]) -> u64 {
         .sum()
 }
 
-/// Blocks SIGINT and SIGTERM in this thread (and so in threads it spawns
-/// later) and returns a `signalfd` that reports them, plus the previous mask.
+/// Blocks SIGINT and SIGTERM (stop) and SIGHUP and SIGUSR1 (reload and
+/// dump requests, which must never kill a sensor) in this thread and so in
+/// threads it spawns later, and returns a `signalfd` that reports them,
+/// plus the previous mask.
 fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     let mut mask = SigSet::empty();
-    mask.add(Signal::SIGINT);
-    mask.add(Signal::SIGTERM);
+    for sig in super::HANDLED_SIGNALS {
+        mask.add(sig);
+    }
     let mut old = SigSet::empty();
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&mask), Some(&mut old))
         .map_err(|e| SensorError::system("blocking SIGINT/SIGTERM", e))?;
@@ -99,7 +102,8 @@ fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     Ok((fd, old))
 }
 
-/// Waits for SIGINT/SIGTERM or until `deadline`.
+/// Waits for SIGINT/SIGTERM or until `deadline` (SIGHUP and SIGUSR1 are
+/// logged and waited through).
 fn wait_for_shutdown(
     sfd: &SignalFd,
     deadline: Option<Instant>,
@@ -125,6 +129,12 @@ fn wait_for_shutdown(
                     let sig = i32::try_from(info.ssi_signo)
                         .ok()
                         .and_then(|s| Signal::try_from(s).ok());
+                    if let Some(s @ (Signal::SIGHUP | Signal::SIGUSR1)) = sig {
+                        // Not built yet: reloading (SIGHUP) and writing the
+                        // outputs so far (SIGUSR1). Never a reason to stop.
+                        warn!(signal = %s, "not supported yet; the sensor keeps running");
+                        continue;
+                    }
                     return Ok(sig);
                 }
                 Ok(None) | Err(nix::errno::Errno::EAGAIN) => {}
