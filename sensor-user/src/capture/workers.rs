@@ -292,12 +292,7 @@ impl WorkerState {
     fn on_event(&mut self, ev: &FlowEvent, kind: EventKind) {
         let c = &mut self.counters;
         c.events += 1;
-        match kind {
-            EventKind::Start => c.start += 1,
-            EventKind::Update => c.update += 1,
-            EventKind::Fin => c.fin += 1,
-            EventKind::Rst => c.rst += 1,
-        }
+        *kind_count(kind, [&mut c.start, &mut c.update, &mut c.fin, &mut c.rst]) += 1;
         if self.flow_capacity == 0 {
             self.handler.on_event(ev);
             return;
@@ -311,12 +306,7 @@ impl WorkerState {
         match slot {
             Some(f) => {
                 f.events += 1;
-                match kind {
-                    EventKind::Start => f.start += 1,
-                    EventKind::Update => f.update += 1,
-                    EventKind::Fin => f.fin += 1,
-                    EventKind::Rst => f.rst += 1,
-                }
+                *kind_count(kind, [&mut f.start, &mut f.update, &mut f.fin, &mut f.rst]) += 1;
                 f.last = ev.stats;
                 f.last_ts_ns = ev.ts_ns;
             }
@@ -435,6 +425,18 @@ pub(crate) fn merge_worker_flows(reports: &[WorkerReport]) -> FlowMap {
         }
     }
     out
+}
+
+/// The counter of `kind` among a record's per-kind event counters, given in
+/// `EventKind` order (start, update, fin, rst).
+#[inline]
+fn kind_count<T>(kind: EventKind, [start, update, fin, rst]: [&mut T; 4]) -> &mut T {
+    match kind {
+        EventKind::Start => start,
+        EventKind::Update => update,
+        EventKind::Fin => fin,
+        EventKind::Rst => rst,
+    }
 }
 
 /// Default worker count: one per available core, at most [`MAX_WORKERS`].
