@@ -24,6 +24,16 @@ pub(crate) const DEFAULT_RING_BYTES: u32 = 4 << 20;
 /// Size of the rings no worker reads: the kernel needs a valid size, and a
 /// page wastes nothing.
 pub(crate) const UNUSED_RING_BYTES: u32 = 4096;
+/// Largest ring a worker may ask for: 1 GiB holds seconds of events at any
+/// rate a worker can drain; more only hides a stuck worker.
+pub(crate) const MAX_RING_BYTES: u32 = 1 << 30;
+/// The sensor's maps (rings and flow table) may take at most this fraction
+/// (1/n) of physical memory: the gateway needs the rest to forward.
+const MEMORY_SHARE_DIVISOR: u64 = 4;
+/// Bytes one `FLOW_TABLE` entry costs per CPU (its value) and once (key and
+/// the kernel's hash-table element overhead, rounded up).
+const FLOW_VALUE_BYTES: u64 = size_of::<sensor_common::FlowStats>() as u64;
+const FLOW_ENTRY_BYTES: u64 = size_of::<sensor_common::FlowKey>() as u64 + 64;
 /// Under ring pressure, one new-flow event in `2^SAMPLE_SHIFT` is exported.
 pub(crate) const DEFAULT_SAMPLE_SHIFT: u32 = 3;
 
@@ -90,17 +100,58 @@ impl LoadOptions {
             });
         }
         let page = page_size();
-        if !self.ring_bytes.is_power_of_two() || (self.ring_bytes as usize) < page {
+        if !self.ring_bytes.is_power_of_two()
+            || (self.ring_bytes as usize) < page
+            || self.ring_bytes > MAX_RING_BYTES
+        {
             return Err(SensorError::InvalidConfig {
                 what: "--ring-bytes",
                 reason: format!(
-                    "{} must be a power of two and at least the page size ({page})",
+                    "{} must be a power of two from the page size ({page}) to {MAX_RING_BYTES}",
                     self.ring_bytes
                 ),
             });
         }
-        Ok(())
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
+        self.check_memory(physical_memory(), cpus)
     }
+
+    /// Rejects rings and a flow table that together would take more than
+    /// 1/[`MEMORY_SHARE_DIVISOR`] of `memory` bytes on `cpus` CPUs.
+    fn check_memory(&self, memory: Option<u64>, cpus: u64) -> Result<(), SensorError> {
+        let Some(memory) = memory else {
+            return Ok(());
+        };
+        let budget = memory / MEMORY_SHARE_DIVISOR;
+        let rings = u64::from(self.n_workers) * u64::from(self.ring_bytes);
+        let table = u64::from(self.flow_table_size) * (cpus * FLOW_VALUE_BYTES + FLOW_ENTRY_BYTES);
+        if rings + table <= budget {
+            return Ok(());
+        }
+        let mib = |b: u64| b >> 20;
+        let (what, part) = if rings > table {
+            ("--ring-bytes", rings)
+        } else {
+            ("--flow-table-size", table)
+        };
+        Err(SensorError::InvalidConfig {
+            what,
+            reason: format!(
+                "rings ({} MiB) and flow table ({} MiB) would take {} MiB, more than 1/{MEMORY_SHARE_DIVISOR} of this machine's {} MiB ({what} alone: {} MiB)",
+                mib(rings),
+                mib(table),
+                mib(rings + table),
+                mib(memory),
+                mib(part)
+            ),
+        })
+    }
+}
+
+/// Physical memory in bytes, if the system says.
+fn physical_memory() -> Option<u64> {
+    let pages = nix::unistd::sysconf(nix::unistd::SysconfVar::_PHYS_PAGES).ok()??;
+    u64::try_from(pages).ok().map(|p| p * page_size() as u64)
 }
 
 /// The page size, which ring sizes must be a multiple of.
@@ -510,6 +561,35 @@ mod tests {
         o = opts();
         o.flow_table_size = 0;
         assert!(o.validate().is_err());
+        // 2 GiB per ring: over the cap whatever the machine.
+        o = opts();
+        o.ring_bytes = 1 << 31;
+        assert!(matches!(
+            o.validate(),
+            Err(SensorError::InvalidConfig {
+                what: "--ring-bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn maps_are_bounded_by_physical_memory() {
+        const GIB: u64 = 1 << 30;
+        let mut o = opts();
+        o.n_workers = 8;
+        o.ring_bytes = 1 << 30;
+        // Eight 1 GiB rings on a 16 GiB machine: over a quarter.
+        let e = o.check_memory(Some(16 * GIB), 2).unwrap_err().to_string();
+        assert!(e.contains("--ring-bytes") && e.contains("8192 MiB"), "{e}");
+        assert!(o.check_memory(Some(64 * GIB), 2).is_ok());
+        o = opts();
+        o.flow_table_size = u32::MAX;
+        let e = o.check_memory(Some(16 * GIB), 2).unwrap_err().to_string();
+        assert!(e.contains("--flow-table-size"), "{e}");
+        // The defaults fit a small gateway.
+        assert!(opts().check_memory(Some(GIB), 4).is_ok());
+        assert!(opts().check_memory(None, 4).is_ok());
     }
 
     #[test]
