@@ -118,3 +118,28 @@ fn missing_card_is_a_read_error_with_the_path() {
     assert!(err.to_string().contains("m.card.json"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An installed binary (`<prefix>/bin/sensor`) loads the models of
+/// `<prefix>/share/xdp-sensor/models` without `--models-dir`: a broken model
+/// placed there is the one the error names.
+#[test]
+fn an_installed_binary_finds_its_models_beside_it() {
+    let prefix = std::env::temp_dir().join(format!("sensor-installed-{}", std::process::id()));
+    let bin = prefix.join("bin");
+    let models = prefix.join("share/xdp-sensor/models");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_sensor"), bin.join("sensor")).unwrap();
+    std::fs::write(models.join("flow-classifier.onnx"), b"not an onnx model").unwrap();
+    let out = std::process::Command::new(bin.join("sensor"))
+        .args(["run", "--iface", "lo", "--duration", "0.1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    std::fs::remove_dir_all(&prefix).unwrap();
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&models.join("flow-classifier.onnx").display().to_string()),
+        "{stderr}"
+    );
+}

@@ -29,8 +29,40 @@ use crate::{
 pub(crate) const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
 pub(crate) const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
-/// Default `--models-dir`: the models committed with the source tree.
+/// The models committed with the source tree this binary was built from.
 pub(crate) const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+
+/// Where `sensor run` looks for its models without `--models-dir`, in order:
+/// an installed layout (`<prefix>/bin/sensor` with
+/// `<prefix>/share/xdp-sensor/models`), a `models` folder beside the binary
+/// (a copied binary with its models), then the build tree.
+#[must_use]
+pub(crate) fn models_dir_candidates(exe: Option<&Path>) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Some(bin_dir) = exe.and_then(Path::parent) {
+        if let Some(prefix) = bin_dir.parent() {
+            out.push(prefix.join("share/xdp-sensor/models"));
+        }
+        out.push(bin_dir.join("models"));
+    }
+    out.push(Path::new(DEFAULT_MODELS_DIR).to_path_buf());
+    out
+}
+
+/// The first of [`models_dir_candidates`] for the running binary that holds
+/// the classifier; the build tree's path when none does (the load error then
+/// names it).
+#[must_use]
+pub(crate) fn default_models_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().ok();
+    let candidates = models_dir_candidates(exe.as_deref());
+    candidates
+        .iter()
+        .find(|d| d.join(CLASSIFIER_FILE).is_file())
+        .or(candidates.last())
+        .cloned()
+        .unwrap_or_else(|| Path::new(DEFAULT_MODELS_DIR).to_path_buf())
+}
 
 /// Batch sizes planned by default. A batch is padded to the next planned
 /// size, and padding rows cost as much as real ones: the autoencoder sees
@@ -306,4 +338,22 @@ fn clear_upper_vector_state() {
 unsafe fn zeroupper() {
     // AVX is enabled for this function, so the intrinsic is safe to call.
     std::arch::x86_64::_mm256_zeroupper();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn models_are_looked_for_beside_the_binary_first() {
+        let c = super::models_dir_candidates(Some(std::path::Path::new("/opt/x/bin/sensor")));
+        assert_eq!(c[0], std::path::Path::new("/opt/x/share/xdp-sensor/models"));
+        assert_eq!(c[1], std::path::Path::new("/opt/x/bin/models"));
+        assert_eq!(c[2], std::path::Path::new(super::DEFAULT_MODELS_DIR));
+        assert_eq!(super::models_dir_candidates(None).len(), 1);
+        // From this test binary, the models of the source tree are found.
+        assert!(
+            super::default_models_dir()
+                .join(super::CLASSIFIER_FILE)
+                .is_file()
+        );
+    }
 }

@@ -102,9 +102,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_score: bool,
     /// Directory holding flow-classifier.onnx and flow-autoencoder.onnx, each
-    /// with its model card (`<name>.card.json`).
-    #[arg(long, value_name = "DIR", default_value = crate::model::DEFAULT_MODELS_DIR)]
-    pub models_dir: PathBuf,
+    /// with its model card (`<name>.card.json`) [default: beside an installed
+    /// or copied binary (`../share/xdp-sensor/models`, `./models`), else the
+    /// source tree's `models/`].
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
     /// Sensor configuration (TOML): alert thresholds, inventory, sinks,
     /// feedback store; see config/sensor.example.toml. Without it alerts go
     /// to stdout (or --eve-out) with the model cards' thresholds.
@@ -141,6 +143,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
+    /// `--models-dir`, or where the running binary finds its models.
+    #[must_use]
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir
+            .clone()
+            .unwrap_or_else(crate::model::default_models_dir)
+    }
+
     /// The loader's view of these options.
     ///
     /// # Errors

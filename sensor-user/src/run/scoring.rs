@@ -248,8 +248,9 @@ impl Scoring {
     /// # Errors
     /// A model, card, config, inventory or sink is missing or invalid.
     pub(crate) fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
+        let models_dir = args.models_dir();
         let load = |file: &str, kind: &'static str| {
-            let path = args.models_dir.join(file);
+            let path = models_dir.join(file);
             Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
                 .map(Arc::new)
                 .map_err(|source| ScoringError::Model { path, source })
@@ -385,8 +386,9 @@ struct AlertSetup {
 
 impl AlertSetup {
     fn resolve(args: &RunArgs) -> Result<Self, AlertsError> {
+        let models_dir = args.models_dir();
         let card = |file: &str| {
-            let mut p = args.models_dir.join(file);
+            let mut p = models_dir.join(file);
             p.set_extension("card.json");
             p
         };
