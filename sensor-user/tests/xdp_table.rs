@@ -9,7 +9,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp},
+    programs::{TestRunResult, Xdp},
 };
 use etherparse::{PacketBuilder, TcpHeader, VlanId};
 use sensor_common::{
@@ -21,6 +21,8 @@ use sensor_common::{
     tcp_flags,
 };
 use sensor_lab::require_root;
+
+mod xdp_util;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -92,18 +94,7 @@ impl Sensor {
     }
 
     fn run_prog(&self, name: &str, frame: &[u8], repeat: u32) -> TestRunResult {
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("test_run {name}: {e}"))
+        xdp_util::test_run(&self.ebpf, name, frame, repeat)
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
