@@ -380,6 +380,55 @@ pub fn net_test(test_name: &str) -> Option<NetTest> {
 pub const OBSERVE: &[&str] = &["--duration", "60", "--no-score"];
 
 impl NetTest {
+    /// An empty frame set from this lab's sender to its gateway.
+    pub fn frames(&self) -> crate::generator::Frames {
+        crate::generator::Frames::new(self.lab.sender_mac, self.lab.gateway_mac)
+    }
+
+    /// [`crate::generator::Frames::spread`] from this lab's sender to its
+    /// gateway.
+    ///
+    /// # Panics
+    /// The frames cannot be built.
+    pub fn spread(
+        &self,
+        flows: &[crate::generator::FlowSpec],
+        packets: u64,
+    ) -> crate::generator::Frames {
+        crate::generator::Frames::spread(self.lab.sender_mac, self.lab.gateway_mac, flows, packets)
+            .expect("spread frames")
+    }
+
+    /// [`crate::generator::Frames::syn_flood`] from this lab's sender.
+    ///
+    /// # Panics
+    /// The frames cannot be built.
+    pub fn syn_flood(
+        &self,
+        sources: u32,
+        dst: std::net::IpAddr,
+        dport: u16,
+        packets: u64,
+    ) -> crate::generator::Frames {
+        let (src_mac, dst_mac) = (self.lab.sender_mac, self.lab.gateway_mac);
+        crate::generator::Frames::syn_flood(src_mac, dst_mac, sources, dst, dport, packets)
+            .expect("flood frames")
+    }
+
+    /// [`crate::generator::Frames::port_scan`] from this lab's sender.
+    ///
+    /// # Panics
+    /// The frames cannot be built.
+    pub fn port_scan(
+        &self,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> crate::generator::Frames {
+        let (src_mac, dst_mac) = (self.lab.sender_mac, self.lab.gateway_mac);
+        crate::generator::Frames::port_scan(src_mac, dst_mac, src, dst, ports).expect("scan frames")
+    }
+
     /// [`scenario`] on this test's lab, with nothing to do once the frames
     /// are sent.
     ///

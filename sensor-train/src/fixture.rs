@@ -5,7 +5,11 @@
 //! the view in [`GatewayView::write_to`]'s format). Replaying both through a
 //! [`sensor::features::FeatureExtractor`] reproduces `rows.csv` bit for bit.
 
-use std::{fs, io, path::Path, sync::Arc};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use sensor_common::FlowEvent;
 
@@ -49,6 +53,19 @@ pub fn write(dir: &Path, items: &[SimItem]) -> io::Result<()> {
     }
     fs::write(dir.join("events.bin"), events)?;
     fs::write(dir.join("gateway.bin"), gateway)
+}
+
+/// The committed fixture folder, `models/fixtures` in the workspace.
+pub fn committed_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
+}
+
+/// Reads the committed fixture, for the tests that replay it.
+///
+/// # Panics
+/// The fixture cannot be read (the error names the file).
+pub fn read_committed() -> Vec<FixtureItem> {
+    read(&committed_dir()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Reads the fixture in `dir` back as one ordered stream.

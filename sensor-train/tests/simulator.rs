@@ -1,25 +1,15 @@
 //! The simulator still produces exactly the committed recorded stream, and
 //! its control thread counts every packet into the gateway views.
 
-use std::path::PathBuf;
-
 use sensor_common::FlowKey;
 use sensor_train::{
     fixture::{self, FixtureItem},
     sim::{GatewayEpochs, SimItem, fixture_episode},
 };
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
-}
-
-fn read_items() -> Vec<FixtureItem> {
-    fixture::read(&fixture_dir()).unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[test]
 fn simulator_regenerates_the_recorded_stream() {
-    let recorded = read_items();
+    let recorded = fixture::read_committed();
     let (items, _) = fixture_episode().into_stream(2);
     assert_eq!(items.len(), recorded.len());
     for (i, (a, b)) in items.iter().zip(&recorded).enumerate() {

@@ -12,10 +12,13 @@ use std::time::Duration;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, RingBuf},
-    programs::{TestRun as _, TestRunOptions, Xdp},
+    programs::Xdp,
 };
 use etherparse::{PacketBuilder, TcpHeader};
 use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
+
+#[path = "../tests/xdp_util/mod.rs"]
+mod xdp_util;
 
 const FLOOR: &str = "sensor_xdp_floor";
 /// Runs per kernel call for the warm cases.
@@ -136,18 +139,7 @@ fn tcp_syn_frame(src: [u8; 4]) -> Vec<u8> {
 }
 
 fn run(ebpf: &Ebpf, prog: &str, frame: &[u8], repeat: u32) -> Duration {
-    let p: &Xdp = ebpf
-        .program(prog)
-        .expect("program")
-        .try_into()
-        .expect("xdp");
-    p.test_run(TestRunOptions {
-        data_in: Some(frame),
-        repeat,
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("test_run {prog}: {e}"))
-    .duration
+    xdp_util::test_run(ebpf, prog, frame, repeat).duration
 }
 
 /// The kernel reports the mean duration of one run when `repeat` > 1.

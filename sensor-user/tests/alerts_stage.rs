@@ -8,10 +8,13 @@ use std::{net::IpAddr, path::Path, time::Duration};
 use alerts_util::*;
 use sensor::{
     alerts::{
-        AlertSettings, Inventory, SensorFile, Verdict, VerdictRecord, spawn_alert_stage,
-        store::LogWriter,
+        AlertSettings, AlertStage, Inventory, SensorFile, Verdict, VerdictRecord,
+        spawn_alert_stage, store::LogWriter,
     },
-    model::row::{AttackClass, Entity},
+    model::row::{
+        AttackClass::{self, Anomaly, Benign, BruteForce, Flood, Scan},
+        Entity, ScoredRow,
+    },
     sinks::{MemorySink, SinkSet},
 };
 
@@ -24,26 +27,32 @@ fn spoofed(i: u32) -> IpAddr {
     ))
 }
 
+/// A detection scored 0.99 for `class`, from spoofed source `i` to port 80.
+fn spoofed_row(class: AttackClass, i: u32, dst: impl Addr, ts: u64) -> ScoredRow {
+    row(class, 0.99, spoofed(i), dst, 80, ts)
+}
+
+/// `n` single scan detections toward [`VICTIM`] from as many spoofed
+/// sources, `step` ns apart from one second on.
+fn feed_scan_probes(stage: &mut AlertStage, n: u32, step: u64) {
+    for i in 0..n {
+        stage.process(&spoofed_row(Scan, i, VICTIM, SEC + u64::from(i) * step));
+    }
+}
+
 #[test]
 fn spoofed_syn_flood_is_one_incident_with_one_alert() {
     let (mut stage, mem) = stage();
     let victim = ip(VICTIM);
     for i in 0..100_000u32 {
-        let mut r = row(
-            AttackClass::Flood,
-            0.99,
-            spoofed(i % 30_000),
-            victim,
-            80,
-            SEC + u64::from(i) * 10_000,
-        );
+        let mut r = spoofed_row(Flood, i % 30_000, victim, SEC + u64::from(i) * 10_000);
         r.packets_per_s = 50_000.0 + (i % 1000) as f32;
         stage.process(&r);
     }
     let open = stage.open_alerts();
     assert_eq!(open.len(), 1, "{open:?}");
     let a = &open[0];
-    assert_eq!(a.class, AttackClass::Flood);
+    assert_eq!(a.class, Flood);
     assert_eq!(a.count, 100_000);
     assert_eq!(a.victim, Some(victim));
     assert_eq!(a.attacker, None);
@@ -78,8 +87,7 @@ fn spoofed_syn_flood_is_one_incident_with_one_alert() {
 
     // No row for a while: the due update carries the final count …
     stage.tick(80 * SEC);
-    let recs = parse(&mem.take());
-    let updates = of_type(&recs, "alert");
+    let updates = take_of_type(&mem, "alert");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["xdp_sensor"]["state"], "update");
     assert_eq!(updates[0]["xdp_sensor"]["count"], 100_000);
@@ -87,73 +95,37 @@ fn spoofed_syn_flood_is_one_incident_with_one_alert() {
     stage.tick(100 * SEC);
     assert!(mem.take().is_empty());
     for i in 0..10u32 {
-        stage.process(&row(
-            AttackClass::Flood,
-            0.99,
-            spoofed(i),
-            victim,
-            80,
-            110 * SEC + u64::from(i),
-        ));
+        stage.process(&spoofed_row(Flood, i, victim, 110 * SEC + u64::from(i)));
     }
     stage.tick(139 * SEC);
     assert!(mem.take().is_empty(), "update interval not yet passed");
     stage.tick(141 * SEC);
-    let recs = parse(&mem.take());
-    let updates = of_type(&recs, "alert");
+    let updates = take_of_type(&mem, "alert");
     assert_eq!(updates.len(), 1);
     assert_eq!(updates[0]["xdp_sensor"]["count"], 100_010);
-    assert_eq!(
-        updates[0]["xdp_sensor"]["sources"]["top"]
-            .as_array()
-            .unwrap()
-            .len(),
-        8
-    );
+    assert_eq!(array_len(&updates[0]["xdp_sensor"]["sources"]["top"]), 8);
 }
 
 #[test]
 fn two_attackers_on_one_victim_are_one_incident_two_alerts() {
     let (mut stage, mem) = stage();
-    let victim = ip("10.1.2.3");
-    for i in 0..50u64 {
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.95,
-            ip("198.51.100.7"),
-            victim,
-            22,
-            SEC + i * SEC / 10,
-        ));
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.96,
-            ip("203.0.113.9"),
-            victim,
-            22,
-            SEC + i * SEC / 10 + 1,
-        ));
+    for t in (0..50u64).map(|i| SEC + i * SEC / 10) {
+        stage.process(&row(BruteForce, 0.95, "198.51.100.7", VICTIM, 22, t));
+        stage.process(&row(BruteForce, 0.96, "203.0.113.9", VICTIM, 22, t + 1));
     }
     let open = stage.open_alerts();
     assert_eq!(open.len(), 2);
     assert!(open.iter().all(|a| a.count == 50));
     assert_eq!(open[0].incident_id, open[1].incident_id);
     assert_eq!(stage.open_incident_count(), 1);
-    let recs = parse(&mem.take());
-    let inc = of_type(&recs, "incident");
+    let inc = take_of_type(&mem, "incident");
     assert_eq!(
         inc.len(),
         2,
         "open, then update when the second alert joins"
     );
     assert_eq!(inc[1]["xdp_sensor"]["incident"]["alert_count"], 2);
-    assert_eq!(
-        inc[1]["xdp_sensor"]["incident"]["attackers"]
-            .as_array()
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(array_len(&inc[1]["xdp_sensor"]["incident"]["attackers"]), 2);
 }
 
 #[test]
@@ -162,35 +134,21 @@ fn scan_then_brute_force_from_one_source_is_one_incident() {
     let attacker = ip("198.51.100.7");
     // Host sweep: one row per target, from the source host's view.
     for i in 0..200u32 {
-        let mut r = row(
-            AttackClass::Scan,
-            0.97,
-            attacker,
-            ip(&format!("10.1.{}.{}", i / 250, i % 250 + 1)),
-            22,
-            SEC + u64::from(i) * 1_000_000,
-        );
+        let target = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+        let t = SEC + u64::from(i) * 1_000_000;
+        let mut r = row(Scan, 0.97, attacker, &*target, 22, t);
         r.entity = Entity::SrcHost;
         stage.process(&r);
     }
     // Thirty seconds later it hammers the one SSH server it found.
     for i in 0..100u64 {
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.93,
-            attacker,
-            ip("10.1.0.20"),
-            22,
-            31 * SEC + i * SEC / 10,
-        ));
+        let t = 31 * SEC + i * SEC / 10;
+        stage.process(&row(BruteForce, 0.93, attacker, "10.1.0.20", 22, t));
     }
     let open = stage.open_alerts();
     assert_eq!(open.len(), 2);
-    let scan = open.iter().find(|a| a.class == AttackClass::Scan).unwrap();
-    let bf = open
-        .iter()
-        .find(|a| a.class == AttackClass::BruteForce)
-        .unwrap();
+    let scan = open.iter().find(|a| a.class == Scan).unwrap();
+    let bf = open.iter().find(|a| a.class == BruteForce).unwrap();
     assert_eq!(scan.count, 200);
     // HyperLogLog estimate: a few percent.
     let targets = scan.distinct_peers.unwrap();
@@ -198,8 +156,7 @@ fn scan_then_brute_force_from_one_source_is_one_incident() {
     assert_eq!(bf.count, 100);
     assert_eq!(scan.incident_id, bf.incident_id);
     assert_eq!(stage.open_incident_count(), 1);
-    let recs = parse(&mem.take());
-    let scan_rec = of_type(&recs, "alert")
+    let scan_rec = take_of_type(&mem, "alert")
         .into_iter()
         .find(|r| r["xdp_sensor"]["class"] == "scan")
         .unwrap();
@@ -210,76 +167,35 @@ fn scan_then_brute_force_from_one_source_is_one_incident() {
 #[test]
 fn unrelated_attacks_are_separate_incidents_and_subnets_correlate() {
     let (mut stage, _mem) = stage();
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("198.51.100.7"),
-        ip("10.1.2.3"),
-        22,
-        SEC,
-    ));
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("192.0.2.50"),
-        ip("172.16.9.9"),
-        22,
-        SEC,
-    ));
+    stage.process(&row(BruteForce, 0.95, "198.51.100.7", "10.1.2.3", 22, SEC));
+    stage.process(&row(BruteForce, 0.95, "192.0.2.50", "172.16.9.9", 22, SEC));
     assert_eq!(stage.open_incident_count(), 2);
     // Same /24 as the first attacker: joins its incident.
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("198.51.100.99"),
-        ip("10.9.9.9"),
-        3389,
-        SEC,
-    ));
+    let neighbour = "198.51.100.99";
+    stage.process(&row(BruteForce, 0.95, neighbour, "10.9.9.9", 3389, SEC));
     assert_eq!(stage.open_incident_count(), 2);
     // IPv6 /64.
-    stage.process(&row(
-        AttackClass::Scan,
-        0.95,
-        ip("2001:db8:1:2::5"),
-        ip("2001:db8:ffff::1"),
-        22,
-        SEC,
-    ));
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("2001:db8:1:2::77"),
-        ip("2001:db8:eeee::1"),
-        22,
-        SEC,
-    ));
+    let (v6a, v6b) = ("2001:db8:1:2::5", "2001:db8:1:2::77");
+    stage.process(&row(Scan, 0.95, v6a, "2001:db8:ffff::1", 22, SEC));
+    stage.process(&row(BruteForce, 0.95, v6b, "2001:db8:eeee::1", 22, SEC));
     assert_eq!(stage.open_incident_count(), 3);
     assert_eq!(stage.open_alerts().len(), 5);
 }
 
 #[test]
 fn quiet_period_closes_alert_then_incident() {
-    let mut s = settings();
-    s.alerts.quiet_period_s = 30.0;
-    s.alerts.incident_window_s = 120.0;
-    let (mut stage, mem) = stage_with(s, Inventory::default());
-    for i in 0..20u64 {
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.95,
-            ip("198.51.100.7"),
-            ip("10.1.2.3"),
-            22,
-            10 * SEC + i * SEC,
-        ));
+    let (mut stage, mem) = stage_tuned(|s| {
+        s.alerts.quiet_period_s = 30.0;
+        s.alerts.incident_window_s = 120.0;
+    });
+    for t in (10..30u64).map(|s| s * SEC) {
+        stage.process(&row(BruteForce, 0.95, "198.51.100.7", VICTIM, 22, t));
     }
     // Last row at 29 s: still open at 58 s, closed at 59 s.
     stage.tick(58 * SEC);
     assert!(of_type(&parse(&mem.lines()), "alert_closed").is_empty());
     stage.tick(59 * SEC);
-    let recs = parse(&mem.take());
-    let closed = of_type(&recs, "alert_closed");
+    let closed = take_of_type(&mem, "alert_closed");
     assert_eq!(closed.len(), 1);
     let x = &closed[0]["xdp_sensor"];
     assert_eq!(
@@ -297,20 +213,13 @@ fn quiet_period_closes_alert_then_incident() {
         "incident outlives its alert by the window"
     );
     stage.tick(29 * SEC + 120 * SEC);
-    let recs = parse(&mem.take());
-    let inc = of_type(&recs, "incident");
+    let inc = take_of_type(&mem, "incident");
     assert_eq!(inc.len(), 1);
     assert_eq!(inc[0]["xdp_sensor"]["incident"]["state"], "closed");
     assert_eq!(stage.open_incident_count(), 0);
     // A detection after closing opens a new alert and a new incident.
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("198.51.100.7"),
-        ip("10.1.2.3"),
-        22,
-        200 * SEC,
-    ));
+    let t = 200 * SEC;
+    stage.process(&row(BruteForce, 0.95, "198.51.100.7", "10.1.2.3", 22, t));
     let m = stage.metrics();
     assert_eq!(
         (
@@ -326,35 +235,18 @@ fn quiet_period_closes_alert_then_incident() {
 #[test]
 fn rows_below_threshold_are_counted_not_alerted_and_anomaly_uses_autoencoder() {
     let (mut stage, mem) = stage();
-    stage.process(&row(
-        AttackClass::Scan,
-        0.5,
-        ip("198.51.100.7"),
-        ip("10.1.2.3"),
-        22,
-        SEC,
-    ));
+    stage.process(&row(Scan, 0.5, "198.51.100.7", "10.1.2.3", 22, SEC));
     assert_eq!(stage.metrics().rows_below_threshold, 1);
     assert!(mem.take().is_empty());
     // The default settings have no autoencoder threshold: anomalies stay off.
-    let mut r = row(
-        AttackClass::Benign,
-        0.0,
-        ip("198.51.100.7"),
-        ip("10.1.2.3"),
-        443,
-        SEC,
-    );
+    let mut r = row(Benign, 0.0, "198.51.100.7", "10.1.2.3", 443, SEC);
     r.class_probs[0] = 1.0;
     r.anomaly_score = 5.0;
     stage.process(&r);
     assert_eq!(stage.metrics().rows_below_threshold, 2);
-    let mut s = settings();
-    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
-    let (mut stage, mem) = stage_with(s, Inventory::default());
+    let (mut stage, mem) = stage_tuned(|s| s.thresholds.by_class[Anomaly as usize] = 1.0);
     stage.process(&r);
-    let recs = parse(&mem.take());
-    let a = of_type(&recs, "alert");
+    let a = take_of_type(&mem, "alert");
     assert_eq!(a[0]["xdp_sensor"]["class"], "anomaly");
     assert_eq!(a[0]["xdp_sensor"]["raw_score"], 5.0);
     assert_eq!(a[0]["xdp_sensor"]["score"], 0.9);
@@ -363,15 +255,8 @@ fn rows_below_threshold_are_counted_not_alerted_and_anomaly_uses_autoencoder() {
 
 /// A benign-scored row closing an upload-heavy connection that started at
 /// `start` (event time 20 ms later).
-fn upload_row(src: &str, dst: &str, start: u64) -> sensor::model::row::ScoredRow {
-    let mut r = row(
-        AttackClass::Benign,
-        0.0,
-        ip(src),
-        ip(dst),
-        80,
-        start + 20_000_000,
-    );
+fn upload_row(src: &str, dst: &str, start: u64) -> ScoredRow {
+    let mut r = row(Benign, 0.0, ip(src), ip(dst), 80, start + 20_000_000);
     r.class_probs[0] = 1.0;
     r.facts.upload = Some(sensor::features::UploadConn {
         start_ns: start,
@@ -390,11 +275,8 @@ fn regular_uploads_to_one_server_open_one_anomaly_alert() {
     // `need`-th, then one alert that later connections update.
     for i in 0..need + 4 {
         let jitter = (i * 7 % 5) * 3_000_000;
-        stage.process(&upload_row(
-            "10.10.0.66",
-            "10.20.0.200",
-            SEC + i * SEC + jitter,
-        ));
+        let t = SEC + i * SEC + jitter;
+        stage.process(&upload_row("10.10.0.66", "10.20.0.200", t));
         let opened = stage.metrics().alerts_opened;
         assert_eq!(
             opened,
@@ -407,8 +289,7 @@ fn regular_uploads_to_one_server_open_one_anomaly_alert() {
     assert_eq!(m.upload_connections, need + 4);
     assert_eq!(m.beacon_detections, 5);
     assert_eq!(m.rows_below_threshold, need + 4);
-    let recs = parse(&mem.take());
-    let a = of_type(&recs, "alert");
+    let a = take_of_type(&mem, "alert");
     assert_eq!(a.len(), 1);
     let x = &a[0]["xdp_sensor"];
     assert_eq!(x["class"], "anomaly");
@@ -452,54 +333,23 @@ fn irregular_or_spread_uploads_open_nothing() {
     assert_eq!(stage.metrics().alerts_opened, 0);
     assert!(mem.take().is_empty());
     // The rule can be turned off.
-    let mut s = settings();
-    s.alerts.beacon_connections = 0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_tuned(|s| s.alerts.beacon_connections = 0);
     for i in 0..20u64 {
         stage.process(&upload_row("10.10.0.66", "10.20.0.200", SEC + i * SEC));
     }
     assert_eq!(stage.metrics().alerts_opened, 0);
 }
 
-const INVENTORY: &str = r#"
-default_criticality = 2
-
-[[asset]]
-subnet = "10.1.2.0/24"
-name = "payments-db"
-owner = "dba-team"
-criticality = 5
-tags = ["pci", "prod"]
-
-[[asset]]
-subnet = "10.0.0.0/8"
-name = "corp"
-owner = "it"
-criticality = 2
-"#;
+/// Asset inventory: the payments database inside the corporate /8.
+const INVENTORY: &str = include_str!("alerts_util/inventory.toml");
 
 #[test]
 fn enrichment_from_inventory_and_unknown_addresses() {
     let inv = Inventory::parse(Path::new("inv.toml"), INVENTORY).unwrap();
     let (mut stage, mem) = stage_with(settings(), inv);
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("198.51.100.7"),
-        ip("10.1.2.3"),
-        22,
-        SEC,
-    ));
-    stage.process(&row(
-        AttackClass::BruteForce,
-        0.95,
-        ip("198.51.100.8"),
-        ip("10.7.7.7"),
-        22,
-        SEC,
-    ));
-    let recs = parse(&mem.take());
-    let a = of_type(&recs, "alert");
+    stage.process(&row(BruteForce, 0.95, "198.51.100.7", "10.1.2.3", 22, SEC));
+    stage.process(&row(BruteForce, 0.95, "198.51.100.8", "10.7.7.7", 22, SEC));
+    let a = take_of_type(&mem, "alert");
     let db = &a[0]["xdp_sensor"];
     assert_eq!(db["victim_asset"]["name"], "payments-db");
     assert_eq!(db["victim_asset"]["owner"], "dba-team");
@@ -542,21 +392,15 @@ fn bad_inventory_file_is_rejected_with_path_and_line() {
 
 #[test]
 fn state_is_capped_and_evictions_counted() {
-    let mut s = settings();
-    s.alerts.max_open_alerts = 10;
-    s.alerts.max_incidents = 4;
-    let (mut stage, mem) = stage_with(s, Inventory::default());
+    let (mut stage, mem) = stage_tuned(|s| {
+        s.alerts.max_open_alerts = 10;
+        s.alerts.max_incidents = 4;
+    });
     for i in 0..50u32 {
         let src = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i * 256));
         let dst = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i * 256));
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.95,
-            src,
-            dst,
-            22,
-            SEC + u64::from(i) * 1000,
-        ));
+        let t = SEC + u64::from(i) * 1000;
+        stage.process(&row(BruteForce, 0.95, src, dst, 22, t));
     }
     let m = stage.metrics();
     assert_eq!(m.open_alerts, 10);
@@ -564,8 +408,7 @@ fn state_is_capped_and_evictions_counted() {
     assert_eq!(m.alerts_opened, 50);
     assert!(m.open_incidents <= 4);
     assert_eq!(m.incidents_evicted, 46);
-    let recs = parse(&mem.take());
-    let evicted = of_type(&recs, "alert_closed");
+    let evicted = take_of_type(&mem, "alert_closed");
     assert_eq!(evicted.len(), 40);
     assert!(
         evicted
@@ -592,7 +435,7 @@ fn output_validates_against_json_schema() {
     s.alerts.quiet_period_s = 20.0;
     s.alerts.update_interval_s = 5.0;
     s.alerts.incident_window_s = 30.0;
-    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
+    s.thresholds.by_class[Anomaly as usize] = 1.0;
     let card = sensor::model::ModelCard::from_json(&serde_json::json!({
         "version": "1", "features": ["f0","f1","f2","f3","f4","f5","f6","f7"],
         "baseline": {"f3": {"p25": 0.0, "p50": 0.5, "p75": 1.0}, "f7": {"mean": 1.0, "std": 0.5}}
@@ -603,42 +446,15 @@ fn output_validates_against_json_schema() {
     let (mut stage, mem) = stage_with(s, inv);
     for i in 0..100u32 {
         let t = SEC + u64::from(i) * SEC / 10;
-        stage.process(&row(
-            AttackClass::Flood,
-            0.99,
-            spoofed(i),
-            ip(VICTIM),
-            80,
-            t,
-        ));
-        let mut sc = row(
-            AttackClass::Scan,
-            0.9,
-            ip("198.51.100.7"),
-            ip(&format!("10.1.3.{}", i + 1)),
-            22,
-            t,
-        );
+        stage.process(&row(Flood, 0.99, spoofed(i), ip(VICTIM), 80, t));
+        let target = format!("10.1.3.{}", i + 1);
+        let mut sc = row(Scan, 0.9, "198.51.100.7", &*target, 22, t);
         sc.entity = Entity::SrcHost;
         stage.process(&sc);
-        let mut icmp = row(
-            AttackClass::BruteForce,
-            0.92,
-            ip("2001:db8::66"),
-            ip("2001:db8:1::2"),
-            0,
-            t,
-        );
+        let mut icmp = row(BruteForce, 0.92, "2001:db8::66", "2001:db8:1::2", 0, t);
         icmp.proto = 58;
         stage.process(&icmp);
-        let mut an = row(
-            AttackClass::Benign,
-            0.0,
-            ip("192.0.2.1"),
-            ip("10.1.2.9"),
-            443,
-            t,
-        );
+        let mut an = row(Benign, 0.0, "192.0.2.1", "10.1.2.9", 443, t);
         an.class_probs[0] = 1.0;
         an.anomaly_score = 3.0;
         an.proto = 17;
@@ -653,14 +469,8 @@ fn output_validates_against_json_schema() {
         user: None,
     });
     stage.tick(100 * SEC);
-    stage.process(&row(
-        AttackClass::Scan,
-        0.99,
-        ip("198.51.100.200"),
-        ip("10.1.2.3"),
-        22,
-        101 * SEC,
-    ));
+    let t = 101 * SEC;
+    stage.process(&row(Scan, 0.99, "198.51.100.200", "10.1.2.3", 22, t));
     stage.shutdown();
     let lines = mem.take();
     let recs = parse(&lines);
@@ -681,10 +491,7 @@ fn output_validates_against_json_schema() {
                 .is_some_and(|a| !a.is_empty())
         })
         .expect("top features reported");
-    assert_eq!(
-        tf["xdp_sensor"]["top_features"].as_array().unwrap().len(),
-        2
-    );
+    assert_eq!(array_len(&tf["xdp_sensor"]["top_features"]), 2);
     for (line, rec) in lines.iter().zip(&recs) {
         let errors: Vec<String> = validator
             .iter_errors(rec)
@@ -711,7 +518,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     )
     .unwrap();
     let settings = AlertSettings::load(&cfg).unwrap();
-    assert_eq!(settings.thresholds.get(AttackClass::BruteForce), 0.8);
+    assert_eq!(settings.thresholds.get(BruteForce), 0.8);
     let mem = MemorySink::new();
     let (tx, rx) = crossbeam_channel::bounded(1024);
     let handle = spawn_alert_stage(
@@ -725,14 +532,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     let shed = handle.shed_counter();
     assert!(sensor::alerts::offer_row(
         &tx,
-        row(
-            AttackClass::BruteForce,
-            0.85,
-            ip("198.51.100.7"),
-            ip("10.1.2.3"),
-            22,
-            now
-        ),
+        row(BruteForce, 0.85, "198.51.100.7", "10.1.2.3", 22, now),
         &shed
     ));
     let wait_for = |what: &str, f: &dyn Fn() -> bool| {
@@ -774,23 +574,15 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
     wait_for("the threshold reload", &|| {
         handle.metrics().threshold_reloads == 1
     });
-    tx.send(vec![row(
-        AttackClass::BruteForce,
-        0.85,
-        ip("198.51.100.8"),
-        ip("10.1.2.4"),
-        22,
-        now + 1,
-    )])
-    .unwrap();
+    let late = row(BruteForce, 0.85, "198.51.100.8", "10.1.2.4", 22, now + 1);
+    tx.send(vec![late]).unwrap();
     drop(tx);
     let m = handle.join();
     assert_eq!(m.rows_in, 2);
     assert_eq!(m.rows_below_threshold, 1);
     assert_eq!(m.alerts_opened, 1);
     assert_eq!(m.alerts_closed, 1);
-    let recs = parse(&mem.take());
-    let closed = of_type(&recs, "alert_closed");
+    let closed = take_of_type(&mem, "alert_closed");
     assert_eq!(closed[0]["xdp_sensor"]["verdict"], "fp");
     assert_eq!(closed[0]["host"], "gw-live");
     // The alert record log has the open and close records for tuning.
@@ -861,15 +653,8 @@ fn stage_started_from_config_writes_rotated_eve_file() {
     let now = sensor_common::clock::monotonic_ns();
     for i in 0..20u32 {
         let attacker = IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i * 256));
-        tx.send(vec![row(
-            AttackClass::BruteForce,
-            0.95,
-            attacker,
-            ip(VICTIM),
-            22,
-            now + u64::from(i),
-        )])
-        .unwrap();
+        let r = row(BruteForce, 0.95, attacker, VICTIM, 22, now + u64::from(i));
+        tx.send(vec![r]).unwrap();
     }
     drop(tx);
     let m = handle.join();
@@ -902,14 +687,8 @@ fn correlation_index_is_bounded_per_incident() {
     // through the shared attacker, but only 256 keys indexed for it.
     for i in 0..1000u32 {
         let victim = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + i * 256));
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.95,
-            ip("198.51.100.7"),
-            victim,
-            22,
-            SEC + u64::from(i),
-        ));
+        let t = SEC + u64::from(i);
+        stage.process(&row(BruteForce, 0.95, "198.51.100.7", victim, 22, t));
     }
     assert_eq!(stage.open_incident_count(), 1);
     assert_eq!(stage.open_alerts().len(), 1000);
@@ -923,31 +702,18 @@ const FLOODED: &str = "10.99.0.2";
 
 /// One single-row scan detection per spoofed source, as a flood with
 /// random sources produces from the source-host view.
-fn spoofed_scans(stage: &mut sensor::alerts::AlertStage, victim: IpAddr, t0: u64) {
+fn spoofed_scans(stage: &mut AlertStage, t0: u64) {
     for i in 0..15u32 {
-        let mut r = row(
-            AttackClass::Scan,
-            0.97,
-            spoofed(1_000_000 + i),
-            victim,
-            80,
-            t0 + u64::from(i) * 1_000_000,
-        );
+        let t = t0 + u64::from(i) * 1_000_000;
+        let mut r = row(Scan, 0.97, spoofed(1_000_000 + i), FLOODED, 80, t);
         r.entity = Entity::SrcHost;
         stage.process(&r);
     }
 }
 
-fn flood_rows(stage: &mut sensor::alerts::AlertStage, victim: IpAddr, t0: u64) {
+fn flood_rows(stage: &mut AlertStage, t0: u64) {
     for i in 0..10_000u32 {
-        let mut r = row(
-            AttackClass::Flood,
-            0.99,
-            spoofed(i),
-            victim,
-            80,
-            t0 + u64::from(i) * 100_000,
-        );
+        let mut r = spoofed_row(Flood, i, FLOODED, t0 + u64::from(i) * 100_000);
         r.entity = Entity::DstHost;
         r.packets_per_s = 20_000.0;
         stage.process(&r);
@@ -956,20 +722,14 @@ fn flood_rows(stage: &mut sensor::alerts::AlertStage, victim: IpAddr, t0: u64) {
 
 /// One incident holding the flood alert and every scan alert that hit its
 /// victim, checked on the live state and on the emitted records.
-fn assert_one_flood_incident(stage: &mut sensor::alerts::AlertStage, mem: &MemorySink) {
+fn assert_one_flood_incident(stage: &mut AlertStage, mem: &MemorySink) {
     let open = stage.open_alerts();
     assert_eq!(open.len(), 16, "{open:?}");
-    let flood: Vec<_> = open
-        .iter()
-        .filter(|a| a.class == AttackClass::Flood)
-        .collect();
+    let flood: Vec<_> = open.iter().filter(|a| a.class == Flood).collect();
     assert_eq!(flood.len(), 1);
     assert_eq!(flood[0].count, 10_000);
     assert_eq!(flood[0].victim, Some(ip(FLOODED)));
-    assert_eq!(
-        open.iter().filter(|a| a.class == AttackClass::Scan).count(),
-        15
-    );
+    assert_eq!(open.iter().filter(|a| a.class == Scan).count(), 15);
     assert!(
         open.iter().all(|a| a.incident_id == open[0].incident_id),
         "{open:?}"
@@ -983,7 +743,7 @@ fn assert_one_flood_incident(stage: &mut sensor::alerts::AlertStage, mem: &Memor
     assert_eq!(last["state"], "closed");
     assert_eq!(last["alert_count"], 16);
     assert_eq!(last["victims"], serde_json::json!([FLOODED]));
-    assert_eq!(last["classes"].as_array().unwrap().len(), 2);
+    assert_eq!(array_len(&last["classes"]), 2);
     let ids: std::collections::BTreeSet<_> = recs
         .iter()
         .filter_map(|r| {
@@ -995,54 +755,59 @@ fn assert_one_flood_incident(stage: &mut sensor::alerts::AlertStage, mem: &Memor
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
 
+/// Feeds `first` from one second on and checks it is one incident, then
+/// `then` from `then_at` on: still that one incident.
+fn first_then_one_incident(
+    first: fn(&mut AlertStage, u64),
+    then: fn(&mut AlertStage, u64),
+    then_at: u64,
+) {
+    let (mut stage, mem) = stage();
+    first(&mut stage, SEC);
+    assert_eq!(stage.open_incident_count(), 1);
+    then(&mut stage, then_at);
+    assert_one_flood_incident(&mut stage, &mem);
+}
+
+/// The scans share no attacker, but they hit one host: one incident.
 #[test]
 fn scans_from_spoofed_sources_then_flood_on_their_target_are_one_incident() {
-    let (mut stage, mem) = stage();
-    let victim = ip(FLOODED);
-    spoofed_scans(&mut stage, victim, SEC);
-    // The scans share no attacker, but they hit one host: one incident.
-    assert_eq!(stage.open_incident_count(), 1);
-    flood_rows(&mut stage, victim, 2 * SEC);
-    assert_one_flood_incident(&mut stage, &mem);
+    first_then_one_incident(spoofed_scans, flood_rows, 2 * SEC);
 }
 
 #[test]
 fn flood_then_scans_on_its_victim_are_one_incident() {
-    let (mut stage, mem) = stage();
-    let victim = ip(FLOODED);
-    flood_rows(&mut stage, victim, SEC);
-    assert_eq!(stage.open_incident_count(), 1);
-    spoofed_scans(&mut stage, victim, 2 * SEC + 500_000_000);
-    assert_one_flood_incident(&mut stage, &mem);
+    first_then_one_incident(flood_rows, spoofed_scans, 2 * SEC + 500_000_000);
 }
 
 #[test]
 fn scans_of_different_subnets_stay_separate_and_targets_correlate() {
-    let (mut stage, _mem) = stage();
-    let scan = |stage: &mut sensor::alerts::AlertStage, src: &str, dst: String, t: u64| {
-        let mut r = row(AttackClass::Scan, 0.95, ip(src), ip(&dst), 22, t);
+    /// A scan detection seen from the source host.
+    fn scan(stage: &mut AlertStage, src: impl Addr, dst: impl Addr, t: u64) {
+        let mut r = row(Scan, 0.95, src, dst, 22, t);
         r.entity = Entity::SrcHost;
         stage.process(&r);
-    };
+    }
+    let (mut stage, _mem) = stage();
     for i in 0..50u64 {
         scan(
             &mut stage,
             "198.51.100.7",
-            format!("10.1.1.{}", i + 1),
+            &*format!("10.1.1.{}", i + 1),
             SEC + i,
         );
         scan(
             &mut stage,
             "203.0.113.9",
-            format!("10.2.2.{}", i + 1),
+            &*format!("10.2.2.{}", i + 1),
             SEC + i,
         );
     }
-    scan(&mut stage, "192.0.2.77", "172.16.5.5".into(), SEC + 100);
+    scan(&mut stage, "192.0.2.77", "172.16.5.5", SEC + 100);
     let open = stage.open_alerts();
     assert_eq!(open.len(), 3);
     assert_eq!(stage.open_incident_count(), 3, "{open:?}");
-    let incident_of = |stage: &sensor::alerts::AlertStage, src: &str| {
+    let incident_of = |stage: &AlertStage, src: &str| {
         stage
             .open_alerts()
             .into_iter()
@@ -1052,47 +817,30 @@ fn scans_of_different_subnets_stay_separate_and_targets_correlate() {
     };
     // A flood on another subnet from spoofed sources: its own incident.
     for i in 0..1000u32 {
-        stage.process(&row(
-            AttackClass::Flood,
-            0.99,
-            spoofed(i),
-            ip("10.3.3.3"),
-            80,
-            2 * SEC + u64::from(i),
-        ));
+        stage.process(&spoofed_row(Flood, i, "10.3.3.3", 2 * SEC + u64::from(i)));
     }
     assert_eq!(stage.open_incident_count(), 4);
     // Another scanner hitting a host in the second scan's target /24 joins
     // that incident; one hitting a host of its own stays apart.
-    scan(&mut stage, "100.64.7.7", "10.2.2.200".into(), 3 * SEC);
+    scan(&mut stage, "100.64.7.7", "10.2.2.200", 3 * SEC);
     assert_eq!(stage.open_incident_count(), 4);
     assert_eq!(
         incident_of(&stage, "100.64.7.7"),
         incident_of(&stage, "203.0.113.9")
     );
-    scan(&mut stage, "100.65.8.8", "10.5.5.5".into(), 3 * SEC);
+    scan(&mut stage, "100.65.8.8", "10.5.5.5", 3 * SEC);
     assert_eq!(stage.open_incident_count(), 5);
     // A flood source past the indexed first few is not a correlation key:
     // spoofed addresses must not chain unrelated incidents.
-    scan(
-        &mut stage,
-        &spoofed(500).to_string(),
-        "10.6.6.6".into(),
-        3 * SEC,
-    );
+    scan(&mut stage, spoofed(500), "10.6.6.6", 3 * SEC);
     assert_eq!(stage.open_incident_count(), 6);
     // One of the first sources the flood tracked is.
-    scan(
-        &mut stage,
-        &spoofed(3).to_string(),
-        "10.7.7.7".into(),
-        3 * SEC,
-    );
+    scan(&mut stage, spoofed(3), "10.7.7.7", 3 * SEC);
     assert_eq!(stage.open_incident_count(), 6);
     let flood_incident = stage
         .open_alerts()
         .into_iter()
-        .find(|a| a.class == AttackClass::Flood)
+        .find(|a| a.class == Flood)
         .unwrap()
         .incident_id;
     assert_eq!(incident_of(&stage, &spoofed(3).to_string()), flood_incident);
@@ -1104,47 +852,28 @@ fn scans_of_different_subnets_stay_separate_and_targets_correlate() {
 /// key's window restarts after it expires.
 #[test]
 fn single_detections_wait_for_corroboration() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 3;
-    s.alerts.corroborate_window_s = 60.0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| s.alerts.corroborate_window_s = 60.0);
+    feed_scan_probes(&mut stage, 5_000, 1000);
     let victim = ip(VICTIM);
-    for i in 0..5_000u32 {
-        stage.process(&row(
-            AttackClass::Scan,
-            0.99,
-            spoofed(i),
-            victim,
-            80,
-            SEC + u64::from(i) * 1000,
-        ));
-    }
     assert!(stage.open_alerts().is_empty(), "{:?}", stage.open_alerts());
     assert_eq!(stage.metrics().rows_uncorroborated, 5_000);
 
     let scanner = ip("10.9.9.9");
     let t0 = 10 * SEC;
     for port in 1..=2u16 {
-        stage.process(&row(AttackClass::Scan, 0.99, scanner, victim, port, t0));
+        stage.process(&row(Scan, 0.99, scanner, victim, port, t0));
     }
     assert!(stage.open_alerts().is_empty());
-    stage.process(&row(AttackClass::Scan, 0.99, scanner, victim, 3, t0 + 1));
+    stage.process(&row(Scan, 0.99, scanner, victim, 3, t0 + 1));
     let open = stage.open_alerts();
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].attacker, Some(scanner));
 
     // Two detections, then a third after the window: still waiting.
     let other = ip("10.9.9.10");
-    stage.process(&row(AttackClass::Scan, 0.99, other, victim, 1, t0));
-    stage.process(&row(AttackClass::Scan, 0.99, other, victim, 2, t0));
-    stage.process(&row(
-        AttackClass::Scan,
-        0.99,
-        other,
-        victim,
-        3,
-        t0 + 61 * SEC,
-    ));
+    stage.process(&row(Scan, 0.99, other, victim, 1, t0));
+    stage.process(&row(Scan, 0.99, other, victim, 2, t0));
+    stage.process(&row(Scan, 0.99, other, victim, 3, t0 + 61 * SEC));
     assert_eq!(stage.open_alerts().len(), 1);
 }
 
@@ -1154,21 +883,11 @@ fn single_detections_wait_for_corroboration() {
 /// answers).
 #[test]
 fn responders_are_not_scanners() {
-    let mut s = settings();
-    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
-    let server = ip(VICTIM);
-    let scanner = ip("10.9.9.9");
-    for (i, class) in [
-        AttackClass::Scan,
-        AttackClass::BruteForce,
-        AttackClass::Anomaly,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let (mut stage, _mem) = stage_tuned(|s| s.thresholds.by_class[Anomaly as usize] = 1.0);
+    let (server, scanner) = (ip(VICTIM), ip("10.9.9.9"));
+    for (i, class) in [Scan, BruteForce, Anomaly].into_iter().enumerate() {
         let mut r = row(class, 0.99, server, scanner, 40_000, SEC + i as u64);
-        if class == AttackClass::Anomaly {
+        if class == Anomaly {
             r.class_probs = [1.0, 0.0, 0.0, 0.0, 0.0];
             r.anomaly_score = 5.0;
         }
@@ -1177,7 +896,7 @@ fn responders_are_not_scanners() {
     }
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_responder, 3);
-    let mut r = row(AttackClass::Flood, 0.99, server, scanner, 40_000, 2 * SEC);
+    let mut r = row(Flood, 0.99, server, scanner, 40_000, 2 * SEC);
     r.facts.responder = true;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 1);
@@ -1188,29 +907,25 @@ fn responders_are_not_scanners() {
 /// the score. Other classes need no volume.
 #[test]
 fn floods_need_volume_at_the_victim() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 1;
-    s.alerts.flood_min_pps = 500.0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
-    let victim = ip(VICTIM);
-    let src = ip("10.9.9.9");
-    let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC);
+    let (mut stage, _mem) = stage_with_corroboration(1, |s| s.alerts.flood_min_pps = 500.0);
+    let (victim, src) = (ip(VICTIM), ip("10.9.9.9"));
+    let mut r = row(Flood, 0.999, src, victim, 1900, SEC);
     r.facts.victim_pps = 20.0;
     stage.process(&r);
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_flood_low_volume, 1);
-    let mut r = row(AttackClass::Scan, 0.99, src, victim, 1900, SEC + 1);
+    let mut r = row(Scan, 0.99, src, victim, 1900, SEC + 1);
     r.facts.victim_pps = 20.0;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 1, "a scan needs no volume");
-    let mut r = row(AttackClass::Flood, 0.999, src, victim, 1900, SEC + 2);
+    let mut r = row(Flood, 0.999, src, victim, 1900, SEC + 2);
     r.facts.victim_pps = 600.0;
     stage.process(&r);
     assert_eq!(stage.open_alerts().len(), 2);
     assert_eq!(stage.metrics().rows_flood_low_volume, 1);
     // Traffic its destination asked for floods nobody, whatever its rate.
     let scanner = ip("10.9.9.7");
-    let mut r = row(AttackClass::Flood, 0.999, victim, scanner, 40_000, SEC + 3);
+    let mut r = row(Flood, 0.999, victim, scanner, 40_000, SEC + 3);
     r.facts.victim_pps = 5_000.0;
     r.facts.solicited = true;
     stage.process(&r);
@@ -1223,17 +938,13 @@ fn floods_need_volume_at_the_victim() {
 /// probe (and still needs a scan's spread). Otherwise it is dropped.
 #[test]
 fn low_volume_flood_rows_count_as_probes_when_scan_is_next() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 3;
-    s.alerts.scan_ports_per_host = 3;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
-    let scanner = ip("10.9.9.9");
-    let target = ip(VICTIM);
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| s.alerts.scan_ports_per_host = 3);
+    let (scanner, target) = (ip("10.9.9.9"), ip(VICTIM));
     let probe = |port, ts, p_scan: f32| {
-        let mut r = row(AttackClass::Flood, 0.99, scanner, target, port, ts);
+        let mut r = row(Flood, 0.99, scanner, target, port, ts);
         r.facts.victim_pps = 100.0;
-        r.class_probs[AttackClass::Flood as usize] = 0.99 - p_scan;
-        r.class_probs[AttackClass::Scan as usize] = p_scan;
+        r.class_probs[Flood as usize] = 0.99 - p_scan;
+        r.class_probs[Scan as usize] = p_scan;
         r
     };
     // Scan barely more likely than nothing: dropped.
@@ -1247,7 +958,7 @@ fn low_volume_flood_rows_count_as_probes_when_scan_is_next() {
     }
     let open = stage.open_alerts();
     assert_eq!(open.len(), 1, "three ports probed");
-    assert_eq!(open[0].class, AttackClass::Scan);
+    assert_eq!(open[0].class, Scan);
     assert_eq!(open[0].attacker, Some(scanner));
 }
 
@@ -1257,22 +968,19 @@ fn low_volume_flood_rows_count_as_probes_when_scan_is_next() {
 /// floods of other traffic toward the scanner, still count.
 #[test]
 fn icmp_errors_answering_an_attacker_are_not_a_flood() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 1;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
-    let scanner = ip("10.9.9.9");
-    let target = ip(VICTIM);
+    let (mut stage, _mem) = stage_with_corroboration(1, |_| ());
+    let (scanner, target) = (ip("10.9.9.9"), ip(VICTIM));
     let unreachable = |src, dst, ts| {
-        let mut r = row(AttackClass::Flood, 0.999, src, dst, 3, ts);
+        let mut r = row(Flood, 0.999, src, dst, 3, ts);
         (r.proto, r.sport) = (1, 3);
         r
     };
     // Before any alert names the scanner, its port unreachables are a flood.
     stage.process(&unreachable(target, scanner, SEC));
     assert_eq!(stage.open_alerts().len(), 1);
-    assert_eq!(stage.open_alerts()[0].class, AttackClass::Flood);
+    assert_eq!(stage.open_alerts()[0].class, Flood);
     let other = ip("10.9.9.10");
-    stage.process(&row(AttackClass::Scan, 0.99, other, target, 161, SEC + 1));
+    stage.process(&row(Scan, 0.99, other, target, 161, SEC + 1));
     assert_eq!(stage.open_alerts().len(), 2);
     for i in 0..50 {
         stage.process(&unreachable(target, other, SEC + 2 + i));
@@ -1284,17 +992,10 @@ fn icmp_errors_answering_an_attacker_are_not_a_flood() {
         "no flood alert on the scanner"
     );
     // A SYN flood on the scanner is still a flood.
-    stage.process(&row(AttackClass::Flood, 0.999, target, other, 80, SEC + 60));
+    stage.process(&row(Flood, 0.999, target, other, 80, SEC + 60));
     assert_eq!(stage.open_alerts().len(), 3);
     // Echo replies are not errors.
-    let mut r = row(
-        AttackClass::Flood,
-        0.999,
-        ip("10.9.9.11"),
-        other,
-        0,
-        SEC + 61,
-    );
+    let mut r = row(Flood, 0.999, "10.9.9.11", other, 0, SEC + 61);
     (r.proto, r.sport) = (1, 0);
     stage.process(&r);
     assert_eq!(stage.metrics().rows_flood_backscatter, 50);
@@ -1307,92 +1008,49 @@ fn icmp_errors_answering_an_attacker_are_not_a_flood() {
 /// a device failing against a few hosts on one or two ports each.
 #[test]
 fn scans_corroborate_on_distinct_targets() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 3;
-    s.alerts.scan_ports_per_host = 3;
-    s.alerts.scan_hosts = 6;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| {
+        s.alerts.scan_ports_per_host = 3;
+        s.alerts.scan_hosts = 6;
+    });
     let client = ip("10.9.9.9");
     let resolver = ip(VICTIM);
     for i in 0..5u64 {
-        stage.process(&row(AttackClass::Scan, 0.99, client, resolver, 53, SEC + i));
+        stage.process(&row(Scan, 0.99, client, resolver, 53, SEC + i));
     }
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().rows_uncorroborated, 5);
     // Two ports on the resolver, one on each of four more hosts: five
     // hosts, at most two ports on one.
-    stage.process(&row(
-        AttackClass::Scan,
-        0.99,
-        client,
-        resolver,
-        161,
-        SEC + 5,
-    ));
+    stage.process(&row(Scan, 0.99, client, resolver, 161, SEC + 5));
     for h in 1..=4u64 {
         let host = ip(&format!("10.0.0.{h}"));
-        stage.process(&row(AttackClass::Scan, 0.99, client, host, 53, SEC + 5 + h));
-        stage.process(&row(
-            AttackClass::Scan,
-            0.99,
-            client,
-            host,
-            53,
-            SEC + 10 + h,
-        ));
+        stage.process(&row(Scan, 0.99, client, host, 53, SEC + 5 + h));
+        stage.process(&row(Scan, 0.99, client, host, 53, SEC + 10 + h));
     }
     assert!(
         stage.open_alerts().is_empty(),
         "five hosts, two ports on one"
     );
     // A third port on one host: a vertical scan.
-    stage.process(&row(
-        AttackClass::Scan,
-        0.99,
-        client,
-        resolver,
-        123,
-        SEC + 20,
-    ));
+    stage.process(&row(Scan, 0.99, client, resolver, 123, SEC + 20));
     assert_eq!(stage.open_alerts().len(), 1, "three ports of one host");
     // One port on many hosts: a horizontal scan at the sixth host.
     let sweeper = ip("10.9.9.7");
     for h in 1..=6u64 {
         assert_eq!(stage.open_alerts().len(), 1, "{} hosts", h - 1);
         let host = ip(&format!("10.0.1.{h}"));
-        stage.process(&row(
-            AttackClass::Scan,
-            0.99,
-            sweeper,
-            host,
-            22,
-            2 * SEC + h,
-        ));
+        stage.process(&row(Scan, 0.99, sweeper, host, 22, 2 * SEC + h));
     }
     assert_eq!(stage.open_alerts().len(), 2, "six hosts");
     // Brute force repeats one target by nature: connections count, and the
     // rows of one connection are one attempt.
     let guesser = ip("10.9.9.8");
     for i in 0..3u64 {
-        stage.process(&row(
-            AttackClass::BruteForce,
-            0.99,
-            guesser,
-            resolver,
-            22,
-            3 * SEC + i,
-        ));
+        stage.process(&row(BruteForce, 0.99, guesser, resolver, 22, 3 * SEC + i));
     }
     assert_eq!(stage.open_alerts().len(), 2, "one connection");
     for sport in [40_001, 40_002] {
-        let mut r = row(
-            AttackClass::BruteForce,
-            0.99,
-            guesser,
-            resolver,
-            22,
-            4 * SEC,
-        );
+        let mut r = row(BruteForce, 0.99, guesser, resolver, 22, 4 * SEC);
         r.sport = sport;
         stage.process(&r);
     }
@@ -1403,13 +1061,11 @@ fn scans_corroborate_on_distinct_targets() {
 /// are that scan's probes; on another host they are news.
 #[test]
 fn anomalies_on_a_scanned_host_belong_to_the_scan() {
-    let mut s = settings();
-    s.thresholds.by_class[AttackClass::Anomaly as usize] = 1.0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_tuned(|s| s.thresholds.by_class[Anomaly as usize] = 1.0);
     let (scanner, target, other) = (ip("10.9.9.9"), ip(VICTIM), ip("10.1.2.4"));
-    stage.process(&row(AttackClass::Scan, 0.99, scanner, target, 22, SEC));
+    stage.process(&row(Scan, 0.99, scanner, target, 22, SEC));
     let odd = |dst, ts| {
-        let mut r = row(AttackClass::Benign, 0.0, scanner, dst, 443, ts);
+        let mut r = row(Benign, 0.0, scanner, dst, 443, ts);
         r.class_probs[0] = 1.0;
         r.anomaly_score = 5.0;
         r
@@ -1422,7 +1078,7 @@ fn anomalies_on_a_scanned_host_belong_to_the_scan() {
     assert_eq!(open.len(), 2);
     assert!(
         open.iter()
-            .any(|a| a.class == AttackClass::Anomaly && a.victim == Some(other))
+            .any(|a| a.class == Anomaly && a.victim == Some(other))
     );
 }
 
@@ -1431,19 +1087,16 @@ fn anomalies_on_a_scanned_host_belong_to_the_scan() {
 /// guesser that uploads now and then still is.
 #[test]
 fn brute_force_attempts_that_upload_are_not_guesses() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 3;
-    s.alerts.beacon_connections = 0;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| s.alerts.beacon_connections = 0);
     let (client, server) = (ip("10.10.0.66"), ip("10.20.0.200"));
     for k in 0..20u64 {
         let t = SEC + k * 1_300_000_000;
         for dt in [0, 1_000_000] {
-            let mut r = row(AttackClass::BruteForce, 0.99, client, server, 80, t + dt);
+            let mut r = row(BruteForce, 0.99, client, server, 80, t + dt);
             r.sport = 40_000 + k as u16;
             stage.process(&r);
         }
-        let mut up = row(AttackClass::Benign, 0.0, client, server, 80, t + 20_000_000);
+        let mut up = row(Benign, 0.0, client, server, 80, t + 20_000_000);
         up.class_probs[0] = 1.0;
         up.sport = 40_000 + k as u16;
         up.facts.upload = Some(sensor::features::UploadConn {
@@ -1458,7 +1111,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
     assert!(stage.metrics().rows_bruteforce_upload >= 19);
     // One upload among many guesses.
     let guesser = ip("10.10.0.67");
-    let mut up = row(AttackClass::Benign, 0.0, guesser, server, 22, 2 * SEC);
+    let mut up = row(Benign, 0.0, guesser, server, 22, 2 * SEC);
     up.class_probs[0] = 1.0;
     up.facts.upload = Some(sensor::features::UploadConn {
         start_ns: 2 * SEC,
@@ -1468,7 +1121,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
     });
     stage.process(&up);
     for k in 0..3u16 {
-        let mut r = row(AttackClass::BruteForce, 0.99, guesser, server, 22, 3 * SEC);
+        let mut r = row(BruteForce, 0.99, guesser, server, 22, 3 * SEC);
         r.sport = 50_000 + k;
         stage.process(&r);
     }
@@ -1480,34 +1133,15 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
 /// being corroborated afterwards.
 #[test]
 fn full_corroboration_table_is_bounded() {
-    let mut s = settings();
-    s.alerts.corroborate_rows = 3;
-    s.alerts.max_pending = 64;
-    let (mut stage, _mem) = stage_with(s, Inventory::default());
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| s.alerts.max_pending = 64);
+    feed_scan_probes(&mut stage, 10_000, 1);
     let victim = ip(VICTIM);
-    for i in 0..10_000u32 {
-        stage.process(&row(
-            AttackClass::Scan,
-            0.99,
-            spoofed(i),
-            victim,
-            80,
-            SEC + u64::from(i),
-        ));
-    }
     let m = stage.metrics();
     assert!(m.corroboration_evicted >= 10_000 - 64, "{m:?}");
     assert!(stage.open_alerts().is_empty());
     let scanner = ip("10.9.9.9");
     for port in 1..=3u16 {
-        stage.process(&row(
-            AttackClass::Scan,
-            0.99,
-            scanner,
-            victim,
-            port,
-            2 * SEC,
-        ));
+        stage.process(&row(Scan, 0.99, scanner, victim, port, 2 * SEC));
     }
     assert_eq!(stage.open_alerts().len(), 1);
 }

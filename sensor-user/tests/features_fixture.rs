@@ -3,8 +3,6 @@
 //! views). That the simulator still produces exactly that stream is
 //! sensor-train's `simulator` test.
 
-use std::path::PathBuf;
-
 use sensor::features::{
     FeatureConfig, FeatureExtractor, N_FEATURES,
     schema::{csv_header, index_of},
@@ -12,18 +10,10 @@ use sensor::features::{
 };
 use sensor_train::fixture::{self, FixtureItem};
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures")
-}
-
-fn read_items() -> Vec<FixtureItem> {
-    fixture::read(&fixture_dir()).unwrap_or_else(|e| panic!("{e}"))
-}
-
 #[test]
 fn extractor_reproduces_committed_rows_bit_for_bit() {
-    let items = read_items();
-    let p = fixture_dir().join("rows.csv");
+    let items = fixture::read_committed();
+    let p = fixture::committed_dir().join("rows.csv");
     let want = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let mut lines = want.lines();
     assert_eq!(

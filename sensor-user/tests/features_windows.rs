@@ -293,10 +293,31 @@ fn gateway_features_follow_the_kernel_view() {
 /// A TCP direction that carried SYN-ACKs or RSTs but never a bare SYN is a
 /// responder, on whichever CPU its snapshots come from; the initiator's
 /// direction is not.
+/// A feature extractor for tests that look at each event's facts only.
+struct Facts {
+    fx: FeatureExtractor,
+    row: [f32; N_FEATURES],
+}
+
+impl Default for Facts {
+    fn default() -> Self {
+        Self {
+            fx: FeatureExtractor::new(FeatureConfig::default()),
+            row: [0f32; N_FEATURES],
+        }
+    }
+}
+
+impl Facts {
+    /// The facts `e` yields (its kind is one the extractor knows).
+    fn of(&mut self, e: &FlowEvent) -> sensor::features::RowFacts {
+        self.fx.process(e, &mut self.row).expect("known event kind")
+    }
+}
+
 #[test]
 fn responder_flows_are_recognised_across_cpus() {
-    let mut fx = FeatureExtractor::new(FeatureConfig::default());
-    let mut row = [0f32; N_FEATURES];
+    let mut fx = Facts::default();
     let a = FlowKey::map_v4([10, 0, 0, 1]);
     let b = FlowKey::map_v4([10, 0, 0, 2]);
     let key =
@@ -310,7 +331,7 @@ fn responder_flows_are_recognised_across_cpus() {
     };
     ev.stats.packets = 1;
     ev.stats.syn = 1;
-    let facts = fx.process(&ev, &mut row).expect("known event kind");
+    let facts = fx.of(&ev);
     assert!(!facts.responder);
 
     let mut back = FlowEvent {
@@ -322,7 +343,7 @@ fn responder_flows_are_recognised_across_cpus() {
     };
     back.stats.packets = 1;
     back.stats.synack = 1;
-    let facts = fx.process(&back, &mut row).expect("known event kind");
+    let facts = fx.of(&back);
     assert!(facts.responder);
     // Later packets of the answering side, counted on another CPU: no
     // SYN-ACK in that snapshot, still the responder.
@@ -331,20 +352,16 @@ fn responder_flows_are_recognised_across_cpus() {
     back.stats.packets = 1;
     back.kind = sensor_common::EventKind::Update as u32;
     back.tcp_flags = sensor_common::tcp_flags::ACK;
-    let facts = fx.process(&back, &mut row).expect("known event kind");
+    let facts = fx.of(&back);
     assert!(facts.responder);
 }
 
+/// A flow's five-tuple: source, destination, ports, protocol.
+type Conn = ([u8; 16], [u8; 16], u16, u16, u8);
+
 /// An event of a flow's first packet (`kind` as given).
-fn one_packet(
-    src: [u8; 16],
-    dst: [u8; 16],
-    sport: u16,
-    dport: u16,
-    proto: u8,
-    ts_ns: u64,
-    kind: sensor_common::EventKind,
-) -> FlowEvent {
+fn one_packet(conn: Conn, ts_ns: u64, kind: sensor_common::EventKind) -> FlowEvent {
+    let (src, dst, sport, dport, proto) = conn;
     let mut e = FlowEvent {
         key: FlowKey::new(src, dst, sport, dport, proto),
         ts_ns,
@@ -363,28 +380,27 @@ fn one_packet(
 fn udp_replies_and_icmp_responses_are_responders() {
     use sensor_common::EventKind::{Start, Update};
     use sensor_common::ipproto;
-    let mut fx = FeatureExtractor::new(FeatureConfig::default());
-    let mut row = [0f32; N_FEATURES];
-    let client = FlowKey::map_v4([10, 0, 0, 1]);
-    let resolver = FlowKey::map_v4([10, 0, 0, 53]);
-    let ev = |src, dst, sport, dport, proto, ts_ns, kind| {
-        one_packet(src, dst, sport, dport, proto, ts_ns, kind)
-    };
-    let query = ev(client, resolver, 40000, 53, ipproto::UDP, 1_000_000, Start);
-    let facts = fx.process(&query, &mut row).expect("known event kind");
+    let mut fx = Facts::default();
+    let (client, resolver) = (
+        FlowKey::map_v4([10, 0, 0, 1]),
+        FlowKey::map_v4([10, 0, 0, 53]),
+    );
+    let start = |conn, ts_ns| one_packet(conn, ts_ns, Start);
+    let query = start((client, resolver, 40000, 53, ipproto::UDP), 1_000_000);
+    let facts = fx.of(&query);
     assert!(!facts.responder, "the query starts the conversation");
-    let answer = ev(resolver, client, 53, 40000, ipproto::UDP, 1_100_000, Start);
-    let facts = fx.process(&answer, &mut row).expect("known event kind");
+    let answer = start((resolver, client, 53, 40000, ipproto::UDP), 1_100_000);
+    let facts = fx.of(&answer);
     assert!(facts.responder, "the answer follows its query");
     let mut again = query;
     again.kind = Update as u32;
     again.ts_ns = 1_200_000;
     again.stats.packets = 2;
-    let facts = fx.process(&again, &mut row).expect("known event kind");
+    let facts = fx.of(&again);
     assert!(!facts.responder, "still the initiator after the reply");
     // A UDP probe nobody answered is not a response either.
-    let probe = ev(client, resolver, 40001, 161, ipproto::UDP, 1_300_000, Start);
-    let facts = fx.process(&probe, &mut row).expect("known event kind");
+    let probe = start((client, resolver, 40001, 161, ipproto::UDP), 1_300_000);
+    let facts = fx.of(&probe);
     assert!(!facts.responder);
     // ICMP: echo request (8) initiates; echo reply (0) and port unreachable
     // (3) respond; ICMPv6 echo reply (129) responds.
@@ -395,8 +411,8 @@ fn udp_replies_and_icmp_responses_are_responders() {
         (ipproto::ICMPV6, 128, false),
         (ipproto::ICMPV6, 129, true),
     ] {
-        let e = ev(resolver, client, icmp_type, 0, proto, 1_400_000, Start);
-        let facts = fx.process(&e, &mut row).expect("known event kind");
+        let e = start((resolver, client, icmp_type, 0, proto), 1_400_000);
+        let facts = fx.of(&e);
         assert_eq!(facts.responder, response, "{proto}/{icmp_type}");
     }
 }
@@ -409,15 +425,10 @@ fn udp_replies_and_icmp_responses_are_responders() {
 fn solicited_flows_follow_their_request() {
     use sensor_common::EventKind::Start;
     use sensor_common::ipproto;
-    let mut fx = FeatureExtractor::new(FeatureConfig::default());
-    let mut row = [0f32; N_FEATURES];
-    let a = FlowKey::map_v4([10, 0, 0, 1]);
-    let b = FlowKey::map_v4([10, 0, 0, 2]);
-    let victim = FlowKey::map_v4([10, 0, 0, 3]);
-    let ev = |src, dst, sport, dport, proto, ts_ns| {
-        one_packet(src, dst, sport, dport, proto, ts_ns, Start)
-    };
-    let cases = [
+    let mut fx = Facts::default();
+    let [a, b, victim] = [1, 2, 3].map(|h| FlowKey::map_v4([10, 0, 0, h]));
+    let ev = |conn, ts_ns| one_packet(conn, ts_ns, Start);
+    let cases: [(Conn, Conn); 4] = [
         // (request, answer)
         (
             (a, b, 40000, 443, ipproto::TCP),
@@ -436,23 +447,15 @@ fn solicited_flows_follow_their_request() {
     let mut t = 1_000_000;
     for (q, r) in cases {
         t += 1000;
-        let facts = fx
-            .process(&ev(q.0, q.1, q.2, q.3, q.4, t), &mut row)
-            .expect("known event kind");
+        let facts = fx.of(&ev(q, t));
         assert!(!facts.solicited, "request {q:?}");
-        let facts = fx
-            .process(&ev(r.0, r.1, r.2, r.3, r.4, t + 500), &mut row)
-            .expect("known event kind");
+        let facts = fx.of(&ev(r, t + 500));
         assert!(facts.solicited, "answer {r:?}");
     }
     // Reflected SYN-ACKs and echo replies the victim never asked for.
-    let facts = fx
-        .process(&ev(b, victim, 80, 5555, ipproto::TCP, t + 1000), &mut row)
-        .expect("known event kind");
+    let facts = fx.of(&ev((b, victim, 80, 5555, ipproto::TCP), t + 1000));
     assert!(!facts.solicited);
-    let facts = fx
-        .process(&ev(b, victim, 0, 0, ipproto::ICMP, t + 2000), &mut row)
-        .expect("known event kind");
+    let facts = fx.of(&ev((b, victim, 0, 0, ipproto::ICMP), t + 2000));
     assert!(!facts.solicited);
 }
 
@@ -469,8 +472,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
     // One connection from a:sport to b:80 carrying `up` bytes out and
     // `down` back, ended by the client's RST if `rst`, else by FINs from
     // both sides (client first); returns what each event reported.
-    let connection = |fx: &mut FeatureExtractor, sport: u16, up: u64, down: u64, rst: bool| {
-        let mut row = [0f32; N_FEATURES];
+    let connection = |fx: &mut Facts, sport: u16, up: u64, down: u64, rst: bool| {
         let mut seen = Vec::new();
         let t0 = 1_000_000_000 + u64::from(sport) * 1_000_000;
         let mut syn = FlowEvent {
@@ -485,7 +487,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         syn.stats.syn = 1;
         syn.stats.first_seen_ns = t0;
         syn.stats.last_seen_ns = t0;
-        let facts = fx.process(&syn, &mut row).expect("known event kind");
+        let facts = fx.of(&syn);
         seen.push(facts.upload);
         let mut synack = FlowEvent {
             key: key(b, a, 80, sport),
@@ -497,7 +499,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         synack.stats.packets = 1;
         synack.stats.bytes = 74;
         synack.stats.synack = 1;
-        let facts = fx.process(&synack, &mut row).expect("known event kind");
+        let facts = fx.of(&synack);
         seen.push(facts.upload);
         let mut fin = syn;
         fin.ts_ns = t0 + 5_000_000;
@@ -508,7 +510,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         fin.stats.fin = u32::from(!rst);
         fin.stats.rst = u32::from(rst);
         fin.stats.last_seen_ns = fin.ts_ns;
-        let facts = fx.process(&fin, &mut row).expect("known event kind");
+        let facts = fx.of(&fin);
         seen.push(facts.upload);
         // The server's FIN closes it (after its last data).
         let mut sfin = synack;
@@ -518,15 +520,15 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         sfin.stats.packets = 4;
         sfin.stats.bytes = down;
         sfin.stats.fin = 1;
-        let facts = fx.process(&sfin, &mut row).expect("known event kind");
+        let facts = fx.of(&sfin);
         seen.push(facts.upload);
         // A retransmitted FIN is no second report.
         fin.stats.packets = 9;
-        let facts = fx.process(&fin, &mut row).expect("known event kind");
+        let facts = fx.of(&fin);
         seen.push(facts.upload);
         (t0, seen)
     };
-    let mut fx = FeatureExtractor::new(FeatureConfig::default());
+    let mut fx = Facts::default();
     let (t0, seen) = connection(&mut fx, 40000, 3700, 600, false);
     let up = |bytes_in, client_is_src| sensor::features::UploadConn {
         start_ns: t0,

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use sensor_lab::generator::{Frames, Pacing};
+use sensor_lab::generator::Pacing;
 use sensor_lab::sensor::{TempDir, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -15,30 +15,12 @@ fn scan_and_flood_raise_alerts_of_their_class() {
     let Some(net) = net_test("scan_and_flood_raise_alerts_of_their_class") else {
         return;
     };
-    let lab = &net.lab;
     let scanner: IpAddr = "10.66.0.7".parse().unwrap();
     let scan_victim: IpAddr = "10.99.0.1".parse().unwrap();
     let flood_victim: IpAddr = "10.99.0.2".parse().unwrap();
 
-    let mut frames = Frames::port_scan(
-        lab.sender_mac,
-        lab.gateway_mac,
-        scanner,
-        scan_victim,
-        1..=1000,
-    )
-    .expect("scan frames");
-    frames.extend(
-        &Frames::syn_flood(
-            lab.sender_mac,
-            lab.gateway_mac,
-            5_000,
-            flood_victim,
-            80,
-            20_000,
-        )
-        .expect("flood frames"),
-    );
+    let mut frames = net.port_scan(scanner, scan_victim, 1..=1000);
+    frames.extend(&net.syn_flood(5_000, flood_victim, 80, 20_000));
 
     let eve_dir = TempDir::new("alerts").expect("tempdir");
     let eve = eve_dir.path().join("eve.json");

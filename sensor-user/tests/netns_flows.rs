@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sensor_lab::generator::{FlowTuple, Frames, Pacing, mixed_flows};
+use sensor_lab::generator::{FlowTuple, Pacing, mixed_flows};
 use sensor_lab::sensor::{OBSERVE, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -14,14 +14,13 @@ fn per_flow_counts_match_ground_truth_exactly() {
     let Some(net) = net_test("per_flow_counts_match_ground_truth_exactly") else {
         return;
     };
-    let lab = &net.lab;
     let specs = mixed_flows(30);
     assert!(specs.iter().any(|s| s.vlan.is_some()) && specs.iter().any(|s| s.vlan.is_none()));
     assert!(
         specs.iter().any(|s| s.tuple.src.is_ipv6()) && specs.iter().any(|s| s.tuple.src.is_ipv4())
     );
     // 5003 packets: not a multiple of 30, so flows get 166 or 167 packets.
-    let frames = Frames::spread(lab.sender_mac, lab.gateway_mac, &specs, 5_003).expect("frames");
+    let frames = net.spread(&specs, 5_003);
     let r = net.scenario(
         SENSOR,
         OBSERVE,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use sensor_lab::generator::{Frames, Pacing, mixed_flows};
+use sensor_lab::generator::{Pacing, mixed_flows};
 use sensor_lab::sensor::{OBSERVE, ScenarioResult, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -22,29 +22,26 @@ fn report_send(r: &ScenarioResult) {
     );
 }
 
+/// `packets` frames over `FLOWS` mixed flows sent with `pacing` to a sensor
+/// that only observes; `None` where the test is skipped (no root).
+fn observe_mixed_flows(test_name: &str, packets: u64, pacing: Pacing) -> Option<ScenarioResult> {
+    let net = net_test(test_name)?;
+    let frames = net.spread(&mixed_flows(FLOWS), packets);
+    let r = net.scenario(SENSOR, OBSERVE, &frames, pacing);
+    report_send(&r);
+    Some(r)
+}
+
 #[test]
 fn hundred_thousand_pps_loses_no_event() {
-    let Some(net) = net_test("hundred_thousand_pps_loses_no_event") else {
+    let pacing = Pacing {
+        time_limit: Duration::from_secs(5),
+        ..Pacing::paced(RATE)
+    };
+    let Some(r) = observe_mixed_flows("hundred_thousand_pps_loses_no_event", PACKETS, pacing)
+    else {
         return;
     };
-    let lab = &net.lab;
-    let frames = Frames::spread(
-        lab.sender_mac,
-        lab.gateway_mac,
-        &mixed_flows(FLOWS),
-        PACKETS,
-    )
-    .expect("frames");
-    let r = net.scenario(
-        SENSOR,
-        OBSERVE,
-        &frames,
-        Pacing {
-            time_limit: Duration::from_secs(5),
-            ..Pacing::paced(RATE)
-        },
-    );
-    report_send(&r);
     assert_eq!(
         r.report.sent as u64, PACKETS,
         "generator hit its time limit"
@@ -92,22 +89,13 @@ fn hundred_thousand_pps_loses_no_event() {
 #[test]
 fn unpaced_generator_loses_no_event() {
     const N: u64 = 300_000;
-    let Some(net) = net_test("unpaced_generator_loses_no_event") else {
+    let pacing = Pacing {
+        time_limit: Duration::from_secs(30),
+        ..Pacing::default()
+    };
+    let Some(r) = observe_mixed_flows("unpaced_generator_loses_no_event", N, pacing) else {
         return;
     };
-    let lab = &net.lab;
-    let frames =
-        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(FLOWS), N).expect("frames");
-    let r = net.scenario(
-        SENSOR,
-        OBSERVE,
-        &frames,
-        Pacing {
-            time_limit: Duration::from_secs(30),
-            ..Pacing::default()
-        },
-    );
-    report_send(&r);
     assert_eq!(r.report.sent as u64, N, "generator hit its time limit");
     let c = &r.output.stats;
     eprintln!("counters: {:?}", c.counters);

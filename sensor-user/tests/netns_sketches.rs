@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use sensor_lab::generator::{FlowSpec, Frames, Pacing, spoofed_source, tcp};
+use sensor_lab::generator::{FlowSpec, Pacing, spoofed_source, tcp};
 use sensor_lab::sensor::{OBSERVE, net_test};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -22,8 +22,7 @@ fn count_min_bounds_hold_per_source() {
     let Some(net) = net_test("count_min_bounds_hold_per_source") else {
         return;
     };
-    let lab = &net.lab;
-    let mut frames = Frames::new(lab.sender_mac, lab.gateway_mac);
+    let mut frames = net.frames();
     let mut ids = Vec::new();
     for i in 0..SOURCES {
         ids.push(frames.add_flow(FlowSpec::tcp(spoofed_source(i), dst(), 5_000, 443)));
@@ -86,17 +85,8 @@ fn hyperloglog_counts_ten_thousand_sources_within_five_percent() {
     let Some(net) = net_test("hyperloglog_counts_ten_thousand_sources_within_five_percent") else {
         return;
     };
-    let lab = &net.lab;
     // Two SYNs per spoofed source.
-    let frames = Frames::syn_flood(
-        lab.sender_mac,
-        lab.gateway_mac,
-        SOURCES,
-        dst(),
-        80,
-        2 * u64::from(SOURCES),
-    )
-    .expect("frames");
+    let frames = net.syn_flood(SOURCES, dst(), 80, 2 * u64::from(SOURCES));
     let r = net.scenario(SENSOR, OBSERVE, &frames, Pacing::paced(50_000));
     assert_eq!(r.report.sent, frames.len());
     assert_eq!(r.truth.sources().len(), SOURCES as usize);

@@ -9,7 +9,7 @@
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{TestRun as _, TestRunOptions, TestRunResult, Xdp},
+    programs::{TestRunResult, Xdp},
 };
 use etherparse::{PacketBuilder, TcpHeader, VlanId};
 use sensor_common::{
@@ -21,6 +21,8 @@ use sensor_common::{
     tcp_flags,
 };
 use sensor_lab::require_root;
+
+mod xdp_util;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -57,6 +59,12 @@ struct Sensor {
 }
 
 impl Sensor {
+    /// The program for root test `test`, configured with `cfg` (its worker
+    /// rings sized to match); `None` where the test is skipped (no root).
+    fn for_root_test(test: &str, cfg: SensorConfig) -> Option<Self> {
+        require_root(test).then(|| Self::load(cfg.ring_bytes, cfg))
+    }
+
     fn load(ring_bytes: u32, cfg: SensorConfig) -> Self {
         pin_to_cpu0();
         let mut loader = EbpfLoader::new();
@@ -92,18 +100,7 @@ impl Sensor {
     }
 
     fn run_prog(&self, name: &str, frame: &[u8], repeat: u32) -> TestRunResult {
-        let prog: &Xdp = self
-            .ebpf
-            .program(name)
-            .expect("program")
-            .try_into()
-            .expect("xdp");
-        prog.test_run(TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        })
-        .unwrap_or_else(|e| panic!("test_run {name}: {e}"))
+        xdp_util::test_run(&self.ebpf, name, frame, repeat)
     }
 
     fn run(&self, frame: &[u8]) -> u32 {
@@ -201,6 +198,20 @@ impl Sensor {
 
 // ---------------------------------------------------------------- frames
 
+/// The start of every test frame: `MAC_A` to `MAC_B`.
+fn eth() -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+    PacketBuilder::ethernet2(MAC_A, MAC_B)
+}
+
+/// A frame from a finished `PacketBuilder` chain and its payload.
+macro_rules! frame {
+    ($builder:expr, $payload:expr) => {{
+        let mut out = Vec::new();
+        $builder.write(&mut out, $payload).expect("frame");
+        out
+    }};
+}
+
 fn v4(i: u8, host: u8) -> [u8; 4] {
     [10, i, 0, host]
 }
@@ -222,21 +233,14 @@ fn key4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8) -> FlowKe
 }
 
 fn udp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: usize) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::new();
-    b.write(&mut out, &vec![0xab; payload]).expect("udp4");
-    out
+    frame!(
+        eth().ipv4(src, dst, 64).udp(sport, dport),
+        &vec![0xab; payload]
+    )
 }
 
 fn udp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .udp(sport, dport);
-    let mut out = Vec::new();
-    b.write(&mut out, &[1, 2, 3, 4]).expect("udp6");
-    out
+    frame!(eth().ipv6(src, dst, 64).udp(sport, dport), &[1, 2, 3, 4])
 }
 
 fn tcp_hdr(sport: u16, dport: u16, flags: u8) -> TcpHeader {
@@ -250,39 +254,21 @@ fn tcp_hdr(sport: u16, dport: u16, flags: u8) -> TcpHeader {
 }
 
 fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .tcp_header(tcp_hdr(sport, dport, flags));
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).expect("tcp4");
-    out
+    let tcp = tcp_hdr(sport, dport, flags);
+    frame!(eth().ipv4(src, dst, 64).tcp_header(tcp), &[])
 }
 
 fn tcp6(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .tcp_header(tcp_hdr(sport, dport, flags));
-    let mut out = Vec::new();
-    b.write(&mut out, &[]).expect("tcp6");
-    out
+    let tcp = tcp_hdr(sport, dport, flags);
+    frame!(eth().ipv6(src, dst, 64).tcp_header(tcp), &[])
 }
 
 fn icmp4_echo(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv4(src, dst, 64)
-        .icmpv4_echo_request(7, 1);
-    let mut out = Vec::new();
-    b.write(&mut out, &[0; 16]).expect("icmp4");
-    out
+    frame!(eth().ipv4(src, dst, 64).icmpv4_echo_request(7, 1), &[0; 16])
 }
 
 fn icmp6_echo(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .ipv6(src, dst, 64)
-        .icmpv6_echo_request(7, 1);
-    let mut out = Vec::new();
-    b.write(&mut out, &[0; 16]).expect("icmp6");
-    out
+    frame!(eth().ipv6(src, dst, 64).icmpv6_echo_request(7, 1), &[0; 16])
 }
 
 fn vlan(id: u16) -> VlanId {
@@ -290,23 +276,23 @@ fn vlan(id: u16) -> VlanId {
 }
 
 fn udp4_vlan1(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .single_vlan(vlan(100))
-        .ipv4(src, dst, 64)
-        .udp(5000, 53);
-    let mut out = Vec::new();
-    b.write(&mut out, &[0; 8]).expect("vlan1");
-    out
+    frame!(
+        eth()
+            .single_vlan(vlan(100))
+            .ipv4(src, dst, 64)
+            .udp(5000, 53),
+        &[0; 8]
+    )
 }
 
 fn udp4_vlan2(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    let b = PacketBuilder::ethernet2(MAC_A, MAC_B)
-        .double_vlan(vlan(200), vlan(300))
-        .ipv4(src, dst, 64)
-        .udp(5001, 53);
-    let mut out = Vec::new();
-    b.write(&mut out, &[0; 8]).expect("vlan2");
-    out
+    frame!(
+        eth()
+            .double_vlan(vlan(200), vlan(300))
+            .ipv4(src, dst, 64)
+            .udp(5001, 53),
+        &[0; 8]
+    )
 }
 
 /// Inserts `bytes` at `at`.
@@ -425,10 +411,8 @@ fn bad_fx(name: &'static str, frame: Vec<u8>, c: Counter, src: Option<[u8; 16]>)
     }
 }
 
-#[expect(
-    clippy::too_many_lines,
-    reason = "one row per fixture reads best as one table"
-)]
+// One row per fixture, one line per row: the table reads as a table.
+#[rustfmt::skip]
 fn table() -> Vec<Fixture> {
     use ipproto::{ICMP, ICMPV6, TCP, UDP};
     const SYN: u8 = tcp_flags::SYN;
@@ -437,109 +421,26 @@ fn table() -> Vec<Fixture> {
     const RST: u8 = tcp_flags::RST;
     const GRE: u8 = 47;
     let m4 = FlowKey::map_v4;
+    // The flow of row `n`: host 1 to host 2 of its own /24 (or /48).
+    let k4 = |n, sport, dport, proto| key4(v4(n, 1), v4(n, 2), sport, dport, proto);
+    let k6 = |n, sport, dport, proto| FlowKey::new(v6(n, 1), v6(n, 2), sport, dport, proto);
 
     let mut t = vec![
-        flow_fx(
-            "udp4",
-            udp4(v4(1, 1), v4(1, 2), 40000, 53, 32),
-            key4(v4(1, 1), v4(1, 2), 40000, 53, UDP),
-            0,
-        ),
-        flow_fx(
-            "tcp4 syn",
-            tcp4(v4(2, 1), v4(2, 2), 40001, 22, SYN),
-            key4(v4(2, 1), v4(2, 2), 40001, 22, TCP),
-            SYN,
-        ),
-        flow_fx(
-            "tcp4 syn-ack",
-            tcp4(v4(3, 2), v4(3, 1), 22, 40001, SYNACK),
-            key4(v4(3, 2), v4(3, 1), 22, 40001, TCP),
-            SYNACK,
-        ),
-        flow_fx(
-            "tcp4 fin",
-            tcp4(v4(4, 1), v4(4, 2), 40002, 80, FINACK),
-            key4(v4(4, 1), v4(4, 2), 40002, 80, TCP),
-            FINACK,
-        ),
-        flow_fx(
-            "tcp4 rst",
-            tcp4(v4(5, 1), v4(5, 2), 40003, 80, RST),
-            key4(v4(5, 1), v4(5, 2), 40003, 80, TCP),
-            RST,
-        ),
-        flow_fx(
-            "icmp4 echo",
-            icmp4_echo(v4(6, 1), v4(6, 2)),
-            key4(v4(6, 1), v4(6, 2), 8, 0, ICMP),
-            0,
-        ),
-        flow_fx(
-            "udp4 one vlan tag",
-            udp4_vlan1(v4(7, 1), v4(7, 2)),
-            key4(v4(7, 1), v4(7, 2), 5000, 53, UDP),
-            0,
-        ),
-        flow_fx(
-            "udp4 two vlan tags",
-            udp4_vlan2(v4(8, 1), v4(8, 2)),
-            key4(v4(8, 1), v4(8, 2), 5001, 53, UDP),
-            0,
-        ),
-        flow_fx(
-            "tcp4 with ip options",
-            with_ipv4_options(
-                tcp4(v4(9, 1), v4(9, 2), 40004, 443, SYN),
-                &[1, 1, 1, 0, 1, 1, 1, 0],
-            ),
-            key4(v4(9, 1), v4(9, 2), 40004, 443, TCP),
-            SYN,
-        ),
-        flow_fx(
-            "udp4 first fragment",
-            with_ipv4_frag(udp4(v4(10, 1), v4(10, 2), 40005, 4789, 64), true, 0),
-            key4(v4(10, 1), v4(10, 2), 40005, 4789, UDP),
-            0,
-        ),
-        flow_fx(
-            "udp6",
-            udp6(v6(11, 1), v6(11, 2), 40006, 53),
-            FlowKey::new(v6(11, 1), v6(11, 2), 40006, 53, UDP),
-            0,
-        ),
-        flow_fx(
-            "tcp6 syn",
-            tcp6(v6(12, 1), v6(12, 2), 40007, 22, SYN),
-            FlowKey::new(v6(12, 1), v6(12, 2), 40007, 22, TCP),
-            SYN,
-        ),
-        flow_fx(
-            "icmp6 echo",
-            icmp6_echo(v6(13, 1), v6(13, 2)),
-            FlowKey::new(v6(13, 1), v6(13, 2), 128, 0, ICMPV6),
-            0,
-        ),
-        flow_fx(
-            "udp6 behind hop-by-hop, dest-opts, routing, ah, fragment(0)",
-            with_ipv6_ext(
-                udp6(v6(14, 1), v6(14, 2), 40008, 53),
-                &[0, 60, 43, 51, 44],
-                0,
-            ),
-            FlowKey::new(v6(14, 1), v6(14, 2), 40008, 53, UDP),
-            0,
-        ),
-        flow_fx(
-            "tcp6 behind six extension headers (the walk limit)",
-            with_ipv6_ext(
-                tcp6(v6(15, 1), v6(15, 2), 40009, 443, SYN),
-                &[0, 60, 43, 60, 51, 60],
-                0,
-            ),
-            FlowKey::new(v6(15, 1), v6(15, 2), 40009, 443, TCP),
-            SYN,
-        ),
+        flow_fx("udp4", udp4(v4(1, 1), v4(1, 2), 40000, 53, 32), k4(1, 40000, 53, UDP), 0),
+        flow_fx("tcp4 syn", tcp4(v4(2, 1), v4(2, 2), 40001, 22, SYN), k4(2, 40001, 22, TCP), SYN),
+        flow_fx("tcp4 syn-ack", tcp4(v4(3, 2), v4(3, 1), 22, 40001, SYNACK), key4(v4(3, 2), v4(3, 1), 22, 40001, TCP), SYNACK),
+        flow_fx("tcp4 fin", tcp4(v4(4, 1), v4(4, 2), 40002, 80, FINACK), k4(4, 40002, 80, TCP), FINACK),
+        flow_fx("tcp4 rst", tcp4(v4(5, 1), v4(5, 2), 40003, 80, RST), k4(5, 40003, 80, TCP), RST),
+        flow_fx("icmp4 echo", icmp4_echo(v4(6, 1), v4(6, 2)), k4(6, 8, 0, ICMP), 0),
+        flow_fx("udp4 one vlan tag", udp4_vlan1(v4(7, 1), v4(7, 2)), k4(7, 5000, 53, UDP), 0),
+        flow_fx("udp4 two vlan tags", udp4_vlan2(v4(8, 1), v4(8, 2)), k4(8, 5001, 53, UDP), 0),
+        flow_fx("tcp4 with ip options", with_ipv4_options(tcp4(v4(9, 1), v4(9, 2), 40004, 443, SYN), &[1, 1, 1, 0, 1, 1, 1, 0]), k4(9, 40004, 443, TCP), SYN),
+        flow_fx("udp4 first fragment", with_ipv4_frag(udp4(v4(10, 1), v4(10, 2), 40005, 4789, 64), true, 0), k4(10, 40005, 4789, UDP), 0),
+        flow_fx("udp6", udp6(v6(11, 1), v6(11, 2), 40006, 53), k6(11, 40006, 53, UDP), 0),
+        flow_fx("tcp6 syn", tcp6(v6(12, 1), v6(12, 2), 40007, 22, SYN), k6(12, 40007, 22, TCP), SYN),
+        flow_fx("icmp6 echo", icmp6_echo(v6(13, 1), v6(13, 2)), k6(13, 128, 0, ICMPV6), 0),
+        flow_fx("udp6 behind hop-by-hop, dest-opts, routing, ah, fragment(0)", with_ipv6_ext(udp6(v6(14, 1), v6(14, 2), 40008, 53), &[0, 60, 43, 51, 44], 0), k6(14, 40008, 53, UDP), 0),
+        flow_fx("tcp6 behind six extension headers (the walk limit)", with_ipv6_ext(tcp6(v6(15, 1), v6(15, 2), 40009, 443, SYN), &[0, 60, 43, 60, 51, 60], 0), k6(15, 40009, 443, TCP), SYN),
     ];
 
     // Flows with an extra counter.
@@ -552,29 +453,14 @@ fn table() -> Vec<Fixture> {
             sketch_src: Some(k.src),
         });
     };
-    extra(
-        "udp4 non-first fragment",
-        with_ipv4_frag(udp4(v4(16, 1), v4(16, 2), 40010, 53, 64), false, 185),
-        key4(v4(16, 1), v4(16, 2), 0, 0, UDP),
-        Counter::NonFirstFragment,
-    );
-    extra(
-        "udp6 non-first fragment",
-        with_ipv6_ext(udp6(v6(17, 1), v6(17, 2), 40011, 53), &[44], 185),
-        FlowKey::new(v6(17, 1), v6(17, 2), 0, 0, UDP),
-        Counter::NonFirstFragment,
-    );
+    extra("udp4 non-first fragment", with_ipv4_frag(udp4(v4(16, 1), v4(16, 2), 40010, 53, 64), false, 185), k4(16, 0, 0, UDP), Counter::NonFirstFragment);
+    extra("udp6 non-first fragment", with_ipv6_ext(udp6(v6(17, 1), v6(17, 2), 40011, 53), &[44], 185), k6(17, 0, 0, UDP), Counter::NonFirstFragment);
     let gre = {
         let mut f = udp4(v4(18, 1), v4(18, 2), 1, 2, 16);
         f[ETH_LEN + 9] = GRE;
         f
     };
-    extra(
-        "gre over ipv4 (other l4)",
-        gre,
-        key4(v4(18, 1), v4(18, 2), 0, 0, GRE),
-        Counter::OtherL4,
-    );
+    extra("gre over ipv4 (other l4)", gre, k4(18, 0, 0, GRE), Counter::OtherL4);
 
     let three_tags = splice(
         udp4_vlan2(v4(19, 1), v4(19, 2)),
@@ -588,104 +474,22 @@ fn table() -> Vec<Fixture> {
         // No "truncated l2" row: BPF_PROG_TEST_RUN rejects frames shorter than
         // an Ethernet header (also behind XDP metadata), so the program's
         // `TruncatedL2` branch cannot be driven from here.
-        bad_fx(
-            "truncated vlan tag",
-            truncate(udp4_vlan1(v4(22, 1), v4(22, 2)), ETH_LEN + 2),
-            Counter::TruncatedVlan,
-            None,
-        ),
-        bad_fx(
-            "three vlan tags",
-            three_tags,
-            Counter::TooManyVlanTags,
-            None,
-        ),
+        bad_fx("truncated vlan tag", truncate(udp4_vlan1(v4(22, 1), v4(22, 2)), ETH_LEN + 2), Counter::TruncatedVlan, None),
+        bad_fx("three vlan tags", three_tags, Counter::TooManyVlanTags, None),
         bad_fx("arp", arp(), Counter::UnknownEthertype, None),
-        bad_fx(
-            "truncated ipv4",
-            truncate(udp.clone(), ETH_LEN + 10),
-            Counter::TruncatedIpv4,
-            None,
-        ),
-        bad_fx(
-            "ipv4 ihl 4",
-            set(udp.clone(), ETH_LEN, 0x44),
-            Counter::BadIpv4Ihl,
-            None,
-        ),
-        bad_fx(
-            "ipv4 ihl 15 past the end",
-            truncate(set(udp.clone(), ETH_LEN, 0x4f), ETH_LEN + 40),
-            Counter::BadIpv4Ihl,
-            None,
-        ),
-        bad_fx(
-            "ipv4 ethertype with version 6",
-            set(udp.clone(), ETH_LEN, 0x65),
-            Counter::BadIpVersion,
-            None,
-        ),
-        bad_fx(
-            "truncated ipv6",
-            truncate(udp6(v6(23, 1), v6(23, 2), 1, 2), ETH_LEN + 30),
-            Counter::TruncatedIpv6,
-            None,
-        ),
-        bad_fx(
-            "truncated ipv6 extension header",
-            truncate(
-                with_ipv6_ext(udp6(v6(24, 1), v6(24, 2), 1, 2), &[60], 0),
-                ETH_LEN + IPV6_LEN + 4,
-            ),
-            Counter::TruncatedExtHeader,
-            Some(v6(24, 1)),
-        ),
-        bad_fx(
-            "eight ipv6 extension headers",
-            with_ipv6_ext(
-                udp6(v6(25, 1), v6(25, 2), 1, 2),
-                &[0, 60, 60, 60, 60, 60, 60, 43],
-                0,
-            ),
-            Counter::TooManyExtHeaders,
-            Some(v6(25, 1)),
-        ),
-        bad_fx(
-            "truncated tcp",
-            truncate(tcp.clone(), tcp_l4 + 10),
-            Counter::TruncatedTcp,
-            Some(m4(v4(21, 1))),
-        ),
-        bad_fx(
-            "tcp data offset 4",
-            set(tcp.clone(), tcp_l4 + 12, 0x40),
-            Counter::BadTcpDataOffset,
-            Some(m4(v4(21, 1))),
-        ),
-        bad_fx(
-            "tcp data offset 15 past the end",
-            set(tcp.clone(), tcp_l4 + 12, 0xf0),
-            Counter::TruncatedTcp,
-            Some(m4(v4(21, 1))),
-        ),
-        bad_fx(
-            "truncated udp",
-            truncate(udp.clone(), tcp_l4 + 6),
-            Counter::TruncatedUdp,
-            Some(m4(v4(20, 1))),
-        ),
-        bad_fx(
-            "truncated icmp",
-            truncate(icmp4_echo(v4(26, 1), v4(26, 2)), tcp_l4 + 4),
-            Counter::TruncatedIcmp,
-            Some(m4(v4(26, 1))),
-        ),
-        bad_fx(
-            "truncated icmp6",
-            truncate(icmp6_echo(v6(27, 1), v6(27, 2)), ETH_LEN + IPV6_LEN + 2),
-            Counter::TruncatedIcmp,
-            Some(v6(27, 1)),
-        ),
+        bad_fx("truncated ipv4", truncate(udp.clone(), ETH_LEN + 10), Counter::TruncatedIpv4, None),
+        bad_fx("ipv4 ihl 4", set(udp.clone(), ETH_LEN, 0x44), Counter::BadIpv4Ihl, None),
+        bad_fx("ipv4 ihl 15 past the end", truncate(set(udp.clone(), ETH_LEN, 0x4f), ETH_LEN + 40), Counter::BadIpv4Ihl, None),
+        bad_fx("ipv4 ethertype with version 6", set(udp.clone(), ETH_LEN, 0x65), Counter::BadIpVersion, None),
+        bad_fx("truncated ipv6", truncate(udp6(v6(23, 1), v6(23, 2), 1, 2), ETH_LEN + 30), Counter::TruncatedIpv6, None),
+        bad_fx("truncated ipv6 extension header", truncate(with_ipv6_ext(udp6(v6(24, 1), v6(24, 2), 1, 2), &[60], 0), ETH_LEN + IPV6_LEN + 4), Counter::TruncatedExtHeader, Some(v6(24, 1))),
+        bad_fx("eight ipv6 extension headers", with_ipv6_ext(udp6(v6(25, 1), v6(25, 2), 1, 2), &[0, 60, 60, 60, 60, 60, 60, 43], 0), Counter::TooManyExtHeaders, Some(v6(25, 1))),
+        bad_fx("truncated tcp", truncate(tcp.clone(), tcp_l4 + 10), Counter::TruncatedTcp, Some(m4(v4(21, 1)))),
+        bad_fx("tcp data offset 4", set(tcp.clone(), tcp_l4 + 12, 0x40), Counter::BadTcpDataOffset, Some(m4(v4(21, 1)))),
+        bad_fx("tcp data offset 15 past the end", set(tcp.clone(), tcp_l4 + 12, 0xf0), Counter::TruncatedTcp, Some(m4(v4(21, 1)))),
+        bad_fx("truncated udp", truncate(udp.clone(), tcp_l4 + 6), Counter::TruncatedUdp, Some(m4(v4(20, 1)))),
+        bad_fx("truncated icmp", truncate(icmp4_echo(v4(26, 1), v4(26, 2)), tcp_l4 + 4), Counter::TruncatedIcmp, Some(m4(v4(26, 1)))),
+        bad_fx("truncated icmp6", truncate(icmp6_echo(v6(27, 1), v6(27, 2)), ETH_LEN + IPV6_LEN + 2), Counter::TruncatedIcmp, Some(v6(27, 1))),
     ]);
     t
 }
@@ -712,10 +516,10 @@ fn check_stats(name: &str, s: &FlowStats, len: u64, flags: u8) {
 
 #[test]
 fn fixture_table() {
-    if !require_root("fixture_table") {
+    let cfg = config(1, 64 * 1024);
+    let Some(mut sensor) = Sensor::for_root_test("fixture_table", cfg) else {
         return;
-    }
-    let mut sensor = Sensor::load(64 * 1024, config(1, 64 * 1024));
+    };
     for fx in table() {
         let name = fx.name;
         let before = sensor.counters();
@@ -791,10 +595,11 @@ fn fixture_table() {
 
 #[test]
 fn vlan_fields_reach_the_event() {
-    if !require_root("vlan_fields_reach_the_event") {
+    let Some(mut sensor) =
+        Sensor::for_root_test("vlan_fields_reach_the_event", config(1, 16 * 1024))
+    else {
         return;
-    }
-    let mut sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));
+    };
     sensor.run(&udp4_vlan2(v4(1, 1), v4(1, 2)));
     sensor.run(&udp4(v4(2, 1), v4(2, 2), 1, 2, 8));
     let ev = sensor.drain_ring(0);
@@ -805,12 +610,11 @@ fn vlan_fields_reach_the_event() {
 
 #[test]
 fn mirror_mode_drops_after_accounting() {
-    if !require_root("mirror_mode_drops_after_accounting") {
-        return;
-    }
     let mut cfg = config(1, 16 * 1024);
     cfg.mirror = 1;
-    let sensor = Sensor::load(16 * 1024, cfg);
+    let Some(sensor) = Sensor::for_root_test("mirror_mode_drops_after_accounting", cfg) else {
+        return;
+    };
     let f = udp4(v4(1, 1), v4(1, 2), 1000, 2000, 10);
     assert_eq!(sensor.run(&f), XDP_DROP);
     assert_eq!(sensor.run(&truncate(f.clone(), 20)), XDP_DROP);
@@ -827,11 +631,11 @@ fn mirror_mode_drops_after_accounting() {
 #[test]
 fn checkpoints_go_to_the_flows_ring() {
     use EventKind::{Fin, Rst, Start, Update};
-    if !require_root("checkpoints_go_to_the_flows_ring") {
-        return;
-    }
     let n_workers = 4;
-    let mut sensor = Sensor::load(64 * 1024, config(n_workers, 64 * 1024));
+    let cfg = config(n_workers, 64 * 1024);
+    let Some(mut sensor) = Sensor::for_root_test("checkpoints_go_to_the_flows_ring", cfg) else {
+        return;
+    };
     let (src, dst) = (v4(1, 1), v4(1, 2));
     let f = udp4(src, dst, 33333, 443, 100);
     let res = sensor.run_prog(XDP_PROGRAM_NAME, &f, 1024);
@@ -905,13 +709,15 @@ fn checkpoints_go_to_the_flows_ring() {
 
 #[test]
 fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
-    if !require_root("new_flows_are_sampled_when_the_ring_is_three_quarters_full") {
-        return;
-    }
     let ring_bytes = 4096;
-    let mut cfg = config(1, ring_bytes);
-    cfg.sample_shift = 2;
-    let mut sensor = Sensor::load(ring_bytes, cfg);
+    let cfg = SensorConfig {
+        sample_shift: 2,
+        ..config(1, ring_bytes)
+    };
+    let name = "new_flows_are_sampled_when_the_ring_is_three_quarters_full";
+    let Some(mut sensor) = Sensor::for_root_test(name, cfg) else {
+        return;
+    };
     let flows = 400u32;
     let frames: Vec<Vec<u8>> = (0..flows)
         .map(|i| {
@@ -965,12 +771,13 @@ fn new_flows_are_sampled_when_the_ring_is_three_quarters_full() {
 
 #[test]
 fn sketches_see_every_packet() {
-    if !require_root("sketches_see_every_packet") {
+    let cfg = SensorConfig {
+        epoch: 1,
+        ..config(1, 16 * 1024)
+    };
+    let Some(sensor) = Sensor::for_root_test("sketches_see_every_packet", cfg) else {
         return;
-    }
-    let mut cfg = config(1, 16 * 1024);
-    cfg.epoch = 1;
-    let sensor = Sensor::load(16 * 1024, cfg);
+    };
     let heavy = v4(1, 1);
     let f = udp4(heavy, v4(1, 2), 1, 2, 58);
     sensor.run_prog(XDP_PROGRAM_NAME, &f, 100);
@@ -1021,10 +828,10 @@ fn sketches_see_every_packet() {
 
 #[test]
 fn floor_program_passes() {
-    if !require_root("floor_program_passes") {
+    let cfg = config(1, 16 * 1024);
+    let Some(sensor) = Sensor::for_root_test("floor_program_passes", cfg) else {
         return;
-    }
-    let sensor = Sensor::load(16 * 1024, config(1, 16 * 1024));
+    };
     let r = sensor.run_prog("sensor_xdp_floor", &arp(), 10);
     assert_eq!(r.return_value, XDP_PASS);
     assert_eq!(sensor.counters()[Counter::PacketsSeen as usize], 0);

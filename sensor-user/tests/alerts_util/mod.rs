@@ -25,15 +25,33 @@ pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
+/// An address written as text or already parsed.
+pub(crate) trait Addr {
+    fn addr(self) -> IpAddr;
+}
+
+impl Addr for IpAddr {
+    fn addr(self) -> IpAddr {
+        self
+    }
+}
+
+impl Addr for &str {
+    fn addr(self) -> IpAddr {
+        ip(self)
+    }
+}
+
 /// A row scored `p` for `class`, the rest of the mass on benign.
 pub(crate) fn row(
     class: AttackClass,
     p: f32,
-    src: IpAddr,
-    dst: IpAddr,
+    src: impl Addr,
+    dst: impl Addr,
     dport: u16,
     ts: u64,
 ) -> ScoredRow {
+    let (src, dst) = (src.addr(), dst.addr());
     let mut class_probs = [0.0f32; N_CLASSES];
     class_probs[class as usize] = p;
     class_probs[AttackClass::Benign as usize] = 1.0 - p;
@@ -98,6 +116,25 @@ pub(crate) fn stage_with(
     (stage, mem)
 }
 
+/// A stage on the test [`settings`] as `tune` changes them.
+pub(crate) fn stage_tuned(tune: impl FnOnce(&mut AlertSettings)) -> (AlertStage, MemorySink) {
+    let mut s = settings();
+    tune(&mut s);
+    stage_with(s, Inventory::default())
+}
+
+/// A stage that opens an alert on a key's `rows`-th detection within the
+/// corroboration window, tuned further by `tune`.
+pub(crate) fn stage_with_corroboration(
+    rows: u32,
+    tune: impl FnOnce(&mut AlertSettings),
+) -> (AlertStage, MemorySink) {
+    stage_tuned(|s| {
+        s.alerts.corroborate_rows = rows;
+        tune(s);
+    })
+}
+
 pub(crate) fn stage() -> (AlertStage, MemorySink) {
     stage_with(settings(), Inventory::default())
 }
@@ -111,4 +148,18 @@ pub(crate) fn parse(lines: &[String]) -> Vec<serde_json::Value> {
 
 pub(crate) fn of_type<'a>(recs: &'a [serde_json::Value], t: &str) -> Vec<&'a serde_json::Value> {
     recs.iter().filter(|r| r["event_type"] == t).collect()
+}
+
+/// The length of a JSON array (a record field that must be one).
+pub(crate) fn array_len(v: &serde_json::Value) -> usize {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .len()
+}
+
+/// Takes every record written so far and keeps those of event type `t`.
+pub(crate) fn take_of_type(mem: &MemorySink, t: &str) -> Vec<serde_json::Value> {
+    let mut recs = parse(&mem.take());
+    recs.retain(|r| r["event_type"] == t);
+    recs
 }

@@ -174,21 +174,34 @@ impl EventHandler for Deadline {
     }
 }
 
-#[test]
-fn handler_deadline_gets_its_tick_before_the_regular_one() {
+/// A worker whose handler asks for a tick 200 us after its first event
+/// (and, if it `honours` it, forgets the request once served), with the
+/// handler's tick count and the start of the worker's current tick period.
+fn deadline_worker(honours: bool) -> (WorkerState, Arc<AtomicU64>, u64) {
     let ticks = Arc::new(AtomicU64::new(0));
     let h = Deadline {
         due: None,
         ticks: Arc::clone(&ticks),
-        honours: true,
+        honours,
     };
-    let mut w = WorkerState::new(0, 16, Box::new(h));
+    let w = WorkerState::new(0, 16, Box::new(h));
     let t0 = w.next_tick_ns - TICK_NS;
+    (w, ticks, t0)
+}
+
+/// Hands the worker a flow-start event stamped `ts_ns`.
+fn dispatch_start(w: &mut WorkerState, ts_ns: u64) {
+    let mut ev = event(0, EventKind::Start);
+    ev.ts_ns = ts_ns;
+    w.dispatch(bytemuck::bytes_of(&ev));
+}
+
+#[test]
+fn handler_deadline_gets_its_tick_before_the_regular_one() {
+    let (mut w, ticks, t0) = deadline_worker(true);
     // Nothing pending: sleep until the regular tick.
     assert_eq!(w.idle_wait_ns(t0), TICK_NS);
-    let mut ev = event(0, EventKind::Start);
-    ev.ts_ns = t0 + 100_000;
-    w.dispatch(bytemuck::bytes_of(&ev));
+    dispatch_start(&mut w, t0 + 100_000);
     // The idle wait ends at the deadline (t0 + 300 us), not the tick.
     assert_eq!(w.idle_wait_ns(t0 + 150_000), 150_000);
     assert!(!w.tick_if_due(t0 + 299_999));
@@ -204,17 +217,8 @@ fn handler_deadline_gets_its_tick_before_the_regular_one() {
 
 #[test]
 fn a_deadline_left_in_the_past_does_not_make_the_worker_spin() {
-    let ticks = Arc::new(AtomicU64::new(0));
-    let h = Deadline {
-        due: None,
-        ticks: Arc::clone(&ticks),
-        honours: false,
-    };
-    let mut w = WorkerState::new(0, 16, Box::new(h));
-    let t0 = w.next_tick_ns - TICK_NS;
-    let mut ev = event(0, EventKind::Start);
-    ev.ts_ns = t0;
-    w.dispatch(bytemuck::bytes_of(&ev));
+    let (mut w, ticks, t0) = deadline_worker(false);
+    dispatch_start(&mut w, t0);
     w.tick_if_due(t0 + 250_000);
     assert_eq!(ticks.load(Ordering::Relaxed), 1);
     // The handler ignored its deadline: sleep until the regular tick.
