@@ -14,6 +14,11 @@ impl Episode {
         v4(a, b, c, d)
     }
 
+    /// A flood scenario, named for its spoofed variant when `spoofed`.
+    fn flood_scenario(&mut self, spoofed: bool, plain: &'static str, spoof: &'static str) -> u32 {
+        self.scenario(if spoofed { spoof } else { plain }, AttackClass::Flood)
+    }
+
     /// A scan scenario, named slow when probes are a second or more apart.
     fn scan_scenario(&mut self, gap_s: f64, fast: &'static str, slow: &'static str) -> u32 {
         self.scenario(if gap_s >= 1.0 { slow } else { fast }, AttackClass::Scan)
@@ -26,27 +31,14 @@ impl Episode {
     /// SYN flood on `victim:port` at `pps` for `secs`, from one source or from
     /// spoofed random sources. The victim answers 90 % with a SYN-ACK.
     pub fn syn_flood(&mut self, victim: [u8; 16], spoofed: bool, pps: f64, secs: f64) {
-        let sc = self.scenario(
-            if spoofed {
-                "syn_flood_spoofed"
-            } else {
-                "syn_flood"
-            },
-            AttackClass::Flood,
-        );
+        let sc = self.flood_scenario(spoofed, "syn_flood", "syn_flood_spoofed");
         let attacker = v4(198, 51, 100, self.rng.range(1, 250) as u8);
         let port = [80u16, 443, 22][self.rng.range(0, 2) as usize];
         let mut t = self.attack_start();
         let stop = t + (secs * 1e9) as u64;
         while t < stop {
             let src = if spoofed {
-                let x = self.rng.next_u64();
-                v4(
-                    (x % 223 + 1) as u8,
-                    (x >> 8) as u8,
-                    (x >> 16) as u8,
-                    (x >> 24) as u8,
-                )
+                spoofed_source(self.rng.next_u64())
             } else {
                 attacker
             };
@@ -69,14 +61,7 @@ impl Episode {
     /// UDP flood on `victim` at `pps` for `secs`: large datagrams from a few
     /// sources or spoofed sources, to one or random ports.
     pub fn udp_flood(&mut self, victim: [u8; 16], spoofed: bool, pps: f64, secs: f64) {
-        let sc = self.scenario(
-            if spoofed {
-                "udp_flood_spoofed"
-            } else {
-                "udp_flood"
-            },
-            AttackClass::Flood,
-        );
+        let sc = self.flood_scenario(spoofed, "udp_flood", "udp_flood_spoofed");
         let random_ports = self.rng.chance(0.5);
         let fixed_port = [53u16, 123, 80, 27015][self.rng.range(0, 3) as usize];
         let sources: Vec<[u8; 16]> = (0..4)
@@ -89,15 +74,7 @@ impl Episode {
             let i = self.rng.range(0, 3) as usize;
             let (src, sp) = if spoofed {
                 let x = self.rng.next_u64();
-                (
-                    v4(
-                        (x % 223 + 1) as u8,
-                        (x >> 8) as u8,
-                        (x >> 16) as u8,
-                        (x >> 24) as u8,
-                    ),
-                    (x >> 32) as u16 | 1024,
-                )
+                (spoofed_source(x), (x >> 32) as u16 | 1024)
             } else {
                 (sources[i], sports[i])
             };
@@ -241,4 +218,14 @@ impl Episode {
             t += self.rng.exp(1e9 / rate) as u64 + 1;
         }
     }
+}
+
+/// A random unicast IPv4 source from one random draw `x` (first octet 1..=223).
+fn spoofed_source(x: u64) -> [u8; 16] {
+    v4(
+        (x % 223 + 1) as u8,
+        (x >> 8) as u8,
+        (x >> 16) as u8,
+        (x >> 24) as u8,
+    )
 }
