@@ -134,7 +134,7 @@ impl SensorRun {
     /// # Errors
     /// The process cannot be started.
     pub fn start(ns: &Netns, bin: &Path, iface: &str, dir: &Path, extra: &[&str]) -> Result<Self> {
-        Self::start_with(ns.command(bin), ns, bin, iface, dir, extra)
+        Self::start_with(ns.command(bin), iface, dir, extra)
     }
 
     /// Like [`SensorRun::start`], but entered with `nsenter --net`, which
@@ -150,13 +150,11 @@ impl SensorRun {
         dir: &Path,
         extra: &[&str],
     ) -> Result<Self> {
-        Self::start_with(ns.nsenter_command(bin), ns, bin, iface, dir, extra)
+        Self::start_with(ns.nsenter_command(bin), iface, dir, extra)
     }
 
     fn start_with(
         mut cmd: std::process::Command,
-        ns: &Netns,
-        bin: &Path,
         iface: &str,
         dir: &Path,
         extra: &[&str],
@@ -179,11 +177,7 @@ impl SensorRun {
             .stdout(Stdio::null())
             .stderr(stderr);
         let child = cmd.spawn().map_err(|source| LabError::Spawn {
-            command: format!(
-                "ip netns exec {} {} run --iface {iface}",
-                ns.name(),
-                bin.display()
-            ),
+            command: crate::netns::describe(&cmd),
             source,
         })?;
         Ok(Self {
