@@ -35,7 +35,9 @@ pub(super) fn evict_in_bulk<K, V>(
 }
 
 /// The guards a model's detection `det` on `row` passes, each counted when
-/// it fails: the detection to go on with, or `None` to drop the row.
+/// it fails: the detection to go on with, or `None` to drop the row. A flood
+/// needs volume, must not be traffic its victim asked for, nor ICMP errors
+/// answering an attacker's probes.
 pub(super) fn screen(
     row: &ScoredRow,
     det: Detection,
@@ -43,10 +45,31 @@ pub(super) fn screen(
     open: &OpenAlerts,
     metrics: &mut AlertMetrics,
 ) -> Option<Detection> {
-    let det = if det.class == AttackClass::Flood {
-        flood_guards(row, det, settings, open, metrics)?
-    } else {
+    let det = if det.class != AttackClass::Flood {
         det
+    } else if row.facts.solicited {
+        // Traffic its destination asked for (a scan's replies reaching the
+        // scanner, echo replies to a pinger) floods nobody.
+        metrics.rows_flood_solicited += 1;
+        return None;
+    } else if is_icmp_error(row) && is_open_attacker(open, row.dst, row.src) {
+        // ICMP errors name no request to match, but those sent to a host
+        // this stage already holds as an attacker answer its probes.
+        metrics.rows_flood_backscatter += 1;
+        return None;
+    } else if f64::from(row.facts.victim_pps) >= settings.alerts.flood_min_pps {
+        det
+    } else {
+        // Not a flood at this volume. If the model's next guess is a scan
+        // that passes its threshold and is more likely than benign, the row
+        // is a probe: a slow scanner's first rows can look flood-like before
+        // its spread shows, and the scan rule still needs that spread.
+        metrics.rows_flood_low_volume += 1;
+        detect_except(row, &settings.thresholds, Some(AttackClass::Flood)).filter(|d| {
+            d.class == AttackClass::Scan
+                && row.class_probs[AttackClass::Scan as usize]
+                    > row.class_probs[AttackClass::Benign as usize]
+        })?
     };
     // A flow that answers a connection names its responder as source:
     // that host is a scan's or a brute force's target, not its author.
@@ -66,42 +89,6 @@ pub(super) fn screen(
         return None;
     }
     Some(det)
-}
-
-/// The guards a flood detection `det` passes (counted when it fails):
-/// the detection to go on with, or `None` to drop the row.
-fn flood_guards(
-    row: &ScoredRow,
-    det: Detection,
-    settings: &AlertSettings,
-    open: &OpenAlerts,
-    metrics: &mut AlertMetrics,
-) -> Option<Detection> {
-    // Traffic its destination asked for (a scan's replies reaching the
-    // scanner, echo replies to a pinger) floods nobody.
-    if row.facts.solicited {
-        metrics.rows_flood_solicited += 1;
-        return None;
-    }
-    // ICMP errors name no request to match, but those sent to a host
-    // this stage already holds as an attacker answer its probes.
-    if is_icmp_error(row) && is_open_attacker(open, row.dst, row.src) {
-        metrics.rows_flood_backscatter += 1;
-        return None;
-    }
-    if f64::from(row.facts.victim_pps) >= settings.alerts.flood_min_pps {
-        return Some(det);
-    }
-    // Not a flood at this volume. If the model's next guess is a scan
-    // that passes its threshold and is more likely than benign, the row
-    // is a probe: a slow scanner's first rows can look flood-like before
-    // its spread shows, and the scan rule still needs that spread.
-    metrics.rows_flood_low_volume += 1;
-    detect_except(row, &settings.thresholds, Some(AttackClass::Flood)).filter(|d| {
-        d.class == AttackClass::Scan
-            && row.class_probs[AttackClass::Scan as usize]
-                > row.class_probs[AttackClass::Benign as usize]
-    })
 }
 
 /// ICMP and ICMPv6 errors (unreachable, source quench, redirect, time
