@@ -28,9 +28,10 @@ const CONFIG: &str = r#"# Sensor configuration (test)
 [sensor]
 name = "gw-tune"   # shown as `host`
 
-[workers]
-# Owned by another stage: must survive `tune --apply` untouched.
-count = 2
+[[sinks]]
+# Not a threshold: must survive `tune --apply` untouched.
+kind = "file"
+path = "eve.json"
 
 [alerts]
 verdict_store = "verdicts.jsonl"
@@ -167,8 +168,8 @@ fn fp_verdicts_raise_the_class_threshold_through_tune_apply() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     for kept in [
         "# Sensor configuration (test)",
-        "# Owned by another stage",
-        "count = 2",
+        "# Not a threshold",
+        "path = \"eve.json\"",
         "# Lowered during a pilot.",
         "fn_cost = 100.0",
     ] {
