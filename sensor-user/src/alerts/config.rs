@@ -228,6 +228,13 @@ impl SensorFile {
     pub fn load(path: &Path) -> Result<Self, AlertsError> {
         let text = read_text(path)?;
         let mut file: SensorFile = parse_toml(path, &text)?;
+        if let Err(bad) = file.check_ranges() {
+            return Err(AlertsError::Config {
+                path: path.to_path_buf(),
+                line: bad.line_in(&text),
+                message: bad.to_string(),
+            });
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -276,6 +283,225 @@ fn checked_thresholds<'de, D: serde::Deserializer<'de>>(
         }
     }
     Ok(map)
+}
+
+/// A value of the sensor file outside its range: its section, key and the
+/// range it must be in.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct OutOfRange {
+    section: &'static str,
+    key: &'static str,
+    value: String,
+    want: &'static str,
+}
+
+impl std::fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{}] {} = {}: must be {}",
+            self.section, self.key, self.value, self.want
+        )
+    }
+}
+
+impl OutOfRange {
+    /// The line of the offending key in `text`, if it is written there.
+    fn line_in(&self, text: &str) -> Option<usize> {
+        let doc = toml_edit::Document::parse(text).ok()?;
+        let item = doc.get(self.section)?;
+        let span = match item {
+            toml_edit::Item::ArrayOfTables(a) => a.iter().find_map(|t| t.get(self.key)?.span()),
+            other => other.get(self.key)?.span(),
+        }?;
+        Some(line_of(text, span.start))
+    }
+}
+
+/// Checks one value: `ok` or an [`OutOfRange`] naming it.
+fn range(
+    section: &'static str,
+    key: &'static str,
+    value: impl std::fmt::Display,
+    ok: bool,
+    want: &'static str,
+) -> Result<(), OutOfRange> {
+    if ok {
+        Ok(())
+    } else {
+        Err(OutOfRange {
+            section,
+            key,
+            value: value.to_string(),
+            want,
+        })
+    }
+}
+
+/// Ceiling of the alert stage's tables (open alerts, incidents, pending
+/// keys): each entry costs up to a few KiB, so ten million is tens of GiB,
+/// beyond any gateway's budget for alert state.
+const MAX_TABLE_ENTRIES: usize = 10_000_000;
+/// [`MAX_TABLE_ENTRIES`] as the range an error states.
+const TABLE: &str = "from 1 to 10000000";
+
+impl SensorFile {
+    /// Every number in its range; the first one out of range otherwise.
+    pub(crate) fn check_ranges(&self) -> Result<(), OutOfRange> {
+        let pos = |x: f64| x.is_finite() && x > 0.0;
+        let nonneg = |x: f64| x.is_finite() && x >= 0.0;
+        let table = |n: usize| (1..=MAX_TABLE_ENTRIES).contains(&n);
+        let a = &self.alerts;
+        range(
+            "alerts",
+            "quiet_period_s",
+            a.quiet_period_s,
+            pos(a.quiet_period_s),
+            "a positive number of seconds",
+        )?;
+        range(
+            "alerts",
+            "update_interval_s",
+            a.update_interval_s,
+            nonneg(a.update_interval_s),
+            "a number of seconds >= 0",
+        )?;
+        range(
+            "alerts",
+            "incident_window_s",
+            a.incident_window_s,
+            nonneg(a.incident_window_s),
+            "a number of seconds >= 0",
+        )?;
+        range(
+            "alerts",
+            "max_open_alerts",
+            a.max_open_alerts,
+            table(a.max_open_alerts),
+            TABLE,
+        )?;
+        range(
+            "alerts",
+            "max_incidents",
+            a.max_incidents,
+            table(a.max_incidents),
+            TABLE,
+        )?;
+        range(
+            "alerts",
+            "max_pending",
+            a.max_pending,
+            table(a.max_pending),
+            TABLE,
+        )?;
+        range(
+            "alerts",
+            "top_features",
+            a.top_features,
+            a.top_features <= crate::features::schema::MAX_FEATURES,
+            "at most 40",
+        )?;
+        range(
+            "alerts",
+            "feedback_poll_ms",
+            a.feedback_poll_ms,
+            (1..=3_600_000).contains(&a.feedback_poll_ms),
+            "from 1 to 3600000 ms",
+        )?;
+        range(
+            "alerts",
+            "corroborate_rows",
+            a.corroborate_rows,
+            a.corroborate_rows >= 1,
+            "at least 1",
+        )?;
+        range(
+            "alerts",
+            "corroborate_window_s",
+            a.corroborate_window_s,
+            pos(a.corroborate_window_s),
+            "a positive number of seconds",
+        )?;
+        range(
+            "alerts",
+            "scan_ports_per_host",
+            a.scan_ports_per_host,
+            a.scan_ports_per_host >= 1,
+            "at least 1",
+        )?;
+        range(
+            "alerts",
+            "scan_hosts",
+            a.scan_hosts,
+            a.scan_hosts >= 1,
+            "at least 1",
+        )?;
+        range(
+            "alerts",
+            "flood_min_pps",
+            a.flood_min_pps,
+            nonneg(a.flood_min_pps),
+            "a packet rate >= 0 (0 = off)",
+        )?;
+        range(
+            "alerts",
+            "beacon_connections",
+            a.beacon_connections,
+            a.beacon_connections == 0 || (3..=32).contains(&a.beacon_connections),
+            "0 (off) or from 3 to 32",
+        )?;
+        range(
+            "alerts",
+            "beacon_max_jitter",
+            a.beacon_max_jitter,
+            (0.0..=1.0).contains(&a.beacon_max_jitter),
+            "a fraction in [0, 1]",
+        )?;
+        range(
+            "alerts",
+            "beacon_window_s",
+            a.beacon_window_s,
+            pos(a.beacon_window_s),
+            "a positive number of seconds",
+        )?;
+        let t = &self.tuning;
+        range(
+            "tuning",
+            "fp_cost",
+            t.fp_cost,
+            pos(t.fp_cost),
+            "a positive cost",
+        )?;
+        range(
+            "tuning",
+            "fn_cost",
+            t.fn_cost,
+            pos(t.fn_cost),
+            "a positive cost",
+        )?;
+        for sink in &self.sinks {
+            if let SinkConfig::File {
+                max_bytes, keep, ..
+            } = sink
+            {
+                range(
+                    "sinks",
+                    "max_bytes",
+                    max_bytes,
+                    *max_bytes >= 4096,
+                    "at least 4096 bytes",
+                )?;
+                range(
+                    "sinks",
+                    "keep",
+                    keep,
+                    (1..=1000).contains(keep),
+                    "from 1 to 1000 files",
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads a whole text file, naming it in the error.
@@ -446,6 +672,44 @@ mod tests {
         let ok: SensorFile =
             parse_toml(Path::new("s"), "[thresholds]\nflood = 1.0\nanomaly = 7.5\n").unwrap();
         assert_eq!(ok.thresholds["anomaly"], 7.5);
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_their_line() {
+        let d = std::env::temp_dir().join(format!("sensor-ranges-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("sensor.toml");
+        for (text, needle, line) in [
+            (
+                "[alerts]\n\nquiet_period_s = -5\n",
+                "[alerts] quiet_period_s = -5",
+                3,
+            ),
+            (
+                "[alerts]\nbeacon_max_jitter = nan\n",
+                "beacon_max_jitter = NaN",
+                2,
+            ),
+            ("[alerts]\nmax_open_alerts = 0\n", "max_open_alerts = 0", 2),
+            (
+                "[alerts]\nbeacon_connections = 2\n",
+                "0 (off) or from 3 to 32",
+                2,
+            ),
+            ("[tuning]\nfn_cost = 0\n", "[tuning] fn_cost = 0", 2),
+            (
+                "[[sinks]]\nkind = \"file\"\npath = \"e\"\nkeep = 0\n",
+                "[sinks] keep = 0",
+                4,
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = SensorFile::load(&p).expect_err(text).to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(e.contains(&format!("sensor.toml:{line}:")), "{text:?}: {e}");
+        }
+        assert!(SensorFile::default().check_ranges().is_ok());
+        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
