@@ -38,6 +38,11 @@ pub struct FlowRecord {
     pub events: u64,
     /// Start events among them (0 if the Start was sampled out or lost).
     pub start_events: u32,
+    /// The flow's Community ID (v1, seed 0), the hash Zeek and Suricata
+    /// print for the same connection; absent only when the two addresses
+    /// are of different families.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
 }
 
 impl FlowRecord {
@@ -67,8 +72,36 @@ impl FlowRecord {
             tcp_flags_or: s.tcp_flags_or,
             events,
             start_events,
+            community_id: community_id(
+                addr_to_ip(&key.src),
+                addr_to_ip(&key.dst),
+                key.sport,
+                key.dport,
+                key.proto,
+            ),
         }
     }
+}
+
+/// The Community ID (v1, seed 0) of a flow: a base64 SHA-1 of its
+/// endpoints ordered smaller first, prefixed `1:`, the same for both
+/// directions. `sport`/`dport` are the ports for TCP, UDP and SCTP, and the
+/// ICMP type and code for ICMP and ICMPv6 (as the flow key holds them);
+/// other protocols hash the addresses alone. `None` when the addresses are
+/// of different families.
+#[must_use]
+pub fn community_id(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8) -> Option<String> {
+    let ports = matches!(proto, 1 | 6 | 17 | 58 | 132);
+    ::community_id::calculate_community_id(
+        0,
+        src.to_canonical(),
+        dst.to_canonical(),
+        ports.then_some(sport),
+        ports.then_some(dport),
+        proto,
+        false,
+    )
+    .ok()
 }
 
 /// Mean and population standard deviation of a flow's frame lengths.
@@ -194,5 +227,89 @@ mod tests {
         let back: StatsReport = serde_json::from_str(&text).unwrap();
         assert_eq!(back.counter("events_lost"), 7);
         assert_eq!(back.counters.len(), COUNTER_COUNT as usize);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// The specification's published baseline (seed 0), both directions.
+    #[test]
+    fn community_id_matches_the_spec_baseline() {
+        let cases = [
+            (
+                "128.232.110.120",
+                34855,
+                "66.35.250.204",
+                80,
+                6,
+                "1:LQU9qZlK+B5F3KDmev6m5PMibrg=",
+            ),
+            (
+                "192.168.1.52",
+                54585,
+                "8.8.8.8",
+                53,
+                17,
+                "1:d/FP5EW3wiY1vCndhwleRRKHowQ=",
+            ),
+            (
+                "192.168.0.89",
+                8,
+                "192.168.0.1",
+                0,
+                1,
+                "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=",
+            ),
+            (
+                "192.168.0.1",
+                0,
+                "192.168.0.89",
+                0,
+                1,
+                "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=",
+            ),
+            (
+                "fe80::200:86ff:fe05:80da",
+                135,
+                "fe80::260:97ff:fe07:69ea",
+                0,
+                58,
+                "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=",
+            ),
+        ];
+        for (s, sp, d, dp, proto, want) in cases {
+            assert_eq!(
+                community_id(ip(s), ip(d), sp, dp, proto).as_deref(),
+                Some(want),
+                "{s} {d}"
+            );
+        }
+        let (s, d) = (ip("128.232.110.120"), ip("66.35.250.204"));
+        assert_eq!(
+            community_id(d, s, 80, 34855, 6),
+            community_id(s, d, 34855, 80, 6)
+        );
+        // IPv4-mapped addresses, as the flow key stores them, hash as IPv4.
+        let mapped: IpAddr = "::ffff:128.232.110.120".parse().unwrap();
+        assert_eq!(
+            community_id(mapped, d, 34855, 80, 6),
+            community_id(s, d, 34855, 80, 6)
+        );
+        assert_eq!(community_id(s, ip("2001:db8::1"), 1, 2, 6), None);
+    }
+
+    #[test]
+    fn flow_records_carry_their_community_id() {
+        let key = FlowKey::new(
+            FlowKey::map_v4([192, 168, 1, 52]),
+            FlowKey::map_v4([8, 8, 8, 8]),
+            54585,
+            53,
+            17,
+        );
+        let f = FlowRecord::new(&key, &FlowStats::fresh(60, 0, 5), 1, 1);
+        let v = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["community_id"], "1:d/FP5EW3wiY1vCndhwleRRKHowQ=");
     }
 }

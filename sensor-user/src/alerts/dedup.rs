@@ -68,14 +68,42 @@ pub(super) fn dedup_key(row: &ScoredRow, class: AttackClass) -> DedupKey {
 /// Distinct count and heavy hitters of the aggregated side of an alert.
 pub(super) struct Aggregate {
     distinct: DistinctCount,
-    top: [(Option<IpAddr>, u64); TOP_K],
+    top: [Slot; TOP_K],
+    /// Whether a tracked address was ever replaced: until then every count
+    /// is exact and an untracked address was never seen.
+    replaced: bool,
+}
+
+/// A space-saving counter: `count` is an upper bound of the address's
+/// rows, `error` how much of it may belong to the addresses it replaced
+/// (the smallest counter when it entered), so `count - error` is a lower
+/// bound.
+#[derive(Clone, Copy)]
+struct Slot {
+    addr: Option<IpAddr>,
+    count: u64,
+    error: u64,
+}
+
+/// A reported heavy hitter: its count (an upper bound) and the error of
+/// that count (the true count is in `count - error ..= count`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct TopPeer {
+    pub(super) ip: IpAddr,
+    pub(super) count: u64,
+    pub(super) error: u64,
 }
 
 impl Aggregate {
     pub(super) fn new() -> Self {
         Self {
             distinct: DistinctCount::new(),
-            top: [(None, 0); TOP_K],
+            top: [Slot {
+                addr: None,
+                count: 0,
+                error: 0,
+            }; TOP_K],
+            replaced: false,
         }
     }
 
@@ -88,26 +116,37 @@ impl Aggregate {
         };
         self.distinct.insert(sensor_common::hash_addr(&bytes));
         // Space-saving: increment if tracked, else fill a free slot, else
-        // replace the smallest counter (its count carries over as error bound).
+        // replace the smallest counter (its count carries over as the new
+        // entry's error).
         let mut min_i = 0;
         for i in 0..TOP_K {
-            match self.top[i].0 {
+            match self.top[i].addr {
                 Some(x) if x == a => {
-                    self.top[i].1 += 1;
+                    self.top[i].count += 1;
                     return None;
                 }
                 None => {
-                    self.top[i] = (Some(a), 1);
+                    self.top[i] = Slot {
+                        addr: Some(a),
+                        count: 1,
+                        error: 0,
+                    };
                     return Some(a);
                 }
                 Some(_) => {
-                    if self.top[i].1 < self.top[min_i].1 {
+                    if self.top[i].count < self.top[min_i].count {
                         min_i = i;
                     }
                 }
             }
         }
-        self.top[min_i] = (Some(a), self.top[min_i].1 + 1);
+        let error = self.top[min_i].count;
+        self.top[min_i] = Slot {
+            addr: Some(a),
+            count: error + 1,
+            error,
+        };
+        self.replaced = true;
         Some(a)
     }
 
@@ -118,17 +157,40 @@ impl Aggregate {
 
     /// Whether `a` is among the heavy hitters.
     pub(super) fn is_top(&self, a: IpAddr) -> bool {
-        self.top.iter().any(|&(x, _)| x == Some(a))
+        self.top.iter().any(|s| s.addr == Some(a))
     }
 
-    /// The heavy hitters with their counts, largest first.
-    pub(super) fn top(&self) -> Vec<(IpAddr, u64)> {
+    /// The sketch's error bound: the most rows an address it does not
+    /// track may have had (the smallest counter once an entry was
+    /// replaced, 0 before).
+    fn error_bound(&self) -> u64 {
+        if self.replaced {
+            self.top.iter().map(|s| s.count).min().unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
+    /// The heavy hitters whose guaranteed rows (`count - error`) exceed the
+    /// sketch's error bound, largest count first. Spoofed one-row sources
+    /// cycling through the list never qualify: each entered with the
+    /// smallest counter as its error, so they hold the bound's rows only
+    /// on paper.
+    pub(super) fn top(&self) -> Vec<TopPeer> {
+        let bound = self.error_bound();
         let mut v: Vec<_> = self
             .top
             .iter()
-            .filter_map(|(a, n)| a.map(|a| (a, *n)))
+            .filter(|s| s.count - s.error > bound)
+            .filter_map(|s| {
+                s.addr.map(|ip| TopPeer {
+                    ip,
+                    count: s.count,
+                    error: s.error,
+                })
+            })
             .collect();
-        v.sort_by_key(|x| std::cmp::Reverse(x.1));
+        v.sort_by_key(|p| std::cmp::Reverse(p.count));
         v
     }
 }
@@ -210,6 +272,57 @@ mod tests {
             }
         }
         let top = agg.top();
-        assert_eq!(top[0].0.to_string(), "192.0.2.1");
+        assert_eq!(top[0].ip.to_string(), "192.0.2.1");
+    }
+
+    #[test]
+    fn spoofed_one_row_sources_are_not_reported_the_heavy_one_is_with_its_error() {
+        let mut agg = Aggregate::new();
+        let heavy: IpAddr = "192.0.2.1".parse().unwrap();
+        // The heavy source enters a free slot (no error), then a spoofed
+        // flood of 100 000 one-row sources cycles through the others.
+        agg.insert(heavy);
+        for i in 0..100_000u32 {
+            agg.insert(IpAddr::V4((0x2000_0000 + i).into()));
+            if i % 4 == 0 {
+                agg.insert(heavy);
+            }
+        }
+        let top = agg.top();
+        assert_eq!(top.len(), 1, "{top:?}");
+        assert_eq!(top[0].ip, heavy);
+        assert_eq!((top[0].count, top[0].error), (25_001, 0));
+        // Entering late, a heavy source carries the counter it replaced
+        // as its error, and is still reported above the bound.
+        let mut late = Aggregate::new();
+        for i in 0..50_000u32 {
+            late.insert(IpAddr::V4((0x2000_0000 + i).into()));
+        }
+        for _ in 0..20_000 {
+            late.insert(heavy);
+        }
+        let top = late.top();
+        assert_eq!(top.len(), 1, "{top:?}");
+        let min_before = 50_000 / TOP_K as u64;
+        assert_eq!(top[0].ip, heavy);
+        assert!(
+            (min_before - 1..=min_before + 1).contains(&top[0].error),
+            "{top:?}"
+        );
+        assert_eq!(top[0].count - top[0].error, 20_000);
+    }
+
+    #[test]
+    fn exact_counts_are_all_reported_until_an_entry_is_replaced() {
+        let mut agg = Aggregate::new();
+        for i in 0..TOP_K as u32 {
+            for _ in 0..=i {
+                agg.insert(IpAddr::V4((0x0a00_0001 + i).into()));
+            }
+        }
+        let top = agg.top();
+        assert_eq!(top.len(), TOP_K);
+        assert!(top.iter().all(|p| p.error == 0));
+        assert_eq!(top[0].count, TOP_K as u64);
     }
 }

@@ -8,6 +8,7 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
+use sensor_common::records::community_id;
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -49,18 +50,32 @@ pub enum CloseReason {
 
 /// The EVE envelope of alert records, fields in Suricata's order so lines
 /// read the same as Suricata's in a terminal.
+///
+/// `src_ip`/`src_port` and `dest_ip`/`dest_port` are the endpoints the
+/// alert names ([`OpenAlert::endpoints`]): an aggregated side (`many`) is
+/// left out rather than filled with the first address seen there, which a
+/// spoofing sender chooses. `flow_id` and `community_id` are present when
+/// both are, i.e. when the alert is about one flow.
 #[derive(Serialize)]
 pub(super) struct EveAlertRecord<'a> {
     timestamp: String,
-    flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     in_iface: Option<&'a str>,
     event_type: &'static str,
-    src_ip: IpAddr,
-    src_port: u16,
-    dest_ip: IpAddr,
-    dest_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dest_port: Option<u16>,
     proto: Cow<'static, str>,
+    /// Community ID (v1) of the flow, to pivot to Zeek and Suricata records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    community_id: Option<String>,
     alert: EveAlert,
     host: &'a str,
     xdp_sensor: AlertFields<'a>,
@@ -147,9 +162,12 @@ struct Peers {
     top: Vec<PeerCount>,
 }
 
+/// A heavy hitter: `count` is an upper bound of its rows, `error` how much
+/// of it may be other addresses' (the true count is `count - error` or more).
 #[derive(Serialize)]
 struct PeerCount {
     count: u64,
+    error: u64,
     ip: IpAddr,
 }
 
@@ -221,7 +239,8 @@ impl<'a> Context<'a> {
         let s = self.settings;
         let (sev, eve_sev) = a.severity();
         let (sid, sig, cat) = eve::signature(a.key.class);
-        let t = a.tuple;
+        let ends = a.endpoints();
+        let flow = ends.flow();
         let ts = match state {
             AlertState::Open => a.first_seen_ns,
             AlertState::Closed => self.now_ns.max(a.last_seen_ns),
@@ -277,18 +296,19 @@ impl<'a> Context<'a> {
         };
         EveAlertRecord {
             timestamp: self.wall(ts),
-            flow_id: eve::flow_id(t.src, t.sport, t.dst, t.dport, t.proto),
+            flow_id: flow.map(|f| eve::flow_id(f.src, f.sport, f.dst, f.dport, f.proto)),
             in_iface: (!s.interface.is_empty()).then_some(s.interface.as_str()),
             event_type: if state == AlertState::Closed {
                 "alert_closed"
             } else {
                 "alert"
             },
-            src_ip: t.src,
-            src_port: t.sport,
-            dest_ip: t.dst,
-            dest_port: t.dport,
-            proto: eve::proto_name(t.proto),
+            src_ip: ends.src.map(|e| e.0),
+            src_port: ends.src.map(|e| e.1),
+            dest_ip: ends.dst.map(|e| e.0),
+            dest_port: ends.dst.map(|e| e.1),
+            proto: eve::proto_name(ends.proto),
+            community_id: flow.and_then(|f| community_id(f.src, f.dst, f.sport, f.dport, f.proto)),
             alert: EveAlert {
                 action: "allowed",
                 gid: 1,
@@ -439,7 +459,11 @@ fn peers(agg: &Aggregate) -> Peers {
         top: agg
             .top()
             .into_iter()
-            .map(|(ip, count)| PeerCount { count, ip })
+            .map(|p| PeerCount {
+                count: p.count,
+                error: p.error,
+                ip: p.ip,
+            })
             .collect(),
     }
 }
@@ -615,6 +639,7 @@ mod tests {
         assert_eq!(v["xdp_sensor"]["close_reason"], "evicted");
         assert_eq!(v["xdp_sensor"]["detector"], "beacon");
         assert_eq!(v["xdp_sensor"]["targets"]["top"][0]["ip"], "10.1.2.3");
+        assert_eq!(v["xdp_sensor"]["targets"]["top"][0]["error"], 0);
         // Every property the schema knows, except the other aggregated side.
         let mut want = properties(
             &schema,
@@ -631,6 +656,72 @@ mod tests {
         let mut bad = v.clone();
         bad["xdp_sensor"]["state"] = "update".into();
         assert!(!validator.is_valid(&bad));
+    }
+
+    /// The envelope names the sides the key names, and the schema holds
+    /// records to it: a flood record naming a source fails.
+    #[test]
+    fn envelope_names_only_the_keys_sides_and_the_schema_checks_it() {
+        let (schema, validator) = schema_and_validator();
+        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
+        let cx = context(&settings, &inventory);
+        let envelope = properties(&schema, "/$defs/alert_record/properties");
+        let mut a = alert();
+        let named = |v: &serde_json::Value| {
+            let mut k: Vec<String> = keys(v)
+                .into_iter()
+                .filter(|k| k.contains("ip") || k.contains("port") || k.ends_with("_id"))
+                .collect();
+            k.sort();
+            k
+        };
+        let record = |a: &OpenAlert| {
+            serde_json::to_value(cx.alert(a, AlertState::Open, None, "i-test-1".into())).unwrap()
+        };
+        // Attacker-keyed (scan-like): the scanner only.
+        let scan = record(&a);
+        assert_eq!(named(&scan), ["src_ip", "src_port"]);
+        assert!(validator.is_valid(&scan), "{scan}");
+        // Victim-keyed (flood): the victim only.
+        a.key = DedupKey {
+            class: AttackClass::Flood,
+            attacker: None,
+            victim: Some(a.tuple.dst),
+        };
+        let flood = record(&a);
+        assert_eq!(named(&flood), ["dest_ip", "dest_port"]);
+        assert_eq!(flood["dest_ip"], "10.1.2.3");
+        assert!(validator.is_valid(&flood), "{flood}");
+        let mut spoofed = flood.clone();
+        spoofed["src_ip"] = "10.20.5.1".into();
+        spoofed["src_port"] = 1234.into();
+        assert!(!validator.is_valid(&spoofed), "a flood naming a source");
+        // One flow: both ends, its flow_id and Community ID.
+        a.key.attacker = Some(a.tuple.src);
+        let flow = record(&a);
+        assert_eq!(
+            named(&flow),
+            [
+                "community_id",
+                "dest_ip",
+                "dest_port",
+                "flow_id",
+                "src_ip",
+                "src_port"
+            ]
+        );
+        assert!(envelope.contains(&"community_id".to_string()));
+        assert_eq!(
+            flow["community_id"].as_str(),
+            community_id(a.tuple.src, a.tuple.dst, 40_000, 443, 6).as_deref()
+        );
+        assert!(validator.is_valid(&flow), "{flow}");
+        let mut no_id = flow.clone();
+        no_id.as_object_mut().unwrap().remove("community_id");
+        assert!(
+            !validator.is_valid(&no_id),
+            "one flow without its Community ID"
+        );
     }
 
     #[test]

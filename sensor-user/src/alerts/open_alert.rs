@@ -20,6 +20,32 @@ pub(super) struct Tuple {
     pub(super) proto: u8,
 }
 
+/// The endpoints an alert's record names: the source when its key names
+/// the attacker, the destination when it names the victim. A side the key
+/// aggregates (a flood's sources, which are spoofable; a scan's targets; the
+/// peers of a host row) is left out: the first address seen there was
+/// chosen by whoever sent the first packet, not found by the sensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Endpoints {
+    pub(super) src: Option<(IpAddr, u16)>,
+    pub(super) dst: Option<(IpAddr, u16)>,
+    pub(super) proto: u8,
+}
+
+impl Endpoints {
+    /// The one flow the alert is about: both endpoints named.
+    pub(super) fn flow(&self) -> Option<Tuple> {
+        let ((src, sport), (dst, dport)) = (self.src?, self.dst?);
+        Some(Tuple {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: self.proto,
+        })
+    }
+}
+
 pub(super) struct OpenAlert {
     pub(super) id: Arc<str>,
     pub(super) key: DedupKey,
@@ -57,6 +83,16 @@ impl OpenAlert {
             self.peak_pps,
             self.victim_criticality,
         )
+    }
+
+    /// The endpoints its records name (see [`Endpoints`]).
+    pub(super) fn endpoints(&self) -> Endpoints {
+        let t = self.tuple;
+        Endpoints {
+            src: self.key.attacker.is_some().then_some((t.src, t.sport)),
+            dst: self.key.victim.is_some().then_some((t.dst, t.dport)),
+            proto: t.proto,
+        }
     }
 
     /// The feature row behind the peak score.

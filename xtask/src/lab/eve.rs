@@ -34,9 +34,10 @@ pub(crate) struct EveAlert {
     pub(crate) top_sources: Vec<(IpAddr, u64)>,
     /// Last row of the alert so far, on `CLOCK_MONOTONIC`.
     pub(crate) last_seen_ns: Option<u64>,
-    /// The attacker, or for a many-source alert the row's own source.
+    /// The attacker, or for a many-source alert its most active listed
+    /// source (on an opening record: the first row's, counted once).
     pub(crate) src: Option<IpAddr>,
-    /// The victim, or for a many-target alert the row's own destination.
+    /// The victim, or for a many-target alert its most active listed target.
     pub(crate) dst: Option<IpAddr>,
     /// The line's timestamp (an opening alert: its first row) on
     /// `CLOCK_MONOTONIC`, the scenarios' clock.
@@ -50,10 +51,12 @@ impl EveAlert {
             serde_json::from_str(line).with_context(|| format!("EVE line is not JSON: {line}"))?;
         let x = &v["xdp_sensor"];
         let text = |j: &serde_json::Value| j.as_str().unwrap_or("?").to_owned();
-        let ip = |own: &serde_json::Value, row: &serde_json::Value| {
+        // An aggregated side has no envelope address: its first listed
+        // peer stands in for the lab's attribution.
+        let ip = |own: &serde_json::Value, peers: &serde_json::Value| {
             own.as_str()
                 .and_then(|s| s.parse().ok())
-                .or_else(|| row.as_str().and_then(|s| s.parse().ok()))
+                .or_else(|| peers["top"][0]["ip"].as_str().and_then(|s| s.parse().ok()))
         };
         let mono = |j: &serde_json::Value| {
             j.as_str()
@@ -82,8 +85,8 @@ impl EveAlert {
             incident: text(&x["incident_id"]),
             top_sources,
             last_seen_ns: mono(&x["last_seen"]),
-            src: ip(&x["attacker"], &v["src_ip"]),
-            dst: ip(&x["victim"], &v["dest_ip"]),
+            src: ip(&x["attacker"], &x["sources"]),
+            dst: ip(&x["victim"], &x["targets"]),
             mono_ns: mono(&v["timestamp"]),
         })
     }
