@@ -3,6 +3,8 @@
 //! stage imports only from the stages above it in this list.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
+/// Files with explicit modes, outputs renamed into place: used by every stage.
+pub mod files;
 /// XDP program, rings, pinned workers, sketch epochs.
 pub mod capture;
 /// Streaming per-flow and per-host features, one row per event.
