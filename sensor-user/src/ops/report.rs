@@ -22,6 +22,7 @@ use crate::{
     capture::control::SketchSnapshot,
     capture::error::SensorError,
     capture::loader::Sensor,
+    capture::pins::{PinDir, State},
     capture::sketch::CountMin,
     capture::workers::{WorkerFlow, WorkerReport},
     files::PendingFile,
@@ -79,18 +80,33 @@ pub(crate) fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as us
     sum_counters(sensor.map(map_names::GLOBAL_COUNTERS)?)
 }
 
-/// Reads the counters a running sensor pinned for `iface`.
+/// Reads the counters a running sensor pinned for `iface`, resolved in the
+/// caller's network namespace.
 ///
 /// # Errors
-/// [`SensorError::NotRunning`] when nothing is pinned there, or a read error.
+/// [`SensorError::NoSuchInterface`] when `iface` does not exist here,
+/// [`SensorError::NotRunning`] when nothing is pinned for it,
+/// [`SensorError::StaleCounters`] when the sensor that pinned them is dead,
+/// or a read error.
 pub(crate) fn read_pinned_counters(
     iface: &str,
 ) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
-    let path = crate::capture::loader::counters_pin_path(iface);
-    if !path.exists() {
+    let if_index =
+        crate::capture::loader::if_index(iface).ok_or_else(|| SensorError::NoSuchInterface {
+            iface: iface.to_owned(),
+        })?;
+    let pins = PinDir::here(if_index)?;
+    let path = pins.counters();
+    let Some(record) = pins.read_liveness().filter(|_| path.exists()) else {
         return Err(SensorError::NotRunning {
             iface: iface.to_owned(),
             path,
+        });
+    };
+    if record.state() != State::Alive {
+        return Err(SensorError::StaleCounters {
+            iface: iface.to_owned(),
+            pid: record.pid,
         });
     }
     let name = map_names::GLOBAL_COUNTERS;
