@@ -1,8 +1,11 @@
-//! User space of the XDP threat sensor. The modules are the stages of the
-//! data flow in DESIGN.md, in the order an event travels through them; a
-//! stage imports only from the stages above it in this list.
+//! User space of the XDP threat sensor. After `files` (file handling every
+//! stage shares), the modules are the stages of the data flow in DESIGN.md,
+//! in the order an event travels through them; a module imports only from
+//! the modules above it in this list.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
+/// Files with explicit modes, outputs renamed into place: used by every stage.
+pub mod files;
 /// XDP program, rings, pinned workers, sketch epochs.
 pub mod capture;
 /// Streaming per-flow and per-host features, one row per event.

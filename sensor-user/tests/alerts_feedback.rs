@@ -202,6 +202,40 @@ fn fp_verdicts_raise_the_class_threshold_through_tune_apply() {
     assert!(again.iter().all(|t| t.new == t.old), "{out}");
 }
 
+/// The mode bits of `p`.
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn files_take_explicit_modes_whatever_the_umask() {
+    // SAFETY: umask(2) only changes this process's file-creation mask; each
+    // test runs in a process of its own under nextest.
+    unsafe { libc::umask(0) };
+    let (d, cfg, _ids) = setup();
+    assert_eq!(mode(&d.join("verdicts.jsonl")), 0o600, "verdict store");
+    assert_eq!(mode(&d.join("alerts.jsonl")), 0o600, "alert record log");
+    // An operator's 0600 config stays 0600 through `tune --apply`.
+    std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let (_, out) = tune(&cfg, true);
+    assert!(out.contains("wrote 1 threshold"), "{out}");
+    assert_eq!(mode(&cfg), 0o600, "tuned config");
+    let csv = d.join("train.csv");
+    export_training(&cfg, &csv);
+    assert_eq!(mode(&csv), 0o640, "exported rows");
+    // Nothing but what was asked for is left in the directory.
+    let mut names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["alerts.jsonl", "sensor.toml", "train.csv", "verdicts.jsonl"]
+    );
+}
+
 #[test]
 fn export_training_writes_labelled_feature_rows() {
     let (d, cfg, _ids) = setup();

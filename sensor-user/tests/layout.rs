@@ -1,6 +1,6 @@
-//! The library's folders are the stages of the data flow, in order
-//! (`lib.rs` lists them so); a stage may use the stages before it, never one
-//! after it. This test reads the sources and names every import that points
+//! The library's folders are the stages of the data flow, in order, after
+//! the file layer every stage shares (`lib.rs` lists them so); a module may
+//! use the ones before it, never one after it. This test reads the sources and names every import that points
 //! downstream, so the layout cannot drift back into loops.
 
 use std::path::{Path, PathBuf};
@@ -74,9 +74,9 @@ fn no_stage_imports_a_stage_downstream_of_it() {
     assert_eq!(
         stages,
         [
-            "capture", "features", "model", "alerts", "sinks", "ops", "run"
+            "files", "capture", "features", "model", "alerts", "sinks", "ops", "run"
         ],
-        "lib.rs lists the stages in data-flow order"
+        "lib.rs lists the shared file layer, then the stages in data-flow order"
     );
     let mut files = Vec::new();
     rust_files(&src, &mut files);

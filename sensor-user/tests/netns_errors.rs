@@ -1,6 +1,6 @@
 //! Error paths of the `sensor` binary: a wrong interface fails fast with a
 //! non-zero exit and one clear line, as root (inside an empty namespace) and
-//! as an unprivileged user.
+//! as an unprivileged user, and leaves earlier output files as they were.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -53,6 +53,37 @@ fn nonexistent_interface_fails_with_one_clear_line() {
         cmd.args(["run", "--iface", &iface, "--duration", "5"]);
         check_fails_clearly(cmd, &iface);
     }
+}
+
+#[test]
+fn a_failed_start_leaves_previous_outputs_untouched() {
+    let iface = format!("nosuch{}", std::process::id() % 100_000);
+    let dir = std::env::temp_dir().join(format!("sensor-failed-start-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let stats = dir.join("stats.json");
+    let previous = b"{\"counters\":{\"packets_seen\":7}}\n";
+    std::fs::write(&stats, previous).expect("previous stats");
+    let ns = is_root().then(|| Netns::new("outs").expect("netns"));
+    let mut cmd = ns
+        .as_ref()
+        .map_or_else(|| Command::new(SENSOR), |ns| ns.command(SENSOR));
+    cmd.args(["run", "--iface", &iface, "--no-score", "--stats-out"])
+        .arg(&stats)
+        .arg("--flows-out")
+        .arg(dir.join("flows.jsonl"));
+    check_fails_clearly(cmd, &iface);
+    assert_eq!(
+        std::fs::read(&stats).expect("stats kept"),
+        previous,
+        "the previous --stats-out changed"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(left, ["stats.json"], "no new or temporary file is left");
+    std::fs::remove_dir_all(&dir).expect("clean up");
 }
 
 #[test]

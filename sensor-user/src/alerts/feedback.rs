@@ -468,12 +468,10 @@ fn apply_thresholds(path: &Path, changes: &[&ClassTuning]) -> Result<(), AlertsE
         let v = (f64::from(c.new) * 1e6).round() / 1e6;
         doc["thresholds"][c.class.name()] = toml_edit::value(v);
     }
-    let tmp = path.with_extension("toml.tmp");
+    // The new file keeps the old one's mode (a 0600 config stays 0600).
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(doc.to_string().as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        let mode = crate::files::existing_mode(path)?.unwrap_or(crate::files::PRIVATE_MODE);
+        crate::files::write_atomic(path, mode, doc.to_string().as_bytes())
     };
     write().map_err(|source| AlertsError::Io {
         path: path.to_path_buf(),
@@ -550,11 +548,13 @@ pub fn run_export_training(
         csv.push('\n');
         rows += 1;
     }
-    std::fs::write(&args.out, csv).map_err(|source| AlertsError::Io {
-        path: args.out.clone(),
-        action: "write",
-        source,
-    })?;
+    crate::files::write_atomic(&args.out, crate::files::OUTPUT_MODE, csv.as_bytes()).map_err(
+        |source| AlertsError::Io {
+            path: args.out.clone(),
+            action: "write",
+            source,
+        },
+    )?;
     let _ = writeln!(
         out,
         "wrote {rows} labelled row(s) to {}",

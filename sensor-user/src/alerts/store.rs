@@ -17,7 +17,7 @@
 //! ```
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{Read, Seek, SeekFrom, Write},
     os::{fd::AsRawFd, unix::fs::FileExt},
     path::{Path, PathBuf},
@@ -114,16 +114,14 @@ impl LogWriter {
                 source,
             })?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(path)
-            .map_err(|source| AlertsError::Io {
+        // Verdicts and alert records name hosts: the owner only.
+        let file = crate::files::open_append(path, crate::files::PRIVATE_MODE, true).map_err(
+            |source| AlertsError::Io {
                 path: path.to_path_buf(),
                 action: "open",
                 source,
-            })?;
+            },
+        )?;
         Ok(Self {
             file,
             path: path.to_path_buf(),

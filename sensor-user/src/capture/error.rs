@@ -108,6 +108,23 @@ pub enum SensorError {
     )]
     NotRunning { iface: String, path: PathBuf },
 
+    /// `sensor stats` found the pins of a sensor that has died (killed, or
+    /// its program detached): its counters no longer move.
+    #[error("the sensor on {iface} (pid {pid}) is not running; its counters are stale")]
+    StaleCounters { iface: String, pid: u32 },
+
+    /// Another live sensor already holds the interface's pins.
+    #[error("a sensor (pid {pid}) is already running on `{iface}`")]
+    AlreadyRunning { iface: String, pid: u32 },
+
+    /// The pin directory or liveness record could not be made or removed.
+    #[error("cannot manage the sensor's pins at {}", path.display())]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     /// A command-line or configuration value is out of range.
     #[error("invalid {what}: {reason}")]
     InvalidConfig { what: &'static str, reason: String },

@@ -13,7 +13,10 @@ use aya::{
 use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
 use tracing::{debug, info, warn};
 
-use crate::capture::error::{SensorError, find_errno};
+use crate::capture::{
+    error::{SensorError, find_errno},
+    pins::{Liveness, PinDir},
+};
 
 /// Default `FLOW_TABLE` capacity (per CPU: it is an LRU per-CPU hash).
 pub(crate) const DEFAULT_FLOW_TABLE_SIZE: u32 = 65_536;
@@ -173,26 +176,14 @@ pub(crate) fn if_index(iface: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
-/// Where a running sensor pins its `GLOBAL_COUNTERS` so `sensor stats` can
-/// read them from another process.
-pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/xdp-sensor";
-
-/// The pin path of the counters of the sensor attached to `iface`.
-#[must_use]
-pub(crate) fn counters_pin_path(iface: &str) -> std::path::PathBuf {
-    std::path::Path::new(PIN_ROOT)
-        .join(iface)
-        .join(map_names::GLOBAL_COUNTERS)
-}
-
 /// A loaded (and, after [`Sensor::attach`], attached) XDP sensor.
 pub struct Sensor {
     ebpf: Ebpf,
     opts: LoadOptions,
     if_index: u32,
     link: Option<XdpLinkId>,
-    /// The counters pin this sensor created, removed on detach.
-    pinned: Option<std::path::PathBuf>,
+    /// The pin directory this sensor holds, removed on detach.
+    pins: Option<PinDir>,
 }
 
 impl Sensor {
@@ -278,77 +269,86 @@ impl Sensor {
             opts,
             if_index,
             link: None,
-            pinned: None,
+            pins: None,
         })
     }
 
-    /// Attaches the loaded program to the interface.
+    /// Attaches the loaded program to the interface, then pins its counters
+    /// with a liveness record for `sensor stats` (see [`crate::capture::pins`]).
+    /// Pins a dead sensor left for this interface are removed first.
     ///
     /// # Errors
-    /// Native mode unsupported (with the `--mode skb` hint), an XDP program
-    /// already attached, or another attach failure.
+    /// A live sensor already holds the interface's pins, native mode
+    /// unsupported (with the `--mode skb` hint), an XDP program already
+    /// attached, or another attach failure.
     pub fn attach(&mut self) -> Result<(), SensorError> {
         let mode = self.opts.mode;
         let iface = self.opts.iface.clone();
         let if_index = self.if_index;
+        let pins = self.claim_pins()?;
         let prog = xdp_program(&mut self.ebpf)?;
         let link = prog
             .attach_to_if_index(if_index, mode.xdp_mode())
             .map_err(|source| attach_error(&iface, mode, source))?;
         self.link = Some(link);
         info!(iface = %iface, mode = mode.name(), "XDP program attached");
-        // Only after a successful attach: the interface is ours, so a pin
-        // left there by a crashed run is stale and can be replaced.
-        self.pin_counters();
+        if let Some(pins) = pins {
+            self.pin_counters(pins);
+        }
         Ok(())
     }
 
-    /// Pins `GLOBAL_COUNTERS` under [`PIN_ROOT`] for `sensor stats`. When
-    /// `/sys/fs/bpf` is not a BPF filesystem (a host whose init does not
-    /// mount it, or `ip netns exec`, which remounts `/sys`), mounts one
-    /// there first, as bpftool does; it stays mounted for later runs and
-    /// `sensor stats`. Best effort: if that fails too, the sensor runs
-    /// unpinned.
-    fn pin_counters(&mut self) {
-        let path = counters_pin_path(&self.opts.iface);
+    /// The pin directory of this interface in this network namespace, with
+    /// a dead sensor's pins removed. `None` (the sensor runs unpinned, with
+    /// a warning) when there is no BPF filesystem or the directory cannot be
+    /// made. When `/sys/fs/bpf` is not a BPF filesystem (a host whose init
+    /// does not mount it, or `ip netns exec`, which remounts `/sys`), mounts
+    /// one there first, as bpftool does; it stays mounted for later runs and
+    /// `sensor stats`.
+    fn claim_pins(&self) -> Result<Option<PinDir>, SensorError> {
         if !ensure_bpffs(Path::new("/sys/fs/bpf")) {
-            return;
+            return Ok(None);
         }
-        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => debug!(path = %path.display(), "removed a stale counters pin"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-            self.map(map_names::GLOBAL_COUNTERS)?.pin(&path)?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                debug!(path = %path.display(), "counters pinned");
-                self.pinned = Some(path);
-            }
+        let claimed = PinDir::here(self.if_index).and_then(|dir| {
+            dir.claim(&self.opts.iface)?;
+            Ok(dir)
+        });
+        match claimed {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e @ SensorError::AlreadyRunning { .. }) => Err(e),
             Err(e) => {
-                warn!(path = %path.display(), error = %e, "could not pin the counters; `sensor stats` will not see this run");
+                warn!(error = %e, "could not prepare the pins; `sensor stats` will not see this run");
+                Ok(None)
             }
         }
     }
 
+    /// Writes the liveness record, then pins `GLOBAL_COUNTERS` (in that
+    /// order: counters are never visible without a record). Best effort.
+    fn pin_counters(&mut self, pins: PinDir) {
+        let result = (|| -> Result<(), Box<dyn std::error::Error>> {
+            let prog_id = xdp_program(&mut self.ebpf)?.info()?.id();
+            let netns = crate::capture::pins::current_netns()?;
+            let record = Liveness::of_self(&self.opts.iface, self.if_index, prog_id, netns)?;
+            pins.write_liveness(&record)?;
+            self.map(map_names::GLOBAL_COUNTERS)?.pin(pins.counters())?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => debug!(dir = %pins.path().display(), "counters pinned"),
+            Err(e) => {
+                warn!(dir = %pins.path().display(), error = %e, "could not pin the counters; `sensor stats` will not see this run");
+            }
+        }
+        // Also after a failure, so detach removes what was made.
+        self.pins = Some(pins);
+    }
+
     fn unpin_counters(&mut self) {
-        if let Some(path) = self.pinned.take() {
-            if let Err(e) = std::fs::remove_file(&path) {
-                warn!(path = %path.display(), error = %e, "could not remove the counters pin");
-            }
-            // Remove the per-interface directory and the root if empty.
-            if let Some(dir) = path.parent() {
-                let _ = std::fs::remove_dir(dir);
-                if let Some(root) = dir.parent() {
-                    let _ = std::fs::remove_dir(root);
-                }
-            }
+        if let Some(pins) = self.pins.take()
+            && let Err(e) = pins.remove()
+        {
+            warn!(dir = %pins.path().display(), error = %e, "could not remove the counters pin");
         }
     }
 

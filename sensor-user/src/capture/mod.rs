@@ -6,6 +6,7 @@ pub mod control;
 pub mod error;
 pub mod gateway;
 pub mod loader;
+pub mod pins;
 pub mod sketch;
 pub mod workers;
 

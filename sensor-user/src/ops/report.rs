@@ -22,8 +22,10 @@ use crate::{
     capture::control::SketchSnapshot,
     capture::error::SensorError,
     capture::loader::Sensor,
+    capture::pins::{PinDir, State},
     capture::sketch::CountMin,
     capture::workers::{WorkerFlow, WorkerReport},
+    files::PendingFile,
 };
 
 /// Merges one flow's per-CPU statistics ([`FlowStats::merge`]). `None` when
@@ -78,18 +80,33 @@ pub(crate) fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as us
     sum_counters(sensor.map(map_names::GLOBAL_COUNTERS)?)
 }
 
-/// Reads the counters a running sensor pinned for `iface`.
+/// Reads the counters a running sensor pinned for `iface`, resolved in the
+/// caller's network namespace.
 ///
 /// # Errors
-/// [`SensorError::NotRunning`] when nothing is pinned there, or a read error.
+/// [`SensorError::NoSuchInterface`] when `iface` does not exist here,
+/// [`SensorError::NotRunning`] when nothing is pinned for it,
+/// [`SensorError::StaleCounters`] when the sensor that pinned them is dead,
+/// or a read error.
 pub(crate) fn read_pinned_counters(
     iface: &str,
 ) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
-    let path = crate::capture::loader::counters_pin_path(iface);
-    if !path.exists() {
+    let if_index =
+        crate::capture::loader::if_index(iface).ok_or_else(|| SensorError::NoSuchInterface {
+            iface: iface.to_owned(),
+        })?;
+    let pins = PinDir::here(if_index)?;
+    let path = pins.counters();
+    let Some(record) = pins.read_liveness().filter(|_| path.exists()) else {
         return Err(SensorError::NotRunning {
             iface: iface.to_owned(),
             path,
+        });
+    };
+    if record.state() != State::Alive {
+        return Err(SensorError::StaleCounters {
+            iface: iface.to_owned(),
+            pid: record.pid,
         });
     }
     let name = map_names::GLOBAL_COUNTERS;
@@ -228,53 +245,58 @@ pub(crate) fn sketch_report(snap: &SketchSnapshot, flows: &[(FlowKey, FlowStats)
 }
 
 /// An output file opened when the run starts, so a bad path fails in the
-/// first second rather than after hours of observation.
+/// first second rather than after hours of observation. It is written to a
+/// temporary file beside its path ([`PendingFile`], mode
+/// [`OUTPUT_MODE`](crate::files::OUTPUT_MODE)) and renamed into place once
+/// complete: a run that fails or crashes leaves the previous file as it was.
 #[derive(Debug)]
 pub(crate) struct OutputFile {
-    path: std::path::PathBuf,
-    file: File,
+    file: PendingFile,
 }
 
 impl OutputFile {
-    /// Creates (truncates) `path`.
+    /// Creates the temporary file beside `path`.
     ///
     /// # Errors
     /// [`SensorError::WriteOutput`] with the path.
     pub(crate) fn create(path: &Path) -> Result<Self, SensorError> {
-        let file = File::create(path).map_err(|source| SensorError::WriteOutput {
-            path: path.to_owned(),
-            source,
+        let file = PendingFile::create(path, crate::files::OUTPUT_MODE).map_err(|source| {
+            SensorError::WriteOutput {
+                path: path.to_owned(),
+                source,
+            }
         })?;
-        Ok(Self {
-            path: path.to_owned(),
-            file,
-        })
+        Ok(Self { file })
     }
 
     /// The file's path.
     #[must_use]
     pub(crate) fn path(&self) -> &Path {
-        &self.path
+        self.file.target()
     }
 
-    /// Runs `f` on a buffered writer over the file, mapping I/O errors to
-    /// [`SensorError::WriteOutput`] with the path.
+    /// Runs `f` on a buffered writer over the file, then renames it into
+    /// place, mapping I/O errors to [`SensorError::WriteOutput`] with the
+    /// path.
     ///
     /// # Errors
     /// The file cannot be written.
     pub(crate) fn write_with(
         self,
-        f: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+        f: impl FnOnce(&mut BufWriter<&mut File>) -> std::io::Result<()>,
     ) -> Result<(), SensorError> {
-        let Self { path, file } = self;
+        let Self { mut file } = self;
+        let path = file.target().to_owned();
         let werr = |source| SensorError::WriteOutput {
             path: path.clone(),
             source,
         };
-        let mut w = BufWriter::new(file);
-        f(&mut w).map_err(werr)?;
-        w.flush().map_err(werr)?;
-        w.get_ref().sync_all().map_err(werr)
+        {
+            let mut w = BufWriter::new(file.file_mut());
+            f(&mut w).map_err(werr)?;
+            w.flush().map_err(werr)?;
+        }
+        file.commit().map_err(werr)
     }
 
     /// Writes a serialisable value as one JSON object on one line.

@@ -7,7 +7,7 @@
 pub mod recorder;
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{BufWriter, Write},
     os::unix::net::{UnixDatagram, UnixStream},
     path::{Path, PathBuf},
@@ -104,7 +104,7 @@ impl RotatingFileSink {
     }
 
     fn open_file(path: &Path) -> std::io::Result<File> {
-        OpenOptions::new().create(true).append(true).open(path)
+        crate::files::open_append(path, crate::files::LOG_MODE, false)
     }
 
     fn numbered(&self, k: usize) -> PathBuf {
@@ -116,7 +116,10 @@ impl RotatingFileSink {
     fn rotate(&mut self) -> std::io::Result<()> {
         self.out.flush()?;
         if self.keep == 1 {
-            self.out = BufWriter::new(File::create(&self.path)?);
+            self.out = BufWriter::new(crate::files::create_truncated(
+                &self.path,
+                crate::files::LOG_MODE,
+            )?);
         } else {
             let _ = std::fs::remove_file(self.numbered(self.keep - 1));
             for k in (1..self.keep - 1).rev() {

@@ -24,7 +24,6 @@
 
 use std::{
     fmt::Write as _,
-    fs::File,
     io::{BufWriter, Write as _},
     path::{Path, PathBuf},
     thread::JoinHandle,
@@ -34,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::{
     features::SCHEMA,
+    files::{OUTPUT_MODE, PendingFile},
     model::row::{AttackClass, RowBatch, ScoredRow},
 };
 
@@ -156,8 +156,8 @@ pub(crate) fn schema_json() -> serde_json::Value {
     })
 }
 
-/// Creates `path` (and its schema sidecar, see [`schema_path`]), writes the
-/// header and starts the recorder: it reads rows
+/// Creates `path` (and its schema sidecar, see [`schema_path`]) as temporary
+/// files renamed into place at the end, writes the header and starts the recorder: it reads rows
 /// from `rows` until every sender is dropped, writes each, and offers it to
 /// `forward` (the alert stage) without blocking. Dropping `forward` at the
 /// end lets the alert stage finish.
@@ -169,32 +169,31 @@ pub fn spawn(
     rows: Receiver<RowBatch>,
     forward: Sender<RowBatch>,
 ) -> Result<RecorderHandle, RecordError> {
-    let file = File::create(path).map_err(|source| RecordError::Create {
-        path: path.to_owned(),
-        source,
-    })?;
-    let sidecar = schema_path(path);
-    std::fs::write(&sidecar, format!("{:#}\n", schema_json())).map_err(|source| {
-        RecordError::Create {
-            path: sidecar.clone(),
+    let create = |p: &Path| {
+        PendingFile::create(p, OUTPUT_MODE).map_err(|source| RecordError::Create {
+            path: p.to_owned(),
             source,
-        }
-    })?;
-    let path = path.to_owned();
+        })
+    };
+    // Both files are written beside their paths and renamed into place when
+    // the run ends: a failed start leaves a previous recording untouched.
+    let file = create(path)?;
+    let sidecar = create(&schema_path(path))?;
     let thread = std::thread::Builder::new()
         .name("recorder".into())
-        .spawn(move || record_loop(path, file, &rows, &forward))
+        .spawn(move || record_loop(file, sidecar, &rows, &forward))
         .map_err(|source| RecordError::Spawn { source })?;
     Ok(RecorderHandle { thread })
 }
 
 fn record_loop(
-    path: PathBuf,
-    file: File,
+    mut file: PendingFile,
+    mut sidecar: PendingFile,
     rows: &Receiver<RowBatch>,
     forward: &Sender<RowBatch>,
 ) -> Result<RecordSummary, RecordError> {
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let path = file.target().to_owned();
+    let mut out = BufWriter::with_capacity(1 << 20, file.file_mut());
     let mut summary = RecordSummary {
         path,
         ..RecordSummary::default()
@@ -227,11 +226,22 @@ fn record_loop(
             .map_err(|e| fail(&summary, e))?;
         buf.clear();
         if rows.is_empty() {
-            // Idle: make what was recorded visible to readers of the file.
+            // Idle: hand what was recorded to the kernel.
             out.flush().map_err(|e| fail(&summary, e))?;
         }
     }
     out.flush().map_err(|e| fail(&summary, e))?;
+    drop(out);
+    file.commit().map_err(|e| fail(&summary, e))?;
+    let schema_err = |source| RecordError::Create {
+        path: schema_path(&summary.path),
+        source,
+    };
+    sidecar
+        .file_mut()
+        .write_all(format!("{:#}\n", schema_json()).as_bytes())
+        .map_err(schema_err)?;
+    sidecar.commit().map_err(schema_err)?;
     Ok(summary)
 }
 
