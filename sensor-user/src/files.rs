@@ -136,15 +136,22 @@ pub fn existing_mode(path: &Path) -> io::Result<Option<u32>> {
     }
 }
 
+/// A fresh, empty directory for a unit test: `sensor-<name>-<pid>` under the
+/// system's temporary directory.
+#[cfg(test)]
+pub(crate) fn test_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sensor-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("sensor-files-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        test_dir(&format!("files-{name}"))
     }
 
     fn mode(p: &Path) -> u32 {

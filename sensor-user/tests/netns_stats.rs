@@ -29,6 +29,20 @@ fn stats_in(ns: &Netns, iface: &str) -> Output {
         .expect("sensor stats")
 }
 
+/// A sender → gateway lab with an observing sensor attached on the gateway
+/// side, started with nsenter, which keeps the host's /sys/fs/bpf where the
+/// sensor pins its counters.
+fn observed_gateway(tag: &str) -> (Lab, TempDir, String, SensorRun) {
+    let lab = Lab::sender_gateway().expect("lab");
+    let dir = TempDir::new(tag).expect("temp dir");
+    let iface = lab.link.b.clone();
+    let mut run =
+        SensorRun::start_nsenter(&lab.gateway, Path::new(SENSOR), &iface, dir.path(), OBSERVE)
+            .expect("start sensor");
+    run.wait_ready(&lab.gateway).expect("attach");
+    (lab, dir, iface, run)
+}
+
 #[test]
 fn live_counters_match_what_was_sent() {
     if !require_root("live_counters_match_what_was_sent") {
@@ -39,14 +53,7 @@ fn live_counters_match_what_was_sent() {
         "no BPF filesystem at /sys/fs/bpf: cannot test pinned counters"
     );
     let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
-    let dir = TempDir::new("stats").expect("temp dir");
-    let iface = lab.link.b.clone();
-    // nsenter keeps the host's /sys/fs/bpf, where the sensor pins its counters.
-    let mut run =
-        SensorRun::start_nsenter(&lab.gateway, Path::new(SENSOR), &iface, dir.path(), OBSERVE)
-            .expect("start sensor");
-    run.wait_ready(&lab.gateway).expect("attach");
+    let (lab, _dir, iface, mut run) = observed_gateway("stats");
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(8), PACKETS).expect("frames");
     let report = Sender::open(&lab.sender, &lab.link.a)
@@ -103,13 +110,7 @@ fn a_killed_sensor_is_reported_dead_and_its_pins_are_replaced() {
         return;
     }
     let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
-    let dir = TempDir::new("stats-kill").expect("temp dir");
-    let iface = lab.link.b.clone();
-    let mut run =
-        SensorRun::start_nsenter(&lab.gateway, Path::new(SENSOR), &iface, dir.path(), OBSERVE)
-            .expect("start sensor");
-    run.wait_ready(&lab.gateway).expect("attach");
+    let (lab, dir, iface, mut run) = observed_gateway("stats-kill");
     let out = sensor_stats(&lab, &iface);
     assert!(
         out.status.success(),
