@@ -240,13 +240,12 @@ impl AlertView {
     /// Prints an alert that just opened and keeps it for the verdicts.
     fn show(&mut self, a: &EveAlert, owner: Owner, outcomes: &[ScenarioOutcome]) {
         println!(
-            "  ALERT {:<10} sev {} ({:>3})  {} -> {}:{}  score {:.3}  <- {}",
+            "  ALERT {:<10} sev {} ({:>3})  {} -> {}  score {:.3}  <- {}",
             a.class,
             a.eve_severity,
             a.severity,
             a.attacker,
-            a.victim,
-            a.dest_port,
+            a.victim_side(),
             a.score,
             owner_name(owner, outcomes)
         );
@@ -282,8 +281,11 @@ impl AlertView {
             let key = (a.alert_id.clone(), j);
             if !self.joins.contains_key(&key) {
                 println!(
-                    "  JOIN  {:<10} {} -> {}:{}  rows from {ip} go into this open alert  <- {}",
-                    a.class, a.attacker, a.victim, a.dest_port, outcomes[j].name
+                    "  JOIN  {:<10} {} -> {}  rows from {ip} go into this open alert  <- {}",
+                    a.class,
+                    a.attacker,
+                    a.victim_side(),
+                    outcomes[j].name
                 );
             }
             self.joins

@@ -336,8 +336,12 @@ fn print_alerts(eve: &Path, plan: &AddressPlan, outcomes: &[ScenarioOutcome]) ->
         n += 1;
         let owner = attribute(plan, outcomes, a.src, a.dst, a.mono_ns).describe(outcomes);
         println!(
-            "  {:<11} sev {:>3}  {} -> {}:{}  score {:.3}  ({owner})",
-            a.class, a.severity, a.attacker, a.victim, a.dest_port, a.score
+            "  {:<11} sev {:>3}  {} -> {}  score {:.3}  ({owner})",
+            a.class,
+            a.severity,
+            a.attacker,
+            a.victim_side(),
+            a.score
         );
     }
     if n == 0 {

@@ -26,7 +26,8 @@ pub(crate) struct EveAlert {
     /// As printed: an address or `many`.
     pub(crate) attacker: String,
     pub(crate) victim: String,
-    pub(crate) dest_port: u64,
+    /// Absent when the alert names no single destination (a scan's targets).
+    pub(crate) dest_port: Option<u64>,
     pub(crate) score: f64,
     pub(crate) incident: String,
     /// Most active sources of an alert that aggregates its attackers
@@ -45,6 +46,15 @@ pub(crate) struct EveAlert {
 }
 
 impl EveAlert {
+    /// The victim as printed: `address:port`, or `many` / the address alone
+    /// when the alert names no single destination port.
+    pub(crate) fn victim_side(&self) -> String {
+        match self.dest_port {
+            Some(port) => format!("{}:{port}", self.victim),
+            None => self.victim.clone(),
+        }
+    }
+
     /// Parses an EVE line; `clock_offset_ns` is [`clock_offset_ns`].
     pub(crate) fn parse(line: &str, clock_offset_ns: u64) -> Result<Self> {
         let v: serde_json::Value =
@@ -80,7 +90,7 @@ impl EveAlert {
             eve_severity: v["alert"]["severity"].as_u64().unwrap_or(0),
             attacker: text(&x["attacker"]),
             victim: text(&x["victim"]),
-            dest_port: v["dest_port"].as_u64().unwrap_or(0),
+            dest_port: v["dest_port"].as_u64(),
             score: x["score"].as_f64().unwrap_or(f64::NAN),
             incident: text(&x["incident_id"]),
             top_sources,
