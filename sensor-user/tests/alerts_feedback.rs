@@ -105,6 +105,7 @@ fn tune(cfg: &Path, apply: bool) -> (Vec<sensor::alerts::feedback::ClassTuning>,
         &TuneArgs {
             apply,
             config: cfg.to_path_buf(),
+            models_dir: None,
             paths: LogPaths::default(),
         },
         &mut out,
@@ -162,6 +163,21 @@ fn fp_verdicts_raise_the_class_threshold_through_tune_apply() {
     // Classes without verdicts keep their thresholds.
     let flood = dry.iter().find(|t| t.class == AttackClass::Flood).unwrap();
     assert_eq!(flood.new, flood.old);
+    // The config names no cards: tuning starts from the thresholds the
+    // running sensor uses, those of its models' cards (not the built-in 0.9).
+    let card = sensor::model::ModelCard::from_json(
+        &serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../models/flow-classifier.card.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(flood.old, card.thresholds[&AttackClass::Flood]);
+    assert!(flood.old < 0.9, "{flood:?}");
 
     let (applied, out) = tune(&cfg, true);
     assert!(out.contains("wrote 1 threshold"), "{out}");

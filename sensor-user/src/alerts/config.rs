@@ -75,6 +75,19 @@ pub struct ModelsSection {
     pub autoencoder_card: Option<PathBuf>,
 }
 
+impl ModelsSection {
+    /// Fills the cards the file does not name with those of the models in
+    /// `models_dir`, as `sensor run` loads them: one rule for the running
+    /// sensor and for `sensor tune`, so both see the same thresholds.
+    pub fn default_cards_from(&mut self, models_dir: &Path) {
+        let card = |file: &str| crate::model::card::card_path(&models_dir.join(file));
+        self.classifier_card
+            .get_or_insert_with(|| card(crate::model::CLASSIFIER_FILE));
+        self.autoencoder_card
+            .get_or_insert_with(|| card(crate::model::AUTOENCODER_FILE));
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AlertsSection {

@@ -225,6 +225,10 @@ pub struct TuneArgs {
     /// Sensor configuration file.
     #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Models whose cards give the thresholds the config does not set, as
+    /// for `sensor run` [default: found as `sensor run` finds them].
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
     #[command(flatten)]
     pub paths: LogPaths,
 }
@@ -336,7 +340,12 @@ pub(crate) fn tune_class(
 /// # Errors
 /// When the config, store or log cannot be read, or the config not written.
 pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>, AlertsError> {
-    let file = SensorFile::load(&args.config)?;
+    let mut file = SensorFile::load(&args.config)?;
+    let models_dir = args
+        .models_dir
+        .clone()
+        .unwrap_or_else(crate::model::default_models_dir);
+    file.models.default_cards_from(&models_dir);
     let settings = AlertSettings::from_file(&file, Some(&args.config))?;
     let store = args
         .paths

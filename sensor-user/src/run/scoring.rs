@@ -387,22 +387,12 @@ struct AlertSetup {
 impl AlertSetup {
     fn resolve(args: &RunArgs) -> Result<Self, AlertsError> {
         let models_dir = args.models_dir();
-        let card = |file: &str| {
-            let mut p = models_dir.join(file);
-            p.set_extension("card.json");
-            p
-        };
         let (file, config_path) = match &args.config {
             Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
             None => (SensorFile::default(), None),
         };
         let mut file = file;
-        if file.models.classifier_card.is_none() {
-            file.models.classifier_card = Some(card(CLASSIFIER_FILE));
-        }
-        if file.models.autoencoder_card.is_none() {
-            file.models.autoencoder_card = Some(card(AUTOENCODER_FILE));
-        }
+        file.models.default_cards_from(&models_dir);
         if file.sensor.interface.is_empty() {
             file.sensor.interface.clone_from(&args.iface);
         }
