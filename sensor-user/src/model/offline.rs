@@ -96,23 +96,32 @@ pub fn run_score(args: &ScoreArgs) -> Result<usize, ScoreError> {
         move |source| ScoreError::Io { path, what, source }
     };
     let input = File::open(&args.rows).map_err(io(&args.rows, "cannot open"))?;
-    let out: Box<dyn Write> = match &args.out {
-        Some(p) => Box::new(File::create(p).map_err(io(p, "cannot create"))?),
-        None => Box::new(std::io::stdout().lock()),
+    let score_into = |out: &mut dyn Write, out_path: &Path| {
+        let mut out = BufWriter::new(out);
+        let n = score_stream(
+            &model,
+            BufReader::new(input),
+            &args.rows,
+            usize::from(args.batch),
+            &header,
+            &mut out,
+        )
+        .map_err(|e| e.at_output(out_path))?;
+        out.flush().map_err(io(out_path, "cannot write"))?;
+        Ok::<_, ScoreError>(n)
     };
-    let out_path = args.out.clone().unwrap_or_else(|| "<stdout>".into());
-    let mut out = BufWriter::new(out);
-    let n = score_stream(
-        &model,
-        BufReader::new(input),
-        &args.rows,
-        usize::from(args.batch),
-        &header,
-        &mut out,
-    )
-    .map_err(|e| e.at_output(&out_path))?;
-    out.flush().map_err(io(&out_path, "cannot write"))?;
-    Ok(n)
+    match &args.out {
+        // Written beside the target and renamed into place when complete,
+        // with an explicit mode: a failed run leaves a previous file whole.
+        Some(p) => {
+            let mut pending = crate::files::PendingFile::create(p, crate::files::OUTPUT_MODE)
+                .map_err(io(p, "cannot create"))?;
+            let n = score_into(pending.file_mut(), p)?;
+            pending.commit().map_err(io(p, "cannot write"))?;
+            Ok(n)
+        }
+        None => score_into(&mut std::io::stdout().lock(), Path::new("<stdout>")),
+    }
 }
 
 impl ScoreError {
@@ -363,5 +372,31 @@ mod tests {
         let short = format!("{}\n1,2\n", header_line());
         let err = refusal(&m, &short);
         assert!(err.contains("x.csv:2: 2 columns"), "{err}");
+    }
+
+    #[test]
+    fn out_file_is_written_whole_or_not_at_all() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = crate::files::test_dir("score-out");
+        let (rows, out) = (d.join("rows.csv"), d.join("scores.csv"));
+        std::fs::write(&out, "previous\n").unwrap();
+        let args = ScoreArgs {
+            model: models_dir().join("flow-classifier.onnx"),
+            rows: rows.clone(),
+            out: Some(out.clone()),
+            batch: 256,
+        };
+        // A malformed rows file: the previous output stays as it was.
+        std::fs::write(&rows, format!("{}\n1,2\n", header_line())).unwrap();
+        assert!(run_score(&args).is_err());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous\n");
+        // A good one: replaced whole, with the output mode.
+        let zeros = vec!["0"; N_FEATURES].join(",");
+        std::fs::write(&rows, format!("{}\n{zeros}\n", header_line())).unwrap();
+        assert_eq!(run_score(&args).unwrap(), 1);
+        assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 2);
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, crate::files::OUTPUT_MODE);
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
