@@ -115,7 +115,9 @@ impl LoadOptions {
                 ),
             });
         }
-        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
+        // Per-CPU maps hold a value for every possible CPU, not only the
+        // ones this process may run on.
+        let cpus = aya::util::nr_cpus().map_or(1, |n| n as u64);
         self.check_memory(physical_memory(), cpus)
     }
 

@@ -258,8 +258,8 @@ impl Scoring {
         let classifier = load(CLASSIFIER_FILE, "classifier")?;
         let autoencoder = load(AUTOENCODER_FILE, "autoencoder")?;
 
-        let alert_setup =
-            AlertSetup::resolve(args).map_err(|source| ScoringError::Alerts { source })?;
+        let alert_setup = AlertSetup::resolve(args, &models_dir)
+            .map_err(|source| ScoringError::Alerts { source })?;
         let (tx, rx) = crossbeam_channel::bounded::<RowBatch>(ALERT_CHANNEL_BATCHES);
         let cfg = PipelineConfig {
             features: FeatureConfig {
@@ -385,14 +385,13 @@ struct AlertSetup {
 }
 
 impl AlertSetup {
-    fn resolve(args: &RunArgs) -> Result<Self, AlertsError> {
-        let models_dir = args.models_dir();
+    fn resolve(args: &RunArgs, models_dir: &Path) -> Result<Self, AlertsError> {
         let (file, config_path) = match &args.config {
             Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
             None => (SensorFile::default(), None),
         };
         let mut file = file;
-        file.models.default_cards_from(&models_dir);
+        file.models.default_cards_from(models_dir);
         if file.sensor.interface.is_empty() {
             file.sensor.interface.clone_from(&args.iface);
         }
