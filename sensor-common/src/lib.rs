@@ -47,6 +47,7 @@ pub mod map_names {
     pub const SRC_PACKETS_CMS: &str = "SRC_PACKETS_CMS";
     pub const SRC_BYTES_CMS: &str = "SRC_BYTES_CMS";
     pub const SRC_DISTINCT_HLL: &str = "SRC_DISTINCT_HLL";
+    pub const DST_VOLUME: &str = "DST_VOLUME";
     /// Ring `i` is named `RING_WORKER_<i>`, `i` in `0..MAX_WORKERS`.
     pub const RING_WORKERS: [&str; super::MAX_WORKERS] = [
         "RING_WORKER_0",
@@ -390,7 +391,9 @@ pub struct SensorConfig {
     pub ring_bytes: u32,
     /// See `ring_bytes`.
     pub sample_shift: u32,
-    pub _pad: u32,
+    /// Destination prefix lengths `[v4 narrow, v4 wide, v6 narrow, v6 wide]`
+    /// of the destination volume sketch (`sketch::DST_PREFIX_DEFAULT`).
+    pub dst_prefix: [u8; 4],
 }
 const _: () = assert!(core::mem::size_of::<SensorConfig>() == 24);
 
@@ -551,7 +554,7 @@ pub const fn is_checkpoint(n: u64) -> bool {
 #[cfg(feature = "user")]
 mod pod_impls {
     use super::{FlowKey, FlowStats, SensorConfig};
-    use crate::sketch::{CmsRow, HllRegisters};
+    use crate::sketch::{CmsRow, DstSketch, HllRegisters};
 
     // SAFETY: all are `#[repr(C)]`, `Copy`, made only of integers with explicit
     // padding fields, so every bit pattern is valid and there are no holes
@@ -561,6 +564,7 @@ mod pod_impls {
     unsafe impl aya::Pod for SensorConfig {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
+    unsafe impl aya::Pod for DstSketch {}
 }
 
 #[cfg(test)]

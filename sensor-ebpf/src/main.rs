@@ -91,6 +91,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
             // SAFETY: `f.stats` is this CPU's slot or `scratch`, both live.
             let packets = unsafe { (*f.stats).packets };
             let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
+            sketch::update_dst(&key.dst, len, packets, &cfg);
             if let Some(kind) = kind {
                 export::emit(&cfg, key, f.stats, kind, src_hash, &meta, len as u32);
             }
@@ -98,6 +99,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
         Parsed::IpOnly(c) => {
             count(c);
             sketch::update(hash_addr(&key.src), len, cfg.epoch);
+            sketch::update_dst(&key.dst, len, 0, &cfg);
         }
         Parsed::NoIp(c) => count(c),
     }

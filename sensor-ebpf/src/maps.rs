@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     COUNTER_COUNT, Counter, FlowKey, FlowStats, SensorConfig,
-    sketch::{CMS_ENTRIES, CmsRow, EPOCHS, HllRegisters},
+    sketch::{CMS_ENTRIES, CmsRow, DST_ENTRIES, DstSketch, EPOCHS, HllRegisters},
 };
 
 /// Default flow-table capacity; LRU eviction keeps the busiest flows.
@@ -46,6 +46,12 @@ pub(crate) static SRC_BYTES_CMS: PerCpuArray<CmsRow> =
 #[map]
 pub(crate) static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> =
     PerCpuArray::with_max_entries(EPOCHS, 0);
+
+/// Count-Min sketches of packets, bytes and new flows per destination host,
+/// narrow prefix and wide prefix, one entry per (epoch, level).
+#[map]
+pub(crate) static DST_VOLUME: PerCpuArray<DstSketch> =
+    PerCpuArray::with_max_entries(DST_ENTRIES, 0);
 
 /// Flow events for worker 0.
 #[map]

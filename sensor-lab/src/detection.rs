@@ -28,17 +28,55 @@ pub struct OpenAlert {
     /// `None` when the record says `many` (aggregated side).
     pub attacker: Option<IpAddr>,
     pub victim: Option<IpAddr>,
+    /// `xdp_sensor.victim_prefix`: the victim network of a flood spread
+    /// over it (`victim` is then its network address).
+    pub victim_prefix: Option<u8>,
     /// `xdp_sensor.emitted_mono_ns`: `CLOCK_MONOTONIC` when the alert stage
     /// wrote the record.
     pub emitted_mono_ns: Option<u64>,
 }
 
+impl OpenAlert {
+    /// Whether the alert's victim side covers only victims: its host is
+    /// one, or its network holds one (a spread flood), or it is `many`.
+    fn victim_ok(&self, roles: &AttackRoles) -> bool {
+        match (self.victim, self.victim_prefix) {
+            (None, _) => true,
+            (Some(h), None) => roles.victims.contains(&h),
+            (Some(net), Some(len)) => roles.victims.iter().any(|&v| in_prefix(v, net, len)),
+        }
+    }
+}
+
+/// Whether `addr` lies in the network `net`/`len`.
+fn in_prefix(addr: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 impl std::fmt::Display for OpenAlert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let side = |x: Option<IpAddr>| x.map_or_else(|| "many".to_owned(), |a| a.to_string());
+        let len = self
+            .victim_prefix
+            .map(|l| format!("/{l}"))
+            .unwrap_or_default();
         write!(
             f,
-            "{} {}->{}",
+            "{} {}->{}{len}",
             self.class,
             side(self.attacker),
             side(self.victim)
@@ -83,6 +121,10 @@ pub fn read_open_alerts(eve: &Path) -> Result<Vec<OpenAlert>> {
             class: x["class"].as_str().unwrap_or("?").to_owned(),
             attacker: ip("attacker"),
             victim: ip("victim"),
+            victim_prefix: x["victim_prefix"]
+                .as_str()
+                .and_then(|p| p.rsplit_once('/'))
+                .and_then(|(_, len)| len.parse().ok()),
             emitted_mono_ns: x["emitted_mono_ns"].as_u64(),
         });
     }
@@ -120,7 +162,7 @@ pub fn judge(alerts: &[OpenAlert], expected_class: &str, roles: &AttackRoles) ->
     let mut j = Judgement::default();
     for a in alerts {
         let attacker_ok = a.attacker.is_none_or(|h| roles.is_attacker(h));
-        let victim_ok = a.victim.is_none_or(|h| roles.victims.contains(&h));
+        let victim_ok = a.victim_ok(roles);
         let named = a.attacker.is_some() || a.victim.is_some();
         if expected_class != "benign"
             && a.class == expected_class
@@ -265,8 +307,26 @@ mod tests {
             class: class.into(),
             attacker: attacker.map(ip),
             victim: victim.map(ip),
+            victim_prefix: None,
             emitted_mono_ns: Some(t),
         }
+    }
+
+    #[test]
+    fn a_prefix_victim_counts_when_it_holds_a_victim() {
+        let roles = AttackRoles {
+            victims: [ip("10.20.0.2")].into(),
+            ..AttackRoles::default()
+        };
+        let mut a = alert("flood", None, Some("10.20.0.0"), 1);
+        a.victim_prefix = Some(24);
+        assert!(a.victim_ok(&roles));
+        assert_eq!(a.to_string(), "flood many->10.20.0.0/24");
+        a.victim = Some(ip("10.21.0.0"));
+        a.victim_prefix = Some(16);
+        assert!(!a.victim_ok(&roles));
+        a.victim_prefix = Some(8);
+        assert!(a.victim_ok(&roles));
     }
 
     #[test]

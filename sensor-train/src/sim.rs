@@ -169,6 +169,9 @@ impl GatewayEpochs {
                     epoch_ns: Self::EPOCH_NS,
                     src_packets: std::mem::take(&mut self.packets),
                     distinct_sources: self.sources.estimate(),
+                    // The simulator trains the features, which read only
+                    // the source side.
+                    ..GatewayView::default()
                 }),
             ));
             self.sources.clear();

@@ -110,7 +110,7 @@ fn load() -> Ebpf {
             mirror: 0,
             ring_bytes: RING_BYTES,
             sample_shift: 3,
-            _pad: 0,
+            dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
         },
         0,
     )

@@ -628,6 +628,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
         settings,
         Inventory::default(),
         SinkSet::new().with(mem.clone()),
+        None,
     )
     .unwrap();
     let now = sensor_common::clock::monotonic_ns();

@@ -109,3 +109,43 @@ fn periodic_uploads_are_detected_as_anomaly() {
     };
     assert_detected_alone(&run, 20_000.0);
 }
+
+/// Carpet bombing: spoofed SYNs to random hosts of the server /24. No
+/// host receives a flood, the /24 does: one flood alert naming the prefix
+/// (the volume rule reads the kernel's destination sketch once a second),
+/// and no alert on any single host.
+#[test]
+fn carpet_bombing_a_24_is_one_alert_on_the_prefix() {
+    let Some(run) = play(
+        "carpet_bombing_a_24_is_one_alert_on_the_prefix",
+        "flood-carpet-24",
+    ) else {
+        return;
+    };
+    assert_detected_alone(&run, 3000.0);
+    assert_one_prefix_alert(&run, 24);
+}
+
+/// Carpet bombing a /16: spoofed UDP to random hosts of 10.20.0.0/16, a
+/// few packets per host. One flood alert on the /16.
+#[test]
+fn carpet_bombing_a_16_is_one_alert_on_the_prefix() {
+    let Some(run) = play(
+        "carpet_bombing_a_16_is_one_alert_on_the_prefix",
+        "flood-carpet-16",
+    ) else {
+        return;
+    };
+    assert_detected_alone(&run, 3000.0);
+    assert_one_prefix_alert(&run, 16);
+}
+
+fn assert_one_prefix_alert(run: &ScenarioRun, len: u8) {
+    assert_eq!(run.alerts.len(), 1, "alerts: {:?}", alerts(run));
+    assert_eq!(
+        run.alerts[0].victim_prefix,
+        Some(len),
+        "alerts: {:?}",
+        alerts(run)
+    );
+}

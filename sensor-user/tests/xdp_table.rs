@@ -50,7 +50,7 @@ fn config(n_workers: u32, ring_bytes: u32) -> SensorConfig {
         mirror: 0,
         ring_bytes,
         sample_shift: 3,
-        _pad: 0,
+        dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
     }
 }
 

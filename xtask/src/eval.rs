@@ -728,6 +728,7 @@ mod tests {
             class: class.into(),
             attacker: None,
             victim: Some(ip(victim)),
+            victim_prefix: None,
             emitted_mono_ns: Some(t),
         }
     }

@@ -118,6 +118,12 @@ enum Kind {
         args: &'static [&'static str],
         rand_source: bool,
     },
+    /// hping3 from random sources to random hosts of the server side
+    /// (`--rand-dest`, every `x` of `dest` replaced per packet).
+    Carpet {
+        args: &'static [&'static str],
+        dest: &'static str,
+    },
     Trafgen {
         packets: u64,
     },
@@ -169,8 +175,8 @@ const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25
 #[rustfmt::skip]
 const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
     use Kind::{
-        Browse, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping, SlowHttp,
-        SshLike, Trafgen,
+        Browse, Carpet, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping,
+        SlowHttp, SshLike, Trafgen,
     };
     use Label::{Anomaly, Benign, Bruteforce, Flood, Scan};
     &[
@@ -196,6 +202,8 @@ const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
         ("flood-udp-spoofed", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: true }, "hping3 UDP flood to :53 from random sources, 25k packets"),
         ("flood-icmp", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: false }, "hping3 ICMP echo flood, 25k packets"),
         ("flood-icmp-spoofed", Flood, 10, 25_000, Hping { args: HPING_ICMP, rand_source: true }, "hping3 ICMP echo flood from random sources, 25k packets"),
+        ("flood-carpet-24", Flood, 10, 25_000, Carpet { args: HPING_SYN, dest: "10.20.0.x" }, "carpet bombing: hping3 SYN flood to :80 of random hosts of the server /24, from random sources, 25k packets"),
+        ("flood-carpet-16", Flood, 10, 25_000, Carpet { args: HPING_UDP, dest: "10.20.x.x" }, "carpet bombing: hping3 UDP flood to :53 of random hosts of the server /16, from random sources, 25k packets"),
         ("flood-trafgen", Flood, 10, 200_000, Trafgen { packets: 200_000 }, "trafgen line-rate UDP to :9 (one flow), 200k frames"),
         ("bruteforce-ssh", Bruteforce, 25, 0, Hydra { service: Brute::Ssh, passwords: 100 }, "hydra password guessing against the lab's OpenSSH server, 100 tries, 4 tasks"),
         ("bruteforce-ssh-like", Bruteforce, 25, 0, SshLike { connections: 150 }, "150 short TCP connections to :22: banner exchange, a few small packets, close"),
@@ -219,7 +227,7 @@ impl Kind {
             Kind::Iperf { .. } => &["iperf3"],
             Kind::Ping { .. } => &["ping"],
             Kind::Nmap { .. } => &["nmap"],
-            Kind::Hping { .. } => &["hping3"],
+            Kind::Hping { .. } | Kind::Carpet { .. } => &["hping3"],
             Kind::Trafgen { .. } => &["trafgen"],
             Kind::Hydra { .. } => &["hydra"],
             Kind::SlowHttp { .. } => &["slowhttptest"],
@@ -246,7 +254,7 @@ pub fn catalogue() -> Vec<ScenarioSpec> {
                     Kind::Hping {
                         rand_source: true,
                         ..
-                    }
+                    } | Kind::Carpet { .. }
                 ),
                 description,
                 tools: kind.tools(),
@@ -635,6 +643,14 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
             }
             a.push(server);
             // hping3 exits 1 when no reply came back (spoofed sources).
+            bounded(&lab.attacker, secs, "hping3", &a, &[0, 1])
+        }
+        Kind::Carpet { args, dest } => {
+            let mut a = strs(args);
+            // With random destinations hping3 cannot pick the outgoing
+            // interface itself.
+            let (ifname, _, _) = lab.attacker_link();
+            a.extend(strs(&["--rand-source", "--rand-dest", "-I", ifname, dest]));
             bounded(&lab.attacker, secs, "hping3", &a, &[0, 1])
         }
         Kind::Trafgen { packets } => {

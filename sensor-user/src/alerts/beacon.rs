@@ -6,7 +6,7 @@ use std::{borrow::Cow, collections::HashMap, net::IpAddr};
 use super::{
     AlertMetrics,
     config::{AlertsSection, secs_to_ns},
-    detect::Detection,
+    detect::{Detection, Rule},
     guards::evict_in_bulk,
     inventory::canonical,
 };
@@ -149,7 +149,7 @@ impl BeaconRule {
             class: AttackClass::Anomaly,
             score: (score as f32).clamp(0.5, 1.0),
             raw: jitter as f32,
-            beacon: true,
+            rule: Rule::Beacon,
         })
     }
 

@@ -39,6 +39,7 @@ pub struct SensorFile {
     pub sensor: SensorSection,
     pub models: ModelsSection,
     pub alerts: AlertsSection,
+    pub volume: VolumeSection,
     /// Per-class overrides of the model cards' thresholds, written by
     /// `sensor tune --apply`. Keys are class names; `anomaly` is the
     /// autoencoder's reconstruction-error threshold.
@@ -177,6 +178,69 @@ impl Default for AlertsSection {
             beacon_max_jitter: 0.05,
             beacon_window_s: 3600.0,
         }
+    }
+}
+
+/// The volume rule: floods found from the kernel's destination sketch,
+/// which counts every packet, so a flood is found even when its per-flow
+/// rows are sampled or shed, and a flood spread over a network is one alert
+/// on the prefix. Like FastNetMon's per-host thresholds, the bars are
+/// absolute: a destination that legitimately receives more new
+/// one-packet flows than them (a very busy DNS resolver) needs higher bars.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VolumeSection {
+    /// A destination (host or prefix) is flooded in an epoch when it
+    /// received at least this many new flows per second…
+    pub min_new_flows_per_s: f64,
+    /// … and at least this many packets per second…
+    pub min_pps: f64,
+    /// … and at least this share of those new flows stayed single packets
+    /// in the epoch: spoofed, random-port and reflected floods start a flow
+    /// with nearly every packet, while a busy service's connections
+    /// continue (and a download in the same prefix adds one flow, not a
+    /// skew).
+    pub min_single_share: f64,
+    /// The alert names the narrower key (prefix inside the wide prefix,
+    /// host inside the narrow one) when it received at least this share of
+    /// the wider key's new flows; otherwise the flood is spread and the
+    /// wider prefix is the victim.
+    pub concentration: f64,
+    /// Prefix lengths `[narrow, wide]` for IPv4 destinations. The wide
+    /// prefixes are enumerated every epoch, so it is at most /18.
+    pub prefix_v4: [u8; 2],
+    /// Prefix lengths `[narrow, wide]` for IPv6 destinations (counted in
+    /// the kernel; the rule enumerates IPv4 only, see docs/alerts.md).
+    pub prefix_v6: [u8; 2],
+    /// `false` turns the rule off.
+    pub enabled: bool,
+}
+
+impl Default for VolumeSection {
+    fn default() -> Self {
+        let [v4n, v4w, v6n, v6w] = sensor_common::sketch::DST_PREFIX_DEFAULT;
+        Self {
+            min_new_flows_per_s: 500.0,
+            min_pps: 1000.0,
+            min_single_share: 0.5,
+            concentration: 0.5,
+            prefix_v4: [v4n, v4w],
+            prefix_v6: [v6n, v6w],
+            enabled: true,
+        }
+    }
+}
+
+impl VolumeSection {
+    /// `SensorConfig::dst_prefix` for these lengths.
+    #[must_use]
+    pub fn dst_prefix(&self) -> [u8; 4] {
+        [
+            self.prefix_v4[0],
+            self.prefix_v4[1],
+            self.prefix_v6[0],
+            self.prefix_v6[1],
+        ]
     }
 }
 
@@ -477,6 +541,51 @@ impl SensorFile {
             pos(a.beacon_window_s),
             "a positive number of seconds",
         )?;
+        let v = &self.volume;
+        range(
+            "volume",
+            "min_new_flows_per_s",
+            v.min_new_flows_per_s,
+            pos(v.min_new_flows_per_s),
+            "a positive rate",
+        )?;
+        range(
+            "volume",
+            "min_pps",
+            v.min_pps,
+            pos(v.min_pps),
+            "a positive packet rate",
+        )?;
+        range(
+            "volume",
+            "min_single_share",
+            v.min_single_share,
+            (0.0..=1.0).contains(&v.min_single_share),
+            "a fraction in [0, 1]",
+        )?;
+        range(
+            "volume",
+            "concentration",
+            v.concentration,
+            v.concentration > 0.0 && v.concentration <= 1.0,
+            "a fraction in (0, 1]",
+        )?;
+        let [v4n, v4w] = v.prefix_v4;
+        range(
+            "volume",
+            "prefix_v4",
+            format!("[{v4n}, {v4w}]"),
+            (8..=18).contains(&v4w) && v4n > v4w && v4n - v4w <= 12 && (20..=30).contains(&v4n),
+            "[narrow, wide] with wide in 8..=18, narrow in 20..=30 and at most 12 bits longer",
+        )?;
+        let [v6n, v6w] = v.prefix_v6;
+        range(
+            "volume",
+            "prefix_v6",
+            format!("[{v6n}, {v6w}]"),
+            v6w >= 16 && v6n > v6w && v6n <= 120,
+            "[narrow, wide] with 16 <= wide < narrow <= 120",
+        )?;
         let t = &self.tuning;
         range(
             "tuning",
@@ -590,6 +699,7 @@ pub struct AlertSettings {
     pub sensor_name: String,
     pub interface: String,
     pub alerts: AlertsSection,
+    pub volume: VolumeSection,
     pub thresholds: Thresholds,
     pub classifier: Option<ModelCard>,
     pub autoencoder: Option<ModelCard>,
@@ -612,6 +722,7 @@ impl AlertSettings {
             sensor_name: file.sensor.name.clone(),
             interface: file.sensor.interface.clone(),
             alerts: file.alerts.clone(),
+            volume: file.volume.clone(),
             thresholds,
             classifier,
             autoencoder,

@@ -24,6 +24,9 @@ pub(super) struct DedupKey {
     pub(super) class: AttackClass,
     pub(super) attacker: Option<IpAddr>,
     pub(super) victim: Option<IpAddr>,
+    /// When the victim is a network (the volume rule's spread flood), its
+    /// prefix length; `victim` is then its network address.
+    pub(super) victim_prefix: Option<u8>,
 }
 
 impl DedupKey {
@@ -62,6 +65,7 @@ pub(super) fn dedup_key(row: &ScoredRow, class: AttackClass) -> DedupKey {
         class,
         attacker,
         victim,
+        victim_prefix: None,
     }
 }
 
@@ -176,6 +180,11 @@ impl Aggregate {
     /// cycling through the list never qualify: each entered with the
     /// smallest counter as its error, so they hold the bound's rows only
     /// on paper.
+    /// Whether `a` is one of the tracked heavy hitters.
+    pub(super) fn tracks(&self, a: IpAddr) -> bool {
+        self.top.iter().any(|s| s.addr == Some(a))
+    }
+
     pub(super) fn top(&self) -> Vec<TopPeer> {
         let bound = self.error_bound();
         let mut v: Vec<_> = self

@@ -11,9 +11,33 @@ pub(super) struct Detection {
     pub(super) class: AttackClass,
     pub(super) score: f32,
     pub(super) raw: f32,
-    /// Raised by the beacon rule (an `anomaly` whose raw score is the
-    /// intervals' relative jitter, not a model's), not by a model.
-    pub(super) beacon: bool,
+    /// What raised it: a model, or a rule whose raw score has its own unit.
+    pub(super) rule: Rule,
+}
+
+/// Which detector raised a detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rule {
+    /// The classifier or the autoencoder (raw score: probability or
+    /// reconstruction error).
+    Model,
+    /// The beacon rule: an `anomaly` whose raw score is the intervals'
+    /// relative jitter.
+    Beacon,
+    /// The volume rule: a `flood` whose raw score is the victim's new flows
+    /// per second in the kernel's destination sketch.
+    Volume,
+}
+
+impl Rule {
+    /// The `detector` an alert record names, `None` for a model.
+    pub(super) fn name(self) -> Option<&'static str> {
+        match self {
+            Rule::Model => None,
+            Rule::Beacon => Some("beacon"),
+            Rule::Volume => Some("volume"),
+        }
+    }
 }
 
 /// Classifier first: the alert's class is the most probable attack class and
@@ -55,7 +79,7 @@ pub(super) fn detect_except(
                 class,
                 score: attack.clamp(0.0, 1.0),
                 raw: attack,
-                beacon: false,
+                rule: Rule::Model,
             });
         }
     }
@@ -71,18 +95,19 @@ pub(super) fn detect_except(
             class: AttackClass::Anomaly,
             score: score.clamp(0.5, 1.0),
             raw: e,
-            beacon: false,
+            rule: Rule::Model,
         });
     }
     None
 }
 
-/// The bar a detection of `class` had to pass: the beacon rule's jitter
-/// bound for its detections, else the class's score threshold.
-pub(super) fn threshold_of(settings: &AlertSettings, class: AttackClass, beacon: bool) -> f32 {
-    if beacon {
-        settings.alerts.beacon_max_jitter as f32
-    } else {
-        settings.thresholds.get(class)
+/// The bar a detection of `class` had to pass: a rule's own bar in its
+/// unit (the beacon rule's jitter bound, the volume rule's new flows per
+/// second), else the class's score threshold.
+pub(super) fn threshold_of(settings: &AlertSettings, class: AttackClass, rule: Rule) -> f32 {
+    match rule {
+        Rule::Model => settings.thresholds.get(class),
+        Rule::Beacon => settings.alerts.beacon_max_jitter as f32,
+        Rule::Volume => settings.volume.min_new_flows_per_s as f32,
     }
 }

@@ -103,7 +103,8 @@ struct AlertFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     close_reason: Option<CloseReason>,
     count: u64,
-    /// `beacon` when the peak detection came from the beacon rule.
+    /// The rule the peak detection came from (`beacon`, `volume`), absent
+    /// for a model.
     #[serde(skip_serializing_if = "Option::is_none")]
     detector: Option<&'static str>,
     duration_s: f64,
@@ -134,9 +135,13 @@ struct AlertFields<'a> {
     top_features: Vec<TopFeature<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     verdict: Option<Verdict>,
-    /// The victim's address, or `many` when aggregated.
+    /// The victim's address, or `many` when aggregated; a network's
+    /// address when the victim is a prefix.
     victim: String,
     victim_asset: AssetFields<'a>,
+    /// The victim network (`address/length`) of a flood spread over it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    victim_prefix: Option<String>,
 }
 
 /// What the inventory says about an address (`many` for an aggregated side).
@@ -262,7 +267,7 @@ impl<'a> Context<'a> {
             close_reason: (state == AlertState::Closed)
                 .then_some(reason.unwrap_or(CloseReason::Quiet)),
             count: a.count,
-            detector: a.peak_beacon.then_some("beacon"),
+            detector: a.peak_rule.name(),
             duration_s: (a.last_seen_ns.saturating_sub(a.first_seen_ns) as f64 / 1e9 * 1000.0)
                 .round()
                 / 1000.0,
@@ -288,11 +293,16 @@ impl<'a> Context<'a> {
             sources,
             state,
             targets,
-            threshold: round4(threshold_of(s, a.key.class, a.peak_beacon)),
+            threshold: round4(threshold_of(s, a.key.class, a.peak_rule)),
             top_features: self.top_features(a),
             verdict: a.verdict,
             victim: ip_or_many(a.key.victim),
             victim_asset: self.asset(a.key.victim),
+            victim_prefix: a
+                .key
+                .victim
+                .zip(a.key.victim_prefix)
+                .map(|(ip, len)| format!("{ip}/{len}")),
         };
         EveAlertRecord {
             timestamp: self.wall(ts),
@@ -386,8 +396,8 @@ impl<'a> Context<'a> {
             class: class.name().to_string(),
             score: a.peak_score,
             raw_score: a.peak_raw,
-            threshold: threshold_of(self.settings, class, a.peak_beacon),
-            detector: a.peak_beacon.then(|| "beacon".to_string()),
+            threshold: threshold_of(self.settings, class, a.peak_rule),
+            detector: a.peak_rule.name().map(str::to_string),
             count: a.count,
             feature_names: feature_names.to_vec(),
             features: a
@@ -573,6 +583,7 @@ mod tests {
                 class: AttackClass::Anomaly,
                 attacker: Some(ip("198.51.100.7")),
                 victim: None,
+                victim_prefix: None,
             },
             entity: Entity::SrcHost,
             incident: 1,
@@ -591,7 +602,7 @@ mod tests {
             peak_pps: 12.5,
             peak_score: 0.9,
             peak_raw: 0.02,
-            peak_beacon: true,
+            peak_rule: crate::alerts::detect::Rule::Beacon,
             peak_features: [0.5; MAX_FEATURES],
             n_features: 8,
             aggregate: Some(aggregate),
@@ -623,6 +634,41 @@ mod tests {
     }
 
     #[test]
+    fn a_spread_flood_names_its_network_and_no_source() {
+        let (_, validator) = schema_and_validator();
+        let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
+        let cx = context(&settings, &inventory);
+        let net: IpAddr = "192.0.2.0".parse().unwrap();
+        let mut a = alert();
+        a.key = DedupKey {
+            class: AttackClass::Flood,
+            attacker: None,
+            victim: Some(net),
+            victim_prefix: Some(24),
+        };
+        a.peak_rule = crate::alerts::detect::Rule::Volume;
+        a.peak_raw = 5000.0;
+        a.tuple = Tuple {
+            src: "0.0.0.0".parse().unwrap(),
+            dst: net,
+            sport: 0,
+            dport: 0,
+            proto: 0,
+        };
+        a.aggregate = Some(Aggregate::new());
+        let v = serde_json::to_value(cx.alert(&a, AlertState::Open, None, "i-1".into())).unwrap();
+        let x = &v["xdp_sensor"];
+        assert_eq!(x["victim"], "192.0.2.0");
+        assert_eq!(x["victim_prefix"], "192.0.2.0/24");
+        assert_eq!(x["attacker"], "many");
+        assert_eq!(x["detector"], "volume");
+        assert_eq!(x["threshold"], settings.volume.min_new_flows_per_s);
+        assert!(v.get("src_ip").is_none(), "{v}");
+        assert_eq!(v["dest_ip"], "192.0.2.0");
+        assert!(validator.is_valid(&v), "{v}");
+    }
+
+    #[test]
     fn alert_fields_are_the_schemas_and_validate() {
         let (schema, validator) = schema_and_validator();
         let (settings, inventory) = (AlertSettings::defaults(), Inventory::default());
@@ -640,12 +686,13 @@ mod tests {
         assert_eq!(v["xdp_sensor"]["detector"], "beacon");
         assert_eq!(v["xdp_sensor"]["targets"]["top"][0]["ip"], "10.1.2.3");
         assert_eq!(v["xdp_sensor"]["targets"]["top"][0]["error"], 0);
-        // Every property the schema knows, except the other aggregated side.
         let mut want = properties(
             &schema,
             "/$defs/alert_record/properties/xdp_sensor/properties",
         );
-        want.retain(|k| k != "sources");
+        // Every property the schema knows, except the other aggregated side
+        // and the victim network (a victim-keyed flood's, tested below).
+        want.retain(|k| k != "sources" && k != "victim_prefix");
         assert_eq!(keys(&v["xdp_sensor"]), want);
         assert!(validator.is_valid(&v), "{v}");
         let open =
@@ -687,6 +734,7 @@ mod tests {
             class: AttackClass::Flood,
             attacker: None,
             victim: Some(a.tuple.dst),
+            victim_prefix: None,
         };
         let flood = record(&a);
         assert_eq!(named(&flood), ["dest_ip", "dest_port"]);

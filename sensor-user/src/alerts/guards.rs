@@ -118,6 +118,7 @@ fn is_open_attacker(open: &OpenAlerts, host: IpAddr, peer: IpAddr) -> bool {
             class,
             attacker: Some(host),
             victim,
+            victim_prefix: None,
         })
     })
 }
@@ -129,6 +130,7 @@ fn is_scanning(open: &OpenAlerts, src: IpAddr, dst: IpAddr) -> bool {
         class: AttackClass::Scan,
         attacker: Some(canonical(src)),
         victim: None,
+        victim_prefix: None,
     };
     let dst = canonical(dst);
     open.get(&key)

@@ -298,6 +298,7 @@ mod tests {
             class: AttackClass::Scan,
             attacker: Some(ip("198.51.100.7")),
             victim: None,
+            victim_prefix: None,
         };
         let keys = incs.alert_keys(&scan, Some(ip("10.1.2.3")));
         assert_eq!(incs.find(&keys), None);
@@ -312,6 +313,7 @@ mod tests {
             class: AttackClass::BruteForce,
             attacker: Some(ip("203.0.113.9")),
             victim: Some(ip("10.1.2.200")),
+            victim_prefix: None,
         };
         let keys = incs.alert_keys(&bf, None);
         assert_eq!(incs.find(&keys), Some(seq));

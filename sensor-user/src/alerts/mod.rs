@@ -20,6 +20,7 @@ mod incidents;
 pub mod inventory;
 mod open_alert;
 mod stage;
+mod volume;
 pub mod store;
 
 use std::{
@@ -44,6 +45,7 @@ pub use feedback::{
 pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
 
+use crate::capture::control::SketchHandle;
 use crate::model::{
     ModelError,
     row::{RowBatch, ScoredRow},
@@ -137,6 +139,12 @@ pub struct AlertMetrics {
     /// (client, server) pairs the beacon rule forgot because its table was
     /// full.
     pub beacon_pairs_evicted: u64,
+    /// Flooded destinations the volume rule found (one per key per epoch).
+    pub volume_findings: u64,
+    /// Of those, hosts left to an open scan alert that probes them.
+    pub volume_scan_targets: u64,
+    /// Sketch epochs the volume rule read.
+    pub gateway_views: u64,
     /// Rows producers could not enqueue because the channel was full.
     pub rows_shed: u64,
     pub alerts_opened: u64,
@@ -200,6 +208,9 @@ shared_metrics!(
     upload_connections,
     beacon_detections,
     beacon_pairs_evicted,
+    volume_findings,
+    volume_scan_targets,
+    gateway_views,
     rows_shed,
     alerts_opened,
     alerts_updated,
@@ -309,6 +320,7 @@ pub fn spawn_alert_stage(
     settings: AlertSettings,
     inventory: Inventory,
     sinks: impl AlertOutput + 'static,
+    sketches: Option<SketchHandle>,
 ) -> Result<AlertStageHandle, AlertsError> {
     let shed = Arc::new(AtomicU64::new(0));
     let metrics = Arc::new(SharedMetrics::default());
@@ -338,7 +350,7 @@ pub fn spawn_alert_stage(
     let thread = std::thread::Builder::new()
         .name("alert-stage".into())
         .spawn(move || {
-            run_loop(&mut stage, &rows, ctrl_rx, &m2, &shed2);
+            run_loop(&mut stage, &rows, ctrl_rx, &m2, &shed2, sketches.as_ref());
             drop(stop_tx);
             stage.metrics()
         })
@@ -360,8 +372,10 @@ fn run_loop(
     ctrl: Receiver<Control>,
     shared: &SharedMetrics,
     shed: &AtomicU64,
+    sketches: Option<&SketchHandle>,
 ) {
     let mut ctrl = ctrl;
+    let mut gateway_seq = 0;
     let mut last_publish = std::time::Instant::now();
     loop {
         select! {
@@ -394,6 +408,11 @@ fn run_loop(
                 stage.tick(sensor_common::clock::monotonic_ns());
                 stage.flush();
             },
+        }
+        // A new sketch epoch (once a second): one atomic load otherwise.
+        if let Some(g) = sketches.and_then(|s| s.gateway_if_newer(gateway_seq)) {
+            gateway_seq = g.seq;
+            stage.process_gateway(&g, sensor_common::clock::monotonic_ns());
         }
         if last_publish.elapsed() >= Duration::from_secs(1) {
             stage.tick(sensor_common::clock::monotonic_ns());

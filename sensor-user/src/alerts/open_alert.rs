@@ -5,6 +5,7 @@ use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use super::{
     dedup::{Aggregate, DedupKey},
+    detect::Rule,
     eve,
     feedback::Verdict,
 };
@@ -61,7 +62,7 @@ pub(super) struct OpenAlert {
     pub(super) peak_score: f32,
     pub(super) peak_raw: f32,
     /// The peak detection came from the beacon rule.
-    pub(super) peak_beacon: bool,
+    pub(super) peak_rule: Rule,
     pub(super) peak_features: [f32; MAX_FEATURES],
     pub(super) n_features: u8,
     pub(super) aggregate: Option<Aggregate>,

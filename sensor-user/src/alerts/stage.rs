@@ -13,7 +13,7 @@ use super::{
     beacon::{self, BeaconRule},
     config::{AlertSettings, Thresholds, secs_to_ns},
     dedup::{Aggregate, DedupKey, dedup_key},
-    detect::{Detection, detect},
+    detect::{Detection, Rule, detect},
     emit::{AlertState, CloseReason, Context, Emitter},
     eve::ClockMap,
     feedback::{RecordKind, Verdict, VerdictRecord},
@@ -22,8 +22,13 @@ use super::{
     inventory::{Inventory, canonical},
     open_alert::{OpenAlert, OpenAlerts, Tuple},
     store::LogWriter,
+    volume::{self, VolumeFinding},
 };
-use crate::model::row::{AttackClass, MAX_FEATURES, ScoredRow};
+use crate::{
+    capture::gateway::GatewayView,
+    features::RowFacts,
+    model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
+};
 
 /// How often (event time) open alerts are checked for updates and closing.
 const SWEEP_NS: u64 = 1_000_000_000;
@@ -86,6 +91,9 @@ pub struct AlertStage {
     rng: u64,
     /// Feature names of the alert record log, for the last row width seen.
     feature_names: Vec<String>,
+    /// Keys of the open flood alerts whose victim is a network: a flood
+    /// row on a host inside one belongs to that alert.
+    prefix_floods: Vec<DedupKey>,
 }
 
 impl AlertStage {
@@ -126,6 +134,7 @@ impl AlertStage {
             metrics: AlertMetrics::default(),
             rng: 0x9e37_79b9_7f4a_7c15,
             feature_names: Vec::new(),
+            prefix_floods: Vec::new(),
         })
     }
 
@@ -241,8 +250,67 @@ impl AlertStage {
         else {
             return;
         };
-        let key = dedup_key(row, det.class);
+        let mut key = dedup_key(row, det.class);
+        if det.class == AttackClass::Flood
+            && let Some(k) = self.prefix_flood_of(canonical(row.dst))
+        {
+            key = k;
+        }
         self.apply(row, key, det, true);
+    }
+
+    /// The open spread-flood alert whose network holds `dst`, if any.
+    fn prefix_flood_of(&self, dst: IpAddr) -> Option<DedupKey> {
+        self.prefix_floods.iter().copied().find(|k| {
+            k.victim
+                .zip(k.victim_prefix)
+                .is_some_and(|(net, len)| volume::in_prefix(dst, net, len))
+        })
+    }
+
+    /// Handles one epoch of the kernel's sketches (the volume rule): each
+    /// flooded destination opens or updates its flood alert, at once (the
+    /// sketch counted every packet: nothing to corroborate). A host that an
+    /// open scan alert probes is left to that alert: a fast vertical scan
+    /// is also many new single-packet flows to one host.
+    pub fn process_gateway(&mut self, view: &GatewayView, now_ns: u64) {
+        self.metrics.gateway_views += 1;
+        self.tick(now_ns);
+        for f in volume::findings(view, &self.settings.volume) {
+            self.metrics.volume_findings += 1;
+            if f.prefix_len.is_none() && self.scan_targets(f.victim) {
+                self.metrics.volume_scan_targets += 1;
+                continue;
+            }
+            let row = volume_row(&f, self.now_ns);
+            let key = DedupKey {
+                class: AttackClass::Flood,
+                attacker: None,
+                victim: Some(f.victim),
+                victim_prefix: f.prefix_len,
+            };
+            let key = match f.prefix_len {
+                None => self.prefix_flood_of(f.victim).unwrap_or(key),
+                Some(_) => key,
+            };
+            let bar = self.settings.volume.min_new_flows_per_s;
+            let det = Detection {
+                class: AttackClass::Flood,
+                // ½ at the bar, → 1 as the rate grows (as for anomalies).
+                score: (1.0 - 0.5 * bar / f.new_flows_per_s.max(bar)).clamp(0.5, 1.0) as f32,
+                raw: f.new_flows_per_s as f32,
+                rule: Rule::Volume,
+            };
+            self.apply(&row, key, det, false);
+        }
+    }
+
+    /// Whether an open scan alert names `host` as its target.
+    fn scan_targets(&self, host: IpAddr) -> bool {
+        self.alerts.iter().any(|a| {
+            a.key.class == AttackClass::Scan
+                && (a.tuple.dst == host || a.aggregate.as_ref().is_some_and(|g| g.tracks(host)))
+        })
     }
 
     /// Opens (after corroboration, if `corroborate`) or updates the alert of
@@ -275,13 +343,14 @@ impl AlertStage {
         if det.score > a.peak_score {
             a.peak_score = det.score;
             a.peak_raw = det.raw;
-            a.peak_beacon = det.beacon;
+            a.peak_rule = det.rule;
             a.peak_features = row.features;
             a.n_features = row.n_features;
             peak = true;
         }
-        if let Some(agg) = a.aggregate.as_mut()
-            && let Some(peer) = agg.insert(key.peer_of(row))
+        let peer = key.peer_of(row);
+        if let Some(agg) = a.aggregate.as_mut().filter(|_| !peer.is_unspecified())
+            && let Some(peer) = agg.insert(peer)
             && a.peers_indexed < CORR_PEERS_PER_ALERT
         {
             // At most CORR_PEERS_PER_ALERT times per alert: off the steady path.
@@ -320,7 +389,11 @@ impl AlertStage {
         }
         let (aggregate, first_peer) = if key.is_aggregated() {
             let mut agg = Aggregate::new();
-            let peer = agg.insert(key.peer_of(row));
+            // A rule's row about a destination (the volume rule's) names
+            // no source: nothing to count.
+            let peer = Some(key.peer_of(row))
+                .filter(|p| !p.is_unspecified())
+                .and_then(|p| agg.insert(p));
             (Some(agg), peer)
         } else {
             (None, None)
@@ -350,7 +423,7 @@ impl AlertStage {
             peak_pps: row.packets_per_s.max(0.0),
             peak_score: det.score,
             peak_raw: det.raw,
-            peak_beacon: det.beacon,
+            peak_rule: det.rule,
             peak_features: row.features,
             n_features: row.n_features,
             aggregate,
@@ -365,6 +438,9 @@ impl AlertStage {
             a.peak_pps = 0.0;
         }
         let sev = a.severity().0;
+        if key.victim_prefix.is_some() {
+            self.prefix_floods.push(key);
+        }
         let i = self.alerts.push(a);
         self.metrics.alerts_opened += 1;
         if let Some(inc) = self.incidents.get_mut(incident) {
@@ -444,6 +520,7 @@ impl AlertStage {
         self.log_alert(i, RecordKind::Close);
         self.emit_alert(i, AlertState::Closed, Some(reason));
         let a = self.alerts.swap_remove(i);
+        self.prefix_floods.retain(|k| *k != a.key);
         self.metrics.alerts_closed += 1;
         if let Some(inc) = self.incidents.get_mut(a.incident) {
             inc.open_alerts = inc.open_alerts.saturating_sub(1);
@@ -517,5 +594,36 @@ impl AlertStage {
         {
             self.metrics.alert_log_errors += 1;
         }
+    }
+}
+
+/// The row the volume rule's finding stands for: a destination's view
+/// (its source unknown, so unspecified), with the sketch's volume.
+fn volume_row(f: &VolumeFinding, now_ns: u64) -> ScoredRow {
+    let unspecified = match f.victim {
+        IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let none = ModelVersion::intern("none");
+    ScoredRow {
+        entity: Entity::DstHost,
+        window: Window::OneSecond,
+        src: unspecified,
+        dst: f.victim,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+        event_ts_ns: now_ns,
+        scored_ts_ns: now_ns,
+        features: [0.0; MAX_FEATURES],
+        n_features: 0,
+        class_probs: [0.0; N_CLASSES],
+        anomaly_score: f32::NAN,
+        packets_per_s: f.packets_per_s as f32,
+        bytes: f.bytes,
+        packets: f.packets,
+        facts: RowFacts::default(),
+        classifier_version: none,
+        autoencoder_version: none,
     }
 }

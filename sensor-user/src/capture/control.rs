@@ -17,7 +17,10 @@ use std::{
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
 use sensor_common::{
     SensorConfig, map_names,
-    sketch::{CMS_ROWS, CMS_WIDTH, CmsRow, EPOCHS, HLL_REGISTERS, HllRegisters, cms_index},
+    sketch::{
+        CMS_ROWS, CMS_WIDTH, CmsRow, DST_LEVELS, DST_ROWS, DST_WIDTH, DstSketch, EPOCHS,
+        HLL_REGISTERS, HllRegisters, VolumeCell, cms_index, dst_index,
+    },
 };
 use tracing::{debug, warn};
 
@@ -25,7 +28,10 @@ use crate::{
     capture::error::SensorError,
     capture::gateway::GatewayView,
     capture::loader::Sensor,
-    capture::sketch::{CountMin, HyperLogLog},
+    capture::{
+        sketch::{CountMin, HyperLogLog},
+        volume::DstVolume,
+    },
 };
 
 /// Default epoch length.
@@ -44,6 +50,8 @@ pub struct EpochSketch {
     pub bytes: CountMin,
     /// Distinct source addresses.
     pub distinct_sources: HyperLogLog,
+    /// Packets, bytes and new flows per destination host and prefix.
+    pub dst: DstVolume,
 }
 
 impl EpochSketch {
@@ -52,6 +60,7 @@ impl EpochSketch {
         self.packets.merge(&other.packets);
         self.bytes.merge(&other.bytes);
         self.distinct_sources.merge(&other.distinct_sources);
+        self.dst.merge(&other.dst);
     }
 }
 
@@ -118,6 +127,7 @@ pub struct SketchMaps {
     packets: PerCpuArray<MapData, CmsRow>,
     bytes: PerCpuArray<MapData, CmsRow>,
     hll: PerCpuArray<MapData, HllRegisters>,
+    dst: PerCpuArray<MapData, DstSketch>,
 }
 
 fn map_type(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> SensorError {
@@ -133,7 +143,9 @@ impl SketchMaps {
     /// # Errors
     /// A map is missing or has the wrong layout.
     pub fn take(sensor: &mut Sensor) -> Result<Self, SensorError> {
-        use map_names::{SENSOR_CONFIG, SRC_BYTES_CMS, SRC_DISTINCT_HLL, SRC_PACKETS_CMS};
+        use map_names::{
+            DST_VOLUME, SENSOR_CONFIG, SRC_BYTES_CMS, SRC_DISTINCT_HLL, SRC_PACKETS_CMS,
+        };
         Ok(Self {
             config: Array::try_from(sensor.take_map(SENSOR_CONFIG)?)
                 .map_err(map_type(SENSOR_CONFIG))?,
@@ -143,6 +155,8 @@ impl SketchMaps {
                 .map_err(map_type(SRC_BYTES_CMS))?,
             hll: PerCpuArray::try_from(sensor.take_map(SRC_DISTINCT_HLL)?)
                 .map_err(map_type(SRC_DISTINCT_HLL))?,
+            dst: PerCpuArray::try_from(sensor.take_map(DST_VOLUME)?)
+                .map_err(map_type(DST_VOLUME))?,
         })
     }
 }
@@ -219,6 +233,7 @@ impl Controller {
             epoch_ns,
             src_packets: sketch.packets.clone(),
             distinct_sources: sketch.distinct_sources.estimate(),
+            dst: sketch.dst.clone(),
         }));
         self.snapshot.last_epoch = sketch;
         self.handle.publish(self.snapshot.clone());
@@ -248,7 +263,20 @@ impl Controller {
     /// # Errors
     /// A map read failed.
     pub(crate) fn read_epoch(&self, epoch: u32) -> Result<EpochSketch, SensorError> {
-        let mut out = EpochSketch::default();
+        let mut out = EpochSketch {
+            dst: DstVolume::new(self.config.dst_prefix),
+            ..EpochSketch::default()
+        };
+        for level in 0..DST_LEVELS {
+            let cells = self
+                .maps
+                .dst
+                .get(&dst_index(epoch, level), 0)
+                .map_err(read_err(map_names::DST_VOLUME))?;
+            for cpu in cells.iter() {
+                out.dst.add_level(level as usize, cpu);
+            }
+        }
         for row in 0..CMS_ROWS {
             let idx = cms_index(epoch, row);
             let pk = self
@@ -300,6 +328,23 @@ impl Controller {
                 .bytes
                 .set(idx, zero()?, 0)
                 .map_err(write_err(map_names::SRC_BYTES_CMS))?;
+        }
+        for level in 0..DST_LEVELS {
+            #[expect(
+                clippy::large_stack_arrays,
+                reason = "aya's per-CPU values are built from a value: 32 KiB on the control \
+                          thread's stack, once per level and epoch"
+            )]
+            let zero = per_cpu_zero(
+                DstSketch {
+                    cells: [[VolumeCell::default(); DST_WIDTH as usize]; DST_ROWS as usize],
+                },
+                ncpu,
+            )?;
+            self.maps
+                .dst
+                .set(dst_index(epoch, level), zero, 0)
+                .map_err(write_err(map_names::DST_VOLUME))?;
         }
         let zero = per_cpu_zero(
             HllRegisters {
@@ -429,6 +474,7 @@ mod tests {
             n_workers: 2,
             flow_table_size: 4096,
             ring_bytes: 1 << 16,
+            dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
         })
         .expect("load");
         let mut rings = sensor.take_rings().expect("rings");

@@ -12,7 +12,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::capture::sketch::CountMin;
+use crate::capture::{sketch::CountMin, volume::DstVolume};
 
 /// One completed epoch of the kernel's sketches, as the features use it.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -25,6 +25,10 @@ pub struct GatewayView {
     pub src_packets: CountMin,
     /// Distinct source addresses over the epoch (HyperLogLog estimate).
     pub distinct_sources: f64,
+    /// Packets, bytes and new flows per destination host and prefix over
+    /// the epoch (the alert stage's volume rule; not in the fixture format,
+    /// which the features alone read).
+    pub dst: DstVolume,
 }
 
 impl GatewayView {
@@ -100,6 +104,7 @@ impl GatewayView {
             epoch_ns,
             src_packets,
             distinct_sources,
+            dst: DstVolume::default(),
         }))
     }
 }

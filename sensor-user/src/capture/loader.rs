@@ -82,6 +82,8 @@ pub struct LoadOptions {
     pub flow_table_size: u32,
     /// Bytes of each ring in use: a power of two, at least a page.
     pub ring_bytes: u32,
+    /// Destination sketch prefix lengths (`SensorConfig::dst_prefix`).
+    pub dst_prefix: [u8; 4],
 }
 
 impl LoadOptions {
@@ -231,7 +233,7 @@ impl Sensor {
             mirror: u32::from(opts.mirror),
             ring_bytes: opts.ring_bytes,
             sample_shift: DEFAULT_SAMPLE_SHIFT,
-            _pad: 0,
+            dst_prefix: opts.dst_prefix,
         };
         {
             let map = ebpf
@@ -537,6 +539,7 @@ mod tests {
             n_workers: 2,
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             ring_bytes: DEFAULT_RING_BYTES,
+            dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
         }
     }
 

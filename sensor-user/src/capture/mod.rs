@@ -8,6 +8,7 @@ pub mod gateway;
 pub mod loader;
 pub mod pins;
 pub mod sketch;
+pub mod volume;
 pub mod workers;
 
 pub use error::SensorError;

@@ -156,6 +156,18 @@ impl RunArgs {
     /// # Errors
     /// An option is out of range.
     pub(crate) fn load_options(&self) -> Result<LoadOptions, SensorError> {
+        // The kernel keys its destination sketch with the volume rule's
+        // prefix lengths, so they come from the same config file.
+        let dst_prefix = match &self.config {
+            Some(path) => crate::alerts::config::SensorFile::load(path)
+                .map_err(|e| SensorError::InvalidConfig {
+                    what: "--config",
+                    reason: e.to_string(),
+                })?
+                .volume
+                .dst_prefix(),
+            None => sensor_common::sketch::DST_PREFIX_DEFAULT,
+        };
         let opts = LoadOptions {
             iface: self.iface.clone(),
             mode: self.mode.into(),
@@ -163,6 +175,7 @@ impl RunArgs {
             n_workers: self.workers.unwrap_or_else(default_workers),
             flow_table_size: self.flow_table_size,
             ring_bytes: self.ring_bytes,
+            dst_prefix,
         };
         opts.validate()?;
         Ok(opts)

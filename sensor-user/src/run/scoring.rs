@@ -313,7 +313,7 @@ impl Scoring {
             None => (rx, None),
         };
         let alerts = alert_setup
-            .spawn(args, alert_rx)
+            .spawn(args, alert_rx, sketches.clone())
             .map_err(|source| ScoringError::Alerts { source })?;
         let handlers = Mutex::new(handlers);
         let factory: Box<HandlerFactory> = Box::new(move |i| {
@@ -409,6 +409,7 @@ impl AlertSetup {
         self,
         args: &RunArgs,
         rx: crossbeam_channel::Receiver<RowBatch>,
+        sketches: SketchHandle,
     ) -> Result<AlertStageHandle, AlertsError> {
         let Self { file, settings } = self;
         let with_config = args.config.is_some();
@@ -430,7 +431,7 @@ impl AlertSetup {
         } else if !with_config {
             sinks = sinks.with(StdoutSink::new());
         }
-        alerts::spawn_alert_stage(rx, settings, inventory, sinks)
+        alerts::spawn_alert_stage(rx, settings, inventory, sinks, Some(sketches))
     }
 }
 
@@ -451,5 +452,5 @@ pub fn spawn_alerts_from_config(
         None => Inventory::default(),
     };
     let sinks = SinkSet::from_config(&file.sinks)?;
-    alerts::spawn_alert_stage(rows, settings, inventory, sinks)
+    alerts::spawn_alert_stage(rows, settings, inventory, sinks, None)
 }
