@@ -432,6 +432,7 @@ mod tests {
     //! and worker code read them back.
 
     use super::*;
+    use crate::capture::volume::DstLevel;
     use crate::capture::{
         loader::{AttachMode, LoadOptions},
         workers::{NoopHandler, WorkerState},
@@ -522,6 +523,32 @@ mod tests {
         }
         let d = fin.run.distinct_sources.estimate();
         assert!((d - 50.0).abs() < 2.0, "distinct sources {d}");
+        // One destination: its cells are exact at every level. 50 flows
+        // started, the 39 of epoch 0 with more than one packet continued.
+        let victim = FlowKey::map_v4([10, 2, 0, 1]);
+        let epoch0_bytes = (sent - 10) * 142;
+        for level in [DstLevel::Host, DstLevel::Narrow, DstLevel::Wide] {
+            let c = fin.run.dst.estimate(level, &victim);
+            assert_eq!(
+                (c.packets, c.new_flows, c.continued, c.bytes),
+                (
+                    u32::try_from(sent).unwrap(),
+                    50,
+                    39,
+                    u32::try_from(epoch0_bytes + 10 * 42).unwrap()
+                ),
+                "{level:?}"
+            );
+        }
+        let elsewhere = FlowKey::map_v4([10, 9, 0, 1]);
+        assert_eq!(fin.run.dst.estimate(DstLevel::Wide, &elsewhere).packets, 0);
+        assert_eq!(
+            fin.last_epoch
+                .dst
+                .estimate(DstLevel::Host, &victim)
+                .new_flows,
+            10
+        );
 
         // Every event the program wrote decodes on the workers: one Start per
         // flow plus Updates at 2, 4, 8, 16, 32 packets.
