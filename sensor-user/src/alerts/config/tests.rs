@@ -48,6 +48,17 @@ fn numbers_out_of_range_are_refused_with_their_line() {
         ),
         ("[tuning]\nfn_cost = 0\n", "[tuning] fn_cost = 0", 2),
         (
+            "[volume]\nprefix_v4 = [24, 20]\n",
+            "[volume] prefix_v4 = [24, 20]",
+            2,
+        ),
+        (
+            "[volume]\nmin_single_share = 1.5\n",
+            "[volume] min_single_share = 1.5",
+            2,
+        ),
+        ("[volume]\nmin_pps = 0\n", "[volume] min_pps = 0", 2),
+        (
             "[[sinks]]\nkind = \"file\"\npath = \"e\"\nkeep = 0\n",
             "[sinks] keep = 0",
             4,
