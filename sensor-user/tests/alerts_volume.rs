@@ -133,3 +133,30 @@ fn the_rule_can_be_turned_off() {
     assert!(stage.open_alerts().is_empty());
     assert_eq!(stage.metrics().gateway_views, 3);
 }
+
+#[test]
+fn a_scanned_host_hammered_past_any_scan_is_flooded() {
+    let (mut stage, _mem) = stage();
+    for p in 0..200u16 {
+        stage.process(&row(
+            Scan,
+            0.99,
+            "203.0.113.9",
+            "10.1.2.3",
+            p,
+            SEC / 2 + u64::from(p) * 100_000,
+        ));
+    }
+    // 40 000 new flows a second: past three probes a port after 5 s.
+    let mut flooded_at = None;
+    for e in 1..=8u64 {
+        let mut s = DstVolume::default();
+        flows(&mut s, "10.1.2.3", 40_000);
+        stage.process_gateway(&view(e, s), e * SEC);
+        if flooded_at.is_none() && stage.open_alerts().iter().any(|a| a.class == Flood) {
+            flooded_at = Some(e);
+        }
+    }
+    assert_eq!(flooded_at, Some(5));
+    assert_eq!(stage.metrics().volume_scan_targets, 4);
+}

@@ -94,7 +94,16 @@ pub struct AlertStage {
     /// Keys of the open flood alerts whose victim is a network: a flood
     /// row on a host inside one belongs to that alert.
     prefix_floods: Vec<DedupKey>,
+    /// Hosts the volume rule found flooded while a scan alert probes them:
+    /// the epoch of the last finding and the new flows summed over
+    /// consecutive epochs (see [`SCAN_MAX_PROBES`]).
+    scanned_floods: std::collections::HashMap<IpAddr, (u64, f64)>,
 }
+
+/// New flows to one host, over consecutive flooded epochs, beyond which a
+/// scan alert no longer explains them: three probes for every TCP and UDP
+/// port. A scan probes each port about once; a flood hammers on.
+const SCAN_MAX_PROBES: f64 = 3.0 * 65_536.0;
 
 impl AlertStage {
     /// Builds the stage. `clock` maps row timestamps to wall-clock time.
@@ -135,6 +144,7 @@ impl AlertStage {
             rng: 0x9e37_79b9_7f4a_7c15,
             feature_names: Vec::new(),
             prefix_floods: Vec::new(),
+            scanned_floods: std::collections::HashMap::new(),
         })
     }
 
@@ -271,16 +281,30 @@ impl AlertStage {
     /// Handles one epoch of the kernel's sketches (the volume rule): each
     /// flooded destination opens or updates its flood alert, at once (the
     /// sketch counted every packet: nothing to corroborate). A host that an
-    /// open scan alert probes is left to that alert: a fast vertical scan
-    /// is also many new single-packet flows to one host.
+    /// open scan alert probes is left to that alert (a fast vertical scan
+    /// is also many new single-packet flows to one host) until its new
+    /// flows, summed over consecutive epochs, pass [`SCAN_MAX_PROBES`]:
+    /// then it is hammered, not probed, and the flood opens too.
     pub fn process_gateway(&mut self, view: &GatewayView, now_ns: u64) {
         self.metrics.gateway_views += 1;
         self.tick(now_ns);
+        let epoch_s = view.epoch_ns as f64 / 1e9;
+        // A host not found flooded in the previous epoch starts over.
+        self.scanned_floods
+            .retain(|_, (seq, _)| *seq + 1 >= view.seq);
         for f in volume::findings(view, &self.settings.volume) {
             self.metrics.volume_findings += 1;
             if f.prefix_len.is_none() && self.scan_targets(f.victim) {
-                self.metrics.volume_scan_targets += 1;
-                continue;
+                let e = self
+                    .scanned_floods
+                    .entry(f.victim)
+                    .or_insert((view.seq, 0.0));
+                e.0 = view.seq;
+                e.1 += f.new_flows_per_s * epoch_s;
+                if e.1 <= SCAN_MAX_PROBES {
+                    self.metrics.volume_scan_targets += 1;
+                    continue;
+                }
             }
             let row = volume_row(&f, self.now_ns);
             let key = DedupKey {
