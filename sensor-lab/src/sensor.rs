@@ -153,6 +153,59 @@ impl SensorRun {
         Self::start_with(ns.nsenter_command(bin), iface, dir, extra)
     }
 
+    /// Like [`SensorRun::start_nsenter`], with `RUST_LOG` set to `filter`
+    /// (e.g. `info`), for tests that read what the sensor logs.
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start_nsenter_logging(
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+        filter: &str,
+    ) -> Result<Self> {
+        let mut cmd = ns.nsenter_command(bin);
+        cmd.env("RUST_LOG", filter);
+        Self::start_with(cmd, iface, dir, extra)
+    }
+
+    /// Waits until the sensor's stderr contains `needle` (a log line).
+    ///
+    /// # Errors
+    /// The sensor exits first (its stderr is in the error) or `timeout`
+    /// passes.
+    pub fn wait_logged(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child_mut()
+                .try_wait()
+                .map_err(|source| LabError::Sys {
+                    call: "waitpid(sensor)".into(),
+                    source,
+                })?
+            {
+                return Err(LabError::Command {
+                    command: format!("sensor run --iface {}", self.iface),
+                    status,
+                    stderr: self.stderr(),
+                });
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!("the sensor to log `{needle}` (stderr: {})", self.stderr()),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn start_with(
         mut cmd: std::process::Command,
         iface: &str,

@@ -41,6 +41,15 @@ pub enum SensorError {
         source: Box<ProgramError>,
     },
 
+    /// The program's XDP link could not be taken over.
+    #[error("{what} the XDP link on `{iface}`")]
+    Link {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+
     /// The object was built without the XDP program.
     #[error(
         "the XDP object has no program `{name}` (rebuild sensor-ebpf and sensor-user together)"

@@ -101,6 +101,13 @@ pub struct RunArgs {
     /// Observe only: no feature extraction, models or alerts.
     #[arg(long)]
     pub no_score: bool,
+    /// At SIGINT/SIGTERM or the end of --duration, leave the XDP program
+    /// attached and its flow table, sketches and counters pinned, so packets
+    /// are still counted while no sensor runs and the next `sensor run` on
+    /// the interface adopts them (restart or upgrade without forgetting).
+    /// Without it a stop detaches the program and removes the pins.
+    #[arg(long)]
+    pub keep_state: bool,
     /// Directory holding flow-classifier.onnx and flow-autoencoder.onnx, each
     /// with its model card (`<name>.card.json`) [default: beside an installed
     /// or copied binary (`../share/xdp-sensor/models`, `./models`), else the

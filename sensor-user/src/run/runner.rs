@@ -29,6 +29,7 @@ use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     capture::error::SensorError,
     capture::loader::Sensor,
+    capture::pins::KeptCounts,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
     ops::report::{self, OutputFile},
     run::cli::RunArgs,
@@ -192,7 +193,7 @@ fn run_inner(
 ) -> Result<RunSummary, SensorError> {
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
-    let mut sensor = Sensor::load(opts)?;
+    let mut sensor = Sensor::load_pinned(opts)?;
     let rings = sensor.take_rings()?;
     let maps = SketchMaps::take(&mut sensor)?;
     let control = ControlThread::spawn(maps, EPOCH, sketches.clone())?;
@@ -222,10 +223,19 @@ fn run_inner(
         "sensor running; stop with Ctrl-C"
     );
 
+    if let Some(kept) = sensor.kept_counts() {
+        report_handover(&sensor, kept);
+    }
+
     let waited = wait_for_shutdown(sfd, args.duration.map(|d| started + d));
-    // Whatever happened while waiting, stop in order: detach first, so the
-    // rings receive nothing more and the drain below is complete.
-    sensor.detach();
+    // Only an orderly stop keeps the state: after a failure the pins would
+    // describe a sensor that did not stop cleanly.
+    let keep = args.keep_state && waited.is_ok();
+    if !keep {
+        // Stop in order: detach first, so the rings receive nothing more
+        // and the drain below is complete.
+        sensor.release(None);
+    }
     let duration = started.elapsed();
     let reports = pool.stop_and_join();
     let snapshot = control.stop();
@@ -237,6 +247,14 @@ fn run_inner(
 
     let counters = report::read_counters(&sensor)?;
     let flows = report::read_flow_table(&sensor)?;
+    if keep {
+        // The program keeps counting into the pinned maps; the events it
+        // emits from now on go to rings no process reads.
+        sensor.release(Some(KeptCounts {
+            packets_seen: counters[Counter::PacketsSeen as usize],
+            events_emitted: counters[Counter::EventsEmitted as usize],
+        }));
+    }
     outputs.write(&reports, &snapshot, &counters, &flows, duration)?;
 
     Ok(RunSummary {
@@ -247,6 +265,22 @@ fn run_inner(
         duration,
         signal,
     })
+}
+
+/// Logs what the program counted between the previous sensor's stop with
+/// `--keep-state` and this sensor's attach: packets went into the adopted
+/// flow table and counters, but the events emitted meanwhile went to the
+/// previous sensor's rings, which nobody read.
+fn report_handover(sensor: &Sensor, kept: KeptCounts) {
+    match report::read_counters(sensor) {
+        Ok(now) => info!(
+            packets = now[Counter::PacketsSeen as usize].saturating_sub(kept.packets_seen),
+            events_unread =
+                now[Counter::EventsEmitted as usize].saturating_sub(kept.events_emitted),
+            "while no sensor ran, the program counted these packets into the adopted flow table; the flow events it emitted then were not read (at most this many)"
+        ),
+        Err(e) => warn!(error = %e, "could not read the adopted counters"),
+    }
 }
 
 /// The requested output files, opened up front.
