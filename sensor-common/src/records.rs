@@ -144,6 +144,19 @@ pub struct StatsReport {
     pub workers: Vec<WorkerStats>,
     pub epochs_flipped: u64,
     pub duration_s: f64,
+    /// Configuration reloads (SIGHUP) so far.
+    #[serde(default)]
+    pub config_reloads: ConfigReloads,
+}
+
+/// What the configuration reloads (SIGHUP) of a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReloads {
+    /// Reloads whose configuration was valid and is now in force.
+    pub applied: u64,
+    /// Reloads refused (the log says why); the previous configuration
+    /// kept running.
+    pub rejected: u64,
 }
 
 impl StatsReport {
@@ -165,6 +178,7 @@ impl StatsReport {
             workers,
             epochs_flipped,
             duration_s,
+            config_reloads: ConfigReloads::default(),
         }
     }
 

@@ -387,6 +387,45 @@ impl Drop for SensorRun {
     }
 }
 
+/// The pin directory a sensor on `iface` in `ns` uses in the host's BPF
+/// filesystem (`/sys/fs/bpf/xdp-sensor/net<netns inode>-if<ifindex>`),
+/// removed when the guard drops: a killed sensor, or one stopped with
+/// `--keep-state`, leaves its program attached and its maps pinned there,
+/// and the pins outlive the test's namespaces.
+pub struct PinsGuard(PathBuf);
+
+impl PinsGuard {
+    /// The guard of `iface` in `ns`.
+    ///
+    /// # Errors
+    /// The namespace or the interface cannot be examined.
+    pub fn of(ns: &Netns, iface: &str) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let netns = ns
+            .run_in(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))?
+            .map_err(|source| LabError::Sys {
+                call: format!("stat the network namespace of {}", ns.name()),
+                source,
+            })?;
+        let ifindex = ns.ifindex(iface)?;
+        Ok(Self(
+            Path::new("/sys/fs/bpf/xdp-sensor").join(format!("net{netns}-if{ifindex}")),
+        ))
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Serialises lab scenarios within one process: each one measures exact
 /// counts and rates, which parallel scenarios on two cores would disturb.
 /// (Across test binaries, nextest's `netns` test group does the same.)

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sensor_lab::generator::{FlowTuple, Frames, Pacing, Sender, mixed_flows};
-use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir, exclusive};
+use sensor_lab::sensor::{PinsGuard, SensorOutput, SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -40,30 +40,6 @@ fn start(lab: &Lab, dir: &TempDir, args: &[&str]) -> SensorRun {
     run
 }
 
-/// Removes the gateway interface's pin directory when the test ends, also
-/// when it fails with a program left attached by `--keep-state`: pins in
-/// the host's BPF filesystem outlive the test's namespaces.
-struct PinsGuard(std::path::PathBuf);
-
-impl PinsGuard {
-    fn of(lab: &Lab) -> Self {
-        use std::os::unix::fs::MetadataExt as _;
-        let netns = lab
-            .gateway
-            .run_in(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))
-            .expect("enter the gateway namespace")
-            .expect("gateway namespace inode");
-        let ifindex = lab.gateway.ifindex(&lab.link.b).expect("ifindex");
-        Self(Path::new("/sys/fs/bpf/xdp-sensor").join(format!("net{netns}-if{ifindex}")))
-    }
-}
-
-impl Drop for PinsGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Per-flow packet counts of a `--flows-out`.
 fn flow_packets(out: &SensorOutput) -> BTreeMap<FlowTuple, u64> {
     out.flows
@@ -90,7 +66,7 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     }
     let _serial = exclusive();
     let lab = Lab::sender_gateway().expect("lab");
-    let pins = PinsGuard::of(&lab);
+    let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
     // 8 flows, 10 000 packets/s for 6 s: the restart (stop, load, adopt,
     // replace) happens while they run.
     const PACKETS: u64 = 60_000;
@@ -158,7 +134,11 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
         !lab.gateway.has_xdp(&lab.link.b).expect("ip link"),
         "XDP still attached after a stop without --keep-state"
     );
-    assert!(!pins.0.exists(), "{} left behind", pins.0.display());
+    assert!(
+        !pins.path().exists(),
+        "{} left behind",
+        pins.path().display()
+    );
 }
 
 #[test]
@@ -168,7 +148,7 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
     }
     let _serial = exclusive();
     let lab = Lab::sender_gateway().expect("lab");
-    let pins = PinsGuard::of(&lab);
+    let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(4), 400).expect("frames");
     let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
@@ -208,5 +188,9 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
     );
     assert_eq!(out_b.stats.counter("packets_seen"), 0);
     assert!(out_b.flows.is_empty(), "fresh flow table");
-    assert!(!pins.0.exists(), "{} left behind", pins.0.display());
+    assert!(
+        !pins.path().exists(),
+        "{} left behind",
+        pins.path().display()
+    );
 }

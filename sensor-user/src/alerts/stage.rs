@@ -188,7 +188,50 @@ impl AlertStage {
                     self.metrics.threshold_reloads += 1;
                 }
             }
+            Control::Reload(r) => self.reload(*r),
         }
+    }
+
+    /// Applies a reloaded configuration: thresholds, timings and the
+    /// inventory take effect for the next row. The files the stage holds
+    /// open (alert record log, verdict store) keep their paths until the
+    /// next start, with a warning when the new configuration moves them.
+    pub fn reload(&mut self, r: super::Reloaded) {
+        let super::Reloaded {
+            mut settings,
+            inventory,
+        } = r;
+        let old = &self.settings.alerts;
+        for (what, new, old) in [
+            (
+                "[alerts] alert_log",
+                &mut settings.alerts.alert_log,
+                &old.alert_log,
+            ),
+            (
+                "[alerts] verdict_store",
+                &mut settings.alerts.verdict_store,
+                &old.verdict_store,
+            ),
+        ] {
+            if new != old {
+                tracing::warn!(
+                    setting = what,
+                    "changes at the next start; the running sensor keeps {}",
+                    old.display()
+                );
+                new.clone_from(old);
+            }
+        }
+        if settings.thresholds != self.settings.thresholds {
+            tracing::info!(thresholds = ?settings.thresholds, "alert thresholds reloaded");
+            self.metrics.threshold_reloads += 1;
+        }
+        self.quiet_ns = secs_to_ns(settings.alerts.quiet_period_s);
+        self.update_ns = secs_to_ns(settings.alerts.update_interval_s);
+        self.incident_ns = secs_to_ns(settings.alerts.incident_window_s);
+        self.settings = settings;
+        self.inventory = inventory;
     }
 
     /// Attaches an analyst's verdict to the alert if it is still open: a

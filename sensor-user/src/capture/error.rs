@@ -119,7 +119,9 @@ pub enum SensorError {
 
     /// `sensor stats` found the pins of a sensor that has died (killed, or
     /// its program detached): its counters no longer move.
-    #[error("the sensor on {iface} (pid {pid}) is not running; its counters are stale")]
+    #[error(
+        "the sensor on {iface} (pid {pid}) is not running; its state waits for the next `sensor run` to adopt it"
+    )]
     StaleCounters { iface: String, pid: u32 },
 
     /// Another live sensor already holds the interface's pins.

@@ -22,8 +22,8 @@ use nix::{
         signalfd::{SfdFlags, SignalFd},
     },
 };
-use sensor_common::{COUNTER_COUNT, Counter};
-use tracing::{info, warn};
+use sensor_common::{COUNTER_COUNT, Counter, records::ConfigReloads};
+use tracing::{error, info, warn};
 
 use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
@@ -103,19 +103,26 @@ fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     Ok((fd, old))
 }
 
-/// Waits for SIGINT/SIGTERM or until `deadline` (SIGHUP and SIGUSR1 are
-/// logged and waited through).
-fn wait_for_shutdown(
-    sfd: &SignalFd,
-    deadline: Option<Instant>,
-) -> Result<Option<Signal>, SensorError> {
+/// What ended a wait for signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// SIGINT/SIGTERM (`Some`) or the deadline (`None`): stop.
+    Stop(Option<Signal>),
+    /// SIGHUP: reload the configuration.
+    Reload,
+    /// SIGUSR1: write the outputs so far.
+    Dump,
+}
+
+/// Waits for a signal or until `deadline`.
+fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, SensorError> {
     loop {
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(None);
+                    return Ok(Wake::Stop(None));
                 }
                 // Round up so we never wake just before the deadline and spin.
                 let ms = left.as_millis().saturating_add(1);
@@ -130,18 +137,58 @@ fn wait_for_shutdown(
                     let sig = i32::try_from(info.ssi_signo)
                         .ok()
                         .and_then(|s| Signal::try_from(s).ok());
-                    if let Some(s @ (Signal::SIGHUP | Signal::SIGUSR1)) = sig {
-                        // Not built yet: reloading (SIGHUP) and writing the
-                        // outputs so far (SIGUSR1). Never a reason to stop.
-                        warn!(signal = %s, "not supported yet; the sensor keeps running");
-                        continue;
-                    }
-                    return Ok(sig);
+                    return Ok(match sig {
+                        Some(Signal::SIGHUP) => Wake::Reload,
+                        Some(Signal::SIGUSR1) => Wake::Dump,
+                        other => Wake::Stop(other),
+                    });
                 }
                 Ok(None) | Err(nix::errno::Errno::EAGAIN) => {}
                 Err(e) => return Err(SensorError::system("reading the signalfd", e)),
             },
             Err(e) => return Err(SensorError::system("waiting for signals", e)),
+        }
+    }
+}
+
+/// Reloads the configuration on SIGHUP: validates it as at start and, when
+/// valid, hands it to the stages that apply it; `Err` carries the reason
+/// (with file and line) when the new configuration was refused and the
+/// previous one kept running.
+pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
+
+/// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
+/// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
+/// stops the sensor.
+fn serve_until_stop(
+    sfd: &SignalFd,
+    deadline: Option<Instant>,
+    reload: Option<ReloadHook<'_>>,
+    reloads: &mut ConfigReloads,
+    mut dump: impl FnMut(&ConfigReloads),
+) -> Result<Option<Signal>, SensorError> {
+    loop {
+        match wait_for_signal(sfd, deadline)? {
+            Wake::Stop(sig) => return Ok(sig),
+            Wake::Reload => match reload {
+                None => {
+                    reloads.rejected += 1;
+                    warn!(
+                        "SIGHUP: no --config to reload (or scoring is off); the sensor keeps running as it was"
+                    );
+                }
+                Some(hook) => match hook() {
+                    Ok(()) => {
+                        reloads.applied += 1;
+                        info!(applied = reloads.applied, "SIGHUP: configuration reloaded");
+                    }
+                    Err(reason) => {
+                        reloads.rejected += 1;
+                        error!(%reason, rejected = reloads.rejected, "SIGHUP: configuration refused; the previous one keeps running");
+                    }
+                },
+            },
+            Wake::Dump => dump(reloads),
         }
     }
 }
@@ -160,7 +207,7 @@ fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
 /// Load/attach failures (with a user-facing diagnosis), map access failures,
 /// or outputs that cannot be written.
 pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
-    run_with_sketches(args, factory, &SketchHandle::default())
+    run_with_sketches(args, factory, &SketchHandle::default(), None)
 }
 
 /// Like [`run`], publishing each epoch's sketches to `sketches`, so stages
@@ -172,11 +219,12 @@ pub(crate) fn run_with_sketches(
     args: &RunArgs,
     factory: &HandlerFactory,
     sketches: &SketchHandle,
+    reload: Option<ReloadHook<'_>>,
 ) -> Result<RunSummary, SensorError> {
     let opts = args.load_options()?;
     let outputs = Outputs::create(args)?;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(args, opts, outputs, factory, sketches, &sfd);
+    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, reload);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
@@ -190,6 +238,7 @@ fn run_inner(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     sfd: &SignalFd,
+    reload: Option<ReloadHook<'_>>,
 ) -> Result<RunSummary, SensorError> {
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
@@ -227,7 +276,36 @@ fn run_inner(
         report_handover(&sensor, kept);
     }
 
-    let waited = wait_for_shutdown(sfd, args.duration.map(|d| started + d));
+    let mut reloads = ConfigReloads::default();
+    let waited = serve_until_stop(
+        sfd,
+        args.duration.map(|d| started + d),
+        reload,
+        &mut reloads,
+        |reloads| {
+            // SIGUSR1: the outputs so far, each renamed into place; the run
+            // goes on.
+            let written = (|| {
+                let reports = pool.reports_so_far();
+                let counters = report::read_counters(&sensor)?;
+                let flows = report::read_flow_table(&sensor)?;
+                Outputs::create(args)?.write(
+                    &reports,
+                    &sketches.latest(),
+                    &counters,
+                    &flows,
+                    started.elapsed(),
+                    *reloads,
+                )
+            })();
+            match written {
+                Ok(()) => info!("SIGUSR1: outputs so far written"),
+                Err(e) => {
+                    error!(error = %e, "SIGUSR1: writing the outputs so far failed; the sensor keeps running")
+                }
+            }
+        },
+    );
     // Only an orderly stop keeps the state: after a failure the pins would
     // describe a sensor that did not stop cleanly.
     let keep = args.keep_state && waited.is_ok();
@@ -255,7 +333,7 @@ fn run_inner(
             events_emitted: counters[Counter::EventsEmitted as usize],
         }));
     }
-    outputs.write(&reports, &snapshot, &counters, &flows, duration)?;
+    outputs.write(&reports, &snapshot, &counters, &flows, duration, reloads)?;
 
     Ok(RunSummary {
         counters,
@@ -308,6 +386,7 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
+        reloads: ConfigReloads,
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -316,12 +395,13 @@ impl Outputs {
             info!(path, flows = flows.len(), "flow table written");
         }
         if let Some(out) = self.stats {
-            let stats = report::stats_report(
+            let mut stats = report::stats_report(
                 counters,
                 reports,
                 snapshot.epochs_flipped,
                 duration.as_secs_f64(),
             );
+            stats.config_reloads = reloads;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
@@ -354,8 +434,8 @@ mod tests {
         mask.add(Signal::SIGUSR2);
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
         let t = Instant::now();
-        let r = wait_for_shutdown(&sfd, Some(t + Duration::from_millis(30))).unwrap();
-        assert!(r.is_none());
+        let r = wait_for_signal(&sfd, Some(t + Duration::from_millis(30))).unwrap();
+        assert_eq!(r, Wake::Stop(None));
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
 
