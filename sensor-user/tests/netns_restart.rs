@@ -18,6 +18,10 @@ const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
 const RUNNING: &str = "sensor running";
 const START: Duration = Duration::from_secs(30);
 const STOP: Duration = Duration::from_secs(20);
+/// 8 flows at [`RATE`] packets/s for 6 s: the restart (stop, load, adopt,
+/// replace) happens while they run.
+const PACKETS: u64 = 60_000;
+const RATE: u64 = 10_000;
 
 fn observe(extra: &[&'static str]) -> Vec<&'static str> {
     ["--duration", "60", "--no-score", "--workers", "1"]
@@ -67,9 +71,6 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     let _serial = exclusive();
     let lab = Lab::sender_gateway().expect("lab");
     let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
-    // 8 flows, 10 000 packets/s for 6 s: the restart (stop, load, adopt,
-    // replace) happens while they run.
-    const PACKETS: u64 = 60_000;
     let frames =
         Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(8), PACKETS).expect("frames");
     let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
@@ -80,7 +81,7 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     let a = start(&lab, &dir_a, &observe(&["--keep-state"]));
 
     let (report, out_a, out_b) = std::thread::scope(|s| {
-        let traffic = s.spawn(|| sender.send(&frames, Pacing::paced(10_000)));
+        let traffic = s.spawn(|| sender.send(&frames, Pacing::paced(RATE)));
         std::thread::sleep(Duration::from_secs(1));
         let out_a = a.stop(STOP).expect("stop sensor A");
         let b = start(&lab, &dir_b, &observe(&[]));

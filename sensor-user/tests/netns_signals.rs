@@ -11,7 +11,7 @@ use sensor_lab::sensor::{PinsGuard, SensorRun, TempDir, exclusive, read_stats};
 use sensor_lab::{Lab, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
-const START: Duration = Duration::from_secs(60);
+const START: Duration = Duration::from_secs(30);
 const STOP: Duration = Duration::from_secs(30);
 
 /// Waits until `path` exists (an output renamed into place).

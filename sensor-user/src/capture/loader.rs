@@ -184,7 +184,7 @@ pub(crate) fn if_index(iface: &str) -> Option<u32> {
 
 /// How the program is attached.
 enum Attachment {
-    /// Through a bpf_link (pinned when the sensor has a pin directory): a
+    /// Through a `bpf_link` (pinned when the sensor has a pin directory): a
     /// later sensor can replace the program through it atomically.
     Link(FdLink),
     /// Through netlink, on kernels without XDP links: detached by id.
@@ -711,7 +711,7 @@ impl Drop for Sensor {
     }
 }
 
-/// Whether the kernel attaches XDP through bpf_link (Linux 5.9), which a
+/// Whether the kernel attaches XDP through `bpf_link` (Linux 5.9), which a
 /// pin can keep and a later program can replace atomically.
 fn xdp_links_supported() -> bool {
     use aya::util::KernelVersion;

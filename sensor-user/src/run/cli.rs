@@ -66,6 +66,10 @@ impl From<ModeArg> for AttachMode {
 
 /// `sensor run`.
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches: each bool is one independent flag"
+)]
 pub struct RunArgs {
     /// Interface to attach to.
     #[arg(long, value_name = "IF")]

@@ -301,7 +301,7 @@ fn run_inner(
             match written {
                 Ok(()) => info!("SIGUSR1: outputs so far written"),
                 Err(e) => {
-                    error!(error = %e, "SIGUSR1: writing the outputs so far failed; the sensor keeps running")
+                    error!(error = %e, "SIGUSR1: writing the outputs so far failed; the sensor keeps running");
                 }
             }
         },
