@@ -20,8 +20,9 @@
 //!
 //! A record says a sensor is alive when its process still exists with the
 //! recorded start time (a recycled pid has another) and its XDP program is
-//! still loaded: the attachment holds the program's only reference, so a
-//! detached program is gone.
+//! still loaded (the link holds the program's only reference, so a program
+//! whose link was removed is gone). A dead sensor's program may well still
+//! be loaded and counting: its pinned link keeps it attached.
 
 use std::{
     io,
