@@ -85,7 +85,12 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     let _pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
     let dir = TempDir::new("sighup").expect("temp dir");
     let config = dir.path().join("sensor.toml");
-    std::fs::write(&config, "[thresholds]\nflood = 0.5\n").expect("config");
+    let sink = |name: &str| format!("[[sinks]]\nkind = \"file\"\npath = \"{name}\"\n");
+    std::fs::write(
+        &config,
+        format!("[thresholds]\nflood = 0.5\n\n{}", sink("before.jsonl")),
+    )
+    .expect("config");
     let config_arg = config.to_str().expect("utf-8 path");
     let mut run = SensorRun::start_nsenter_logging(
         &lab.gateway,
@@ -105,8 +110,14 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
     .expect("start sensor");
     run.wait_logged("sensor running", START).expect("running");
 
-    // A good configuration: applied.
-    std::fs::write(&config, "[thresholds]\nflood = 0.7\n").expect("config");
+    assert!(dir.path().join("before.jsonl").exists(), "sink opened");
+
+    // A good configuration: applied, with its new sink opened and swapped in.
+    std::fs::write(
+        &config,
+        format!("[thresholds]\nflood = 0.7\n\n{}", sink("after.jsonl")),
+    )
+    .expect("config");
     run.signal(libc::SIGHUP);
     run.wait_logged("SIGHUP: configuration reloaded", Duration::from_secs(10))
         .expect("reload logged");
@@ -118,6 +129,9 @@ fn sighup_applies_a_good_config_and_refuses_a_bad_one() {
         "flood threshold 0.7 not in force: {}",
         run.stderr()
     );
+    run.wait_logged("alert sinks replaced", Duration::from_secs(10))
+        .expect("sinks swapped");
+    assert!(dir.path().join("after.jsonl").exists(), "new sink opened");
 
     // A bad one: refused with file and line, and the sensor keeps running.
     std::fs::write(&config, "[thresholds]\nscan = 0.4\nflood = 1.5\n").expect("config");

@@ -217,8 +217,8 @@ shared_metrics!(
     alert_log_errors,
 );
 
-/// What the poller thread tells the stage.
-#[derive(Debug, Clone)]
+/// What the poller thread (and a reload) tells the stage.
+#[derive(Debug)]
 pub enum Control {
     /// An analyst's verdict was recorded.
     Verdict(VerdictRecord),
@@ -230,10 +230,22 @@ pub enum Control {
 
 /// A validated configuration for the running stage to apply between two
 /// row batches.
-#[derive(Debug, Clone)]
 pub struct Reloaded {
     pub settings: AlertSettings,
     pub inventory: Inventory,
+    /// New sinks, opened, when the configuration changed them: the stage
+    /// flushes the old ones and swaps, so no record is split or lost.
+    pub sinks: Option<Box<dyn AlertOutput>>,
+}
+
+impl std::fmt::Debug for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloaded")
+            .field("settings", &self.settings)
+            .field("inventory", &self.inventory)
+            .field("sinks", &self.sinks.is_some())
+            .finish()
+    }
 }
 
 /// Enqueues a row for the alert stage without blocking; a full channel sheds

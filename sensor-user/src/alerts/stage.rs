@@ -192,15 +192,20 @@ impl AlertStage {
         }
     }
 
-    /// Applies a reloaded configuration: thresholds, timings and the
-    /// inventory take effect for the next row. The files the stage holds
+    /// Applies a reloaded configuration: thresholds, timings, the
+    /// inventory and (when given) the sinks take effect for the next row. The files the stage holds
     /// open (alert record log, verdict store) keep their paths until the
     /// next start, with a warning when the new configuration moves them.
     pub fn reload(&mut self, r: super::Reloaded) {
         let super::Reloaded {
             mut settings,
             inventory,
+            sinks,
         } = r;
+        if let Some(sinks) = sinks {
+            self.out.replace_sinks(sinks);
+            tracing::info!("alert sinks replaced");
+        }
         let old = &self.settings.alerts;
         for (what, new, old) in [
             (

@@ -348,10 +348,10 @@ impl Scoring {
     }
 
     /// Reloads `--config` (SIGHUP) with exactly the validation of the start
-    /// (config, model cards, inventory) and hands it to the alert stage,
-    /// which applies it between row batches. Sinks keep running as they
-    /// are (a changed `[[sinks]]` is logged and applies at the next start),
-    /// and so do the pipelines' emit floor and the models.
+    /// (config, model cards, inventory, sinks) and hands it to the alert
+    /// stage, which applies it between row batches. A changed `[[sinks]]`
+    /// is opened here and swapped in by the stage; the pipelines' emit floor
+    /// and the models stay as they are.
     ///
     /// # Errors
     /// The reason the new configuration was refused, with file and line;
@@ -362,12 +362,20 @@ impl Scoring {
         };
         let setup = AlertSetup::resolve(args, &self.models_dir).map_err(|e| error_chain(&e))?;
         let inventory = setup.inventory().map_err(|e| error_chain(&e))?;
-        if format!("{:?}", setup.file.sinks) != self.sinks {
-            tracing::warn!(config = %path.display(), "[[sinks]] changed: sinks are swapped at the next start; the running ones stay");
-        }
+        // Sinks are opened here, before anything is sent: a sink that
+        // cannot be opened refuses the whole reload.
+        let sinks = if format!("{:?}", setup.file.sinks) == self.sinks {
+            None
+        } else {
+            tracing::info!(config = %path.display(), "[[sinks]] changed: opening the new sinks");
+            let sinks: Box<dyn alerts::AlertOutput> =
+                Box::new(setup.sinks(args).map_err(|e| error_chain(&e))?);
+            Some(sinks)
+        };
         let reloaded = alerts::Reloaded {
             settings: setup.settings,
             inventory,
+            sinks,
         };
         if self
             .alerts
@@ -455,16 +463,11 @@ impl AlertSetup {
         }
     }
 
-    fn spawn(
-        self,
-        args: &RunArgs,
-        rx: crossbeam_channel::Receiver<RowBatch>,
-    ) -> Result<AlertStageHandle, AlertsError> {
-        let inventory = self.inventory()?;
-        let Self { file, settings } = self;
+    /// The sinks: the config's, plus `--eve-out`; stdout without either.
+    fn sinks(&self, args: &RunArgs) -> Result<SinkSet, AlertsError> {
         let with_config = args.config.is_some();
         let mut sinks = if with_config {
-            SinkSet::from_config(&file.sinks)?
+            SinkSet::from_config(&self.file.sinks)?
         } else {
             SinkSet::new()
         };
@@ -477,7 +480,17 @@ impl AlertSetup {
         } else if !with_config {
             sinks = sinks.with(StdoutSink::new());
         }
-        alerts::spawn_alert_stage(rx, settings, inventory, sinks)
+        Ok(sinks)
+    }
+
+    fn spawn(
+        self,
+        args: &RunArgs,
+        rx: crossbeam_channel::Receiver<RowBatch>,
+    ) -> Result<AlertStageHandle, AlertsError> {
+        let inventory = self.inventory()?;
+        let sinks = self.sinks(args)?;
+        alerts::spawn_alert_stage(rx, self.settings, inventory, sinks)
     }
 }
 
