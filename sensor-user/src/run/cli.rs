@@ -238,6 +238,11 @@ mod tests {
         assert_eq!(r.duration, None);
         assert_eq!(r.flow_table_size, 65_536);
         assert_eq!(r.ring_bytes, 4 << 20);
+        assert!(
+            !r.keep_state,
+            "a stop detaches unless asked to keep the state"
+        );
+        assert!(run(&["run", "--iface", "eth0", "--keep-state"]).keep_state);
         let o = r.load_options().unwrap();
         assert!((1..=8).contains(&o.n_workers));
         assert_eq!(o.mode, AttachMode::Native);
