@@ -147,6 +147,21 @@ pub struct StatsReport {
     /// Configuration reloads (SIGHUP) so far.
     #[serde(default)]
     pub config_reloads: ConfigReloads,
+    /// When the run adopted the state a sensor stopped with `--keep-state`
+    /// left: what its program counted while no sensor ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// What the kept program did between the previous sensor's stop and this
+/// sensor's attach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// Packets counted into the adopted flow table and counters.
+    pub packets: u64,
+    /// Flow events emitted to rings no process read (an upper bound: the
+    /// count is read just after the new program took over).
+    pub events_unread: u64,
 }
 
 /// What the configuration reloads (SIGHUP) of a run did.
@@ -179,6 +194,7 @@ impl StatsReport {
             epochs_flipped,
             duration_s,
             config_reloads: ConfigReloads::default(),
+            handover: None,
         }
     }
 

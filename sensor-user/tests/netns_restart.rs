@@ -129,6 +129,10 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     }
     assert_eq!(out_b.stats.counter("packets_seen"), truth.packets);
     assert_eq!(out_b.stats.counter("parsed_ok"), truth.packets);
+    // Traffic ran while no sensor did: the kept program counted it.
+    let handover = out_b.stats.handover.expect("handover in --stats-out");
+    assert!(handover.packets > 0, "{handover:?}");
+    assert!(out_a.stats.handover.is_none(), "A adopted nothing");
 
     // B stopped without --keep-state: nothing stays attached or pinned.
     assert!(
@@ -189,6 +193,7 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
     );
     assert_eq!(out_b.stats.counter("packets_seen"), 0);
     assert!(out_b.flows.is_empty(), "fresh flow table");
+    assert!(out_b.stats.handover.is_none(), "nothing adopted");
     assert!(
         !pins.path().exists(),
         "{} left behind",

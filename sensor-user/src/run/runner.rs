@@ -22,7 +22,10 @@ use nix::{
         signalfd::{SfdFlags, SignalFd},
     },
 };
-use sensor_common::{COUNTER_COUNT, Counter, records::ConfigReloads};
+use sensor_common::{
+    COUNTER_COUNT, Counter,
+    records::{ConfigReloads, Handover},
+};
 use tracing::{error, info, warn};
 
 use crate::{
@@ -272,9 +275,9 @@ fn run_inner(
         "sensor running; stop with Ctrl-C"
     );
 
-    if let Some(kept) = sensor.kept_counts() {
-        report_handover(&sensor, kept);
-    }
+    let handover = sensor
+        .kept_counts()
+        .and_then(|kept| report_handover(&sensor, kept));
 
     let mut reloads = ConfigReloads::default();
     let waited = serve_until_stop(
@@ -295,7 +298,7 @@ fn run_inner(
                     &counters,
                     &flows,
                     started.elapsed(),
-                    *reloads,
+                    (*reloads, handover),
                 )
             })();
             match written {
@@ -333,7 +336,14 @@ fn run_inner(
             events_emitted: counters[Counter::EventsEmitted as usize],
         }));
     }
-    outputs.write(&reports, &snapshot, &counters, &flows, duration, reloads)?;
+    outputs.write(
+        &reports,
+        &snapshot,
+        &counters,
+        &flows,
+        duration,
+        (reloads, handover),
+    )?;
 
     Ok(RunSummary {
         counters,
@@ -349,15 +359,25 @@ fn run_inner(
 /// `--keep-state` and this sensor's attach: packets went into the adopted
 /// flow table and counters, but the events emitted meanwhile went to the
 /// previous sensor's rings, which nobody read.
-fn report_handover(sensor: &Sensor, kept: KeptCounts) {
+fn report_handover(sensor: &Sensor, kept: KeptCounts) -> Option<Handover> {
     match report::read_counters(sensor) {
-        Ok(now) => info!(
-            packets = now[Counter::PacketsSeen as usize].saturating_sub(kept.packets_seen),
-            events_unread =
-                now[Counter::EventsEmitted as usize].saturating_sub(kept.events_emitted),
-            "while no sensor ran, the program counted these packets into the adopted flow table; the flow events it emitted then were not read (at most this many)"
-        ),
-        Err(e) => warn!(error = %e, "could not read the adopted counters"),
+        Ok(now) => {
+            let h = Handover {
+                packets: now[Counter::PacketsSeen as usize].saturating_sub(kept.packets_seen),
+                events_unread: now[Counter::EventsEmitted as usize]
+                    .saturating_sub(kept.events_emitted),
+            };
+            info!(
+                packets = h.packets,
+                events_unread = h.events_unread,
+                "while no sensor ran, the program counted these packets into the adopted flow table; the flow events it emitted then were not read (at most this many)"
+            );
+            Some(h)
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the adopted counters");
+            None
+        }
     }
 }
 
@@ -386,7 +406,7 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
-        reloads: ConfigReloads,
+        (reloads, handover): (ConfigReloads, Option<Handover>),
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -402,6 +422,7 @@ impl Outputs {
                 duration.as_secs_f64(),
             );
             stats.config_reloads = reloads;
+            stats.handover = handover;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
