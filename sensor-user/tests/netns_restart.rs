@@ -200,3 +200,58 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
         pins.path().display()
     );
 }
+
+#[test]
+fn a_link_of_another_mode_is_replaced_and_the_state_still_adopted() {
+    if !require_root("a_link_of_another_mode_is_replaced_and_the_state_still_adopted") {
+        return;
+    }
+    let _serial = exclusive();
+    let lab = Lab::sender_gateway().expect("lab");
+    let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
+    let frames =
+        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(4), 400).expect("frames");
+    let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
+    let (dir_a, dir_b) = (
+        TempDir::new("mode-a").unwrap(),
+        TempDir::new("mode-b").unwrap(),
+    );
+
+    let a = start(
+        &lab,
+        &dir_a,
+        &observe(&["--keep-state", "--mode", "native"]),
+    );
+    sender.send(&frames, Pacing::paced(10_000)).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    a.stop(STOP).expect("stop sensor A");
+
+    let b = start(&lab, &dir_b, &observe(&["--mode", "skb"]));
+    sender.send(&frames, Pacing::paced(10_000)).expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    let out_b = b.stop(STOP).expect("stop sensor B");
+    assert!(
+        out_b
+            .stderr
+            .contains("it was attached in native mode, this sensor asks for skb"),
+        "{}",
+        out_b.stderr
+    );
+    assert!(
+        out_b.stderr.contains("XDP program attached"),
+        "{}",
+        out_b.stderr
+    );
+    // The maps do not depend on the mode: both sends are in the flow table.
+    assert!(
+        out_b.stderr.contains("adopting the flow table"),
+        "{}",
+        out_b.stderr
+    );
+    assert_eq!(out_b.stats.counter("packets_seen"), 800);
+    assert!(
+        !pins.path().exists(),
+        "{} left behind",
+        pins.path().display()
+    );
+}
