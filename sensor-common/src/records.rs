@@ -144,6 +144,34 @@ pub struct StatsReport {
     pub workers: Vec<WorkerStats>,
     pub epochs_flipped: u64,
     pub duration_s: f64,
+    /// Configuration reloads (SIGHUP) so far.
+    #[serde(default)]
+    pub config_reloads: ConfigReloads,
+    /// When the run adopted the state a sensor stopped with `--keep-state`
+    /// left: what its program counted while no sensor ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover: Option<Handover>,
+}
+
+/// What the kept program did between the previous sensor's stop and this
+/// sensor's attach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handover {
+    /// Packets counted into the adopted flow table and counters.
+    pub packets: u64,
+    /// Flow events emitted to rings no process read (an upper bound: the
+    /// count is read just after the new program took over).
+    pub events_unread: u64,
+}
+
+/// What the configuration reloads (SIGHUP) of a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReloads {
+    /// Reloads whose configuration was valid and is now in force.
+    pub applied: u64,
+    /// Reloads refused (the log says why); the previous configuration
+    /// kept running.
+    pub rejected: u64,
 }
 
 impl StatsReport {
@@ -165,6 +193,8 @@ impl StatsReport {
             workers,
             epochs_flipped,
             duration_s,
+            config_reloads: ConfigReloads::default(),
+            handover: None,
         }
     }
 

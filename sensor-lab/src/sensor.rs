@@ -153,6 +153,59 @@ impl SensorRun {
         Self::start_with(ns.nsenter_command(bin), iface, dir, extra)
     }
 
+    /// Like [`SensorRun::start_nsenter`], with `RUST_LOG` set to `filter`
+    /// (e.g. `info`), for tests that read what the sensor logs.
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start_nsenter_logging(
+        ns: &Netns,
+        bin: &Path,
+        iface: &str,
+        dir: &Path,
+        extra: &[&str],
+        filter: &str,
+    ) -> Result<Self> {
+        let mut cmd = ns.nsenter_command(bin);
+        cmd.env("RUST_LOG", filter);
+        Self::start_with(cmd, iface, dir, extra)
+    }
+
+    /// Waits until the sensor's stderr contains `needle` (a log line).
+    ///
+    /// # Errors
+    /// The sensor exits first (its stderr is in the error) or `timeout`
+    /// passes.
+    pub fn wait_logged(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if self.stderr().contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child_mut()
+                .try_wait()
+                .map_err(|source| LabError::Sys {
+                    call: "waitpid(sensor)".into(),
+                    source,
+                })?
+            {
+                return Err(LabError::Command {
+                    command: format!("sensor run --iface {}", self.iface),
+                    status,
+                    stderr: self.stderr(),
+                });
+            }
+            if start.elapsed() > timeout {
+                return Err(LabError::Timeout {
+                    what: format!("the sensor to log `{needle}` (stderr: {})", self.stderr()),
+                    seconds: timeout.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn start_with(
         mut cmd: std::process::Command,
         iface: &str,
@@ -331,6 +384,45 @@ impl Drop for SensorRun {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The pin directory a sensor on `iface` in `ns` uses in the host's BPF
+/// filesystem (`/sys/fs/bpf/xdp-sensor/net<netns inode>-if<ifindex>`),
+/// removed when the guard drops: a killed sensor, or one stopped with
+/// `--keep-state`, leaves its program attached and its maps pinned there,
+/// and the pins outlive the test's namespaces.
+pub struct PinsGuard(PathBuf);
+
+impl PinsGuard {
+    /// The guard of `iface` in `ns`.
+    ///
+    /// # Errors
+    /// The namespace or the interface cannot be examined.
+    pub fn of(ns: &Netns, iface: &str) -> Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let netns = ns
+            .run_in(|| std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino()))?
+            .map_err(|source| LabError::Sys {
+                call: format!("stat the network namespace of {}", ns.name()),
+                source,
+            })?;
+        let ifindex = ns.ifindex(iface)?;
+        Ok(Self(
+            Path::new("/sys/fs/bpf/xdp-sensor").join(format!("net{netns}-if{ifindex}")),
+        ))
+    }
+
+    /// The directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

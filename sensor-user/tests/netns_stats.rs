@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use sensor_lab::generator::{Frames, Pacing, Sender, mixed_flows};
-use sensor_lab::sensor::{OBSERVE, SensorRun, TempDir, exclusive};
+use sensor_lab::sensor::{OBSERVE, PinsGuard, SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, Netns, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -105,12 +105,13 @@ fn one_error_line(out: &Output) -> String {
 }
 
 #[test]
-fn a_killed_sensor_is_reported_dead_and_its_pins_are_replaced() {
-    if !require_root("a_killed_sensor_is_reported_dead_and_its_pins_are_replaced") {
+fn a_killed_sensor_is_reported_dead_and_its_state_is_adopted() {
+    if !require_root("a_killed_sensor_is_reported_dead_and_its_state_is_adopted") {
         return;
     }
     let _serial = exclusive();
     let (lab, dir, iface, mut run) = observed_gateway("stats-kill");
+    let pins = PinsGuard::of(&lab.gateway, &iface).expect("pin directory");
     let out = sensor_stats(&lab, &iface);
     assert!(
         out.status.success(),
@@ -127,9 +128,13 @@ fn a_killed_sensor_is_reported_dead_and_its_pins_are_replaced() {
     let line = one_error_line(&sensor_stats(&lab, &iface));
     assert!(
         line.starts_with(&format!("error: the sensor on {iface} (pid "))
-            && line.ends_with(") is not running; its counters are stale"),
+            && line.ends_with(
+                ") is not running; its state waits for the next `sensor run` to adopt it"
+            ),
         "{line}"
     );
+    // Its program stays attached through the pinned link and still counts.
+    assert!(lab.gateway.has_xdp(&iface).expect("ip link"), "detached");
     // No output was truncated or left empty at its path.
     for name in [SensorRun::STATS, SensorRun::FLOWS, SensorRun::SKETCH] {
         assert!(
@@ -138,18 +143,25 @@ fn a_killed_sensor_is_reported_dead_and_its_pins_are_replaced() {
         );
     }
 
-    // The next start removes the dead sensor's pins instead of adopting them.
+    // The next start adopts the dead sensor's state and replaces its
+    // program (already attached, so wait for the log, not for XDP).
     let dir2 = TempDir::new("stats-restart").expect("temp dir");
-    let run = SensorRun::start_nsenter(
+    let mut run = SensorRun::start_nsenter_logging(
         &lab.gateway,
         Path::new(SENSOR),
         &iface,
         dir2.path(),
         OBSERVE,
+        "info",
     )
     .expect("restart sensor");
-    let mut run = run;
-    run.wait_ready(&lab.gateway).expect("attach again");
+    run.wait_logged("sensor running", Duration::from_secs(30))
+        .expect("attach again");
+    assert!(
+        run.stderr().contains("adopting the flow table"),
+        "{}",
+        run.stderr()
+    );
     let out = sensor_stats(&lab, &iface);
     assert!(
         out.status.success(),
@@ -159,11 +171,12 @@ fn a_killed_sensor_is_reported_dead_and_its_pins_are_replaced() {
     let live: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
     assert_eq!(
         live["counters"]["packets_seen"], 0,
-        "fresh counters: {live}"
+        "nothing was sent: {live}"
     );
     run.stop(Duration::from_secs(15)).expect("stop");
     let line = one_error_line(&sensor_stats(&lab, &iface));
     assert!(line.contains("no running sensor"), "{line}");
+    assert!(!pins.path().exists(), "pins left after a clean stop");
 }
 
 #[test]

@@ -502,6 +502,8 @@ pub(super) struct Emitter {
     line: Vec<u8>,
     /// Lines written since the last flush.
     dirty: bool,
+    /// Delivery errors of sinks replaced by a reload.
+    replaced_errors: u64,
 }
 
 impl Emitter {
@@ -510,7 +512,16 @@ impl Emitter {
             sinks,
             line: Vec::with_capacity(2048),
             dirty: false,
+            replaced_errors: 0,
         }
+    }
+
+    /// Flushes the sinks and replaces them (a reloaded configuration);
+    /// their delivery errors stay counted.
+    pub(super) fn replace_sinks(&mut self, sinks: Box<dyn AlertOutput>) {
+        self.flush(true);
+        self.replaced_errors += self.sinks.errors();
+        self.sinks = sinks;
     }
 
     /// Writes one record as a line; a record that cannot be serialised is
@@ -534,7 +545,7 @@ impl Emitter {
 
     /// Lines the sinks failed to deliver.
     pub(super) fn errors(&self) -> u64 {
-        self.sinks.errors()
+        self.replaced_errors + self.sinks.errors()
     }
 }
 

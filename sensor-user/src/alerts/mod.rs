@@ -228,13 +228,35 @@ shared_metrics!(
     alert_log_errors,
 );
 
-/// What the poller thread tells the stage.
-#[derive(Debug, Clone)]
+/// What the poller thread (and a reload) tells the stage.
+#[derive(Debug)]
 pub enum Control {
     /// An analyst's verdict was recorded.
     Verdict(VerdictRecord),
     /// The config file changed: thresholds now in force.
     Thresholds(Thresholds),
+    /// The configuration was reloaded (SIGHUP) and validated as at start.
+    Reload(Box<Reloaded>),
+}
+
+/// A validated configuration for the running stage to apply between two
+/// row batches.
+pub struct Reloaded {
+    pub settings: AlertSettings,
+    pub inventory: Inventory,
+    /// New sinks, opened, when the configuration changed them: the stage
+    /// flushes the old ones and swaps, so no record is split or lost.
+    pub sinks: Option<Box<dyn AlertOutput>>,
+}
+
+impl std::fmt::Debug for Reloaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloaded")
+            .field("settings", &self.settings)
+            .field("inventory", &self.inventory)
+            .field("sinks", &self.sinks.is_some())
+            .finish()
+    }
 }
 
 /// Enqueues a row for the alert stage without blocking; a full channel sheds
@@ -259,6 +281,9 @@ pub(crate) fn offer_rows(tx: &Sender<RowBatch>, rows: RowBatch, shed: &AtomicU64
 pub struct AlertStageHandle {
     thread: JoinHandle<AlertMetrics>,
     poller: Option<JoinHandle<()>>,
+    /// Where reloads (SIGHUP) are sent; the stage applies them between
+    /// row batches.
+    control: Sender<Control>,
     metrics: Arc<SharedMetrics>,
     shed: Arc<AtomicU64>,
 }
@@ -270,6 +295,12 @@ impl AlertStageHandle {
         let mut m = self.metrics.snapshot();
         m.rows_shed = self.shed.load(Ordering::Relaxed);
         m
+    }
+
+    /// Sends the stage a control message, applied between row batches.
+    /// False when the stage has ended or its queue is full.
+    pub fn send_control(&self, c: Control) -> bool {
+        self.control.try_send(c).is_ok()
     }
 
     /// The counter producers pass to [`offer_row`].
@@ -329,6 +360,7 @@ pub fn spawn_alert_stage(
     let poll = Duration::from_millis(settings.alerts.feedback_poll_ms.max(10));
     let store = settings.alerts.verdict_store.clone();
     let config_path = settings.config_path.clone();
+    let control = ctrl_tx.clone();
     let poller = if store.as_os_str().is_empty() && config_path.is_none() {
         None
     } else {
@@ -361,6 +393,7 @@ pub fn spawn_alert_stage(
     Ok(AlertStageHandle {
         thread,
         poller,
+        control,
         metrics,
         shed,
     })

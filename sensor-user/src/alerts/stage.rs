@@ -207,7 +207,78 @@ impl AlertStage {
                     self.metrics.threshold_reloads += 1;
                 }
             }
+            Control::Reload(r) => self.reload(*r),
         }
+    }
+
+    /// Applies a reloaded configuration: thresholds, timings, the
+    /// inventory and (when given) the sinks take effect for the next row. The files the stage holds
+    /// open (alert record log, verdict store) keep their paths until the
+    /// next start, with a warning when the new configuration moves them.
+    pub fn reload(&mut self, r: super::Reloaded) {
+        let super::Reloaded {
+            mut settings,
+            inventory,
+            sinks,
+        } = r;
+        if let Some(sinks) = sinks {
+            self.out.replace_sinks(sinks);
+            tracing::info!("alert sinks replaced");
+        }
+        let old = &self.settings.alerts;
+        for (what, new, old) in [
+            (
+                "[alerts] alert_log",
+                &mut settings.alerts.alert_log,
+                &old.alert_log,
+            ),
+            (
+                "[alerts] verdict_store",
+                &mut settings.alerts.verdict_store,
+                &old.verdict_store,
+            ),
+        ] {
+            if new != old {
+                tracing::warn!(
+                    setting = what,
+                    "changes at the next start; the running sensor keeps {}",
+                    old.display()
+                );
+                new.clone_from(old);
+            }
+        }
+        // The kernel keys its destination sketch with the prefixes it was
+        // loaded with; the rule's bars reload, its prefixes do not.
+        let volume = &self.settings.volume;
+        for (what, new, old) in [
+            (
+                "[volume] prefix_v4",
+                &mut settings.volume.prefix_v4,
+                &volume.prefix_v4,
+            ),
+            (
+                "[volume] prefix_v6",
+                &mut settings.volume.prefix_v6,
+                &volume.prefix_v6,
+            ),
+        ] {
+            if new != old {
+                tracing::warn!(
+                    setting = what,
+                    "changes at the next start; the running sensor keeps {old:?}"
+                );
+                *new = *old;
+            }
+        }
+        if settings.thresholds != self.settings.thresholds {
+            tracing::info!(thresholds = ?settings.thresholds, "alert thresholds reloaded");
+            self.metrics.threshold_reloads += 1;
+        }
+        self.quiet_ns = secs_to_ns(settings.alerts.quiet_period_s);
+        self.update_ns = secs_to_ns(settings.alerts.update_interval_s);
+        self.incident_ns = secs_to_ns(settings.alerts.incident_window_s);
+        self.settings = settings;
+        self.inventory = inventory;
     }
 
     /// Attaches an analyst's verdict to the alert if it is still open: a

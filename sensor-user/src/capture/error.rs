@@ -41,6 +41,15 @@ pub enum SensorError {
         source: Box<ProgramError>,
     },
 
+    /// The program's XDP link could not be taken over.
+    #[error("{what} the XDP link on `{iface}`")]
+    Link {
+        iface: String,
+        what: &'static str,
+        #[source]
+        source: Box<aya::programs::links::LinkError>,
+    },
+
     /// The object was built without the XDP program.
     #[error(
         "the XDP object has no program `{name}` (rebuild sensor-ebpf and sensor-user together)"
@@ -110,7 +119,9 @@ pub enum SensorError {
 
     /// `sensor stats` found the pins of a sensor that has died (killed, or
     /// its program detached): its counters no longer move.
-    #[error("the sensor on {iface} (pid {pid}) is not running; its counters are stale")]
+    #[error(
+        "the sensor on {iface} (pid {pid}) is not running; its state waits for the next `sensor run` to adopt it"
+    )]
     StaleCounters { iface: String, pid: u32 },
 
     /// Another live sensor already holds the interface's pins.

@@ -7,15 +7,19 @@ use std::{ffi::CString, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, Map, MapData, RingBuf},
-    programs::{ProgramError, Xdp, XdpMode, xdp::XdpLinkId},
+    maps::{Array, Map, MapData, MapInfo, RingBuf},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
 use tracing::{debug, info, warn};
 
 use crate::capture::{
     error::{SensorError, find_errno},
-    pins::{Liveness, PinDir},
+    pins::{KeptCounts, Liveness, PinDir, STATE_MAPS, current_netns_cookie, remove_legacy_pins},
 };
 
 /// Default `FLOW_TABLE` capacity (per CPU: it is an LRU per-CPU hash).
@@ -180,20 +184,86 @@ pub(crate) fn if_index(iface: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
+/// How the program is attached.
+enum Attachment {
+    /// Through a `bpf_link` (pinned when the sensor has a pin directory): a
+    /// later sensor can replace the program through it atomically.
+    Link(FdLink),
+    /// Through netlink, on kernels without XDP links: detached by id.
+    Netlink(XdpLinkId),
+}
+
+/// What a sensor started from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Fresh maps.
+    Fresh,
+    /// The pinned maps a stopped or crashed sensor left.
+    Adopted,
+}
+
 /// A loaded (and, after [`Sensor::attach`], attached) XDP sensor.
 pub struct Sensor {
     ebpf: Ebpf,
     opts: LoadOptions,
     if_index: u32,
-    link: Option<XdpLinkId>,
-    /// The pin directory this sensor holds, removed on detach.
+    link: Option<Attachment>,
+    /// The pin directory this sensor holds, with the record of the sensor
+    /// whose state it found there.
     pins: Option<PinDir>,
+    previous: Option<Liveness>,
+    origin: Origin,
+    /// Whether [`Sensor::release`] ran (so drop does nothing more).
+    released: bool,
+}
+
+/// Why pinned state cannot be adopted: the first map whose layout differs.
+fn layout_mismatch(ebpf: &Ebpf, pins: &PinDir) -> Option<String> {
+    for name in STATE_MAPS {
+        let path = pins.map(name);
+        let Ok(pinned) = MapInfo::from_pin(&path) else {
+            return Some(format!("{name} is not pinned"));
+        };
+        let Some(fresh) = ebpf.map(name).and_then(|m| map_data(m)?.info().ok()) else {
+            return Some(format!("{name} is missing from the program"));
+        };
+        let layout = |i: &MapInfo| {
+            (
+                format!("{:?}", i.map_type()),
+                i.key_size(),
+                i.value_size(),
+                i.max_entries(),
+                i.map_flags(),
+            )
+        };
+        let (old, new) = (layout(&pinned), layout(&fresh));
+        if old != new {
+            return Some(format!(
+                "{name} has another layout (type, key bytes, value bytes, max entries, flags): pinned {old:?}, this program {new:?}"
+            ));
+        }
+    }
+    None
+}
+
+/// The map's data, for the kinds the sensor pins.
+fn map_data(map: &Map) -> Option<&MapData> {
+    match map {
+        Map::Array(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d) => Some(d),
+        _ => None,
+    }
 }
 
 impl Sensor {
     /// Loads the object with sized maps, writes `SENSOR_CONFIG` and loads the
-    /// program into the kernel. Nothing is attached yet, so the caller can
-    /// start consumers first and lose no event.
+    /// program into the kernel, with fresh maps and no pins (tests and
+    /// benchmarks). Nothing is attached yet, so the caller can start
+    /// consumers first and lose no event.
     ///
     /// # Errors
     /// Bad options, unknown interface, missing privileges, verifier
@@ -204,29 +274,75 @@ impl Sensor {
             iface: opts.iface.clone(),
         })?;
         raise_memlock_limit();
+        let ebpf = load_object(&opts, None)?;
+        Self::finish_load(ebpf, opts, if_index, None, None, Origin::Fresh)
+    }
 
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(map_names::FLOW_TABLE, opts.flow_table_size);
-        for (i, name) in map_names::RING_WORKERS.iter().enumerate() {
-            let bytes = if i < opts.n_workers as usize {
-                opts.ring_bytes
-            } else {
-                UNUSED_RING_BYTES.max(u32::try_from(page_size()).unwrap_or(UNUSED_RING_BYTES))
-            };
-            loader.map_max_entries(name, bytes);
-        }
-        let mut ebpf = loader.load(crate::capture::XDP_OBJECT).map_err(|source| {
-            if find_errno(&source) == Some(libc::EPERM) {
-                SensorError::PermissionDenied {
-                    source: Box::new(source),
-                }
-            } else {
-                SensorError::Load {
-                    source: Box::new(source),
-                }
-            }
+    /// Like [`Sensor::load`], for a sensor that keeps its state in the pin
+    /// directory of the interface (see [`crate::capture::pins`]): a
+    /// stopped or crashed sensor's maps are adopted when their layout
+    /// matches this program's, and otherwise replaced by fresh ones (the
+    /// log says why). Without a BPF filesystem the sensor runs unpinned,
+    /// with a warning.
+    ///
+    /// # Errors
+    /// As [`Sensor::load`], and [`SensorError::AlreadyRunning`] when a live
+    /// sensor holds the interface.
+    pub fn load_pinned(opts: LoadOptions) -> Result<Self, SensorError> {
+        opts.validate()?;
+        let if_index = if_index(&opts.iface).ok_or_else(|| SensorError::NoSuchInterface {
+            iface: opts.iface.clone(),
         })?;
+        raise_memlock_limit();
+        let Some((pins, previous)) = claim_pins(&opts.iface, if_index)? else {
+            let ebpf = load_object(&opts, None)?;
+            return Self::finish_load(ebpf, opts, if_index, None, None, Origin::Fresh);
+        };
+        let fresh = load_object(&opts, None)?;
+        let mut origin = Origin::Fresh;
+        let ebpf = match &previous {
+            None => fresh,
+            Some(rec) => match layout_mismatch(&fresh, &pins) {
+                None => {
+                    drop(fresh);
+                    origin = Origin::Adopted;
+                    info!(
+                        dir = %pins.path().display(),
+                        pid = rec.pid,
+                        "adopting the flow table, sketches and counters of the previous sensor"
+                    );
+                    load_object(&opts, Some(&pins))?
+                }
+                Some(reason) => {
+                    warn!(
+                        dir = %pins.path().display(),
+                        pid = rec.pid,
+                        %reason,
+                        "starting with a fresh flow table, sketches and counters: the previous sensor's state does not fit this one"
+                    );
+                    pins.remove_maps().map_err(|source| SensorError::Pin {
+                        path: pins.path().to_owned(),
+                        source,
+                    })?;
+                    fresh
+                }
+            },
+        };
+        let mut sensor = Self::finish_load(ebpf, opts, if_index, Some(pins), previous, origin)?;
+        if origin == Origin::Fresh {
+            sensor.pin_fresh_maps();
+        }
+        Ok(sensor)
+    }
 
+    fn finish_load(
+        mut ebpf: Ebpf,
+        opts: LoadOptions,
+        if_index: u32,
+        pins: Option<PinDir>,
+        previous: Option<Liveness>,
+        origin: Origin,
+    ) -> Result<Self, SensorError> {
         let config = SensorConfig {
             epoch: 0,
             n_workers: opts.n_workers,
@@ -273,101 +389,256 @@ impl Sensor {
             opts,
             if_index,
             link: None,
-            pins: None,
+            pins,
+            previous,
+            origin,
+            released: false,
         })
     }
 
-    /// Attaches the loaded program to the interface, then pins its counters
-    /// with a liveness record for `sensor stats` (see [`crate::capture::pins`]).
-    /// Pins a dead sensor left for this interface are removed first.
+    /// Whether the sensor adopted a previous sensor's state.
+    #[must_use]
+    pub fn origin(&self) -> Origin {
+        self.origin
+    }
+
+    /// What the previous sensor had counted when it stopped with
+    /// `--keep-state`, if it did and its state was adopted.
+    #[must_use]
+    pub(crate) fn kept_counts(&self) -> Option<KeptCounts> {
+        (self.origin == Origin::Adopted)
+            .then(|| self.previous.as_ref()?.kept)
+            .flatten()
+    }
+
+    /// Pins fresh state maps (before any of them is taken by a thread), so
+    /// a crash of this sensor leaves them for the next. Best effort: an
+    /// unpinned map is only not adopted later.
+    fn pin_fresh_maps(&mut self) {
+        let Some(pins) = &self.pins else { return };
+        for name in STATE_MAPS {
+            let path = pins.map(name);
+            let result = self
+                .ebpf
+                .map(name)
+                .ok_or(SensorError::MissingMap { name })
+                .and_then(|m| {
+                    m.pin(&path).map_err(|e| SensorError::Pin {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    })
+                });
+            if let Err(e) = result {
+                warn!(error = %e, "could not pin a state map; a restarted sensor will not adopt it");
+            }
+        }
+    }
+
+    /// Attaches the loaded program to the interface. When the previous
+    /// sensor's XDP link is pinned (and has the requested mode), the
+    /// program is replaced through it atomically: the old program counts
+    /// every packet until the new one does. Otherwise the program is
+    /// attached afresh and its link pinned. Then writes the liveness record
+    /// for `sensor stats` (see [`crate::capture::pins`]).
     ///
     /// # Errors
-    /// A live sensor already holds the interface's pins, native mode
-    /// unsupported (with the `--mode skb` hint), an XDP program already
-    /// attached, or another attach failure.
+    /// Native mode unsupported (with the `--mode skb` hint), an XDP program
+    /// already attached, or another attach failure.
     pub fn attach(&mut self) -> Result<(), SensorError> {
         let mode = self.opts.mode;
         let iface = self.opts.iface.clone();
-        let if_index = self.if_index;
-        let pins = self.claim_pins()?;
-        let prog = xdp_program(&mut self.ebpf)?;
-        let link = prog
-            .attach_to_if_index(if_index, mode.xdp_mode())
-            .map_err(|source| attach_error(&iface, mode, source))?;
-        self.link = Some(link);
-        info!(iface = %iface, mode = mode.name(), "XDP program attached");
-        if let Some(pins) = pins {
-            self.pin_counters(pins);
+        let replaced = self.replace_through_pinned_link()?;
+        let was_replaced = replaced.is_some();
+        let id = match replaced {
+            Some(id) => id,
+            None => self.attach_fresh()?,
+        };
+        if xdp_links_supported() {
+            let link = self.take_fd_link(id)?;
+            let link = match self.pins.as_ref().map(PinDir::link) {
+                Some(path) if !path.exists() => match link.pin(&path) {
+                    Ok(pinned) => FdLink::from(pinned),
+                    Err(e) => {
+                        // A failed pin dropped the link, and so detached
+                        // the program: attach it again, unpinned.
+                        warn!(path = %path.display(), error = %e, "could not pin the XDP link; a restarted sensor cannot replace the program atomically");
+                        let id = self.attach_fresh()?;
+                        self.take_fd_link(id)?
+                    }
+                },
+                _ => link,
+            };
+            self.link = Some(Attachment::Link(link));
+        } else {
+            if self.pins.is_some() {
+                warn!(
+                    "this kernel attaches XDP without links (before Linux 5.9): the program cannot be replaced atomically and detaches when the sensor exits"
+                );
+            }
+            self.link = Some(Attachment::Netlink(id));
         }
+        if was_replaced {
+            info!(iface = %iface, mode = mode.name(), "XDP program replaced through the pinned link");
+        } else {
+            info!(iface = %iface, mode = mode.name(), "XDP program attached");
+        }
+        self.write_liveness(None);
         Ok(())
     }
 
-    /// The pin directory of this interface in this network namespace, with
-    /// a dead sensor's pins removed. `None` (the sensor runs unpinned, with
-    /// a warning) when there is no BPF filesystem or the directory cannot be
-    /// made. When `/sys/fs/bpf` is not a BPF filesystem (a host whose init
-    /// does not mount it, or `ip netns exec`, which remounts `/sys`), mounts
-    /// one there first, as bpftool does; it stays mounted for later runs and
-    /// `sensor stats`.
-    fn claim_pins(&self) -> Result<Option<PinDir>, SensorError> {
-        if !ensure_bpffs(Path::new("/sys/fs/bpf")) {
-            return Ok(None);
-        }
-        let claimed = PinDir::here(self.if_index).and_then(|dir| {
-            dir.claim(&self.opts.iface)?;
-            Ok(dir)
-        });
-        match claimed {
-            Ok(dir) => Ok(Some(dir)),
-            Err(e @ SensorError::AlreadyRunning { .. }) => Err(e),
-            Err(e) => {
-                warn!(error = %e, "could not prepare the pins; `sensor stats` will not see this run");
-                Ok(None)
-            }
-        }
+    fn attach_fresh(&mut self) -> Result<XdpLinkId, SensorError> {
+        let (mode, if_index) = (self.opts.mode, self.if_index);
+        let iface = self.opts.iface.clone();
+        xdp_program(&mut self.ebpf)?
+            .attach_to_if_index(if_index, mode.xdp_mode())
+            .map_err(|source| attach_error(&iface, mode, source))
     }
 
-    /// Writes the liveness record, then pins `GLOBAL_COUNTERS` (in that
-    /// order: counters are never visible without a record). Best effort.
-    fn pin_counters(&mut self, pins: PinDir) {
+    /// Takes the link out of the program, so dropping the program leaves
+    /// a pinned link attached.
+    fn take_fd_link(&mut self, id: XdpLinkId) -> Result<FdLink, SensorError> {
+        let program_err = |source: ProgramError| SensorError::Program {
+            name: XDP_PROGRAM_NAME,
+            source: Box::new(source),
+        };
+        let link = xdp_program(&mut self.ebpf)?
+            .take_link(id)
+            .map_err(program_err)?;
+        FdLink::try_from(link).map_err(|source| SensorError::Link {
+            iface: self.opts.iface.clone(),
+            what: "taking",
+            source: Box::new(source),
+        })
+    }
+
+    /// Replaces the previous sensor's program through its pinned link, if
+    /// there is one this sensor can use. A link in another mode, or one the
+    /// kernel no longer accepts (its interface is gone), is removed, with a
+    /// log line, and `None` returned.
+    fn replace_through_pinned_link(&mut self) -> Result<Option<XdpLinkId>, SensorError> {
+        let Some(pins) = self.pins.clone() else {
+            return Ok(None);
+        };
+        let path = pins.link();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mode = self.opts.mode.name();
+        let recorded = self.previous.as_ref().map(|r| r.mode.as_str());
+        let reason = match PinnedLink::from_pin(&path) {
+            Ok(pinned) if recorded == Some(mode) => {
+                // The pin stays: it now refers to the same link running the
+                // new program.
+                match XdpLink::try_from(FdLink::from(pinned)) {
+                    Ok(link) => match xdp_program(&mut self.ebpf)?.attach_to_link(link) {
+                        Ok(id) => return Ok(Some(id)),
+                        Err(e) => format!("the kernel refused the replacement: {e}"),
+                    },
+                    Err(e) => format!("it is not an XDP link: {e}"),
+                }
+            }
+            Ok(_) => format!(
+                "it was attached in {} mode, this sensor asks for {mode}",
+                recorded.filter(|m| !m.is_empty()).unwrap_or("an unknown")
+            ),
+            Err(e) => format!("it cannot be opened: {e}"),
+        };
+        warn!(
+            path = %path.display(),
+            %reason,
+            "detaching the previous sensor's program before attaching; packets in between are not counted"
+        );
+        // Removing the pin drops the last reference once no fd is open.
+        if let Err(source) = std::fs::remove_file(&path)
+            && source.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(SensorError::Pin { path, source });
+        }
+        Ok(None)
+    }
+
+    /// Writes the liveness record (with `kept` at a stop that keeps the
+    /// state). Best effort: without it `sensor stats` does not see the run.
+    fn write_liveness(&mut self, kept: Option<KeptCounts>) {
+        let Some(pins) = self.pins.clone() else {
+            return;
+        };
         let result = (|| -> Result<(), Box<dyn std::error::Error>> {
             let prog_id = xdp_program(&mut self.ebpf)?.info()?.id();
             let netns = crate::capture::pins::current_netns()?;
-            let record = Liveness::of_self(&self.opts.iface, self.if_index, prog_id, netns)?;
+            let mut record = Liveness::of_self(
+                &self.opts.iface,
+                self.if_index,
+                prog_id,
+                netns,
+                self.opts.mode.name(),
+            )?;
+            record.kept = kept;
             pins.write_liveness(&record)?;
-            self.map(map_names::GLOBAL_COUNTERS)?.pin(pins.counters())?;
             Ok(())
         })();
         match result {
-            Ok(()) => debug!(dir = %pins.path().display(), "counters pinned"),
+            Ok(()) => debug!(dir = %pins.path().display(), "liveness record written"),
             Err(e) => {
-                warn!(dir = %pins.path().display(), error = %e, "could not pin the counters; `sensor stats` will not see this run");
+                warn!(dir = %pins.path().display(), error = %e, "could not write the liveness record; `sensor stats` will not see this run");
             }
         }
-        // Also after a failure, so detach removes what was made.
-        self.pins = Some(pins);
     }
 
-    fn unpin_counters(&mut self) {
-        if let Some(pins) = self.pins.take()
-            && let Err(e) = pins.remove()
-        {
-            warn!(dir = %pins.path().display(), error = %e, "could not remove the counters pin");
-        }
-    }
-
-    /// Detaches the program; packets then flow without it. Idempotent.
-    pub(crate) fn detach(&mut self) {
-        self.unpin_counters();
-        let Some(link) = self.link.take() else {
+    /// Ends the sensor's hold on the interface. With `keep`, the program
+    /// stays attached through its pinned link and the state maps stay
+    /// pinned, for the next sensor to adopt (`counters` go into the record,
+    /// so it can tell what was counted in between); without, the program is
+    /// detached and the pins removed, and packets then flow without it.
+    /// Idempotent; drop calls it without `keep`.
+    pub(crate) fn release(&mut self, keep: Option<KeptCounts>) {
+        if self.released {
             return;
-        };
-        match xdp_program(&mut self.ebpf) {
-            Ok(prog) => match prog.detach(link) {
-                Ok(()) => info!(iface = %self.opts.iface, "XDP program detached"),
+        }
+        self.released = true;
+        let attached = self.link.is_some();
+        if let Some(kept) = keep
+            && attached
+            && self.pins.is_some()
+            && matches!(self.link, Some(Attachment::Link(_)))
+        {
+            self.write_liveness(Some(kept));
+            // Closing our fd leaves the pinned link attached.
+            self.link = None;
+            info!(iface = %self.opts.iface, "XDP program left attached with its state pinned, for the next sensor to adopt");
+            return;
+        }
+        if keep.is_some() {
+            warn!(iface = %self.opts.iface, "cannot keep the state: no pinned XDP link; detaching");
+        }
+        if let Some(pins) = self.pins.take() {
+            let result = if attached {
+                pins.remove()
+            } else if self.origin == Origin::Fresh {
+                // A failed start: only the maps pinned at load are ours;
+                // a previous sensor's link and record stay as they were.
+                pins.remove_maps().map(|()| pins.remove_if_empty())
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                warn!(dir = %pins.path().display(), error = %e, "could not remove the pins");
+            }
+        }
+        match self.link.take() {
+            None => {}
+            Some(Attachment::Link(link)) => {
+                // The pin is gone: closing the last fd detaches.
+                drop(link);
+                info!(iface = %self.opts.iface, "XDP program detached");
+            }
+            Some(Attachment::Netlink(id)) => match xdp_program(&mut self.ebpf) {
+                Ok(prog) => match prog.detach(id) {
+                    Ok(()) => info!(iface = %self.opts.iface, "XDP program detached"),
+                    Err(e) => warn!(error = %e, "detaching the XDP program failed"),
+                },
                 Err(e) => warn!(error = %e, "detaching the XDP program failed"),
             },
-            Err(e) => warn!(error = %e, "detaching the XDP program failed"),
         }
     }
 
@@ -438,7 +709,75 @@ impl Sensor {
 
 impl Drop for Sensor {
     fn drop(&mut self) {
-        self.detach();
+        self.release(None);
+    }
+}
+
+/// Whether the kernel attaches XDP through `bpf_link` (Linux 5.9), which a
+/// pin can keep and a later program can replace atomically.
+fn xdp_links_supported() -> bool {
+    use aya::util::KernelVersion;
+    KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(5, 9, 0))
+}
+
+/// Loads the object with its maps sized, adopting the pinned state maps in
+/// `adopt` (whose layouts the caller checked) instead of creating them.
+fn load_object(opts: &LoadOptions, adopt: Option<&PinDir>) -> Result<Ebpf, SensorError> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(map_names::FLOW_TABLE, opts.flow_table_size);
+    for (i, name) in map_names::RING_WORKERS.iter().enumerate() {
+        let bytes = if i < opts.n_workers as usize {
+            opts.ring_bytes
+        } else {
+            UNUSED_RING_BYTES.max(u32::try_from(page_size()).unwrap_or(UNUSED_RING_BYTES))
+        };
+        loader.map_max_entries(name, bytes);
+    }
+    if let Some(pins) = adopt {
+        for name in STATE_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+    }
+    loader.load(crate::capture::XDP_OBJECT).map_err(|source| {
+        if find_errno(&source) == Some(libc::EPERM) {
+            SensorError::PermissionDenied {
+                source: Box::new(source),
+            }
+        } else {
+            SensorError::Load {
+                source: Box::new(source),
+            }
+        }
+    })
+}
+
+/// The pin directory of interface `if_index` in this network namespace and
+/// the record of the sensor whose state is there, with foreign pins and
+/// earlier versions' pins removed. `None` (the sensor runs unpinned, with a
+/// warning) when there is no BPF filesystem or the directory cannot be
+/// made. When `/sys/fs/bpf` is not a BPF filesystem (a host whose init does
+/// not mount it, or `ip netns exec`, which remounts `/sys`), mounts one
+/// there first, as bpftool does; it stays mounted for later runs and
+/// `sensor stats`.
+fn claim_pins(
+    iface: &str,
+    if_index: u32,
+) -> Result<Option<(PinDir, Option<Liveness>)>, SensorError> {
+    if !ensure_bpffs(Path::new("/sys/fs/bpf")) {
+        return Ok(None);
+    }
+    remove_legacy_pins(Path::new(crate::capture::pins::PIN_ROOT));
+    let claimed = PinDir::here(if_index).and_then(|dir| {
+        let previous = dir.claim(iface, current_netns_cookie())?;
+        Ok((dir, previous))
+    });
+    match claimed {
+        Ok(c) => Ok(Some(c)),
+        Err(e @ SensorError::AlreadyRunning { .. }) => Err(e),
+        Err(e) => {
+            warn!(error = %e, "could not prepare the pins; `sensor stats` will not see this run and a restart will not adopt its state");
+            Ok(None)
+        }
     }
 }
 

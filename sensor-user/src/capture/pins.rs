@@ -1,8 +1,15 @@
-//! What a running sensor leaves in the BPF filesystem for other processes:
-//! one directory per attachment, `/sys/fs/bpf/xdp-sensor/net<N>-if<I>`,
-//! named by the network namespace's inode `N` and the interface index `I`
-//! (an interface name alone is not unique across namespaces), holding the
-//! pinned `GLOBAL_COUNTERS` and a liveness record.
+//! What a sensor leaves in the BPF filesystem for other processes and for
+//! the next sensor: one directory per attachment,
+//! `/sys/fs/bpf/xdp-sensor/net<N>-if<I>`, named by the network namespace's
+//! inode `N` and the interface index `I` (an interface name alone is not
+//! unique across namespaces), holding the state the program keeps
+//! ([`STATE_MAPS`]: flow table, sketches, counters), the program's XDP link
+//! and a liveness record.
+//!
+//! The state and the link outlive the process that pinned them: after a
+//! crash or a stop with `--keep-state` the program stays attached and keeps
+//! counting, and the next sensor on the interface adopts the maps and
+//! replaces the program through the link (see `capture::loader`).
 //!
 //! The BPF filesystem holds only pins, directories and symbolic links, so the
 //! liveness record is the target of a symbolic link named `liveness`: one
@@ -13,8 +20,9 @@
 //!
 //! A record says a sensor is alive when its process still exists with the
 //! recorded start time (a recycled pid has another) and its XDP program is
-//! still loaded: the attachment holds the program's only reference, so a
-//! detached program is gone.
+//! still loaded (the link holds the program's only reference, so a program
+//! whose link was removed is gone). A dead sensor's program may well still
+//! be loaded and counting: its pinned link keeps it attached.
 
 use std::{
     io,
@@ -33,6 +41,22 @@ pub(crate) const PIN_ROOT: &str = "/sys/fs/bpf/xdp-sensor";
 
 /// The name of the liveness record in an attachment's directory.
 const LIVENESS: &str = "liveness";
+
+/// The name of the pinned XDP link in an attachment's directory.
+const XDP_LINK: &str = "XDP_LINK";
+
+/// The maps whose contents are the sensor's history, pinned under their
+/// own names and adopted by the next sensor when their layout matches.
+/// Rings are not among them: a ring's events belong to the process that
+/// reads it, and `SENSOR_CONFIG` is each sensor's own.
+pub(crate) const STATE_MAPS: [&str; 6] = [
+    map_names::FLOW_TABLE,
+    map_names::SRC_PACKETS_CMS,
+    map_names::SRC_BYTES_CMS,
+    map_names::SRC_DISTINCT_HLL,
+    map_names::DST_VOLUME,
+    map_names::GLOBAL_COUNTERS,
+];
 
 /// The directory of one attachment: a network namespace and an interface
 /// index in it.
@@ -73,7 +97,19 @@ impl PinDir {
     /// The pin of `GLOBAL_COUNTERS`.
     #[must_use]
     pub(crate) fn counters(&self) -> PathBuf {
-        self.dir.join(map_names::GLOBAL_COUNTERS)
+        self.map(map_names::GLOBAL_COUNTERS)
+    }
+
+    /// The pin of map `name` (one of [`STATE_MAPS`]).
+    #[must_use]
+    pub(crate) fn map(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The pin of the XDP link.
+    #[must_use]
+    pub(crate) fn link(&self) -> PathBuf {
+        self.dir.join(XDP_LINK)
     }
 
     fn liveness(&self) -> PathBuf {
@@ -110,12 +146,9 @@ impl PinDir {
     /// # Errors
     /// A pin exists but cannot be removed.
     pub(crate) fn remove(&self) -> io::Result<()> {
-        for path in [self.counters(), self.liveness()] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        self.remove_maps()?;
+        for path in [self.link(), self.liveness()] {
+            remove_pin(&path)?;
         }
         // Leftovers of a crash while writing the record, then the directory;
         // whatever else is there (nothing we made) keeps it.
@@ -136,19 +169,49 @@ impl PinDir {
         Ok(())
     }
 
-    /// Makes the directory ready for a sensor about to attach on `iface`:
-    /// the pins of a dead sensor are removed (never adopted), a live one is
-    /// an error.
+    /// Removes the pins of the [`STATE_MAPS`] only (a fresh start that
+    /// keeps the link to replace the program through it). Missing pins are
+    /// fine.
+    ///
+    /// # Errors
+    /// A pin exists but cannot be removed.
+    pub(crate) fn remove_maps(&self) -> io::Result<()> {
+        for name in STATE_MAPS {
+            remove_pin(&self.map(name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the directory if nothing is left in it.
+    pub(crate) fn remove_if_empty(&self) {
+        if std::fs::remove_dir(&self.dir).is_ok()
+            && let Some(root) = self.dir.parent()
+        {
+            let _ = std::fs::remove_dir(root);
+        }
+    }
+
+    /// Makes the directory ready for a sensor about to start on `iface` in
+    /// the network namespace with cookie `netns_cookie`, and returns the
+    /// record of the sensor that left its state there, for the caller to
+    /// adopt. A live sensor is an error. Pins without a record, or whose
+    /// record names another network namespace (a namespace that was deleted
+    /// and whose inode was reused), are removed.
     ///
     /// # Errors
     /// [`SensorError::AlreadyRunning`] when a live sensor holds the
-    /// directory; [`SensorError::Pin`] when stale pins cannot be removed or
+    /// directory; [`SensorError::Pin`] when foreign pins cannot be removed or
     /// the directory cannot be made.
-    pub(crate) fn claim(&self, iface: &str) -> Result<(), SensorError> {
+    pub(crate) fn claim(
+        &self,
+        iface: &str,
+        netns_cookie: Option<u64>,
+    ) -> Result<Option<Liveness>, SensorError> {
         let pin_err = |source| SensorError::Pin {
             path: self.dir.clone(),
             source,
         };
+        let mut previous = None;
         if self.dir.exists() {
             match self.read_liveness() {
                 Some(rec) if rec.pid != std::process::id() && rec.state() == State::Alive => {
@@ -157,17 +220,102 @@ impl PinDir {
                         pid: rec.pid,
                     });
                 }
-                Some(rec) => info!(
-                    dir = %self.dir.display(),
-                    pid = rec.pid,
-                    "removing the pins of a sensor that is no longer running"
-                ),
-                None => info!(dir = %self.dir.display(), "removing pins without a liveness record"),
+                Some(rec)
+                    if rec.netns_cookie.is_some()
+                        && netns_cookie.is_some()
+                        && rec.netns_cookie != netns_cookie =>
+                {
+                    info!(
+                        dir = %self.dir.display(),
+                        pid = rec.pid,
+                        "removing the pins of a sensor in a network namespace that no longer exists"
+                    );
+                    self.remove().map_err(pin_err)?;
+                }
+                Some(rec) => previous = Some(rec),
+                None => {
+                    info!(dir = %self.dir.display(), "removing pins without a liveness record");
+                    self.remove().map_err(pin_err)?;
+                }
             }
-            self.remove().map_err(pin_err)?;
         }
-        std::fs::create_dir_all(&self.dir).map_err(pin_err)
+        std::fs::create_dir_all(&self.dir).map_err(pin_err)?;
+        Ok(previous)
     }
+}
+
+fn remove_pin(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes what sensors of earlier versions pinned per interface name
+/// (`<root>/<iface>/GLOBAL_COUNTERS`): nothing reads those pins any more,
+/// and they would hold a counters map until the next reboot. Returns the
+/// directories removed.
+pub(crate) fn remove_legacy_pins(root: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let dir = e.path();
+        if parse_dir_name(&name).is_some() || !dir.is_dir() {
+            continue;
+        }
+        let counters = dir.join(map_names::GLOBAL_COUNTERS);
+        if counters.exists()
+            && std::fs::remove_file(&counters).is_ok()
+            && std::fs::remove_dir(&dir).is_ok()
+        {
+            info!(dir = %dir.display(), "removed the counters pin of an earlier sensor version (pinned by interface name)");
+            removed.push(dir);
+        }
+    }
+    removed
+}
+
+/// `(netns, ifindex)` of a directory named `net<N>-if<I>`.
+fn parse_dir_name(name: &str) -> Option<(u64, u32)> {
+    let (net, ifx) = name.strip_prefix("net")?.split_once("-if")?;
+    Some((net.parse().ok()?, ifx.parse().ok()?))
+}
+
+/// The cookie of the caller's network namespace (`SO_NETNS_COOKIE`, Linux
+/// 5.14): unlike the namespace's inode it is never reused while the system
+/// runs, so it tells a deleted namespace's pins from ours. `None` on older
+/// kernels.
+#[must_use]
+pub(crate) fn current_netns_cookie() -> Option<u64> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd as _;
+    // Any socket of the namespace tells its cookie; an unbound one needs
+    // no address (a new namespace's loopback is down).
+    let socket = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut cookie: u64 = 0;
+    let mut len = libc::socklen_t::try_from(size_of::<u64>()).ok()?;
+    // SAFETY: the socket is open, and `cookie`/`len` describe a valid u64
+    // buffer the kernel writes at most `len` bytes to.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NETNS_COOKIE,
+            std::ptr::from_mut(&mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    (rc == 0).then_some(cookie)
 }
 
 /// The inode of the caller's network namespace (`/proc/self/ns/net`), the
@@ -230,6 +378,28 @@ pub struct Liveness {
     pub ifindex: u32,
     /// The network namespace's inode.
     pub netns: u64,
+    /// The network namespace's cookie, when the kernel tells it.
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
+    /// The attach mode (`native` or `skb`): the link keeps it, so a sensor
+    /// asking for another mode cannot replace the program through it.
+    #[serde(default)]
+    pub mode: String,
+    /// What the program had counted when the sensor stopped with
+    /// `--keep-state`: the next sensor tells what was counted while no
+    /// sensor ran.
+    #[serde(default)]
+    pub kept: Option<KeptCounts>,
+}
+
+/// Counters at a stop that kept the program attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptCounts {
+    /// `packets_seen` at the stop.
+    pub packets_seen: u64,
+    /// `events_emitted` at the stop: events after it went to rings no
+    /// process read.
+    pub events_emitted: u64,
 }
 
 /// Whether a recorded sensor still runs.
@@ -254,6 +424,7 @@ impl Liveness {
         ifindex: u32,
         prog_id: u32,
         netns: u64,
+        mode: &str,
     ) -> Result<Self, SensorError> {
         let pid = std::process::id();
         let start_time = process_start_time(pid).ok_or_else(|| SensorError::Pin {
@@ -267,6 +438,9 @@ impl Liveness {
             iface: iface.to_owned(),
             ifindex,
             netns,
+            netns_cookie: current_netns_cookie(),
+            mode: mode.to_owned(),
+            kept: None,
         })
     }
 
@@ -295,6 +469,9 @@ mod tests {
             iface: "eth0".into(),
             ifindex: 2,
             netns: 4_026_531_840,
+            netns_cookie: Some(1),
+            mode: "skb".into(),
+            kept: None,
         }
     }
 
@@ -331,12 +508,50 @@ mod tests {
         let rec = record(u32::MAX, 7);
         dir.write_liveness(&rec).unwrap();
         dir.write_liveness(&rec).unwrap();
-        assert_eq!(dir.read_liveness(), Some(rec));
-        // The record of a dead sensor is removed, with the empty root.
-        dir.claim("eth0").unwrap();
+        assert_eq!(dir.read_liveness(), Some(rec.clone()));
+        // The record of a dead sensor is handed over for adoption...
+        assert_eq!(dir.claim("eth0", Some(1)).unwrap(), Some(rec.clone()));
+        assert_eq!(dir.read_liveness(), Some(rec.clone()));
+        // ...unless it comes from another (deleted) network namespace.
+        assert_eq!(dir.claim("eth0", Some(2)).unwrap(), None);
         assert_eq!(dir.read_liveness(), None);
         assert!(dir.path().is_dir(), "claimed afresh");
         dir.remove().unwrap();
         assert!(!root.exists());
+    }
+
+    #[test]
+    fn a_record_without_the_newer_fields_still_parses() {
+        let old = r#"{"pid":1,"start_time":2,"prog_id":3,"iface":"eth0","ifindex":2,"netns":4}"#;
+        let rec: Liveness = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (rec.netns_cookie, rec.mode.as_str(), rec.kept),
+            (None, "", None)
+        );
+    }
+
+    #[test]
+    fn legacy_pins_by_interface_name_are_removed() {
+        let root = std::env::temp_dir().join(format!("sensor-legacy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let legacy = root.join("eth0");
+        let current = root.join("net7-if2");
+        for d in [&legacy, &current] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join(map_names::GLOBAL_COUNTERS), b"").unwrap();
+        }
+        assert_eq!(remove_legacy_pins(&root), vec![legacy.clone()]);
+        assert!(!legacy.exists());
+        assert!(current.join(map_names::GLOBAL_COUNTERS).exists(), "kept");
+        assert_eq!(parse_dir_name("net7-if2"), Some((7, 2)));
+        assert_eq!(parse_dir_name("eth0"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn the_netns_cookie_is_stable() {
+        if let Some(c) = current_netns_cookie() {
+            assert_eq!(current_netns_cookie(), Some(c));
+        }
     }
 }

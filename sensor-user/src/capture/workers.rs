@@ -394,6 +394,15 @@ impl WorkerState {
 
     /// Consumes the state into its report.
     #[must_use]
+    /// The report so far, for outputs written while the run goes on.
+    pub(crate) fn report_so_far(&self) -> WorkerReport {
+        WorkerReport {
+            worker: self.index,
+            counters: self.counters,
+            flows: self.flows.clone(),
+        }
+    }
+
     pub(crate) fn into_report(self) -> WorkerReport {
         WorkerReport {
             worker: self.index,
@@ -446,10 +455,28 @@ pub(crate) fn default_workers() -> u32 {
     u32::try_from(cores.min(MAX_WORKERS)).unwrap_or(1)
 }
 
+/// A request to a running worker, handled between two drains of its ring
+/// (a batch boundary), so the worker's state needs no lock. This is where a
+/// later request (a reloaded model for the worker's pipeline) plugs in.
+#[derive(Debug)]
+pub(crate) enum WorkerRequest {
+    /// Send the report so far (`--stats-out`, `--flows-out` on SIGUSR1).
+    Report(crossbeam_channel::Sender<WorkerReport>),
+}
+
+/// Requests queued per worker before a sender would block: a request is
+/// rare (an operator's signal), so a few are plenty.
+const WORKER_REQUESTS: usize = 4;
+
+/// How long [`WorkerPool::reports_so_far`] waits for each worker: a worker
+/// answers within one tick (1 ms) unless a long drain delays it.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Running worker threads.
 pub(crate) struct WorkerPool {
     stop: Arc<AtomicBool>,
     handles: Vec<JoinHandle<WorkerReport>>,
+    requests: Vec<crossbeam_channel::Sender<WorkerRequest>>,
 }
 
 impl WorkerPool {
@@ -466,10 +493,13 @@ impl WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::with_capacity(rings.len());
+        let mut requests = Vec::with_capacity(rings.len());
         for (i, ring) in rings.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let state = WorkerState::new(i, flow_capacity_per_worker, factory(i));
             let stop = Arc::clone(&stop);
+            let (request_tx, request_rx) = crossbeam_channel::bounded(WORKER_REQUESTS);
+            requests.push(request_tx);
             let handle = std::thread::Builder::new()
                 .name(format!("sensor-worker-{i}"))
                 .spawn(move || {
@@ -482,7 +512,7 @@ impl WorkerPool {
                             "could not pin worker to its core"
                         );
                     }
-                    run_worker(ring, state, &stop)
+                    run_worker(ring, state, &stop, &request_rx)
                 })
                 .map_err(|source| SensorError::System {
                     what: "spawning a worker thread",
@@ -490,7 +520,37 @@ impl WorkerPool {
                 })?;
             handles.push(handle);
         }
-        Ok(Self { stop, handles })
+        Ok(Self {
+            stop,
+            handles,
+            requests,
+        })
+    }
+
+    /// Each worker's report so far, in worker order, without stopping them.
+    /// A worker that does not answer within [`REPORT_WAIT`] is left out,
+    /// with a warning.
+    pub(crate) fn reports_so_far(&self) -> Vec<WorkerReport> {
+        let (tx, rx) = crossbeam_channel::bounded(self.requests.len());
+        let asked = self
+            .requests
+            .iter()
+            .filter(|r| r.try_send(WorkerRequest::Report(tx.clone())).is_ok())
+            .count();
+        drop(tx);
+        let deadline = std::time::Instant::now() + REPORT_WAIT;
+        let mut reports: Vec<WorkerReport> = (0..asked)
+            .map_while(|_| rx.recv_deadline(deadline).ok())
+            .collect();
+        if reports.len() < self.requests.len() {
+            warn!(
+                answered = reports.len(),
+                workers = self.requests.len(),
+                "not every worker reported in time; the outputs so far leave the others out"
+            );
+        }
+        reports.sort_by_key(|r| r.worker);
+        reports
     }
 
     /// Asks the workers to stop. Each drains its ring to empty first, so
@@ -519,6 +579,7 @@ fn run_worker(
     mut ring: RingBuf<MapData>,
     mut state: WorkerState,
     stop: &AtomicBool,
+    requests: &crossbeam_channel::Receiver<WorkerRequest>,
 ) -> WorkerReport {
     set_timer_slack(state.index);
     loop {
@@ -536,6 +597,13 @@ fn run_worker(
         let now = monotonic_ns();
         if state.tick_if_due(now) {
             state.housekeeping();
+            while let Ok(request) = requests.try_recv() {
+                match request {
+                    WorkerRequest::Report(reply) => {
+                        let _ = reply.send(state.report_so_far());
+                    }
+                }
+            }
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.

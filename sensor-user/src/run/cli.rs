@@ -66,6 +66,10 @@ impl From<ModeArg> for AttachMode {
 
 /// `sensor run`.
 #[derive(Debug, Clone, Args)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "command-line switches: each bool is one independent flag"
+)]
 pub struct RunArgs {
     /// Interface to attach to.
     #[arg(long, value_name = "IF")]
@@ -101,6 +105,13 @@ pub struct RunArgs {
     /// Observe only: no feature extraction, models or alerts.
     #[arg(long)]
     pub no_score: bool,
+    /// At SIGINT/SIGTERM or the end of --duration, leave the XDP program
+    /// attached and its flow table, sketches and counters pinned, so packets
+    /// are still counted while no sensor runs and the next `sensor run` on
+    /// the interface adopts them (restart or upgrade without forgetting).
+    /// Without it a stop detaches the program and removes the pins.
+    #[arg(long)]
+    pub keep_state: bool,
     /// Directory holding flow-classifier.onnx and flow-autoencoder.onnx, each
     /// with its model card (`<name>.card.json`) [default: beside an installed
     /// or copied binary (`../share/xdp-sensor/models`, `./models`), else the
@@ -240,6 +251,11 @@ mod tests {
         assert_eq!(r.duration, None);
         assert_eq!(r.flow_table_size, 65_536);
         assert_eq!(r.ring_bytes, 4 << 20);
+        assert!(
+            !r.keep_state,
+            "a stop detaches unless asked to keep the state"
+        );
+        assert!(run(&["run", "--iface", "eth0", "--keep-state"]).keep_state);
         let o = r.load_options().unwrap();
         assert!((1..=8).contains(&o.n_workers));
         assert_eq!(o.mode, AttachMode::Native);

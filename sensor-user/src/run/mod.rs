@@ -17,7 +17,8 @@ use cli::RunArgs;
 use scoring::{Scoring, ScoringError};
 
 /// The signals a running sensor handles on its `signalfd`: SIGINT and
-/// SIGTERM stop it; SIGHUP and SIGUSR1 are logged and never kill it.
+/// SIGTERM stop it; SIGHUP reloads `--config` and SIGUSR1 writes the
+/// outputs so far, neither ever stops it.
 const HANDLED_SIGNALS: [Signal; 4] = [
     Signal::SIGINT,
     Signal::SIGTERM,
@@ -86,8 +87,10 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
         .map_err(|source| RunError::SignalMask { source })?;
     let n_workers = args.load_options().map_err(RunError::Options)?.n_workers as usize;
     let scoring = Scoring::start(args, n_workers)?;
+    let reload = || scoring.reload(args);
     let result =
-        runner::run_with_sketches(args, scoring.factory(), scoring.sketches()).map_err(capture_err);
+        runner::run_with_sketches(args, scoring.factory(), scoring.sketches(), Some(&reload))
+            .map_err(capture_err);
     // Runs also after a failed start, so the alert stage's thread ends.
     let scored = scoring.finish();
     let summary = result?;

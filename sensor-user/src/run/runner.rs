@@ -22,13 +22,17 @@ use nix::{
         signalfd::{SfdFlags, SignalFd},
     },
 };
-use sensor_common::{COUNTER_COUNT, Counter};
-use tracing::{info, warn};
+use sensor_common::{
+    COUNTER_COUNT, Counter,
+    records::{ConfigReloads, Handover},
+};
+use tracing::{error, info, warn};
 
 use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     capture::error::SensorError,
     capture::loader::Sensor,
+    capture::pins::KeptCounts,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
     ops::report::{self, OutputFile},
     run::cli::RunArgs,
@@ -102,19 +106,26 @@ fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     Ok((fd, old))
 }
 
-/// Waits for SIGINT/SIGTERM or until `deadline` (SIGHUP and SIGUSR1 are
-/// logged and waited through).
-fn wait_for_shutdown(
-    sfd: &SignalFd,
-    deadline: Option<Instant>,
-) -> Result<Option<Signal>, SensorError> {
+/// What ended a wait for signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// SIGINT/SIGTERM (`Some`) or the deadline (`None`): stop.
+    Stop(Option<Signal>),
+    /// SIGHUP: reload the configuration.
+    Reload,
+    /// SIGUSR1: write the outputs so far.
+    Dump,
+}
+
+/// Waits for a signal or until `deadline`.
+fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, SensorError> {
     loop {
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok(None);
+                    return Ok(Wake::Stop(None));
                 }
                 // Round up so we never wake just before the deadline and spin.
                 let ms = left.as_millis().saturating_add(1);
@@ -129,18 +140,58 @@ fn wait_for_shutdown(
                     let sig = i32::try_from(info.ssi_signo)
                         .ok()
                         .and_then(|s| Signal::try_from(s).ok());
-                    if let Some(s @ (Signal::SIGHUP | Signal::SIGUSR1)) = sig {
-                        // Not built yet: reloading (SIGHUP) and writing the
-                        // outputs so far (SIGUSR1). Never a reason to stop.
-                        warn!(signal = %s, "not supported yet; the sensor keeps running");
-                        continue;
-                    }
-                    return Ok(sig);
+                    return Ok(match sig {
+                        Some(Signal::SIGHUP) => Wake::Reload,
+                        Some(Signal::SIGUSR1) => Wake::Dump,
+                        other => Wake::Stop(other),
+                    });
                 }
                 Ok(None) | Err(nix::errno::Errno::EAGAIN) => {}
                 Err(e) => return Err(SensorError::system("reading the signalfd", e)),
             },
             Err(e) => return Err(SensorError::system("waiting for signals", e)),
+        }
+    }
+}
+
+/// Reloads the configuration on SIGHUP: validates it as at start and, when
+/// valid, hands it to the stages that apply it; `Err` carries the reason
+/// (with file and line) when the new configuration was refused and the
+/// previous one kept running.
+pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
+
+/// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
+/// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
+/// stops the sensor.
+fn serve_until_stop(
+    sfd: &SignalFd,
+    deadline: Option<Instant>,
+    reload: Option<ReloadHook<'_>>,
+    reloads: &mut ConfigReloads,
+    mut dump: impl FnMut(&ConfigReloads),
+) -> Result<Option<Signal>, SensorError> {
+    loop {
+        match wait_for_signal(sfd, deadline)? {
+            Wake::Stop(sig) => return Ok(sig),
+            Wake::Reload => match reload {
+                None => {
+                    reloads.rejected += 1;
+                    warn!(
+                        "SIGHUP: no --config to reload (or scoring is off); the sensor keeps running as it was"
+                    );
+                }
+                Some(hook) => match hook() {
+                    Ok(()) => {
+                        reloads.applied += 1;
+                        info!(applied = reloads.applied, "SIGHUP: configuration reloaded");
+                    }
+                    Err(reason) => {
+                        reloads.rejected += 1;
+                        error!(%reason, rejected = reloads.rejected, "SIGHUP: configuration refused; the previous one keeps running");
+                    }
+                },
+            },
+            Wake::Dump => dump(reloads),
         }
     }
 }
@@ -159,7 +210,7 @@ fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
 /// Load/attach failures (with a user-facing diagnosis), map access failures,
 /// or outputs that cannot be written.
 pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
-    run_with_sketches(args, factory, &SketchHandle::default())
+    run_with_sketches(args, factory, &SketchHandle::default(), None)
 }
 
 /// Like [`run`], publishing each epoch's sketches to `sketches`, so stages
@@ -171,11 +222,12 @@ pub(crate) fn run_with_sketches(
     args: &RunArgs,
     factory: &HandlerFactory,
     sketches: &SketchHandle,
+    reload: Option<ReloadHook<'_>>,
 ) -> Result<RunSummary, SensorError> {
     let opts = args.load_options()?;
     let outputs = Outputs::create(args)?;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(args, opts, outputs, factory, sketches, &sfd);
+    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, reload);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
@@ -189,10 +241,11 @@ fn run_inner(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     sfd: &SignalFd,
+    reload: Option<ReloadHook<'_>>,
 ) -> Result<RunSummary, SensorError> {
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
-    let mut sensor = Sensor::load(opts)?;
+    let mut sensor = Sensor::load_pinned(opts)?;
     let rings = sensor.take_rings()?;
     let maps = SketchMaps::take(&mut sensor)?;
     let control = ControlThread::spawn(maps, EPOCH, sketches.clone())?;
@@ -222,10 +275,48 @@ fn run_inner(
         "sensor running; stop with Ctrl-C"
     );
 
-    let waited = wait_for_shutdown(sfd, args.duration.map(|d| started + d));
-    // Whatever happened while waiting, stop in order: detach first, so the
-    // rings receive nothing more and the drain below is complete.
-    sensor.detach();
+    let handover = sensor
+        .kept_counts()
+        .and_then(|kept| report_handover(&sensor, kept));
+
+    let mut reloads = ConfigReloads::default();
+    let waited = serve_until_stop(
+        sfd,
+        args.duration.map(|d| started + d),
+        reload,
+        &mut reloads,
+        |reloads| {
+            // SIGUSR1: the outputs so far, each renamed into place; the run
+            // goes on.
+            let written = (|| {
+                let reports = pool.reports_so_far();
+                let counters = report::read_counters(&sensor)?;
+                let flows = report::read_flow_table(&sensor)?;
+                Outputs::create(args)?.write(
+                    &reports,
+                    &sketches.latest(),
+                    &counters,
+                    &flows,
+                    started.elapsed(),
+                    (*reloads, handover),
+                )
+            })();
+            match written {
+                Ok(()) => info!("SIGUSR1: outputs so far written"),
+                Err(e) => {
+                    error!(error = %e, "SIGUSR1: writing the outputs so far failed; the sensor keeps running");
+                }
+            }
+        },
+    );
+    // Only an orderly stop keeps the state: after a failure the pins would
+    // describe a sensor that did not stop cleanly.
+    let keep = args.keep_state && waited.is_ok();
+    if !keep {
+        // Stop in order: detach first, so the rings receive nothing more
+        // and the drain below is complete.
+        sensor.release(None);
+    }
     let duration = started.elapsed();
     let reports = pool.stop_and_join();
     let snapshot = control.stop();
@@ -237,7 +328,22 @@ fn run_inner(
 
     let counters = report::read_counters(&sensor)?;
     let flows = report::read_flow_table(&sensor)?;
-    outputs.write(&reports, &snapshot, &counters, &flows, duration)?;
+    if keep {
+        // The program keeps counting into the pinned maps; the events it
+        // emits from now on go to rings no process reads.
+        sensor.release(Some(KeptCounts {
+            packets_seen: counters[Counter::PacketsSeen as usize],
+            events_emitted: counters[Counter::EventsEmitted as usize],
+        }));
+    }
+    outputs.write(
+        &reports,
+        &snapshot,
+        &counters,
+        &flows,
+        duration,
+        (reloads, handover),
+    )?;
 
     Ok(RunSummary {
         counters,
@@ -247,6 +353,32 @@ fn run_inner(
         duration,
         signal,
     })
+}
+
+/// Logs what the program counted between the previous sensor's stop with
+/// `--keep-state` and this sensor's attach: packets went into the adopted
+/// flow table and counters, but the events emitted meanwhile went to the
+/// previous sensor's rings, which nobody read.
+fn report_handover(sensor: &Sensor, kept: KeptCounts) -> Option<Handover> {
+    match report::read_counters(sensor) {
+        Ok(now) => {
+            let h = Handover {
+                packets: now[Counter::PacketsSeen as usize].saturating_sub(kept.packets_seen),
+                events_unread: now[Counter::EventsEmitted as usize]
+                    .saturating_sub(kept.events_emitted),
+            };
+            info!(
+                packets = h.packets,
+                events_unread = h.events_unread,
+                "while no sensor ran, the program counted these packets into the adopted flow table; the flow events it emitted then were not read (at most this many)"
+            );
+            Some(h)
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the adopted counters");
+            None
+        }
+    }
 }
 
 /// The requested output files, opened up front.
@@ -274,6 +406,7 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
+        (reloads, handover): (ConfigReloads, Option<Handover>),
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -282,12 +415,14 @@ impl Outputs {
             info!(path, flows = flows.len(), "flow table written");
         }
         if let Some(out) = self.stats {
-            let stats = report::stats_report(
+            let mut stats = report::stats_report(
                 counters,
                 reports,
                 snapshot.epochs_flipped,
                 duration.as_secs_f64(),
             );
+            stats.config_reloads = reloads;
+            stats.handover = handover;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
@@ -320,8 +455,8 @@ mod tests {
         mask.add(Signal::SIGUSR2);
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
         let t = Instant::now();
-        let r = wait_for_shutdown(&sfd, Some(t + Duration::from_millis(30))).unwrap();
-        assert!(r.is_none());
+        let r = wait_for_signal(&sfd, Some(t + Duration::from_millis(30))).unwrap();
+        assert_eq!(r, Wake::Stop(None));
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
 

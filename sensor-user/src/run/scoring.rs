@@ -238,6 +238,11 @@ pub(crate) struct Scoring {
     alerts: AlertStageHandle,
     report: Arc<Mutex<Vec<PipelineCounters>>>,
     sketches: SketchHandle,
+    /// Resolved once at start; a reload reads the cards from the same place.
+    models_dir: PathBuf,
+    /// The sinks in use (from the config at start), to tell a reload that
+    /// changes them.
+    sinks: String,
 }
 
 impl Scoring {
@@ -260,6 +265,7 @@ impl Scoring {
 
         let alert_setup = AlertSetup::resolve(args, &models_dir)
             .map_err(|source| ScoringError::Alerts { source })?;
+        let sinks = format!("{:?}", alert_setup.file.sinks);
         let (tx, rx) = crossbeam_channel::bounded::<RowBatch>(ALERT_CHANNEL_BATCHES);
         let cfg = PipelineConfig {
             features: FeatureConfig {
@@ -336,7 +342,49 @@ impl Scoring {
             alerts,
             report,
             sketches,
+            models_dir,
+            sinks,
         })
+    }
+
+    /// Reloads `--config` (SIGHUP) with exactly the validation of the start
+    /// (config, model cards, inventory, sinks) and hands it to the alert
+    /// stage, which applies it between row batches. A changed `[[sinks]]`
+    /// is opened here and swapped in by the stage; the pipelines' emit floor
+    /// and the models stay as they are.
+    ///
+    /// # Errors
+    /// The reason the new configuration was refused, with file and line;
+    /// the running configuration stays in force.
+    pub(crate) fn reload(&self, args: &RunArgs) -> Result<(), String> {
+        let Some(path) = &args.config else {
+            return Err("no --config to reload".into());
+        };
+        let setup = AlertSetup::resolve(args, &self.models_dir).map_err(|e| error_chain(&e))?;
+        let inventory = setup.inventory().map_err(|e| error_chain(&e))?;
+        // Sinks are opened here, before anything is sent: a sink that
+        // cannot be opened refuses the whole reload.
+        let sinks = if format!("{:?}", setup.file.sinks) == self.sinks {
+            None
+        } else {
+            tracing::info!(config = %path.display(), "[[sinks]] changed: opening the new sinks");
+            let sinks: Box<dyn alerts::AlertOutput> =
+                Box::new(setup.sinks(args).map_err(|e| error_chain(&e))?);
+            Some(sinks)
+        };
+        let reloaded = alerts::Reloaded {
+            settings: setup.settings,
+            inventory,
+            sinks,
+        };
+        if self
+            .alerts
+            .send_control(alerts::Control::Reload(Box::new(reloaded)))
+        {
+            Ok(())
+        } else {
+            Err("the alert stage is not taking reloads (stopped or busy)".into())
+        }
     }
 
     /// Where the pipelines read the kernel sketches' gateway view: give it to
@@ -361,6 +409,8 @@ impl Scoring {
             alerts,
             report,
             sketches: _,
+            models_dir: _,
+            sinks: _,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);
@@ -405,20 +455,19 @@ impl AlertSetup {
         Ok(Self { file, settings })
     }
 
-    fn spawn(
-        self,
-        args: &RunArgs,
-        rx: crossbeam_channel::Receiver<RowBatch>,
-        sketches: SketchHandle,
-    ) -> Result<AlertStageHandle, AlertsError> {
-        let Self { file, settings } = self;
+    /// The inventory the config names (empty without one).
+    fn inventory(&self) -> Result<Inventory, AlertsError> {
+        match &self.file.alerts.inventory {
+            Some(p) => Inventory::load(p),
+            None => Ok(Inventory::default()),
+        }
+    }
+
+    /// The sinks: the config's, plus `--eve-out`; stdout without either.
+    fn sinks(&self, args: &RunArgs) -> Result<SinkSet, AlertsError> {
         let with_config = args.config.is_some();
-        let inventory = match &file.alerts.inventory {
-            Some(p) => Inventory::load(p)?,
-            None => Inventory::default(),
-        };
         let mut sinks = if with_config {
-            SinkSet::from_config(&file.sinks)?
+            SinkSet::from_config(&self.file.sinks)?
         } else {
             SinkSet::new()
         };
@@ -431,8 +480,33 @@ impl AlertSetup {
         } else if !with_config {
             sinks = sinks.with(StdoutSink::new());
         }
-        alerts::spawn_alert_stage(rx, settings, inventory, sinks, Some(sketches))
+        Ok(sinks)
     }
+
+    fn spawn(
+        self,
+        args: &RunArgs,
+        rx: crossbeam_channel::Receiver<RowBatch>,
+        sketches: SketchHandle,
+    ) -> Result<AlertStageHandle, AlertsError> {
+        let inventory = self.inventory()?;
+        let sinks = self.sinks(args)?;
+        alerts::spawn_alert_stage(rx, self.settings, inventory, sinks, Some(sketches))
+    }
+}
+
+/// An error and its causes on one line, as the log shows a refused reload.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = c.source();
+    }
+    parts.join(": ")
 }
 
 /// Loads everything the stage needs from the sensor configuration file
