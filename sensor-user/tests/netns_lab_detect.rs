@@ -149,3 +149,13 @@ fn assert_one_prefix_alert(run: &ScenarioRun, len: u8) {
         alerts(run)
     );
 }
+
+/// An ICMP echo sweep (nmap -sn -PE) of the 32 sweep targets: a scan by
+/// the attacker, one echo request per host.
+#[test]
+fn nmap_ping_sweep_is_detected_as_scan() {
+    let Some(run) = play("nmap_ping_sweep_is_detected_as_scan", "scan-ping-sweep") else {
+        return;
+    };
+    assert_detected_alone(&run, 3000.0);
+}

@@ -196,6 +196,7 @@ const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
         ("scan-xmas", Scan, 30, 1_200, Nmap { args: &["-sX", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap Xmas scan of 500 ports"),
         ("scan-slow", Scan, 15, 40, Nmap { args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"], targets: Targets::Server }, "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"),
         ("scan-sweep", Scan, 30, 400, Nmap { args: &["-sS", "-T4", "-p", "22,80,443"], targets: Targets::Sweep }, "nmap horizontal sweep: 3 ports on 32 server addresses"),
+        ("scan-ping-sweep", Scan, 30, 200, Nmap { args: &["-sn", "-PE", "-T4"], targets: Targets::Sweep }, "nmap ICMP echo sweep (-sn -PE) of 32 server addresses"),
         ("flood-syn", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: false }, "hping3 SYN flood to :80, 25k packets"),
         ("flood-syn-spoofed", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: true }, "hping3 SYN flood to :80 from random sources, 25k packets"),
         ("flood-udp", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: false }, "hping3 UDP flood to :53, 25k packets"),
@@ -628,7 +629,14 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
             &[0],
         ),
         Kind::Nmap { args, targets } => {
-            let mut a = strs(&["-n", "-Pn", "--max-retries", "1"]);
+            // A host discovery run (-sn) is the ping probes themselves;
+            // elsewhere -Pn skips discovery and goes straight to the ports.
+            let base: &[&str] = if args.contains(&"-sn") {
+                &["-n", "--max-retries", "1"]
+            } else {
+                &["-n", "-Pn", "--max-retries", "1"]
+            };
+            let mut a = strs(base);
             a.extend(strs(args));
             match targets {
                 Targets::Server => a.push(server),

@@ -27,6 +27,9 @@ pub(super) enum Rule {
     /// The volume rule: a `flood` whose raw score is the victim's new flows
     /// per second in the kernel's destination sketch.
     Volume,
+    /// An echo request to a new host, a host discovery probe: a `scan`
+    /// probe that the scan rule's distinct-host bar must corroborate.
+    Sweep,
 }
 
 impl Rule {
@@ -36,6 +39,7 @@ impl Rule {
             Rule::Model => None,
             Rule::Beacon => Some("beacon"),
             Rule::Volume => Some("volume"),
+            Rule::Sweep => Some("sweep"),
         }
     }
 }
@@ -109,5 +113,6 @@ pub(super) fn threshold_of(settings: &AlertSettings, class: AttackClass, rule: R
         Rule::Model => settings.thresholds.get(class),
         Rule::Beacon => settings.alerts.beacon_max_jitter as f32,
         Rule::Volume => settings.volume.min_new_flows_per_s as f32,
+        Rule::Sweep => settings.alerts.scan_hosts as f32,
     }
 }

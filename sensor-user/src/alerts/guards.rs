@@ -11,7 +11,7 @@ use super::{
     beacon::BeaconRule,
     config::{AlertSettings, AlertsSection},
     dedup::DedupKey,
-    detect::{Detection, detect_except},
+    detect::{Detection, Rule, detect_except},
     inventory::canonical,
     open_alert::OpenAlerts,
 };
@@ -247,14 +247,19 @@ pub(super) enum Evidence {
     Row,
     /// A scan probe of this target (host hash, target hash).
     Probe((u64, u64)),
+    /// A host discovery probe no model flagged (the sweep rule): counted
+    /// like [`Evidence::Probe`], but the scan rule's bars always apply,
+    /// even when one row would open other alerts.
+    Sweep((u64, u64)),
     /// A brute-force attempt on the connection with this source port.
     Attempt(u16),
 }
 
 impl Evidence {
-    /// What a detection of `class` on `row` counts as.
-    pub(super) fn of(row: &ScoredRow, class: AttackClass) -> Self {
-        match class {
+    /// What detection `det` on `row` counts as.
+    pub(super) fn of(row: &ScoredRow, det: &Detection) -> Self {
+        match det.class {
+            AttackClass::Scan if det.rule == Rule::Sweep => Evidence::Sweep(scan_target(row)),
             AttackClass::Scan => Evidence::Probe(scan_target(row)),
             AttackClass::BruteForce if row.entity == Entity::Flow => Evidence::Attempt(row.sport),
             _ => Evidence::Row,
@@ -317,7 +322,7 @@ impl Corroboration {
         metrics: &mut AlertMetrics,
     ) -> bool {
         let need = a.corroborate_rows.max(1);
-        if need == 1 {
+        if need == 1 && !matches!(evidence, Evidence::Sweep(_)) {
             return true;
         }
         let win = self.window_ns;
@@ -335,7 +340,7 @@ impl Corroboration {
             *e = Pending::new(ts);
         }
         let done = match evidence {
-            Evidence::Probe(t) => e
+            Evidence::Probe(t) | Evidence::Sweep(t) => e
                 .scan
                 .get_or_insert_with(ScanTargets::new)
                 .add(t)

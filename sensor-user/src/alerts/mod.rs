@@ -145,6 +145,9 @@ pub struct AlertMetrics {
     pub volume_scan_targets: u64,
     /// Sketch epochs the volume rule read.
     pub gateway_views: u64,
+    /// Echo requests to new hosts that no model flagged, counted as scan
+    /// probes (the scan rule's distinct-host bar decides).
+    pub echo_probes: u64,
     /// Rows producers could not enqueue because the channel was full.
     pub rows_shed: u64,
     pub alerts_opened: u64,
@@ -211,6 +214,7 @@ shared_metrics!(
     volume_findings,
     volume_scan_targets,
     gateway_views,
+    echo_probes,
     rows_shed,
     alerts_opened,
     alerts_updated,

@@ -100,6 +100,11 @@ pub struct AlertStage {
     scanned_floods: std::collections::HashMap<IpAddr, (u64, f64)>,
 }
 
+/// Confidence of a sweep's scan alert: the scan rule's bar passed by
+/// probes no model flagged (between a bare threshold's ½ and a model's
+/// certainty).
+const SWEEP_SCORE: f32 = 0.75;
+
 /// New flows to one host, over consecutive flooded epochs, beyond which a
 /// scan alert no longer explains them: three probes for every TCP and UDP
 /// port. A scan probes each port about once; a flood hammers on.
@@ -323,9 +328,24 @@ impl AlertStage {
                 self.apply(&r, key, det, false);
             }
         }
-        let Some(det) = detect(row, &self.settings.thresholds) else {
-            self.metrics.rows_below_threshold += 1;
-            return;
+        let det = match detect(row, &self.settings.thresholds) {
+            Some(d) => d,
+            // A host discovery probe the models pass over: the scan rule
+            // still counts its host (a sweep is many such probes, each
+            // ordinary on its own).
+            None if row.facts.echo_probe => {
+                self.metrics.echo_probes += 1;
+                Detection {
+                    class: AttackClass::Scan,
+                    score: SWEEP_SCORE,
+                    raw: 1.0,
+                    rule: Rule::Sweep,
+                }
+            }
+            None => {
+                self.metrics.rows_below_threshold += 1;
+                return;
+            }
         };
         let Some(det) = guards::screen(row, det, &self.settings, &self.alerts, &mut self.metrics)
         else {
@@ -417,7 +437,7 @@ impl AlertStage {
                     key,
                     row.event_ts_ns,
                     self.now_ns,
-                    Evidence::of(row, det.class),
+                    Evidence::of(row, &det),
                     &self.settings.alerts,
                     &self.beacons,
                     &mut self.metrics,

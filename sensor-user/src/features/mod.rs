@@ -117,6 +117,11 @@ pub struct RowFacts {
     /// Packets/s into the destination over 1 s: the `dst_packets_per_s_1s`
     /// feature before its logarithm, so the alert stage need not undo it.
     pub victim_pps: f32,
+    /// The event started an ICMP or ICMPv6 echo request flow to a host
+    /// (one per host and echo identifier): a host discovery probe. Such
+    /// rows always reach the alert stage, whose scan rule counts the
+    /// distinct hosts a source probes: a sweep, which no single row shows.
+    pub echo_probe: bool,
 }
 
 /// A client connection that sent much more than it received, reported when
@@ -391,6 +396,7 @@ impl FeatureExtractor {
         let mut tot = f.base;
         tot.merge(s);
         let new_client_syn = e.inserted && f.client_syn;
+        let new_flow = e.inserted;
         let flow = *f;
 
         // --- handshake outcome, seen from the reverse direction ---
@@ -592,11 +598,18 @@ impl FeatureExtractor {
             ln1p(gw_src_pps),
             ln1p(gw_distinct),
         ];
+        let echo_probe = new_flow
+            && !solicited
+            && matches!(
+                (key.proto, key.sport),
+                (ipproto::ICMP, 8) | (ipproto::ICMPV6, 128)
+            );
         Some(RowFacts {
             responder,
             solicited,
             upload,
             victim_pps: victim_pps as f32,
+            echo_probe,
         })
     }
 }
