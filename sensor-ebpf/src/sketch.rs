@@ -33,8 +33,11 @@ pub(crate) fn update_dst(dst: &[u8; 16], len: u64, flow_packets: u64, cfg: &Sens
     for level in 0..DST_LEVELS {
         let (v4, v6) = if level == 1 { (v4n, v6n) } else { (v4w, v6w) };
         let h = dst_key_hash(lo, hi, level, v4, v6);
+        // Every entry exists (an array map): a failed lookup ends the
+        // update rather than branching on, which keeps the verifier's
+        // paths through this loop linear.
         let Some(p) = DST_VOLUME.get_ptr_mut(dst_index(epoch, level)) else {
-            continue;
+            return;
         };
         // SAFETY: this CPU's slot of an array entry; only this CPU writes it.
         let cells = unsafe { &mut (*p).cells };

@@ -15,7 +15,7 @@ fn echo(stage: &mut AlertStage, src: &str, dst: &str, ts: u64) {
     let mut r = row(Benign, 0.99, src, dst, 0, ts);
     r.proto = 1;
     r.sport = 8;
-    r.facts.echo_probe = true;
+    r.facts.discovery_probe = true;
     stage.process(&r);
 }
 
@@ -44,7 +44,7 @@ fn an_echo_sweep_is_a_scan_and_a_pinger_is_not() {
     assert_eq!(open[0].class, Scan);
     assert_eq!(open[0].attacker, Some(ip("10.0.0.66")));
     assert_eq!(open[0].victim, None);
-    assert_eq!(stage.metrics().echo_probes, 20 + 3 + 32);
+    assert_eq!(stage.metrics().discovery_probes, 20 + 3 + 32);
     let alerts = take_of_type(&mem, "alert");
     assert_eq!(alerts[0]["xdp_sensor"]["detector"], "sweep");
 }

@@ -147,7 +147,7 @@ pub struct AlertMetrics {
     pub gateway_views: u64,
     /// Echo requests to new hosts that no model flagged, counted as scan
     /// probes (the scan rule's distinct-host bar decides).
-    pub echo_probes: u64,
+    pub discovery_probes: u64,
     /// Rows producers could not enqueue because the channel was full.
     pub rows_shed: u64,
     pub alerts_opened: u64,
@@ -214,7 +214,7 @@ shared_metrics!(
     volume_findings,
     volume_scan_targets,
     gateway_views,
-    echo_probes,
+    discovery_probes,
     rows_shed,
     alerts_opened,
     alerts_updated,

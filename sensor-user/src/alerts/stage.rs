@@ -333,8 +333,8 @@ impl AlertStage {
             // A host discovery probe the models pass over: the scan rule
             // still counts its host (a sweep is many such probes, each
             // ordinary on its own).
-            None if row.facts.echo_probe => {
-                self.metrics.echo_probes += 1;
+            None if row.facts.discovery_probe => {
+                self.metrics.discovery_probes += 1;
                 Detection {
                     class: AttackClass::Scan,
                     score: SWEEP_SCORE,

@@ -118,10 +118,10 @@ pub struct RowFacts {
     /// feature before its logarithm, so the alert stage need not undo it.
     pub victim_pps: f32,
     /// The event started an ICMP or ICMPv6 echo request flow to a host
-    /// (one per host and echo identifier): a host discovery probe. Such
-    /// rows always reach the alert stage, whose scan rule counts the
-    /// distinct hosts a source probes: a sweep, which no single row shows.
-    pub echo_probe: bool,
+    /// (one per host and echo identifier): a host discovery probe. Such rows always reach the alert stage, whose scan
+    /// rule counts the distinct hosts a source probes: a sweep, which no
+    /// single row shows.
+    pub discovery_probe: bool,
 }
 
 /// A client connection that sent much more than it received, reported when
@@ -598,7 +598,7 @@ impl FeatureExtractor {
             ln1p(gw_src_pps),
             ln1p(gw_distinct),
         ];
-        let echo_probe = new_flow
+        let discovery_probe = new_flow
             && !solicited
             && matches!(
                 (key.proto, key.sport),
@@ -609,7 +609,7 @@ impl FeatureExtractor {
             solicited,
             upload,
             victim_pps: victim_pps as f32,
-            echo_probe,
+            discovery_probe,
         })
     }
 }

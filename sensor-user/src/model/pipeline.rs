@@ -354,7 +354,7 @@ impl ScoringPipeline {
                 && 1.0 - p[0] < self.cfg.emit_floor
                 && anomaly.is_nan()
                 && self.meta[i].facts.upload.is_none()
-                && !self.meta[i].facts.echo_probe
+                && !self.meta[i].facts.discovery_probe
             {
                 self.counters.below_floor += 1;
                 continue;
