@@ -90,6 +90,12 @@ impl PendingFile {
         &self.target
     }
 
+    /// The open temporary file, read-only access (its metadata, owner).
+    #[must_use]
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
+    }
+
     /// The open temporary file.
     pub fn file_mut(&mut self) -> &mut File {
         self.tmp.as_file_mut()

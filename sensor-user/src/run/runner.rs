@@ -29,6 +29,7 @@ use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     capture::error::SensorError,
     capture::loader::Sensor,
+    capture::privileges::Account,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
     ops::report::{self, OutputFile},
     run::cli::RunArgs,
@@ -209,7 +210,9 @@ fn run_inner(
             return Err(e);
         }
     };
-    if let Err(e) = sensor.attach() {
+    // With --user, the last privileged step: from here on the process
+    // holds only file descriptors (see `capture::privileges`).
+    if let Err(e) = sensor.attach().and_then(|()| outputs.drop_privileges(args)) {
         pool.stop_and_join();
         let _ = control.stop();
         return Err(e);
@@ -249,22 +252,51 @@ fn run_inner(
     })
 }
 
-/// The requested output files, opened up front.
+/// The requested output files, opened up front, and the account (`--user`)
+/// that will own them.
 struct Outputs {
     flows: Option<OutputFile>,
     stats: Option<OutputFile>,
     sketch: Option<OutputFile>,
+    owner: Option<Account>,
 }
 
 impl Outputs {
+    /// Also resolves `--user`/`--group`, so an unknown account stops the
+    /// run before anything is loaded.
     fn create(args: &RunArgs) -> Result<Self, SensorError> {
-        let open =
-            |p: &Option<std::path::PathBuf>| p.as_deref().map(OutputFile::create).transpose();
+        let owner = args.account()?;
+        let open = |p: &Option<std::path::PathBuf>| -> Result<_, SensorError> {
+            let Some(path) = p.as_deref() else {
+                return Ok(None);
+            };
+            let out = OutputFile::create(path)?;
+            if let Some(account) = &owner {
+                account.hand_over(out.file(), path)?;
+            }
+            Ok(Some(out))
+        };
         Ok(Self {
             flows: open(&args.flows_out)?,
             stats: open(&args.stats_out)?,
             sketch: open(&args.sketch_out)?,
+            owner,
         })
+    }
+
+    /// Switches to the `--user` account, if any, checking that it can
+    /// write every output's directory.
+    fn drop_privileges(&self, args: &RunArgs) -> Result<(), SensorError> {
+        if let Some(account) = &self.owner {
+            account.switch(&args.output_dirs())?;
+            info!(
+                user = account.user(),
+                uid = account.uid(),
+                gid = account.gid(),
+                "running without privileges"
+            );
+        }
+        Ok(())
     }
 
     fn write(
