@@ -18,6 +18,8 @@ pub const PRIVATE_MODE: u32 = 0o600;
 pub const LOG_MODE: u32 = 0o640;
 /// End-of-run outputs and recordings: as logs.
 pub const OUTPUT_MODE: u32 = 0o640;
+/// Documentation the sensor writes (manual pages): anyone reads.
+pub const PUBLIC_MODE: u32 = 0o644;
 
 /// Opens `path` for appending (and reading, when `read`), creating it with
 /// `mode` when it does not exist. An existing file keeps its mode: an

@@ -36,6 +36,29 @@ pub enum Command {
     ExportTraining(crate::alerts::ExportTrainingArgs),
     /// Score a CSV of feature rows with a model, as the workers would.
     Score(crate::model::offline::ScoreArgs),
+    /// Print a shell completion script, e.g. `sensor completions bash >
+    /// /etc/bash_completion.d/sensor`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (sensor.1, sensor-run.1, …) into a directory;
+    /// `cargo xtask install` runs it.
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
+}
+
+/// `sensor completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `sensor man-pages`.
+#[derive(Debug, Clone, Args)]
+pub struct ManPagesArgs {
+    /// Directory to write the pages into (it must exist).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `sensor stats`.
