@@ -1,6 +1,7 @@
 //! `sensor run --user`: once attached, the sensor runs as an unprivileged
-//! account in every thread, with no capability left, and still counts every
-//! packet, writes its outputs (owned by that account) and detaches at exit.
+//! account in every thread (workers, scoring, alert stage), with no
+//! capability left, and still counts every packet, writes its outputs
+//! (owned by that account) and detaches at exit.
 //! An unknown account, or `--user` without root, stops the run with one
 //! line before anything is attached.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use sensor::capture::privileges::ThreadCreds;
 use sensor::files::OUTPUT_MODE;
 use sensor_lab::generator::{Frames, Pacing, Sender, mixed_flows};
-use sensor_lab::sensor::{OBSERVE, SensorRun, TempDir, exclusive};
+use sensor_lab::sensor::{SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, require_root};
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -61,7 +62,20 @@ fn unprivileged_sensor_counts_and_writes_its_outputs() {
     // The account writes its outputs here (renamed into place at exit).
     std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown output dir");
     let iface = lab.link.b.clone();
-    let extra = [OBSERVE, &["--user", USER, "--group", GROUP]].concat();
+    // Scoring on: the model workers and the alert stage run before the
+    // switch too, and must switch with the rest.
+    let eve = dir.path().join("eve.json");
+    let eve = eve.to_str().expect("utf-8 path");
+    let extra = [
+        "--duration",
+        "60",
+        "--eve-out",
+        eve,
+        "--user",
+        USER,
+        "--group",
+        GROUP,
+    ];
     let mut run = SensorRun::start(&lab.gateway, Path::new(SENSOR), &iface, dir.path(), &extra)
         .expect("start");
     run.wait_ready(&lab.gateway).expect("attach");
@@ -99,6 +113,10 @@ fn unprivileged_sensor_counts_and_writes_its_outputs() {
     assert!(
         !lab.gateway.has_xdp(&iface).expect("ip link"),
         "closing the link must detach without a capability"
+    );
+    assert!(
+        Path::new(eve).is_file(),
+        "the EVE file opened before the switch"
     );
     for name in [SensorRun::FLOWS, SensorRun::STATS, SensorRun::SKETCH] {
         let meta = std::fs::metadata(dir.path().join(name)).expect(name);
