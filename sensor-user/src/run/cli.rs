@@ -363,6 +363,11 @@ mod tests {
                 ("--record-out", PathBuf::from("/tmp")),
             ]
         );
+        assert_eq!(
+            run(&["run", "--iface", "x", "--eve-out", "eve.json"]).output_dirs(),
+            [("--eve-out", PathBuf::from("."))],
+            "a bare file name is in the working directory"
+        );
         let u = run(&[
             "run", "--iface", "x", "--user", "nobody", "--group", "nogroup",
         ]);
