@@ -2,6 +2,7 @@
 //! binary finds its installed models without root, the manual pages and
 //! completions are there, and `systemd-analyze verify` accepts the unit.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -57,6 +58,9 @@ fn unprivileged(cmd: &mut Command) -> Output {
 #[test]
 fn installed_layout_works() {
     let dir = TempDir::new("install").expect("temp dir");
+    // The unprivileged run below reads the prefix, whatever the umask.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod temp dir");
     let (prefix, sysconf) = install(dir.path());
     for path in [
         "bin/sensor",
@@ -91,6 +95,7 @@ fn installed_layout_works() {
         ),
     )
     .expect("config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let out = unprivileged(
         Command::new(prefix.join("bin/sensor"))
             .arg("tune")

@@ -48,7 +48,7 @@ pub(crate) struct InstallArgs {
     sensor_bin: Option<PathBuf>,
 }
 
-/// Executables.
+/// Executables and directories.
 const EXEC_MODE: u32 = 0o755;
 /// Models, documentation, unit files.
 const DATA_MODE: u32 = 0o644;
@@ -148,7 +148,7 @@ pub(crate) fn install(args: &InstallArgs) -> Result<()> {
     )?;
 
     let man = prefix.join("share/man/man1");
-    std::fs::create_dir_all(&man).with_context(|| format!("creating {}", man.display()))?;
+    make_dirs(&man)?;
     crate::run_status(Command::new(&installed_bin).arg("man-pages").arg(&man))?;
     for (shell, path) in COMPLETIONS {
         let out = Command::new(&installed_bin)
@@ -186,7 +186,7 @@ fn read(path: &Path) -> Result<String> {
 /// in place.
 fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().context("a file path has a parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    make_dirs(dir)?;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.install-tmp"));
     let result = std::fs::write(&tmp, bytes)
@@ -196,6 +196,18 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("installing {}", path.display()))
+}
+
+/// Creates `dir` and its missing parents with mode 0755, whatever the
+/// umask: everyone may read what is installed.
+fn make_dirs(dir: &Path) -> Result<()> {
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    for d in missing.into_iter().rev() {
+        std::fs::create_dir(d)
+            .and_then(|()| std::fs::set_permissions(d, Permissions::from_mode(EXEC_MODE)))
+            .with_context(|| format!("creating {}", d.display()))?;
+    }
+    Ok(())
 }
 
 fn copy(from: &Path, to: &Path, mode: u32) -> Result<()> {
