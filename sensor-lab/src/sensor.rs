@@ -240,6 +240,12 @@ impl SensorRun {
         })
     }
 
+    /// The sensor's process id while it runs.
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the sensor printed to stderr so far.
     #[must_use]
     pub fn stderr(&self) -> String {

@@ -18,6 +18,8 @@ pub const PRIVATE_MODE: u32 = 0o600;
 pub const LOG_MODE: u32 = 0o640;
 /// End-of-run outputs and recordings: as logs.
 pub const OUTPUT_MODE: u32 = 0o640;
+/// Documentation the sensor writes (manual pages): anyone reads.
+pub const PUBLIC_MODE: u32 = 0o644;
 
 /// Opens `path` for appending (and reading, when `read`), creating it with
 /// `mode` when it does not exist. An existing file keeps its mode: an
@@ -88,6 +90,12 @@ impl PendingFile {
     #[must_use]
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The open temporary file, read-only access (its metadata, owner).
+    #[must_use]
+    pub fn file(&self) -> &File {
+        self.tmp.as_file()
     }
 
     /// The open temporary file.

@@ -47,6 +47,19 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             sensor::alerts::run_export_training(&args, &mut std::io::stdout())?;
             Ok(())
         }
+        Command::Completions(args) => {
+            run::manual::write_completions(args.shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Command::ManPages(args) => {
+            let pages = run::manual::write_man_pages(&args.dir)?;
+            eprintln!(
+                "wrote {} manual pages to {}",
+                pages.len(),
+                args.dir.display()
+            );
+            Ok(())
+        }
         Command::Score(args) => {
             let n = sensor::model::offline::run_score(&args)?;
             eprintln!("scored {n} rows of {}", args.rows.display());

@@ -10,6 +10,7 @@
 
 mod demo;
 mod eval;
+mod install;
 mod lab;
 mod setup;
 mod train;
@@ -49,6 +50,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the release sensor and install it with its models, example
+    /// configuration, systemd unit, manual pages and shell completions.
+    Install(install::InstallArgs),
     /// Run benchmarks: `xdp`, `workers`, or all when omitted.
     Bench {
         /// Which bench target.
@@ -79,6 +83,7 @@ fn main() -> Result<()> {
         Task::Build => build().map(drop),
         Task::Run { args } => run(&args),
         Task::Test { args } => test(&args),
+        Task::Install(args) => install::install(&args),
         Task::Bench { which } => bench(which.as_deref()),
         Task::Demo => demo::demo(),
         Task::Eval(args) => eval::eval(&args),

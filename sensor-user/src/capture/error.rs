@@ -148,6 +148,10 @@ pub enum SensorError {
         source: io::Error,
     },
 
+    /// `--user`/`--group` could not be honoured.
+    #[error(transparent)]
+    Privileges(#[from] crate::capture::privileges::PrivilegeError),
+
     /// A system call the runtime needs (signals, threads, poll) failed.
     #[error("{what} failed")]
     System {

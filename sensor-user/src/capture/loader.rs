@@ -698,6 +698,12 @@ impl Sensor {
             .ok_or(SensorError::MissingMap { name })
     }
 
+    /// The pin directory this sensor holds, if it pinned its state.
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(PinDir::path)
+    }
+
     /// Borrows a map still held by the sensor.
     ///
     /// # Errors

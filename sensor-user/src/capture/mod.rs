@@ -7,6 +7,7 @@ pub mod error;
 pub mod gateway;
 pub mod loader;
 pub mod pins;
+pub mod privileges;
 pub mod sketch;
 pub mod volume;
 pub mod workers;

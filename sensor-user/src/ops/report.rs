@@ -275,6 +275,12 @@ impl OutputFile {
         self.file.target()
     }
 
+    /// The open temporary file (to hand it to another owner).
+    #[must_use]
+    pub(crate) fn file(&self) -> &File {
+        self.file.file()
+    }
+
     /// Runs `f` on a buffered writer over the file, then renames it into
     /// place, mapping I/O errors to [`SensorError::WriteOutput`] with the
     /// path.

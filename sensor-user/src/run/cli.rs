@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::{
     capture::error::SensorError,
     capture::loader::{AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, LoadOptions},
+    capture::privileges::Account,
     capture::workers::default_workers,
 };
 
@@ -35,6 +36,29 @@ pub enum Command {
     ExportTraining(crate::alerts::ExportTrainingArgs),
     /// Score a CSV of feature rows with a model, as the workers would.
     Score(crate::model::offline::ScoreArgs),
+    /// Print a shell completion script, e.g. `sensor completions bash >
+    /// /etc/bash_completion.d/sensor`.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (sensor.1, sensor-run.1, …) into a directory;
+    /// `cargo xtask install` runs it.
+    #[command(hide = true)]
+    ManPages(ManPagesArgs),
+}
+
+/// `sensor completions`.
+#[derive(Debug, Clone, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `sensor man-pages`.
+#[derive(Debug, Clone, Args)]
+pub struct ManPagesArgs {
+    /// Directory to write the pages into (it must exist).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `sensor stats`.
@@ -141,6 +165,15 @@ pub struct RunArgs {
     /// batches, so more CPU per row, at moderate load.
     #[arg(long)]
     pub hold_batches: bool,
+    /// Once attached, run as this account, with no capability left (as
+    /// Suricata's --user). The account must be able to write the output
+    /// files' directories and read the configuration and models; see
+    /// docs/sensor-run.md.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Group to run as with --user [default: the user's primary group].
+    #[arg(long, value_name = "NAME", requires = "user")]
+    pub group: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -160,6 +193,42 @@ impl RunArgs {
         self.models_dir
             .clone()
             .unwrap_or_else(crate::model::default_models_dir)
+    }
+
+    /// The `--user` account (with `--group`), checked to exist and to be
+    /// reachable: the process must be root to switch.
+    ///
+    /// # Errors
+    /// [`SensorError::Privileges`].
+    pub(crate) fn account(&self) -> Result<Option<Account>, SensorError> {
+        let Some(user) = &self.user else {
+            return Ok(None);
+        };
+        let account = Account::resolve(user, self.group.as_deref())?;
+        Account::check_can_switch()?;
+        Ok(Some(account))
+    }
+
+    /// The directories outputs are renamed into or rotated in, each with
+    /// the option that names it: the `--user` account must write them.
+    #[must_use]
+    pub(crate) fn output_dirs(&self) -> Vec<(&'static str, PathBuf)> {
+        [
+            ("--flows-out", &self.flows_out),
+            ("--stats-out", &self.stats_out),
+            ("--sketch-out", &self.sketch_out),
+            ("--eve-out", &self.eve_out),
+            ("--record-out", &self.record_out),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| {
+            let dir = match path.as_deref()?.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            Some((option, dir))
+        })
+        .collect()
     }
 
     /// The loader's view of these options.
@@ -315,6 +384,27 @@ mod tests {
         assert_eq!(o.mode, AttachMode::Skb);
         assert!(o.mirror);
         assert_eq!(
+            r.output_dirs(),
+            [
+                ("--flows-out", PathBuf::from("/tmp")),
+                ("--stats-out", PathBuf::from("/tmp")),
+                ("--sketch-out", PathBuf::from("/tmp")),
+                ("--record-out", PathBuf::from("/tmp")),
+            ]
+        );
+        assert_eq!(
+            run(&["run", "--iface", "x", "--eve-out", "eve.json"]).output_dirs(),
+            [("--eve-out", PathBuf::from("."))],
+            "a bare file name is in the working directory"
+        );
+        let u = run(&[
+            "run", "--iface", "x", "--user", "nobody", "--group", "nogroup",
+        ]);
+        assert_eq!(
+            (u.user.as_deref(), u.group.as_deref()),
+            (Some("nobody"), Some("nogroup"))
+        );
+        assert_eq!(
             run(&["run", "--iface", "x", "--duration", "5"]).duration,
             Some(Duration::from_secs(5))
         );
@@ -332,6 +422,10 @@ mod tests {
         assert!(
             parse(&["run", "--iface", "x", "--no-score", "--record-out", "r.csv"]).is_err(),
             "recording needs scoring"
+        );
+        assert!(
+            parse(&["run", "--iface", "x", "--group", "nogroup"]).is_err(),
+            "--group needs --user"
         );
         let r = run(&["run", "--iface", "x", "--ring-bytes", "3000"]);
         assert!(r.load_options().is_err());

@@ -2,6 +2,7 @@
 //! handling, the scoring and alert threads and the capture loop.
 
 pub mod cli;
+pub mod manual;
 pub mod runner;
 pub mod scoring;
 

@@ -33,6 +33,7 @@ use crate::{
     capture::error::SensorError,
     capture::loader::Sensor,
     capture::pins::KeptCounts,
+    capture::privileges::Account,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
     ops::report::{self, OutputFile},
     run::cli::RunArgs,
@@ -262,7 +263,12 @@ fn run_inner(
             return Err(e);
         }
     };
-    if let Err(e) = sensor.attach() {
+    // With --user, the last privileged step: from here on the process
+    // holds only file descriptors (see `capture::privileges`).
+    if let Err(e) = sensor
+        .attach()
+        .and_then(|()| outputs.drop_privileges(args, sensor.pin_dir()))
+    {
         pool.stop_and_join();
         let _ = control.stop();
         return Err(e);
@@ -381,22 +387,59 @@ fn report_handover(sensor: &Sensor, kept: KeptCounts) -> Option<Handover> {
     }
 }
 
-/// The requested output files, opened up front.
+/// The requested output files, opened up front, and the account (`--user`)
+/// that will own them.
 struct Outputs {
     flows: Option<OutputFile>,
     stats: Option<OutputFile>,
     sketch: Option<OutputFile>,
+    owner: Option<Account>,
 }
 
 impl Outputs {
+    /// Also resolves `--user`/`--group`, so an unknown account stops the
+    /// run before anything is loaded.
     fn create(args: &RunArgs) -> Result<Self, SensorError> {
-        let open =
-            |p: &Option<std::path::PathBuf>| p.as_deref().map(OutputFile::create).transpose();
+        let owner = args.account()?;
+        let open = |p: &Option<std::path::PathBuf>| -> Result<_, SensorError> {
+            let Some(path) = p.as_deref() else {
+                return Ok(None);
+            };
+            let out = OutputFile::create(path)?;
+            if let Some(account) = &owner {
+                account.hand_over(out.file(), path)?;
+            }
+            Ok(Some(out))
+        };
         Ok(Self {
             flows: open(&args.flows_out)?,
             stats: open(&args.stats_out)?,
             sketch: open(&args.sketch_out)?,
+            owner,
         })
+    }
+
+    /// Switches to the `--user` account, if any, checking that it can
+    /// write every output's directory; the account gets the pin directory
+    /// first, so a clean stop can still detach.
+    fn drop_privileges(
+        &self,
+        args: &RunArgs,
+        pins: Option<&std::path::Path>,
+    ) -> Result<(), SensorError> {
+        if let Some(account) = &self.owner {
+            if let Some(dir) = pins {
+                account.give_dir(dir)?;
+            }
+            account.switch(&args.output_dirs())?;
+            info!(
+                user = account.user(),
+                uid = account.uid(),
+                gid = account.gid(),
+                "running without privileges"
+            );
+        }
+        Ok(())
     }
 
     fn write(
