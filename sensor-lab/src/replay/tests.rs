@@ -302,3 +302,23 @@ fn an_unsupported_link_type_is_refused_by_name() {
     assert!(e.contains("wifi.pcap") && e.contains("IEEE802_11"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn arp_requests_and_cooked_captures_name_their_hosts() {
+    // An ARP scan: the prober asks for every address of its /24.
+    let c = Capture::load(&data("scan/sgr_hs-arpScan.pcap")).unwrap();
+    let prober: IpAddr = "10.0.0.128".parse().unwrap();
+    let asked: BTreeSet<IpAddr> = (0..c.len())
+        .filter_map(|i| ip_pair(c.frame(i)))
+        .filter(|(s, _)| *s == prober)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(asked.len() >= 250, "{}", asked.len());
+    // A Linux cooked capture replays as Ethernet frames carrying its IP packets.
+    let c = Capture::load(&data("anomaly/ndpi_log4j-webapp-exploit.pcap")).unwrap();
+    assert_eq!(c.len(), 426);
+    let victim: IpAddr = "10.10.10.31".parse().unwrap();
+    assert!(
+        (0..c.len()).any(|i| ip_pair(c.frame(i)).is_some_and(|(s, d)| s == victim || d == victim))
+    );
+}
