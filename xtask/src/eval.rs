@@ -32,7 +32,7 @@ use sensor_lab::detection::{OpenAlert, judge, read_open_alerts, scenario_roles};
 use sensor_lab::lab::TrafficLab;
 use sensor_lab::lab::scenario::{self, Label, ScenarioSpec};
 use sensor_lab::manifest::{self, Entry};
-use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
+use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer, compress_gaps};
 use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
 use sensor_lab::{Lab, Netns};
 use serde_json::{Value, json};
@@ -115,9 +115,9 @@ pub(crate) struct CaseTruth {
     /// True when a bound cut the traffic short.
     pub(crate) bounded: bool,
     /// Recorded time the traffic covers, in seconds: for a capture the
-    /// span of its own timestamps that was replayed (before gap
-    /// shortening), for a scenario its run time. The denominator of alerts
-    /// per benign hour.
+    /// span of its own timestamps that was replayed (before `--max-gap`
+    /// shortening; a silence counts [`MAX_COUNTED_GAP`] at most), for a
+    /// scenario its run time. The denominator of alerts per benign hour.
     pub(crate) recorded_s: f64,
     /// Extra facts for the JSON report.
     pub(crate) details: Value,
@@ -281,7 +281,11 @@ impl Case for CaptureCase {
             roles: self.capture.attack_roles(rule),
             traffic,
             bounded: rep.truncated,
-            recorded_s: rep.capture_span.as_secs_f64(),
+            recorded_s: monitored_seconds(
+                &self.capture.offsets_ns().0,
+                usize::try_from(rep.sent + rep.skipped_too_large + rep.skipped_short)
+                    .unwrap_or(usize::MAX),
+            ),
             details: json!({
                 "file": self.entry.file,
                 "source": self.entry.source,
@@ -303,6 +307,19 @@ impl Case for CaptureCase {
         };
         Ok((truth, Box::new(lab)))
     }
+}
+
+/// Longest silence between two frames counted into a capture's recorded
+/// time: some captures were merged from recordings months or years apart,
+/// and such a gap is no traffic anybody monitored.
+const MAX_COUNTED_GAP: Duration = Duration::from_mins(1);
+
+/// Recorded seconds covered by the first `frames` frames of a capture with
+/// these (clamped) offsets, each gap between frames counted up to
+/// [`MAX_COUNTED_GAP`].
+fn monitored_seconds(offsets: &[u64], frames: usize) -> f64 {
+    let (counted, _) = compress_gaps(&offsets[..frames.min(offsets.len())], Some(MAX_COUNTED_GAP));
+    counted.last().map_or(0.0, |&ns| ns as f64 / 1e9)
 }
 
 /// Every capture of the committed manifest.
@@ -785,6 +802,7 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
         m.benign_alerts,
         m.benign_seconds / 3600.0,
     );
+    let counted_gap = MAX_COUNTED_GAP.as_secs();
     let gaps = opts.max_gap.map_or_else(String::new, |g| {
         format!(
             ", idle gaps longer than {} s shortened to it",
@@ -806,7 +824,8 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
          precision is the share of cases with an alert of the class whose expected class \
          it is and that were detected. \
          Benign hours: the recorded time of the benign traffic replayed (capture \
-         timestamps before gap shortening; scenario run time). Cases that failed \
+         timestamps before `--max-gap` shortening, a silence counting {counted_gap} s at most; \
+         scenario run time). Cases that failed \
          with an error count in none of these figures.",
         opts.speed,
         opts.max_duration.as_secs_f64(),
@@ -968,6 +987,17 @@ mod tests {
             md.contains("| m | capture | scan |") && md.contains("| no |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn benign_time_counts_replayed_frames_and_long_silences_up_to_a_minute() {
+        let s = |x: u64| x * 1_000_000_000;
+        // Two bursts a year apart, then 30 s more.
+        let offsets = [0, s(10), s(31_536_000), s(31_536_030)];
+        assert_eq!(monitored_seconds(&offsets, 4), 100.0);
+        assert_eq!(monitored_seconds(&offsets, 2), 10.0);
+        assert_eq!(monitored_seconds(&offsets, 99), 100.0);
+        assert_eq!(monitored_seconds(&offsets, 0), 0.0);
     }
 
     #[test]
