@@ -33,23 +33,34 @@ pub struct Entry {
     pub category: String,
     /// Where it comes from: `repo @ commit, path`.
     pub source: String,
+    /// The repository it comes from (`owner/name`): its source group, the
+    /// unit training and evaluation are split by (never single packets or
+    /// files of one repository on both sides).
+    pub repo: String,
     pub size_bytes: u64,
     pub sha256: String,
     pub packets: u64,
     pub duration_s: f64,
     pub content: String,
     pub license: String,
-    /// `benign`, `flood`, `scan` or `bruteforce`.
+    /// `benign`, or the class of the right alert: `flood`, `scan`,
+    /// `bruteforce` or `anomaly`.
     pub expected_class: String,
     pub attack_rule: AttackRule,
 }
 
 impl Entry {
-    /// A short name for tables: the file name without its extension.
+    /// The case name: the path relative to the captures' directory without
+    /// its last extension (`flood/stopddos_pkt.TCP.synflood.spoofed`).
+    /// Unique within a manifest ([`load`] checks), so reports and kept EVE
+    /// files of two captures never collide.
     #[must_use]
     pub fn name(&self) -> &str {
-        let base = self.file.rsplit('/').next().unwrap_or(&self.file);
-        base.split_once('.').map_or(base, |(stem, _)| stem)
+        let base_start = self.file.rfind('/').map_or(0, |i| i + 1);
+        match self.file[base_start..].rfind('.') {
+            Some(dot) if dot > 0 => &self.file[..base_start + dot],
+            _ => &self.file,
+        }
     }
 
     /// True for a capture that holds no attack.
@@ -99,7 +110,9 @@ impl Entry {
     }
 }
 
-const CLASSES: [&str; 4] = ["benign", "flood", "scan", "bruteforce"];
+/// Expected classes a row may name: `benign`, or the class of the alert
+/// that is the right answer (`anomaly` for attacks no rule class names).
+const CLASSES: [&str; 5] = ["benign", "flood", "scan", "bruteforce", "anomaly"];
 
 /// Reads `MANIFEST.tsv` (tab-separated, header row naming the columns).
 ///
@@ -201,6 +214,7 @@ pub fn load(manifest: &Path) -> Result<Vec<Entry>> {
             path: dir.join(f[file]),
             category: f[category].to_owned(),
             source: format!("{} @ {}, {}", f[repo], f[commit], f[path]),
+            repo: f[repo].to_owned(),
             size_bytes: num(size, "size_bytes")?,
             sha256: f[sha].to_ascii_lowercase(),
             packets: num(packets, "packets")?,
@@ -212,6 +226,18 @@ pub fn load(manifest: &Path) -> Result<Vec<Entry>> {
             expected_class,
             attack_rule,
         });
+        let new = &out[out.len() - 1];
+        if let Some(old) = out[..out.len() - 1].iter().find(|e| e.name() == new.name()) {
+            return Err(bad(
+                n,
+                format!(
+                    "{} has the case name {:?} of {}: names must be unique",
+                    new.file,
+                    new.name(),
+                    old.file
+                ),
+            ));
+        }
     }
     Ok(out)
 }
@@ -232,7 +258,7 @@ mod tests {
     #[test]
     fn every_committed_capture_matches_its_checksum_and_counts() {
         let entries = committed().unwrap();
-        assert_eq!(entries.len(), 11);
+        assert!(entries.len() >= 11);
         for e in &entries {
             e.verify().unwrap();
             let c = Capture::load(&e.path).unwrap();
@@ -283,6 +309,27 @@ mod tests {
     }
 
     #[test]
+    fn case_names_are_unique_path_stems() {
+        let entries = committed().unwrap();
+        let names: std::collections::BTreeSet<&str> = entries.iter().map(Entry::name).collect();
+        assert_eq!(names.len(), entries.len(), "{names:?}");
+        let e = |file: &str| Entry {
+            file: file.into(),
+            ..entries[0].clone()
+        };
+        assert_eq!(
+            e("flood/stopddos_pkt.TCP.synflood.spoofed.pcap").name(),
+            "flood/stopddos_pkt.TCP.synflood.spoofed"
+        );
+        assert_eq!(
+            e("scan/evilfingers_nmap/UDP_SCAN.pcap").name(),
+            "scan/evilfingers_nmap/UDP_SCAN"
+        );
+        assert_eq!(e("benign/.hidden").name(), "benign/.hidden");
+        assert_eq!(e("noext").name(), "noext");
+    }
+
+    #[test]
     fn a_changed_file_fails_verification() {
         let mut e = committed().unwrap().remove(0);
         e.sha256 = "00".repeat(32);
@@ -305,6 +352,16 @@ mod tests {
         assert!(e.contains("contradicts"), "{e}");
         std::fs::write(&p, good.replacen("\tscan\tall", "\tprobe\tall", 1)).unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("expected_class"));
+        // `anomaly` is a class; a second row with the same case name is not.
+        std::fs::write(&p, good.replacen("\tscan\tall", "\tanomaly\tall", 1)).unwrap();
+        load(&p).unwrap();
+        let first = good.lines().nth(1).unwrap();
+        let twin = first.replacen(".pcap\t", ".pcapng\t", 1);
+        assert_ne!(first, twin);
+        std::fs::write(&p, format!("{good}{twin}\n")).unwrap();
+        let e = load(&p).unwrap_err().to_string();
+        let line = format!("line {}:", good.lines().count() + 1);
+        assert!(e.contains("unique") && e.contains(&line), "{e}");
         std::fs::write(&p, "file\tsha256\n").unwrap();
         assert!(load(&p).unwrap_err().to_string().contains("no column"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,11 +1,22 @@
-//! Replays real captures (pcap and pcapng, Ethernet link type) into a lab
-//! interface through `AF_PACKET`, paced by the capture's own timestamps.
+//! Replays real captures (pcap and pcapng) into a lab interface through
+//! `AF_PACKET`, paced by the capture's own timestamps.
+//!
+//! The lab sends Ethernet frames over a veth, so captures of another link
+//! type get an Ethernet header when read: raw IP (link types 101, 228, 229;
+//! the Ethernet type follows the IP version) and Linux cooked captures (SLL,
+//! 113; the Ethernet type is its protocol field, the source MAC its link
+//! address when that is 6 bytes long). The synthesized addresses are
+//! locally administered (`02:00:00:00:00:01` → `02:00:00:00:00:02`). Any
+//! other link type is refused.
 //!
 //! A [`Capture`] is read whole into one buffer up front, so replaying
 //! allocates nothing per frame. [`Replayer::replay`] sends each frame at
 //! `(ts - ts_first) / speed` after the start, bounded by a packet and a time
 //! limit. Timestamps that go backwards are clamped to the previous one
-//! (sent at once, never slept negatively). Frames larger than the
+//! (sent at once, never slept negatively). Idle gaps longer than
+//! [`ReplayOptions::max_gap`] can be shortened to that gap, so a long,
+//! mostly idle capture is replayed whole within the time limit (the limit
+//! applies to the shortened timeline). Frames larger than the
 //! interface's MTU allows, or shorter than an Ethernet header, are counted
 //! and skipped, never silently dropped.
 //!
@@ -62,6 +73,78 @@ impl std::ops::Deref for Capture {
     }
 }
 
+/// Source and destination MAC of a synthesized Ethernet header.
+const SYNTH_SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const SYNTH_DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+/// Length of a Linux cooked capture (SLL) header.
+const SLL_HLEN: usize = 16;
+
+/// How frames of a capture's link type become Ethernet frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    Ethernet,
+    /// An IPv4 or IPv6 packet without link header.
+    RawIp,
+    /// Linux cooked capture v1.
+    LinuxSll,
+}
+
+impl Framing {
+    fn of(link: DataLink) -> Option<Self> {
+        match link {
+            DataLink::ETHERNET => Some(Self::Ethernet),
+            DataLink::RAW | DataLink::IPV4 | DataLink::IPV6 => Some(Self::RawIp),
+            DataLink::LINUX_SLL => Some(Self::LinuxSll),
+            _ => None,
+        }
+    }
+
+    /// Appends `data` as an Ethernet frame to `out` (cleared first).
+    fn frame(self, data: &[u8], out: &mut Vec<u8>) -> std::result::Result<(), String> {
+        out.clear();
+        let (src, ethertype, payload) = match self {
+            Self::Ethernet => {
+                out.extend_from_slice(data);
+                return Ok(());
+            }
+            Self::RawIp => {
+                let ethertype: u16 = match data.first().map(|b| b >> 4) {
+                    Some(4) => 0x0800,
+                    Some(6) => 0x86dd,
+                    v => return Err(format!("raw IP packet with IP version {v:?}")),
+                };
+                (SYNTH_SRC_MAC, ethertype, data)
+            }
+            Self::LinuxSll => {
+                if data.len() < SLL_HLEN {
+                    return Err(format!(
+                        "{} bytes, shorter than a Linux cooked header",
+                        data.len()
+                    ));
+                }
+                let addr_len = usize::from(u16::from_be_bytes([data[4], data[5]]));
+                let src = if addr_len == 6 {
+                    let mut m = [0u8; 6];
+                    m.copy_from_slice(&data[6..12]);
+                    m
+                } else {
+                    SYNTH_SRC_MAC
+                };
+                (
+                    src,
+                    u16::from_be_bytes([data[14], data[15]]),
+                    &data[SLL_HLEN..],
+                )
+            }
+        };
+        out.extend_from_slice(&SYNTH_DST_MAC);
+        out.extend_from_slice(&src);
+        out.extend_from_slice(&ethertype.to_be_bytes());
+        out.extend_from_slice(payload);
+        Ok(())
+    }
+}
+
 fn capture_error(path: &Path, reason: impl Into<String>) -> LabError {
     LabError::Capture {
         path: path.to_owned(),
@@ -82,11 +165,13 @@ fn tsresol_units(v: u8) -> Option<u128> {
 
 impl Capture {
     /// Reads a pcap (either byte order, µs or ns timestamps) or pcapng file,
-    /// told apart by their magic number, not the file name.
+    /// told apart by their magic number, not the file name; frames of raw IP
+    /// and Linux cooked captures get an Ethernet header (see the module
+    /// documentation).
     ///
     /// # Errors
     /// The file cannot be read, is neither format, is malformed, or has an
-    /// interface whose link type is not Ethernet.
+    /// interface whose link type is none of Ethernet, raw IP and Linux SLL.
     pub fn load(path: &Path) -> Result<Self> {
         let mut file = File::open(path).map_err(|source| LabError::Read {
             path: path.to_owned(),
@@ -126,21 +211,43 @@ impl Capture {
         self.ts_ns.push(ts_ns);
     }
 
+    /// Appends one frame of link type `framing` as an Ethernet frame
+    /// (`buf` is scratch space for the synthesized header).
+    fn push_framed(
+        &mut self,
+        framing: Framing,
+        ts_ns: u64,
+        data: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if framing == Framing::Ethernet {
+            self.push(ts_ns, data);
+            return Ok(());
+        }
+        framing
+            .frame(data, buf)
+            .map_err(|e| capture_error(&self.path, format!("packet {}: {e}", self.len() + 1)))?;
+        self.frames.push(buf);
+        self.ts_ns.push(ts_ns);
+        Ok(())
+    }
+
     fn read_pcap(&mut self, reader: BufReader<File>) -> Result<()> {
         let path = self.path.clone();
         let mut r = PcapReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
         let link = r.header().datalink;
-        if link != DataLink::ETHERNET {
-            return Err(capture_error(
+        let framing = Framing::of(link).ok_or_else(|| {
+            capture_error(
                 &path,
-                format!("link type {link:?} is not Ethernet"),
-            ));
-        }
+                format!("link type {link:?} is none of Ethernet, raw IP, Linux SLL"),
+            )
+        })?;
+        let mut buf = Vec::new();
         while let Some(p) = r.next_packet() {
             let p =
                 p.map_err(|e| capture_error(&path, format!("packet {}: {e}", self.len() + 1)))?;
             let ts = u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX);
-            self.push(ts, &p.data);
+            self.push_framed(framing, ts, &p.data, &mut buf)?;
         }
         Ok(())
     }
@@ -148,8 +255,10 @@ impl Capture {
     fn read_pcapng(&mut self, reader: BufReader<File>) -> Result<()> {
         let path = self.path.clone();
         let mut r = PcapNgReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
-        // Timestamp units per second of each interface of the current section.
-        let mut units: Vec<u128> = Vec::new();
+        // Timestamp units per second and framing of each interface of the
+        // current section.
+        let mut units: Vec<(u128, Framing)> = Vec::new();
+        let mut buf = Vec::new();
         let mut last_ts = 0u64;
         let mut block_no = 0usize;
         while let Some(b) = r.next_block() {
@@ -158,16 +267,17 @@ impl Capture {
             match b {
                 Block::SectionHeader(_) => units.clear(),
                 Block::InterfaceDescription(idb) => {
-                    if idb.linktype != DataLink::ETHERNET {
-                        return Err(capture_error(
+                    let framing = Framing::of(idb.linktype).ok_or_else(|| {
+                        capture_error(
                             &path,
                             format!(
-                                "interface {} has link type {:?}, not Ethernet",
+                                "interface {} has link type {:?}, none of Ethernet, raw IP, \
+                                 Linux SLL",
                                 units.len(),
                                 idb.linktype
                             ),
-                        ));
-                    }
+                        )
+                    })?;
                     let mut u = 1_000_000u128;
                     for o in &idb.options {
                         if let InterfaceDescriptionOption::IfTsResol(v) = o {
@@ -176,10 +286,10 @@ impl Capture {
                             })?;
                         }
                     }
-                    units.push(u);
+                    units.push((u, framing));
                 }
                 Block::EnhancedPacket(epb) => {
-                    let u = *units.get(epb.interface_id as usize).ok_or_else(|| {
+                    let (u, framing) = *units.get(epb.interface_id as usize).ok_or_else(|| {
                         capture_error(
                             &path,
                             format!(
@@ -193,17 +303,23 @@ impl Capture {
                     let raw = epb.timestamp.as_nanos();
                     let ns = raw / u * 1_000_000_000 + raw % u * 1_000_000_000 / u;
                     last_ts = u64::try_from(ns).unwrap_or(u64::MAX);
-                    self.push(last_ts, &epb.data);
+                    self.push_framed(framing, last_ts, &epb.data, &mut buf)?;
                 }
-                // No timestamp: sent with the previous packet's.
-                Block::SimplePacket(spb) => self.push(last_ts, &spb.data),
+                // No timestamp: sent with the previous packet's; a simple
+                // packet belongs to the first interface.
+                Block::SimplePacket(spb) => {
+                    let framing = units.first().map_or(Framing::Ethernet, |&(_, f)| f);
+                    self.push_framed(framing, last_ts, &spb.data, &mut buf)?;
+                }
                 Block::Packet(pb) => {
-                    let u = units.get(usize::from(pb.interface_id)).copied();
-                    let u = u.unwrap_or(1_000_000);
+                    let (u, framing) = units
+                        .get(usize::from(pb.interface_id))
+                        .copied()
+                        .unwrap_or((1_000_000, Framing::Ethernet));
                     let raw = u128::from(pb.timestamp);
                     let ns = raw / u * 1_000_000_000 + raw % u * 1_000_000_000 / u;
                     last_ts = u64::try_from(ns).unwrap_or(u64::MAX);
-                    self.push(last_ts, &pb.data);
+                    self.push_framed(framing, last_ts, &pb.data, &mut buf)?;
                 }
                 _ => {}
             }
@@ -309,7 +425,9 @@ impl Capture {
 }
 
 /// Source and destination addresses of an Ethernet frame carrying IPv4 or
-/// IPv6 (VLAN tags skipped); `None` for anything else or a truncated header.
+/// IPv6, or of an IPv4 ARP packet (sender and target protocol address: an
+/// ARP scan's prober and the address it asks for); VLAN tags skipped;
+/// `None` for anything else or a truncated header.
 #[must_use]
 pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
     let p = SlicedPacket::from_ethernet(frame).ok()?;
@@ -322,7 +440,13 @@ pub fn ip_pair(frame: &[u8]) -> Option<(IpAddr, IpAddr)> {
             v6.header().source_addr().into(),
             v6.header().destination_addr().into(),
         )),
-        NetSlice::Arp(_) => None,
+        NetSlice::Arp(arp) => {
+            let v4 = |a: &[u8]| <[u8; 4]>::try_from(a).ok().map(IpAddr::from);
+            Some((
+                v4(arp.sender_protocol_addr())?,
+                v4(arp.target_protocol_addr())?,
+            ))
+        }
     }
 }
 
@@ -444,6 +568,35 @@ impl FromStr for AttackRule {
     }
 }
 
+/// Shortens every gap between consecutive (non-decreasing) `offsets` longer
+/// than `max_gap` to `max_gap`; returns the new offsets and how many gaps
+/// were shortened. Frames closer than `max_gap` keep their spacing, so
+/// bursts replay at their recorded rate.
+#[must_use]
+pub fn compress_gaps(offsets: &[u64], max_gap: Option<Duration>) -> (Vec<u64>, u64) {
+    let Some(max_gap) = max_gap else {
+        return (offsets.to_vec(), 0);
+    };
+    let cap = u64::try_from(max_gap.as_nanos()).unwrap_or(u64::MAX);
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut shortened = 0;
+    let mut prev_in = offsets.first().copied().unwrap_or(0);
+    let mut prev_out = 0u64;
+    for &o in offsets {
+        let gap = o.saturating_sub(prev_in);
+        let kept = if gap > cap {
+            shortened += 1;
+            cap
+        } else {
+            gap
+        };
+        prev_out = prev_out.saturating_add(kept);
+        prev_in = o;
+        out.push(prev_out);
+    }
+    (out, shortened)
+}
+
 /// How fast and how much to replay.
 #[derive(Clone, Copy, Debug)]
 pub struct ReplayOptions {
@@ -451,8 +604,13 @@ pub struct ReplayOptions {
     pub speed: f64,
     /// Stop after this many frames (sent or skipped).
     pub max_packets: usize,
-    /// Stop before the first frame due later than this after the start.
+    /// Stop before the first frame due later than this after the start
+    /// (on the paced timeline: after `max_gap` shortening, divided by
+    /// `speed`).
     pub max_duration: Duration,
+    /// Gaps between consecutive frames longer than this (capture time)
+    /// are shortened to it; `None` keeps the recorded gaps.
+    pub max_gap: Option<Duration>,
 }
 
 impl Default for ReplayOptions {
@@ -461,6 +619,7 @@ impl Default for ReplayOptions {
             speed: 1.0,
             max_packets: usize::MAX,
             max_duration: Duration::from_secs(30),
+            max_gap: None,
         }
     }
 }
@@ -481,7 +640,10 @@ pub struct ReplayReport {
     /// True when a bound (packets or time) stopped the replay before the
     /// end of the capture.
     pub truncated: bool,
-    /// Capture time covered: offset of the last frame considered.
+    /// Gaps shortened to [`ReplayOptions::max_gap`].
+    pub gaps_shortened: u64,
+    /// Recorded capture time covered: offset of the last frame considered
+    /// in the capture's own timestamps (before gap shortening).
     pub capture_span: Duration,
     /// Wall time of the replay.
     pub elapsed: Duration,
@@ -547,10 +709,12 @@ impl Replayer {
         } else {
             1.0
         };
-        let (offsets, clamped) = cap.offsets_ns();
+        let (recorded, clamped) = cap.offsets_ns();
+        let (offsets, gaps_shortened) = compress_gaps(&recorded, opts.max_gap);
         let first_attack = cap.first_attack(rule);
         let mut rep = ReplayReport {
             clamped,
+            gaps_shortened,
             ..ReplayReport::default()
         };
         // SAFETY: iovec and mmsghdr are plain data; zero is valid.
@@ -571,7 +735,7 @@ impl Replayer {
                 std::thread::sleep(due.saturating_sub(now));
                 continue;
             }
-            rep.capture_span = Duration::from_nanos(offsets[next]);
+            rep.capture_span = Duration::from_nanos(recorded[next]);
             // Every frame due by now goes into one batch.
             let now = start.elapsed() + SLEEP_SLACK;
             let mut n = 0;
@@ -595,7 +759,7 @@ impl Replayer {
                     slot[n] = next;
                     n += 1;
                 }
-                rep.capture_span = Duration::from_nanos(offsets[next]);
+                rep.capture_span = Duration::from_nanos(recorded[next]);
                 next += 1;
             }
             self.send_batch(&mut msgs[..n], &slot[..n], first_attack, &mut rep)?;

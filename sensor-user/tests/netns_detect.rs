@@ -55,6 +55,7 @@ fn replay_bounded(
             speed: 1.0,
             max_packets: usize::MAX,
             max_duration: bound.unwrap_or(Duration::from_secs(30)),
+            max_gap: None,
         },
         // Generous: the test build of the sensor scores slower than a
         // release build, and its last rows must reach the alert stage.

@@ -32,7 +32,7 @@ use sensor_lab::detection::{OpenAlert, judge, read_open_alerts, scenario_roles};
 use sensor_lab::lab::TrafficLab;
 use sensor_lab::lab::scenario::{self, Label, ScenarioSpec};
 use sensor_lab::manifest::{self, Entry};
-use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer};
+use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer, compress_gaps};
 use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
 use sensor_lab::{Lab, Netns};
 use serde_json::{Value, json};
@@ -46,10 +46,16 @@ pub(crate) struct EvalArgs {
     /// Replay speed of the captures: 1 is the recorded rate, 2 twice as fast.
     #[arg(long, default_value_t = 1.0, value_parser = parse_speed)]
     speed: f64,
-    /// Longest replay per capture, in seconds (longer captures are cut and
-    /// marked as such in the table).
+    /// Longest replay per capture, in seconds of replay time (after
+    /// `--max-gap` shortening and `--speed`); longer captures are cut and
+    /// marked as such in the table.
     #[arg(long, default_value_t = 30.0)]
     max_seconds: f64,
+    /// Shorten every idle gap between consecutive frames of a capture that
+    /// is longer than this many seconds to this many seconds, so long,
+    /// mostly idle captures replay whole (bursts keep their recorded pace).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_gap)]
+    max_gap: Option<f64>,
     /// Most frames replayed per capture.
     #[arg(long, default_value_t = 1_000_000)]
     max_packets: usize,
@@ -64,6 +70,17 @@ pub(crate) struct EvalArgs {
     /// [default: target/eval/eval.md].
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+}
+
+fn parse_gap(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "`{s}` must be zero or a positive number of seconds"
+        ))
+    }
 }
 
 fn parse_speed(s: &str) -> Result<f64, String> {
@@ -81,6 +98,8 @@ pub(crate) struct RunOpts {
     pub(crate) speed: f64,
     pub(crate) max_duration: Duration,
     pub(crate) max_packets: usize,
+    /// Idle gaps of captures longer than this are shortened to it.
+    pub(crate) max_gap: Option<Duration>,
 }
 
 /// Ground truth of a case, known once its traffic has been sent.
@@ -95,6 +114,11 @@ pub(crate) struct CaseTruth {
     pub(crate) traffic: String,
     /// True when a bound cut the traffic short.
     pub(crate) bounded: bool,
+    /// Recorded time the traffic covers, in seconds: for a capture the
+    /// span of its own timestamps that was replayed (before `--max-gap`
+    /// shortening; a silence counts [`MAX_COUNTED_GAP`] at most), for a
+    /// scenario its run time. The denominator of alerts per benign hour.
+    pub(crate) recorded_s: f64,
     /// Extra facts for the JSON report.
     pub(crate) details: Value,
 }
@@ -216,6 +240,7 @@ impl Case for CaptureCase {
                 speed: opts.speed,
                 max_packets: opts.max_packets,
                 max_duration: opts.max_duration,
+                max_gap: opts.max_gap,
             },
         )?;
         let total = self.capture.duration().as_secs_f64();
@@ -231,6 +256,14 @@ impl Case for CaptureCase {
         };
         if opts.speed != 1.0 {
             let _ = write!(traffic, " at {}x", opts.speed);
+        }
+        if let Some(g) = opts.max_gap.filter(|_| rep.gaps_shortened > 0) {
+            let _ = write!(
+                traffic,
+                "; {} gaps > {} s shortened",
+                rep.gaps_shortened,
+                g.as_secs_f64()
+            );
         }
         if rep.skipped_too_large > 0 {
             let _ = write!(
@@ -248,6 +281,11 @@ impl Case for CaptureCase {
             roles: self.capture.attack_roles(rule),
             traffic,
             bounded: rep.truncated,
+            recorded_s: monitored_seconds(
+                &self.capture.offsets_ns().0,
+                usize::try_from(rep.sent + rep.skipped_too_large + rep.skipped_short)
+                    .unwrap_or(usize::MAX),
+            ),
             details: json!({
                 "file": self.entry.file,
                 "source": self.entry.source,
@@ -261,6 +299,7 @@ impl Case for CaptureCase {
                 "timestamps_clamped": rep.clamped,
                 "retries": rep.retries,
                 "truncated": rep.truncated,
+                "gaps_shortened": rep.gaps_shortened,
                 "capture_span_s": rep.capture_span.as_secs_f64(),
                 "replay_elapsed_s": rep.elapsed.as_secs_f64(),
                 "mtu": tx.mtu(),
@@ -268,6 +307,19 @@ impl Case for CaptureCase {
         };
         Ok((truth, Box::new(lab)))
     }
+}
+
+/// Longest silence between two frames counted into a capture's recorded
+/// time: some captures were merged from recordings months or years apart,
+/// and such a gap is no traffic anybody monitored.
+const MAX_COUNTED_GAP: Duration = Duration::from_mins(1);
+
+/// Recorded seconds covered by the first `frames` frames of a capture with
+/// these (clamped) offsets, each gap between frames counted up to
+/// [`MAX_COUNTED_GAP`].
+fn monitored_seconds(offsets: &[u64], frames: usize) -> f64 {
+    let (counted, _) = compress_gaps(&offsets[..frames.min(offsets.len())], Some(MAX_COUNTED_GAP));
+    counted.last().map_or(0.0, |&ns| ns as f64 / 1e9)
 }
 
 /// Every capture of the committed manifest.
@@ -319,6 +371,7 @@ impl Case for ScenarioCase {
                 if self.spec.spoofed { ", spoofed" } else { "" }
             ),
             bounded: false,
+            recorded_s: o.seconds(),
             details: json!({
                 "description": self.spec.description,
                 "tools": self.spec.tools,
@@ -366,6 +419,8 @@ struct Row {
     expected: String,
     traffic: String,
     bounded: bool,
+    /// [`CaseTruth::recorded_s`].
+    recorded_s: f64,
     /// Alerts opened, by class.
     classes: BTreeMap<String, u64>,
     correct: u64,
@@ -406,6 +461,7 @@ impl Row {
             "expected": self.expected,
             "traffic": self.traffic,
             "bounded": self.bounded,
+            "recorded_s": self.recorded_s,
             "detected": !self.is_benign() && self.detected(),
             "alert_classes": self.classes,
             "correct_alerts": self.correct,
@@ -441,6 +497,7 @@ fn score(
         expected,
         traffic: truth.traffic,
         bounded: truth.bounded,
+        recorded_s: truth.recorded_s,
         classes,
         correct: j.correct.len() as u64,
         false_alerts: j.false_alerts.iter().map(ToString::to_string).collect(),
@@ -462,6 +519,7 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
         expected: case.expected_class(),
         traffic: String::new(),
         bounded: false,
+        recorded_s: 0.0,
         classes: BTreeMap::new(),
         correct: 0,
         false_alerts: Vec::new(),
@@ -495,8 +553,13 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
         Ok(x) => x,
         Err(e) => return failed(e),
     };
+    // Capture names are paths (`scan/x`): the same tree under `eve_dir`.
     let kept = eve_dir.join(format!("{}.eve.json", case.name()));
-    if let Err(e) = std::fs::copy(slot.eve(), &kept) {
+    let copied = kept
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::copy(slot.eve(), &kept));
+    if let Err(e) = copied {
         eprintln!(
             "cannot keep {} as {}: {e}",
             slot.eve().display(),
@@ -528,6 +591,117 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// Cases and alerts of one class, counted over cases.
+#[derive(Debug, Default, PartialEq)]
+struct ClassCount {
+    /// Cases whose expected class this is.
+    cases: u64,
+    /// Of them, those detected (an alert of the class on the attack).
+    detected: u64,
+    /// Cases with at least one alert of this class.
+    alerted: u64,
+    /// Of them, those whose expected class this is and that were detected.
+    alerted_right: u64,
+}
+
+impl ClassCount {
+    fn recall(&self) -> Option<f64> {
+        ratio(self.detected, self.cases)
+    }
+
+    fn precision(&self) -> Option<f64> {
+        ratio(self.alerted_right, self.alerted)
+    }
+}
+
+fn ratio(num: u64, den: u64) -> Option<f64> {
+    (den > 0).then(|| num as f64 / den as f64)
+}
+
+/// The evaluation's figures over all cases; cases with an error are left
+/// out of every figure except `errors`.
+#[derive(Debug, Default)]
+struct Summary {
+    attacks: u64,
+    attacks_detected: u64,
+    benign: u64,
+    benign_silent: u64,
+    false_alerts: u64,
+    errors: u64,
+    /// Per attack class, every class expected or alerted on.
+    classes: BTreeMap<String, ClassCount>,
+    /// False detections inside attack cases.
+    attack_false_alerts: u64,
+    /// Alerts opened on benign cases.
+    benign_alerts: u64,
+    /// Recorded seconds of benign traffic ([`CaseTruth::recorded_s`]).
+    benign_seconds: f64,
+}
+
+impl Summary {
+    fn of(rows: &[Row]) -> Self {
+        let mut m = Self::default();
+        for r in rows {
+            if r.error.is_some() {
+                m.errors += 1;
+                continue;
+            }
+            m.false_alerts += r.false_alerts.len() as u64;
+            if r.is_benign() {
+                m.benign += 1;
+                m.benign_silent += u64::from(r.false_alerts.is_empty());
+                m.benign_alerts += r.alerts.len() as u64;
+                m.benign_seconds += r.recorded_s;
+            } else {
+                m.attacks += 1;
+                m.attacks_detected += u64::from(r.detected());
+                m.attack_false_alerts += r.false_alerts.len() as u64;
+                let c = m.classes.entry(r.expected.clone()).or_default();
+                c.cases += 1;
+                c.detected += u64::from(r.detected());
+            }
+            for class in r.classes.keys() {
+                let c = m.classes.entry(class.clone()).or_default();
+                c.alerted += 1;
+                c.alerted_right += u64::from(*class == r.expected && r.detected());
+            }
+        }
+        m
+    }
+
+    fn extra_per_attack(&self) -> Option<f64> {
+        ratio(self.attack_false_alerts, self.attacks)
+    }
+
+    fn alerts_per_benign_hour(&self) -> Option<f64> {
+        (self.benign_seconds > 0.0)
+            .then(|| self.benign_alerts as f64 * 3600.0 / self.benign_seconds)
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "attacks": self.attacks,
+            "attacks_detected": self.attacks_detected,
+            "benign": self.benign,
+            "benign_silent": self.benign_silent,
+            "false_detections": self.false_alerts,
+            "errors": self.errors,
+            "per_class": self.classes.iter().map(|(k, c)| (k.clone(), json!({
+                "cases": c.cases,
+                "detected": c.detected,
+                "recall": c.recall(),
+                "cases_alerted": c.alerted,
+                "cases_alerted_right": c.alerted_right,
+                "precision": c.precision(),
+            }))).collect::<serde_json::Map<_, _>>(),
+            "extra_alerts_per_attack_case": self.extra_per_attack(),
+            "benign_alerts": self.benign_alerts,
+            "benign_recorded_s": self.benign_seconds,
+            "alerts_per_benign_hour": self.alerts_per_benign_hour(),
+        })
+    }
 }
 
 fn markdown(rows: &[Row], opts: RunOpts) -> String {
@@ -589,25 +763,55 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
             if r.bounded { " (bounded)" } else { "" },
         );
     }
-    let attacks: Vec<&Row> = rows.iter().filter(|r| !r.is_benign()).collect();
-    let benign: Vec<&Row> = rows.iter().filter(|r| r.is_benign()).collect();
+    let m = Summary::of(rows);
     let _ = writeln!(
         s,
         "\nAttacks detected with the right class: {}/{}. Benign cases without any alert: {}/{}. \
          False detections: {}. Errors: {}.",
-        attacks.iter().filter(|r| r.detected()).count(),
-        attacks.len(),
-        benign
-            .iter()
-            .filter(|r| r.error.is_none() && r.false_alerts.is_empty())
-            .count(),
-        benign.len(),
-        rows.iter().map(|r| r.false_alerts.len()).sum::<usize>(),
-        rows.iter().filter(|r| r.error.is_some()).count(),
+        m.attacks_detected, m.attacks, m.benign_silent, m.benign, m.false_alerts, m.errors,
     );
     let _ = writeln!(
         s,
-        "\nCaptures replayed at {}x their recorded rate, each bounded to {:.0} s and {} frames; scenarios \
+        "\n| class | cases | detected | recall | cases with an alert of the class | of them right | precision |"
+    );
+    let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let pct = |x: Option<f64>| x.map_or_else(|| "–".to_owned(), |v| format!("{:.0} %", v * 100.0));
+    for (class, c) in &m.classes {
+        let _ = writeln!(
+            s,
+            "| {class} | {} | {} | {} | {} | {} | {} |",
+            c.cases,
+            c.detected,
+            pct(c.recall()),
+            c.alerted,
+            c.alerted_right,
+            pct(c.precision())
+        );
+    }
+    let per = |x: Option<f64>, digits: usize| {
+        x.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
+    };
+    let _ = writeln!(
+        s,
+        "\nExtra alerts per attack case: {} ({} false detections over {} attack cases). \
+         Alerts per benign hour: {} ({} alerts over {:.2} h of recorded benign traffic).",
+        per(m.extra_per_attack(), 2),
+        m.attack_false_alerts,
+        m.attacks,
+        per(m.alerts_per_benign_hour(), 1),
+        m.benign_alerts,
+        m.benign_seconds / 3600.0,
+    );
+    let counted_gap = MAX_COUNTED_GAP.as_secs();
+    let gaps = opts.max_gap.map_or_else(String::new, |g| {
+        format!(
+            ", idle gaps longer than {} s shortened to it",
+            g.as_secs_f64()
+        )
+    });
+    let _ = writeln!(
+        s,
+        "\nCaptures replayed at {}x their recorded rate{gaps}, each bounded to {:.0} s of replay and {} frames; scenarios \
          run real tools in a fresh traffic lab (sensor on its monitor port). \
          Detected: an alert of the expected class whose named attacker/victim are an \
          attacker/victim of the attack traffic (captures: the manifest's attack_rule; \
@@ -615,7 +819,14 @@ fn markdown(rows: &[Row], opts: RunOpts) -> String {
          Time to detect: `xdp_sensor.emitted_mono_ns` of the first such alert minus \
          CLOCK_MONOTONIC just before the first attack frame was sent. \
          False detections: alerts on benign cases, and alerts of another class or \
-         naming a host outside its role.",
+         naming a host outside its role. \
+         Per class, the unit is a case: recall is the share of the class's cases detected; \
+         precision is the share of cases with an alert of the class whose expected class \
+         it is and that were detected. \
+         Benign hours: the recorded time of the benign traffic replayed (capture \
+         timestamps before `--max-gap` shortening, a silence counting {counted_gap} s at most; \
+         scenario run time). Cases that failed \
+         with an error count in none of these figures.",
         opts.speed,
         opts.max_duration.as_secs_f64(),
         opts.max_packets
@@ -640,6 +851,11 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
         max_duration: Duration::try_from_secs_f64(args.max_seconds)
             .context("--max-seconds must be a positive number")?,
         max_packets: args.max_packets,
+        max_gap: args
+            .max_gap
+            .map(Duration::try_from_secs_f64)
+            .transpose()
+            .context("--max-gap must be a number of seconds")?,
     };
     let mut cases = capture_cases()?;
     if args.captures_only {
@@ -698,7 +914,9 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
         "speed": opts.speed,
         "max_seconds": opts.max_duration.as_secs_f64(),
         "max_packets": opts.max_packets,
+        "max_gap_s": opts.max_gap.map(|g| g.as_secs_f64()),
         "elapsed_s": started.elapsed().as_secs_f64(),
+        "summary": Summary::of(&rows).to_json(),
         "cases": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
     });
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
@@ -763,11 +981,157 @@ mod tests {
                 speed: 1.0,
                 max_duration: Duration::from_secs(30),
                 max_packets: 1000,
+                max_gap: None,
             },
         );
         assert!(
             md.contains("| m | capture | scan |") && md.contains("| no |"),
             "{md}"
         );
+    }
+
+    #[test]
+    fn benign_time_counts_replayed_frames_and_long_silences_up_to_a_minute() {
+        let s = |x: u64| x * 1_000_000_000;
+        // Two bursts a year apart, then 30 s more.
+        let offsets = [0, s(10), s(31_536_000), s(31_536_030)];
+        assert_eq!(monitored_seconds(&offsets, 4), 100.0);
+        assert_eq!(monitored_seconds(&offsets, 2), 10.0);
+        assert_eq!(monitored_seconds(&offsets, 99), 100.0);
+        assert_eq!(monitored_seconds(&offsets, 0), 0.0);
+    }
+
+    #[test]
+    fn summary_counts_per_class_over_cases_and_per_benign_hour() {
+        let roles = AttackRoles {
+            attackers: [ip("172.16.0.5")].into(),
+            victims: [ip("192.168.50.4")].into(),
+            spoofed_outside: None,
+        };
+        let truth = |attack: bool, recorded_s: f64| CaseTruth {
+            first_attack_mono_ns: attack.then_some(0),
+            roles: roles.clone(),
+            recorded_s,
+            ..CaseTruth::default()
+        };
+        let v = "192.168.50.4";
+        let rows = [
+            // Flood found, plus a scan alert beside it.
+            score(
+                "f1".into(),
+                "capture",
+                "flood".into(),
+                truth(true, 10.0),
+                &[alert("flood", v, 1), alert("scan", v, 2)],
+            ),
+            // Flood missed, named a scan.
+            score(
+                "f2".into(),
+                "capture",
+                "flood".into(),
+                truth(true, 10.0),
+                &[alert("scan", v, 1)],
+            ),
+            // Scan found.
+            score(
+                "s1".into(),
+                "capture",
+                "scan".into(),
+                truth(true, 5.0),
+                &[alert("scan", v, 1)],
+            ),
+            // Anomaly expected, missed, silent.
+            score(
+                "a1".into(),
+                "capture",
+                "anomaly".into(),
+                truth(true, 5.0),
+                &[],
+            ),
+            // Benign: 30 min with two alerts, 90 min silent.
+            score(
+                "b1".into(),
+                "capture",
+                "benign".into(),
+                truth(false, 1800.0),
+                &[alert("flood", v, 1), alert("anomaly", v, 2)],
+            ),
+            score(
+                "b2".into(),
+                "scenario",
+                "benign".into(),
+                truth(false, 5400.0),
+                &[],
+            ),
+        ];
+        let mut broken = score("e".into(), "capture", "scan".into(), truth(true, 99.0), &[]);
+        broken.error = Some("lab failed".into());
+        let mut all: Vec<Row> = rows.into_iter().collect();
+        all.push(broken);
+        let m = Summary::of(&all);
+        assert_eq!(
+            (m.attacks, m.attacks_detected, m.benign, m.benign_silent),
+            (4, 2, 2, 1)
+        );
+        assert_eq!((m.errors, m.false_alerts, m.attack_false_alerts), (1, 4, 2));
+        let c = |k: &str| &m.classes[k];
+        assert_eq!(
+            c("flood"),
+            &ClassCount {
+                cases: 2,
+                detected: 1,
+                alerted: 2,
+                alerted_right: 1
+            }
+        );
+        assert_eq!(
+            c("scan"),
+            &ClassCount {
+                cases: 1,
+                detected: 1,
+                alerted: 3,
+                alerted_right: 1
+            }
+        );
+        assert_eq!(
+            c("anomaly"),
+            &ClassCount {
+                cases: 1,
+                detected: 0,
+                alerted: 1,
+                alerted_right: 0
+            }
+        );
+        assert_eq!(c("flood").recall(), Some(0.5));
+        assert_eq!(c("scan").precision(), Some(1.0 / 3.0));
+        assert_eq!(c("anomaly").precision(), Some(0.0));
+        assert!(!m.classes.contains_key("benign") && !m.classes.contains_key("bruteforce"));
+        assert_eq!(m.extra_per_attack(), Some(0.5));
+        assert_eq!(m.benign_seconds, 7200.0);
+        assert_eq!(m.alerts_per_benign_hour(), Some(1.0));
+        assert_eq!(Summary::of(&[]).alerts_per_benign_hour(), None);
+        let md = markdown(
+            &all,
+            RunOpts {
+                speed: 1.0,
+                max_duration: Duration::from_secs(30),
+                max_packets: 1000,
+                max_gap: Some(Duration::from_secs(2)),
+            },
+        );
+        assert!(
+            md.contains("| flood | 2 | 1 | 50 % | 2 | 1 | 50 % |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| scan | 1 | 1 | 100 % | 3 | 1 | 33 % |"),
+            "{md}"
+        );
+        assert!(md.contains("Extra alerts per attack case: 0.50"), "{md}");
+        assert!(
+            md.contains("Alerts per benign hour: 1.0 (2 alerts over 2.00 h"),
+            "{md}"
+        );
+        assert!(md.contains("idle gaps longer than 2 s shortened"), "{md}");
     }
 }

@@ -187,6 +187,53 @@ fn replay_delivers_every_frame_at_the_recorded_pace() {
         .unwrap();
     assert!(rep.truncated && rep.capture_span <= Duration::from_millis(100));
     assert!(rep.elapsed < Duration::from_secs(1), "{:?}", rep.elapsed);
+    // Gaps over 1 ms shortened: the whole capture fits in the 0.1 s bound
+    // that cut it above only if the bound applies to the shortened timeline.
+    let (paced, shortened) = compress_gaps(&cap.offsets_ns().0, Some(Duration::from_millis(1)));
+    assert!(shortened > 0);
+    let paced_span = Duration::from_nanos(*paced.last().unwrap());
+    let rep = tx
+        .replay(
+            &cap,
+            &AttackRule::None,
+            ReplayOptions {
+                max_duration: paced_span + Duration::from_millis(1),
+                max_gap: Some(Duration::from_millis(1)),
+                ..ReplayOptions::default()
+            },
+        )
+        .unwrap();
+    assert!(!rep.truncated, "{rep:?}");
+    assert_eq!(rep.gaps_shortened, shortened);
+    assert_eq!(rep.capture_span, cap.duration());
+    assert!(rep.elapsed < cap.duration(), "{:?}", rep.elapsed);
+}
+
+#[test]
+fn long_gaps_are_shortened_and_short_ones_kept() {
+    let ms = |x: u64| x * 1_000_000;
+    let offsets = [
+        0,
+        ms(1),
+        ms(2),
+        ms(5_002),
+        ms(5_003),
+        ms(65_003),
+        ms(65_003),
+    ];
+    let (out, n) = compress_gaps(&offsets, Some(Duration::from_secs(1)));
+    assert_eq!(
+        out,
+        [0, ms(1), ms(2), ms(1_002), ms(1_003), ms(2_003), ms(2_003)]
+    );
+    assert_eq!(n, 2);
+    // A gap exactly at the limit is kept; no limit keeps everything.
+    let (out, n) = compress_gaps(&offsets, Some(Duration::from_secs(5)));
+    assert_eq!((out[3], n), (ms(5_002), 1));
+    assert_eq!(compress_gaps(&offsets, None), (offsets.to_vec(), 0));
+    assert_eq!(compress_gaps(&[], Some(Duration::ZERO)), (vec![], 0));
+    let (out, _) = compress_gaps(&offsets, Some(Duration::ZERO));
+    assert!(out.iter().all(|&o| o == 0));
 }
 
 #[test]
@@ -202,4 +249,76 @@ fn bad_files_are_rejected_with_the_path() {
     std::fs::write(&p, &full[..full.len() - 7]).unwrap();
     assert!(Capture::load(&p).is_err());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn raw_ip_and_linux_cooked_frames_get_an_ethernet_header() {
+    let mut out = Vec::new();
+    // A real IPv4 frame without its Ethernet header.
+    let cap = Capture::load(&data("scan/evilfingers_nmap/TCP_SYN_SCAN.pcap")).unwrap();
+    let eth = cap.frame(0);
+    let v4 = &eth[ETH_HLEN..];
+    Framing::RawIp.frame(v4, &mut out).unwrap();
+    assert_eq!(&out[..6], &SYNTH_DST_MAC);
+    assert_eq!(&out[6..12], &SYNTH_SRC_MAC);
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    assert_eq!(&out[ETH_HLEN..], v4);
+    assert!(ip_pair(eth).is_some());
+    assert_eq!(ip_pair(&out), ip_pair(eth));
+    let mut v6 = [0u8; 40];
+    v6[0] = 0x60;
+    Framing::RawIp.frame(&v6, &mut out).unwrap();
+    assert_eq!(&out[12..14], &[0x86, 0xdd]);
+    assert!(Framing::RawIp.frame(&[0x00, 1, 2], &mut out).is_err());
+    assert!(Framing::RawIp.frame(&[], &mut out).is_err());
+    // SLL: packet type, ARPHRD, address length 6, address (8 bytes), protocol.
+    let mut sll = vec![
+        0, 4, 0, 1, 0, 6, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff, 0, 0, 0x08, 0x00,
+    ];
+    sll.extend_from_slice(v4);
+    Framing::LinuxSll.frame(&sll, &mut out).unwrap();
+    assert_eq!(&out[6..12], &[0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]);
+    assert_eq!(&out[12..14], &[0x08, 0x00]);
+    assert_eq!(&out[ETH_HLEN..], v4);
+    sll[5] = 0;
+    Framing::LinuxSll.frame(&sll, &mut out).unwrap();
+    assert_eq!(&out[6..12], &SYNTH_SRC_MAC);
+    assert!(Framing::LinuxSll.frame(&sll[..10], &mut out).is_err());
+    Framing::Ethernet.frame(&sll, &mut out).unwrap();
+    assert_eq!(out, sll);
+    assert_eq!(Framing::of(DataLink::IEEE802_11), None);
+}
+
+#[test]
+fn an_unsupported_link_type_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("replay-link-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join("wifi.pcap");
+    let mut bytes = std::fs::read(data("scan/evilfingers_nmap/TCP_SYN_SCAN.pcap")).unwrap();
+    // Link type field of the pcap header (little-endian file): 802.11.
+    bytes[20..24].copy_from_slice(&105u32.to_le_bytes());
+    std::fs::write(&p, &bytes).unwrap();
+    let e = Capture::load(&p).unwrap_err().to_string();
+    assert!(e.contains("wifi.pcap") && e.contains("IEEE802_11"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn arp_requests_and_cooked_captures_name_their_hosts() {
+    // An ARP scan: the prober asks for every address of its /24.
+    let c = Capture::load(&data("scan/sgr_hs-arpScan.pcap")).unwrap();
+    let prober: IpAddr = "10.0.0.128".parse().unwrap();
+    let asked: BTreeSet<IpAddr> = (0..c.len())
+        .filter_map(|i| ip_pair(c.frame(i)))
+        .filter(|(s, _)| *s == prober)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(asked.len() >= 250, "{}", asked.len());
+    // A Linux cooked capture replays as Ethernet frames carrying its IP packets.
+    let c = Capture::load(&data("anomaly/ndpi_log4j-webapp-exploit.pcap")).unwrap();
+    assert_eq!(c.len(), 426);
+    let victim: IpAddr = "10.10.10.31".parse().unwrap();
+    assert!(
+        (0..c.len()).any(|i| ip_pair(c.frame(i)).is_some_and(|(s, d)| s == victim || d == victim))
+    );
 }
