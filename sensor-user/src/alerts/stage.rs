@@ -420,11 +420,15 @@ impl AlertStage {
         }
     }
 
-    /// Whether an open scan alert names `host` as its target.
+    /// Whether an open scan alert names `host` as its target, or as its
+    /// scanner (the probes' answers: RSTs and ICMP errors, each a new
+    /// single-packet flow to it).
     fn scan_targets(&self, host: IpAddr) -> bool {
         self.alerts.iter().any(|a| {
             a.key.class == AttackClass::Scan
-                && (a.tuple.dst == host || a.aggregate.as_ref().is_some_and(|g| g.tracks(host)))
+                && (a.key.attacker == Some(host)
+                    || a.tuple.dst == host
+                    || a.aggregate.as_ref().is_some_and(|g| g.tracks(host)))
         })
     }
 

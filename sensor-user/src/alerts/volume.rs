@@ -65,61 +65,78 @@ fn key_of(net: u32) -> [u8; 16] {
 }
 
 /// Of the `2^(child_len - parent_len)` children of `parent` (a network of
-/// `parent_len` bits), the one with the most new flows at `level`.
-fn busiest_child(
+/// `parent_len` bits), the two with the most new flows at `level`, most
+/// first.
+fn busiest_children(
     s: &DstVolume,
     level: DstLevel,
     parent: u32,
     parent_len: u8,
     child_len: u8,
-) -> (u32, VolumeCell) {
+) -> [(u32, VolumeCell); 2] {
     let n = 1u32 << (child_len - parent_len);
     let step = 1u32.checked_shl(32 - u32::from(child_len)).unwrap_or(0);
-    let mut best = (parent, VolumeCell::default());
+    let mut best = [(parent, VolumeCell::default()); 2];
     for i in 0..n {
         let net = parent | i.wrapping_mul(step);
         let c = s.estimate(level, &key_of(net));
-        if c.new_flows > best.1.new_flows {
-            best = (net, c);
+        if c.new_flows > best[0].1.new_flows {
+            best[1] = best[0];
+            best[0] = (net, c);
+        } else if c.new_flows > best[1].1.new_flows {
+            best[1] = (net, c);
         }
     }
     best
 }
 
-/// The flooded destinations of one epoch's view, at most one per wide
-/// prefix.
-pub(super) fn findings(view: &GatewayView, v: &VolumeSection) -> Vec<VolumeFinding> {
-    let mut out = Vec::new();
-    let s = &view.dst;
-    let epoch_s = (view.epoch_ns as f64 / 1e9).max(1e-3);
-    if !v.enabled || (s.total_packets() as f64) / epoch_s < v.min_pps {
-        return out;
-    }
-    let wide_len = s.prefix_len(DstLevel::Wide, true);
-    let narrow_len = s.prefix_len(DstLevel::Narrow, true);
-    if !(1..=20).contains(&wide_len) || narrow_len <= wide_len || narrow_len - wide_len > 12 {
-        return out;
-    }
-    let wide_step = 1u32 << (32 - u32::from(wide_len));
-    for i in 0..(1u32 << wide_len) {
-        let wide_net = i.wrapping_mul(wide_step);
-        let wide = Rates::of(s.estimate(DstLevel::Wide, &key_of(wide_net)), epoch_s);
-        if !wide.flooded(v) {
-            continue;
+/// One walk of the rule over the sketch of an epoch.
+struct Walk<'a> {
+    s: &'a DstVolume,
+    v: &'a VolumeSection,
+    epoch_s: f64,
+    lens: [u8; 3],
+    out: Vec<VolumeFinding>,
+}
+
+impl Walk<'_> {
+    /// Names the flood on the flooded key `net` (of `level`, 2 = wide, 1 =
+    /// narrow, 0 = host): the key itself when its new flows are spread over
+    /// its children (carpet bombing), else the child that holds the
+    /// `concentration` share of them, or each of the two that hold it
+    /// together (a scan's target and its scanner receiving the answers are
+    /// two hosts, not a spread flood). Children under the bars name nothing.
+    fn descend(&mut self, level: usize, net: u32, r: Rates) {
+        if level == 0 {
+            self.push(net, None, r);
+            return;
         }
-        let mut finding = (wide_net, Some(wide_len), wide);
-        let (narrow_net, c) = busiest_child(s, DstLevel::Narrow, wide_net, wide_len, narrow_len);
-        let narrow = Rates::of(c, epoch_s);
-        if narrow.flooded(v) && narrow.flows >= v.concentration * wide.flows {
-            finding = (narrow_net, Some(narrow_len), narrow);
-            let (host, c) = busiest_child(s, DstLevel::Host, narrow_net, narrow_len, 32);
-            let host_rates = Rates::of(c, epoch_s);
-            if host_rates.flooded(v) && host_rates.flows >= v.concentration * narrow.flows {
-                finding = (host, None, host_rates);
+        let (len, child_len) = (self.lens[level], self.lens[level - 1]);
+        let child_level = if level == 2 {
+            DstLevel::Narrow
+        } else {
+            DstLevel::Host
+        };
+        let [a, b] = busiest_children(self.s, child_level, net, len, child_len);
+        let (ra, rb) = (Rates::of(a.1, self.epoch_s), Rates::of(b.1, self.epoch_s));
+        let bar = self.v.concentration * r.flows;
+        if ra.flows >= bar {
+            if ra.flooded(self.v) {
+                self.descend(level - 1, a.0, ra);
             }
+        } else if ra.flows + rb.flows >= bar {
+            for (c, rc) in [(a.0, ra), (b.0, rb)] {
+                if rc.flooded(self.v) {
+                    self.descend(level - 1, c, rc);
+                }
+            }
+        } else {
+            self.push(net, Some(len), r);
         }
-        let (net, prefix_len, r) = finding;
-        out.push(VolumeFinding {
+    }
+
+    fn push(&mut self, net: u32, prefix_len: Option<u8>, r: Rates) {
+        self.out.push(VolumeFinding {
             victim: IpAddr::V4(Ipv4Addr::from(net)),
             prefix_len,
             packets_per_s: r.pps,
@@ -128,7 +145,36 @@ pub(super) fn findings(view: &GatewayView, v: &VolumeSection) -> Vec<VolumeFindi
             packets: u64::from(r.cell.packets),
         });
     }
-    out
+}
+
+/// The flooded destinations of one epoch's view.
+pub(super) fn findings(view: &GatewayView, v: &VolumeSection) -> Vec<VolumeFinding> {
+    let s = &view.dst;
+    let epoch_s = (view.epoch_ns as f64 / 1e9).max(1e-3);
+    if !v.enabled || (s.total_packets() as f64) / epoch_s < v.min_pps {
+        return Vec::new();
+    }
+    let wide_len = s.prefix_len(DstLevel::Wide, true);
+    let narrow_len = s.prefix_len(DstLevel::Narrow, true);
+    if !(1..=20).contains(&wide_len) || narrow_len <= wide_len || narrow_len - wide_len > 12 {
+        return Vec::new();
+    }
+    let mut walk = Walk {
+        s,
+        v,
+        epoch_s,
+        lens: [32, narrow_len, wide_len],
+        out: Vec::new(),
+    };
+    let wide_step = 1u32 << (32 - u32::from(wide_len));
+    for i in 0..(1u32 << wide_len) {
+        let wide_net = i.wrapping_mul(wide_step);
+        let wide = Rates::of(s.estimate(DstLevel::Wide, &key_of(wide_net)), epoch_s);
+        if wide.flooded(v) {
+            walk.descend(2, wide_net, wide);
+        }
+    }
+    walk.out
 }
 
 /// Whether `addr` lies in the network `net`/`len`.
@@ -222,6 +268,23 @@ mod tests {
         assert_eq!(
             (f[0].victim, f[0].prefix_len),
             (ip(172, 16, 0, 0), Some(16))
+        );
+    }
+
+    #[test]
+    fn a_target_and_the_host_its_answers_go_to_are_two_hosts() {
+        // A fast scan of 192.168.1.1 by 192.168.1.10: probes one way,
+        // RSTs the other, each a new single-packet flow.
+        let mut s = DstVolume::default();
+        s.add(&v4(192, 168, 1, 1), packets(1200, 1200));
+        s.add(&v4(192, 168, 1, 10), packets(1100, 1100));
+        // A third host below the bars: neither of the two holds half.
+        s.add(&v4(192, 168, 1, 20), packets(400, 400));
+        let f = findings(&view(s), &VolumeSection::default());
+        let named: Vec<_> = f.iter().map(|f| (f.victim, f.prefix_len)).collect();
+        assert_eq!(
+            named,
+            [(ip(192, 168, 1, 1), None), (ip(192, 168, 1, 10), None)]
         );
     }
 
