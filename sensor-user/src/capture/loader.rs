@@ -294,11 +294,12 @@ impl Sensor {
             iface: opts.iface.clone(),
         })?;
         raise_memlock_limit();
-        let Some((pins, previous)) = claim_pins(&opts.iface, if_index)? else {
-            let ebpf = load_object(&opts, None)?;
-            return Self::finish_load(ebpf, opts, if_index, None, None, Origin::Fresh);
-        };
+        // Loading first: without the privileges to load, the one error to
+        // report is that, not a warning about the pin directory before it.
         let fresh = load_object(&opts, None)?;
+        let Some((pins, previous)) = claim_pins(&opts.iface, if_index)? else {
+            return Self::finish_load(fresh, opts, if_index, None, None, Origin::Fresh);
+        };
         let mut origin = Origin::Fresh;
         let ebpf = match &previous {
             None => fresh,
