@@ -211,6 +211,10 @@ impl PinDir {
             path: self.dir.clone(),
             source,
         };
+        if let Some(root) = self.dir.parent() {
+            std::fs::create_dir_all(root).map_err(pin_err)?;
+            check_root_owned(root).map_err(pin_err)?;
+        }
         let mut previous = None;
         if self.dir.exists() {
             match self.read_liveness() {
@@ -242,6 +246,28 @@ impl PinDir {
         std::fs::create_dir_all(&self.dir).map_err(pin_err)?;
         Ok(previous)
     }
+}
+
+/// The directory that holds every sensor's pins must be this process's
+/// (root's) and writable by nobody else: `/sys/fs/bpf` is often world
+/// writable (sticky), and a directory another account made there first
+/// would let it plant the maps and link a sensor adopts.
+fn check_root_owned(root: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(root)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !m.is_dir() || m.uid() != euid || m.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is owned by uid {} with mode {:o}, not by this process's uid {euid} and writable by it alone: remove it (another account may have made it)",
+                root.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn remove_pin(path: &Path) -> io::Result<()> {
@@ -553,5 +579,16 @@ mod tests {
         if let Some(c) = current_netns_cookie() {
             assert_eq!(current_netns_cookie(), Some(c));
         }
+    }
+
+    #[test]
+    fn a_pin_root_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = crate::files::test_dir("pin-root");
+        check_root_owned(&d).expect("a private directory is fine");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_root_owned(&d).expect_err("world-writable");
+        assert!(e.to_string().contains("mode 777"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }
