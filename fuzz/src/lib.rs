@@ -80,7 +80,11 @@ pub fn event_decoder(data: &[u8]) {
     assert_eq!(c.start + c.update + c.fin + c.rst, c.events, "kinds add up");
     assert!(w.flows().len() <= WORKER_FLOWS, "flow map over capacity");
     let tracked: u64 = w.flows().values().map(|f| f.events).sum();
-    assert_eq!(tracked + c.untracked, c.events, "every event tracked or counted");
+    assert_eq!(
+        tracked + c.untracked,
+        c.events,
+        "every event tracked or counted"
+    );
     for (key, flow) in w.flows() {
         let rec = FlowRecord::new(key, &flow.last, flow.events, flow.start);
         serde_json::to_string(&rec).expect("a flow record serialises");
@@ -108,14 +112,21 @@ pub fn config_parser(data: &[u8]) {
     match SensorFile::parse(path, text) {
         Ok(file) => {
             for (name, &value) in &file.thresholds {
-                let class = AttackClass::by_name(name).expect("accepted class names are classes");
+                let class = AttackClass::ALL
+                    .into_iter()
+                    .find(|c| c.name() == name)
+                    .expect("accepted class names are classes");
                 assert!(
                     threshold_problem(class, value).is_none(),
                     "accepted threshold {name} = {value}"
                 );
             }
             for p in [&file.alerts.verdict_store, &file.alerts.alert_log] {
-                assert!(p.as_os_str().is_empty() || p.is_absolute(), "{}", p.display());
+                assert!(
+                    p.as_os_str().is_empty() || p.is_absolute(),
+                    "{}",
+                    p.display()
+                );
             }
         }
         Err(e) => check_config_error(&e, path, text),

@@ -111,7 +111,10 @@ impl Capture {
         })?;
         let mut magic = [0u8; 4];
         let Some(m) = head.get(..4) else {
-            return Err(capture_error(path, "shorter than a pcap or pcapng magic number"));
+            return Err(capture_error(
+                path,
+                "shorter than a pcap or pcapng magic number",
+            ));
         };
         magic.copy_from_slice(m);
         let mut cap = Self {

@@ -1074,60 +1074,72 @@ fn unstructured() -> impl Strategy<Value = RandomFrame> {
 
 /// Runs `frame` and checks what holds for every frame, and what its
 /// expectation adds.
-fn check_random_frame(sensor: &mut Sensor, frame: &RandomFrame, verdict: u32) {
+fn check_random_frame(
+    sensor: &mut Sensor,
+    frame: &RandomFrame,
+    verdict: u32,
+) -> Result<(), TestCaseError> {
     let f = &frame.bytes;
     let before = sensor.counters();
     let flows_before = sensor.flow_count();
-    assert_eq!(sensor.run(f), verdict, "verdict");
+    prop_assert_eq!(sensor.run(f), verdict, "verdict");
     let after = sensor.counters();
     let moved = |c: Counter| after[c as usize] - before[c as usize];
-    assert_eq!(moved(Counter::PacketsSeen), 1, "packets_seen");
-    assert_eq!(moved(Counter::BytesSeen), f.len() as u64, "bytes_seen");
-    assert_eq!(moved(Counter::InternalError), 0, "internal_error");
-    assert_eq!(moved(Counter::FlowInsertFailed), 0, "flow_insert_failed");
+    prop_assert_eq!(moved(Counter::PacketsSeen), 1, "packets_seen");
+    prop_assert_eq!(moved(Counter::BytesSeen), f.len() as u64, "bytes_seen");
+    prop_assert_eq!(moved(Counter::InternalError), 0, "internal_error");
+    prop_assert_eq!(moved(Counter::FlowInsertFailed), 0, "flow_insert_failed");
     let problems: u64 = Counter::ALL
         .into_iter()
         .filter(|c| c.is_parse_problem())
         .map(moved)
         .sum();
     let parsed = moved(Counter::ParsedOk);
-    assert_eq!(
+    prop_assert_eq!(
         parsed + problems + moved(Counter::UnknownEthertype),
         1,
-        "every frame has exactly one outcome: parsed {parsed}, problems {problems}"
+        "every frame has exactly one outcome: parsed {}, problems {}",
+        parsed,
+        problems
     );
-    assert!(
+    prop_assert!(
         moved(Counter::NonFirstFragment) + moved(Counter::OtherL4) <= parsed,
         "notes only on parsed frames"
     );
     let flows_after = sensor.flow_count();
-    assert!(
+    prop_assert!(
         flows_after - flows_before <= parsed as usize,
         "a flow entry for a frame that did not parse"
     );
-    assert_eq!(
+    prop_assert_eq!(
         moved(Counter::MirrorDropped),
         u64::from(verdict == XDP_DROP),
         "mirror_dropped"
     );
     match frame.expect {
         Expect::Flow(key) => {
-            assert_eq!(parsed, 1, "a well-formed frame parses");
-            assert!(sensor.flow(&key).is_some(), "flow {key:?} missing");
+            prop_assert_eq!(parsed, 1, "a well-formed frame parses");
+            prop_assert!(sensor.flow(&key).is_some(), "flow {:?} missing", key);
         }
         Expect::Problem => {
-            assert_eq!(problems, 1, "a broken frame is a parse problem");
-            assert_eq!(flows_after, flows_before, "no flow for a broken frame");
+            prop_assert_eq!(problems, 1, "a broken frame is a parse problem");
+            prop_assert_eq!(flows_after, flows_before, "no flow for a broken frame");
         }
         Expect::Any => {}
     }
     // Keep the ring empty: every frame then has room for its event.
     sensor.drain_ring(0);
+    Ok(())
 }
 
 /// Random frames through the real program: runs `cases` of `strategy`,
 /// failing with the (shrunk) frame.
-fn random_frames(test: &str, mirror: bool, cases: u32, strategy: impl Strategy<Value = RandomFrame>) {
+fn random_frames(
+    test: &str,
+    mirror: bool,
+    cases: u32,
+    strategy: impl Strategy<Value = RandomFrame>,
+) {
     let mut cfg = config(1, 64 * 1024);
     cfg.mirror = u32::from(mirror);
     let Some(sensor) = Sensor::for_root_test(test, cfg) else {
@@ -1143,17 +1155,7 @@ fn random_frames(test: &str, mirror: bool, cases: u32, strategy: impl Strategy<V
         ..ProptestConfig::default()
     });
     let result = runner.run(&strategy, |frame| {
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            check_random_frame(&mut sensor.borrow_mut(), &frame, verdict);
-        }));
-        outcome.map_err(|p| {
-            let why = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default();
-            TestCaseError::fail(why)
-        })
+        check_random_frame(&mut sensor.borrow_mut(), &frame, verdict)
     });
     if let Err(e) = result {
         panic!("{test}: {e}");

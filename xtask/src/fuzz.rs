@@ -68,9 +68,18 @@ pub(crate) fn fuzz(args: &FuzzArgs) -> Result<()> {
     )?;
     let mut outcomes = Vec::new();
     for name in &selected {
-        outcomes.push(run_target(&fuzz_dir, &build_dir, &flags, name, args.seconds)?);
+        outcomes.push(run_target(
+            &fuzz_dir,
+            &build_dir,
+            &flags,
+            name,
+            args.seconds,
+        )?);
     }
-    println!("\n{:<18} {:>12} {:>10}  crash", "target", "runs", "new inputs");
+    println!(
+        "\n{:<18} {:>12} {:>10}  crash",
+        "target", "runs", "new inputs"
+    );
     for o in &outcomes {
         println!(
             "{:<18} {:>12} {:>10}  {}",
@@ -118,8 +127,7 @@ fn run_target(
     seconds: u64,
 ) -> Result<Outcome> {
     let scratch = build_dir.join("corpus").join(name);
-    std::fs::create_dir_all(&scratch)
-        .with_context(|| format!("creating {}", scratch.display()))?;
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let before = count_files(&scratch);
     let seeds: PathBuf = fuzz_dir.join("corpus").join(name);
     println!("fuzz: {name} for {seconds} s");
@@ -150,7 +158,10 @@ fn run_target(
         .and_then(|v| v.trim().parse().ok());
     let crash = (!out.status.success()).then(|| {
         log.lines()
-            .find_map(|l| l.split_once("Test unit written to ").map(|(_, p)| p.trim().to_owned()))
+            .find_map(|l| {
+                l.split_once("Test unit written to ")
+                    .map(|(_, p)| p.trim().to_owned())
+            })
             .unwrap_or_else(|| format!("exit {} (see {})", out.status, log_path.display()))
     });
     Ok(Outcome {

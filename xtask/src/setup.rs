@@ -253,7 +253,9 @@ fn cargo_fuzz() -> Result<()> {
         "--locked",
     ]))?;
     if !cargo_fuzz_version().is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
-        bail!("cargo-fuzz was installed but `cargo-fuzz --version` does not report {CARGO_FUZZ_VERSION}");
+        bail!(
+            "cargo-fuzz was installed but `cargo-fuzz --version` does not report {CARGO_FUZZ_VERSION}"
+        );
     }
     step("cargo-fuzz", &format!("done ({CARGO_FUZZ_VERSION})"));
     Ok(())

@@ -677,7 +677,10 @@ mod tests {
         let (t, _, dfn, _) = tune_class(AttackClass::Scan, &scores, 0.6, 1.0, 100.0);
         assert!(t <= 0.65 && dfn == 0, "{t}");
         // Never lowered below the old threshold.
-        assert_eq!(tune_class(AttackClass::Scan, &[(0.9, Verdict::Tp)], 0.8, 1.0, 100.0).0, 0.8);
+        assert_eq!(
+            tune_class(AttackClass::Scan, &[(0.9, Verdict::Tp)], 0.8, 1.0, 100.0).0,
+            0.8
+        );
     }
 
     /// Found by the `feedback_store` fuzz target (its corpus keeps the
@@ -691,14 +694,21 @@ mod tests {
         assert!(threshold_problem(AttackClass::Scan, t).is_none(), "{t}");
         // 1.0 still fires on a score of 1.0: nothing gained, nothing changed.
         assert_eq!((t, dfp), (0.8, 0));
-        let (t, dfp, _, _) = tune_class(AttackClass::Scan, &[(0.995, Verdict::Fp)], 0.8, 1.0, 100.0);
+        let (t, dfp, _, _) =
+            tune_class(AttackClass::Scan, &[(0.995, Verdict::Fp)], 0.8, 1.0, 100.0);
         assert_eq!((t, dfp), (1.0, -1));
         let huge = [(f32::MAX, Verdict::Fp), (f32::MAX / 2.0, Verdict::Fp)];
         let (t, _, _, _) = tune_class(AttackClass::Anomaly, &huge, 0.05, 1.0, 100.0);
         assert!(threshold_problem(AttackClass::Anomaly, t).is_none(), "{t}");
         // Scores outside a probability's range (a damaged log) do not leak
         // out; no threshold in range avoids them, so the old one stays.
-        let (t, _, _, _) = tune_class(AttackClass::Flood, &[(7.0, Verdict::Fp), (9.0, Verdict::Fp)], 0.5, 1.0, 100.0);
+        let (t, _, _, _) = tune_class(
+            AttackClass::Flood,
+            &[(7.0, Verdict::Fp), (9.0, Verdict::Fp)],
+            0.5,
+            1.0,
+            100.0,
+        );
         assert_eq!(t, 0.5);
     }
 
