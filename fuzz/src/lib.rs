@@ -24,9 +24,12 @@ use sensor::{
 use sensor_common::{FlowEvent, records::FlowRecord};
 use sensor_lab::replay::{AttackRule, Capture, Side};
 
+/// What a target runs on one input.
+pub type Target = fn(&[u8]);
+
 /// Every fuzz target: its name (the file in `fuzz_targets/`, the folder in
 /// `corpus/`) and what it runs on one input.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("event_decoder", event_decoder),
     ("config_parser", config_parser),
     ("inventory_parser", inventory_parser),
@@ -70,7 +73,7 @@ pub fn event_decoder(data: &[u8]) {
     let mut w = WorkerState::new(0, WORKER_FLOWS, Box::new(handler));
     w.dispatch_stream(data);
     let size = size_of::<FlowEvent>();
-    let records = data.len() / size + usize::from(data.len() % size != 0);
+    let records = data.len() / size + usize::from(!data.len().is_multiple_of(size));
     let c = w.counters;
     assert_eq!(
         c.events + c.decode_errors,

@@ -1013,7 +1013,6 @@ fn structured() -> impl Strategy<Value = RandomFrame> {
         let l3 = ETH_LEN + 4 * s.tags;
         let l4 = headers - if s.l4 == 0 { 20 } else { 8 };
         let expect = match d {
-            Damage::None => Expect::Flow(key),
             Damage::Cut(n) => {
                 let cut = ETH_LEN + (headers - ETH_LEN) * usize::from(n) / 1000;
                 f.truncate(cut);
@@ -1042,7 +1041,7 @@ fn structured() -> impl Strategy<Value = RandomFrame> {
                 }
                 Expect::Any
             }
-            // A damage that does not apply to this shape: left whole.
+            // No damage, or one that does not apply to this shape: whole.
             _ => Expect::Flow(key),
         };
         RandomFrame { bytes: f, expect }

@@ -24,7 +24,7 @@ pub(crate) struct FuzzArgs {
 }
 
 /// Build flags shared by `build` and `run` (so `run` finds the build done).
-/// No sanitizer: the fuzzed code is safe Rust, where AddressSanitizer finds
+/// No sanitizer: the fuzzed code is safe Rust, where `AddressSanitizer` finds
 /// nothing the borrow checker does not, and it would cost half the
 /// executions; overflow checks and debug assertions stay on, so arithmetic
 /// an input can overflow is a crash.
