@@ -229,6 +229,12 @@ fn store_files() -> &'static StoreFiles {
     })
 }
 
+/// Removes the feedback target's files (the corpus test calls this when
+/// done; a fuzzing process leaves them for its crash report).
+pub fn remove_scratch_files() {
+    let _ = std::fs::remove_dir_all(&store_files().dir);
+}
+
 /// The committed models, whose cards give `sensor tune` its thresholds.
 fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")

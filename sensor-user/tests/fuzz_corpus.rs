@@ -35,4 +35,5 @@ fn every_corpus_input_passes_its_target() {
             }
         }
     }
+    harness::remove_scratch_files();
 }
