@@ -139,9 +139,9 @@ fn run_target(
         .arg(&seeds)
         .arg("--")
         .args([
+            // One process, libFuzzer's default (`-jobs` would fork workers
+            // that log to fuzz-N.log files instead).
             format!("-max_total_time={seconds}"),
-            "-jobs=1".into(),
-            "-workers=1".into(),
             // An input that takes this long is a hang, reported as a crash.
             "-timeout=10".into(),
             "-print_final_stats=1".into(),
