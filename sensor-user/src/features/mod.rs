@@ -411,7 +411,10 @@ impl FeatureExtractor {
                 }
             }
         }
-        if new_client_syn && !self.timers.push(key, now + self.cfg.syn_timeout_ns) {
+        // Saturating: an event time near the end of the clock (a damaged
+        // record) must not overflow the deadline.
+        let deadline = now.saturating_add(self.cfg.syn_timeout_ns);
+        if new_client_syn && !self.timers.push(key, deadline) {
             self.counters.syn_timer_overflow += 1;
         }
 
