@@ -444,8 +444,10 @@ impl FeatureExtractor {
                 && !c.close_judged
             {
                 self.flows.get_mut(ci).close_judged = true;
-                let bytes_out = c.base.bytes + c.last.bytes;
-                let bytes_in = server.base.bytes + server.last.bytes;
+                // Saturating, as `FlowStats::merge`: damaged counts must
+                // not overflow.
+                let bytes_out = c.base.bytes.saturating_add(c.last.bytes);
+                let bytes_in = server.base.bytes.saturating_add(server.last.bytes);
                 if bytes_out >= UPLOAD_MIN_BYTES
                     && bytes_out >= UPLOAD_RATIO.saturating_mul(bytes_in)
                 {
