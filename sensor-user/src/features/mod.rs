@@ -428,7 +428,7 @@ impl FeatureExtractor {
                 .filter(|&ri| ri != e.idx)
         {
             let rev = *self.flows.get(ri);
-            let sent_fin = |f: &FlowState| f.base.fin + f.last.fin > 0;
+            let sent_fin = |f: &FlowState| f.base.fin > 0 || f.last.fin > 0;
             // Closed: an RST from either side, or a FIN from both (the
             // second FIN's event comes after both directions' last data).
             let closed = kind == EventKind::Rst || (sent_fin(&flow) && sent_fin(&rev));
