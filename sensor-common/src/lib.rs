@@ -257,7 +257,9 @@ impl FlowStats {
     /// earlier interval): sums for counts, the earliest first and latest
     /// last packet, min/max of lengths. Statistics without packets (a CPU
     /// that never saw the flow) change nothing, so their zero timestamps and
-    /// lengths do not count as minima.
+    /// lengths do not count as minima. Counts saturate: a damaged snapshot
+    /// must neither wrap a flow's total back to a small number nor panic a
+    /// build with overflow checks.
     #[inline(always)]
     pub fn merge(&mut self, o: &Self) {
         if o.packets == 0 {
@@ -267,8 +269,8 @@ impl FlowStats {
             *self = *o;
             return;
         }
-        self.packets += o.packets;
-        self.bytes += o.bytes;
+        self.packets = self.packets.saturating_add(o.packets);
+        self.bytes = self.bytes.saturating_add(o.bytes);
         self.len_sq_sum = self.len_sq_sum.wrapping_add(o.len_sq_sum);
         if o.first_seen_ns < self.first_seen_ns {
             self.first_seen_ns = o.first_seen_ns;
@@ -276,10 +278,10 @@ impl FlowStats {
         if o.last_seen_ns > self.last_seen_ns {
             self.last_seen_ns = o.last_seen_ns;
         }
-        self.syn += o.syn;
-        self.synack += o.synack;
-        self.fin += o.fin;
-        self.rst += o.rst;
+        self.syn = self.syn.saturating_add(o.syn);
+        self.synack = self.synack.saturating_add(o.synack);
+        self.fin = self.fin.saturating_add(o.fin);
+        self.rst = self.rst.saturating_add(o.rst);
         if o.len_min < self.len_min {
             self.len_min = o.len_min;
         }
@@ -614,6 +616,21 @@ mod tests {
         want.add(300, 0, 90);
         want.first_seen_ns = 30;
         assert_eq!(m, want);
+    }
+
+    /// Found by the `event_decoder` fuzz target (its corpus keeps the
+    /// input): a flow that moved CPUs with a near-`u64::MAX` packet count
+    /// in its snapshot overflowed the merge in the feature extractor.
+    #[test]
+    fn merged_counts_saturate() {
+        let mut big = FlowStats::fresh(60, tcp_flags::SYN, 10);
+        big.packets = u64::MAX - 1;
+        big.bytes = u64::MAX;
+        big.syn = u32::MAX;
+        let mut m = big;
+        m.merge(&FlowStats::fresh(60, tcp_flags::SYN, 20));
+        assert_eq!((m.packets, m.bytes, m.syn), (u64::MAX, u64::MAX, u32::MAX));
+        assert_eq!((m.first_seen_ns, m.last_seen_ns), (10, 20));
     }
 
     #[test]

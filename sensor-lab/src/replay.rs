@@ -27,7 +27,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{BufReader, Read as _};
+use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -173,21 +173,35 @@ impl Capture {
     /// The file cannot be read, is neither format, is malformed, or has an
     /// interface whose link type is none of Ethernet, raw IP and Linux SLL.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|source| LabError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut magic = [0u8; 4];
-        file.read_exact(&mut magic)
-            .map_err(|source| LabError::Read {
-                path: path.to_owned(),
-                source,
-            })?;
         let file = File::open(path).map_err(|source| LabError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let reader = BufReader::new(file);
+        Self::from_reader(path, BufReader::new(file))
+    }
+
+    /// Reads a capture held in memory as [`Self::load`] reads a file;
+    /// `path` only names it in errors.
+    ///
+    /// # Errors
+    /// As [`Self::load`], but for reading the file.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        Self::from_reader(path, bytes)
+    }
+
+    fn from_reader(path: &Path, mut reader: impl BufRead) -> Result<Self> {
+        let head = reader.fill_buf().map_err(|source| LabError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut magic = [0u8; 4];
+        let Some(m) = head.get(..4) else {
+            return Err(capture_error(
+                path,
+                "shorter than a pcap or pcapng magic number",
+            ));
+        };
+        magic.copy_from_slice(m);
         let mut cap = Self {
             path: path.to_owned(),
             frames: FrameBuf::default(),
@@ -232,7 +246,7 @@ impl Capture {
         Ok(())
     }
 
-    fn read_pcap(&mut self, reader: BufReader<File>) -> Result<()> {
+    fn read_pcap(&mut self, reader: impl Read) -> Result<()> {
         let path = self.path.clone();
         let mut r = PcapReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
         let link = r.header().datalink;
@@ -252,7 +266,7 @@ impl Capture {
         Ok(())
     }
 
-    fn read_pcapng(&mut self, reader: BufReader<File>) -> Result<()> {
+    fn read_pcapng(&mut self, reader: impl Read) -> Result<()> {
         let path = self.path.clone();
         let mut r = PcapNgReader::new(reader).map_err(|e| capture_error(&path, e.to_string()))?;
         // Timestamp units per second and framing of each interface of the

@@ -548,3 +548,39 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         assert!(seen.iter().all(Option::is_none), "{up} out, {down} in");
     }
 }
+
+/// Found by the `event_decoder` fuzz target (its corpus keeps the input): a
+/// client SYN stamped near the end of the clock (a damaged record)
+/// overflowed its connection-attempt deadline.
+#[test]
+fn syn_at_the_end_of_the_clock_does_not_overflow_its_deadline() {
+    use sensor_common::{EventKind, FlowStats, ipproto, tcp_flags};
+    let mut fx = FeatureExtractor::new(FeatureConfig {
+        max_flows: 16,
+        max_hosts: 16,
+        ..FeatureConfig::default()
+    });
+    let ts = u64::MAX - 1;
+    let key = FlowKey::new(
+        FlowKey::map_v4([10, 0, 0, 1]),
+        FlowKey::map_v4([10, 0, 0, 2]),
+        40000,
+        22,
+        ipproto::TCP,
+    );
+    let ev = FlowEvent {
+        key,
+        stats: FlowStats::fresh(60, tcp_flags::SYN, ts),
+        ts_ns: ts,
+        kind: EventKind::Start as u32,
+        cpu: 0,
+        tcp_flags: tcp_flags::SYN,
+        vlan_tagged: 0,
+        vlan_id: 0,
+        pkt_len: 60,
+    };
+    let mut row = [0.0; N_FEATURES];
+    assert!(fx.process(&ev, &mut row).is_some());
+    fx.expire(u64::MAX);
+    assert_eq!(fx.counters().events, 1);
+}

@@ -12,6 +12,10 @@ use aya::{
     programs::{TestRunResult, Xdp},
 };
 use etherparse::{PacketBuilder, TcpHeader, VlanId};
+use proptest::{
+    prelude::*,
+    test_runner::{TestCaseError, TestRunner},
+};
 use sensor_common::{
     COUNTER_COUNT, Counter, EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, SensorConfig,
     XDP_PROGRAM_NAME, flow_ring_index, hash_addr, ipproto, map_names,
@@ -835,4 +839,354 @@ fn floor_program_passes() {
     let r = sensor.run_prog("sensor_xdp_floor", &arp(), 10);
     assert_eq!(r.return_value, XDP_PASS);
     assert_eq!(sensor.counters()[Counter::PacketsSeen as usize], 0);
+}
+
+// ---------------------------------------------------------------- random frames
+
+/// What the parser must make of a generated frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Whole through its L4 header: counted in this flow.
+    Flow(FlowKey),
+    /// Cut inside its headers, or a bad header field: one parse-problem
+    /// counter, no flow.
+    Problem,
+    /// Random bytes or random corruption: only what holds for every frame.
+    Any,
+}
+
+/// A generated frame and its expectation.
+#[derive(Clone, Debug)]
+struct RandomFrame {
+    bytes: Vec<u8>,
+    expect: Expect,
+}
+
+/// The parts of a well-formed frame the generator varies.
+#[derive(Clone, Debug)]
+struct Shape {
+    v6: bool,
+    /// 0 TCP, 1 UDP, 2 ICMP.
+    l4: u8,
+    tags: usize,
+    /// IPv4 option words (IHL = 5 + this).
+    option_words: usize,
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+    payload: usize,
+}
+
+/// The frame of `s`, its flow key and where its headers end (the parser
+/// needs every byte before that).
+fn build(s: &Shape) -> (Vec<u8>, FlowKey, usize) {
+    let mut src4 = [0u8; 4];
+    src4.copy_from_slice(&s.src[12..]);
+    let mut dst4 = [0u8; 4];
+    dst4.copy_from_slice(&s.dst[12..]);
+    let tagged = || {
+        if s.tags == 1 {
+            eth().single_vlan(vlan(100))
+        } else {
+            eth().double_vlan(vlan(200), vlan(300))
+        }
+    };
+    let payload = vec![0x5a; s.payload];
+    let mut out = Vec::new();
+    macro_rules! l4 {
+        ($ip:expr) => {
+            match s.l4 {
+                0 => $ip
+                    .tcp_header(tcp_hdr(s.sport, s.dport, s.tcp_flags))
+                    .write(&mut out, &payload),
+                1 => $ip.udp(s.sport, s.dport).write(&mut out, &payload),
+                _ if s.v6 => $ip
+                    .icmpv6_echo_request(s.sport, s.dport)
+                    .write(&mut out, &payload),
+                _ => $ip
+                    .icmpv4_echo_request(s.sport, s.dport)
+                    .write(&mut out, &payload),
+            }
+        };
+    }
+    match (s.tags, s.v6) {
+        (0, false) => l4!(eth().ipv4(src4, dst4, 64)),
+        (0, true) => l4!(eth().ipv6(s.src, s.dst, 64)),
+        (_, false) => l4!(tagged().ipv4(src4, dst4, 64)),
+        (_, true) => l4!(tagged().ipv6(s.src, s.dst, 64)),
+    }
+    .expect("frame");
+    let l3 = ETH_LEN + 4 * s.tags;
+    if !s.v6 && s.option_words > 0 {
+        // No-operation options, then IHL and total length to match.
+        let opts = vec![1u8; 4 * s.option_words];
+        out.splice(l3 + IPV4_LEN..l3 + IPV4_LEN, opts);
+        out[l3] = 0x40 | (5 + s.option_words) as u8;
+        let tot = u16::from_be_bytes([out[l3 + 2], out[l3 + 3]]) + 4 * s.option_words as u16;
+        out[l3 + 2..l3 + 4].copy_from_slice(&tot.to_be_bytes());
+    }
+    let l4_off = l3
+        + if s.v6 {
+            IPV6_LEN
+        } else {
+            IPV4_LEN + 4 * s.option_words
+        };
+    let (proto, ports, l4_len) = match s.l4 {
+        0 => (ipproto::TCP, (s.sport, s.dport), 20),
+        1 => (ipproto::UDP, (s.sport, s.dport), 8),
+        // ICMP echo: type and code are the flow's "ports".
+        _ if s.v6 => (ipproto::ICMPV6, (128, 0), 8),
+        _ => (ipproto::ICMP, (8, 0), 8),
+    };
+    let (src, dst) = if s.v6 {
+        (s.src, s.dst)
+    } else {
+        (FlowKey::map_v4(src4), FlowKey::map_v4(dst4))
+    };
+    let key = FlowKey::new(src, dst, ports.0, ports.1, proto);
+    (out, key, l4_off + l4_len)
+}
+
+fn shape() -> impl Strategy<Value = Shape> {
+    (
+        any::<bool>(),
+        0u8..3,
+        0usize..3,
+        0usize..11,
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        any::<(u16, u16, u8)>(),
+        0usize..64,
+    )
+        .prop_map(
+            |(v6, l4, tags, option_words, src, dst, (sport, dport, tcp_flags), payload)| Shape {
+                v6,
+                l4,
+                tags,
+                option_words,
+                src,
+                dst,
+                sport,
+                dport,
+                tcp_flags,
+                payload,
+            },
+        )
+}
+
+/// How a well-formed frame is broken, if at all.
+#[derive(Clone, Debug)]
+enum Damage {
+    None,
+    /// Cut to `n`‰ of the way through its headers (never below an
+    /// Ethernet header, which `BPF_PROG_TEST_RUN` refuses).
+    Cut(u16),
+    /// IPv4 IHL below 5.
+    BadIhl(u8),
+    /// IP version nibble that is not the ethertype's.
+    BadVersion(u8),
+    /// TCP data offset below 5.
+    BadDataOffset(u8),
+    /// IPv4 fragment with a non-zero offset: a port-less flow.
+    LaterFragment(u16),
+    /// `k` random bytes overwritten.
+    Flip(Vec<(usize, u8)>),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    prop_oneof![
+        2 => Just(Damage::None),
+        3 => (0u16..1000).prop_map(Damage::Cut),
+        1 => (0u8..5).prop_map(Damage::BadIhl),
+        1 => (0u8..16).prop_map(Damage::BadVersion),
+        1 => (0u8..5).prop_map(Damage::BadDataOffset),
+        1 => (1u16..0x2000).prop_map(Damage::LaterFragment),
+        2 => prop::collection::vec((any::<usize>(), any::<u8>()), 1..6).prop_map(Damage::Flip),
+    ]
+}
+
+fn structured() -> impl Strategy<Value = RandomFrame> {
+    (shape(), damage()).prop_map(|(s, d)| {
+        let (mut f, key, headers) = build(&s);
+        let l3 = ETH_LEN + 4 * s.tags;
+        let l4 = headers - if s.l4 == 0 { 20 } else { 8 };
+        let expect = match d {
+            Damage::Cut(n) => {
+                let cut = ETH_LEN + (headers - ETH_LEN) * usize::from(n) / 1000;
+                f.truncate(cut);
+                Expect::Problem
+            }
+            Damage::BadIhl(ihl) if !s.v6 => {
+                f[l3] = 0x40 | ihl;
+                Expect::Problem
+            }
+            Damage::BadVersion(v) if v != if s.v6 { 6 } else { 4 } => {
+                f[l3] = (v << 4) | (f[l3] & 0x0f);
+                Expect::Problem
+            }
+            Damage::BadDataOffset(doff) if s.l4 == 0 => {
+                f[l4 + 12] = doff << 4;
+                Expect::Problem
+            }
+            Damage::LaterFragment(off) if !s.v6 => {
+                f[l3 + 6..l3 + 8].copy_from_slice(&off.to_be_bytes());
+                Expect::Flow(FlowKey::new(key.src, key.dst, 0, 0, key.proto))
+            }
+            Damage::Flip(flips) => {
+                let n = f.len();
+                for (at, v) in flips {
+                    f[at % n] = v;
+                }
+                Expect::Any
+            }
+            // No damage, or one that does not apply to this shape: whole.
+            _ => Expect::Flow(key),
+        };
+        RandomFrame { bytes: f, expect }
+    })
+}
+
+fn unstructured() -> impl Strategy<Value = RandomFrame> {
+    // Random bytes, often behind an IP or VLAN ethertype so the parser
+    // gets past Ethernet.
+    let ethertype = prop_oneof![
+        Just([0x08u8, 0x00]),
+        Just([0x86, 0xdd]),
+        Just([0x81, 0x00]),
+        Just([0x88, 0xa8]),
+        any::<[u8; 2]>(),
+    ];
+    (ethertype, prop::collection::vec(any::<u8>(), 0..200)).prop_map(|(et, rest)| {
+        let mut f = Vec::with_capacity(ETH_LEN + rest.len());
+        f.extend(MAC_B);
+        f.extend(MAC_A);
+        f.extend(et);
+        f.extend(rest);
+        RandomFrame {
+            bytes: f,
+            expect: Expect::Any,
+        }
+    })
+}
+
+/// Runs `frame` and checks what holds for every frame, and what its
+/// expectation adds.
+fn check_random_frame(
+    sensor: &mut Sensor,
+    frame: &RandomFrame,
+    verdict: u32,
+) -> Result<(), TestCaseError> {
+    let f = &frame.bytes;
+    let before = sensor.counters();
+    let flows_before = sensor.flow_count();
+    prop_assert_eq!(sensor.run(f), verdict, "verdict");
+    let after = sensor.counters();
+    let moved = |c: Counter| after[c as usize] - before[c as usize];
+    prop_assert_eq!(moved(Counter::PacketsSeen), 1, "packets_seen");
+    prop_assert_eq!(moved(Counter::BytesSeen), f.len() as u64, "bytes_seen");
+    prop_assert_eq!(moved(Counter::InternalError), 0, "internal_error");
+    prop_assert_eq!(moved(Counter::FlowInsertFailed), 0, "flow_insert_failed");
+    let problems: u64 = Counter::ALL
+        .into_iter()
+        .filter(|c| c.is_parse_problem())
+        .map(moved)
+        .sum();
+    let parsed = moved(Counter::ParsedOk);
+    prop_assert_eq!(
+        parsed + problems + moved(Counter::UnknownEthertype),
+        1,
+        "every frame has exactly one outcome: parsed {}, problems {}",
+        parsed,
+        problems
+    );
+    prop_assert!(
+        moved(Counter::NonFirstFragment) + moved(Counter::OtherL4) <= parsed,
+        "notes only on parsed frames"
+    );
+    let flows_after = sensor.flow_count();
+    prop_assert!(
+        flows_after - flows_before <= parsed as usize,
+        "a flow entry for a frame that did not parse"
+    );
+    prop_assert_eq!(
+        moved(Counter::MirrorDropped),
+        u64::from(verdict == XDP_DROP),
+        "mirror_dropped"
+    );
+    match frame.expect {
+        Expect::Flow(key) => {
+            prop_assert_eq!(parsed, 1, "a well-formed frame parses");
+            prop_assert!(sensor.flow(&key).is_some(), "flow {:?} missing", key);
+        }
+        Expect::Problem => {
+            prop_assert_eq!(problems, 1, "a broken frame is a parse problem");
+            prop_assert_eq!(flows_after, flows_before, "no flow for a broken frame");
+        }
+        Expect::Any => {}
+    }
+    // Keep the ring empty: every frame then has room for its event.
+    sensor.drain_ring(0);
+    Ok(())
+}
+
+/// Random frames through the real program: runs `cases` of `strategy`,
+/// failing with the (shrunk) frame.
+fn random_frames(
+    test: &str,
+    mirror: bool,
+    cases: u32,
+    strategy: impl Strategy<Value = RandomFrame>,
+) {
+    let mut cfg = config(1, 64 * 1024);
+    cfg.mirror = u32::from(mirror);
+    let Some(sensor) = Sensor::for_root_test(test, cfg) else {
+        return;
+    };
+    let verdict = if mirror { XDP_DROP } else { XDP_PASS };
+    let sensor = std::cell::RefCell::new(sensor);
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases,
+        // Shrinking reruns the program; a few hundred steps find a small frame.
+        max_shrink_iters: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let result = runner.run(&strategy, |frame| {
+        check_random_frame(&mut sensor.borrow_mut(), &frame, verdict)
+    });
+    if let Err(e) = result {
+        panic!("{test}: {e}");
+    }
+}
+
+#[test]
+fn random_structured_frames_keep_the_invariants() {
+    random_frames(
+        "random_structured_frames_keep_the_invariants",
+        false,
+        600,
+        structured(),
+    );
+}
+
+#[test]
+fn random_bytes_keep_the_invariants() {
+    random_frames(
+        "random_bytes_keep_the_invariants",
+        false,
+        400,
+        unstructured(),
+    );
+}
+
+#[test]
+fn random_frames_in_mirror_mode_are_dropped_and_counted() {
+    random_frames(
+        "random_frames_in_mirror_mode_are_dropped_and_counted",
+        true,
+        200,
+        prop_oneof![structured(), unstructured()],
+    );
 }

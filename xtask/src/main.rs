@@ -10,6 +10,7 @@
 
 mod demo;
 mod eval;
+mod fuzz;
 mod install;
 mod lab;
 mod setup;
@@ -70,6 +71,10 @@ enum Task {
     /// monitor port (`lab list`, `lab run <scenario>...`, `lab record`).
     #[command(subcommand)]
     Lab(lab::LabCmd),
+    /// Fuzz the parsers of untrusted input (events, config, inventory,
+    /// captures, feedback store) with cargo-fuzz on nightly, each target
+    /// for a bounded time with its committed corpus (`fuzz/corpus`).
+    Fuzz(fuzz::FuzzArgs),
     /// Regenerate the training data and retrain the committed models
     /// (Python venv with pinned requirements; deterministic).
     Train(train::TrainArgs),
@@ -88,6 +93,7 @@ fn main() -> Result<()> {
         Task::Demo => demo::demo(),
         Task::Eval(args) => eval::eval(&args),
         Task::Lab(cmd) => lab::lab(&cmd),
+        Task::Fuzz(args) => fuzz::fuzz(&args),
         Task::Train(args) => train::train(&workspace_root(), &args),
     }
 }

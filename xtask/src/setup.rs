@@ -36,6 +36,9 @@ const APT_PACKAGES: [(&str, &str); 20] = [
     ("man-db", "man"),
 ];
 
+/// The cargo-fuzz release `cargo xtask fuzz` is known to work with.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// The bpf-linker release the eBPF build is known to work with.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -48,6 +51,7 @@ pub(crate) fn setup() -> Result<()> {
     apt()?;
     nightly()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     if has_binary("cargo-nextest") {
         step("cargo-nextest", "already present");
     } else {
@@ -227,5 +231,36 @@ fn bpf_linker() -> Result<()> {
         );
     }
     step("bpf-linker", &format!("done ({BPF_LINKER_VERSION})"));
+    Ok(())
+}
+
+/// `cargo fuzz --version`, if cargo-fuzz is installed.
+fn cargo_fuzz_version() -> Option<String> {
+    let out = Command::new("cargo-fuzz").arg("--version").output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` (the targets build with nightly,
+/// which `nightly` installs; the tool itself builds with stable).
+fn cargo_fuzz() -> Result<()> {
+    if cargo_fuzz_version().is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
+        step("cargo-fuzz", "already present");
+        return Ok(());
+    }
+    run_status(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))?;
+    if !cargo_fuzz_version().is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
+        bail!(
+            "cargo-fuzz was installed but `cargo-fuzz --version` does not report {CARGO_FUZZ_VERSION}"
+        );
+    }
+    step("cargo-fuzz", &format!("done ({CARGO_FUZZ_VERSION})"));
     Ok(())
 }

@@ -303,12 +303,22 @@ impl SensorFile {
     /// # Errors
     /// With the path and line number when the file is unreadable or invalid.
     pub fn load(path: &Path) -> Result<Self, AlertsError> {
-        let text = read_text(path)?;
-        let mut file: SensorFile = parse_toml(path, &text)?;
+        Self::parse(path, &read_text(path)?)
+    }
+
+    /// Parses and range-checks config text as if read from `path` (which
+    /// names the file in errors and anchors the relative paths inside it).
+    /// The whole of [`Self::load`] but the read, so in-memory text (a
+    /// fuzzer's input) takes exactly the path a file does.
+    ///
+    /// # Errors
+    /// With the path and line number when the text is invalid.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, AlertsError> {
+        let mut file: SensorFile = parse_toml(path, text)?;
         if let Err(bad) = file.check_ranges() {
             return Err(AlertsError::Config {
                 path: path.to_path_buf(),
-                line: bad.line_in(&text),
+                line: bad.line_in(text),
                 message: bad.to_string(),
             });
         }

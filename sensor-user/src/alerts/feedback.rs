@@ -20,7 +20,7 @@ use super::{
     },
     store::{LogReader, LogWriter, ReadReport, read_all},
 };
-use crate::model::row::AttackClass;
+use crate::model::{card::threshold_range, row::AttackClass};
 
 /// An analyst's judgement of one alert.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,9 +289,13 @@ fn peak_records(recs: Vec<AlertRecord>) -> HashMap<String, AlertRecord> {
 /// a new FN. Candidates are `old` and the midpoints between consecutive
 /// distinct scores at or above `old` (nothing is known about rows below the
 /// old threshold, which never became alerts, so tuning never lowers it);
-/// ties keep the lower threshold.
+/// ties keep the lower threshold. Every candidate is clamped into the
+/// class's range ([`threshold_range`]): above a top score of 1.0 a
+/// probability threshold cannot go, and `--apply` must never write a
+/// threshold the sensor then refuses to start with.
 #[must_use]
 pub(crate) fn tune_class(
+    class: AttackClass,
     scores: &[(f32, Verdict)],
     old: f32,
     fp_cost: f64,
@@ -316,11 +320,13 @@ pub(crate) fn tune_class(
         .collect();
     xs.sort_by(f32::total_cmp);
     xs.dedup();
+    let range = threshold_range(class);
+    let clamp = |t: f32| t.clamp(*range.start(), *range.end());
     let mut candidates = vec![old];
-    candidates.extend(xs.windows(2).map(|w| w[0] + (w[1] - w[0]) / 2.0));
+    candidates.extend(xs.windows(2).map(|w| clamp(w[0] + (w[1] - w[0]) / 2.0)));
     if let Some(&max) = xs.last() {
         // Above every score: silences the class if it only ever raised FPs.
-        candidates.push(max + (max.abs() * 0.01).max(1e-3));
+        candidates.push(clamp(max + (max.abs() * 0.01).max(1e-3)));
     }
     let (fp0, fn0, c0) = cost_at(old);
     let mut best = (old, fp0, fn0, c0);
@@ -398,7 +404,7 @@ pub fn run_tune(args: &TuneArgs, out: &mut dyn Write) -> Result<Vec<ClassTuning>
             if scores.len() < file.tuning.min_verdicts.max(1) || !old.is_finite() {
                 (old, 0, 0, 0.0)
             } else {
-                tune_class(scores, old, file.tuning.fp_cost, file.tuning.fn_cost)
+                tune_class(class, scores, old, file.tuning.fp_cost, file.tuning.fn_cost)
             };
         let _ = writeln!(
             out,
@@ -647,6 +653,7 @@ pub(crate) fn poll_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::card::threshold_problem;
 
     #[test]
     fn tuning_raises_threshold_above_false_positives() {
@@ -657,7 +664,7 @@ mod tests {
             (0.93, Verdict::Tp),
             (0.97, Verdict::Tp),
         ];
-        let (t, dfp, dfn, dc) = tune_class(&scores, 0.6, 1.0, 100.0);
+        let (t, dfp, dfn, dc) = tune_class(AttackClass::Scan, &scores, 0.6, 1.0, 100.0);
         assert!(t > 0.70 && t <= 0.93, "{t}");
         assert_eq!((dfp, dfn), (-3, 0));
         assert!(dc < 0.0);
@@ -667,10 +674,42 @@ mod tests {
             (0.65, Verdict::Tp),
             (0.70, Verdict::Fp),
         ];
-        let (t, _, dfn, _) = tune_class(&scores, 0.6, 1.0, 100.0);
+        let (t, _, dfn, _) = tune_class(AttackClass::Scan, &scores, 0.6, 1.0, 100.0);
         assert!(t <= 0.65 && dfn == 0, "{t}");
         // Never lowered below the old threshold.
-        assert_eq!(tune_class(&[(0.9, Verdict::Tp)], 0.8, 1.0, 100.0).0, 0.8);
+        assert_eq!(
+            tune_class(AttackClass::Scan, &[(0.9, Verdict::Tp)], 0.8, 1.0, 100.0).0,
+            0.8
+        );
+    }
+
+    /// Found by the `feedback_store` fuzz target (its corpus keeps the
+    /// input): a false positive at the top score made tuning propose a
+    /// probability threshold above 1, which `--apply` wrote and the next
+    /// start refused.
+    #[test]
+    fn tuning_stays_in_the_class_range() {
+        let fp_at_top = [(1.0, Verdict::Fp)];
+        let (t, dfp, _, _) = tune_class(AttackClass::Scan, &fp_at_top, 0.8, 1.0, 100.0);
+        assert!(threshold_problem(AttackClass::Scan, t).is_none(), "{t}");
+        // 1.0 still fires on a score of 1.0: nothing gained, nothing changed.
+        assert_eq!((t, dfp), (0.8, 0));
+        let (t, dfp, _, _) =
+            tune_class(AttackClass::Scan, &[(0.995, Verdict::Fp)], 0.8, 1.0, 100.0);
+        assert_eq!((t, dfp), (1.0, -1));
+        let huge = [(f32::MAX, Verdict::Fp), (f32::MAX / 2.0, Verdict::Fp)];
+        let (t, _, _, _) = tune_class(AttackClass::Anomaly, &huge, 0.05, 1.0, 100.0);
+        assert!(threshold_problem(AttackClass::Anomaly, t).is_none(), "{t}");
+        // Scores outside a probability's range (a damaged log) do not leak
+        // out; no threshold in range avoids them, so the old one stays.
+        let (t, _, _, _) = tune_class(
+            AttackClass::Flood,
+            &[(7.0, Verdict::Fp), (9.0, Verdict::Fp)],
+            0.5,
+            1.0,
+            100.0,
+        );
+        assert_eq!(t, 0.5);
     }
 
     #[test]

@@ -417,7 +417,10 @@ impl FeatureExtractor {
                 }
             }
         }
-        if new_client_syn && !self.timers.push(key, now + self.cfg.syn_timeout_ns) {
+        // Saturating: an event time near the end of the clock (a damaged
+        // record) must not overflow the deadline.
+        let deadline = now.saturating_add(self.cfg.syn_timeout_ns);
+        if new_client_syn && !self.timers.push(key, deadline) {
             self.counters.syn_timer_overflow += 1;
         }
 
@@ -431,7 +434,7 @@ impl FeatureExtractor {
                 .filter(|&ri| ri != e.idx)
         {
             let rev = *self.flows.get(ri);
-            let sent_fin = |f: &FlowState| f.base.fin + f.last.fin > 0;
+            let sent_fin = |f: &FlowState| f.base.fin > 0 || f.last.fin > 0;
             // Closed: an RST from either side, or a FIN from both (the
             // second FIN's event comes after both directions' last data).
             let closed = kind == EventKind::Rst || (sent_fin(&flow) && sent_fin(&rev));
@@ -447,8 +450,10 @@ impl FeatureExtractor {
                 && !c.close_judged
             {
                 self.flows.get_mut(ci).close_judged = true;
-                let bytes_out = c.base.bytes + c.last.bytes;
-                let bytes_in = server.base.bytes + server.last.bytes;
+                // Saturating, as `FlowStats::merge`: damaged counts must
+                // not overflow.
+                let bytes_out = c.base.bytes.saturating_add(c.last.bytes);
+                let bytes_in = server.base.bytes.saturating_add(server.last.bytes);
                 if bytes_out >= UPLOAD_MIN_BYTES
                     && bytes_out >= UPLOAD_RATIO.saturating_mul(bytes_in)
                 {

@@ -449,16 +449,23 @@ pub(crate) fn check_schema(
     Ok(())
 }
 
+/// The thresholds `class` accepts: a probability for classifier classes, a
+/// finite, non-negative reconstruction error for the autoencoder (a NaN is
+/// in no range).
+#[must_use]
+pub fn threshold_range(class: AttackClass) -> std::ops::RangeInclusive<f32> {
+    match class {
+        AttackClass::Anomaly => 0.0..=f32::MAX,
+        _ => 0.0..=1.0,
+    }
+}
+
 /// Why `value` cannot be `class`'s threshold, if it cannot: a classifier
 /// threshold is a probability in [0, 1]; the anomaly threshold a finite,
 /// non-negative reconstruction error. A NaN or out-of-range value would
 /// silently turn a class off (or on for everything).
 pub fn threshold_problem(class: AttackClass, value: f32) -> Option<String> {
-    let ok = match class {
-        AttackClass::Anomaly => value.is_finite() && value >= 0.0,
-        _ => (0.0..=1.0).contains(&value),
-    };
-    (!ok).then(|| {
+    (!threshold_range(class).contains(&value)).then(|| {
         let want = if class == AttackClass::Anomaly {
             "a finite reconstruction error >= 0"
         } else {
