@@ -35,6 +35,29 @@ pub fn addr_to_ip(addr: &[u8; 16]) -> core::net::IpAddr {
     core::net::Ipv6Addr::from(*addr).to_canonical()
 }
 
+/// Whether `addr` lies in the network `net`/`len` (lengths beyond the
+/// family's width mean the whole address; the families must match). A flood
+/// alert on a network and the evaluation that judges it both ask this.
+#[must_use]
+pub fn ip_in_prefix(addr: core::net::IpAddr, net: core::net::IpAddr, len: u8) -> bool {
+    use core::net::IpAddr;
+    match (addr, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
 /// Largest number of worker rings the XDP program can export to. Each worker
 /// owns one ring; the program picks the ring with [`flow_ring_index`].
 pub const MAX_WORKERS: usize = 8;

@@ -43,27 +43,11 @@ impl OpenAlert {
         match (self.victim, self.victim_prefix) {
             (None, _) => true,
             (Some(h), None) => roles.victims.contains(&h),
-            (Some(net), Some(len)) => roles.victims.iter().any(|&v| in_prefix(v, net, len)),
+            (Some(net), Some(len)) => roles
+                .victims
+                .iter()
+                .any(|&v| sensor_common::ip_in_prefix(v, net, len)),
         }
-    }
-}
-
-/// Whether `addr` lies in the network `net`/`len`.
-fn in_prefix(addr: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
     }
 }
 

@@ -365,7 +365,7 @@ impl AlertStage {
         self.prefix_floods.iter().copied().find(|k| {
             k.victim
                 .zip(k.victim_prefix)
-                .is_some_and(|(net, len)| volume::in_prefix(dst, net, len))
+                .is_some_and(|(net, len)| sensor_common::ip_in_prefix(dst, net, len))
         })
     }
 

@@ -177,25 +177,6 @@ pub(super) fn findings(view: &GatewayView, v: &VolumeSection) -> Vec<VolumeFindi
     walk.out
 }
 
-/// Whether `addr` lies in the network `net`/`len`.
-pub(super) fn in_prefix(addr: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (addr, net) {
-        (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = u32::MAX
-                .checked_shl(32 - u32::from(len.min(32)))
-                .unwrap_or(0);
-            u32::from(a) & mask == u32::from(n) & mask
-        }
-        (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = u128::MAX
-                .checked_shl(128 - u32::from(len.min(128)))
-                .unwrap_or(0);
-            u128::from(a) & mask == u128::from(n) & mask
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,9 +304,11 @@ mod tests {
 
     #[test]
     fn prefixes_contain_their_addresses() {
-        assert!(in_prefix(ip(10, 1, 2, 3), ip(10, 1, 0, 0), 16));
-        assert!(!in_prefix(ip(10, 2, 2, 3), ip(10, 1, 0, 0), 16));
-        assert!(in_prefix(ip(10, 1, 2, 3), ip(10, 1, 2, 3), 32));
-        assert!(!in_prefix(ip(10, 1, 2, 3), "::1".parse().unwrap(), 16));
+        use sensor_common::ip_in_prefix;
+        assert!(ip_in_prefix(ip(10, 1, 2, 3), ip(10, 1, 0, 0), 16));
+        assert!(!ip_in_prefix(ip(10, 2, 2, 3), ip(10, 1, 0, 0), 16));
+        assert!(ip_in_prefix(ip(10, 1, 2, 3), ip(10, 1, 2, 3), 32));
+        assert!(ip_in_prefix(ip(10, 1, 2, 3), ip(0, 0, 0, 0), 0));
+        assert!(!ip_in_prefix(ip(10, 1, 2, 3), "::1".parse().unwrap(), 16));
     }
 }
