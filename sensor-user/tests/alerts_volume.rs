@@ -55,6 +55,20 @@ fn carpet(stage: &mut AlertStage, epochs: u64) {
     }
 }
 
+/// 200 ports of 10.1.2.3 probed by 203.0.113.9 from 0.5 s on.
+fn vertical_scan(stage: &mut AlertStage) {
+    for p in 0..200u16 {
+        stage.process(&row(
+            Scan,
+            0.99,
+            "203.0.113.9",
+            "10.1.2.3",
+            p,
+            SEC / 2 + u64::from(p) * 100_000,
+        ));
+    }
+}
+
 #[test]
 fn carpet_bombing_is_one_alert_on_the_prefix() {
     let (mut stage, mem) = stage();
@@ -105,16 +119,7 @@ fn flood_rows_on_a_host_of_a_flooded_prefix_join_its_alert() {
 fn one_flooded_host_is_named_and_a_scanned_host_is_left_to_its_scan() {
     let (mut stage, _mem) = stage();
     // A fast vertical scan of 10.1.2.3 opens its scan alert first.
-    for p in 0..200u16 {
-        stage.process(&row(
-            Scan,
-            0.99,
-            "203.0.113.9",
-            "10.1.2.3",
-            p,
-            SEC / 2 + u64::from(p) * 100_000,
-        ));
-    }
+    vertical_scan(&mut stage);
     let mut s = DstVolume::default();
     flows(&mut s, "10.1.2.3", 3000);
     flows(&mut s, "10.9.9.9", 3000);
@@ -137,16 +142,7 @@ fn the_rule_can_be_turned_off() {
 #[test]
 fn a_scanned_host_hammered_past_any_scan_is_flooded() {
     let (mut stage, _mem) = stage();
-    for p in 0..200u16 {
-        stage.process(&row(
-            Scan,
-            0.99,
-            "203.0.113.9",
-            "10.1.2.3",
-            p,
-            SEC / 2 + u64::from(p) * 100_000,
-        ));
-    }
+    vertical_scan(&mut stage);
     // 40 000 new flows a second: past three probes a port after 5 s.
     let mut flooded_at = None;
     for e in 1..=8u64 {

@@ -230,51 +230,30 @@ impl AlertStage {
             self.out.replace_sinks(sinks);
             tracing::info!("alert sinks replaced");
         }
-        let old = &self.settings.alerts;
-        for (what, new, old) in [
-            (
-                "[alerts] alert_log",
-                &mut settings.alerts.alert_log,
-                &old.alert_log,
-            ),
-            (
-                "[alerts] verdict_store",
-                &mut settings.alerts.verdict_store,
-                &old.verdict_store,
-            ),
-        ] {
-            if new != old {
-                tracing::warn!(
-                    setting = what,
-                    "changes at the next start; the running sensor keeps {}",
-                    old.display()
-                );
-                new.clone_from(old);
-            }
-        }
-        // The kernel keys its destination sketch with the prefixes it was
-        // loaded with; the rule's bars reload, its prefixes do not.
-        let volume = &self.settings.volume;
-        for (what, new, old) in [
-            (
-                "[volume] prefix_v4",
-                &mut settings.volume.prefix_v4,
-                &volume.prefix_v4,
-            ),
-            (
-                "[volume] prefix_v6",
-                &mut settings.volume.prefix_v6,
-                &volume.prefix_v6,
-            ),
-        ] {
-            if new != old {
-                tracing::warn!(
-                    setting = what,
-                    "changes at the next start; the running sensor keeps {old:?}"
-                );
-                *new = *old;
-            }
-        }
+        // What the running sensor cannot change: where it writes (files it
+        // holds open) and the prefixes the kernel keys its destination
+        // sketch with. The rest reloads.
+        let (old, volume) = (&self.settings.alerts, &self.settings.volume);
+        keep_until_restart(
+            "[alerts] alert_log",
+            &mut settings.alerts.alert_log,
+            &old.alert_log,
+        );
+        keep_until_restart(
+            "[alerts] verdict_store",
+            &mut settings.alerts.verdict_store,
+            &old.verdict_store,
+        );
+        keep_until_restart(
+            "[volume] prefix_v4",
+            &mut settings.volume.prefix_v4,
+            &volume.prefix_v4,
+        );
+        keep_until_restart(
+            "[volume] prefix_v6",
+            &mut settings.volume.prefix_v6,
+            &volume.prefix_v6,
+        );
         if settings.thresholds != self.settings.thresholds {
             tracing::info!(thresholds = ?settings.thresholds, "alert thresholds reloaded");
             self.metrics.threshold_reloads += 1;
@@ -713,6 +692,18 @@ impl AlertStage {
         {
             self.metrics.alert_log_errors += 1;
         }
+    }
+}
+
+/// Keeps the running value of a setting a reload cannot change, saying so
+/// when the new file changes it.
+fn keep_until_restart<T: PartialEq + Clone + std::fmt::Debug>(what: &str, new: &mut T, old: &T) {
+    if new != old {
+        tracing::warn!(
+            setting = what,
+            "changes at the next start; the running sensor keeps {old:?}"
+        );
+        new.clone_from(old);
     }
 }
 
