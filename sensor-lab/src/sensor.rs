@@ -182,20 +182,7 @@ impl SensorRun {
             if self.stderr().contains(needle) {
                 return Ok(());
             }
-            if let Some(status) = self
-                .child_mut()
-                .try_wait()
-                .map_err(|source| LabError::Sys {
-                    call: "waitpid(sensor)".into(),
-                    source,
-                })?
-            {
-                return Err(LabError::Command {
-                    command: format!("sensor run --iface {}", self.iface),
-                    status,
-                    stderr: self.stderr(),
-                });
-            }
+            self.fail_if_exited()?;
             if start.elapsed() > timeout {
                 return Err(LabError::Timeout {
                     what: format!("the sensor to log `{needle}` (stderr: {})", self.stderr()),
@@ -252,6 +239,25 @@ impl SensorRun {
         std::fs::read_to_string(self.dir.join(Self::STDERR)).unwrap_or_default()
     }
 
+    /// An error carrying the sensor's stderr when it has exited.
+    fn fail_if_exited(&mut self) -> Result<()> {
+        let exited = self
+            .child_mut()
+            .try_wait()
+            .map_err(|source| LabError::Sys {
+                call: "waitpid(sensor)".into(),
+                source,
+            })?;
+        match exited {
+            Some(status) => Err(LabError::Command {
+                command: format!("sensor run --iface {}", self.iface),
+                status,
+                stderr: self.stderr(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Waits until an XDP program is attached to the interface, then
     /// `settle` more (workers start polling their rings).
     ///
@@ -260,20 +266,7 @@ impl SensorRun {
     pub fn wait_attached(&mut self, ns: &Netns, timeout: Duration, settle: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
-            if let Some(status) = self
-                .child_mut()
-                .try_wait()
-                .map_err(|source| LabError::Sys {
-                    call: "waitpid(sensor)".into(),
-                    source,
-                })?
-            {
-                return Err(LabError::Command {
-                    command: format!("sensor run --iface {}", self.iface),
-                    status,
-                    stderr: self.stderr(),
-                });
-            }
+            self.fail_if_exited()?;
             if ns.has_xdp(&self.iface)? {
                 std::thread::sleep(settle);
                 return Ok(());
