@@ -63,6 +63,52 @@ fn flow_packets(out: &SensorOutput) -> BTreeMap<FlowTuple, u64> {
         .collect()
 }
 
+/// Two sensors in turn on one lab link: 400 packets of four flows go
+/// through while the first runs.
+struct TwoSensors {
+    lab: Lab,
+    pins: PinsGuard,
+    frames: Frames,
+    sender: Sender,
+    dir_a: TempDir,
+    dir_b: TempDir,
+}
+
+impl TwoSensors {
+    fn new(tag: &str) -> Self {
+        let lab = Lab::sender_gateway().expect("lab");
+        let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
+        let frames =
+            Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(4), 400).expect("frames");
+        let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
+        let dir_a = TempDir::new(&format!("{tag}-a")).unwrap();
+        let dir_b = TempDir::new(&format!("{tag}-b")).unwrap();
+        Self {
+            lab,
+            pins,
+            frames,
+            sender,
+            dir_a,
+            dir_b,
+        }
+    }
+
+    /// The 400 packets, then a moment for the sensor to read them.
+    fn send(&self) {
+        self.sender
+            .send(&self.frames, Pacing::paced(10_000))
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    /// Starts the first sensor with `args` and sends the packets.
+    fn first(&self, args: &[&str]) -> SensorRun {
+        let a = start(&self.lab, &self.dir_a, args);
+        self.send();
+        a
+    }
+}
+
 #[test]
 fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     if !require_root("a_restart_under_traffic_keeps_every_flow_count_exact") {
@@ -152,27 +198,13 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
         return;
     }
     let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
-    let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
-    let frames =
-        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(4), 400).expect("frames");
-    let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
-    let (dir_a, dir_b) = (
-        TempDir::new("layout-a").unwrap(),
-        TempDir::new("layout-b").unwrap(),
-    );
-
-    let a = start(
-        &lab,
-        &dir_a,
-        &observe(&["--keep-state", "--flow-table-size", "4096"]),
-    );
-    sender.send(&frames, Pacing::paced(10_000)).expect("send");
-    std::thread::sleep(Duration::from_millis(200));
+    let t = TwoSensors::new("layout");
+    let (lab, pins, dir_b) = (&t.lab, &t.pins, &t.dir_b);
+    let a = t.first(&observe(&["--keep-state", "--flow-table-size", "4096"]));
     let out_a = a.stop(STOP).expect("stop sensor A");
     assert_eq!(out_a.stats.counter("packets_seen"), 400);
 
-    let b = start(&lab, &dir_b, &observe(&["--flow-table-size", "8192"]));
+    let b = start(lab, dir_b, &observe(&["--flow-table-size", "8192"]));
     let out_b = b.stop(STOP).expect("stop sensor B");
     assert!(
         out_b
@@ -207,28 +239,13 @@ fn a_link_of_another_mode_is_replaced_and_the_state_still_adopted() {
         return;
     }
     let _serial = exclusive();
-    let lab = Lab::sender_gateway().expect("lab");
-    let pins = PinsGuard::of(&lab.gateway, &lab.link.b).expect("pin directory");
-    let frames =
-        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(4), 400).expect("frames");
-    let sender = Sender::open(&lab.sender, &lab.link.a).expect("sender");
-    let (dir_a, dir_b) = (
-        TempDir::new("mode-a").unwrap(),
-        TempDir::new("mode-b").unwrap(),
-    );
-
-    let a = start(
-        &lab,
-        &dir_a,
-        &observe(&["--keep-state", "--mode", "native"]),
-    );
-    sender.send(&frames, Pacing::paced(10_000)).expect("send");
-    std::thread::sleep(Duration::from_millis(200));
+    let t = TwoSensors::new("mode");
+    let (lab, pins, dir_b) = (&t.lab, &t.pins, &t.dir_b);
+    let a = t.first(&observe(&["--keep-state", "--mode", "native"]));
     a.stop(STOP).expect("stop sensor A");
 
-    let b = start(&lab, &dir_b, &observe(&["--mode", "skb"]));
-    sender.send(&frames, Pacing::paced(10_000)).expect("send");
-    std::thread::sleep(Duration::from_millis(200));
+    let b = start(lab, dir_b, &observe(&["--mode", "skb"]));
+    t.send();
     let out_b = b.stop(STOP).expect("stop sensor B");
     assert!(
         out_b
