@@ -116,6 +116,49 @@ fn flood_rows_on_a_host_of_a_flooded_prefix_join_its_alert() {
 }
 
 #[test]
+fn host_flood_alerts_close_into_their_network_s_alert() {
+    let (mut stage, mem) = stage();
+    // Rows raise flood alerts on two hosts of the /24 before the first
+    // epoch shows the spread, and one on a host outside it.
+    for (k, host) in ["192.0.2.7", "192.0.2.9", "198.51.100.1"]
+        .iter()
+        .enumerate()
+    {
+        for i in 0..10u64 {
+            let mut r = row(
+                Flood,
+                0.99,
+                "203.0.113.5",
+                *host,
+                80,
+                SEC / 2 + i * 1_000 + k as u64,
+            );
+            r.packets_per_s = 5_000.0;
+            stage.process(&r);
+        }
+    }
+    assert_eq!(stage.open_alerts().len(), 3);
+    carpet(&mut stage, 1);
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let net = open
+        .iter()
+        .find(|a| a.victim == Some(ip("192.0.2.0")))
+        .expect("the network's alert");
+    assert_eq!(net.count, 1 + 10 + 10);
+    assert!(open.iter().any(|a| a.victim == Some(ip("198.51.100.1"))));
+    assert_eq!(stage.metrics().alerts_merged, 2);
+    stage.flush();
+    let closed = take_of_type(&mem, "alert_closed");
+    assert_eq!(closed.len(), 2);
+    assert!(
+        closed
+            .iter()
+            .all(|a| a["xdp_sensor"]["close_reason"] == "merged")
+    );
+}
+
+#[test]
 fn one_flooded_host_is_named_and_a_scanned_host_is_left_to_its_scan() {
     let (mut stage, _mem) = stage();
     // A fast vertical scan of 10.1.2.3 opens its scan alert first.

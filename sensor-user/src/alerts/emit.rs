@@ -46,6 +46,10 @@ pub enum CloseReason {
     Evicted,
     /// The sensor stopped.
     Shutdown,
+    /// A flood alert on a host, taken into the alert on the network around
+    /// it when the volume rule found the flood spread over that network
+    /// (its count moves there).
+    Merged,
 }
 
 /// The EVE envelope of alert records, fields in Suricata's order so lines

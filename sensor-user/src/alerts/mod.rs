@@ -156,6 +156,9 @@ pub struct AlertMetrics {
     pub alerts_closed: u64,
     /// Alerts closed early because `max_open_alerts` was reached (also in `alerts_closed`).
     pub alerts_evicted: u64,
+    /// Host flood alerts taken into a spread flood's alert on their network
+    /// (also in `alerts_closed`).
+    pub alerts_merged: u64,
     pub incidents_opened: u64,
     pub incidents_closed: u64,
     /// Incidents closed early because `max_incidents` was reached (also in `incidents_closed`).
@@ -220,6 +223,7 @@ shared_metrics!(
     alerts_updated,
     alerts_closed,
     alerts_evicted,
+    alerts_merged,
     incidents_opened,
     incidents_closed,
     incidents_evicted,

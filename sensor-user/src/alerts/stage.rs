@@ -535,10 +535,28 @@ impl AlertStage {
         if !a.peak_pps.is_finite() {
             a.peak_pps = 0.0;
         }
-        let sev = a.severity().0;
-        if key.victim_prefix.is_some() {
+        if let (Some(net), Some(len)) = (key.victim, key.victim_prefix) {
+            // The hosts' flood alerts opened before the spread showed are
+            // this attack: one alert on the network, not one per host.
+            let mut j = self.alerts.len();
+            while j > 0 {
+                j -= 1;
+                let o = &self.alerts[j];
+                if o.key.class == AttackClass::Flood
+                    && o.key.victim_prefix.is_none()
+                    && o.key
+                        .victim
+                        .is_some_and(|v| sensor_common::ip_in_prefix(v, net, len))
+                {
+                    a.count += o.count;
+                    a.first_seen_ns = a.first_seen_ns.min(o.first_seen_ns);
+                    self.metrics.alerts_merged += 1;
+                    self.close_alert(j, CloseReason::Merged);
+                }
+            }
             self.prefix_floods.push(key);
         }
+        let sev = a.severity().0;
         let i = self.alerts.push(a);
         self.metrics.alerts_opened += 1;
         if let Some(inc) = self.incidents.get_mut(incident) {
