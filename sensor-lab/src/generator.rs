@@ -38,6 +38,20 @@ pub struct FlowTuple {
     pub proto: u8,
 }
 
+impl From<&sensor_common::records::FlowRecord> for FlowTuple {
+    /// The tuple of a flow the sensor wrote (`--flows-out`), to compare
+    /// with what was generated.
+    fn from(f: &sensor_common::records::FlowRecord) -> Self {
+        Self {
+            src: f.src,
+            dst: f.dst,
+            sport: f.sport,
+            dport: f.dport,
+            proto: f.proto,
+        }
+    }
+}
+
 /// A flow to generate: its tuple and an optional 802.1Q VLAN id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowSpec {
@@ -448,6 +462,24 @@ pub fn spoofed_source(i: u32) -> IpAddr {
     let net = i / 254;
     let v = (100u32 << 24) | (64 << 16) | ((net & 0x3fff) << 8) | host;
     IpAddr::V4(Ipv4Addr::from(v))
+}
+
+/// Sends `packets` frames spread over `flows` [`mixed_flows`] from the lab's
+/// sender to its gateway, unpaced, then gives a sensor there 200 ms to read
+/// them. Returns what was sent (the caller checks it was all).
+///
+/// # Errors
+/// The frames cannot be built or the sender cannot open or send.
+pub fn send_mixed(lab: &crate::Lab, flows: u32, packets: u64) -> Result<SendReport> {
+    let frames = Frames::spread(
+        lab.sender_mac,
+        lab.gateway_mac,
+        &mixed_flows(flows),
+        packets,
+    )?;
+    let report = Sender::open(&lab.sender, &lab.link.a)?.send(&frames, Pacing::default())?;
+    std::thread::sleep(Duration::from_millis(200));
+    Ok(report)
 }
 
 /// A varied set of `n` flows: IPv4 and IPv6; TCP, UDP and ICMP; every third

@@ -36,18 +36,7 @@ fn per_flow_counts_match_ground_truth_exactly() {
         .output
         .flows
         .iter()
-        .map(|f| {
-            (
-                FlowTuple {
-                    src: f.src,
-                    dst: f.dst,
-                    sport: f.sport,
-                    dport: f.dport,
-                    proto: f.proto,
-                },
-                f,
-            )
-        })
+        .map(|f| (FlowTuple::from(f), f))
         .collect();
     // The lab link carries nothing but the generator's frames.
     let want_keys: Vec<_> = r.truth.flows.keys().collect();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use sensor::capture::privileges::ThreadCreds;
 use sensor::files::OUTPUT_MODE;
-use sensor_lab::generator::{Frames, Pacing, Sender, mixed_flows};
+use sensor_lab::generator::send_mixed;
 use sensor_lab::sensor::{SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, require_root};
 
@@ -94,14 +94,8 @@ fn unprivileged_sensor_counts_and_writes_its_outputs() {
         assert_eq!(creds.cap_amb, 0, "{name}: CapAmb {creds:?}");
     }
 
-    let frames =
-        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(8), PACKETS).expect("frames");
-    let report = Sender::open(&lab.sender, &lab.link.a)
-        .expect("sender")
-        .send(&frames, Pacing::default())
-        .expect("send");
+    let report = send_mixed(&lab, 8, PACKETS).expect("send");
     assert_eq!(report.sent as u64, PACKETS);
-    std::thread::sleep(Duration::from_millis(200));
 
     let out = run.stop(Duration::from_secs(20)).expect("stop");
     assert_eq!(

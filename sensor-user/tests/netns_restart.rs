@@ -48,18 +48,7 @@ fn start(lab: &Lab, dir: &TempDir, args: &[&str]) -> SensorRun {
 fn flow_packets(out: &SensorOutput) -> BTreeMap<FlowTuple, u64> {
     out.flows
         .iter()
-        .map(|f| {
-            (
-                FlowTuple {
-                    src: f.src,
-                    dst: f.dst,
-                    sport: f.sport,
-                    dport: f.dport,
-                    proto: f.proto,
-                },
-                f.packets,
-            )
-        })
+        .map(|f| (FlowTuple::from(f), f.packets))
         .collect()
 }
 
@@ -109,6 +98,22 @@ impl TwoSensors {
     }
 }
 
+/// Asserts the sensor logged every one of `texts`.
+fn assert_logged(out: &SensorOutput, texts: &[&str]) {
+    for t in texts {
+        assert!(out.stderr.contains(t), "no {t:?} in:\n{}", out.stderr);
+    }
+}
+
+/// Asserts the pin directory is gone.
+fn assert_unpinned(pins: &PinsGuard) {
+    assert!(
+        !pins.path().exists(),
+        "{} left behind",
+        pins.path().display()
+    );
+}
+
 #[test]
 fn a_restart_under_traffic_keeps_every_flow_count_exact() {
     if !require_root("a_restart_under_traffic_keeps_every_flow_count_exact") {
@@ -140,22 +145,13 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
         (report, out_a, b.stop(STOP).expect("stop sensor B"))
     });
     assert_eq!(report.sent as u64, PACKETS, "generator hit its time limit");
-    assert!(
-        out_a.stderr.contains("left attached with its state pinned"),
-        "{}",
-        out_a.stderr
-    );
-    assert!(
-        out_b.stderr.contains("adopting the flow table"),
-        "{}",
-        out_b.stderr
-    );
-    assert!(
-        out_b
-            .stderr
-            .contains("XDP program replaced through the pinned link"),
-        "{}",
-        out_b.stderr
+    assert_logged(&out_a, &["left attached with its state pinned"]);
+    assert_logged(
+        &out_b,
+        &[
+            "adopting the flow table",
+            "XDP program replaced through the pinned link",
+        ],
     );
 
     // Sensor A saw part of each flow; sensor B's flow table holds each
@@ -185,11 +181,7 @@ fn a_restart_under_traffic_keeps_every_flow_count_exact() {
         !lab.gateway.has_xdp(&lab.link.b).expect("ip link"),
         "XDP still attached after a stop without --keep-state"
     );
-    assert!(
-        !pins.path().exists(),
-        "{} left behind",
-        pins.path().display()
-    );
+    assert_unpinned(&pins);
 }
 
 #[test]
@@ -206,31 +198,20 @@ fn a_state_of_another_layout_is_replaced_by_a_fresh_one() {
 
     let b = start(lab, dir_b, &observe(&["--flow-table-size", "8192"]));
     let out_b = b.stop(STOP).expect("stop sensor B");
-    assert!(
-        out_b
-            .stderr
-            .contains("starting with a fresh flow table, sketches and counters")
-            && out_b.stderr.contains("FLOW_TABLE has another layout"),
-        "{}",
-        out_b.stderr
-    );
-    // The program was still replaced through the link, and the new
-    // sensor's counters start from zero.
-    assert!(
-        out_b
-            .stderr
-            .contains("XDP program replaced through the pinned link"),
-        "{}",
-        out_b.stderr
+    // A fresh state, and the program was still replaced through the
+    // link; the new sensor's counters start from zero.
+    assert_logged(
+        &out_b,
+        &[
+            "starting with a fresh flow table, sketches and counters",
+            "FLOW_TABLE has another layout",
+            "XDP program replaced through the pinned link",
+        ],
     );
     assert_eq!(out_b.stats.counter("packets_seen"), 0);
     assert!(out_b.flows.is_empty(), "fresh flow table");
     assert!(out_b.stats.handover.is_none(), "nothing adopted");
-    assert!(
-        !pins.path().exists(),
-        "{} left behind",
-        pins.path().display()
-    );
+    assert_unpinned(pins);
 }
 
 #[test]
@@ -247,28 +228,15 @@ fn a_link_of_another_mode_is_replaced_and_the_state_still_adopted() {
     let b = start(lab, dir_b, &observe(&["--mode", "skb"]));
     t.send();
     let out_b = b.stop(STOP).expect("stop sensor B");
-    assert!(
-        out_b
-            .stderr
-            .contains("it was attached in native mode, this sensor asks for skb"),
-        "{}",
-        out_b.stderr
-    );
-    assert!(
-        out_b.stderr.contains("XDP program attached"),
-        "{}",
-        out_b.stderr
-    );
     // The maps do not depend on the mode: both sends are in the flow table.
-    assert!(
-        out_b.stderr.contains("adopting the flow table"),
-        "{}",
-        out_b.stderr
+    assert_logged(
+        &out_b,
+        &[
+            "it was attached in native mode, this sensor asks for skb",
+            "XDP program attached",
+            "adopting the flow table",
+        ],
     );
     assert_eq!(out_b.stats.counter("packets_seen"), 800);
-    assert!(
-        !pins.path().exists(),
-        "{} left behind",
-        pins.path().display()
-    );
+    assert_unpinned(pins);
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use sensor_lab::generator::{Frames, Pacing, Sender, mixed_flows};
+use sensor_lab::generator::send_mixed;
 use sensor_lab::sensor::{OBSERVE, PinsGuard, SensorRun, TempDir, exclusive};
 use sensor_lab::{Lab, Netns, require_root};
 
@@ -54,14 +54,8 @@ fn live_counters_match_what_was_sent() {
     );
     let _serial = exclusive();
     let (lab, _dir, iface, mut run) = observed_gateway("stats");
-    let frames =
-        Frames::spread(lab.sender_mac, lab.gateway_mac, &mixed_flows(8), PACKETS).expect("frames");
-    let report = Sender::open(&lab.sender, &lab.link.a)
-        .expect("sender")
-        .send(&frames, Pacing::default())
-        .expect("send");
+    let report = send_mixed(&lab, 8, PACKETS).expect("send");
     assert_eq!(report.sent as u64, PACKETS);
-    std::thread::sleep(Duration::from_millis(200));
 
     let out = sensor_stats(&lab, &iface);
     let stderr = String::from_utf8_lossy(&out.stderr);

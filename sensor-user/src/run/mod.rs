@@ -86,12 +86,19 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
     }
     pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals), None)
         .map_err(|source| RunError::SignalMask { source })?;
-    let n_workers = args.load_options().map_err(RunError::Options)?.n_workers as usize;
+    // Once: the options read the config file for the kernel's prefixes.
+    let opts = args.load_options().map_err(RunError::Options)?;
+    let n_workers = opts.n_workers as usize;
     let scoring = Scoring::start(args, n_workers)?;
     let reload = || scoring.reload(args);
-    let result =
-        runner::run_with_sketches(args, scoring.factory(), scoring.sketches(), Some(&reload))
-            .map_err(capture_err);
+    let result = runner::run_with_sketches(
+        args,
+        opts,
+        scoring.factory(),
+        scoring.sketches(),
+        Some(&reload),
+    )
+    .map_err(capture_err);
     // Runs also after a failed start, so the alert stage's thread ends.
     let scored = scoring.finish();
     let summary = result?;

@@ -211,7 +211,13 @@ fn flow_capacity_per_worker(flow_table_size: u32, n_workers: u32) -> usize {
 /// Load/attach failures (with a user-facing diagnosis), map access failures,
 /// or outputs that cannot be written.
 pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, SensorError> {
-    run_with_sketches(args, factory, &SketchHandle::default(), None)
+    run_with_sketches(
+        args,
+        args.load_options()?,
+        factory,
+        &SketchHandle::default(),
+        None,
+    )
 }
 
 /// Like [`run`], publishing each epoch's sketches to `sketches`, so stages
@@ -221,11 +227,11 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
 /// As [`run`].
 pub(crate) fn run_with_sketches(
     args: &RunArgs,
+    opts: crate::capture::loader::LoadOptions,
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     reload: Option<ReloadHook<'_>>,
 ) -> Result<RunSummary, SensorError> {
-    let opts = args.load_options()?;
     let outputs = Outputs::create(args)?;
     let (sfd, old_mask) = shutdown_signals()?;
     let result = run_inner(args, opts, outputs, factory, sketches, &sfd, reload);
