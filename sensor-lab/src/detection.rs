@@ -23,6 +23,8 @@ use crate::sensor::{SensorOutput, SensorRun, TempDir};
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpenAlert {
     pub alert_id: String,
+    /// The incident the stage grouped the alert into.
+    pub incident_id: String,
     /// `flood`, `scan`, `bruteforce` or `anomaly`.
     pub class: String,
     /// `None` when the record says `many` (aggregated side).
@@ -102,6 +104,7 @@ pub fn read_open_alerts(eve: &Path) -> Result<Vec<OpenAlert>> {
         let ip = |k: &str| x[k].as_str().and_then(|s| s.parse().ok());
         out.push(OpenAlert {
             alert_id: x["alert_id"].as_str().unwrap_or_default().to_owned(),
+            incident_id: x["incident_id"].as_str().unwrap_or_default().to_owned(),
             class: x["class"].as_str().unwrap_or("?").to_owned(),
             attacker: ip("attacker"),
             victim: ip("victim"),
@@ -254,6 +257,36 @@ pub fn run_scenario(
     spec: &ScenarioSpec,
     settle: Duration,
 ) -> Result<ScenarioRun> {
+    let mut run = run_sequence(bin, extra, std::slice::from_ref(spec), settle)?;
+    Ok(ScenarioRun {
+        outcome: run.outcomes.remove(0),
+        roles: run.roles.remove(0),
+        alerts: run.alerts,
+        output: run.output,
+    })
+}
+
+/// Scenarios played one after another against one lab and one sensor.
+pub struct SequenceRun {
+    pub outcomes: Vec<ScenarioOutcome>,
+    /// Each scenario's roles, in order.
+    pub roles: Vec<AttackRoles>,
+    /// Every alert the sensor opened during the sequence.
+    pub alerts: Vec<OpenAlert>,
+    pub output: SensorOutput,
+}
+
+/// [`run_scenario`] for several scenarios in turn (one second apart), as
+/// an attacker doing several things against one network plays them.
+///
+/// # Errors
+/// Any step fails; errors carry the sensor's stderr where relevant.
+pub fn run_sequence(
+    bin: &Path,
+    extra: &[&str],
+    specs: &[ScenarioSpec],
+    settle: Duration,
+) -> Result<SequenceRun> {
     let lab = TrafficLab::new()?;
     let dir = TempDir::new("scenario")?;
     let eve = dir.path().join("eve.json");
@@ -266,12 +299,21 @@ pub fn run_scenario(
         Duration::from_secs(30),
         Duration::from_millis(500),
     )?;
-    let outcome = scenario::run(&lab, spec)?;
+    let mut outcomes = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        outcomes.push(scenario::run(&lab, spec)?);
+    }
     std::thread::sleep(settle);
     let output = run.stop(Duration::from_secs(20))?;
-    Ok(ScenarioRun {
-        roles: scenario_roles(lab.plan(), &outcome),
-        outcome,
+    Ok(SequenceRun {
+        roles: outcomes
+            .iter()
+            .map(|o| scenario_roles(lab.plan(), o))
+            .collect(),
+        outcomes,
         alerts: read_open_alerts(&eve)?,
         output,
     })
@@ -288,6 +330,7 @@ mod tests {
     fn alert(class: &str, attacker: Option<&str>, victim: Option<&str>, t: u64) -> OpenAlert {
         OpenAlert {
             alert_id: String::new(),
+            incident_id: String::new(),
             class: class.into(),
             attacker: attacker.map(ip),
             victim: victim.map(ip),

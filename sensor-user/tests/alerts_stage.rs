@@ -360,7 +360,7 @@ fn rows_below_threshold_are_counted_not_alerted_and_anomaly_uses_autoencoder() {
 fn upload_row(src: &str, dst: &str, start: u64) -> ScoredRow {
     let mut r = row(Benign, 0.0, ip(src), ip(dst), 80, start + 20_000_000);
     r.class_probs[0] = 1.0;
-    r.facts.upload = Some(sensor::features::UploadConn {
+    r.facts.closed = Some(sensor::features::ClosedConn {
         start_ns: start,
         bytes_out: 3700,
         bytes_in: 600,
@@ -1202,7 +1202,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
         let mut up = row(Benign, 0.0, client, server, 80, t + 20_000_000);
         up.class_probs[0] = 1.0;
         up.sport = 40_000 + k as u16;
-        up.facts.upload = Some(sensor::features::UploadConn {
+        up.facts.closed = Some(sensor::features::ClosedConn {
             start_ns: t,
             bytes_out: 3700,
             bytes_in: 600,
@@ -1216,7 +1216,7 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
     let guesser = ip("10.10.0.67");
     let mut up = row(Benign, 0.0, guesser, server, 22, 2 * SEC);
     up.class_probs[0] = 1.0;
-    up.facts.upload = Some(sensor::features::UploadConn {
+    up.facts.closed = Some(sensor::features::ClosedConn {
         start_ns: 2 * SEC,
         bytes_out: 5000,
         bytes_in: 900,

@@ -459,11 +459,12 @@ fn solicited_flows_follow_their_request() {
     assert!(!facts.solicited);
 }
 
-/// A client connection that sent much more than it received is reported
-/// once, when it is closed (the second FIN, or an RST); a download, a small
-/// exchange and a half-closed connection are not.
+/// A client connection is reported once, when it is closed (the second
+/// FIN, or an RST), with its bytes each way; it is upload-heavy when it
+/// sent much more than it received, which a download and a small exchange
+/// are not.
 #[test]
-fn upload_heavy_client_connections_are_reported_at_close() {
+fn client_connections_are_reported_once_at_close() {
     use sensor_common::{EventKind, tcp_flags};
     let a = FlowKey::map_v4([10, 0, 0, 1]);
     let b = FlowKey::map_v4([10, 0, 0, 2]);
@@ -488,7 +489,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         syn.stats.first_seen_ns = t0;
         syn.stats.last_seen_ns = t0;
         let facts = fx.of(&syn);
-        seen.push(facts.upload);
+        seen.push(facts.closed);
         let mut synack = FlowEvent {
             key: key(b, a, 80, sport),
             ts_ns: t0 + 100_000,
@@ -500,7 +501,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         synack.stats.bytes = 74;
         synack.stats.synack = 1;
         let facts = fx.of(&synack);
-        seen.push(facts.upload);
+        seen.push(facts.closed);
         let mut fin = syn;
         fin.ts_ns = t0 + 5_000_000;
         fin.kind = if rst { EventKind::Rst } else { EventKind::Fin } as u32;
@@ -511,7 +512,7 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         fin.stats.rst = u32::from(rst);
         fin.stats.last_seen_ns = fin.ts_ns;
         let facts = fx.of(&fin);
-        seen.push(facts.upload);
+        seen.push(facts.closed);
         // The server's FIN closes it (after its last data).
         let mut sfin = synack;
         sfin.ts_ns = t0 + 6_000_000;
@@ -521,31 +522,36 @@ fn upload_heavy_client_connections_are_reported_at_close() {
         sfin.stats.bytes = down;
         sfin.stats.fin = 1;
         let facts = fx.of(&sfin);
-        seen.push(facts.upload);
+        seen.push(facts.closed);
         // A retransmitted FIN is no second report.
         fin.stats.packets = 9;
         let facts = fx.of(&fin);
-        seen.push(facts.upload);
+        seen.push(facts.closed);
         (t0, seen)
     };
     let mut fx = Facts::default();
     let (t0, seen) = connection(&mut fx, 40000, 3700, 600, false);
-    let up = |bytes_in, client_is_src| sensor::features::UploadConn {
+    let up = |bytes_in, client_is_src| sensor::features::ClosedConn {
         start_ns: t0,
         bytes_out: 3700,
         bytes_in,
         client_is_src,
     };
     assert_eq!(seen, [None, None, None, Some(up(600, false)), None]);
+    assert!(up(600, false).is_upload_heavy());
     // An RST closes at once, with the server's bytes so far.
     let (_, seen) = connection(&mut fx, 40001, 3700, 600, true);
     let mut want = up(74, true);
     want.start_ns = 1_000_000_000 + 40001 * 1_000_000;
     assert_eq!(seen, [None, None, Some(want), None, None]);
-    // Download, or a login attempt's few hundred bytes each way: nothing.
+    // Download, or a login attempt's few hundred bytes each way: reported
+    // at close, not upload-heavy.
     for (sport, up, down) in [(40002, 600, 90_000), (40003, 700, 400), (40004, 3000, 1100)] {
         let (_, seen) = connection(&mut fx, sport, up, down, false);
-        assert!(seen.iter().all(Option::is_none), "{up} out, {down} in");
+        let closed: Vec<_> = seen.iter().flatten().collect();
+        assert_eq!(closed.len(), 1, "{up} out, {down} in: {seen:?}");
+        assert_eq!((closed[0].bytes_out, closed[0].bytes_in), (up, down));
+        assert!(!closed[0].is_upload_heavy(), "{up} out, {down} in");
     }
 }
 

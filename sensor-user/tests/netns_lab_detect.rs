@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sensor_lab::detection::{ScenarioRun, judge, run_scenario};
+use sensor_lab::detection::{ScenarioRun, judge, run_scenario, run_sequence};
 use sensor_lab::lab::scenario;
 use sensor_lab::root::require_root;
 use sensor_lab::sensor::exclusive;
@@ -158,4 +158,50 @@ fn nmap_ping_sweep_is_detected_as_scan() {
         return;
     };
     assert_detected_alone(&run, 3000.0);
+}
+
+/// One attacker scans the server (nmap), floods it (a spoofed SYN flood,
+/// then its own UDP flood), then guesses SSH logins on it: one alert per
+/// attack with the right class, all in one incident. Its guesses' rows
+/// carry the scan and the floods in their source features and score as a
+/// flood; they must still be the brute force's, not rows of the open flood
+/// alert.
+#[test]
+fn scan_flood_then_guesses_from_one_attacker_are_three_alerts_of_one_incident() {
+    const NAME: &str = "scan_flood_then_guesses_from_one_attacker_are_three_alerts_of_one_incident";
+    if !require_root(NAME) {
+        return;
+    }
+    let _serial = exclusive();
+    let specs: Vec<_> = [
+        "scan-syn",
+        "flood-syn-spoofed",
+        "flood-udp",
+        "bruteforce-ssh-like",
+    ]
+    .iter()
+    .map(|n| scenario::find(n).expect("scenario in the catalogue"))
+    .collect();
+    let run = run_sequence(Path::new(SENSOR), &[], &specs, Duration::from_millis(1500))
+        .unwrap_or_else(|e| panic!("sequence: {e}"));
+    let shown: Vec<String> = run.alerts.iter().map(ToString::to_string).collect();
+    let mut classes: Vec<&str> = run.alerts.iter().map(|a| a.class.as_str()).collect();
+    classes.sort_unstable();
+    assert_eq!(classes, ["bruteforce", "flood", "scan"], "{shown:?}");
+    for (outcome, roles) in run.outcomes.iter().zip(&run.roles) {
+        let class = outcome.label.name();
+        let j = judge(&run.alerts, class, roles);
+        assert!(
+            !j.correct.is_empty(),
+            "{}: no {class} alert on it; alerts: {shown:?}",
+            outcome.name
+        );
+    }
+    let incident = &run.alerts[0].incident_id;
+    assert!(!incident.is_empty());
+    assert!(
+        run.alerts.iter().all(|a| &a.incident_id == incident),
+        "{:?}",
+        run.alerts
+    );
 }

@@ -106,11 +106,16 @@ fn rows_kept_back_could_not_alert_and_the_rest_are_sent() {
     assert_eq!(emitted + below, scored);
     assert_eq!(sent.len() as u64, emitted);
     // Both runs score the same rows the same way; the floored run sends the
-    // subsequence at or above the floor, plus every escalated row.
+    // subsequence at or above the floor, plus every escalated row and every
+    // row a rule of the stage counts.
     let expected: Vec<&ScoredRow> = all
         .iter()
-        .filter(|r| attack(r) >= floor || r.anomaly_score.is_finite())
+        .filter(|r| attack(r) >= floor || r.anomaly_score.is_finite() || r.facts.feeds_a_rule())
         .collect();
+    assert!(
+        all.iter().any(|r| r.facts.closed.is_some()),
+        "the fixture closes connections"
+    );
     assert_eq!(sent.len(), expected.len());
     for (a, b) in sent.iter().zip(&expected) {
         assert_eq!(a.event_ts_ns, b.event_ts_ns);

@@ -942,6 +942,7 @@ mod tests {
 
     fn alert(class: &str, victim: &str, t: u64) -> OpenAlert {
         OpenAlert {
+            incident_id: String::new(),
             alert_id: String::new(),
             class: class.into(),
             attacker: None,

@@ -11,19 +11,20 @@ use super::{
     inventory::canonical,
 };
 use crate::{
-    features::UploadConn,
+    features::ClosedConn,
     model::row::{AttackClass, ScoredRow},
 };
 
-/// Upload-heavy connection starts remembered per (client, server) pair.
-const BEACON_HISTORY: usize = 32;
+/// Connection starts remembered per (client, server) pair.
+const BEACON_HISTORY: usize = ConnStarts::CAPACITY;
 /// (client, server) pairs the beacon rule tracks at most; when full,
 /// expired pairs go, or all of them if that frees less than an eighth.
 const BEACON_PAIRS: usize = 16_384;
 
-/// The upload-heavy connections one client made to one server: their start
-/// times, the latest `BEACON_HISTORY` of them in a ring.
-struct BeaconPair {
+/// Connections one client made to one server (the beacon rule's
+/// upload-heavy ones, the login rule's short ones): their start times, the
+/// latest [`ConnStarts::CAPACITY`] of them in a ring.
+pub(super) struct ConnStarts {
     starts: [u64; BEACON_HISTORY],
     /// Connections recorded in all (the ring holds the latest).
     n: usize,
@@ -31,8 +32,11 @@ struct BeaconPair {
     last_ns: u64,
 }
 
-impl BeaconPair {
-    fn new() -> Self {
+impl ConnStarts {
+    /// Starts kept per pair.
+    pub(super) const CAPACITY: usize = 32;
+
+    pub(super) fn new() -> Self {
         Self {
             starts: [0; BEACON_HISTORY],
             n: 0,
@@ -40,7 +44,7 @@ impl BeaconPair {
         }
     }
 
-    fn add(&mut self, start_ns: u64, ts: u64) {
+    pub(super) fn add(&mut self, start_ns: u64, ts: u64) {
         self.starts[self.n % BEACON_HISTORY] = start_ns;
         self.n += 1;
         self.last_ns = self.last_ns.max(ts);
@@ -48,11 +52,16 @@ impl BeaconPair {
 
     /// Connections started within `window_ns` of `now` (of the latest
     /// `BEACON_HISTORY`).
-    fn recent(&self, now: u64, window_ns: u64) -> usize {
+    pub(super) fn recent(&self, now: u64, window_ns: u64) -> usize {
         self.starts[..self.n.min(BEACON_HISTORY)]
             .iter()
             .filter(|&&t| now.saturating_sub(t) < window_ns)
             .count()
+    }
+
+    /// Event time of the latest connection.
+    pub(super) fn last_ns(&self) -> u64 {
+        self.last_ns
     }
 
     /// Median interval between the latest `need` connection starts within
@@ -94,7 +103,7 @@ impl BeaconPair {
 /// Upload-heavy connections per (client, server).
 #[derive(Default)]
 pub(super) struct BeaconRule {
-    pairs: HashMap<(IpAddr, IpAddr), BeaconPair>,
+    pairs: HashMap<(IpAddr, IpAddr), ConnStarts>,
 }
 
 impl BeaconRule {
@@ -109,7 +118,7 @@ impl BeaconRule {
     pub(super) fn observe(
         &mut self,
         row: &ScoredRow,
-        u: UploadConn,
+        u: ClosedConn,
         now: u64,
         a: &AlertsSection,
         metrics: &mut AlertMetrics,
@@ -127,7 +136,7 @@ impl BeaconRule {
                 now.saturating_sub(p.last_ns) < window
             });
         }
-        let p = self.pairs.entry(pair).or_insert_with(BeaconPair::new);
+        let p = self.pairs.entry(pair).or_insert_with(ConnStarts::new);
         p.add(u.start_ns, row.event_ts_ns);
         if need == 0 {
             return None;
@@ -170,7 +179,7 @@ impl BeaconRule {
 
 /// The row a beacon alert is raised on: the client's side of the
 /// connection, whichever side's close ended it.
-pub(super) fn client_row(row: &ScoredRow, u: UploadConn) -> Cow<'_, ScoredRow> {
+pub(super) fn client_row(row: &ScoredRow, u: ClosedConn) -> Cow<'_, ScoredRow> {
     if u.client_is_src {
         Cow::Borrowed(row)
     } else {
@@ -189,7 +198,7 @@ mod tests {
 
     #[test]
     fn intervals_give_the_median_gap_and_its_deviation() {
-        let mut p = BeaconPair::new();
+        let mut p = ConnStarts::new();
         for (i, jitter) in [0, 1, 0, 2, 0].into_iter().enumerate() {
             let t = 60 * SEC * i as u64 + jitter * SEC;
             p.add(t, t);

@@ -14,6 +14,7 @@ use std::{
 use serde::Deserialize;
 
 use super::AlertsError;
+pub use super::logins::LoginsSection;
 use crate::model::{
     ModelCard,
     card::threshold_problem,
@@ -40,6 +41,7 @@ pub struct SensorFile {
     pub models: ModelsSection,
     pub alerts: AlertsSection,
     pub volume: VolumeSection,
+    pub logins: LoginsSection,
     /// Per-class overrides of the model cards' thresholds, written by
     /// `sensor tune --apply`. Keys are class names; `anomaly` is the
     /// autoencoder's reconstruction-error threshold.
@@ -406,7 +408,7 @@ impl OutOfRange {
 }
 
 /// Checks one value: `ok` or an [`OutOfRange`] naming it.
-fn range(
+pub(super) fn range(
     section: &'static str,
     key: &'static str,
     value: impl std::fmt::Display,
@@ -596,6 +598,7 @@ impl SensorFile {
             v6w >= 16 && v6n > v6w && v6n <= 120,
             "[narrow, wide] with 16 <= wide < narrow <= 120",
         )?;
+        self.logins.check_ranges()?;
         let t = &self.tuning;
         range(
             "tuning",
@@ -710,6 +713,7 @@ pub struct AlertSettings {
     pub interface: String,
     pub alerts: AlertsSection,
     pub volume: VolumeSection,
+    pub logins: LoginsSection,
     pub thresholds: Thresholds,
     pub classifier: Option<ModelCard>,
     pub autoencoder: Option<ModelCard>,
@@ -733,6 +737,7 @@ impl AlertSettings {
             interface: file.sensor.interface.clone(),
             alerts: file.alerts.clone(),
             volume: file.volume.clone(),
+            logins: file.logins.clone(),
             thresholds,
             classifier,
             autoencoder,

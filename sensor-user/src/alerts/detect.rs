@@ -27,6 +27,9 @@ pub(super) enum Rule {
     /// The volume rule: a `flood` whose raw score is the victim's new flows
     /// per second in the kernel's destination sketch.
     Volume,
+    /// The login rule: a `bruteforce` whose raw score is the client's
+    /// short connections to login services in the window.
+    Logins,
     /// An echo request to a new host, a host discovery probe: a `scan`
     /// probe that the scan rule's distinct-host bar must corroborate.
     Sweep,
@@ -40,6 +43,7 @@ impl Rule {
             Rule::Beacon => Some("beacon"),
             Rule::Volume => Some("volume"),
             Rule::Sweep => Some("sweep"),
+            Rule::Logins => Some("logins"),
         }
     }
 }
@@ -114,5 +118,6 @@ pub(super) fn threshold_of(settings: &AlertSettings, class: AttackClass, rule: R
         Rule::Beacon => settings.alerts.beacon_max_jitter as f32,
         Rule::Volume => settings.volume.min_new_flows_per_s as f32,
         Rule::Sweep => settings.alerts.scan_hosts as f32,
+        Rule::Logins => settings.logins.attempts as f32,
     }
 }

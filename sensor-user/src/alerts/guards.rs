@@ -13,6 +13,7 @@ use super::{
     dedup::DedupKey,
     detect::{Detection, Rule, detect_except},
     inventory::canonical,
+    logins::LoginRule,
     open_alert::OpenAlerts,
 };
 use crate::model::row::{AttackClass, Entity, ScoredRow};
@@ -43,6 +44,7 @@ pub(super) fn screen(
     det: Detection,
     settings: &AlertSettings,
     open: &OpenAlerts,
+    logins: &LoginRule,
     metrics: &mut AlertMetrics,
 ) -> Option<Detection> {
     let det = if det.class != AttackClass::Flood {
@@ -51,6 +53,15 @@ pub(super) fn screen(
         // Traffic its destination asked for (a scan's replies reaching the
         // scanner, echo replies to a pinger) floods nobody.
         metrics.rows_flood_solicited += 1;
+        return None;
+    } else if settings.logins.ports.contains(&row.dport)
+        && (row.facts.established || logins.is_guessing(row, &settings.logins))
+    {
+        // A real client's answered connection to a login service, or the
+        // next one of a client guessing there: a guess (the login rule
+        // counts it on its close), even when the client's history (a flood
+        // or scan before) makes the row look flood-like.
+        metrics.rows_flood_login += 1;
         return None;
     } else if is_icmp_error(row) && is_open_attacker(open, row.dst, row.src) {
         // ICMP errors name no request to match, but those sent to a host

@@ -18,6 +18,7 @@ pub mod feedback;
 mod guards;
 mod incidents;
 pub mod inventory;
+mod logins;
 mod open_alert;
 mod stage;
 mod volume;
@@ -139,6 +140,18 @@ pub struct AlertMetrics {
     /// (client, server) pairs the beacon rule forgot because its table was
     /// full.
     pub beacon_pairs_evicted: u64,
+    /// Rows that closed a short client connection to a login service (the
+    /// login rule's input).
+    pub login_connections: u64,
+    /// Brute-force detections of the login rule.
+    pub login_detections: u64,
+    /// (client, server) pairs the login rule forgot because its table was
+    /// full.
+    pub login_pairs_evicted: u64,
+    /// Flood detections on rows of an answered client connection to a
+    /// login service: guesses (the login rule counts them), not a flood.
+    /// Dropped.
+    pub rows_flood_login: u64,
     /// Flooded destinations the volume rule found (one per key per epoch).
     pub volume_findings: u64,
     /// Of those, hosts left to an open scan alert that probes them.
@@ -214,6 +227,10 @@ shared_metrics!(
     upload_connections,
     beacon_detections,
     beacon_pairs_evicted,
+    login_connections,
+    login_detections,
+    login_pairs_evicted,
+    rows_flood_login,
     volume_findings,
     volume_scan_targets,
     gateway_views,

@@ -20,6 +20,7 @@ use super::{
     guards::{self, Corroboration, Evidence},
     incidents::{CORR_PEERS_PER_ALERT, Incidents},
     inventory::{Inventory, canonical},
+    logins::LoginRule,
     open_alert::{OpenAlert, OpenAlerts, Tuple},
     store::LogWriter,
     volume::{self, VolumeFinding},
@@ -85,6 +86,7 @@ pub struct AlertStage {
     pending: Corroboration,
     /// Upload-heavy connections per (client, server), for the beacon rule.
     beacons: BeaconRule,
+    logins: LoginRule,
     incidents: Incidents,
     next_alert_seq: u64,
     metrics: AlertMetrics,
@@ -143,6 +145,7 @@ impl AlertStage {
             next_sweep_ns: 0,
             alerts: OpenAlerts::default(),
             beacons: BeaconRule::default(),
+            logins: LoginRule::default(),
             incidents: Incidents::new(),
             next_alert_seq: 1,
             metrics: AlertMetrics::default(),
@@ -295,15 +298,24 @@ impl AlertStage {
     pub fn process(&mut self, row: &ScoredRow) {
         self.metrics.rows_in += 1;
         self.tick(row.event_ts_ns);
-        if let Some(u) = row.facts.upload {
-            self.metrics.upload_connections += 1;
-            let (now, a) = (self.now_ns, &self.settings.alerts);
-            if let Some(det) = self.beacons.observe(row, u, now, a, &mut self.metrics) {
-                self.metrics.beacon_detections += 1;
-                let r = beacon::client_row(row, u);
-                let key = dedup_key(&r, AttackClass::Anomaly);
-                // The rule's own bar (that many regular connections) is its
-                // corroboration.
+        if let Some(c) = row.facts.closed {
+            // The connection rules' own bars (that many regular uploads,
+            // that many short logins) are their corroboration.
+            if c.is_upload_heavy() {
+                self.metrics.upload_connections += 1;
+                let (now, a) = (self.now_ns, &self.settings.alerts);
+                if let Some(det) = self.beacons.observe(row, c, now, a, &mut self.metrics) {
+                    self.metrics.beacon_detections += 1;
+                    let r = beacon::client_row(row, c);
+                    let key = dedup_key(&r, AttackClass::Anomaly);
+                    self.apply(&r, key, det, false);
+                }
+            }
+            let l = &self.settings.logins;
+            if let Some(det) = self.logins.observe(row, c, l, &mut self.metrics) {
+                self.metrics.login_detections += 1;
+                let r = beacon::client_row(row, c);
+                let key = dedup_key(&r, AttackClass::BruteForce);
                 self.apply(&r, key, det, false);
             }
         }
@@ -326,8 +338,14 @@ impl AlertStage {
                 return;
             }
         };
-        let Some(det) = guards::screen(row, det, &self.settings, &self.alerts, &mut self.metrics)
-        else {
+        let Some(det) = guards::screen(
+            row,
+            det,
+            &self.settings,
+            &self.alerts,
+            &self.logins,
+            &mut self.metrics,
+        ) else {
             return;
         };
         let mut key = dedup_key(row, det.class);

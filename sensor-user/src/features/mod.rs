@@ -91,6 +91,10 @@ pub struct FeatureCounters {
 /// the facts the alert stage's guards and the beacon rule need, handed on
 /// with the row (see [`FeatureExtractor::process`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent facts about one event, each read by its own guard or rule"
+)]
 pub struct RowFacts {
     /// The event's flow is a response: a TCP flow that in this direction,
     /// over every CPU it was seen on, carried SYN-ACKs or RSTs but never a
@@ -105,15 +109,19 @@ pub struct RowFacts {
     /// flood against that host. Reflection floods are not: their victim
     /// never sent the requests.
     pub solicited: bool,
-    /// The TCP connection the event closed (an RST from either side, or the
-    /// second direction's FIN), if it was upload-heavy: its client (bare
-    /// SYN, answered by a SYN-ACK) sent at least [`UPLOAD_MIN_BYTES`] and
-    /// [`UPLOAD_RATIO`] times what the server sent. Judged once per
-    /// connection. Both directions of a connection are on one worker (the
-    /// ring is chosen by a symmetric flow hash), and the closing event comes
-    /// after both directions' data, so the byte counts are final up to the
-    /// closing ACKs.
-    pub upload: Option<UploadConn>,
+    /// The client TCP connection the event closed (an RST from either side,
+    /// or the second direction's FIN): a bare SYN answered by a SYN-ACK, so
+    /// its client is no spoofed address. Judged once per connection. Both
+    /// directions of a connection are on one worker (the ring is chosen by
+    /// a symmetric flow hash), and the closing event comes after both
+    /// directions' data, so the byte counts are final up to the closing
+    /// ACKs. The beacon rule reads the upload-heavy ones, the login rule
+    /// the short ones to login services.
+    pub closed: Option<ClosedConn>,
+    /// The event's flow is the client side of a TCP connection whose SYN
+    /// was answered: a real exchange with its destination, which a spoofed
+    /// flood never makes.
+    pub established: bool,
     /// Packets/s into the destination over 1 s: the `dst_packets_per_s_1s`
     /// feature before its logarithm, so the alert stage need not undo it.
     pub victim_pps: f32,
@@ -124,11 +132,20 @@ pub struct RowFacts {
     pub discovery_probe: bool,
 }
 
-/// A client connection that sent much more than it received, reported when
-/// it closes ([`RowFacts::upload`]). The alert stage
-/// looks for such uploads repeated at regular intervals to one server.
+impl RowFacts {
+    /// Whether the row must reach the alert stage whatever its scores: the
+    /// stage's rules count such rows (closed connections for the beacon and
+    /// login rules, host discovery probes for the sweep rule), which no
+    /// score floor may hide.
+    #[must_use]
+    pub fn feeds_a_rule(&self) -> bool {
+        self.closed.is_some() || self.discovery_probe
+    }
+}
+
+/// A client TCP connection, reported when it closes ([`RowFacts::closed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UploadConn {
+pub struct ClosedConn {
     /// First packet of the client's direction (`CLOCK_MONOTONIC` ns).
     pub start_ns: u64,
     /// Bytes (frames) the client sent.
@@ -138,6 +155,16 @@ pub struct UploadConn {
     /// The client is the source of the event's flow (its FIN or RST closed
     /// the connection); otherwise the destination.
     pub client_is_src: bool,
+}
+
+impl ClosedConn {
+    /// Whether the client sent much more than it received: what the beacon
+    /// rule looks for, repeated at regular intervals to one server.
+    #[must_use]
+    pub fn is_upload_heavy(&self) -> bool {
+        self.bytes_out >= UPLOAD_MIN_BYTES
+            && self.bytes_out >= UPLOAD_RATIO.saturating_mul(self.bytes_in)
+    }
 }
 
 /// A connection is upload-heavy when its client sent at least this many
@@ -424,8 +451,8 @@ impl FeatureExtractor {
             self.counters.syn_timer_overflow += 1;
         }
 
-        // --- a client connection closed: was it upload-heavy? ---
-        let mut upload = None;
+        // --- a client connection closed ---
+        let mut closed_conn = None;
         if key.proto == ipproto::TCP
             && matches!(kind, EventKind::Fin | EventKind::Rst)
             && let Some(ri) = self
@@ -452,18 +479,12 @@ impl FeatureExtractor {
                 self.flows.get_mut(ci).close_judged = true;
                 // Saturating, as `FlowStats::merge`: damaged counts must
                 // not overflow.
-                let bytes_out = c.base.bytes.saturating_add(c.last.bytes);
-                let bytes_in = server.base.bytes.saturating_add(server.last.bytes);
-                if bytes_out >= UPLOAD_MIN_BYTES
-                    && bytes_out >= UPLOAD_RATIO.saturating_mul(bytes_in)
-                {
-                    upload = Some(UploadConn {
-                        start_ns: c.first_seen,
-                        bytes_out,
-                        bytes_in,
-                        client_is_src,
-                    });
-                }
+                closed_conn = Some(ClosedConn {
+                    start_ns: c.first_seen,
+                    bytes_out: c.base.bytes.saturating_add(c.last.bytes),
+                    bytes_in: server.base.bytes.saturating_add(server.last.bytes),
+                    client_is_src,
+                });
             }
         }
 
@@ -612,7 +633,8 @@ impl FeatureExtractor {
         Some(RowFacts {
             responder,
             solicited,
-            upload,
+            closed: closed_conn,
+            established: key.proto == ipproto::TCP && flow.client_syn && flow.answered,
             victim_pps: victim_pps as f32,
             discovery_probe,
         })

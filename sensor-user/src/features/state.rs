@@ -42,7 +42,7 @@ pub(super) struct FlowState {
     /// asked for by its destination.
     pub(super) reply: bool,
     /// This client connection's close was already judged for
-    /// [`RowFacts::upload`].
+    /// [`RowFacts::closed`].
     pub(super) close_judged: bool,
 }
 

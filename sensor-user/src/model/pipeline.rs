@@ -353,8 +353,7 @@ impl ScoringPipeline {
             if self.cfg.emit_floor > 0.0
                 && 1.0 - p[0] < self.cfg.emit_floor
                 && anomaly.is_nan()
-                && self.meta[i].facts.upload.is_none()
-                && !self.meta[i].facts.discovery_probe
+                && !self.meta[i].facts.feeds_a_rule()
             {
                 self.counters.below_floor += 1;
                 continue;

@@ -162,10 +162,10 @@ pub struct ScoredRow {
     pub bytes: u64,
     pub packets: u64,
     /// What the feature extractor learnt about the row's event beyond its
-    /// features (responder, solicited, upload-heavy close, victim rate): the
-    /// facts the alert stage's guards and beacon rule read. A row whose
-    /// `facts.upload` is set is always sent to the alert stage, whatever its
-    /// score.
+    /// features (responder, solicited, closed connection, victim rate): the
+    /// facts the alert stage's guards and rules read. A row whose
+    /// `facts.closed` is set is always sent to the alert stage, whatever its
+    /// score (the beacon and login rules count connections, not scores).
     pub facts: RowFacts,
     pub classifier_version: ModelVersion,
     pub autoencoder_version: ModelVersion,

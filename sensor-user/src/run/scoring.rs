@@ -148,7 +148,8 @@ impl ScoringSummary {
              rows below threshold {}, from a responding TCP flow {}, floods below the volume floor {}, \
              floods of solicited traffic {}, ICMP errors answering an attacker {}, awaiting corroboration {}, \
              upload-heavy connections {}, beacon detections {}, brute force on uploads {}, \
-             anomalies on a scanner's probes {}",
+             anomalies on a scanner's probes {}, login connections {}, login detections {}, \
+             floods of login sessions {}",
             p.rows_scored,
             p.batches,
             p.batches_by_deadline,
@@ -173,6 +174,9 @@ impl ScoringSummary {
             a.beacon_detections,
             a.rows_bruteforce_upload,
             a.rows_anomaly_scan_probe,
+            a.login_connections,
+            a.login_detections,
+            a.rows_flood_login,
         )
     }
 
