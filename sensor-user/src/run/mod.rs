@@ -2,6 +2,7 @@
 //! handling, the scoring and alert threads and the capture loop.
 
 pub mod cli;
+pub mod collect;
 pub mod manual;
 pub mod runner;
 pub mod scoring;
@@ -89,8 +90,9 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
     // Once: the options read the config file for the kernel's prefixes.
     let opts = args.load_options().map_err(RunError::Options)?;
     let n_workers = opts.n_workers as usize;
-    let scoring = Scoring::start(args, n_workers)?;
-    let reload = || scoring.reload(args);
+    let scoring_opts = scoring::ScoringOptions::from(args);
+    let scoring = Scoring::start(&scoring_opts, n_workers)?;
+    let reload = || scoring.reload(&scoring_opts);
     let result = runner::run_with_sketches(
         args,
         opts,

@@ -94,7 +94,7 @@ fn parse_problems(c: &[u64; COUNTER_COUNT as usize]) -> u64 {
 /// dump requests, which must never kill a sensor) in this thread and so in
 /// threads it spawns later, and returns a `signalfd` that reports them,
 /// plus the previous mask.
-fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
+pub(crate) fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     let mut mask = SigSet::empty();
     for sig in super::HANDLED_SIGNALS {
         mask.add(sig);
@@ -164,7 +164,7 @@ pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
 /// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
 /// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
 /// stops the sensor.
-fn serve_until_stop(
+pub(crate) fn serve_until_stop(
     sfd: &SignalFd,
     deadline: Option<Instant>,
     reload: Option<ReloadHook<'_>>,
