@@ -516,7 +516,13 @@ impl WorkerPool {
         flow_capacity_per_worker: usize,
     ) -> Result<Self, SensorError> {
         let sources = rings.into_iter().map(RingSource).collect();
-        Self::spawn_sources(sources, factory, flow_capacity_per_worker, "sensor-worker", 0)
+        Self::spawn_sources(
+            sources,
+            factory,
+            flow_capacity_per_worker,
+            "sensor-worker",
+            0,
+        )
     }
 
     /// Starts one pinned thread per source; worker `i` owns `sources[i]`,

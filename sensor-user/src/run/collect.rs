@@ -137,7 +137,9 @@ fn collect_inner(
     let waited = serve_until_stop(
         sfd,
         args.duration.map(|d| started + d),
-        reload.as_ref().map(|r| r as &dyn Fn() -> Result<(), String>),
+        reload
+            .as_ref()
+            .map(|r| r as &dyn Fn() -> Result<(), String>),
         &mut reloads,
         |_| warn!("SIGUSR1: sensor collect writes its outputs at the stop only"),
     );

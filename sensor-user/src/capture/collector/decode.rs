@@ -374,7 +374,11 @@ impl ExportClock {
         match (self.uptime_ms, init_ms) {
             (Some(now), _) => {
                 let age = (now as u32).wrapping_sub(stamp as u32);
-                Some(if age > u32::MAX / 2 { 0 } else { u64::from(age) })
+                Some(if age > u32::MAX / 2 {
+                    0
+                } else {
+                    u64::from(age)
+                })
             }
             (None, Some(init)) => Some(self.epoch_ms.saturating_sub(init.saturating_add(stamp))),
             (None, None) => None,
@@ -694,12 +698,8 @@ impl Decoder {
     fn withdraw(&mut self, dom: DomainKey, id: u16) {
         let before = self.templates.len();
         match id {
-            2 => self
-                .templates
-                .retain(|k, t| k.domain != dom || t.options),
-            3 => self
-                .templates
-                .retain(|k, t| k.domain != dom || !t.options),
+            2 => self.templates.retain(|k, t| k.domain != dom || t.options),
+            3 => self.templates.retain(|k, t| k.domain != dom || !t.options),
             _ => {
                 self.templates.remove(&TemplateKey { domain: dom, id });
             }

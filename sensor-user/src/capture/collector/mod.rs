@@ -27,7 +27,7 @@ mod source;
 
 use std::net::IpAddr;
 
-use sensor_common::{FlowEvent, FlowKey, FlowStats, EventKind, ipproto, tcp_flags};
+use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, ipproto, tcp_flags};
 use serde::Serialize;
 
 pub use decode::{DecodeCounters, DecodedFlow, Decoder};
@@ -88,7 +88,9 @@ pub fn is_initiator(f: &DecodedFlow) -> bool {
 #[must_use]
 pub fn record_stats(f: &DecodedFlow, received_ns: u64) -> FlowStats {
     let packets = f.packets;
-    let bytes = f.octets.saturating_add(ETHERNET_HEADER.saturating_mul(packets));
+    let bytes = f
+        .octets
+        .saturating_add(ETHERNET_HEADER.saturating_mul(packets));
     let mean = bytes.checked_div(packets).unwrap_or(0);
     let ms = 1_000_000u64;
     let last = received_ns.saturating_sub(f.end_age_ms.saturating_mul(ms));

@@ -66,9 +66,11 @@ impl Collector {
             source,
         })?;
         let local = socket.local_addr().unwrap_or(listen);
-        if let Err(e) =
-            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBuf, &RECEIVE_BUFFER)
-        {
+        if let Err(e) = nix::sys::socket::setsockopt(
+            &socket,
+            nix::sys::socket::sockopt::RcvBuf,
+            &RECEIVE_BUFFER,
+        ) {
             warn!(error = %e, "could not enlarge the collector's receive buffer");
         }
         socket
@@ -109,7 +111,11 @@ impl Collector {
 /// The receiver loop: until `stop`, each datagram is decoded and its
 /// records sent to their workers. A bad datagram is counted and skipped;
 /// a receive error is counted and the loop goes on.
-fn receive(socket: &UdpSocket, workers: &[Sender<RecordBatch>], stop: &AtomicBool) -> DecodeCounters {
+fn receive(
+    socket: &UdpSocket,
+    workers: &[Sender<RecordBatch>],
+    stop: &AtomicBool,
+) -> DecodeCounters {
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut records = Vec::with_capacity(64);

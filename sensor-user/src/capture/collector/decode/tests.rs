@@ -253,7 +253,10 @@ fn v9_templates_refresh_change_and_stay_apart_per_exporter_and_source_id() {
         .u16(4)
         .u16(2)
         .u16(4);
-    let short_rec = Bytes::default().raw(&[10, 9, 9, 1]).raw(&[10, 9, 9, 2]).u32(77);
+    let short_rec = Bytes::default()
+        .raw(&[10, 9, 9, 1])
+        .raw(&[10, 9, 9, 2])
+        .u32(77);
     for (from, sid) in [(R2, 1), (R1, 2)] {
         decode(&mut d, from, &v9(sid, &[set(0, &other)]));
         let (_, out) = decode(&mut d, from, &v9(sid, &[set(256, &short_rec)]));
@@ -306,7 +309,10 @@ fn v9_options_template_sets_the_sampling_rate() {
     );
     assert_eq!(d.counters().options_records, 1);
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].packets, out[0].octets, out[0].sampling), (500, 50_000, 100));
+    assert_eq!(
+        (out[0].packets, out[0].octets, out[0].sampling),
+        (500, 50_000, 100)
+    );
     // Another source id of the same router is not sampled.
     decode(&mut d, R1, &v9(5, &[set(0, &v9_template(256))]));
     let (_, out) = decode(&mut d, R1, &v9(5, &[set(256, &rec)]));
@@ -353,8 +359,14 @@ fn ipfix_reduced_size_variable_length_enterprise_fields_and_padding() {
         .u16(4)
         .u16(14)
         .u16(4);
-    let src: [u8; 16] = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
-    let dst: [u8; 16] = "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    let src: [u8; 16] = "2001:db8::1"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
+    let dst: [u8; 16] = "2001:db8::2"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .octets();
     let export_ms = 1_700_000_000_000u64;
     let rec = |name: &[u8]| {
         let mut b = Bytes::default()
@@ -419,13 +431,7 @@ fn ipfix_options_give_the_rate_per_sampler() {
         .u16(306)
         .u16(4);
     // Sampler 1: 1 in 4 (select 1, skip 3); sampler 2: 1 in 1000.
-    let orec = Bytes::default()
-        .u64(1)
-        .u32(1)
-        .u32(3)
-        .u64(2)
-        .u32(1)
-        .u32(999);
+    let orec = Bytes::default().u64(1).u32(1).u32(3).u64(2).u32(1).u32(999);
     // Data template 600: addresses, packets, octets, selectorId.
     let t = Bytes::default()
         .u16(600)
@@ -459,7 +465,10 @@ fn ipfix_options_give_the_rate_per_sampler() {
     );
     assert_eq!(out.len(), 2);
     assert_eq!((out[0].packets, out[0].sampling), (12, 4));
-    assert_eq!((out[1].packets, out[1].octets, out[1].sampling), (3_000, 300_000, 1000));
+    assert_eq!(
+        (out[1].packets, out[1].octets, out[1].sampling),
+        (3_000, 300_000, 1000)
+    );
 }
 
 #[test]
@@ -490,12 +499,18 @@ fn malformed_datagrams_are_counted_by_reason_and_never_stop_the_decoder() {
         ),
         // A template with a zero-length field.
         (
-            v9(1, &[set(0, &Bytes::default().u16(257).u16(1).u16(8).u16(0))]),
+            v9(
+                1,
+                &[set(0, &Bytes::default().u16(257).u16(1).u16(8).u16(0))],
+            ),
             |c| c.bad_template,
         ),
         // A template promising more fields than its set holds.
         (
-            v9(1, &[set(0, &Bytes::default().u16(258).u16(5).u16(8).u16(4))]),
+            v9(
+                1,
+                &[set(0, &Bytes::default().u16(258).u16(5).u16(8).u16(4))],
+            ),
             |c| c.bad_template,
         ),
         // A data template id under 256.
@@ -520,14 +535,24 @@ fn malformed_datagrams_are_counted_by_reason_and_never_stop_the_decoder() {
         assert_eq!(counter(d.counters()), before + 1, "case {i}");
     }
     // A variable-length field that runs past its set.
-    let t = Bytes::default().u16(700).u16(2).u16(8).u16(4).u16(96).u16(0xffff);
+    let t = Bytes::default()
+        .u16(700)
+        .u16(2)
+        .u16(8)
+        .u16(4)
+        .u16(96)
+        .u16(0xffff);
     decode(&mut d, R1, &ipfix(9, &[set(2, &t)]));
     let data = Bytes::default().raw(&[10, 0, 0, 1]).u8(200).raw(b"abc");
     decode(&mut d, R1, &ipfix(9, &[set(700, &data)]));
     assert_eq!(d.counters().truncated_record, 1);
     // The decoder still decodes good input afterwards.
     let rec = v9_record([10, 0, 0, 1], [10, 0, 0, 2], 1, 2, 17, 0, 5, 500);
-    let (_, out) = decode(&mut d, R1, &v9(1, &[set(0, &v9_template(256)), set(256, &rec)]));
+    let (_, out) = decode(
+        &mut d,
+        R1,
+        &v9(1, &[set(0, &v9_template(256)), set(256, &rec)]),
+    );
     assert_eq!(out.len(), 1);
 }
 
@@ -542,7 +567,13 @@ fn damaged_datagrams_never_panic() {
             1,
             &[set(
                 2,
-                &Bytes::default().u16(400).u16(2).u16(8).u16(4).u16(96).u16(0xffff),
+                &Bytes::default()
+                    .u16(400)
+                    .u16(2)
+                    .u16(8)
+                    .u16(4)
+                    .u16(96)
+                    .u16(0xffff),
             )],
         ),
     ];
