@@ -6,7 +6,7 @@
 //! the interface index the exporter was given.
 //!
 //! softflowd's documented behaviour the test works with: it reads packets
-//! through libpcap, whose TPACKET_V3 ring hands a block of packets over
+//! through libpcap, whose `TPACKET_V3` ring hands a block of packets over
 //! only once the block is full, so the test sends filler frames (one
 //! flow, left out of the comparison) until softflowd's own statistics
 //! show every test frame processed; it exports a flow when it expires, and

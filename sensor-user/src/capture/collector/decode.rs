@@ -616,10 +616,7 @@ impl Decoder {
     ) -> Result<(), Malformed> {
         // Template headers: v9 {id, count}, v9 options {id, scope bytes,
         // option bytes}, IPFIX {id, count}, IPFIX options {id, count, scope count}.
-        let header = match (ipfix, options) {
-            (false, false) | (true, false) => 4,
-            (false, true) | (true, true) => 6,
-        };
+        let header = if options { 6 } else { 4 };
         while set.len() >= header {
             let id = be16(set, 0);
             // v9 options templates give byte lengths of scope and option

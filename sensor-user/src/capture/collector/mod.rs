@@ -174,3 +174,142 @@ pub fn origin_tag(o: &FlowOrigin) -> u32 {
     let h = sensor_common::hash::hash_addr(&addr) ^ u64::from(o.domain).rotate_left(17);
     (sensor_common::hash::fmix64(h) >> 32) as u32
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::capture::workers::{EventHandler, WorkerState};
+
+    /// Keeps every event with its origin.
+    struct Keep(Arc<Mutex<Vec<(FlowEvent, FlowOrigin)>>>);
+
+    impl EventHandler for Keep {
+        fn on_event(&mut self, _ev: &FlowEvent) {
+            panic!("a collected record arrived without its origin");
+        }
+        fn on_flow_record(&mut self, ev: &FlowEvent, origin: &FlowOrigin) {
+            self.0.lock().unwrap().push((*ev, *origin));
+        }
+    }
+
+    fn origin(exporter: &str) -> FlowOrigin {
+        FlowOrigin {
+            exporter: exporter.parse().unwrap(),
+            domain: 1,
+            version: 9,
+            in_if: 2,
+            out_if: 3,
+        }
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8, packets: u64, octets: u64) -> DecodedFlow {
+        DecodedFlow {
+            key: FlowKey::new(
+                FlowKey::map_v4([10, 0, 0, 1]),
+                FlowKey::map_v4([10, 0, 0, 2]),
+                sport,
+                dport,
+                ipproto::TCP,
+            ),
+            packets,
+            octets,
+            tcp_flags: flags,
+            start_age_ms: 2_000,
+            end_age_ms: 500,
+            in_if: 2,
+            out_if: 3,
+            sampling: 1,
+        }
+    }
+
+    fn collected(flow: DecodedFlow, o: FlowOrigin, at: u64) -> CollectedFlow {
+        CollectedFlow {
+            flow,
+            origin: o,
+            received_ns: at,
+        }
+    }
+
+    #[test]
+    fn records_become_events_with_running_totals_per_exporter() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut state = WorkerState::new(0, 64, Box::new(Keep(Arc::clone(&seen))));
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        drop(tx);
+        let mut src = RecordSource::new(rx, 1024);
+        let s = 10_000_000_000u64;
+        let a = origin("192.0.2.1");
+        let b = origin("192.0.2.2");
+        let syn_ack_fin = tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN;
+        // The answer comes first in the datagram; the client is handed on first.
+        let batch = [
+            collected(tcp(22, 40_000, syn_ack_fin, 4, 400), a, s),
+            collected(tcp(40_000, 22, syn_ack_fin, 5, 300), a, s),
+        ];
+        assert_eq!(src.handle(&batch, &mut state), 2);
+        // A later record of the client's flow from the same exporter, and one
+        // from another exporter.
+        src.handle(
+            &[collected(tcp(40_000, 22, tcp_flags::ACK, 2, 80), a, s + 1)],
+            &mut state,
+        );
+        src.handle(
+            &[collected(tcp(40_000, 22, tcp_flags::ACK, 7, 700), b, s + 2)],
+            &mut state,
+        );
+        let ev = seen.lock().unwrap().clone();
+        assert_eq!(ev.len(), 4);
+        let (client, o) = ev[0];
+        assert_eq!(o, a);
+        assert_eq!(client.key.sport, 40_000, "the initiator goes first");
+        assert_eq!(client.kind, EventKind::Fin as u32);
+        assert_eq!(
+            client.tcp_flags,
+            tcp_flags::SYN,
+            "a new client flow starts with its SYN"
+        );
+        let st = client.stats;
+        assert_eq!((st.packets, st.bytes), (5, 300 + 5 * ETHERNET_HEADER));
+        assert_eq!((st.syn, st.synack, st.fin), (1, 0, 1));
+        assert_eq!(st.first_seen_ns, s - 2_000_000_000);
+        assert_eq!(st.last_seen_ns, s - 500_000_000);
+        let server = ev[1].0;
+        assert_eq!(server.tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
+        assert_eq!((server.stats.syn, server.stats.synack), (0, 1));
+        // Totals run on per exporter: 5 + 2 packets at `a`, 7 at `b`.
+        assert_eq!(ev[2].0.kind, EventKind::Update as u32);
+        assert_eq!(ev[2].0.stats.packets, 7);
+        assert_eq!(ev[2].0.stats.bytes, 300 + 80 + 7 * ETHERNET_HEADER);
+        assert_eq!(ev[3].0.kind, EventKind::Start as u32);
+        assert_eq!(ev[3].0.stats.packets, 7);
+        assert_ne!(
+            ev[2].0.cpu, ev[3].0.cpu,
+            "exporters keep their totals apart"
+        );
+        assert_eq!(state.counters.events, 4);
+    }
+
+    #[test]
+    fn initiators_are_told_from_flags_ports_and_icmp_types() {
+        assert!(is_initiator(&tcp(40_000, 80, tcp_flags::SYN, 1, 40)));
+        // A lone SYN-ACK answers.
+        assert!(!is_initiator(&tcp(
+            80,
+            40_000,
+            tcp_flags::SYN | tcp_flags::ACK,
+            1,
+            40
+        )));
+        // A whole connection: the higher port is the client's.
+        let both = tcp_flags::SYN | tcp_flags::ACK;
+        assert!(is_initiator(&tcp(40_000, 80, both, 9, 900)));
+        assert!(!is_initiator(&tcp(80, 40_000, both, 9, 900)));
+        let mut echo = tcp(8, 0, 0, 1, 84);
+        echo.key.proto = ipproto::ICMP;
+        assert!(is_initiator(&echo));
+        echo.key.sport = 0;
+        assert!(!is_initiator(&echo));
+    }
+}

@@ -81,12 +81,6 @@ impl RecordSource {
         self.totals.retain(|_, s| s.last_seen_ns > cutoff);
         self.evicted += (len - self.totals.len()) as u64;
     }
-
-    /// Flows whose totals are kept now.
-    #[cfg(test)]
-    pub(crate) fn tracked(&self) -> usize {
-        self.totals.len()
-    }
 }
 
 impl EventSource for RecordSource {

@@ -132,6 +132,9 @@ fn v9_record(
         .u32(99_000)
 }
 
+/// The counter of one malformation reason.
+type Reason = fn(&DecodeCounters) -> u64;
+
 fn decode(d: &mut Decoder, from: IpAddr, bytes: &[u8]) -> (Option<DatagramInfo>, Vec<DecodedFlow>) {
     let mut out = Vec::new();
     let info = d.decode(from, bytes, &mut out);
@@ -175,7 +178,7 @@ fn v5_records_are_read_and_scaled_by_the_header_sampling() {
             .u8(2)
             .u16(sampling)
     };
-    let dgram = header(2, 0x4000 | 10)
+    let dgram = header(2, 0x4000 | 0x000a)
         .raw(&rec([10, 0, 0, 1], 80, 6).0)
         .raw(&rec([10, 0, 0, 2], 0x0800, 1).0);
     let mut d = Decoder::new();
@@ -346,7 +349,7 @@ fn ipfix_reduced_size_variable_length_enterprise_fields_and_padding() {
         .u16(4)
         .u16(1)
         .u16(8)
-        .u16(0x8000 | 1000)
+        .u16(0x8000 | 0x03e8) // enterprise bit, element 1000
         .u16(4)
         .u32(29_305)
         .u16(96)
@@ -475,7 +478,7 @@ fn ipfix_options_give_the_rate_per_sampler() {
 fn malformed_datagrams_are_counted_by_reason_and_never_stop_the_decoder() {
     let mut d = Decoder::new();
     let good = v9(1, &[set(0, &v9_template(256))]);
-    let cases: Vec<(Vec<u8>, fn(&DecodeCounters) -> u64)> = vec![
+    let cases: Vec<(Vec<u8>, Reason)> = vec![
         (vec![0, 9], |c| c.truncated_header),
         (vec![0, 9, 0, 1, 0, 0], |c| c.truncated_header),
         (vec![0, 7, 0, 0, 0, 0, 0, 0], |c| c.unknown_version),
