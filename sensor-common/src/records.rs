@@ -151,6 +151,10 @@ pub struct StatsReport {
     /// left: what its program counted while no sensor ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// With `sensor run --collect`: the flow collector's counters at the
+    /// stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorCounters>,
 }
 
 /// What the kept program did between the previous sensor's stop and this
@@ -195,6 +199,7 @@ impl StatsReport {
             duration_s,
             config_reloads: ConfigReloads::default(),
             handover: None,
+            collector: None,
         }
     }
 

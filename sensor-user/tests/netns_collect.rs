@@ -27,7 +27,7 @@ use sensor_common::records::{CollectStats, FlowRecord};
 use sensor_lab::{
     Netns,
     generator::{FlowSpec, FlowTuple, Frames, Pacing, Sender, mixed_flows, spread_payload_len},
-    sensor::{NetTest, TempDir, net_test, read_flows},
+    sensor::{NetTest, SensorRun, TempDir, net_test, read_flows},
 };
 
 const SENSOR: &str = env!("CARGO_BIN_EXE_sensor");
@@ -346,4 +346,81 @@ fn scan_is_detected_from_flow_records_alone() {
     assert_eq!(source["version"], 10, "{source}");
     assert_eq!(source["in_if"], IF_INDEX, "{source}");
     eprintln!("alerts from flow records: {summary:?}");
+}
+
+/// `sensor run --collect`: one process scores the interface's packets
+/// (XDP) and softflowd's NetFlow v9 records of the same port scan; both
+/// raise a scan alert, the collector's naming its exporter, and
+/// `--stats-out` holds the kernel's counters and the collector's.
+#[test]
+fn run_scores_packets_and_flow_records_side_by_side() {
+    let Some(net) = net_test("run_scores_packets_and_flow_records_side_by_side") else {
+        return;
+    };
+    let scanner: IpAddr = "10.66.0.7".parse().unwrap();
+    let victim: IpAddr = "10.99.0.1".parse().unwrap();
+    let dir = TempDir::new("run-collect").expect("tempdir");
+    let eve = dir.path().join("eve.json");
+    net.lab
+        .gateway
+        .ip(&["link", "set", "lo", "up"])
+        .expect("loopback up");
+    let mut run = SensorRun::start(
+        &net.lab.gateway,
+        Path::new(SENSOR),
+        &net.lab.link.b,
+        dir.path(),
+        &[
+            "--duration",
+            "120",
+            "--eve-out",
+            &eve.to_string_lossy(),
+            "--collect",
+            &format!("127.0.0.1:{PORT}"),
+        ],
+    )
+    .expect("starting sensor run");
+    run.wait_ready(&net.lab.gateway).expect("sensor attached");
+    let exporter = Softflowd::start(&net.lab.gateway, &net.lab.link.b, dir.path(), 9);
+    let frames = net.port_scan(scanner, victim, 1..=1000);
+    let report = Sender::open(&net.lab.sender, &net.lab.link.a)
+        .expect("sender")
+        .send(&frames, Pacing::paced(20_000))
+        .expect("sending");
+    assert_eq!(report.sent, frames.len(), "every frame sent");
+    exporter.flush(&net, frames.len() as u64);
+    std::thread::sleep(Duration::from_secs(3));
+    let output = run.stop(Duration::from_secs(30)).expect("sensor stopped");
+
+    let c = output
+        .stats
+        .collector
+        .unwrap_or_else(|| panic!("no collector counters in --stats-out\n{}", output.stderr));
+    assert!(c.v9_datagrams >= 1 && c.records >= 1000, "{c:?}");
+    assert_eq!(c.malformed(), 0, "{c:?}");
+    assert!(output.stats.counter("packets_seen") >= frames.len() as u64);
+    let text = std::fs::read_to_string(&eve).expect("EVE file written");
+    // Records of the scanner's scan alert, in any state: the packets open
+    // it (their rows come first), the flow records' rows join it later.
+    let scans: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("EVE line is JSON"))
+        .filter(|v| {
+            v["xdp_sensor"]["class"] == "scan" && v["xdp_sensor"]["attacker"] == scanner.to_string()
+        })
+        .collect();
+    assert!(
+        scans.iter().any(|v| v["xdp_sensor"]["state"] == "open"
+            && v["xdp_sensor"]["flow_source"].is_null()),
+        "no scan alert opened by the packets: {scans:?}"
+    );
+    let from_flows = scans
+        .iter()
+        .filter(|v| v["xdp_sensor"]["flow_source"]["exporter"] == "127.0.0.1")
+        .count();
+    assert!(
+        from_flows >= 1,
+        "no scan alert record from the flow records: {scans:?}\n{}",
+        output.stderr
+    );
 }

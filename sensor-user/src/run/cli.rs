@@ -219,6 +219,11 @@ pub struct RunArgs {
     /// Group to run as with --user [default: the user's primary group].
     #[arg(long, value_name = "NAME", requires = "user")]
     pub group: Option<String>,
+    /// Also receive NetFlow v5/v9 and IPFIX on this UDP address and port
+    /// and score the flow records beside the interface's packets, on one
+    /// more worker (as `sensor collect` does alone).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub collect: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

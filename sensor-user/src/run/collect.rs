@@ -93,7 +93,7 @@ fn collect_inner(
     let scoring = if args.no_score {
         None
     } else {
-        Some(Scoring::start(&opts, n_workers)?)
+        Some(Scoring::start(&opts, n_workers, 0)?)
     };
     let noop = noop_factory();
     let factory: &HandlerFactory = scoring.as_ref().map_or(&*noop, Scoring::factory);
@@ -171,6 +171,55 @@ fn collect_inner(
         let _ = writeln!(out, "{}", s.human());
     }
     Ok(())
+}
+
+/// The collector beside `sensor run` (`--collect`): its receiver and its
+/// one worker, whose handler is the factory's `first_handler`-th.
+pub(crate) struct Beside {
+    collector: Collector,
+    pool: WorkerPool,
+}
+
+impl Beside {
+    /// Starts the worker, then binds `listen` and starts receiving.
+    ///
+    /// # Errors
+    /// The worker cannot start or the socket cannot be bound.
+    pub(crate) fn start(
+        listen: std::net::SocketAddr,
+        factory: &HandlerFactory,
+        first_handler: usize,
+    ) -> Result<Self, super::RunError> {
+        let err = |source| super::RunError::Collect { source };
+        let (tx, rx) = crossbeam_channel::bounded::<RecordBatch>(WORKER_QUEUE);
+        let source = RecordSource::new(rx, FLOWS_PER_WORKER);
+        let pool =
+            WorkerPool::spawn_sources(vec![source], factory, 0, "sensor-collect", first_handler)
+                .map_err(|e| err(run_err(e)))?;
+        match Collector::start(listen, vec![tx]) {
+            Ok(collector) => {
+                tracing::info!(listen = %collector.local_addr(), "collecting flow records");
+                Ok(Self { collector, pool })
+            }
+            Err(e) => {
+                pool.stop_and_join();
+                Err(err(e.into()))
+            }
+        }
+    }
+
+    /// The collector's counters so far.
+    pub(crate) fn counters(&self) -> CollectorCounters {
+        self.collector.counters()
+    }
+
+    /// Stops the receiver, then lets the worker drain; returns the summary
+    /// line.
+    pub(crate) fn stop(self) -> String {
+        let counters = self.collector.stop();
+        let reports = self.pool.stop_and_join();
+        summary(&counters, &reports)
+    }
 }
 
 /// One line about what was received and decoded.

@@ -302,12 +302,18 @@ pub(crate) struct Scoring {
 
 impl Scoring {
     /// Loads the models from `args.models_dir`, builds `n_workers` pipelines
+    /// (and `collector_workers` more for a flow collector beside them,
+    /// handlers `n_workers..`)
     /// and starts the alert stage (config from `--config`, or the model cards'
     /// thresholds and stdout / `--eve-out` without one).
     ///
     /// # Errors
     /// A model, card, config, inventory or sink is missing or invalid.
-    pub(crate) fn start(args: &ScoringOptions, n_workers: usize) -> Result<Self, ScoringError> {
+    pub(crate) fn start(
+        args: &ScoringOptions,
+        n_workers: usize,
+        collector_workers: usize,
+    ) -> Result<Self, ScoringError> {
         let models_dir = args.models_dir.clone();
         let load = |file: &str, kind: &'static str| {
             let path = models_dir.join(file);
@@ -343,8 +349,22 @@ impl Scoring {
         };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let sketches = SketchHandle::default();
-        let mut handlers = Vec::with_capacity(n_workers);
-        for worker in 0..n_workers {
+        let mut handlers = Vec::with_capacity(n_workers + collector_workers);
+        for worker in 0..n_workers + collector_workers {
+            // The collector's workers share the hosts of the flow records
+            // among themselves, not with the ring workers.
+            let scale = if worker < n_workers {
+                n_workers
+            } else {
+                collector_workers
+            };
+            let cfg = PipelineConfig {
+                features: FeatureConfig {
+                    host_scale: scale as f64,
+                    ..cfg.features
+                },
+                ..cfg
+            };
             let pipeline = ScoringPipeline::new(
                 cfg,
                 Arc::clone(&classifier),

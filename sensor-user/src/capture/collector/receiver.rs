@@ -4,7 +4,7 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
@@ -49,6 +49,8 @@ pub(crate) struct Collector {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<DecodeCounters>,
     local: SocketAddr,
+    /// The counters so far, updated after every datagram.
+    live: Arc<Mutex<DecodeCounters>>,
 }
 
 impl Collector {
@@ -81,15 +83,24 @@ impl Collector {
             })?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let live = Arc::new(Mutex::new(DecodeCounters::default()));
+        let shared = Arc::clone(&live);
         let handle = std::thread::Builder::new()
             .name("sensor-collect-rx".into())
-            .spawn(move || receive(&socket, &workers, &flag))
+            .spawn(move || receive(&socket, &workers, &flag, &shared))
             .map_err(|source| CollectorError::Spawn { source })?;
         Ok(Self {
             stop,
             handle,
             local,
+            live,
         })
+    }
+
+    /// The counters so far (the receiver publishes them after every
+    /// datagram: one uncontended lock per datagram, not per record).
+    pub(crate) fn counters(&self) -> DecodeCounters {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The address the socket is bound to (the port, when asked for 0).
@@ -115,6 +126,7 @@ fn receive(
     socket: &UdpSocket,
     workers: &[Sender<RecordBatch>],
     stop: &AtomicBool,
+    live: &Mutex<DecodeCounters>,
 ) -> DecodeCounters {
     let mut decoder = Decoder::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -146,7 +158,14 @@ fn receive(
         let received_ns = monotonic_ns();
         let exporter = peer.ip().to_canonical();
         records.clear();
-        let Some(info) = decoder.decode(exporter, &buf[..len], &mut records) else {
+        let decoded = decoder.decode(exporter, &buf[..len], &mut records);
+        {
+            let mut c = live.lock().unwrap_or_else(PoisonError::into_inner);
+            *c = *decoder.counters();
+            c.received = received;
+            c.receive_errors = receive_errors;
+        }
+        let Some(info) = decoded else {
             continue;
         };
         let mut batches: Vec<RecordBatch> = (0..workers.len()).map(|_| Vec::new()).collect();
