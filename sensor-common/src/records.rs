@@ -151,6 +151,10 @@ pub struct StatsReport {
     /// left: what its program counted while no sensor ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// With `sensor run --collect`: the flow collector's counters at the
+    /// stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorCounters>,
 }
 
 /// What the kept program did between the previous sensor's stop and this
@@ -195,6 +199,7 @@ impl StatsReport {
             duration_s,
             config_reloads: ConfigReloads::default(),
             handover: None,
+            collector: None,
         }
     }
 
@@ -203,6 +208,122 @@ impl StatsReport {
     pub fn counter(&self, name: &str) -> u64 {
         self.counters.get(name).copied().unwrap_or(0)
     }
+}
+
+/// What the flow collector (`sensor collect`, `sensor run --collect`) did:
+/// datagrams received and decoded, by outcome and by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectorCounters {
+    /// Datagrams received from the socket.
+    pub received: u64,
+    /// Socket receive errors (the collector goes on).
+    pub receive_errors: u64,
+    /// Datagrams handed to the decoder.
+    pub datagrams: u64,
+    /// Datagrams by version.
+    pub v5_datagrams: u64,
+    pub v9_datagrams: u64,
+    pub ipfix_datagrams: u64,
+    /// Flow records decoded.
+    pub records: u64,
+    /// Options records read (sampling rates, system init time).
+    pub options_records: u64,
+    /// Templates learnt for the first time.
+    pub templates_learned: u64,
+    /// Templates sent again with the same layout (a refresh).
+    pub templates_refreshed: u64,
+    /// Templates sent again with a different layout: the new one is used.
+    pub templates_changed: u64,
+    /// Templates withdrawn (IPFIX field count 0).
+    pub templates_withdrawn: u64,
+    /// Templates refused because the decoder's cap are kept.
+    pub templates_refused: u64,
+    /// Data sets skipped because their template is not known (yet): sent
+    /// before the exporter's template, or after the collector restarted.
+    pub sets_without_template: u64,
+    /// Records without a source or destination address: counted, skipped.
+    pub records_without_addresses: u64,
+    /// Sampled records scaled by their rate.
+    pub records_scaled: u64,
+    /// Malformed input, by reason.
+    pub truncated_header: u64,
+    pub unknown_version: u64,
+    pub bad_length: u64,
+    pub truncated_set: u64,
+    pub bad_template: u64,
+    pub truncated_record: u64,
+}
+
+impl CollectorCounters {
+    /// Malformed datagrams or parts, all reasons together.
+    #[must_use]
+    pub fn malformed(&self) -> u64 {
+        self.truncated_header
+            + self.unknown_version
+            + self.bad_length
+            + self.truncated_set
+            + self.bad_template
+            + self.truncated_record
+    }
+
+    /// Adds `o` into `self` (collector threads' counters summed).
+    pub fn add(&mut self, o: &Self) {
+        let Self {
+            received,
+            receive_errors,
+            datagrams,
+            v5_datagrams,
+            v9_datagrams,
+            ipfix_datagrams,
+            records,
+            options_records,
+            templates_learned,
+            templates_refreshed,
+            templates_changed,
+            templates_withdrawn,
+            templates_refused,
+            sets_without_template,
+            records_without_addresses,
+            records_scaled,
+            truncated_header,
+            unknown_version,
+            bad_length,
+            truncated_set,
+            bad_template,
+            truncated_record,
+        } = o;
+        self.received += received;
+        self.receive_errors += receive_errors;
+        self.datagrams += datagrams;
+        self.v5_datagrams += v5_datagrams;
+        self.v9_datagrams += v9_datagrams;
+        self.ipfix_datagrams += ipfix_datagrams;
+        self.records += records;
+        self.options_records += options_records;
+        self.templates_learned += templates_learned;
+        self.templates_refreshed += templates_refreshed;
+        self.templates_changed += templates_changed;
+        self.templates_withdrawn += templates_withdrawn;
+        self.templates_refused += templates_refused;
+        self.sets_without_template += sets_without_template;
+        self.records_without_addresses += records_without_addresses;
+        self.records_scaled += records_scaled;
+        self.truncated_header += truncated_header;
+        self.unknown_version += unknown_version;
+        self.bad_length += bad_length;
+        self.truncated_set += truncated_set;
+        self.bad_template += bad_template;
+        self.truncated_record += truncated_record;
+    }
+}
+
+/// The `--stats-out` object of `sensor collect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectStats {
+    pub collector: CollectorCounters,
+    /// The collector's workers (events are flow records).
+    pub workers: Vec<WorkerStats>,
+    pub duration_s: f64,
 }
 
 /// Count-Min parameters, so readers know the error bounds of the estimates.

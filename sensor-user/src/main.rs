@@ -31,6 +31,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => Ok(run::sensor_run(&args, &mut std::io::stderr())?),
+        Command::Collect(args) => Ok(run::collect::sensor_collect(&args, &mut std::io::stderr())?),
         Command::Stats(args) => Ok(sensor::ops::stats::write_stats(
             &args.iface,
             &mut std::io::stdout().lock(),

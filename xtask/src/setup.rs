@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary that proves each is installed.
-const APT_PACKAGES: [(&str, &str); 20] = [
+const APT_PACKAGES: [(&str, &str); 22] = [
     ("clang-19", "clang-19"),
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
@@ -30,6 +30,10 @@ const APT_PACKAGES: [(&str, &str); 20] = [
     ("hydra", "hydra"),
     ("slowhttptest", "slowhttptest"),
     ("python3", "python3"),
+    // Real flow exporters watching a lab interface for the collector's
+    // tests (`sensor collect`): NetFlow v5/v9 and IPFIX.
+    ("softflowd", "softflowd"),
+    ("pmacct", "pmacctd"),
     // `systemd-analyze verify` checks the installed unit (tests/install.rs),
     // with `man` finding the page its Documentation= names.
     ("systemd", "systemd-analyze"),

@@ -22,7 +22,7 @@ use super::{
     inventory::Inventory,
     open_alert::OpenAlert,
 };
-use crate::model::row::Entity;
+use crate::{capture::collector::FlowOrigin, model::row::Entity};
 
 /// Where an alert or an incident is in its life, as its records say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +119,10 @@ struct AlertFields<'a> {
     emitted_mono_ns: u64,
     entity: &'static str,
     first_seen: String,
+    /// The router that exported the flow records behind the alert, and
+    /// the interfaces the flow crossed there (`sensor collect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_source: Option<FlowOrigin>,
     incident_id: String,
     interface: &'a str,
     last_seen: String,
@@ -282,6 +286,7 @@ impl<'a> Context<'a> {
                 Entity::DstHost => "dst_host",
             },
             first_seen: self.wall(a.first_seen_ns),
+            flow_source: a.origin,
             incident_id,
             interface: &s.interface,
             last_seen: self.wall(a.last_seen_ns),
@@ -627,6 +632,13 @@ mod tests {
             classifier_version: ModelVersion::intern("clf-1"),
             autoencoder_version: ModelVersion::intern("ae-1"),
             verdict: Some(Verdict::Tp),
+            origin: Some(crate::capture::collector::FlowOrigin {
+                exporter: "192.0.2.1".parse().unwrap(),
+                domain: 7,
+                version: 10,
+                in_if: 3,
+                out_if: 4,
+            }),
         }
     }
 

@@ -9,7 +9,10 @@ use super::{
     eve,
     feedback::Verdict,
 };
-use crate::model::row::{Entity, MAX_FEATURES, ModelVersion};
+use crate::{
+    capture::collector::FlowOrigin,
+    model::row::{Entity, MAX_FEATURES, ModelVersion},
+};
 
 /// The 5-tuple of a row, for the EVE envelope.
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +76,9 @@ pub(super) struct OpenAlert {
     pub(super) classifier_version: ModelVersion,
     pub(super) autoencoder_version: ModelVersion,
     pub(super) verdict: Option<Verdict>,
+    /// The exporter and interfaces of the first flow record behind the
+    /// alert (`None` when its rows came from the XDP program).
+    pub(super) origin: Option<FlowOrigin>,
 }
 
 impl OpenAlert {

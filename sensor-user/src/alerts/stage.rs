@@ -451,6 +451,7 @@ impl AlertStage {
         let a = &mut self.alerts[i];
         a.count += 1;
         a.last_seen_ns = a.last_seen_ns.max(row.event_ts_ns);
+        a.origin = a.origin.or(row.origin);
         let mut peak = false;
         if row.packets_per_s > a.peak_pps {
             a.peak_pps = row.packets_per_s;
@@ -549,6 +550,7 @@ impl AlertStage {
             classifier_version: row.classifier_version,
             autoencoder_version: row.autoencoder_version,
             verdict: None,
+            origin: row.origin,
         };
         if !a.peak_pps.is_finite() {
             a.peak_pps = 0.0;
@@ -769,6 +771,7 @@ fn volume_row(f: &VolumeFinding, now_ns: u64) -> ScoredRow {
         bytes: f.bytes,
         packets: f.packets,
         facts: RowFacts::default(),
+        origin: None,
         classifier_version: none,
         autoencoder_version: none,
     }

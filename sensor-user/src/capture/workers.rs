@@ -25,13 +25,20 @@ use nix::{
 use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, clock::monotonic_ns};
 use tracing::{debug, warn};
 
-use crate::capture::error::SensorError;
+use crate::capture::{collector::FlowOrigin, error::SensorError};
 
 /// The seam where scoring plugs in: one handler per worker, called on the
 /// worker thread.
 pub trait EventHandler: Send + 'static {
     /// Called for every decoded event, on the worker thread. Must not block or allocate per call.
     fn on_event(&mut self, ev: &FlowEvent);
+    /// Called instead of [`Self::on_event`] for an event made from a flow
+    /// record of the collector, with the exporter and interfaces it came
+    /// from; by default the origin is dropped.
+    fn on_flow_record(&mut self, ev: &FlowEvent, origin: &FlowOrigin) {
+        let _ = origin;
+        self.on_event(ev);
+    }
     /// Called at least every ~1 ms of wall time (also when idle), for deadlines and idle expiry,
     /// and as soon as possible once [`Self::next_deadline_ns`] has passed.
     fn on_tick(&mut self, now_ns: u64) {
@@ -273,7 +280,17 @@ impl WorkerState {
             self.counters.decode_errors += 1;
             return;
         };
-        self.on_event(ev, kind);
+        self.on_event(ev, kind, None);
+    }
+
+    /// Dispatches an event the collector made from a flow record, with its
+    /// origin. An event of unknown kind is counted as a decode error.
+    #[inline]
+    pub fn dispatch_record(&mut self, ev: &FlowEvent, origin: &FlowOrigin) {
+        match EventKind::from_u32(ev.kind) {
+            Some(kind) => self.on_event(ev, kind, Some(origin)),
+            None => self.counters.decode_errors += 1,
+        }
     }
 
     /// Dispatches a buffer of back-to-back 128-byte records (a recording or a
@@ -289,12 +306,12 @@ impl WorkerState {
     }
 
     #[inline]
-    fn on_event(&mut self, ev: &FlowEvent, kind: EventKind) {
+    fn on_event(&mut self, ev: &FlowEvent, kind: EventKind, origin: Option<&FlowOrigin>) {
         let c = &mut self.counters;
         c.events += 1;
         *kind_count(kind, [&mut c.start, &mut c.update, &mut c.fin, &mut c.rst]) += 1;
         if self.flow_capacity == 0 {
-            self.handler.on_event(ev);
+            self.handle(ev, origin);
             return;
         }
         let len = self.flows.len();
@@ -312,7 +329,15 @@ impl WorkerState {
             }
             None => self.counters.untracked += 1,
         }
-        self.handler.on_event(ev);
+        self.handle(ev, origin);
+    }
+
+    #[inline]
+    fn handle(&mut self, ev: &FlowEvent, origin: Option<&FlowOrigin>) {
+        match origin {
+            Some(o) => self.handler.on_flow_record(ev, o),
+            None => self.handler.on_event(ev),
+        }
     }
 
     /// Runs the handler's tick.
@@ -490,18 +515,42 @@ impl WorkerPool {
         factory: &HandlerFactory,
         flow_capacity_per_worker: usize,
     ) -> Result<Self, SensorError> {
+        let sources = rings.into_iter().map(RingSource).collect();
+        Self::spawn_sources(
+            sources,
+            factory,
+            flow_capacity_per_worker,
+            "sensor-worker",
+            0,
+        )
+    }
+
+    /// Starts one pinned thread per source; worker `i` owns `sources[i]`,
+    /// runs on core `(first_handler + i) % cores` and gets
+    /// `factory(first_handler + i)` as its handler. Its reports number it `i`.
+    ///
+    /// # Errors
+    /// A thread could not be spawned.
+    pub(crate) fn spawn_sources<S: EventSource>(
+        sources: Vec<S>,
+        factory: &HandlerFactory,
+        flow_capacity_per_worker: usize,
+        name: &str,
+        first_handler: usize,
+    ) -> Result<Self, SensorError> {
         let stop = Arc::new(AtomicBool::new(false));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let mut handles = Vec::with_capacity(rings.len());
-        let mut requests = Vec::with_capacity(rings.len());
-        for (i, ring) in rings.into_iter().enumerate() {
-            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
-            let state = WorkerState::new(i, flow_capacity_per_worker, factory(i));
+        let mut handles = Vec::with_capacity(sources.len());
+        let mut requests = Vec::with_capacity(sources.len());
+        for (i, ring) in sources.into_iter().enumerate() {
+            let h = first_handler + i;
+            let core = (!cores.is_empty()).then(|| cores[h % cores.len()]);
+            let state = WorkerState::new(i, flow_capacity_per_worker, factory(h));
             let stop = Arc::clone(&stop);
             let (request_tx, request_rx) = crossbeam_channel::bounded(WORKER_REQUESTS);
             requests.push(request_tx);
             let handle = std::thread::Builder::new()
-                .name(format!("sensor-worker-{i}"))
+                .name(format!("{name}-{i}"))
                 .spawn(move || {
                     if let Some(core) = core
                         && !core_affinity::set_for_current(core)
@@ -573,24 +622,56 @@ impl WorkerPool {
     }
 }
 
-/// The worker loop: drain the ring, tick the handler, sleep in `ppoll` when
-/// idle. Returns after a final drain once `stop` is set.
-fn run_worker(
-    mut ring: RingBuf<MapData>,
-    mut state: WorkerState,
-    stop: &AtomicBool,
-    requests: &crossbeam_channel::Receiver<WorkerRequest>,
-) -> WorkerReport {
-    set_timer_slack(state.index);
-    loop {
+/// Where a worker's events come from: the XDP program's ring, or the flow
+/// collector's channel ([`crate::capture::collector::RecordSource`]).
+pub(crate) trait EventSource: Send + 'static {
+    /// Dispatches the events waiting now to `state`, ticking it when due
+    /// during a long drain; returns how many it handled.
+    fn drain(&mut self, state: &mut WorkerState) -> u32;
+    /// Sleeps until events may be waiting, at most `wait_ns`.
+    fn wait(&mut self, worker: usize, wait_ns: u64);
+}
+
+/// A worker's BPF ring.
+pub(crate) struct RingSource(pub(crate) RingBuf<MapData>);
+
+impl EventSource for RingSource {
+    fn drain(&mut self, state: &mut WorkerState) -> u32 {
         let mut drained = 0u32;
-        while let Some(item) = ring.next() {
+        while let Some(item) = self.0.next() {
             state.dispatch(&item);
             drained += 1;
             if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) {
                 state.tick_if_due(monotonic_ns());
             }
         }
+        drained
+    }
+
+    fn wait(&mut self, worker: usize, wait_ns: u64) {
+        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let timeout = TimeSpec::from_duration(std::time::Duration::from_nanos(wait_ns));
+        match ppoll(&mut fds, Some(timeout), None) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                warn!(worker, error = %e, "ppoll on ring failed; sleeping instead");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+/// The worker loop: drain the source, tick the handler, sleep in the
+/// source's wait when idle. Returns after a final drain once `stop` is set.
+fn run_worker<S: EventSource>(
+    mut source: S,
+    mut state: WorkerState,
+    stop: &AtomicBool,
+    requests: &crossbeam_channel::Receiver<WorkerRequest>,
+) -> WorkerReport {
+    set_timer_slack(state.index);
+    loop {
+        let drained = source.drain(&mut state);
         if drained > 0 {
             state.drained();
         }
@@ -607,26 +688,15 @@ fn run_worker(
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.
-            while let Some(item) = ring.next() {
-                state.dispatch(&item);
-            }
+            while source.drain(&mut state) > 0 {}
             state.finish();
             break;
         }
         if drained == 0 {
             state.counters.wakeups += 1;
-            let mut fds = [PollFd::new(ring.as_fd(), PollFlags::POLLIN)];
             // From the `now` the tick check used: a deadline that passed
             // since then gives a wait already over, not a missed deadline.
-            let wait = state.idle_wait_ns(now);
-            let timeout = TimeSpec::from_duration(std::time::Duration::from_nanos(wait));
-            match ppoll(&mut fds, Some(timeout), None) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => {
-                    warn!(worker = state.index, error = %e, "ppoll on ring failed; sleeping instead");
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                }
-            }
+            source.wait(state.index, state.idle_wait_ns(now));
         }
     }
     debug!(worker = state.index, counters = ?state.counters, "worker stopped");

@@ -23,7 +23,7 @@ use sensor_common::{FlowEvent, FlowKey, addr_to_ip as ip, clock::monotonic_ns};
 
 use super::{Model, ModelKind, Runner};
 use crate::{
-    capture::control::SketchHandle,
+    capture::{collector::FlowOrigin, control::SketchHandle},
     features::{
         FeatureConfig, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES, RowFacts,
         event_volume,
@@ -103,6 +103,7 @@ struct RowMeta {
     bytes: u64,
     packets: u64,
     facts: RowFacts,
+    origin: Option<FlowOrigin>,
 }
 
 /// The worker-side handler: owns the feature state, the model runners and
@@ -212,6 +213,17 @@ impl ScoringPipeline {
     /// Every decoded ring event. No allocation, lock or syscall unless a
     /// batch closes (then one clock read and tract's per-batch tensors).
     pub fn on_event(&mut self, ev: &FlowEvent) {
+        self.push_event(ev, None);
+    }
+
+    /// An event the collector made from a flow record: as [`Self::on_event`],
+    /// and its row carries the record's origin to the alert stage.
+    pub fn on_flow_record(&mut self, ev: &FlowEvent, origin: &FlowOrigin) {
+        self.push_event(ev, Some(*origin));
+    }
+
+    #[inline]
+    fn push_event(&mut self, ev: &FlowEvent, origin: Option<FlowOrigin>) {
         // Extracted in place: `rows` holds `max_batch` rows from the start.
         let i = self.rows.len();
         self.rows.push([0f32; N_FEATURES]);
@@ -227,6 +239,7 @@ impl ScoringPipeline {
             bytes,
             packets,
             facts,
+            origin,
         });
         if self.rows.len() >= self.cfg.max_batch {
             self.flush(Close::Full);
@@ -384,6 +397,7 @@ impl ScoringPipeline {
                 bytes: m.bytes,
                 packets: m.packets,
                 facts: m.facts,
+                origin: m.origin,
                 classifier_version: cls_id,
                 autoencoder_version: ae_id,
             });
@@ -413,6 +427,11 @@ impl crate::capture::workers::EventHandler for ScoringPipeline {
     #[inline]
     fn on_event(&mut self, ev: &FlowEvent) {
         ScoringPipeline::on_event(self, ev);
+    }
+
+    #[inline]
+    fn on_flow_record(&mut self, ev: &FlowEvent, origin: &FlowOrigin) {
+        ScoringPipeline::on_flow_record(self, ev, origin);
     }
 
     #[inline]

@@ -2,7 +2,7 @@
 //! scored feature row. Defined here, between `model` and `alerts`, so neither
 //! stage depends on the other's internals.
 
-use crate::features::RowFacts;
+use crate::{capture::collector::FlowOrigin, features::RowFacts};
 use std::{
     collections::HashSet,
     net::IpAddr,
@@ -167,6 +167,9 @@ pub struct ScoredRow {
     /// `facts.closed` is set is always sent to the alert stage, whatever its
     /// score (the beacon and login rules count connections, not scores).
     pub facts: RowFacts,
+    /// The exporter and interfaces of the flow record behind the row
+    /// (`sensor collect`); `None` for the XDP program's events.
+    pub origin: Option<FlowOrigin>,
     pub classifier_version: ModelVersion,
     pub autoencoder_version: ModelVersion,
 }

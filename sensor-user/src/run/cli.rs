@@ -26,6 +26,9 @@ pub enum Command {
     /// Attach to an interface and observe traffic until SIGINT/SIGTERM or
     /// --duration.
     Run(RunArgs),
+    /// Receive NetFlow v5/v9 and IPFIX from routers and score their flow
+    /// records as `sensor run` scores the XDP program's events.
+    Collect(CollectArgs),
     /// Print the live counters of a running `sensor run` as one JSON line.
     Stats(StatsArgs),
     /// Record an operator's verdict (true or false positive) on an alert.
@@ -43,6 +46,48 @@ pub enum Command {
     /// `cargo xtask install` runs it.
     #[command(hide = true)]
     ManPages(ManPagesArgs),
+}
+
+/// `sensor collect`.
+#[derive(Debug, Clone, Args)]
+pub struct CollectArgs {
+    /// UDP address and port to receive NetFlow v5, v9 and IPFIX datagrams
+    /// on, e.g. 0.0.0.0:2055.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Worker threads scoring the records (flows are spread over them by
+    /// a hash of their endpoints).
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub workers: u32,
+    /// Stop after this many seconds (fractions allowed) instead of waiting for
+    /// SIGINT/SIGTERM.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write the flows' totals at exit, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
+    pub flows_out: Option<PathBuf>,
+    /// Write the collector's counters (datagrams, records, templates,
+    /// malformed input by reason) and the workers' statistics at exit.
+    #[arg(long, value_name = "FILE")]
+    pub stats_out: Option<PathBuf>,
+    /// Decode and count only: no features, models or alerts.
+    #[arg(long)]
+    pub no_score: bool,
+    /// As for `sensor run`.
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// As for `sensor run`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// As for `sensor run`.
+    #[arg(long, value_name = "FILE")]
+    pub eve_out: Option<PathBuf>,
+    /// As for `sensor run`.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_score")]
+    pub record_out: Option<PathBuf>,
+    /// As for `sensor run`.
+    #[arg(long, value_name = "US", default_value_t = 200)]
+    pub batch_deadline_us: u64,
 }
 
 /// `sensor completions`.
@@ -174,6 +219,11 @@ pub struct RunArgs {
     /// Group to run as with --user [default: the user's primary group].
     #[arg(long, value_name = "NAME", requires = "user")]
     pub group: Option<String>,
+    /// Also receive NetFlow v5/v9 and IPFIX on this UDP address and port
+    /// and score the flow records beside the interface's packets, on one
+    /// more worker (as `sensor collect` does alone).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub collect: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -2,6 +2,7 @@
 //! handling, the scoring and alert threads and the capture loop.
 
 pub mod cli;
+pub mod collect;
 pub mod manual;
 pub mod runner;
 pub mod scoring;
@@ -50,6 +51,12 @@ pub enum RunError {
         #[source]
         source: SensorError,
     },
+    /// The flow collector beside the capture (`--collect`) could not start.
+    #[error("--collect")]
+    Collect {
+        #[source]
+        source: collect::CollectError,
+    },
     /// `--record-out` failed while the run was writing it.
     #[error("--record-out")]
     Record {
@@ -71,15 +78,9 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
         iface: args.iface.clone(),
         source,
     };
-    if args.no_score {
-        let summary = runner::run(args, &*noop_factory()).map_err(capture_err)?;
-        // The summary is a courtesy: a closed stderr must not fail the run.
-        let _ = writeln!(out, "{}", summary.human());
-        return Ok(());
-    }
     // Threads inherit the signal mask: block SIGINT/SIGTERM before the
-    // scoring and alert threads start, so the runner's signalfd (not the
-    // default action on some other thread) receives them.
+    // scoring, alert and collector threads start, so the runner's signalfd
+    // (not the default action on some other thread) receives them.
     let mut signals = SigSet::empty();
     for sig in HANDLED_SIGNALS {
         signals.add(sig);
@@ -89,20 +90,65 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
     // Once: the options read the config file for the kernel's prefixes.
     let opts = args.load_options().map_err(RunError::Options)?;
     let n_workers = opts.n_workers as usize;
-    let scoring = Scoring::start(args, n_workers)?;
-    let reload = || scoring.reload(args);
+    if args.no_score {
+        let noop = noop_factory();
+        let beside = args
+            .collect
+            .map(|addr| collect::Beside::start(addr, &*noop, n_workers))
+            .transpose()?;
+        let counts = beside.as_ref().map(|b| move || b.counters());
+        let result = runner::run_with_sketches(
+            args,
+            opts,
+            &*noop,
+            &crate::capture::control::SketchHandle::default(),
+            None,
+            counts.as_ref().map(|c| c as runner::CollectorCounts<'_>),
+        );
+        let collected = beside.map(collect::Beside::stop);
+        let summary = result.map_err(capture_err)?;
+        // The summary is a courtesy: a closed stderr must not fail the run.
+        let _ = writeln!(out, "{}", summary.human());
+        if let Some(line) = collected {
+            let _ = writeln!(out, "{line}");
+        }
+        return Ok(());
+    }
+    let scoring_opts = scoring::ScoringOptions::from(args);
+    let collector_workers = usize::from(args.collect.is_some());
+    let scoring = Scoring::start(&scoring_opts, n_workers, collector_workers)?;
+    let beside = match args
+        .collect
+        .map(|addr| collect::Beside::start(addr, scoring.factory(), n_workers))
+        .transpose()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = scoring.finish();
+            return Err(e);
+        }
+    };
+    let reload = || scoring.reload(&scoring_opts);
+    let counts = beside.as_ref().map(|b| move || b.counters());
     let result = runner::run_with_sketches(
         args,
         opts,
         scoring.factory(),
         scoring.sketches(),
         Some(&reload),
+        counts.as_ref().map(|c| c as runner::CollectorCounts<'_>),
     )
     .map_err(capture_err);
+    // The collector stops before scoring finishes, so its rows are scored.
+    let collected = beside.map(collect::Beside::stop);
     // Runs also after a failed start, so the alert stage's thread ends.
     let scored = scoring.finish();
     let summary = result?;
-    let _ = writeln!(out, "{}\n{}", summary.human(), scored.human());
+    let _ = writeln!(out, "{}", summary.human());
+    if let Some(line) = collected {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "{}", scored.human());
     if let Some(line) = scored.record_line() {
         let _ = writeln!(out, "{line}");
     }

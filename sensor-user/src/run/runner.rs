@@ -94,7 +94,7 @@ fn parse_problems(c: &[u64; COUNTER_COUNT as usize]) -> u64 {
 /// dump requests, which must never kill a sensor) in this thread and so in
 /// threads it spawns later, and returns a `signalfd` that reports them,
 /// plus the previous mask.
-fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
+pub(crate) fn shutdown_signals() -> Result<(SignalFd, SigSet), SensorError> {
     let mut mask = SigSet::empty();
     for sig in super::HANDLED_SIGNALS {
         mask.add(sig);
@@ -161,10 +161,21 @@ fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, Se
 /// previous one kept running.
 pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
 
+/// The counters so far of a flow collector running beside the capture
+/// (`sensor run --collect`), for `--stats-out`.
+pub(crate) type CollectorCounts<'a> = &'a dyn Fn() -> sensor_common::records::CollectorCounters;
+
+/// What the caller of the runner plugs in beside the capture.
+#[derive(Clone, Copy)]
+struct Hooks<'a> {
+    reload: Option<ReloadHook<'a>>,
+    collector: Option<CollectorCounts<'a>>,
+}
+
 /// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
 /// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
 /// stops the sensor.
-fn serve_until_stop(
+pub(crate) fn serve_until_stop(
     sfd: &SignalFd,
     deadline: Option<Instant>,
     reload: Option<ReloadHook<'_>>,
@@ -217,6 +228,7 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
         factory,
         &SketchHandle::default(),
         None,
+        None,
     )
 }
 
@@ -231,10 +243,12 @@ pub(crate) fn run_with_sketches(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     reload: Option<ReloadHook<'_>>,
+    collector: Option<CollectorCounts<'_>>,
 ) -> Result<RunSummary, SensorError> {
     let outputs = Outputs::create(args)?;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, reload);
+    let hooks = Hooks { reload, collector };
+    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, hooks);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
@@ -248,7 +262,7 @@ fn run_inner(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     sfd: &SignalFd,
-    reload: Option<ReloadHook<'_>>,
+    hooks: Hooks<'_>,
 ) -> Result<RunSummary, SensorError> {
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
@@ -295,7 +309,7 @@ fn run_inner(
     let waited = serve_until_stop(
         sfd,
         args.duration.map(|d| started + d),
-        reload,
+        hooks.reload,
         &mut reloads,
         |reloads| {
             // SIGUSR1: the outputs so far, each renamed into place; the run
@@ -310,7 +324,7 @@ fn run_inner(
                     &counters,
                     &flows,
                     started.elapsed(),
-                    (*reloads, handover),
+                    (*reloads, handover, hooks.collector.map(|c| c())),
                 )
             })();
             match written {
@@ -354,7 +368,7 @@ fn run_inner(
         &counters,
         &flows,
         duration,
-        (reloads, handover),
+        (reloads, handover, hooks.collector.map(|c| c())),
     )?;
 
     Ok(RunSummary {
@@ -455,7 +469,11 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
-        (reloads, handover): (ConfigReloads, Option<Handover>),
+        (reloads, handover, collector): (
+            ConfigReloads,
+            Option<Handover>,
+            Option<sensor_common::records::CollectorCounters>,
+        ),
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -472,6 +490,7 @@ impl Outputs {
             );
             stats.config_reloads = reloads;
             stats.handover = handover;
+            stats.collector = collector;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");

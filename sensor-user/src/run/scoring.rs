@@ -24,7 +24,7 @@ use crate::{
         AUTOENCODER_FILE, CLASSIFIER_FILE, DEFAULT_BATCH_SIZES, Model, ModelError,
         pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
     },
-    run::cli::RunArgs,
+    run::cli::{CollectArgs, RunArgs},
     sinks::recorder::{self, RecordError, RecordSummary, RecorderHandle},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
 };
@@ -65,6 +65,52 @@ pub fn emit_floor(thresholds: &Thresholds) -> f32 {
         lowest * EMIT_FLOOR_FRACTION
     } else {
         0.0
+    }
+}
+
+/// What scoring takes from the command line of `sensor run` or `sensor
+/// collect`.
+#[derive(Debug, Clone)]
+pub(crate) struct ScoringOptions {
+    pub(crate) models_dir: PathBuf,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) eve_out: Option<PathBuf>,
+    pub(crate) record_out: Option<PathBuf>,
+    pub(crate) batch_deadline_us: u64,
+    pub(crate) hold_batches: bool,
+    /// What alerts name as the interface (`in_iface`) when the config does
+    /// not.
+    pub(crate) interface: String,
+}
+
+impl From<&RunArgs> for ScoringOptions {
+    fn from(a: &RunArgs) -> Self {
+        Self {
+            models_dir: a.models_dir(),
+            config: a.config.clone(),
+            eve_out: a.eve_out.clone(),
+            record_out: a.record_out.clone(),
+            batch_deadline_us: a.batch_deadline_us,
+            hold_batches: a.hold_batches,
+            interface: a.iface.clone(),
+        }
+    }
+}
+
+impl From<&CollectArgs> for ScoringOptions {
+    fn from(a: &CollectArgs) -> Self {
+        Self {
+            models_dir: a
+                .models_dir
+                .clone()
+                .unwrap_or_else(crate::model::default_models_dir),
+            config: a.config.clone(),
+            eve_out: a.eve_out.clone(),
+            record_out: a.record_out.clone(),
+            batch_deadline_us: a.batch_deadline_us,
+            hold_batches: false,
+            interface: format!("collect:{}", a.listen),
+        }
     }
 }
 
@@ -211,6 +257,15 @@ impl EventHandler for ScoringHandler {
     }
 
     #[inline]
+    fn on_flow_record(
+        &mut self,
+        ev: &sensor_common::FlowEvent,
+        origin: &crate::capture::collector::FlowOrigin,
+    ) {
+        self.pipeline.on_flow_record(ev, origin);
+    }
+
+    #[inline]
     fn on_tick(&mut self, now_ns: u64) {
         self.pipeline.on_tick(now_ns);
     }
@@ -251,13 +306,19 @@ pub(crate) struct Scoring {
 
 impl Scoring {
     /// Loads the models from `args.models_dir`, builds `n_workers` pipelines
+    /// (and `collector_workers` more for a flow collector beside them,
+    /// handlers `n_workers..`)
     /// and starts the alert stage (config from `--config`, or the model cards'
     /// thresholds and stdout / `--eve-out` without one).
     ///
     /// # Errors
     /// A model, card, config, inventory or sink is missing or invalid.
-    pub(crate) fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
-        let models_dir = args.models_dir();
+    pub(crate) fn start(
+        args: &ScoringOptions,
+        n_workers: usize,
+        collector_workers: usize,
+    ) -> Result<Self, ScoringError> {
+        let models_dir = args.models_dir.clone();
         let load = |file: &str, kind: &'static str| {
             let path = models_dir.join(file);
             Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
@@ -292,8 +353,22 @@ impl Scoring {
         };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let sketches = SketchHandle::default();
-        let mut handlers = Vec::with_capacity(n_workers);
-        for worker in 0..n_workers {
+        let mut handlers = Vec::with_capacity(n_workers + collector_workers);
+        for worker in 0..n_workers + collector_workers {
+            // The collector's workers share the hosts of the flow records
+            // among themselves, not with the ring workers.
+            let scale = if worker < n_workers {
+                n_workers
+            } else {
+                collector_workers
+            };
+            let cfg = PipelineConfig {
+                features: FeatureConfig {
+                    host_scale: scale as f64,
+                    ..cfg.features
+                },
+                ..cfg
+            };
             let pipeline = ScoringPipeline::new(
                 cfg,
                 Arc::clone(&classifier),
@@ -360,7 +435,7 @@ impl Scoring {
     /// # Errors
     /// The reason the new configuration was refused, with file and line;
     /// the running configuration stays in force.
-    pub(crate) fn reload(&self, args: &RunArgs) -> Result<(), String> {
+    pub(crate) fn reload(&self, args: &ScoringOptions) -> Result<(), String> {
         let Some(path) = &args.config else {
             return Err("no --config to reload".into());
         };
@@ -439,7 +514,7 @@ struct AlertSetup {
 }
 
 impl AlertSetup {
-    fn resolve(args: &RunArgs, models_dir: &Path) -> Result<Self, AlertsError> {
+    fn resolve(args: &ScoringOptions, models_dir: &Path) -> Result<Self, AlertsError> {
         let (file, config_path) = match &args.config {
             Some(path) => (SensorFile::load(path)?, Some(path.as_path())),
             None => (SensorFile::default(), None),
@@ -447,7 +522,7 @@ impl AlertSetup {
         let mut file = file;
         file.models.default_cards_from(models_dir);
         if file.sensor.interface.is_empty() {
-            file.sensor.interface.clone_from(&args.iface);
+            file.sensor.interface.clone_from(&args.interface);
         }
         let mut settings = AlertSettings::from_file(&file, config_path)?;
         if config_path.is_none() {
@@ -468,7 +543,7 @@ impl AlertSetup {
     }
 
     /// The sinks: the config's, plus `--eve-out`; stdout without either.
-    fn sinks(&self, args: &RunArgs) -> Result<SinkSet, AlertsError> {
+    fn sinks(&self, args: &ScoringOptions) -> Result<SinkSet, AlertsError> {
         let with_config = args.config.is_some();
         let mut sinks = if with_config {
             SinkSet::from_config(&self.file.sinks)?
@@ -489,7 +564,7 @@ impl AlertSetup {
 
     fn spawn(
         self,
-        args: &RunArgs,
+        args: &ScoringOptions,
         rx: crossbeam_channel::Receiver<RowBatch>,
         sketches: SketchHandle,
     ) -> Result<AlertStageHandle, AlertsError> {

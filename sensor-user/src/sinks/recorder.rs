@@ -261,6 +261,7 @@ mod tests {
         }
         let v = crate::model::row::ModelVersion::intern("v1");
         ScoredRow {
+            origin: None,
             facts: RowFacts {
                 victim_pps: 1e6,
                 ..RowFacts::default()

@@ -60,6 +60,7 @@ pub(crate) fn row(
         *f = i as f32 * p;
     }
     ScoredRow {
+        origin: None,
         facts: RowFacts {
             victim_pps: 1e6,
             ..RowFacts::default()
