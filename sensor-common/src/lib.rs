@@ -419,8 +419,54 @@ pub struct SensorConfig {
     /// Destination prefix lengths `[v4 narrow, v4 wide, v6 narrow, v6 wide]`
     /// of the destination volume sketch (`sketch::DST_PREFIX_DEFAULT`).
     pub dst_prefix: [u8; 4],
+    /// What the program does with a packet from a blocked source
+    /// ([`EnforceMode`] as `u32`).
+    pub enforce: u32,
+    pub _pad: u32,
+    /// `sketch::dst_prefix_masks(dst_prefix)`: the prefix cuts the program
+    /// applies, computed once here instead of per packet.
+    pub dst_masks: [[u64; 2]; 4],
 }
-const _: () = assert!(core::mem::size_of::<SensorConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<SensorConfig>() == 96);
+
+impl SensorConfig {
+    /// A configuration for epoch 0 with enforcement off; `dst_masks` follow
+    /// from `dst_prefix`.
+    #[must_use]
+    pub const fn new(
+        n_workers: u32,
+        mirror: bool,
+        ring_bytes: u32,
+        sample_shift: u32,
+        dst_prefix: [u8; 4],
+    ) -> Self {
+        Self {
+            epoch: 0,
+            n_workers,
+            mirror: mirror as u32,
+            ring_bytes,
+            sample_shift,
+            dst_prefix,
+            enforce: EnforceMode::Off as u32,
+            _pad: 0,
+            dst_masks: sketch::dst_prefix_masks(dst_prefix),
+        }
+    }
+}
+
+/// What the XDP program does with a packet whose source is in the
+/// blocklist (and not in the allowlist).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EnforceMode {
+    /// Blocklists are not consulted.
+    #[default]
+    Off = 0,
+    /// Counted as "would drop" per reason, passed.
+    DryRun = 1,
+    /// Dropped and counted per reason.
+    On = 2,
+}
 
 /// Global counters: indexes into the `GLOBAL_COUNTERS` per-CPU array of `u64`.
 /// The user side sums CPUs; per-CPU slots need no atomics.

@@ -16,7 +16,7 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
-use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash_addr};
+use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash::hash_words};
 
 use crate::{
     maps::{SENSOR_CONFIG, count, count_add},
@@ -66,6 +66,24 @@ impl KeyBuf {
     }
 }
 
+/// The source and destination of a key in a [`KeyBuf`] as little-endian
+/// words `[src lo, src hi, dst lo, dst hi]` (`sketch::addr_words`): four
+/// word loads instead of thirty-two byte loads.
+#[inline(always)]
+fn addr_words(key: &FlowKey) -> [u64; 4] {
+    const _: () = assert!(core::mem::offset_of!(FlowKey, src) == 0);
+    const _: () = assert!(core::mem::offset_of!(FlowKey, dst) == 16);
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "every key here lives in an 8-byte aligned KeyBuf"
+    )]
+    let w = core::ptr::from_ref(key).cast::<u64>();
+    // SAFETY: the four words are the key's first 32 bytes, 8-byte aligned as
+    // the KeyBuf around it; the BPF target is little-endian, so each word is
+    // `addr_words`' little-endian reading.
+    unsafe { [w.read(), w.add(1).read(), w.add(2).read(), w.add(3).read()] }
+}
+
 #[inline(always)]
 fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
     let cfg = *SENSOR_CONFIG.get(0).ok_or(Counter::InternalError)?;
@@ -81,9 +99,12 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
             if let Some(note) = meta.note {
                 count(note);
             }
-            let src_hash = hash_addr(&key.src);
+            let [src_lo, src_hi, dst_lo, dst_hi] = addr_words(key);
+            let src_hash = hash_words(src_lo, src_hi);
             sketch::update(src_hash, len, cfg.epoch);
 
+            // The packet's only clock read: flow times and the event's
+            // timestamp share it.
             // SAFETY: helper without preconditions.
             let now = unsafe { bpf_ktime_get_ns() };
             let mut scratch = MaybeUninit::<FlowStats>::uninit();
@@ -91,15 +112,17 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
             // SAFETY: `f.stats` is this CPU's slot or `scratch`, both live.
             let packets = unsafe { (*f.stats).packets };
             let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
-            sketch::update_dst(&key.dst, len, packets, &cfg);
+            sketch::sensor_update_dst(dst_lo, dst_hi, len, packets);
             if let Some(kind) = kind {
-                export::emit(&cfg, key, f.stats, kind, src_hash, &meta, len as u32);
+                let hashes = (src_hash, hash_words(dst_lo, dst_hi));
+                export::emit(&cfg, key, f.stats, kind, hashes, now, &meta, len as u32);
             }
         }
         Parsed::IpOnly(c) => {
             count(c);
-            sketch::update(hash_addr(&key.src), len, cfg.epoch);
-            sketch::update_dst(&key.dst, len, 0, &cfg);
+            let [src_lo, src_hi, dst_lo, dst_hi] = addr_words(key);
+            sketch::update(hash_words(src_lo, src_hi), len, cfg.epoch);
+            sketch::sensor_update_dst(dst_lo, dst_hi, len, 0);
         }
         Parsed::NoIp(c) => count(c),
     }

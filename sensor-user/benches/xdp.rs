@@ -214,21 +214,25 @@ fn load(object: &[u8]) -> Ebpf {
         prog.load()
             .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
-    let mut cfg: Array<_, SensorConfig> =
-        Array::try_from(ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config")).expect("array");
-    cfg.set(
-        0,
-        SensorConfig {
-            epoch: 0,
-            n_workers: N_WORKERS,
-            mirror: 0,
-            ring_bytes: RING_BYTES,
-            sample_shift: 3,
-            dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
-        },
-        0,
-    )
-    .expect("write config");
+    let cfg = SensorConfig::new(
+        N_WORKERS,
+        false,
+        RING_BYTES,
+        3,
+        sensor_common::sketch::DST_PREFIX_DEFAULT,
+    );
+    let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
+    if let Ok(mut a) = Array::<_, SensorConfig>::try_from(map) {
+        a.set(0, cfg, 0).expect("write config");
+    } else {
+        // A baseline built before the configuration grew (fields are only
+        // ever appended): it reads the first 24 bytes.
+        let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
+        let mut a = Array::<_, [u8; 24]>::try_from(map).expect("a config array");
+        let mut old = [0u8; 24];
+        old.copy_from_slice(&bytemuck::bytes_of(&cfg)[..24]);
+        a.set(0, old, 0).expect("write config");
+    }
     ebpf
 }
 

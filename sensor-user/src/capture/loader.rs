@@ -344,14 +344,13 @@ impl Sensor {
         previous: Option<Liveness>,
         origin: Origin,
     ) -> Result<Self, SensorError> {
-        let config = SensorConfig {
-            epoch: 0,
-            n_workers: opts.n_workers,
-            mirror: u32::from(opts.mirror),
-            ring_bytes: opts.ring_bytes,
-            sample_shift: DEFAULT_SAMPLE_SHIFT,
-            dst_prefix: opts.dst_prefix,
-        };
+        let config = SensorConfig::new(
+            opts.n_workers,
+            opts.mirror,
+            opts.ring_bytes,
+            DEFAULT_SAMPLE_SHIFT,
+            opts.dst_prefix,
+        );
         {
             let map = ebpf
                 .map_mut(map_names::SENSOR_CONFIG)
