@@ -3,6 +3,9 @@
 //! built it, the C reference program (`benches/reference/flow.c`), all
 //! measured the same way in the same run.
 //!
+//! Enforcement is on, so every case includes the blocklist check;
+//! `udp_blocked` comes from a blocklisted source and is dropped.
+//!
 //! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>` and,
 //! with the reference, `ratio=<case / reference_c>`, after a line
 //! `xdp_ns_per_packet reference_c <ns>`. Each figure is the median of
@@ -28,11 +31,17 @@ use std::{path::Path, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, RingBuf},
+    maps::{
+        Array, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::Xdp,
 };
 use etherparse::{PacketBuilder, TcpHeader};
-use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
+use sensor_common::{
+    BlockEntry, BlockReason, EnforceMode, MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, list_size,
+    map_names,
+};
 
 #[path = "../tests/xdp_util/mod.rs"]
 mod xdp_util;
@@ -48,6 +57,8 @@ const ROUNDS: usize = 5;
 /// Worker rings in use, as on this 2-core machine.
 const N_WORKERS: u32 = 2;
 const RING_BYTES: u32 = 256 * 1024;
+/// The source the blocked case sends from (in the blocklist, enforcement on).
+const BLOCKED_SOURCE: [u8; 4] = [10, 0, 0, 99];
 /// The verifier's limit on processed instructions per program.
 const VERIFIER_LIMIT: u32 = 1_000_000;
 
@@ -110,6 +121,7 @@ fn main() {
     };
     let mut malformed = udp4.clone();
     malformed.truncate(14 + 10);
+    let blocked = udp4_frame(BLOCKED_SOURCE);
 
     // The reference on the same frame as the sensor's warm IPv4 UDP case.
     let reference_ns = reference.as_ref().map(|r| {
@@ -129,6 +141,7 @@ fn main() {
         ("udp_warm", &udp4),
         ("ipv6_udp_warm", &udp6),
         ("malformed", &malformed),
+        ("udp_blocked", &blocked),
     ] {
         // Sensor builds and the floor take turns within each round.
         let mut rounds: Vec<Vec<f64>> = Vec::new();
@@ -214,13 +227,34 @@ fn load(object: &[u8]) -> Ebpf {
         prog.load()
             .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
-    let cfg = SensorConfig::new(
-        N_WORKERS,
-        false,
-        RING_BYTES,
-        3,
-        sensor_common::sketch::DST_PREFIX_DEFAULT,
-    );
+    // Enforcement on: every case pays the blocklist check.
+    let cfg = SensorConfig {
+        enforce: EnforceMode::On as u32,
+        ..SensorConfig::new(
+            N_WORKERS,
+            false,
+            RING_BYTES,
+            3,
+            sensor_common::sketch::DST_PREFIX_DEFAULT,
+        )
+    };
+    if let Some(map) = ebpf.map_mut(map_names::BLOCK_V4) {
+        let mut block: LpmTrie<_, [u8; 4], BlockEntry> = LpmTrie::try_from(map).expect("lpm trie");
+        let entry = BlockEntry {
+            expires_ns: 0,
+            added_ns: 0,
+            reason: BlockReason::Operator as u32,
+            _pad: 0,
+            note: [0; sensor_common::BLOCK_NOTE_LEN],
+        };
+        block
+            .insert(&Key::new(32, BLOCKED_SOURCE), entry, 0)
+            .expect("block entry");
+        if let Some(map) = ebpf.map_mut(map_names::LIST_SIZES) {
+            let mut sizes: Array<_, u32> = Array::try_from(map).expect("list sizes");
+            sizes.set(list_size::BLOCK_V4, 1, 0).expect("list size");
+        }
+    }
     let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
     if let Ok(mut a) = Array::<_, SensorConfig>::try_from(map) {
         a.set(0, cfg, 0).expect("write config");

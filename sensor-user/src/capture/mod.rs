@@ -2,6 +2,7 @@
 //! workers and its sketches on the control thread. Everything later stages
 //! learn about packets comes through here.
 
+pub mod blocklist;
 pub mod control;
 pub mod error;
 pub mod gateway;
