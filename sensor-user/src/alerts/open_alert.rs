@@ -73,6 +73,8 @@ pub(super) struct OpenAlert {
     pub(super) classifier_version: ModelVersion,
     pub(super) autoencoder_version: ModelVersion,
     pub(super) verdict: Option<Verdict>,
+    /// The block this alert put on its attacker, if any.
+    pub(super) block: Option<super::block::BlockSpan>,
 }
 
 impl OpenAlert {
