@@ -40,8 +40,14 @@ const fn le_u64(b: &[u8; 16], o: usize) -> u64 {
 #[inline(always)]
 #[must_use]
 pub const fn hash_addr(addr: &[u8; 16]) -> u64 {
-    let a = le_u64(addr, 0);
-    let b = le_u64(addr, 8);
+    hash_words(le_u64(addr, 0), le_u64(addr, 8))
+}
+
+/// [`hash_addr`] of an address given as its two little-endian words
+/// (`sketch::addr_words`): the XDP program loads them as two words.
+#[inline(always)]
+#[must_use]
+pub const fn hash_words(a: u64, b: u64) -> u64 {
     fmix64(
         a.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ b.rotate_left(29).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)

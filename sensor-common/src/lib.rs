@@ -71,6 +71,11 @@ pub mod map_names {
     pub const SRC_BYTES_CMS: &str = "SRC_BYTES_CMS";
     pub const SRC_DISTINCT_HLL: &str = "SRC_DISTINCT_HLL";
     pub const DST_VOLUME: &str = "DST_VOLUME";
+    pub const BLOCK_V4: &str = "BLOCK_V4";
+    pub const BLOCK_V6: &str = "BLOCK_V6";
+    pub const ALLOW_V4: &str = "ALLOW_V4";
+    pub const ALLOW_V6: &str = "ALLOW_V6";
+    pub const LIST_SIZES: &str = "LIST_SIZES";
     /// Ring `i` is named `RING_WORKER_<i>`, `i` in `0..MAX_WORKERS`.
     pub const RING_WORKERS: [&str; super::MAX_WORKERS] = [
         "RING_WORKER_0",
@@ -419,8 +424,132 @@ pub struct SensorConfig {
     /// Destination prefix lengths `[v4 narrow, v4 wide, v6 narrow, v6 wide]`
     /// of the destination volume sketch (`sketch::DST_PREFIX_DEFAULT`).
     pub dst_prefix: [u8; 4],
+    /// What the program does with a packet from a blocked source
+    /// ([`EnforceMode`] as `u32`).
+    pub enforce: u32,
+    pub _pad: u32,
+    /// `sketch::dst_prefix_masks(dst_prefix)`: the prefix cuts the program
+    /// applies, computed once here instead of per packet.
+    pub dst_masks: [[u64; 2]; 4],
 }
-const _: () = assert!(core::mem::size_of::<SensorConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<SensorConfig>() == 96);
+
+impl SensorConfig {
+    /// A configuration for epoch 0 with enforcement off; `dst_masks` follow
+    /// from `dst_prefix`.
+    #[must_use]
+    pub const fn new(
+        n_workers: u32,
+        mirror: bool,
+        ring_bytes: u32,
+        sample_shift: u32,
+        dst_prefix: [u8; 4],
+    ) -> Self {
+        Self {
+            epoch: 0,
+            n_workers,
+            mirror: mirror as u32,
+            ring_bytes,
+            sample_shift,
+            dst_prefix,
+            enforce: EnforceMode::Off as u32,
+            _pad: 0,
+            dst_masks: sketch::dst_prefix_masks(dst_prefix),
+        }
+    }
+}
+
+/// What the XDP program does with a packet whose source is in the
+/// blocklist (and not in the allowlist).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EnforceMode {
+    /// Blocklists are not consulted.
+    #[default]
+    Off = 0,
+    /// Counted as "would drop" per reason, passed.
+    DryRun = 1,
+    /// Dropped and counted per reason.
+    On = 2,
+}
+
+impl EnforceMode {
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Off),
+            1 => Some(Self::DryRun),
+            2 => Some(Self::On),
+            _ => None,
+        }
+    }
+}
+
+/// Who put a source in a blocklist: the drop counters are per reason.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockReason {
+    /// `sensor block add`.
+    Operator = 1,
+    /// An alert at or above its class's block threshold.
+    Alert = 2,
+}
+
+impl BlockReason {
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Operator),
+            2 => Some(Self::Alert),
+            _ => None,
+        }
+    }
+
+    /// The counters of a packet this reason drops (`[dropped, would drop]`).
+    #[must_use]
+    pub const fn counters(self) -> [Counter; 2] {
+        match self {
+            Self::Operator => [
+                Counter::DroppedBlockOperator,
+                Counter::WouldDropBlockOperator,
+            ],
+            Self::Alert => [Counter::DroppedBlockAlert, Counter::WouldDropBlockAlert],
+        }
+    }
+}
+
+/// Indexes of `LIST_SIZES`, the number of entries in each list: the program
+/// skips the trie lookup of an empty list (a miss costs more than the rest
+/// of the check).
+pub mod list_size {
+    pub const BLOCK_V4: u32 = 0;
+    pub const BLOCK_V6: u32 = 1;
+    pub const ALLOW_V4: u32 = 2;
+    pub const ALLOW_V6: u32 = 3;
+    pub const COUNT: u32 = 4;
+}
+
+/// Bytes of free text an operator or alert attaches to a block entry.
+pub const BLOCK_NOTE_LEN: usize = 32;
+
+/// The value of a `BLOCK_V4`/`BLOCK_V6` LPM-trie entry (keys: prefix length
+/// and the address prefix in network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct BlockEntry {
+    /// `CLOCK_MONOTONIC` ns (the clock of `bpf_ktime_get_ns`) after which the
+    /// entry no longer blocks; 0: never expires.
+    pub expires_ns: u64,
+    /// `CLOCK_MONOTONIC` ns when the entry was added or last renewed.
+    pub added_ns: u64,
+    /// [`BlockReason`] as `u32`.
+    pub reason: u32,
+    pub _pad: u32,
+    /// UTF-8 note, NUL-padded.
+    pub note: [u8; BLOCK_NOTE_LEN],
+}
+const _: () = assert!(core::mem::size_of::<BlockEntry>() == 56);
 
 /// Global counters: indexes into the `GLOBAL_COUNTERS` per-CPU array of `u64`.
 /// The user side sums CPUs; per-CPU slots need no atomics.
@@ -465,6 +594,18 @@ pub enum Counter {
     EventsSampledOut,
     /// Packets dropped because of mirror mode.
     MirrorDropped,
+    /// Dropped: the source is in a blocklist, put there by an operator.
+    DroppedBlockOperator,
+    /// Dropped: the source is in a blocklist, put there by an alert.
+    DroppedBlockAlert,
+    /// Dry run: would have been dropped (operator entry), passed.
+    WouldDropBlockOperator,
+    /// Dry run: would have been dropped (alert entry), passed.
+    WouldDropBlockAlert,
+    /// A blocklisted source that the allowlist kept passing.
+    BlockAllowlisted,
+    /// A blocklist entry matched but had expired: passed.
+    BlockExpired,
     /// The program hit an internal error and failed open.
     InternalError,
 }
@@ -499,6 +640,12 @@ impl Counter {
         Counter::EventsLost,
         Counter::EventsSampledOut,
         Counter::MirrorDropped,
+        Counter::DroppedBlockOperator,
+        Counter::DroppedBlockAlert,
+        Counter::WouldDropBlockOperator,
+        Counter::WouldDropBlockAlert,
+        Counter::BlockAllowlisted,
+        Counter::BlockExpired,
         Counter::InternalError,
     ];
 
@@ -551,6 +698,12 @@ impl Counter {
             Counter::EventsLost => "events_lost",
             Counter::EventsSampledOut => "events_sampled_out",
             Counter::MirrorDropped => "mirror_dropped",
+            Counter::DroppedBlockOperator => "dropped_block_operator",
+            Counter::DroppedBlockAlert => "dropped_block_alert",
+            Counter::WouldDropBlockOperator => "would_drop_block_operator",
+            Counter::WouldDropBlockAlert => "would_drop_block_alert",
+            Counter::BlockAllowlisted => "block_allowlisted",
+            Counter::BlockExpired => "block_expired",
             Counter::InternalError => "internal_error",
         }
     }
@@ -578,7 +731,7 @@ pub const fn is_checkpoint(n: u64) -> bool {
 
 #[cfg(feature = "user")]
 mod pod_impls {
-    use super::{FlowKey, FlowStats, SensorConfig};
+    use super::{BlockEntry, FlowKey, FlowStats, SensorConfig};
     use crate::sketch::{CmsRow, DstSketch, HllRegisters};
 
     // SAFETY: all are `#[repr(C)]`, `Copy`, made only of integers with explicit
@@ -587,6 +740,7 @@ mod pod_impls {
     unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for SensorConfig {}
+    unsafe impl aya::Pod for BlockEntry {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
     unsafe impl aya::Pod for DstSketch {}

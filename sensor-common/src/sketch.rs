@@ -155,22 +155,59 @@ pub const fn prefix_mask_le(bits: u32) -> u64 {
 #[inline(always)]
 #[must_use]
 pub const fn dst_key_hash(lo: u64, hi: u64, level: u32, v4_bits: u8, v6_bits: u8) -> u64 {
-    let is_v4 = lo == 0 && (hi & 0xffff_ffff) == 0xffff_0000;
-    let (lo, hi) = if level == 0 {
-        (lo, hi)
-    } else if is_v4 {
-        // The IPv4 address is bytes 12..16, the high half of `hi`.
-        let bits = if v4_bits > 32 { 32 } else { v4_bits as u32 };
-        let keep = prefix_mask_le(32 + bits) | 0xffff_ffff;
-        (lo, hi & keep)
+    let [m_lo, m_hi] = if level == 0 {
+        [u64::MAX, u64::MAX]
+    } else if is_v4_words(lo, hi) {
+        dst_prefix_mask(true, v4_bits)
     } else {
-        let bits = if v6_bits > 128 { 128 } else { v6_bits as u32 };
-        if bits <= 64 {
-            (lo & prefix_mask_le(bits), 0)
-        } else {
-            (lo, hi & prefix_mask_le(bits - 64))
-        }
+        dst_prefix_mask(false, v6_bits)
     };
+    dst_masked_hash(lo & m_lo, hi & m_hi, level)
+}
+
+/// True when the address words ([`addr_words`]) are IPv4-mapped.
+#[inline(always)]
+#[must_use]
+pub const fn is_v4_words(lo: u64, hi: u64) -> bool {
+    lo == 0 && (hi & 0xffff_ffff) == 0xffff_0000
+}
+
+/// The masks `[lo, hi]` that cut an address's words to its first `bits`
+/// bits of IPv4 (`v4`, the mapped prefix kept) or IPv6.
+#[inline(always)]
+#[must_use]
+pub const fn dst_prefix_mask(v4: bool, bits: u8) -> [u64; 2] {
+    if v4 {
+        // The IPv4 address is bytes 12..16, the high half of `hi`.
+        let bits = if bits > 32 { 32 } else { bits as u32 };
+        [u64::MAX, prefix_mask_le(32 + bits) | 0xffff_ffff]
+    } else {
+        let bits = if bits > 128 { 128 } else { bits as u32 };
+        if bits <= 64 {
+            [prefix_mask_le(bits), 0]
+        } else {
+            [u64::MAX, prefix_mask_le(bits - 64)]
+        }
+    }
+}
+
+/// The prefix masks of levels 1 and 2 for prefix lengths `[v4 narrow, v4
+/// wide, v6 narrow, v6 wide]`, in that order: computed once by user space
+/// into `SensorConfig::dst_masks`, so the XDP program only applies them.
+#[must_use]
+pub const fn dst_prefix_masks(prefix: [u8; 4]) -> [[u64; 2]; 4] {
+    [
+        dst_prefix_mask(true, prefix[0]),
+        dst_prefix_mask(true, prefix[1]),
+        dst_prefix_mask(false, prefix[2]),
+        dst_prefix_mask(false, prefix[3]),
+    ]
+}
+
+/// [`dst_key_hash`] of words already cut to the prefix of `level`.
+#[inline(always)]
+#[must_use]
+pub const fn dst_masked_hash(lo: u64, hi: u64, level: u32) -> u64 {
     crate::hash::fmix64(
         lo.wrapping_mul(0x9e37_79b9_7f4a_7c15)
             ^ hi.rotate_left(29).wrapping_mul(0xc2b2_ae3d_27d4_eb4f)

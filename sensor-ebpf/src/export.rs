@@ -2,13 +2,10 @@
 //! starts, at growing packet-count checkpoints and on FIN/RST, never per
 //! packet, and never blocks: a full ring is counted, not waited for.
 
-use aya_ebpf::{
-    bindings::BPF_RB_AVAIL_DATA,
-    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
-};
+use aya_ebpf::{bindings::BPF_RB_AVAIL_DATA, helpers::bpf_get_smp_processor_id};
 use sensor_common::{
     Counter, EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, SensorConfig, flow_ring_index,
-    hash::fmix64, hash_addr,
+    hash::fmix64,
 };
 
 use crate::{
@@ -16,18 +13,24 @@ use crate::{
     parse::PacketMeta,
 };
 
-/// Writes one event of `kind` for `key` to its worker's ring.
+/// Writes one event of `kind` for `key` to its worker's ring. `hashes` are
+/// the `hash_addr` of its source and destination, `now_ns` the packet's
+/// clock reading.
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into the packet path: values the caller already has, passed in registers"
+)]
 pub(crate) fn emit(
     cfg: &SensorConfig,
     key: &FlowKey,
     stats: *const FlowStats,
     kind: EventKind,
-    src_hash: u64,
+    (src_hash, dst_hash): (u64, u64),
+    now_ns: u64,
     meta: &PacketMeta,
     pkt_len: u32,
 ) {
-    let dst_hash = hash_addr(&key.dst);
     let n_workers = if cfg.n_workers > MAX_WORKERS as u32 {
         MAX_WORKERS as u32
     } else {
@@ -68,10 +71,9 @@ pub(crate) fn emit(
     entry.write(FlowEvent {
         key: *key,
         stats,
-        // SAFETY: helpers without preconditions.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now_ns,
         kind: kind as u32,
-        // SAFETY: as above.
+        // SAFETY: a helper without preconditions.
         cpu: unsafe { bpf_get_smp_processor_id() },
         tcp_flags: meta.tcp_flags,
         vlan_tagged: meta.vlan_tagged,

@@ -5,6 +5,7 @@
 #![no_std]
 #![no_main]
 
+mod enforce;
 mod export;
 mod flow;
 mod maps;
@@ -16,7 +17,10 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{
     bindings::xdp_action, helpers::bpf_ktime_get_ns, macros::xdp, programs::XdpContext,
 };
-use sensor_common::{Counter, EventKind, FlowKey, FlowStats, hash_addr};
+use sensor_common::{
+    BlockReason, Counter, EnforceMode, EventKind, FlowKey, FlowStats, SensorConfig,
+    hash::hash_words,
+};
 
 use crate::{
     maps::{SENSOR_CONFIG, count, count_add},
@@ -66,6 +70,24 @@ impl KeyBuf {
     }
 }
 
+/// The source and destination of a key in a [`KeyBuf`] as little-endian
+/// words `[src lo, src hi, dst lo, dst hi]` (`sketch::addr_words`): four
+/// word loads instead of thirty-two byte loads.
+#[inline(always)]
+fn addr_words(key: &FlowKey) -> [u64; 4] {
+    const _: () = assert!(core::mem::offset_of!(FlowKey, src) == 0);
+    const _: () = assert!(core::mem::offset_of!(FlowKey, dst) == 16);
+    #[expect(
+        clippy::cast_ptr_alignment,
+        reason = "every key here lives in an 8-byte aligned KeyBuf"
+    )]
+    let w = core::ptr::from_ref(key).cast::<u64>();
+    // SAFETY: the four words are the key's first 32 bytes, 8-byte aligned as
+    // the KeyBuf around it; the BPF target is little-endian, so each word is
+    // `addr_words`' little-endian reading.
+    unsafe { [w.read(), w.add(1).read(), w.add(2).read(), w.add(3).read()] }
+}
+
 #[inline(always)]
 fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
     let cfg = *SENSOR_CONFIG.get(0).ok_or(Counter::InternalError)?;
@@ -75,40 +97,73 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
 
     let mut key_buf = MaybeUninit::<KeyBuf>::uninit();
     let key = KeyBuf::zero_in_place(&mut key_buf);
-    match parse::parse(ctx, key) {
+    let meta = match parse::parse(ctx, key) {
         Parsed::Flow(meta) => {
             count(Counter::ParsedOk);
             if let Some(note) = meta.note {
                 count(note);
             }
-            let src_hash = hash_addr(&key.src);
-            sketch::update(src_hash, len, cfg.epoch);
-
-            // SAFETY: helper without preconditions.
-            let now = unsafe { bpf_ktime_get_ns() };
-            let mut scratch = MaybeUninit::<FlowStats>::uninit();
-            let f = flow::update(key, len, meta.tcp_flags, now, &mut scratch)?;
-            // SAFETY: `f.stats` is this CPU's slot or `scratch`, both live.
-            let packets = unsafe { (*f.stats).packets };
-            let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
-            sketch::update_dst(&key.dst, len, packets, &cfg);
-            if let Some(kind) = kind {
-                export::emit(&cfg, key, f.stats, kind, src_hash, &meta, len as u32);
-            }
+            Some(meta)
         }
         Parsed::IpOnly(c) => {
             count(c);
-            sketch::update(hash_addr(&key.src), len, cfg.epoch);
-            sketch::update_dst(&key.dst, len, 0, &cfg);
+            None
         }
-        Parsed::NoIp(c) => count(c),
+        Parsed::NoIp(c) => {
+            count(c);
+            return Ok(verdict(&cfg));
+        }
+    };
+    let [src_lo, src_hi, dst_lo, dst_hi] = addr_words(key);
+
+    // Before any flow work: a blocked packet costs the parse and a trie
+    // lookup. Unknown modes count as off.
+    if cfg.enforce == EnforceMode::On as u32 || cfg.enforce == EnforceMode::DryRun as u32 {
+        if let Some(reason) =
+            BlockReason::from_u32(enforce::sensor_source_blocked(src_lo, src_hi) as u32)
+        {
+            let [dropped, would_drop] = reason.counters();
+            if cfg.enforce == EnforceMode::On as u32 {
+                count(dropped);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            count(would_drop);
+        }
     }
 
+    let src_hash = hash_words(src_lo, src_hi);
+    sketch::update(src_hash, len, cfg.epoch);
+    let Some(meta) = meta else {
+        sketch::sensor_update_dst(dst_lo, dst_hi, len, 0);
+        return Ok(verdict(&cfg));
+    };
+
+    // The packet's only clock read: flow times and the event's timestamp
+    // share it.
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut scratch = MaybeUninit::<FlowStats>::uninit();
+    let f = flow::update(key, len, meta.tcp_flags, now, &mut scratch)?;
+    // SAFETY: `f.stats` is this CPU's slot or `scratch`, both live.
+    let packets = unsafe { (*f.stats).packets };
+    let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
+    sketch::sensor_update_dst(dst_lo, dst_hi, len, packets);
+    if let Some(kind) = kind {
+        let hashes = (src_hash, hash_words(dst_lo, dst_hi));
+        export::emit(&cfg, key, f.stats, kind, hashes, now, &meta, len as u32);
+    }
+    Ok(verdict(&cfg))
+}
+
+/// The action for a packet the program observed: a mirror port's copy is
+/// dropped (nobody needs it), anything else passes.
+#[inline(always)]
+fn verdict(cfg: &SensorConfig) -> u32 {
     if cfg.mirror == 1 {
         count(Counter::MirrorDropped);
-        return Ok(xdp_action::XDP_DROP);
+        return xdp_action::XDP_DROP;
     }
-    Ok(xdp_action::XDP_PASS)
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

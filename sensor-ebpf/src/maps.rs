@@ -5,10 +5,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
 };
 use sensor_common::{
-    COUNTER_COUNT, Counter, FlowKey, FlowStats, SensorConfig,
+    BlockEntry, COUNTER_COUNT, Counter, FlowKey, FlowStats, SensorConfig, list_size,
     sketch::{CMS_ENTRIES, CmsRow, DST_ENTRIES, DstSketch, EPOCHS, HllRegisters},
 };
 
@@ -52,6 +52,36 @@ pub(crate) static SRC_DISTINCT_HLL: PerCpuArray<HllRegisters> =
 #[map]
 pub(crate) static DST_VOLUME: PerCpuArray<DstSketch> =
     PerCpuArray::with_max_entries(DST_ENTRIES, 0);
+
+/// Blocklist entries per list; LPM tries allocate on insert.
+const BLOCK_LIST_ENTRIES: u32 = 65_536;
+
+/// IPv4 source prefixes whose packets are dropped (or counted in a dry
+/// run) before any flow work, with an expiry time each.
+#[map]
+pub(crate) static BLOCK_V4: LpmTrie<[u8; 4], BlockEntry> =
+    LpmTrie::with_max_entries(BLOCK_LIST_ENTRIES, 0);
+
+/// IPv6 source prefixes, as `BLOCK_V4`.
+#[map]
+pub(crate) static BLOCK_V6: LpmTrie<[u8; 16], BlockEntry> =
+    LpmTrie::with_max_entries(BLOCK_LIST_ENTRIES, 0);
+
+/// IPv4 source prefixes never blocked, whatever the blocklist says (the
+/// gateway's own addresses, configured prefixes, critical assets).
+#[map]
+pub(crate) static ALLOW_V4: LpmTrie<[u8; 4], u32> =
+    LpmTrie::with_max_entries(BLOCK_LIST_ENTRIES, 0);
+
+/// IPv6 prefixes never blocked, as `ALLOW_V4`.
+#[map]
+pub(crate) static ALLOW_V6: LpmTrie<[u8; 16], u32> =
+    LpmTrie::with_max_entries(BLOCK_LIST_ENTRIES, 0);
+
+/// Entries in each of the lists above, indexed by `sensor_common::list_size`,
+/// kept by whoever changes a list.
+#[map]
+pub(crate) static LIST_SIZES: Array<u32> = Array::with_max_entries(list_size::COUNT, 0);
 
 /// Flow events for worker 0.
 #[map]

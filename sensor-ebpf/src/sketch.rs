@@ -2,42 +2,51 @@
 //! updates. They see every packet with an IP source, whether or not its flow
 //! is exported, so volume attacks stay visible when events are sampled.
 
-use sensor_common::{
-    SensorConfig,
-    sketch::{
-        CMS_ROWS, DST_LEVELS, DST_ROWS, DST_WIDTH, HLL_P, addr_words, cms_column, cms_index,
-        dst_column, dst_index, dst_key_hash, hll_index_rank,
-    },
+use sensor_common::sketch::{
+    CMS_ROWS, DST_LEVELS, DST_ROWS, DST_WIDTH, HLL_P, cms_column, cms_index, dst_column, dst_index,
+    dst_masked_hash, hll_index_rank, is_v4_words,
 };
 
-use crate::maps::{DST_VOLUME, SRC_BYTES_CMS, SRC_DISTINCT_HLL, SRC_PACKETS_CMS};
+use crate::maps::{DST_VOLUME, SENSOR_CONFIG, SRC_BYTES_CMS, SRC_DISTINCT_HLL, SRC_PACKETS_CMS};
 
-/// Adds one packet of `len` bytes to `dst`'s host, narrow-prefix and
-/// wide-prefix cells of `cfg.epoch`; `flow_packets` is its flow's packet
-/// count on this CPU after it (1: it started the flow, 2: the flow
-/// continued; 0 for none). Also for packets without a flow (non-first
-/// fragments), so a fragmented flood counts into its victim's volume. One
-/// lookup per level.
+/// Adds one packet of `len` bytes to the host, narrow-prefix and
+/// wide-prefix cells of the current epoch for the destination whose address
+/// words ([`addr_words`](sensor_common::sketch::addr_words)) are `lo`, `hi`;
+/// `flow_packets` is its flow's packet count on this CPU after it (1: it
+/// started the flow, 2: the flow continued; 0 for none). Also for packets
+/// without a flow (non-first fragments), so a fragmented flood counts into
+/// its victim's volume. One lookup per level; the prefix masks come ready
+/// from `SensorConfig::dst_masks`.
 ///
-/// Not inlined: a BPF subprogram returns with the caller's registers as
-/// they were, so the verifier explores the rest of the program once, not
-/// once per path through these loops.
+/// A global BPF function (external linkage, scalar arguments only): the
+/// verifier checks it once on its own instead of once per call site and
+/// caller state, which was most of the program's verification work.
+#[unsafe(no_mangle)]
 #[inline(never)]
-pub(crate) fn update_dst(dst: &[u8; 16], len: u64, flow_packets: u64, cfg: &SensorConfig) {
+pub(crate) extern "C" fn sensor_update_dst(lo: u64, hi: u64, len: u64, flow_packets: u64) -> u64 {
+    let Some(cfg) = SENSOR_CONFIG.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: the single entry of an array map, valid while the program runs.
+    let cfg = unsafe { &*cfg };
     let new_flow = u32::from(flow_packets == 1);
     let continued = u32::from(flow_packets == 2);
     let len = len as u32;
-    let (lo, hi) = addr_words(dst);
-    let [v4n, v4w, v6n, v6w] = cfg.dst_prefix;
     let epoch = cfg.epoch;
+    // Index of the narrow mask of the address's family; the wide one follows.
+    let family = if is_v4_words(lo, hi) { 0 } else { 2 };
     for level in 0..DST_LEVELS {
-        let (v4, v6) = if level == 1 { (v4n, v6n) } else { (v4w, v6w) };
-        let h = dst_key_hash(lo, hi, level, v4, v6);
+        let [m_lo, m_hi] = match level {
+            0 => [u64::MAX, u64::MAX],
+            1 => cfg.dst_masks[family],
+            _ => cfg.dst_masks[family + 1],
+        };
+        let h = dst_masked_hash(lo & m_lo, hi & m_hi, level);
         // Every entry exists (an array map): a failed lookup ends the
         // update rather than branching on, which keeps the verifier's
         // paths through this loop linear.
         let Some(p) = DST_VOLUME.get_ptr_mut(dst_index(epoch, level)) else {
-            return;
+            return 0;
         };
         // SAFETY: this CPU's slot of an array entry; only this CPU writes it.
         let cells = unsafe { &mut (*p).cells };
@@ -50,6 +59,7 @@ pub(crate) fn update_dst(dst: &[u8; 16], len: u64, flow_packets: u64, cfg: &Sens
             c.bytes = c.bytes.saturating_add(len);
         }
     }
+    0
 }
 
 /// Adds one packet of `len` bytes from the source with hash `src_hash` to the

@@ -1,21 +1,47 @@
 //! Per-packet cost of the XDP program through `BPF_PROG_TEST_RUN`, next to the
-//! do-nothing `sensor_xdp_floor` program measured the same way in the same run.
+//! do-nothing `sensor_xdp_floor` program and, when `cargo xtask bench xdp`
+//! built it, the C reference program (`benches/reference/flow.c`), all
+//! measured the same way in the same run.
 //!
-//! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>`.
-//! Each figure is the median of `ROUNDS` rounds. Needs root (BPF); without it
-//! the bench prints "skipped: needs root" and exits 0 (or fails, as the
-//! tests do, under `SENSOR_REQUIRE_ROOT_TESTS=1`).
+//! Enforcement is on, so every case includes the blocklist check;
+//! `udp_blocked` comes from a blocklisted source and is dropped.
+//!
+//! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>` and,
+//! with the reference, `ratio=<case / reference_c>`, after a line
+//! `xdp_ns_per_packet reference_c <ns>`. Each figure is the median of
+//! `ROUNDS` rounds; within a round the programs take turns, so a change in the
+//! machine's load shifts them all alike. Also prints the instructions the
+//! verifier processed (`xdp_verified_insns`), the margin left under its
+//! limit of one million.
+//!
+//! Environment:
+//! - `SENSOR_BENCH_REFERENCE_DIR`: a directory with the compiled `flow.o` and
+//!   `noop.o` (set by `cargo xtask bench xdp`).
+//! - `SENSOR_BENCH_XDP_OBJECT`: measure this XDP object file instead of the
+//!   one built into the sensor.
+//! - `SENSOR_BENCH_BASELINE_OBJECT`: another build of the sensor's XDP object,
+//!   measured alternately with this one (`baseline_<case>` lines), for
+//!   before/after comparisons in one sitting.
+//!
+//! Needs root (BPF); without it the bench prints "skipped: needs root" and
+//! exits 0 (or fails, as the tests do, under `SENSOR_REQUIRE_ROOT_TESTS=1`).
 #![expect(clippy::print_stdout, reason = "a bench binary reports on stdout")]
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, RingBuf},
+    maps::{
+        Array, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::Xdp,
 };
 use etherparse::{PacketBuilder, TcpHeader};
-use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
+use sensor_common::{
+    BlockEntry, BlockReason, EnforceMode, MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, list_size,
+    map_names,
+};
 
 #[path = "../tests/xdp_util/mod.rs"]
 mod xdp_util;
@@ -31,6 +57,16 @@ const ROUNDS: usize = 5;
 /// Worker rings in use, as on this 2-core machine.
 const N_WORKERS: u32 = 2;
 const RING_BYTES: u32 = 256 * 1024;
+/// The source the blocked case sends from (in the blocklist, enforcement on).
+const BLOCKED_SOURCE: [u8; 4] = [10, 0, 0, 99];
+/// The verifier's limit on processed instructions per program.
+const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// The C reference programs, loaded.
+struct Reference {
+    flow: Ebpf,
+    noop: Ebpf,
+}
 
 fn main() {
     if !sensor_lab::require_root("xdp bench (BPF_PROG_TEST_RUN)") {
@@ -41,7 +77,35 @@ fn main() {
     set.set(0).expect("cpu 0");
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to cpu 0");
 
-    let mut ebpf = load();
+    let object = |var: &str| {
+        std::env::var_os(var).map(|path| {
+            std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", Path::new(&path).display()))
+        })
+    };
+    let own = object("SENSOR_BENCH_XDP_OBJECT");
+    let mut sensors = vec![(
+        "",
+        load(own.as_deref().unwrap_or(sensor::capture::XDP_OBJECT)),
+    )];
+    if let Some(bytes) = object("SENSOR_BENCH_BASELINE_OBJECT") {
+        sensors.push(("baseline_", load(&bytes)));
+    }
+    for (label, ebpf) in &sensors {
+        let n = verified_insns(ebpf, XDP_PROGRAM_NAME);
+        println!(
+            "xdp_verified_insns {label}sensor_xdp {n} margin={}",
+            VERIFIER_LIMIT.saturating_sub(n)
+        );
+    }
+    let reference = std::env::var_os("SENSOR_BENCH_REFERENCE_DIR").map(|d| {
+        let d = Path::new(&d);
+        Reference {
+            flow: load_reference(&d.join("flow.o"), "flow"),
+            noop: load_reference(&d.join("noop.o"), "noop"),
+        }
+    });
+
     let udp4 = udp4_frame([10, 0, 0, 1]);
     let udp6 = {
         let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
@@ -57,15 +121,46 @@ fn main() {
     };
     let mut malformed = udp4.clone();
     malformed.truncate(14 + 10);
+    let blocked = udp4_frame(BLOCKED_SOURCE);
+
+    // The reference on the same frame as the sensor's warm IPv4 UDP case.
+    let reference_ns = reference.as_ref().map(|r| {
+        let (flow, noop) = median_pair(|| {
+            (
+                per_packet_repeat(&r.flow, "flow", &udp4),
+                per_packet_repeat(&r.noop, "noop", &udp4),
+            )
+        });
+        println!("xdp_ns_per_packet reference_c {flow:.1} floor={noop:.1}");
+        flow
+    });
+    let ratio =
+        |ns: f64| reference_ns.map_or_else(String::new, |r| format!(" ratio={:.2}", ns / r));
 
     for (case, frame) in [
         ("udp_warm", &udp4),
         ("ipv6_udp_warm", &udp6),
         ("malformed", &malformed),
+        ("udp_blocked", &blocked),
     ] {
-        let sensor = median(|| per_packet_repeat(&ebpf, XDP_PROGRAM_NAME, frame));
-        let floor = median(|| per_packet_repeat(&ebpf, FLOOR, frame));
-        println!("xdp_ns_per_packet {case} {sensor:.1} floor={floor:.1}");
+        // Sensor builds and the floor take turns within each round.
+        let mut rounds: Vec<Vec<f64>> = Vec::new();
+        for _ in 0..ROUNDS {
+            let mut r: Vec<f64> = sensors
+                .iter()
+                .map(|(_, e)| per_packet_repeat(e, XDP_PROGRAM_NAME, frame))
+                .collect();
+            r.push(per_packet_repeat(&sensors[0].1, FLOOR, frame));
+            rounds.push(r);
+        }
+        let floor = median_of(rounds.iter().map(|r| r[sensors.len()]));
+        for (i, (label, _)) in sensors.iter().enumerate() {
+            let ns = median_of(rounds.iter().map(|r| r[i]));
+            println!(
+                "xdp_ns_per_packet {label}{case} {ns:.1} floor={floor:.1}{}",
+                ratio(ns)
+            );
+        }
     }
 
     // A SYN flood: a new source address, so a new flow, Count-Min cells, HLL
@@ -82,14 +177,46 @@ fn main() {
             tcp_syn_frame([10, a, b, c])
         })
         .collect();
-    let sensor = median(|| per_packet_each(&mut ebpf, XDP_PROGRAM_NAME, &frames));
-    let floor = median(|| per_packet_each(&mut ebpf, FLOOR, &frames));
-    println!("xdp_ns_per_packet tcp_syn_new_source {sensor:.1} floor={floor:.1}");
+    for (label, ebpf) in &mut sensors {
+        let sensor = median(|| per_packet_each(ebpf, XDP_PROGRAM_NAME, &frames));
+        let floor = median(|| per_packet_each(ebpf, FLOOR, &frames));
+        println!(
+            "xdp_ns_per_packet {label}tcp_syn_new_source {sensor:.1} floor={floor:.1}{}",
+            ratio(sensor)
+        );
+    }
 }
 
-fn load() -> Ebpf {
+/// Instructions the verifier processed for program `name` of `ebpf`.
+fn verified_insns(ebpf: &Ebpf, name: &str) -> u32 {
+    let prog: &Xdp = ebpf
+        .program(name)
+        .expect("program")
+        .try_into()
+        .expect("xdp");
+    prog.info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count())
+        .unwrap_or(0)
+}
+
+fn load_reference(path: &Path, prog: &str) -> Ebpf {
     let mut ebpf = EbpfLoader::new()
-        .load(sensor::capture::XDP_OBJECT)
+        .load_file(path)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()));
+    let p: &mut Xdp = ebpf
+        .program_mut(prog)
+        .unwrap_or_else(|| panic!("{} has no program {prog}", path.display()))
+        .try_into()
+        .expect("xdp");
+    p.load()
+        .unwrap_or_else(|e| panic!("verifier rejected {}: {e}", path.display()));
+    ebpf
+}
+
+fn load(object: &[u8]) -> Ebpf {
+    let mut ebpf = EbpfLoader::new()
+        .load(object)
         .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
     for name in [XDP_PROGRAM_NAME, FLOOR] {
         let prog: &mut Xdp = ebpf
@@ -100,21 +227,46 @@ fn load() -> Ebpf {
         prog.load()
             .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
-    let mut cfg: Array<_, SensorConfig> =
-        Array::try_from(ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config")).expect("array");
-    cfg.set(
-        0,
-        SensorConfig {
-            epoch: 0,
-            n_workers: N_WORKERS,
-            mirror: 0,
-            ring_bytes: RING_BYTES,
-            sample_shift: 3,
-            dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
-        },
-        0,
-    )
-    .expect("write config");
+    // Enforcement on: every case pays the blocklist check.
+    let cfg = SensorConfig {
+        enforce: EnforceMode::On as u32,
+        ..SensorConfig::new(
+            N_WORKERS,
+            false,
+            RING_BYTES,
+            3,
+            sensor_common::sketch::DST_PREFIX_DEFAULT,
+        )
+    };
+    if let Some(map) = ebpf.map_mut(map_names::BLOCK_V4) {
+        let mut block: LpmTrie<_, [u8; 4], BlockEntry> = LpmTrie::try_from(map).expect("lpm trie");
+        let entry = BlockEntry {
+            expires_ns: 0,
+            added_ns: 0,
+            reason: BlockReason::Operator as u32,
+            _pad: 0,
+            note: [0; sensor_common::BLOCK_NOTE_LEN],
+        };
+        block
+            .insert(&Key::new(32, BLOCKED_SOURCE), entry, 0)
+            .expect("block entry");
+        if let Some(map) = ebpf.map_mut(map_names::LIST_SIZES) {
+            let mut sizes: Array<_, u32> = Array::try_from(map).expect("list sizes");
+            sizes.set(list_size::BLOCK_V4, 1, 0).expect("list size");
+        }
+    }
+    let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
+    if let Ok(mut a) = Array::<_, SensorConfig>::try_from(map) {
+        a.set(0, cfg, 0).expect("write config");
+    } else {
+        // A baseline built before the configuration grew (fields are only
+        // ever appended): it reads the first 24 bytes.
+        let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
+        let mut a = Array::<_, [u8; 24]>::try_from(map).expect("a config array");
+        let mut old = [0u8; 24];
+        old.copy_from_slice(&bytemuck::bytes_of(&cfg)[..24]);
+        a.set(0, old, 0).expect("write config");
+    }
     ebpf
 }
 
@@ -166,7 +318,20 @@ fn drain_rings(ebpf: &mut Ebpf) {
 }
 
 fn median(mut f: impl FnMut() -> f64) -> f64 {
-    let mut v: Vec<f64> = (0..ROUNDS).map(|_| f()).collect();
+    median_of((0..ROUNDS).map(|_| f()))
+}
+
+/// Medians of both halves of `ROUNDS` pairs measured in turns.
+fn median_pair(mut f: impl FnMut() -> (f64, f64)) -> (f64, f64) {
+    let v: Vec<(f64, f64)> = (0..ROUNDS).map(|_| f()).collect();
+    (
+        median_of(v.iter().map(|p| p.0)),
+        median_of(v.iter().map(|p| p.1)),
+    )
+}
+
+fn median_of(it: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = it.collect();
     v.sort_by(f64::total_cmp);
-    v[ROUNDS / 2]
+    v[v.len() / 2]
 }

@@ -36,6 +36,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             &args.iface,
             &mut std::io::stdout().lock(),
         )?),
+        Command::Block(args) => {
+            let (iface, op) = args.op();
+            Ok(sensor::ops::block::run_block(
+                iface,
+                &op,
+                &mut std::io::stdout().lock(),
+            )?)
+        }
         Command::Feedback(args) => {
             sensor::alerts::run_feedback(&args, &mut std::io::stdout())?;
             Ok(())

@@ -48,14 +48,13 @@ fn pin_to_cpu0() {
 }
 
 fn config(n_workers: u32, ring_bytes: u32) -> SensorConfig {
-    SensorConfig {
-        epoch: 0,
+    SensorConfig::new(
         n_workers,
-        mirror: 0,
+        false,
         ring_bytes,
-        sample_shift: 3,
-        dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
-    }
+        3,
+        sensor_common::sketch::DST_PREFIX_DEFAULT,
+    )
 }
 
 struct Sensor {

@@ -273,9 +273,36 @@ fn bench(which: Option<&str>) -> Result<()> {
         return Ok(());
     }
     for name in &wanted {
-        run_status(cargo().args(["bench", "-p", "sensor-user", "--bench", name]))?;
+        let mut cmd = cargo();
+        cmd.args(["bench", "-p", "sensor-user", "--bench", name]);
+        if name == "xdp" {
+            cmd.env("SENSOR_BENCH_REFERENCE_DIR", build_reference()?);
+        }
+        run_status(&mut cmd)?;
     }
     Ok(())
+}
+
+/// Compiles the C reference programs of the XDP bench
+/// (`sensor-user/benches/reference`) with clang-19 and returns the directory
+/// holding `flow.o` and `noop.o`.
+fn build_reference() -> Result<PathBuf> {
+    let src = workspace_root().join("sensor-user/benches/reference");
+    let out = target_dir().join("bench-reference");
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    // The multiarch include directory holds `asm/types.h`.
+    let multiarch = format!("-I/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    for name in ["flow", "noop"] {
+        run_status(
+            Command::new("clang-19")
+                .args(["-O2", "-g", "-target", "bpf", &multiarch, "-c"])
+                .arg(src.join(format!("{name}.c")))
+                .arg("-o")
+                .arg(out.join(format!("{name}.o"))),
+        )
+        .context("compiling the C reference (clang-19 and libbpf-dev: `cargo xtask setup`)")?;
+    }
+    Ok(out)
 }
 
 /// `cargo install` puts bpf-linker in `$CARGO_HOME/bin`; make sure the builds

@@ -9,9 +9,12 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{has_binary, run_status, target_dir};
 
-/// Debian packages and a binary that proves each is installed.
-const APT_PACKAGES: [(&str, &str); 22] = [
+/// Debian packages and a binary (or, for an absolute path, a file) that
+/// proves each is installed.
+const APT_PACKAGES: [(&str, &str); 23] = [
     ("clang-19", "clang-19"),
+    // Headers of the XDP bench's C reference (`bpf/bpf_helpers.h`).
+    ("libbpf-dev", "/usr/include/bpf/bpf_helpers.h"),
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
     ("netsniff-ng", "trafgen"),
@@ -74,7 +77,13 @@ pub(crate) fn is_complete() -> bool {
 fn apt() -> Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
-        .filter(|(_, bin)| !has_binary(bin))
+        .filter(|(_, probe)| {
+            if probe.starts_with('/') {
+                !Path::new(probe).exists()
+            } else {
+                !has_binary(probe)
+            }
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

@@ -11,6 +11,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use sensor_common::EnforceMode;
 use serde::Deserialize;
 
 use super::AlertsError;
@@ -49,6 +50,47 @@ pub struct SensorFile {
     pub thresholds: BTreeMap<String, f32>,
     pub tuning: TuningSection,
     pub sinks: Vec<SinkConfig>,
+    pub block: BlockSection,
+}
+
+/// When an alert blocks its attacker at the edge (with `sensor run
+/// --enforce on`, or counted only with `dry-run`): its EVE severity at most
+/// `max_severity` and its peak score at least its class's bar. The default
+/// blocks only severity-1 alerts with a near-certain score.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockSection {
+    /// Highest EVE severity level that blocks (1 is the most severe).
+    pub max_severity: u8,
+    /// Peak score an alert must reach, for classes without their own bar.
+    pub min_score: f32,
+    /// Per-class bars (class name to score).
+    pub classes: BTreeMap<String, f32>,
+    /// Seconds a block lasts after the alert's last record (renewed with
+    /// each record while the alert stays open).
+    pub ttl_s: u64,
+}
+
+impl Default for BlockSection {
+    fn default() -> Self {
+        Self {
+            max_severity: 1,
+            min_score: 0.99,
+            classes: BTreeMap::new(),
+            ttl_s: 600,
+        }
+    }
+}
+
+impl BlockSection {
+    /// The score bar of `class`.
+    #[must_use]
+    pub fn bar(&self, class: AttackClass) -> f32 {
+        self.classes
+            .get(class.name())
+            .copied()
+            .unwrap_or(self.min_score)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -635,6 +677,39 @@ impl SensorFile {
                 )?;
             }
         }
+        let b = &self.block;
+        let fraction = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
+        range(
+            "block",
+            "max_severity",
+            b.max_severity,
+            (1..=3).contains(&b.max_severity),
+            "an EVE severity from 1 to 3",
+        )?;
+        range(
+            "block",
+            "min_score",
+            b.min_score,
+            fraction(b.min_score),
+            "a score in [0, 1]",
+        )?;
+        range("block", "ttl_s", b.ttl_s, b.ttl_s > 0, "at least 1 second")?;
+        for (class, bar) in &b.classes {
+            range(
+                "block.classes",
+                "a class",
+                class,
+                AttackClass::by_name(class).is_some_and(|c| c != AttackClass::Benign),
+                "an attack class name (flood, scan, bruteforce, anomaly)",
+            )?;
+            range(
+                "block.classes",
+                "a bar",
+                bar,
+                fraction(*bar),
+                "a score in [0, 1]",
+            )?;
+        }
         Ok(())
     }
 }
@@ -719,6 +794,10 @@ pub struct AlertSettings {
     pub autoencoder: Option<ModelCard>,
     /// The config file the stage watches for threshold changes, if any.
     pub config_path: Option<PathBuf>,
+    /// When an alert blocks its attacker.
+    pub block: BlockSection,
+    /// `sensor run --enforce`: whether blocks are installed at all.
+    pub enforce: EnforceMode,
 }
 
 impl AlertSettings {
@@ -742,6 +821,8 @@ impl AlertSettings {
             classifier,
             autoencoder,
             config_path: config_path.map(Path::to_path_buf),
+            block: file.block.clone(),
+            enforce: EnforceMode::Off,
         })
     }
 

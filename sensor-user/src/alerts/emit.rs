@@ -8,7 +8,7 @@
 
 use std::{borrow::Cow, net::IpAddr};
 
-use sensor_common::records::community_id;
+use sensor_common::{EnforceMode, records::community_id};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -50,6 +50,14 @@ pub enum CloseReason {
     /// it when the volume rule found the flood spread over that network
     /// (its count moves there).
     Merged,
+}
+
+/// The `block` object of an alert record.
+#[derive(Serialize)]
+struct BlockFields {
+    mode: &'static str,
+    start: String,
+    end: String,
 }
 
 /// The EVE envelope of alert records, fields in Suricata's order so lines
@@ -150,6 +158,10 @@ struct AlertFields<'a> {
     /// The victim network (`address/length`) of a flood spread over it.
     #[serde(skip_serializing_if = "Option::is_none")]
     victim_prefix: Option<String>,
+    /// The block this alert put on its attacker: `on` (dropped) or
+    /// `dry-run` (counted as would-drop), from when until when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block: Option<BlockFields>,
 }
 
 /// What the inventory says about an address (`many` for an aggregated side).
@@ -312,6 +324,15 @@ impl<'a> Context<'a> {
                 .victim
                 .zip(a.key.victim_prefix)
                 .map(|(ip, len)| format!("{ip}/{len}")),
+            block: a.block.map(|b| BlockFields {
+                mode: if s.enforce == EnforceMode::On {
+                    "on"
+                } else {
+                    "dry-run"
+                },
+                start: self.wall(b.start_ns),
+                end: self.wall(b.end_ns),
+            }),
         };
         EveAlertRecord {
             timestamp: self.wall(ts),
@@ -329,7 +350,11 @@ impl<'a> Context<'a> {
             proto: eve::proto_name(ends.proto),
             community_id: flow.and_then(|f| community_id(f.src, f.dst, f.sport, f.dport, f.proto)),
             alert: EveAlert {
-                action: "allowed",
+                action: if a.block.is_some() && s.enforce == EnforceMode::On {
+                    "blocked"
+                } else {
+                    "allowed"
+                },
                 gid: 1,
                 signature_id: sid,
                 rev: 1,
@@ -632,12 +657,18 @@ mod tests {
             classifier_version: ModelVersion::intern("clf-1"),
             autoencoder_version: ModelVersion::intern("ae-1"),
             verdict: Some(Verdict::Tp),
+<<<<<<< HEAD
             origin: Some(crate::capture::collector::FlowOrigin {
                 exporter: "192.0.2.1".parse().unwrap(),
                 domain: 7,
                 version: 10,
                 in_if: 3,
                 out_if: 4,
+=======
+            block: Some(super::super::block::BlockSpan {
+                start_ns: 1_000,
+                end_ns: 600_000_001_000,
+>>>>>>> a22729b
             }),
         }
     }

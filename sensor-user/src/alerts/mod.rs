@@ -9,6 +9,7 @@
 //! See `docs/alerts.md` for the rules and the output schema.
 
 mod beacon;
+mod block;
 pub mod config;
 mod dedup;
 mod detect;

@@ -11,6 +11,7 @@ use std::{net::IpAddr, sync::Arc};
 use super::{
     AlertMetrics, AlertOutput, AlertsError, Control,
     beacon::{self, BeaconRule},
+    block::Blocker,
     config::{AlertSettings, Thresholds, secs_to_ns},
     dedup::{Aggregate, DedupKey, dedup_key},
     detect::{Detection, Rule, detect},
@@ -96,6 +97,8 @@ pub struct AlertStage {
     /// Keys of the open flood alerts whose victim is a network: a flood
     /// row on a host inside one belongs to that alert.
     prefix_floods: Vec<DedupKey>,
+    /// Where alerts at their class's block bar put their attacker.
+    blocker: Blocker,
     /// Hosts the volume rule found flooded while a scan alert probes them:
     /// the epoch of the last finding and the new flows summed over
     /// consecutive epochs (see [`SCAN_MAX_PROBES`]).
@@ -153,7 +156,14 @@ impl AlertStage {
             feature_names: Vec::new(),
             prefix_floods: Vec::new(),
             scanned_floods: std::collections::HashMap::new(),
+            blocker: Blocker::new(None),
         })
+    }
+
+    /// Blocks go to `lists` instead of the pinned lists of the interface
+    /// (tests, or a caller that holds the program's maps).
+    pub fn set_block_lists(&mut self, lists: crate::capture::blocklist::Lists) {
+        self.blocker = Blocker::new(Some(lists));
     }
 
     /// Counters now (`rows_shed` as last set by the owner).
@@ -257,6 +267,8 @@ impl AlertStage {
             &mut settings.volume.prefix_v6,
             &volume.prefix_v6,
         );
+        // `--enforce` is the command line's, not the file's.
+        settings.enforce = self.settings.enforce;
         if settings.thresholds != self.settings.thresholds {
             tracing::info!(thresholds = ?settings.thresholds, "alert thresholds reloaded");
             self.metrics.threshold_reloads += 1;
@@ -550,7 +562,11 @@ impl AlertStage {
             classifier_version: row.classifier_version,
             autoencoder_version: row.autoencoder_version,
             verdict: None,
+<<<<<<< HEAD
             origin: row.origin,
+=======
+            block: None,
+>>>>>>> a22729b
         };
         if !a.peak_pps.is_finite() {
             a.peak_pps = 0.0;
@@ -687,6 +703,22 @@ impl AlertStage {
     }
 
     fn emit_alert(&mut self, i: usize, state: AlertState, reason: Option<CloseReason>) {
+        if state != AlertState::Closed {
+            let a = &self.alerts[i];
+            let facts = (a.key.class, a.severity().1, a.peak_score);
+            let (attacker, id, prev) = (a.key.attacker, a.id.clone(), a.block);
+            let span = self.blocker.apply(
+                &self.settings.block,
+                self.settings.enforce,
+                &self.settings.interface,
+                facts,
+                attacker,
+                &id,
+                self.now_ns,
+                prev,
+            );
+            self.alerts[i].block = span;
+        }
         let a = &self.alerts[i];
         let (sev, eve_sev) = a.severity();
         let incident_id = self.incidents.id_of(a.incident);

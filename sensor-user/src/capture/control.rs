@@ -476,6 +476,8 @@ mod tests {
             flow_table_size: 4096,
             ring_bytes: 1 << 16,
             dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
+            enforce: crate::capture::loader::EnforceMode::Off,
+            allow: Vec::new(),
         })
         .expect("load");
         let mut rings = sensor.take_rings().expect("rings");

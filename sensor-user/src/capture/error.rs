@@ -136,6 +136,12 @@ pub enum SensorError {
         source: io::Error,
     },
 
+    /// `sensor block del` named a prefix the blocklist does not hold.
+    #[error(
+        "{prefix} is not in the blocklist of `{iface}` (see `sensor block list --iface {iface}`)"
+    )]
+    NotBlocked { prefix: String, iface: String },
+
     /// A command-line or configuration value is out of range.
     #[error("invalid {what}: {reason}")]
     InvalidConfig { what: &'static str, reason: String },

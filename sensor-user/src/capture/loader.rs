@@ -3,7 +3,7 @@
 //! [`Sensor::detach`] or, at the latest, when the [`Sensor`] is dropped (aya
 //! detaches owned links on drop), so a crash never leaves the program behind.
 
-use std::{ffi::CString, path::Path};
+use std::{ffi::CString, net::IpAddr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -15,9 +15,12 @@ use aya::{
     },
 };
 use sensor_common::{MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, map_names};
+
+pub use sensor_common::EnforceMode;
 use tracing::{debug, info, warn};
 
 use crate::capture::{
+    blocklist::{Lists, Prefix},
     error::{SensorError, find_errno},
     pins::{KeptCounts, Liveness, PinDir, STATE_MAPS, current_netns_cookie, remove_legacy_pins},
 };
@@ -88,6 +91,10 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Destination sketch prefix lengths (`SensorConfig::dst_prefix`).
     pub dst_prefix: [u8; 4],
+    /// What the program does with blocklisted sources.
+    pub enforce: EnforceMode,
+    /// Source prefixes never blocked, besides the interface's own addresses.
+    pub allow: Vec<Prefix>,
 }
 
 impl LoadOptions {
@@ -96,6 +103,14 @@ impl LoadOptions {
     /// # Errors
     /// [`SensorError::InvalidConfig`] naming the option and the rule.
     pub fn validate(&self) -> Result<(), SensorError> {
+        if self.mirror && self.enforce == EnforceMode::On {
+            return Err(SensorError::InvalidConfig {
+                what: "--enforce",
+                reason: "`on` is refused with --mirror: a mirror port sees copies, so dropping \
+                         them blocks nothing (use `dry-run` to see what would be dropped)"
+                    .into(),
+            });
+        }
         if self.n_workers == 0 || self.n_workers as usize > MAX_WORKERS {
             return Err(SensorError::InvalidConfig {
                 what: "--workers",
@@ -254,7 +269,8 @@ fn map_data(map: &Map) -> Option<&MapData> {
         | Map::PerCpuHashMap(d)
         | Map::PerCpuLruHashMap(d)
         | Map::HashMap(d)
-        | Map::LruHashMap(d) => Some(d),
+        | Map::LruHashMap(d)
+        | Map::LpmTrie(d) => Some(d),
         _ => None,
     }
 }
@@ -333,7 +349,42 @@ impl Sensor {
         if origin == Origin::Fresh {
             sensor.pin_fresh_maps();
         }
+        sensor.fill_allowlist()?;
         Ok(sensor)
+    }
+
+    /// Puts the interface's own addresses and the configured prefixes in
+    /// the allowlist, through the pinned lists (the maps stay in the
+    /// program object for pinning and adoption). Only with enforcement on
+    /// or in a dry run, and only for a pinned sensor.
+    fn fill_allowlist(&self) -> Result<(), SensorError> {
+        let Some(pins) = &self.pins else {
+            return Ok(());
+        };
+        if self.opts.enforce == EnforceMode::Off {
+            return Ok(());
+        }
+        let mut lists = Lists::from_pins(pins)?;
+        let own = nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter(|a| a.interface_name == self.opts.iface)
+                    .filter_map(|a| {
+                        let a = a.address?;
+                        if let Some(v4) = a.as_sockaddr_in() {
+                            Prefix::new(IpAddr::V4(v4.ip()), 32)
+                        } else {
+                            Prefix::new(IpAddr::V6(a.as_sockaddr_in6()?.ip()), 128)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for p in own.iter().chain(&self.opts.allow) {
+            lists.allow(*p)?;
+            info!(prefix = %p, "never blocked");
+        }
+        Ok(())
     }
 
     fn finish_load(
@@ -345,12 +396,14 @@ impl Sensor {
         origin: Origin,
     ) -> Result<Self, SensorError> {
         let config = SensorConfig {
-            epoch: 0,
-            n_workers: opts.n_workers,
-            mirror: u32::from(opts.mirror),
-            ring_bytes: opts.ring_bytes,
-            sample_shift: DEFAULT_SAMPLE_SHIFT,
-            dst_prefix: opts.dst_prefix,
+            enforce: opts.enforce as u32,
+            ..SensorConfig::new(
+                opts.n_workers,
+                opts.mirror,
+                opts.ring_bytes,
+                DEFAULT_SAMPLE_SHIFT,
+                opts.dst_prefix,
+            )
         };
         {
             let map = ebpf
@@ -886,6 +939,8 @@ mod tests {
             flow_table_size: DEFAULT_FLOW_TABLE_SIZE,
             ring_bytes: DEFAULT_RING_BYTES,
             dst_prefix: sensor_common::sketch::DST_PREFIX_DEFAULT,
+            enforce: EnforceMode::Off,
+            allow: Vec::new(),
         }
     }
 

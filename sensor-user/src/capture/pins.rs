@@ -48,14 +48,20 @@ const XDP_LINK: &str = "XDP_LINK";
 /// The maps whose contents are the sensor's history, pinned under their
 /// own names and adopted by the next sensor when their layout matches.
 /// Rings are not among them: a ring's events belong to the process that
-/// reads it, and `SENSOR_CONFIG` is each sensor's own.
-pub(crate) const STATE_MAPS: [&str; 6] = [
+/// reads it, and `SENSOR_CONFIG` is each sensor's own. The source lists
+/// are, so blocks outlive a restart and `sensor block` reaches them.
+pub(crate) const STATE_MAPS: [&str; 11] = [
     map_names::FLOW_TABLE,
     map_names::SRC_PACKETS_CMS,
     map_names::SRC_BYTES_CMS,
     map_names::SRC_DISTINCT_HLL,
     map_names::DST_VOLUME,
     map_names::GLOBAL_COUNTERS,
+    map_names::BLOCK_V4,
+    map_names::BLOCK_V6,
+    map_names::ALLOW_V4,
+    map_names::ALLOW_V6,
+    map_names::LIST_SIZES,
 ];
 
 /// The directory of one attachment: a network namespace and an interface

@@ -6,10 +6,14 @@ use std::{path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::{
+    capture::blocklist::{DEFAULT_BLOCK_TTL, Prefix},
     capture::error::SensorError,
-    capture::loader::{AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, LoadOptions},
+    capture::loader::{
+        AttachMode, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_RING_BYTES, EnforceMode, LoadOptions,
+    },
     capture::privileges::Account,
     capture::workers::default_workers,
+    ops::block::BlockOp,
 };
 
 /// XDP/eBPF network threat sensor.
@@ -31,6 +35,9 @@ pub enum Command {
     Collect(CollectArgs),
     /// Print the live counters of a running `sensor run` as one JSON line.
     Stats(StatsArgs),
+    /// Add, remove or list blocked source prefixes of the sensor on an
+    /// interface (dropped while it runs with `--enforce on`).
+    Block(BlockArgs),
     /// Record an operator's verdict (true or false positive) on an alert.
     Feedback(crate::alerts::FeedbackArgs),
     /// Recompute per-class alert thresholds from the recorded verdicts.
@@ -114,6 +121,94 @@ pub struct StatsArgs {
     pub iface: String,
 }
 
+/// `sensor block`.
+#[derive(Debug, Clone, Args)]
+pub struct BlockArgs {
+    #[command(subcommand)]
+    pub action: BlockAction,
+}
+
+impl BlockArgs {
+    /// The interface and the operation to run on its lists.
+    #[must_use]
+    pub fn op(&self) -> (&str, BlockOp) {
+        match &self.action {
+            BlockAction::Add {
+                prefix,
+                ttl,
+                reason,
+                iface,
+            } => (
+                iface,
+                BlockOp::Add {
+                    prefix: *prefix,
+                    ttl: *ttl,
+                    reason: reason.clone(),
+                },
+            ),
+            BlockAction::Del { prefix, iface } => (iface, BlockOp::Del { prefix: *prefix }),
+            BlockAction::List { iface } => (iface, BlockOp::List),
+        }
+    }
+}
+
+/// What `sensor block` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BlockAction {
+    /// Block a source prefix (or address): replaces and renews an entry of
+    /// the same prefix.
+    Add {
+        /// `10.0.0.0/8`, `2001:db8::/32` or an address.
+        #[arg(value_name = "PREFIX")]
+        prefix: Prefix,
+        /// Seconds the entry blocks; 0: until removed.
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_BLOCK_TTL.as_secs())]
+        ttl: u64,
+        /// A note kept with the entry (its first 32 bytes).
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+    /// Remove the entry of exactly this prefix.
+    Del {
+        #[arg(value_name = "PREFIX")]
+        prefix: Prefix,
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+    /// Print every entry as one JSON object per line.
+    List {
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+}
+
+/// `--enforce` as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum EnforceArg {
+    /// Blocklists are not consulted.
+    #[default]
+    Off,
+    /// Count what would be dropped; drop nothing.
+    DryRun,
+    /// Drop blocklisted sources.
+    On,
+}
+
+impl From<EnforceArg> for EnforceMode {
+    fn from(m: EnforceArg) -> Self {
+        match m {
+            EnforceArg::Off => EnforceMode::Off,
+            EnforceArg::DryRun => EnforceMode::DryRun,
+            EnforceArg::On => EnforceMode::On,
+        }
+    }
+}
+
 /// XDP attach mode as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum ModeArg {
@@ -149,6 +244,15 @@ pub struct RunArgs {
     /// Mirror/SPAN port: drop every packet after observing it.
     #[arg(long)]
     pub mirror: bool,
+    /// Drop packets from blocklisted sources (`sensor block`, alerts at
+    /// their class's block threshold): `off`, `dry-run` (count what would
+    /// be dropped, drop nothing) or `on` (refused with --mirror).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = EnforceArg::Off)]
+    pub enforce: EnforceArg,
+    /// A source prefix never blocked (repeatable); the interface's own
+    /// addresses never are either.
+    #[arg(long = "allow", value_name = "PREFIX")]
+    pub allow: Vec<Prefix>,
     /// Worker threads, one ring each [default: available cores, at most 8].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=8))]
     pub workers: Option<u32>,
@@ -306,6 +410,8 @@ impl RunArgs {
             flow_table_size: self.flow_table_size,
             ring_bytes: self.ring_bytes,
             dst_prefix,
+            enforce: self.enforce.into(),
+            allow: self.allow.clone(),
         };
         opts.validate()?;
         Ok(opts)

@@ -525,6 +525,7 @@ impl AlertSetup {
             file.sensor.interface.clone_from(&args.interface);
         }
         let mut settings = AlertSettings::from_file(&file, config_path)?;
+        settings.enforce = args.enforce.into();
         if config_path.is_none() {
             // Without a config there is no place for the verdict store and the
             // alert record log: feedback needs `--config`.

@@ -1,0 +1,99 @@
+//! The block rule: an alert at or above its class's block bar (config
+//! `[block]`) puts its attacker in the XDP program's blocklist, renewed with
+//! each record while the alert stays open, so the block ends `ttl_s` after
+//! the alert's last record. Only alerts that name one attacker block: an
+//! aggregated side (a spoofed flood's sources) is not an address to drop.
+
+use std::{net::IpAddr, time::Duration};
+
+use sensor_common::{BlockReason, EnforceMode};
+use tracing::{info, warn};
+
+use super::config::BlockSection;
+use crate::{
+    capture::{
+        blocklist::{Lists, Prefix},
+        loader::if_index,
+        pins::PinDir,
+    },
+    model::row::AttackClass,
+};
+
+/// When an alert's block started and when it ends (stage clock, ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct BlockSpan {
+    pub(super) start_ns: u64,
+    pub(super) end_ns: u64,
+}
+
+/// The blocklists the rule writes to: handed in, or opened from the pins
+/// of the interface on first use (the sensor pins them once loaded).
+pub(super) struct Blocker {
+    lists: Option<Lists>,
+    /// Opening the pins failed once: not retried for every alert.
+    unavailable: bool,
+}
+
+impl Blocker {
+    pub(super) fn new(lists: Option<Lists>) -> Self {
+        Self {
+            lists,
+            unavailable: false,
+        }
+    }
+
+    fn lists(&mut self, iface: &str) -> Option<&mut Lists> {
+        if self.lists.is_none() && !self.unavailable {
+            let opened = if_index(iface)
+                .ok_or_else(|| format!("no interface `{iface}`"))
+                .and_then(|i| PinDir::here(i).map_err(|e| e.to_string()))
+                .and_then(|p| Lists::from_pins(&p).map_err(|e| e.to_string()));
+            match opened {
+                Ok(l) => self.lists = Some(l),
+                Err(e) => {
+                    warn!(%iface, error = %e, "alerts cannot block: the blocklists are not reachable");
+                    self.unavailable = true;
+                }
+            }
+        }
+        self.lists.as_mut()
+    }
+
+    /// Blocks or renews `attacker` for the alert `alert_id` when `mode`
+    /// enforces and the alert reaches its bar; returns the span the block
+    /// covers now (`prev` extended), `None` when it does not block.
+    #[expect(clippy::too_many_arguments, reason = "the facts of one decision")]
+    pub(super) fn apply(
+        &mut self,
+        rule: &BlockSection,
+        mode: EnforceMode,
+        iface: &str,
+        (class, eve_severity, peak_score): (AttackClass, u8, f32),
+        attacker: Option<IpAddr>,
+        alert_id: &str,
+        now_ns: u64,
+        prev: Option<BlockSpan>,
+    ) -> Option<BlockSpan> {
+        // A NaN score never reaches a bar.
+        let reaches = peak_score >= rule.bar(class);
+        if mode == EnforceMode::Off || eve_severity > rule.max_severity || !reaches {
+            return prev;
+        }
+        let attacker = attacker?;
+        let prefix = Prefix::new(attacker, if attacker.is_ipv4() { 32 } else { 128 })?;
+        let lists = self.lists(iface)?;
+        let ttl = Duration::from_secs(rule.ttl_s);
+        if let Err(e) = lists.block(prefix, Some(ttl), BlockReason::Alert, alert_id) {
+            warn!(%prefix, error = %e, "could not block an alert's attacker");
+            return prev;
+        }
+        if prev.is_none() {
+            info!(%prefix, alert = alert_id, ?mode, "blocking an alert's attacker");
+        }
+        let end_ns = now_ns.saturating_add(rule.ttl_s.saturating_mul(1_000_000_000));
+        Some(BlockSpan {
+            start_ns: prev.map_or(now_ns, |p| p.start_ns),
+            end_ns,
+        })
+    }
+}
