@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary that proves each is installed.
-const APT_PACKAGES: [(&str, &str); 20] = [
+const APT_PACKAGES: [(&str, &str); 21] = [
     ("clang-19", "clang-19"),
     ("bpftool", "bpftool"),
     ("iproute2", "ip"),
@@ -34,6 +34,11 @@ const APT_PACKAGES: [(&str, &str); 20] = [
     // with `man` finding the page its Documentation= names.
     ("systemd", "systemd-analyze"),
     ("man-db", "man"),
+    // `--metrics-addr` is scraped by a real Prometheus server and its
+    // output checked by `promtool check metrics` (tests/netns_metrics.rs).
+    // Without systemd as init nothing starts the packaged service: the
+    // test starts its own server with its own config and data directory.
+    ("prometheus", "promtool"),
 ];
 
 /// The cargo-fuzz release `cargo xtask fuzz` is known to work with.

@@ -5,6 +5,7 @@
 pub mod control;
 pub mod error;
 pub mod gateway;
+pub mod live;
 pub mod loader;
 pub mod pins;
 pub mod privileges;

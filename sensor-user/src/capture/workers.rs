@@ -25,7 +25,11 @@ use nix::{
 use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, clock::monotonic_ns};
 use tracing::{debug, warn};
 
-use crate::capture::error::SensorError;
+use crate::capture::{error::SensorError, live::Published};
+
+/// Each worker's counters as other threads see them, in worker order:
+/// published at every regular tick (about 1 ms).
+pub(crate) type LiveWorkers = Arc<[Published<WorkerCounters>]>;
 
 /// The seam where scoring plugs in: one handler per worker, called on the
 /// worker thread.
@@ -475,6 +479,7 @@ const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Running worker threads.
 pub(crate) struct WorkerPool {
     stop: Arc<AtomicBool>,
+    live: LiveWorkers,
     handles: Vec<JoinHandle<WorkerReport>>,
     requests: Vec<crossbeam_channel::Sender<WorkerRequest>>,
 }
@@ -494,10 +499,15 @@ impl WorkerPool {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::with_capacity(rings.len());
         let mut requests = Vec::with_capacity(rings.len());
+        let live: LiveWorkers = (0..rings.len())
+            .map(|_| Published::default())
+            .collect::<Vec<_>>()
+            .into();
         for (i, ring) in rings.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let state = WorkerState::new(i, flow_capacity_per_worker, factory(i));
             let stop = Arc::clone(&stop);
+            let live = Arc::clone(&live);
             let (request_tx, request_rx) = crossbeam_channel::bounded(WORKER_REQUESTS);
             requests.push(request_tx);
             let handle = std::thread::Builder::new()
@@ -512,7 +522,7 @@ impl WorkerPool {
                             "could not pin worker to its core"
                         );
                     }
-                    run_worker(ring, state, &stop, &request_rx)
+                    run_worker(ring, state, &stop, &request_rx, &live[i])
                 })
                 .map_err(|source| SensorError::System {
                     what: "spawning a worker thread",
@@ -522,9 +532,15 @@ impl WorkerPool {
         }
         Ok(Self {
             stop,
+            live,
             handles,
             requests,
         })
+    }
+
+    /// The workers' published counters (for the metrics endpoint).
+    pub(crate) fn live(&self) -> LiveWorkers {
+        Arc::clone(&self.live)
     }
 
     /// Each worker's report so far, in worker order, without stopping them.
@@ -580,6 +596,7 @@ fn run_worker(
     mut state: WorkerState,
     stop: &AtomicBool,
     requests: &crossbeam_channel::Receiver<WorkerRequest>,
+    live: &Published<WorkerCounters>,
 ) -> WorkerReport {
     set_timer_slack(state.index);
     loop {
@@ -597,6 +614,7 @@ fn run_worker(
         let now = monotonic_ns();
         if state.tick_if_due(now) {
             state.housekeeping();
+            live.try_publish(|c| *c = state.counters);
             while let Ok(request) = requests.try_recv() {
                 match request {
                     WorkerRequest::Report(reply) => {
@@ -611,6 +629,7 @@ fn run_worker(
                 state.dispatch(&item);
             }
             state.finish();
+            live.publish(|c| *c = state.counters);
             break;
         }
         if drained == 0 {

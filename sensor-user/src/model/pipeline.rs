@@ -24,6 +24,7 @@ use sensor_common::{FlowEvent, FlowKey, addr_to_ip as ip, clock::monotonic_ns};
 use super::{Model, ModelKind, Runner};
 use crate::{
     capture::control::SketchHandle,
+    capture::live::{LatencyHistogram, Published},
     features::{
         FeatureConfig, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES, RowFacts,
         event_volume,
@@ -94,6 +95,58 @@ pub struct PipelineCounters {
     pub gateway_views: u64,
 }
 
+/// Upper bounds of the batch-size histogram (rows), as the metrics endpoint
+/// exports it; the largest planned batch is 256.
+pub const BATCH_SIZE_BOUNDS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// What one worker's pipeline publishes for other threads (the metrics
+/// endpoint, `--stats-out`): its counters, the event→score latency of every
+/// scored row (from the event's kernel timestamp to the end of its batch's
+/// inference) and its batch sizes.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineLive {
+    pub counters: PipelineCounters,
+    pub score_latency: LatencyHistogram,
+    /// Batches per [`BATCH_SIZE_BOUNDS`] bucket (not cumulative; larger
+    /// batches in the last), and the rows of all batches.
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len()],
+    pub batch_rows: u64,
+}
+
+impl PipelineLive {
+    /// Adds `other`'s figures (a sum over workers).
+    pub fn add(&mut self, other: &Self) {
+        let (a, b) = (&mut self.counters, &other.counters);
+        a.rows_scored += b.rows_scored;
+        a.batches += b.batches;
+        a.batches_by_deadline += b.batches_by_deadline;
+        a.batches_on_drain += b.batches_on_drain;
+        a.escalated += b.escalated;
+        a.emitted += b.emitted;
+        a.below_floor += b.below_floor;
+        a.shed += b.shed;
+        a.disconnected += b.disconnected;
+        a.inference_errors += b.inference_errors;
+        a.gateway_views = a.gateway_views.max(b.gateway_views);
+        self.score_latency.add(&other.score_latency);
+        for (x, y) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
+            *x += y;
+        }
+        self.batch_rows += other.batch_rows;
+    }
+
+    fn copy_from(&mut self, other: &Self) {
+        self.counters = other.counters;
+        self.score_latency.copy_from(&other.score_latency);
+        self.batch_sizes = other.batch_sizes;
+        self.batch_rows = other.batch_rows;
+    }
+}
+
+/// How often a pipeline publishes its [`PipelineLive`] (ns): the copy of
+/// its histogram costs some microseconds, so not at every 1 ms tick.
+const PUBLISH_EVERY_NS: u64 = 10_000_000;
+
 /// Per-row context kept next to the features while the row waits in a batch.
 #[derive(Clone, Copy, Default)]
 struct RowMeta {
@@ -126,6 +179,10 @@ pub struct ScoringPipeline {
     n_classes: usize,
     /// Where the control thread publishes the kernel sketches' gateway view.
     sketches: Option<SketchHandle>,
+    /// Latency and batch figures, counted here and published to `live`.
+    figures: PipelineLive,
+    live: Option<Arc<Published<PipelineLive>>>,
+    next_publish_ns: u64,
 }
 
 /// Errors building a pipeline.
@@ -193,6 +250,9 @@ impl ScoringPipeline {
             tx,
             counters: PipelineCounters::default(),
             sketches: None,
+            figures: PipelineLive::default(),
+            live: None,
+            next_publish_ns: 0,
         })
     }
 
@@ -202,6 +262,37 @@ impl ScoringPipeline {
     pub(crate) fn with_sketches(mut self, sketches: SketchHandle) -> Self {
         self.sketches = Some(sketches);
         self
+    }
+
+    /// Publishes the pipeline's counters, latency and batch figures to
+    /// `live` every [`PUBLISH_EVERY_NS`] (at a tick) and when it finishes.
+    #[must_use]
+    pub fn with_live(mut self, live: Arc<Published<PipelineLive>>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The figures so far: counters, event→score latency, batch sizes.
+    #[must_use]
+    pub fn figures(&self) -> PipelineLive {
+        let mut f = self.figures.clone();
+        f.counters = self.counters;
+        f
+    }
+
+    /// Publishes to `live` (see [`Self::with_live`]); `wait` for the last
+    /// publication, otherwise skipped while a reader holds the slot.
+    fn publish(&mut self, wait: bool) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        self.figures.counters = self.counters;
+        let figures = &self.figures;
+        if wait {
+            live.publish(|p| p.copy_from(figures));
+        } else {
+            live.try_publish(|p| p.copy_from(figures));
+        }
     }
 
     /// Installs a gateway view directly (replays and tests).
@@ -252,6 +343,10 @@ impl ScoringPipeline {
         {
             self.flush(Close::Deadline);
         }
+        if now_ns >= self.next_publish_ns {
+            self.publish(false);
+            self.next_publish_ns = now_ns + PUBLISH_EVERY_NS;
+        }
     }
 
     /// The worker has emptied its ring: close the open batch now unless
@@ -271,11 +366,13 @@ impl ScoringPipeline {
             .map(|m| m.ts_ns.saturating_add(self.cfg.batch_deadline_ns))
     }
 
-    /// Scores and emits whatever is batched now (e.g. at shutdown).
+    /// Scores and emits whatever is batched now (e.g. at shutdown), and
+    /// publishes the final figures.
     pub fn flush_now(&mut self) {
         if !self.rows.is_empty() {
             self.flush(Close::Deadline);
         }
+        self.publish(true);
     }
 
     /// Pipeline counters.
@@ -309,6 +406,12 @@ impl ScoringPipeline {
             return;
         }
         self.counters.rows_scored += n as u64;
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| n as u64 <= b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+        self.figures.batch_sizes[bucket] += 1;
+        self.figures.batch_rows += n as u64;
 
         // Escalate the ambiguous rows to the autoencoder.
         self.esc_rows.clear();
@@ -337,6 +440,9 @@ impl ScoringPipeline {
         }
 
         let scored_ts = monotonic_ns();
+        for m in &self.meta {
+            self.figures.score_latency.record(m.ts_ns, scored_ts);
+        }
         let cls_id = self.classifier.id();
         let ae_id = self.autoencoder.as_ref().map_or(cls_id, |a| a.id());
         let mut e = 0usize;

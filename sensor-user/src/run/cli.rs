@@ -174,6 +174,10 @@ pub struct RunArgs {
     /// Group to run as with --user [default: the user's primary group].
     #[arg(long, value_name = "NAME", requires = "user")]
     pub group: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9640); off by default. Bound before the program attaches.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

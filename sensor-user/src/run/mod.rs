@@ -97,6 +97,7 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
         scoring.factory(),
         scoring.sketches(),
         Some(&reload),
+        scoring.figures(),
     )
     .map_err(capture_err);
     // Runs also after a failed start, so the alert stage's thread ends.

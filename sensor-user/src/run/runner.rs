@@ -31,11 +31,13 @@ use tracing::{error, info, warn};
 use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     capture::error::SensorError,
+    capture::live::Published,
     capture::loader::Sensor,
     capture::pins::KeptCounts,
     capture::privileges::Account,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
-    ops::report::{self, OutputFile},
+    ops::metrics::{MetricSources, MetricsListener, ScoringFigures},
+    ops::report::{self, CountersReader, OutputFile},
     run::cli::RunArgs,
 };
 
@@ -168,7 +170,7 @@ fn serve_until_stop(
     sfd: &SignalFd,
     deadline: Option<Instant>,
     reload: Option<ReloadHook<'_>>,
-    reloads: &mut ConfigReloads,
+    reloads: &Published<ConfigReloads>,
     mut dump: impl FnMut(&ConfigReloads),
 ) -> Result<Option<Signal>, SensorError> {
     loop {
@@ -176,23 +178,26 @@ fn serve_until_stop(
             Wake::Stop(sig) => return Ok(sig),
             Wake::Reload => match reload {
                 None => {
-                    reloads.rejected += 1;
+                    reloads.publish(|r| r.rejected += 1);
                     warn!(
                         "SIGHUP: no --config to reload (or scoring is off); the sensor keeps running as it was"
                     );
                 }
                 Some(hook) => match hook() {
                     Ok(()) => {
-                        reloads.applied += 1;
-                        info!(applied = reloads.applied, "SIGHUP: configuration reloaded");
+                        reloads.publish(|r| r.applied += 1);
+                        info!(
+                            applied = reloads.read().applied,
+                            "SIGHUP: configuration reloaded"
+                        );
                     }
                     Err(reason) => {
-                        reloads.rejected += 1;
-                        error!(%reason, rejected = reloads.rejected, "SIGHUP: configuration refused; the previous one keeps running");
+                        reloads.publish(|r| r.rejected += 1);
+                        error!(%reason, rejected = reloads.read().rejected, "SIGHUP: configuration refused; the previous one keeps running");
                     }
                 },
             },
-            Wake::Dump => dump(reloads),
+            Wake::Dump => dump(&reloads.read()),
         }
     }
 }
@@ -217,6 +222,7 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
         factory,
         &SketchHandle::default(),
         None,
+        ScoringFigures::default(),
     )
 }
 
@@ -231,14 +237,27 @@ pub(crate) fn run_with_sketches(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     reload: Option<ReloadHook<'_>>,
+    scoring: ScoringFigures,
 ) -> Result<RunSummary, SensorError> {
     let outputs = Outputs::create(args)?;
+    let metrics = args.metrics_addr.map(MetricsListener::bind).transpose()?;
     let (sfd, old_mask) = shutdown_signals()?;
-    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, reload);
+    let hooks = Hooks {
+        reload,
+        metrics: metrics.map(|m| (m, scoring)),
+    };
+    let result = run_inner(args, opts, outputs, factory, sketches, &sfd, hooks);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
     result
+}
+
+/// What a run does besides capturing: reload on SIGHUP, serve metrics.
+struct Hooks<'a> {
+    reload: Option<ReloadHook<'a>>,
+    /// `--metrics-addr`, bound, and what scoring publishes.
+    metrics: Option<(MetricsListener, ScoringFigures)>,
 }
 
 fn run_inner(
@@ -248,8 +267,9 @@ fn run_inner(
     factory: &HandlerFactory,
     sketches: &SketchHandle,
     sfd: &SignalFd,
-    reload: Option<ReloadHook<'_>>,
+    hooks: Hooks<'_>,
 ) -> Result<RunSummary, SensorError> {
+    let Hooks { reload, metrics } = hooks;
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
     let mut sensor = Sensor::load_pinned(opts)?;
@@ -269,6 +289,26 @@ fn run_inner(
             return Err(e);
         }
     };
+    let reloads = std::sync::Arc::new(Published::<ConfigReloads>::default());
+    let server = match metrics
+        .map(|(listener, scoring)| {
+            let sources = MetricSources {
+                kernel: CountersReader::new(&sensor)?,
+                workers: pool.live(),
+                scoring,
+                reloads: std::sync::Arc::clone(&reloads),
+            };
+            listener.serve(sources)
+        })
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            pool.stop_and_join();
+            let _ = control.stop();
+            return Err(e);
+        }
+    };
     // With --user, the last privileged step: from here on the process
     // holds only file descriptors (see `capture::privileges`).
     if let Err(e) = sensor
@@ -277,6 +317,9 @@ fn run_inner(
     {
         pool.stop_and_join();
         let _ = control.stop();
+        if let Some(s) = server {
+            s.stop();
+        }
         return Err(e);
     }
     let started = Instant::now();
@@ -291,12 +334,11 @@ fn run_inner(
         .kept_counts()
         .and_then(|kept| report_handover(&sensor, kept));
 
-    let mut reloads = ConfigReloads::default();
     let waited = serve_until_stop(
         sfd,
         args.duration.map(|d| started + d),
         reload,
-        &mut reloads,
+        &reloads,
         |reloads| {
             // SIGUSR1: the outputs so far, each renamed into place; the run
             // goes on.
@@ -332,6 +374,10 @@ fn run_inner(
     let duration = started.elapsed();
     let reports = pool.stop_and_join();
     let snapshot = control.stop();
+    if let Some(s) = server {
+        s.stop();
+    }
+    let reloads = reloads.read();
     let signal = waited?;
     if let Some(sig) = signal {
         info!(signal = %sig, "stopping");

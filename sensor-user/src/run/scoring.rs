@@ -17,13 +17,17 @@ use crate::{
         Thresholds,
     },
     capture::control::SketchHandle,
+    capture::live::Published,
     capture::workers::{EventHandler, HandlerFactory},
     features::FeatureConfig,
     model::row::{AttackClass, RowBatch},
     model::{
         AUTOENCODER_FILE, CLASSIFIER_FILE, DEFAULT_BATCH_SIZES, Model, ModelError,
-        pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
+        pipeline::{
+            PipelineConfig, PipelineCounters, PipelineError, PipelineLive, ScoringPipeline,
+        },
     },
+    ops::metrics::ScoringFigures,
     run::cli::RunArgs,
     sinks::recorder::{self, RecordError, RecordSummary, RecorderHandle},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
@@ -243,6 +247,8 @@ pub(crate) struct Scoring {
     /// The sinks in use (from the config at start), to tell a reload that
     /// changes them.
     sinks: String,
+    /// What the pipelines and the alert stage publish (metrics).
+    figures: ScoringFigures,
 }
 
 impl Scoring {
@@ -289,7 +295,10 @@ impl Scoring {
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let sketches = SketchHandle::default();
         let mut handlers = Vec::with_capacity(n_workers);
-        for worker in 0..n_workers {
+        let live: Vec<Arc<Published<PipelineLive>>> = (0..n_workers)
+            .map(|_| Arc::new(Published::default()))
+            .collect();
+        for (worker, live) in live.iter().enumerate() {
             let pipeline = ScoringPipeline::new(
                 cfg,
                 Arc::clone(&classifier),
@@ -297,7 +306,8 @@ impl Scoring {
                 tx.clone(),
             )
             .map_err(|source| ScoringError::Pipeline { worker, source })?
-            .with_sketches(sketches.clone());
+            .with_sketches(sketches.clone())
+            .with_live(Arc::clone(live));
             handlers.push(Some(ScoringHandler {
                 pipeline,
                 report: Arc::clone(&report),
@@ -321,6 +331,14 @@ impl Scoring {
         let alerts = alert_setup
             .spawn(args, alert_rx, sketches.clone())
             .map_err(|source| ScoringError::Alerts { source })?;
+        let figures = ScoringFigures {
+            pipelines: live,
+            alerts: Some(alerts.reader()),
+            models: vec![
+                ("classifier", classifier.id().to_string()),
+                ("autoencoder", autoencoder.id().to_string()),
+            ],
+        };
         let handlers = Mutex::new(handlers);
         let factory: Box<HandlerFactory> = Box::new(move |i| {
             let taken = handlers
@@ -344,7 +362,15 @@ impl Scoring {
             sketches,
             models_dir,
             sinks,
+            figures,
         })
+    }
+
+    /// What the pipelines and the alert stage publish, for the metrics
+    /// endpoint.
+    #[must_use]
+    pub(crate) fn figures(&self) -> ScoringFigures {
+        self.figures.clone()
     }
 
     /// Reloads `--config` (SIGHUP) with exactly the validation of the start
@@ -411,6 +437,7 @@ impl Scoring {
             sketches: _,
             models_dir: _,
             sinks: _,
+            figures: _,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);
