@@ -151,6 +151,42 @@ pub struct StatsReport {
     /// left: what its program counted while no sensor ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// Event→score latency per worker and event→alert latency (absent with
+    /// `--no-score`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyReport>,
+}
+
+/// A latency distribution, in microseconds: from an event's kernel
+/// timestamp (`CLOCK_MONOTONIC`) to a later point on the same clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// One worker's event→score latency.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLatency {
+    pub worker: usize,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+}
+
+/// The latencies a scoring run measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// From each event's kernel timestamp to the end of the inference of
+    /// the batch holding its row, per worker.
+    pub event_to_score: Vec<WorkerLatency>,
+    /// From the kernel timestamp of the event whose row opened an alert to
+    /// the opening, over all alerts (the alert stage is one thread); as the
+    /// stage last published it (at most a second old at exit).
+    pub event_to_alert: LatencySummary,
 }
 
 /// What the kept program did between the previous sensor's stop and this
@@ -195,6 +231,7 @@ impl StatsReport {
             duration_s,
             config_reloads: ConfigReloads::default(),
             handover: None,
+            latency: None,
         }
     }
 

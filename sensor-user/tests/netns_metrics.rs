@@ -189,7 +189,26 @@ fn prometheus_scrapes_a_running_sensor_and_promtool_accepts_it() {
         "only /metrics is served"
     );
 
+    // The traffic is over: what the pipelines scored by now is final.
+    let scored = query(&lab.gateway, "sum(xdp_sensor_rows_scored_total)").expect("rows scored");
+    assert!(scored > 0.0, "no row scored");
     drop(server);
     let out = run.stop(STOP).expect("stop");
     assert_eq!(out.stats.counter("packets_seen"), PACKETS);
+
+    // `--stats-out` has the event->score latency of every scored row, per
+    // worker, from the same histograms.
+    let latency = out.stats.latency.expect("latency in --stats-out");
+    assert_eq!(latency.event_to_score.len(), 2, "{latency:?}");
+    let counted: u64 = latency.event_to_score.iter().map(|w| w.latency.count).sum();
+    assert_eq!(counted as f64, scored, "{latency:?}");
+    for w in &latency.event_to_score {
+        let l = w.latency;
+        assert!(
+            l.count == 0 || (0.0 < l.p50_us && l.p50_us <= l.p99_us && l.p99_us <= l.max_us),
+            "{w:?}"
+        );
+        // Sent and scored within this test's few seconds.
+        assert!(l.max_us < 10e6, "{w:?}");
+    }
 }

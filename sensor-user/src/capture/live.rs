@@ -7,6 +7,7 @@
 use std::sync::{Mutex, PoisonError, TryLockError};
 
 use hdrhistogram::Histogram;
+use sensor_common::records::LatencySummary;
 
 /// One stage's latest published figures.
 #[derive(Debug, Default)]
@@ -75,17 +76,6 @@ impl Default for LatencyHistogram {
             sum_ns: 0,
         }
     }
-}
-
-/// What the `--stats-out` report says about one latency distribution.
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LatencySummary {
-    pub count: u64,
-    pub mean_us: f64,
-    pub p50_us: f64,
-    pub p99_us: f64,
-    pub p999_us: f64,
-    pub max_us: f64,
 }
 
 impl LatencyHistogram {

@@ -31,7 +31,10 @@ use prometheus_client::{
     metrics::MetricType,
     registry::Registry,
 };
-use sensor_common::{Counter, records::ConfigReloads};
+use sensor_common::{
+    Counter,
+    records::{ConfigReloads, LatencyReport, WorkerLatency},
+};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -76,6 +79,32 @@ pub(crate) struct ScoringFigures {
     pub alerts: Option<AlertReader>,
     /// `(model role, version)` of each model in use.
     pub models: Vec<(&'static str, String)>,
+}
+
+impl ScoringFigures {
+    /// The latencies for `--stats-out`, as last published (`None` without
+    /// scoring).
+    pub(crate) fn latency_report(&self) -> Option<LatencyReport> {
+        if self.pipelines.is_empty() {
+            return None;
+        }
+        Some(LatencyReport {
+            event_to_score: self
+                .pipelines
+                .iter()
+                .enumerate()
+                .map(|(worker, p)| WorkerLatency {
+                    worker,
+                    latency: p.read().score_latency.summary(),
+                })
+                .collect(),
+            event_to_alert: self
+                .alerts
+                .as_ref()
+                .map(|a| a.figures().alert_latency.summary())
+                .unwrap_or_default(),
+        })
+    }
 }
 
 /// Everything one scrape reads.

@@ -24,7 +24,7 @@ use nix::{
 };
 use sensor_common::{
     COUNTER_COUNT, Counter,
-    records::{ConfigReloads, Handover},
+    records::{ConfigReloads, Handover, LatencyReport},
 };
 use tracing::{error, info, warn};
 
@@ -244,7 +244,8 @@ pub(crate) fn run_with_sketches(
     let (sfd, old_mask) = shutdown_signals()?;
     let hooks = Hooks {
         reload,
-        metrics: metrics.map(|m| (m, scoring)),
+        metrics,
+        scoring,
     };
     let result = run_inner(args, opts, outputs, factory, sketches, &sfd, hooks);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
@@ -256,8 +257,10 @@ pub(crate) fn run_with_sketches(
 /// What a run does besides capturing: reload on SIGHUP, serve metrics.
 struct Hooks<'a> {
     reload: Option<ReloadHook<'a>>,
-    /// `--metrics-addr`, bound, and what scoring publishes.
-    metrics: Option<(MetricsListener, ScoringFigures)>,
+    /// `--metrics-addr`, bound.
+    metrics: Option<MetricsListener>,
+    /// What scoring publishes (metrics, latency in `--stats-out`).
+    scoring: ScoringFigures,
 }
 
 fn run_inner(
@@ -269,7 +272,11 @@ fn run_inner(
     sfd: &SignalFd,
     hooks: Hooks<'_>,
 ) -> Result<RunSummary, SensorError> {
-    let Hooks { reload, metrics } = hooks;
+    let Hooks {
+        reload,
+        metrics,
+        scoring,
+    } = hooks;
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
     let mut sensor = Sensor::load_pinned(opts)?;
@@ -291,11 +298,11 @@ fn run_inner(
     };
     let reloads = std::sync::Arc::new(Published::<ConfigReloads>::default());
     let server = match metrics
-        .map(|(listener, scoring)| {
+        .map(|listener| {
             let sources = MetricSources {
                 kernel: CountersReader::new(&sensor)?,
                 workers: pool.live(),
-                scoring,
+                scoring: scoring.clone(),
                 reloads: std::sync::Arc::clone(&reloads),
             };
             listener.serve(sources)
@@ -352,7 +359,7 @@ fn run_inner(
                     &counters,
                     &flows,
                     started.elapsed(),
-                    (*reloads, handover),
+                    (*reloads, handover, scoring.latency_report()),
                 )
             })();
             match written {
@@ -400,7 +407,7 @@ fn run_inner(
         &counters,
         &flows,
         duration,
-        (reloads, handover),
+        (reloads, handover, scoring.latency_report()),
     )?;
 
     Ok(RunSummary {
@@ -501,7 +508,7 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
-        (reloads, handover): (ConfigReloads, Option<Handover>),
+        (reloads, handover, latency): (ConfigReloads, Option<Handover>, Option<LatencyReport>),
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -518,6 +525,7 @@ impl Outputs {
             );
             stats.config_reloads = reloads;
             stats.handover = handover;
+            stats.latency = latency;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
