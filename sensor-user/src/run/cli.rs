@@ -36,6 +36,9 @@ pub enum Command {
     ExportTraining(crate::alerts::ExportTrainingArgs),
     /// Score a CSV of feature rows with a model, as the workers would.
     Score(crate::model::offline::ScoreArgs),
+    /// The versioned model registry: list versions, promote one, put one in
+    /// shadow.
+    Models(crate::model::registry::ModelsArgs),
     /// Print a shell completion script, e.g. `sensor completions bash >
     /// /etc/bash_completion.d/sensor`.
     Completions(CompletionsArgs),

@@ -22,10 +22,11 @@ use crate::{
     features::FeatureConfig,
     model::row::{AttackClass, RowBatch},
     model::{
-        AUTOENCODER_FILE, CLASSIFIER_FILE, DEFAULT_BATCH_SIZES, Model, ModelError,
+        DEFAULT_BATCH_SIZES, Model, ModelError,
         pipeline::{
             PipelineConfig, PipelineCounters, PipelineError, PipelineLive, ScoringPipeline,
         },
+        registry::{AUTOENCODER, CLASSIFIER, ModelSlot, Registry, RegistryError},
     },
     ops::metrics::ScoringFigures,
     run::cli::RunArgs,
@@ -85,6 +86,12 @@ pub enum ScoringError {
         path: PathBuf,
         #[source]
         source: ModelError,
+    },
+    /// The models directory's `registry.json` cannot be read.
+    #[error("cannot read the model registry (or pass --no-score to observe only)")]
+    Registry {
+        #[source]
+        source: RegistryError,
     },
     /// A worker's pipeline could not be built from the loaded models.
     #[error("cannot build the scoring pipeline of worker {worker}")]
@@ -260,14 +267,17 @@ impl Scoring {
     /// A model, card, config, inventory or sink is missing or invalid.
     pub(crate) fn start(args: &RunArgs, n_workers: usize) -> Result<Self, ScoringError> {
         let models_dir = args.models_dir();
-        let load = |file: &str, kind: &'static str| {
-            let path = models_dir.join(file);
-            Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
+        let registry = Registry::new(&models_dir);
+        let load = |slot: ModelSlot| {
+            let path = registry
+                .active_path(slot)
+                .map_err(|source| ScoringError::Registry { source })?;
+            Model::load(&path, slot.kind, &DEFAULT_BATCH_SIZES)
                 .map(Arc::new)
                 .map_err(|source| ScoringError::Model { path, source })
         };
-        let classifier = load(CLASSIFIER_FILE, "classifier")?;
-        let autoencoder = load(AUTOENCODER_FILE, "autoencoder")?;
+        let classifier = load(CLASSIFIER)?;
+        let autoencoder = load(AUTOENCODER)?;
 
         let alert_setup = AlertSetup::resolve(args, &models_dir)
             .map_err(|source| ScoringError::Alerts { source })?;
