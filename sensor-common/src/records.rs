@@ -151,10 +151,29 @@ pub struct StatsReport {
     /// left: what its program counted while no sensor ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handover: Option<Handover>,
+    /// Model reloads (SIGHUP, or the registry's state file changing).
+    #[serde(default)]
+    pub model_reloads: ModelReloads,
     /// Event→score latency per worker and event→alert latency (absent with
     /// `--no-score`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyReport>,
+}
+
+/// What the model reloads of a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelReloads {
+    /// New models loaded, checked and swapped in by every worker.
+    pub applied: u64,
+    /// Reloads refused (a model that did not load or check; the log says
+    /// which file and why) or not confirmed by every worker in time.
+    pub rejected: u64,
+    /// Reloads that found the active versions already running.
+    pub unchanged: u64,
+    /// From the reload's start (reading the registry) until every worker
+    /// had swapped, for the last applied reload and the longest (µs).
+    pub last_latency_us: u64,
+    pub max_latency_us: u64,
 }
 
 /// A latency distribution, in microseconds: from an event's kernel
@@ -231,6 +250,7 @@ impl StatsReport {
             duration_s,
             config_reloads: ConfigReloads::default(),
             handover: None,
+            model_reloads: ModelReloads::default(),
             latency: None,
         }
     }

@@ -54,7 +54,19 @@ pub trait EventHandler: Send + 'static {
     /// Called once on the worker thread after the final ring drain, so work
     /// held back for batching is not lost at shutdown.
     fn finish(&mut self) {}
+    /// A request for the handler from another thread (a reloaded model),
+    /// delivered on the worker thread at a tick, between two events, so the
+    /// handler's state needs no lock. Returns what to tell the requester
+    /// (`Err` with a reason when the request does not apply).
+    fn on_request(&mut self, request: HandlerRequest) -> Result<(), String> {
+        let _ = request;
+        Err("this worker's handler takes no requests".into())
+    }
 }
+
+/// A request for a worker's handler; the handler knows the concrete type
+/// (capture does not depend on the stages it runs).
+pub type HandlerRequest = Box<dyn std::any::Any + Send>;
 
 /// The default handler: does nothing (the worker still keeps flow state and
 /// counters).
@@ -462,10 +474,24 @@ pub(crate) fn default_workers() -> u32 {
 /// A request to a running worker, handled between two drains of its ring
 /// (a batch boundary), so the worker's state needs no lock. This is where a
 /// later request (a reloaded model for the worker's pipeline) plugs in.
-#[derive(Debug)]
 pub(crate) enum WorkerRequest {
     /// Send the report so far (`--stats-out`, `--flows-out` on SIGUSR1).
     Report(crossbeam_channel::Sender<WorkerReport>),
+    /// Give the handler this request and answer with the worker's index
+    /// and the handler's outcome.
+    Handler(
+        HandlerRequest,
+        crossbeam_channel::Sender<(usize, Result<(), String>)>,
+    ),
+}
+
+impl std::fmt::Debug for WorkerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Report(_) => f.write_str("Report"),
+            Self::Handler(..) => f.write_str("Handler"),
+        }
+    }
 }
 
 /// Requests queued per worker before a sender would block: a request is
@@ -569,6 +595,41 @@ impl WorkerPool {
         reports
     }
 
+    /// Gives worker `i` the request `make(i)`, for every worker, and waits
+    /// up to `wait` for their answers: `(worker, outcome)` in worker order.
+    /// A worker whose queue is full or that does not answer in time is
+    /// reported with an `Err`.
+    pub(crate) fn request_handlers(
+        &self,
+        mut make: impl FnMut(usize) -> HandlerRequest,
+        wait: std::time::Duration,
+    ) -> Vec<(usize, Result<(), String>)> {
+        let (tx, rx) = crossbeam_channel::bounded(self.requests.len());
+        let mut out: Vec<(usize, Result<(), String>)> = Vec::with_capacity(self.requests.len());
+        let mut asked = 0;
+        for (i, r) in self.requests.iter().enumerate() {
+            match r.try_send(WorkerRequest::Handler(make(i), tx.clone())) {
+                Ok(()) => asked += 1,
+                Err(_) => out.push((i, Err("its request queue is full or it stopped".into()))),
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + wait;
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(answer) => out.push(answer),
+                Err(_) => break,
+            }
+        }
+        for i in 0..self.requests.len() {
+            if !out.iter().any(|(w, _)| *w == i) {
+                out.push((i, Err(format!("no answer within {wait:?}"))));
+            }
+        }
+        out.sort_by_key(|(w, _)| *w);
+        out
+    }
+
     /// Asks the workers to stop. Each drains its ring to empty first, so
     /// detach the program before calling this to lose nothing.
     pub(crate) fn stop_and_join(self) -> Vec<WorkerReport> {
@@ -604,8 +665,10 @@ fn run_worker(
         while let Some(item) = ring.next() {
             state.dispatch(&item);
             drained += 1;
-            if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) {
-                state.tick_if_due(monotonic_ns());
+            // A ring that never empties (sustained load) still serves its
+            // requests, at the tick, between two events.
+            if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) && state.tick_if_due(monotonic_ns()) {
+                serve_requests(&mut state, requests);
             }
         }
         if drained > 0 {
@@ -615,13 +678,7 @@ fn run_worker(
         if state.tick_if_due(now) {
             state.housekeeping();
             live.try_publish(|c| *c = state.counters);
-            while let Ok(request) = requests.try_recv() {
-                match request {
-                    WorkerRequest::Report(reply) => {
-                        let _ = reply.send(state.report_so_far());
-                    }
-                }
-            }
+            serve_requests(&mut state, requests);
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.
@@ -650,6 +707,21 @@ fn run_worker(
     }
     debug!(worker = state.index, counters = ?state.counters, "worker stopped");
     state.into_report()
+}
+
+/// Answers the requests queued for this worker.
+fn serve_requests(state: &mut WorkerState, requests: &crossbeam_channel::Receiver<WorkerRequest>) {
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            WorkerRequest::Report(reply) => {
+                let _ = reply.send(state.report_so_far());
+            }
+            WorkerRequest::Handler(request, reply) => {
+                let outcome = state.handler.on_request(request);
+                let _ = reply.send((state.index, outcome));
+            }
+        }
+    }
 }
 
 /// Lowers the calling thread's timer slack to [`WORKER_TIMER_SLACK_NS`] so

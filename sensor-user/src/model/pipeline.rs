@@ -29,7 +29,7 @@ use crate::{
         FeatureConfig, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES, RowFacts,
         event_volume,
     },
-    model::row::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
+    model::row::{Entity, MAX_FEATURES, ModelVersion, N_CLASSES, RowBatch, ScoredRow, Window},
 };
 
 /// Tunables of the pipeline.
@@ -93,6 +93,8 @@ pub struct PipelineCounters {
     pub inference_errors: u64,
     /// Gateway views (kernel sketches, one per epoch) taken into the features.
     pub gateway_views: u64,
+    /// Model swaps applied (hot reload), each at a batch boundary.
+    pub model_swaps: u64,
 }
 
 /// Upper bounds of the batch-size histogram (rows), as the metrics endpoint
@@ -128,6 +130,7 @@ impl PipelineLive {
         a.disconnected += b.disconnected;
         a.inference_errors += b.inference_errors;
         a.gateway_views = a.gateway_views.max(b.gateway_views);
+        a.model_swaps += b.model_swaps;
         self.score_latency.add(&other.score_latency);
         for (x, y) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
             *x += y;
@@ -185,6 +188,65 @@ pub struct ScoringPipeline {
     next_publish_ns: u64,
 }
 
+/// Models to put in place of a pipeline's running ones (hot reload), with
+/// their per-worker tract states already spawned, so the worker only swaps
+/// pointers.
+pub struct ModelSwap {
+    classifier: Arc<Model>,
+    autoencoder: Option<Arc<Model>>,
+    cls: Runner,
+    ae: Option<Runner>,
+    n_classes: usize,
+}
+
+impl ModelSwap {
+    /// Checks the kinds (a classifier, an autoencoder) and spawns the
+    /// states one worker needs.
+    pub fn new(
+        classifier: Arc<Model>,
+        autoencoder: Option<Arc<Model>>,
+    ) -> Result<Self, PipelineError> {
+        let ModelKind::Classifier { n_classes } = classifier.kind() else {
+            return Err(PipelineError::WrongModel {
+                id: classifier.id().to_string(),
+                expected: "classifier",
+            });
+        };
+        if let Some(a) = &autoencoder
+            && a.kind() != ModelKind::Autoencoder
+        {
+            return Err(PipelineError::WrongModel {
+                id: a.id().to_string(),
+                expected: "autoencoder",
+            });
+        }
+        let spawn = |m: &Model| {
+            m.runner().map_err(|e| PipelineError::Spawn {
+                id: m.id().to_string(),
+                source: e.into(),
+            })
+        };
+        let cls = spawn(&classifier)?;
+        let ae = autoencoder.as_deref().map(spawn).transpose()?;
+        Ok(Self {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        })
+    }
+}
+
+impl std::fmt::Debug for ModelSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSwap")
+            .field("classifier", &self.classifier.id())
+            .field("autoencoder", &self.autoencoder.as_ref().map(|a| a.id()))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Errors building a pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -209,28 +271,13 @@ impl ScoringPipeline {
         autoencoder: Option<Arc<Model>>,
         tx: Sender<RowBatch>,
     ) -> Result<Self, PipelineError> {
-        let ModelKind::Classifier { n_classes } = classifier.kind() else {
-            return Err(PipelineError::WrongModel {
-                id: classifier.id().to_string(),
-                expected: "classifier",
-            });
-        };
-        if let Some(a) = &autoencoder
-            && a.kind() != ModelKind::Autoencoder
-        {
-            return Err(PipelineError::WrongModel {
-                id: a.id().to_string(),
-                expected: "autoencoder",
-            });
-        }
-        let spawn = |m: &Model| {
-            m.runner().map_err(|e| PipelineError::Spawn {
-                id: m.id().to_string(),
-                source: e.into(),
-            })
-        };
-        let cls = spawn(&classifier)?;
-        let ae = autoencoder.as_deref().map(spawn).transpose()?;
+        let ModelSwap {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        } = ModelSwap::new(classifier, autoencoder)?;
         let max_batch = cfg.max_batch.clamp(1, cls.max_batch());
         let cfg = PipelineConfig { max_batch, ..cfg };
         Ok(Self {
@@ -375,6 +422,51 @@ impl ScoringPipeline {
         self.publish(true);
     }
 
+    /// Puts `swap`'s models in place at this batch boundary: the open
+    /// batch is scored by the models it was collected for, every later row
+    /// by the new ones, so no row is lost or scored twice.
+    ///
+    /// # Errors
+    /// The new classifier plans a smaller largest batch than this pipeline
+    /// collects (the models stay as they were).
+    pub fn swap_models(&mut self, swap: ModelSwap) -> Result<(), String> {
+        if swap.cls.max_batch() < self.cfg.max_batch {
+            return Err(format!(
+                "{} plans batches of at most {} rows, this pipeline collects {}",
+                swap.classifier.id(),
+                swap.cls.max_batch(),
+                self.cfg.max_batch
+            ));
+        }
+        if !self.rows.is_empty() {
+            self.flush(Close::Swap);
+        }
+        let ModelSwap {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        } = swap;
+        self.n_classes = n_classes.min(N_CLASSES);
+        self.probs.resize(self.cfg.max_batch * self.n_classes, 0.0);
+        self.classifier = classifier;
+        self.autoencoder = autoencoder;
+        self.cls = cls;
+        self.ae = ae;
+        self.counters.model_swaps += 1;
+        Ok(())
+    }
+
+    /// `name@version` of the classifier and the autoencoder in use.
+    #[must_use]
+    pub fn model_ids(&self) -> (ModelVersion, Option<ModelVersion>) {
+        (
+            self.classifier.id(),
+            self.autoencoder.as_ref().map(|a| a.id()),
+        )
+    }
+
     /// Pipeline counters.
     #[must_use]
     pub fn counters(&self) -> PipelineCounters {
@@ -395,7 +487,7 @@ impl ScoringPipeline {
         let k = self.n_classes;
         self.counters.batches += 1;
         match why {
-            Close::Full => {}
+            Close::Full | Close::Swap => {}
             Close::Deadline => self.counters.batches_by_deadline += 1,
             Close::Drained => self.counters.batches_on_drain += 1,
         }
@@ -514,6 +606,9 @@ enum Close {
     Full,
     Deadline,
     Drained,
+    /// Before a model swap: the batch's rows go to the models they were
+    /// collected for.
+    Swap,
 }
 
 impl crate::capture::workers::EventHandler for ScoringPipeline {

@@ -260,7 +260,7 @@ impl Registry {
                 path,
             });
         }
-        check_model(&path, slot)
+        check_model(&path, slot, &[1]).map(|(card, _)| card)
     }
 
     /// Makes `version` the active version of `name` (and takes it out of
@@ -482,11 +482,16 @@ pub fn slot_named(name: &str) -> Result<ModelSlot, RegistryError> {
 
 /// Checks one model file for `slot`, wherever it lives: its hash against
 /// its card's `onnx_sha256` (when the card records one), and that it loads
-/// against this build's schema. Returns its card.
+/// against this build's schema, planned for `batch_sizes`. Returns its card
+/// and the loaded model.
 ///
 /// # Errors
 /// The first check that failed, with the path and the reason.
-pub fn check_model(path: &Path, slot: ModelSlot) -> Result<ModelCard, RegistryError> {
+pub fn check_model(
+    path: &Path,
+    slot: ModelSlot,
+    batch_sizes: &[usize],
+) -> Result<(ModelCard, Model), RegistryError> {
     let card = ModelCard::load(&card_path(path))?;
     if card.name != slot.name {
         return Err(RegistryError::Misplaced {
@@ -527,8 +532,8 @@ pub fn check_model(path: &Path, slot: ModelSlot) -> Result<ModelCard, RegistryEr
             });
         }
     }
-    Model::load(path, slot.kind, &[1])?;
-    Ok(card)
+    let model = Model::load(path, slot.kind, batch_sizes)?;
+    Ok((card, model))
 }
 
 /// Lower-case hex SHA-256 of `bytes`.

@@ -33,7 +33,7 @@ use prometheus_client::{
 };
 use sensor_common::{
     Counter,
-    records::{ConfigReloads, LatencyReport, WorkerLatency},
+    records::{ConfigReloads, LatencyReport, ModelReloads, WorkerLatency},
 };
 use tracing::{debug, info, warn};
 
@@ -77,8 +77,17 @@ pub(crate) struct ScoringFigures {
     /// One per worker, in worker order.
     pub pipelines: Vec<Arc<Published<PipelineLive>>>,
     pub alerts: Option<AlertReader>,
-    /// `(model role, version)` of each model in use.
-    pub models: Vec<(&'static str, String)>,
+    pub models: Arc<Published<ModelsInUse>>,
+    /// The model registry the run loaded from (watched for promotions).
+    pub models_dir: Option<std::path::PathBuf>,
+}
+
+/// The models a run scores with, and its model reloads so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ModelsInUse {
+    /// `(model role, name@version)` of each model in use.
+    pub ids: Vec<(&'static str, String)>,
+    pub reloads: ModelReloads,
 }
 
 impl ScoringFigures {
@@ -320,14 +329,39 @@ impl MetricSources {
                     .encode_gauge(&v)?;
             }
         }
+        let models = s.models.read();
         let mut m = enc.encode_descriptor(
             "model",
             "The models in use, by role and version.",
             None,
             MetricType::Info,
         )?;
-        for (role, version) in &s.models {
+        for (role, version) in &models.ids {
             m.encode_info(&[("role", *role), ("version", version.as_str())])?;
+        }
+        if s.models_dir.is_some() {
+            let r = models.reloads;
+            let mut m = enc.encode_descriptor(
+                "model_reloads",
+                "Model reloads by outcome: applied (every worker swapped), rejected (the running models kept), unchanged.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, v) in [
+                ("applied", r.applied),
+                ("rejected", r.rejected),
+                ("unchanged", r.unchanged),
+            ] {
+                m.encode_family(&[("outcome", outcome)])?
+                    .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+            }
+            enc.encode_descriptor(
+                "model_reload_last_seconds",
+                "How long the last applied model reload took, from reading the registry until every worker had swapped.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(r.last_latency_us as f64 / 1e6))?;
         }
         Ok(())
     }

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod manual;
 pub mod runner;
 pub mod scoring;
+mod watch;
 
 use std::{io::Write, sync::Arc};
 
@@ -90,7 +91,8 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
     let opts = args.load_options().map_err(RunError::Options)?;
     let n_workers = opts.n_workers as usize;
     let scoring = Scoring::start(args, n_workers)?;
-    let reload = || scoring.reload(args);
+    let reload =
+        |kind, pool: &crate::capture::workers::WorkerPool| scoring.reload_for(args, kind, pool);
     let result = runner::run_with_sketches(
         args,
         opts,

@@ -24,7 +24,7 @@ use nix::{
 };
 use sensor_common::{
     COUNTER_COUNT, Counter,
-    records::{ConfigReloads, Handover, LatencyReport},
+    records::{ConfigReloads, Handover},
 };
 use tracing::{error, info, warn};
 
@@ -39,6 +39,8 @@ use crate::{
     ops::metrics::{MetricSources, MetricsListener, ScoringFigures},
     ops::report::{self, CountersReader, OutputFile},
     run::cli::RunArgs,
+    run::scoring::ReloadKind,
+    run::watch::RegistryWatch,
 };
 
 /// What a run saw, for the closing summary.
@@ -118,10 +120,20 @@ enum Wake {
     Reload,
     /// SIGUSR1: write the outputs so far.
     Dump,
+    /// The model registry's state file changed.
+    RegistryChanged,
 }
 
-/// Waits for a signal or until `deadline`.
-fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, SensorError> {
+/// How long a registry change settles before the reload reads it (an
+/// editor or a promotion may write in several steps).
+const REGISTRY_SETTLE: Duration = Duration::from_millis(50);
+
+/// Waits for a signal, a registry change (with `watch`) or `deadline`.
+fn wait_for_wake(
+    sfd: &SignalFd,
+    watch: Option<&RegistryWatch>,
+    deadline: Option<Instant>,
+) -> Result<Wake, SensorError> {
     loop {
         let timeout = match deadline {
             None => PollTimeout::NONE,
@@ -135,9 +147,24 @@ fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, Se
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = watch {
+            fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_)
+                if fds
+                    .get(1)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN)) =>
+            {
+                std::thread::sleep(REGISTRY_SETTLE);
+                if let Some(w) = watch {
+                    w.drain();
+                }
+                return Ok(Wake::RegistryChanged);
+            }
             Ok(_) => match sfd.read_signal() {
                 Ok(Some(info)) => {
                     let sig = i32::try_from(info.ssi_signo)
@@ -157,25 +184,31 @@ fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, Se
     }
 }
 
-/// Reloads the configuration on SIGHUP: validates it as at start and, when
-/// valid, hands it to the stages that apply it; `Err` carries the reason
-/// (with file and line) when the new configuration was refused and the
-/// previous one kept running.
-pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
+/// Reloads on SIGHUP (the configuration, validated as at start, and the
+/// models) or when the model registry changed (the models): `Err` carries
+/// the reason (with file and line) when the new configuration was refused
+/// and the previous one kept running. Model reloads count themselves.
+pub(crate) type ReloadHook<'a> = &'a dyn Fn(ReloadKind, &WorkerPool) -> Result<(), String>;
 
 /// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
 /// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
 /// stops the sensor.
 fn serve_until_stop(
-    sfd: &SignalFd,
+    (sfd, watch): (&SignalFd, Option<&RegistryWatch>),
     deadline: Option<Instant>,
-    reload: Option<ReloadHook<'_>>,
+    (reload, pool): (Option<ReloadHook<'_>>, &WorkerPool),
     reloads: &Published<ConfigReloads>,
     mut dump: impl FnMut(&ConfigReloads),
 ) -> Result<Option<Signal>, SensorError> {
     loop {
-        match wait_for_signal(sfd, deadline)? {
+        match wait_for_wake(sfd, watch, deadline)? {
             Wake::Stop(sig) => return Ok(sig),
+            Wake::RegistryChanged => {
+                if let Some(hook) = reload {
+                    info!("model registry changed: reloading the models");
+                    let _ = hook(ReloadKind::RegistryChanged, pool);
+                }
+            }
             Wake::Reload => match reload {
                 None => {
                     reloads.publish(|r| r.rejected += 1);
@@ -183,7 +216,7 @@ fn serve_until_stop(
                         "SIGHUP: no --config to reload (or scoring is off); the sensor keeps running as it was"
                     );
                 }
-                Some(hook) => match hook() {
+                Some(hook) => match hook(ReloadKind::Signal, pool) {
                     Ok(()) => {
                         reloads.publish(|r| r.applied += 1);
                         info!(
@@ -341,10 +374,22 @@ fn run_inner(
         .kept_counts()
         .and_then(|kept| report_handover(&sensor, kept));
 
+    // A promotion reaches the running sensor without a signal; a watch
+    // that cannot start leaves SIGHUP as the way to reload.
+    let watch = match (&reload, &scoring.models_dir) {
+        (Some(_), Some(dir)) => match RegistryWatch::start(dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, dir = %dir.display(), "cannot watch the model registry; reload models with SIGHUP");
+                None
+            }
+        },
+        _ => None,
+    };
     let waited = serve_until_stop(
-        sfd,
+        (sfd, watch.as_ref()),
         args.duration.map(|d| started + d),
-        reload,
+        (reload, &pool),
         &reloads,
         |reloads| {
             // SIGUSR1: the outputs so far, each renamed into place; the run
@@ -359,7 +404,7 @@ fn run_inner(
                     &counters,
                     &flows,
                     started.elapsed(),
-                    (*reloads, handover, scoring.latency_report()),
+                    (*reloads, handover, &scoring),
                 )
             })();
             match written {
@@ -407,7 +452,7 @@ fn run_inner(
         &counters,
         &flows,
         duration,
-        (reloads, handover, scoring.latency_report()),
+        (reloads, handover, &scoring),
     )?;
 
     Ok(RunSummary {
@@ -508,7 +553,7 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
-        (reloads, handover, latency): (ConfigReloads, Option<Handover>, Option<LatencyReport>),
+        (reloads, handover, scoring): (ConfigReloads, Option<Handover>, &ScoringFigures),
     ) -> Result<(), SensorError> {
         if let Some(out) = self.flows {
             let worker_flows = merge_worker_flows(reports);
@@ -525,7 +570,8 @@ impl Outputs {
             );
             stats.config_reloads = reloads;
             stats.handover = handover;
-            stats.latency = latency;
+            stats.latency = scoring.latency_report();
+            stats.model_reloads = scoring.models.read().reloads;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
@@ -558,7 +604,7 @@ mod tests {
         mask.add(Signal::SIGUSR2);
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
         let t = Instant::now();
-        let r = wait_for_signal(&sfd, Some(t + Duration::from_millis(30))).unwrap();
+        let r = wait_for_wake(&sfd, None, Some(t + Duration::from_millis(30))).unwrap();
         assert_eq!(r, Wake::Stop(None));
         assert!(t.elapsed() >= Duration::from_millis(30));
     }
