@@ -155,6 +155,61 @@ pub struct StatsReport {
     /// stop.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<CollectorCounters>,
+    /// Model reloads (SIGHUP, or the registry's state file changing).
+    #[serde(default)]
+    pub model_reloads: ModelReloads,
+    /// Event→score latency per worker and event→alert latency (absent with
+    /// `--no-score`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyReport>,
+}
+
+/// What the model reloads of a run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelReloads {
+    /// New models loaded, checked and swapped in by every worker.
+    pub applied: u64,
+    /// Reloads refused (a model that did not load or check; the log says
+    /// which file and why) or not confirmed by every worker in time.
+    pub rejected: u64,
+    /// Reloads that found the active versions already running.
+    pub unchanged: u64,
+    /// From the reload's start (reading the registry) until every worker
+    /// had swapped, for the last applied reload and the longest (µs).
+    pub last_latency_us: u64,
+    pub max_latency_us: u64,
+}
+
+/// A latency distribution, in microseconds: from an event's kernel
+/// timestamp (`CLOCK_MONOTONIC`) to a later point on the same clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    pub max_us: f64,
+}
+
+/// One worker's event→score latency.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLatency {
+    pub worker: usize,
+    #[serde(flatten)]
+    pub latency: LatencySummary,
+}
+
+/// The latencies a scoring run measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencyReport {
+    /// From each event's kernel timestamp to the end of the inference of
+    /// the batch holding its row, per worker.
+    pub event_to_score: Vec<WorkerLatency>,
+    /// From the kernel timestamp of the event whose row opened an alert to
+    /// the opening, over all alerts (the alert stage is one thread); as the
+    /// stage last published it (at most a second old at exit).
+    pub event_to_alert: LatencySummary,
 }
 
 /// What the kept program did between the previous sensor's stop and this
@@ -200,6 +255,8 @@ impl StatsReport {
             config_reloads: ConfigReloads::default(),
             handover: None,
             collector: None,
+            model_reloads: ModelReloads::default(),
+            latency: None,
         }
     }
 

@@ -69,6 +69,10 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Models(args) => {
+            sensor::model::registry::run_models(&args, &mut std::io::stdout().lock())?;
+            Ok(())
+        }
         Command::Score(args) => {
             let n = sensor::model::offline::run_score(&args)?;
             eprintln!("scored {n} rows of {}", args.rows.display());

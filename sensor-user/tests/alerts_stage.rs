@@ -68,6 +68,12 @@ fn spoofed_syn_flood_is_one_incident_with_one_alert() {
         (m.alerts_opened, m.incidents_opened, m.rows_in),
         (1, 1, 100_000)
     );
+    // Counted once by class and EVE severity (1, as the record says), with
+    // its event->alert latency.
+    let f = stage.figures();
+    assert_eq!(f.opened[Flood as usize], [1, 0, 0]);
+    assert_eq!(f.opened.iter().flatten().sum::<u64>(), 1);
+    assert_eq!(f.alert_latency.count(), 1);
 
     let recs = parse(&mem.take());
     let alerts = of_type(&recs, "alert");

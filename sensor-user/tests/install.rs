@@ -78,6 +78,23 @@ fn installed_layout_works() {
     ] {
         assert!(prefix.join(path).is_file(), "{path} not installed");
     }
+    // The model registry came along: the installed binary lists it.
+    assert!(
+        prefix
+            .join("share/xdp-sensor/models/registry.json")
+            .is_file()
+    );
+    let list = Command::new(prefix.join("bin/sensor"))
+        .args(["models", "list"])
+        .output()
+        .expect("sensor models list");
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{list:?}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" active ")).count(),
+        2,
+        "{text}"
+    );
 
     // The installed binary reads the installed cards (not the source
     // tree's): a threshold changed there shows in `sensor tune`.

@@ -87,12 +87,39 @@ pub(crate) fn install(args: &InstallArgs) -> Result<()> {
     let installed_bin = prefix.join("bin/sensor");
     copy(&bin, &installed_bin, EXEC_MODE)?;
 
+    // The model registry as it is: the state file, every version
+    // directory, and the compatibility links to the active versions (kept
+    // as links, so `sensor models promote` can repoint them).
     let models = prefix.join("share/xdp-sensor/models");
-    for entry in std::fs::read_dir(workspace.join("models")).context("reading models/")? {
+    let source = workspace.join("models");
+    for entry in std::fs::read_dir(&source).context("reading models/")? {
         let path = entry?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.ends_with(".onnx") || name.ends_with(".card.json") {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink()
+            && (name.ends_with(".onnx") || name.ends_with(".card.json"))
+        {
+            let link = models.join(&*name);
+            let _ = std::fs::remove_file(&link);
+            make_dirs(&models)?;
+            std::os::unix::fs::symlink(std::fs::read_link(&path)?, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+            println!("linked {}", link.display());
+        } else if name.ends_with(".onnx") || name.ends_with(".card.json") || name == "registry.json"
+        {
             copy(&path, &models.join(&*name), DATA_MODE)?;
+        } else if meta.is_dir() && name.starts_with("flow-") {
+            for version in std::fs::read_dir(&path)? {
+                let version = version?.path();
+                let v = version.file_name().unwrap_or_default();
+                for file in [format!("{name}.onnx"), format!("{name}.card.json")] {
+                    copy(
+                        &version.join(&file),
+                        &models.join(&*name).join(v).join(&file),
+                        DATA_MODE,
+                    )?;
+                }
+            }
         }
     }
 

@@ -11,7 +11,7 @@ use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary (or, for an absolute path, a file) that
 /// proves each is installed.
-const APT_PACKAGES: [(&str, &str); 23] = [
+const APT_PACKAGES: [(&str, &str); 24] = [
     ("clang-19", "clang-19"),
     // Headers of the XDP bench's C reference (`bpf/bpf_helpers.h`).
     ("libbpf-dev", "/usr/include/bpf/bpf_helpers.h"),
@@ -41,6 +41,11 @@ const APT_PACKAGES: [(&str, &str); 23] = [
     // with `man` finding the page its Documentation= names.
     ("systemd", "systemd-analyze"),
     ("man-db", "man"),
+    // `--metrics-addr` is scraped by a real Prometheus server and its
+    // output checked by `promtool check metrics` (tests/netns_metrics.rs).
+    // Without systemd as init nothing starts the packaged service: the
+    // test starts its own server with its own config and data directory.
+    ("prometheus", "promtool"),
 ];
 
 /// The cargo-fuzz release `cargo xtask fuzz` is known to work with.

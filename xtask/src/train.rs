@@ -9,12 +9,18 @@
 //! 3. runs `models/train.py` on the simulated rows plus the lab recording
 //!    (`models/data/lab-rows.csv.gz`, made by `cargo xtask lab record`), which
 //!    writes the ONNX models, their cards and the ONNX Runtime scores of the
-//!    fixture rows, and scores the validation rows with `sensor score`
-//!    (tract, as the workers run it) to record in each card how far tract is
-//!    from ONNX Runtime;
-//! 4. runs the Rust tests that check tract reproduces those scores, the
-//!    features reproduce the fixture rows bit for bit and the simulator
-//!    reproduces the fixture's events.
+//!    fixture rows into `target/train-out`, and scores the validation rows
+//!    with `sensor score` (tract, as the workers run it) to record in each
+//!    card how far tract is from ONNX Runtime;
+//! 4. adds each model to the registry as a new version,
+//!    `models/<name>/<version>/` (the version carries the ONNX file's hash,
+//!    so the same bytes are the same version, and an existing version is
+//!    never overwritten); the active versions stay as they are unless
+//!    `--promote` is given, which promotes both (`sensor models promote`)
+//!    and installs their expected fixture scores;
+//! 5. with `--promote`, runs the Rust tests that check tract reproduces
+//!    those scores, the features reproduce the fixture rows bit for bit and
+//!    the simulator reproduces the fixture's events.
 //!
 //! Same inputs, same seeds → the same ONNX bytes.
 
@@ -54,7 +60,15 @@ pub(crate) struct TrainArgs {
     /// Cost of a missed attack when the alert threshold is chosen.
     #[arg(long, default_value_t = 100.0)]
     pub(crate) fn_cost: f64,
+    /// Make the new versions active (and their fixture scores the expected
+    /// ones). Without it they are only added: try one with `sensor models
+    /// shadow`, then promote it.
+    #[arg(long)]
+    pub(crate) promote: bool,
 }
+
+/// The models `train.py` writes, by registry name.
+const MODEL_NAMES: [&str; 2] = ["flow-classifier", "flow-autoencoder"];
 
 /// The committed lab recordings (see `models/README.md`): every scenario
 /// from a fresh lab (first-contact attackers), and the same scenarios
@@ -82,6 +96,7 @@ pub(crate) fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let models = root.join("models");
+    let out = target.join("train-out");
     let data = target.join("dataset/flows.csv");
     let fixtures = models.join("fixtures");
 
@@ -140,7 +155,36 @@ pub(crate) fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
         .arg("--tract-scorer")
         .arg(target.join("release/sensor"))
         .arg("--out")
-        .arg(&models))?;
+        .arg(&out))?;
+
+    let sensor = target.join("release/sensor");
+    let mut versions = Vec::new();
+    for name in MODEL_NAMES {
+        let version = add_version(&out, &models, name)?;
+        if args.promote {
+            run(Command::new(&sensor)
+                .args(["models", "promote", name, &version, "--models-dir"])
+                .arg(&models))?;
+        }
+        versions.push(format!("{name} {version}"));
+    }
+    if !args.promote {
+        eprintln!(
+            "added {} to {}; the active versions are unchanged: try them with \
+             `sensor models shadow NAME VERSION`, make them active with \
+             `sensor models promote NAME VERSION` (and copy {} into models/fixtures/), \
+             or rerun with --promote",
+            versions.join(", "),
+            models.display(),
+            out.join("fixtures/expected_scores.csv").display()
+        );
+        return Ok(());
+    }
+    std::fs::copy(
+        out.join("fixtures/expected_scores.csv"),
+        models.join("fixtures/expected_scores.csv"),
+    )
+    .context("installing the new versions' expected fixture scores")?;
 
     if !args.no_verify {
         run(Command::new(&cargo).current_dir(root).args([
@@ -162,6 +206,46 @@ pub(crate) fn train(root: &Path, args: &TrainArgs) -> anyhow::Result<()> {
             "simulator",
         ]))?;
     }
-    eprintln!("models rebuilt in {}", models.display());
+    eprintln!(
+        "models rebuilt and promoted in {}: {}",
+        models.display(),
+        versions.join(", ")
+    );
     Ok(())
+}
+
+/// Copies `<out>/<name>.onnx` and its card into the registry as
+/// `models/<name>/<version>/`, the version read from the card; returns the
+/// version. The same version already there with the same bytes is kept
+/// (training is reproducible); with other bytes, it is an error, never an
+/// overwrite.
+fn add_version(out: &Path, models: &Path, name: &str) -> anyhow::Result<String> {
+    let card_file = format!("{name}.card.json");
+    let onnx_file = format!("{name}.onnx");
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(&card_file))
+            .with_context(|| format!("reading {}", out.join(&card_file).display()))?,
+    )
+    .with_context(|| format!("parsing {}", out.join(&card_file).display()))?;
+    let version = card["version"]
+        .as_str()
+        .with_context(|| format!("{}: no version", out.join(&card_file).display()))?
+        .to_owned();
+    let dir = models.join(name).join(&version);
+    let onnx = std::fs::read(out.join(&onnx_file))?;
+    if dir.join(&onnx_file).exists() {
+        if std::fs::read(dir.join(&onnx_file))? != onnx {
+            bail!(
+                "{} exists with other bytes: a version is never overwritten",
+                dir.join(&onnx_file).display()
+            );
+        }
+        eprintln!("{name} {version}: already in the registry");
+    } else {
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(&onnx_file), &onnx)?;
+        std::fs::copy(out.join(&card_file), dir.join(&card_file))?;
+        eprintln!("{name} {version}: added to the registry");
+    }
+    Ok(version)
 }

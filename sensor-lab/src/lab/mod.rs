@@ -140,6 +140,7 @@ pub fn package_of(binary: &str) -> &'static str {
         "tc" | "ip" => "iproute2",
         "python3" => "python3",
         "timeout" => "coreutils",
+        "prometheus" | "promtool" => "prometheus",
         _ => "?",
     }
 }

@@ -125,11 +125,19 @@ impl ModelsSection {
     /// `models_dir`, as `sensor run` loads them: one rule for the running
     /// sensor and for `sensor tune`, so both see the same thresholds.
     pub fn default_cards_from(&mut self, models_dir: &Path) {
-        let card = |file: &str| crate::model::card::card_path(&models_dir.join(file));
-        self.classifier_card
-            .get_or_insert_with(|| card(crate::model::CLASSIFIER_FILE));
+        use crate::model::registry::{AUTOENCODER, CLASSIFIER, ModelSlot, Registry};
+        let registry = Registry::new(models_dir);
+        // An unreadable registry is reported when the models load; the
+        // card of the flat layout is the best guess meanwhile.
+        let card = |slot: ModelSlot| {
+            let model = registry
+                .active_path(slot)
+                .unwrap_or_else(|_| models_dir.join(format!("{}.onnx", slot.name)));
+            crate::model::card::card_path(&model)
+        };
+        self.classifier_card.get_or_insert_with(|| card(CLASSIFIER));
         self.autoencoder_card
-            .get_or_insert_with(|| card(crate::model::AUTOENCODER_FILE));
+            .get_or_insert_with(|| card(AUTOENCODER));
     }
 }
 

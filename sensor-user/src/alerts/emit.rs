@@ -657,18 +657,16 @@ mod tests {
             classifier_version: ModelVersion::intern("clf-1"),
             autoencoder_version: ModelVersion::intern("ae-1"),
             verdict: Some(Verdict::Tp),
-<<<<<<< HEAD
             origin: Some(crate::capture::collector::FlowOrigin {
                 exporter: "192.0.2.1".parse().unwrap(),
                 domain: 7,
                 version: 10,
                 in_if: 3,
                 out_if: 4,
-=======
+            }),
             block: Some(super::super::block::BlockSpan {
                 start_ns: 1_000,
                 end_ns: 600_000_001_000,
->>>>>>> a22729b
             }),
         }
     }

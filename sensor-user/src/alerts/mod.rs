@@ -48,6 +48,7 @@ pub use inventory::{Asset, Inventory};
 pub use stage::{AlertStage, OpenAlertInfo};
 
 use crate::capture::control::SketchHandle;
+use crate::capture::live::{LatencyHistogram, Published};
 use crate::model::{
     ModelError,
     row::{RowBatch, ScoredRow},
@@ -303,6 +304,26 @@ pub(crate) fn offer_rows(tx: &Sender<RowBatch>, rows: RowBatch, shed: &AtomicU64
     }
 }
 
+/// EVE severities an alert can have (1 = highest; see [`eve::severity`]).
+pub const EVE_SEVERITIES: usize = 3;
+
+/// What the alert stage publishes besides its counters: alerts opened by
+/// class and EVE severity, and the latency from the event of the row that
+/// opened an alert (its kernel timestamp) to the opening.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFigures {
+    /// `opened[class as usize][eve_severity - 1]`.
+    pub opened: [[u64; EVE_SEVERITIES]; crate::model::row::N_CLASSES],
+    pub alert_latency: LatencyHistogram,
+}
+
+impl AlertFigures {
+    fn copy_from(&mut self, other: &Self) {
+        self.opened = other.opened;
+        self.alert_latency.copy_from(&other.alert_latency);
+    }
+}
+
 /// The running stage.
 pub struct AlertStageHandle {
     thread: JoinHandle<AlertMetrics>,
@@ -311,10 +332,52 @@ pub struct AlertStageHandle {
     /// row batches.
     control: Sender<Control>,
     metrics: Arc<SharedMetrics>,
+    figures: Arc<Published<AlertFigures>>,
     shed: Arc<AtomicU64>,
 }
 
+/// Reads what a running alert stage publishes, from any thread.
+#[derive(Clone)]
+pub struct AlertReader {
+    metrics: Arc<SharedMetrics>,
+    figures: Arc<Published<AlertFigures>>,
+    shed: Arc<AtomicU64>,
+}
+
+impl AlertReader {
+    /// Latest counters (published at least once a second and at exit).
+    #[must_use]
+    pub fn counters(&self) -> AlertMetrics {
+        let mut m = self.metrics.snapshot();
+        m.rows_shed = self.shed.load(Ordering::Relaxed);
+        m
+    }
+
+    /// Alerts opened by class and severity and their latency, as last
+    /// published (at least once a second and at exit).
+    #[must_use]
+    pub fn figures(&self) -> AlertFigures {
+        self.figures.read()
+    }
+}
+
+impl std::fmt::Debug for AlertReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlertReader").finish_non_exhaustive()
+    }
+}
+
 impl AlertStageHandle {
+    /// A reader of the stage's published counters and figures.
+    #[must_use]
+    pub fn reader(&self) -> AlertReader {
+        AlertReader {
+            metrics: Arc::clone(&self.metrics),
+            figures: Arc::clone(&self.figures),
+            shed: Arc::clone(&self.shed),
+        }
+    }
+
     /// Latest counters (published at least once a second and at exit).
     #[must_use]
     pub fn metrics(&self) -> AlertMetrics {
@@ -381,6 +444,7 @@ pub fn spawn_alert_stage(
 ) -> Result<AlertStageHandle, AlertsError> {
     let shed = Arc::new(AtomicU64::new(0));
     let metrics = Arc::new(SharedMetrics::default());
+    let figures = Arc::new(Published::<AlertFigures>::default());
     let (ctrl_tx, ctrl_rx) = crossbeam_channel::bounded::<Control>(1024);
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let poll = Duration::from_millis(settings.alerts.feedback_poll_ms.max(10));
@@ -404,11 +468,19 @@ pub fn spawn_alert_stage(
     };
     let mut stage = AlertStage::new(settings, inventory, sinks, ClockMap::from_system())?;
     let m2 = Arc::clone(&metrics);
+    let f2 = Arc::clone(&figures);
     let shed2 = Arc::clone(&shed);
     let thread = std::thread::Builder::new()
         .name("alert-stage".into())
         .spawn(move || {
-            run_loop(&mut stage, &rows, ctrl_rx, &m2, &shed2, sketches.as_ref());
+            run_loop(
+                &mut stage,
+                &rows,
+                ctrl_rx,
+                (&m2, &f2),
+                &shed2,
+                sketches.as_ref(),
+            );
             drop(stop_tx);
             stage.metrics()
         })
@@ -421,6 +493,7 @@ pub fn spawn_alert_stage(
         poller,
         control,
         metrics,
+        figures,
         shed,
     })
 }
@@ -429,7 +502,7 @@ fn run_loop(
     stage: &mut AlertStage,
     rows: &Receiver<RowBatch>,
     ctrl: Receiver<Control>,
-    shared: &SharedMetrics,
+    (shared, figures): (&SharedMetrics, &Published<AlertFigures>),
     shed: &AtomicU64,
     sketches: Option<&SketchHandle>,
 ) {
@@ -477,12 +550,14 @@ fn run_loop(
             stage.tick(sensor_common::clock::monotonic_ns());
             stage.set_rows_shed(shed.load(Ordering::Relaxed));
             shared.publish(&stage.metrics());
+            figures.try_publish(|f| f.copy_from(stage.figures()));
             last_publish = std::time::Instant::now();
         }
     }
     stage.set_rows_shed(shed.load(Ordering::Relaxed));
     stage.shutdown();
     shared.publish(&stage.metrics());
+    figures.publish(|f| f.copy_from(stage.figures()));
 }
 
 /// Waits on a receiver that only ever disconnects; true when it did.

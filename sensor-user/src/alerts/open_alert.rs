@@ -76,14 +76,11 @@ pub(super) struct OpenAlert {
     pub(super) classifier_version: ModelVersion,
     pub(super) autoencoder_version: ModelVersion,
     pub(super) verdict: Option<Verdict>,
-<<<<<<< HEAD
     /// The exporter and interfaces of the first flow record behind the
     /// alert (`None` when its rows came from the XDP program).
     pub(super) origin: Option<FlowOrigin>,
-=======
     /// The block this alert put on its attacker, if any.
     pub(super) block: Option<super::block::BlockSpan>,
->>>>>>> a22729b
 }
 
 impl OpenAlert {

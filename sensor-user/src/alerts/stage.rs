@@ -9,7 +9,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use super::{
-    AlertMetrics, AlertOutput, AlertsError, Control,
+    AlertFigures, AlertMetrics, AlertOutput, AlertsError, Control,
     beacon::{self, BeaconRule},
     block::Blocker,
     config::{AlertSettings, Thresholds, secs_to_ns},
@@ -91,6 +91,8 @@ pub struct AlertStage {
     incidents: Incidents,
     next_alert_seq: u64,
     metrics: AlertMetrics,
+    /// Alerts opened by class and severity, and their event→alert latency.
+    figures: AlertFigures,
     rng: u64,
     /// Feature names of the alert record log, for the last row width seen.
     feature_names: Vec<String>,
@@ -152,6 +154,7 @@ impl AlertStage {
             incidents: Incidents::new(),
             next_alert_seq: 1,
             metrics: AlertMetrics::default(),
+            figures: AlertFigures::default(),
             rng: 0x9e37_79b9_7f4a_7c15,
             feature_names: Vec::new(),
             prefix_floods: Vec::new(),
@@ -174,6 +177,12 @@ impl AlertStage {
         m.open_incidents = self.incidents.len() as u64;
         m.sink_errors = self.out.errors();
         m
+    }
+
+    /// Alerts opened by class and severity, and their latency, so far.
+    #[must_use]
+    pub fn figures(&self) -> &AlertFigures {
+        &self.figures
     }
 
     pub(crate) fn set_rows_shed(&mut self, n: u64) {
@@ -562,11 +571,8 @@ impl AlertStage {
             classifier_version: row.classifier_version,
             autoencoder_version: row.autoencoder_version,
             verdict: None,
-<<<<<<< HEAD
             origin: row.origin,
-=======
             block: None,
->>>>>>> a22729b
         };
         if !a.peak_pps.is_finite() {
             a.peak_pps = 0.0;
@@ -592,9 +598,13 @@ impl AlertStage {
             }
             self.prefix_floods.push(key);
         }
-        let sev = a.severity().0;
+        let (sev, eve_sev) = a.severity();
         let i = self.alerts.push(a);
         self.metrics.alerts_opened += 1;
+        self.figures.opened[key.class as usize][usize::from(eve_sev.clamp(1, 3) - 1)] += 1;
+        self.figures
+            .alert_latency
+            .record(row.event_ts_ns, sensor_common::clock::monotonic_ns());
         if let Some(inc) = self.incidents.get_mut(incident) {
             inc.add_alert(id, &key, row.event_ts_ns, sev);
         }

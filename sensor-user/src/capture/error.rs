@@ -158,6 +158,15 @@ pub enum SensorError {
     #[error(transparent)]
     Privileges(#[from] crate::capture::privileges::PrivilegeError),
 
+    /// `--metrics-addr` cannot be listened on (in use, not local, port
+    /// below 1024 without privilege).
+    #[error("cannot listen on --metrics-addr {addr}")]
+    MetricsAddr {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+
     /// A system call the runtime needs (signals, threads, poll) failed.
     #[error("{what} failed")]
     System {

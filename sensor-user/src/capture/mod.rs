@@ -2,14 +2,12 @@
 //! workers and its sketches on the control thread. Everything later stages
 //! learn about packets comes through here.
 
-<<<<<<< HEAD
 pub mod collector;
-=======
 pub mod blocklist;
->>>>>>> a22729b
 pub mod control;
 pub mod error;
 pub mod gateway;
+pub mod live;
 pub mod loader;
 pub mod pins;
 pub mod privileges;

@@ -25,7 +25,11 @@ use nix::{
 use sensor_common::{EventKind, FlowEvent, FlowKey, FlowStats, MAX_WORKERS, clock::monotonic_ns};
 use tracing::{debug, warn};
 
-use crate::capture::{collector::FlowOrigin, error::SensorError};
+use crate::capture::{collector::FlowOrigin, error::SensorError, live::Published};
+
+/// Each worker's counters as other threads see them, in worker order:
+/// published at every regular tick (about 1 ms).
+pub(crate) type LiveWorkers = Arc<[Published<WorkerCounters>]>;
 
 /// The seam where scoring plugs in: one handler per worker, called on the
 /// worker thread.
@@ -57,7 +61,19 @@ pub trait EventHandler: Send + 'static {
     /// Called once on the worker thread after the final ring drain, so work
     /// held back for batching is not lost at shutdown.
     fn finish(&mut self) {}
+    /// A request for the handler from another thread (a reloaded model),
+    /// delivered on the worker thread at a tick, between two events, so the
+    /// handler's state needs no lock. Returns what to tell the requester
+    /// (`Err` with a reason when the request does not apply).
+    fn on_request(&mut self, request: HandlerRequest) -> Result<(), String> {
+        let _ = request;
+        Err("this worker's handler takes no requests".into())
+    }
 }
+
+/// A request for a worker's handler; the handler knows the concrete type
+/// (capture does not depend on the stages it runs).
+pub type HandlerRequest = Box<dyn std::any::Any + Send>;
 
 /// The default handler: does nothing (the worker still keeps flow state and
 /// counters).
@@ -483,10 +499,24 @@ pub(crate) fn default_workers() -> u32 {
 /// A request to a running worker, handled between two drains of its ring
 /// (a batch boundary), so the worker's state needs no lock. This is where a
 /// later request (a reloaded model for the worker's pipeline) plugs in.
-#[derive(Debug)]
 pub(crate) enum WorkerRequest {
     /// Send the report so far (`--stats-out`, `--flows-out` on SIGUSR1).
     Report(crossbeam_channel::Sender<WorkerReport>),
+    /// Give the handler this request and answer with the worker's index
+    /// and the handler's outcome.
+    Handler(
+        HandlerRequest,
+        crossbeam_channel::Sender<(usize, Result<(), String>)>,
+    ),
+}
+
+impl std::fmt::Debug for WorkerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Report(_) => f.write_str("Report"),
+            Self::Handler(..) => f.write_str("Handler"),
+        }
+    }
 }
 
 /// Requests queued per worker before a sender would block: a request is
@@ -500,6 +530,7 @@ const REPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Running worker threads.
 pub(crate) struct WorkerPool {
     stop: Arc<AtomicBool>,
+    live: LiveWorkers,
     handles: Vec<JoinHandle<WorkerReport>>,
     requests: Vec<crossbeam_channel::Sender<WorkerRequest>>,
 }
@@ -542,11 +573,16 @@ impl WorkerPool {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut handles = Vec::with_capacity(sources.len());
         let mut requests = Vec::with_capacity(sources.len());
+        let live: LiveWorkers = (0..sources.len())
+            .map(|_| Published::default())
+            .collect::<Vec<_>>()
+            .into();
         for (i, ring) in sources.into_iter().enumerate() {
             let h = first_handler + i;
             let core = (!cores.is_empty()).then(|| cores[h % cores.len()]);
             let state = WorkerState::new(i, flow_capacity_per_worker, factory(h));
             let stop = Arc::clone(&stop);
+            let live = Arc::clone(&live);
             let (request_tx, request_rx) = crossbeam_channel::bounded(WORKER_REQUESTS);
             requests.push(request_tx);
             let handle = std::thread::Builder::new()
@@ -561,7 +597,7 @@ impl WorkerPool {
                             "could not pin worker to its core"
                         );
                     }
-                    run_worker(ring, state, &stop, &request_rx)
+                    run_worker(ring, state, &stop, &request_rx, &live[i])
                 })
                 .map_err(|source| SensorError::System {
                     what: "spawning a worker thread",
@@ -571,9 +607,15 @@ impl WorkerPool {
         }
         Ok(Self {
             stop,
+            live,
             handles,
             requests,
         })
+    }
+
+    /// The workers' published counters (for the metrics endpoint).
+    pub(crate) fn live(&self) -> LiveWorkers {
+        Arc::clone(&self.live)
     }
 
     /// Each worker's report so far, in worker order, without stopping them.
@@ -602,6 +644,41 @@ impl WorkerPool {
         reports
     }
 
+    /// Gives worker `i` the request `make(i)`, for every worker, and waits
+    /// up to `wait` for their answers: `(worker, outcome)` in worker order.
+    /// A worker whose queue is full or that does not answer in time is
+    /// reported with an `Err`.
+    pub(crate) fn request_handlers(
+        &self,
+        mut make: impl FnMut(usize) -> HandlerRequest,
+        wait: std::time::Duration,
+    ) -> Vec<(usize, Result<(), String>)> {
+        let (tx, rx) = crossbeam_channel::bounded(self.requests.len());
+        let mut out: Vec<(usize, Result<(), String>)> = Vec::with_capacity(self.requests.len());
+        let mut asked = 0;
+        for (i, r) in self.requests.iter().enumerate() {
+            match r.try_send(WorkerRequest::Handler(make(i), tx.clone())) {
+                Ok(()) => asked += 1,
+                Err(_) => out.push((i, Err("its request queue is full or it stopped".into()))),
+            }
+        }
+        drop(tx);
+        let deadline = std::time::Instant::now() + wait;
+        for _ in 0..asked {
+            match rx.recv_deadline(deadline) {
+                Ok(answer) => out.push(answer),
+                Err(_) => break,
+            }
+        }
+        for i in 0..self.requests.len() {
+            if !out.iter().any(|(w, _)| *w == i) {
+                out.push((i, Err(format!("no answer within {wait:?}"))));
+            }
+        }
+        out.sort_by_key(|(w, _)| *w);
+        out
+    }
+
     /// Asks the workers to stop. Each drains its ring to empty first, so
     /// detach the program before calling this to lose nothing.
     pub(crate) fn stop_and_join(self) -> Vec<WorkerReport> {
@@ -625,9 +702,14 @@ impl WorkerPool {
 /// Where a worker's events come from: the XDP program's ring, or the flow
 /// collector's channel ([`crate::capture::collector::RecordSource`]).
 pub(crate) trait EventSource: Send + 'static {
-    /// Dispatches the events waiting now to `state`, ticking it when due
-    /// during a long drain; returns how many it handled.
-    fn drain(&mut self, state: &mut WorkerState) -> u32;
+    /// Dispatches the events waiting now to `state`, ticking it (and
+    /// answering `requests`) when due during a long drain
+    /// ([`tick_between_events`]); returns how many it handled.
+    fn drain(
+        &mut self,
+        state: &mut WorkerState,
+        requests: &crossbeam_channel::Receiver<WorkerRequest>,
+    ) -> u32;
     /// Sleeps until events may be waiting, at most `wait_ns`.
     fn wait(&mut self, worker: usize, wait_ns: u64);
 }
@@ -636,13 +718,17 @@ pub(crate) trait EventSource: Send + 'static {
 pub(crate) struct RingSource(pub(crate) RingBuf<MapData>);
 
 impl EventSource for RingSource {
-    fn drain(&mut self, state: &mut WorkerState) -> u32 {
+    fn drain(
+        &mut self,
+        state: &mut WorkerState,
+        requests: &crossbeam_channel::Receiver<WorkerRequest>,
+    ) -> u32 {
         let mut drained = 0u32;
         while let Some(item) = self.0.next() {
             state.dispatch(&item);
             drained += 1;
             if drained.is_multiple_of(EVENTS_PER_CLOCK_CHECK) {
-                state.tick_if_due(monotonic_ns());
+                tick_between_events(state, requests);
             }
         }
         drained
@@ -668,28 +754,25 @@ fn run_worker<S: EventSource>(
     mut state: WorkerState,
     stop: &AtomicBool,
     requests: &crossbeam_channel::Receiver<WorkerRequest>,
+    live: &Published<WorkerCounters>,
 ) -> WorkerReport {
     set_timer_slack(state.index);
     loop {
-        let drained = source.drain(&mut state);
+        let drained = source.drain(&mut state, requests);
         if drained > 0 {
             state.drained();
         }
         let now = monotonic_ns();
         if state.tick_if_due(now) {
             state.housekeeping();
-            while let Ok(request) = requests.try_recv() {
-                match request {
-                    WorkerRequest::Report(reply) => {
-                        let _ = reply.send(state.report_so_far());
-                    }
-                }
-            }
+            live.try_publish(|c| *c = state.counters);
+            serve_requests(&mut state, requests);
         }
         if stop.load(Ordering::Acquire) {
             // Final drain: anything written before the stop request is handled.
-            while source.drain(&mut state) > 0 {}
+            while source.drain(&mut state, requests) > 0 {}
             state.finish();
+            live.publish(|c| *c = state.counters);
             break;
         }
         if drained == 0 {
@@ -701,6 +784,33 @@ fn run_worker<S: EventSource>(
     }
     debug!(worker = state.index, counters = ?state.counters, "worker stopped");
     state.into_report()
+}
+
+/// Ticks `state` if its tick is due and then answers its requests: drain
+/// loops call it between events, so a source that never empties (sustained
+/// load) still serves them at the tick.
+pub(crate) fn tick_between_events(
+    state: &mut WorkerState,
+    requests: &crossbeam_channel::Receiver<WorkerRequest>,
+) {
+    if state.tick_if_due(monotonic_ns()) {
+        serve_requests(state, requests);
+    }
+}
+
+/// Answers the requests queued for this worker.
+fn serve_requests(state: &mut WorkerState, requests: &crossbeam_channel::Receiver<WorkerRequest>) {
+    while let Ok(request) = requests.try_recv() {
+        match request {
+            WorkerRequest::Report(reply) => {
+                let _ = reply.send(state.report_so_far());
+            }
+            WorkerRequest::Handler(request, reply) => {
+                let outcome = state.handler.on_request(request);
+                let _ = reply.send((state.index, outcome));
+            }
+        }
+    }
 }
 
 /// Lowers the calling thread's timer slack to [`WORKER_TIMER_SLACK_NS`] so

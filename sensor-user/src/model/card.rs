@@ -140,6 +140,8 @@ struct RawCard {
     baseline: Option<RawBaseline>,
     #[serde(default)]
     baseline_quantiles: Option<BaselineQuantiles>,
+    #[serde(default)]
+    onnx_sha256: Option<String>,
 }
 
 /// A feature named in a top-level list: a bare name or `{"name": …}`.
@@ -222,6 +224,8 @@ pub struct ModelCard {
     pub anomaly_threshold: Option<f32>,
     /// Aligned with `feature_names`; `None` where the card has no baseline.
     pub baseline: Vec<Option<Baseline>>,
+    /// SHA-256 of the ONNX file the card describes (hex), when recorded.
+    pub onnx_sha256: Option<String>,
 }
 
 impl ModelCard {
@@ -350,6 +354,7 @@ impl ModelCard {
             thresholds,
             anomaly_threshold,
             baseline,
+            onnx_sha256: raw.onnx_sha256,
         })
     }
 

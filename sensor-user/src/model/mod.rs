@@ -10,6 +10,7 @@
 pub mod card;
 pub mod offline;
 pub mod pipeline;
+pub mod registry;
 pub mod row;
 
 use std::{path::Path, sync::Arc};
@@ -23,11 +24,6 @@ use crate::{
     features::{FeatureVec, N_FEATURES},
     model::row::{AttackClass, ModelVersion, N_CLASSES},
 };
-
-/// File names of the two models inside `--models-dir`; each has its card
-/// next to it (`<name>.card.json`).
-pub(crate) const CLASSIFIER_FILE: &str = "flow-classifier.onnx";
-pub(crate) const AUTOENCODER_FILE: &str = "flow-autoencoder.onnx";
 
 /// The models committed with the source tree this binary was built from.
 pub(crate) const DEFAULT_MODELS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
@@ -58,7 +54,11 @@ pub(crate) fn default_models_dir() -> std::path::PathBuf {
     let candidates = models_dir_candidates(exe.as_deref());
     candidates
         .iter()
-        .find(|d| d.join(CLASSIFIER_FILE).is_file())
+        .find(|d| {
+            registry::Registry::new(d)
+                .active_path(registry::CLASSIFIER)
+                .is_ok_and(|p| p.is_file())
+        })
         .or(candidates.last())
         .cloned()
         .unwrap_or_else(|| Path::new(DEFAULT_MODELS_DIR).to_path_buf())
@@ -351,8 +351,9 @@ mod tests {
         assert_eq!(super::models_dir_candidates(None).len(), 1);
         // From this test binary, the models of the source tree are found.
         assert!(
-            super::default_models_dir()
-                .join(super::CLASSIFIER_FILE)
+            super::registry::Registry::new(&super::default_models_dir())
+                .active_path(super::registry::CLASSIFIER)
+                .unwrap()
                 .is_file()
         );
     }

@@ -23,12 +23,13 @@ use sensor_common::{FlowEvent, FlowKey, addr_to_ip as ip, clock::monotonic_ns};
 
 use super::{Model, ModelKind, Runner};
 use crate::{
+    capture::live::{LatencyHistogram, Published},
     capture::{collector::FlowOrigin, control::SketchHandle},
     features::{
         FeatureConfig, FeatureExtractor, FeatureVec, GatewayView, N_FEATURES, RowFacts,
         event_volume,
     },
-    model::row::{Entity, MAX_FEATURES, N_CLASSES, RowBatch, ScoredRow, Window},
+    model::row::{Entity, MAX_FEATURES, ModelVersion, N_CLASSES, RowBatch, ScoredRow, Window},
 };
 
 /// Tunables of the pipeline.
@@ -92,7 +93,62 @@ pub struct PipelineCounters {
     pub inference_errors: u64,
     /// Gateway views (kernel sketches, one per epoch) taken into the features.
     pub gateway_views: u64,
+    /// Model swaps applied (hot reload), each at a batch boundary.
+    pub model_swaps: u64,
 }
+
+/// Upper bounds of the batch-size histogram (rows), as the metrics endpoint
+/// exports it; the largest planned batch is 256.
+pub const BATCH_SIZE_BOUNDS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// What one worker's pipeline publishes for other threads (the metrics
+/// endpoint, `--stats-out`): its counters, the event→score latency of every
+/// scored row (from the event's kernel timestamp to the end of its batch's
+/// inference) and its batch sizes.
+#[derive(Debug, Clone, Default)]
+pub struct PipelineLive {
+    pub counters: PipelineCounters,
+    pub score_latency: LatencyHistogram,
+    /// Batches per [`BATCH_SIZE_BOUNDS`] bucket (not cumulative; larger
+    /// batches in the last), and the rows of all batches.
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len()],
+    pub batch_rows: u64,
+}
+
+impl PipelineLive {
+    /// Adds `other`'s figures (a sum over workers).
+    pub fn add(&mut self, other: &Self) {
+        let (a, b) = (&mut self.counters, &other.counters);
+        a.rows_scored += b.rows_scored;
+        a.batches += b.batches;
+        a.batches_by_deadline += b.batches_by_deadline;
+        a.batches_on_drain += b.batches_on_drain;
+        a.escalated += b.escalated;
+        a.emitted += b.emitted;
+        a.below_floor += b.below_floor;
+        a.shed += b.shed;
+        a.disconnected += b.disconnected;
+        a.inference_errors += b.inference_errors;
+        a.gateway_views = a.gateway_views.max(b.gateway_views);
+        a.model_swaps += b.model_swaps;
+        self.score_latency.add(&other.score_latency);
+        for (x, y) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
+            *x += y;
+        }
+        self.batch_rows += other.batch_rows;
+    }
+
+    fn copy_from(&mut self, other: &Self) {
+        self.counters = other.counters;
+        self.score_latency.copy_from(&other.score_latency);
+        self.batch_sizes = other.batch_sizes;
+        self.batch_rows = other.batch_rows;
+    }
+}
+
+/// How often a pipeline publishes its [`PipelineLive`] (ns): the copy of
+/// its histogram costs some microseconds, so not at every 1 ms tick.
+const PUBLISH_EVERY_NS: u64 = 10_000_000;
 
 /// Per-row context kept next to the features while the row waits in a batch.
 #[derive(Clone, Copy, Default)]
@@ -127,6 +183,69 @@ pub struct ScoringPipeline {
     n_classes: usize,
     /// Where the control thread publishes the kernel sketches' gateway view.
     sketches: Option<SketchHandle>,
+    /// Latency and batch figures, counted here and published to `live`.
+    figures: PipelineLive,
+    live: Option<Arc<Published<PipelineLive>>>,
+    next_publish_ns: u64,
+}
+
+/// Models to put in place of a pipeline's running ones (hot reload), with
+/// their per-worker tract states already spawned, so the worker only swaps
+/// pointers.
+pub struct ModelSwap {
+    classifier: Arc<Model>,
+    autoencoder: Option<Arc<Model>>,
+    cls: Runner,
+    ae: Option<Runner>,
+    n_classes: usize,
+}
+
+impl ModelSwap {
+    /// Checks the kinds (a classifier, an autoencoder) and spawns the
+    /// states one worker needs.
+    pub fn new(
+        classifier: Arc<Model>,
+        autoencoder: Option<Arc<Model>>,
+    ) -> Result<Self, PipelineError> {
+        let ModelKind::Classifier { n_classes } = classifier.kind() else {
+            return Err(PipelineError::WrongModel {
+                id: classifier.id().to_string(),
+                expected: "classifier",
+            });
+        };
+        if let Some(a) = &autoencoder
+            && a.kind() != ModelKind::Autoencoder
+        {
+            return Err(PipelineError::WrongModel {
+                id: a.id().to_string(),
+                expected: "autoencoder",
+            });
+        }
+        let spawn = |m: &Model| {
+            m.runner().map_err(|e| PipelineError::Spawn {
+                id: m.id().to_string(),
+                source: e.into(),
+            })
+        };
+        let cls = spawn(&classifier)?;
+        let ae = autoencoder.as_deref().map(spawn).transpose()?;
+        Ok(Self {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        })
+    }
+}
+
+impl std::fmt::Debug for ModelSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSwap")
+            .field("classifier", &self.classifier.id())
+            .field("autoencoder", &self.autoencoder.as_ref().map(|a| a.id()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Errors building a pipeline.
@@ -153,28 +272,13 @@ impl ScoringPipeline {
         autoencoder: Option<Arc<Model>>,
         tx: Sender<RowBatch>,
     ) -> Result<Self, PipelineError> {
-        let ModelKind::Classifier { n_classes } = classifier.kind() else {
-            return Err(PipelineError::WrongModel {
-                id: classifier.id().to_string(),
-                expected: "classifier",
-            });
-        };
-        if let Some(a) = &autoencoder
-            && a.kind() != ModelKind::Autoencoder
-        {
-            return Err(PipelineError::WrongModel {
-                id: a.id().to_string(),
-                expected: "autoencoder",
-            });
-        }
-        let spawn = |m: &Model| {
-            m.runner().map_err(|e| PipelineError::Spawn {
-                id: m.id().to_string(),
-                source: e.into(),
-            })
-        };
-        let cls = spawn(&classifier)?;
-        let ae = autoencoder.as_deref().map(spawn).transpose()?;
+        let ModelSwap {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        } = ModelSwap::new(classifier, autoencoder)?;
         let max_batch = cfg.max_batch.clamp(1, cls.max_batch());
         let cfg = PipelineConfig { max_batch, ..cfg };
         Ok(Self {
@@ -194,6 +298,9 @@ impl ScoringPipeline {
             tx,
             counters: PipelineCounters::default(),
             sketches: None,
+            figures: PipelineLive::default(),
+            live: None,
+            next_publish_ns: 0,
         })
     }
 
@@ -203,6 +310,37 @@ impl ScoringPipeline {
     pub(crate) fn with_sketches(mut self, sketches: SketchHandle) -> Self {
         self.sketches = Some(sketches);
         self
+    }
+
+    /// Publishes the pipeline's counters, latency and batch figures to
+    /// `live` every [`PUBLISH_EVERY_NS`] (at a tick) and when it finishes.
+    #[must_use]
+    pub fn with_live(mut self, live: Arc<Published<PipelineLive>>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The figures so far: counters, event→score latency, batch sizes.
+    #[must_use]
+    pub fn figures(&self) -> PipelineLive {
+        let mut f = self.figures.clone();
+        f.counters = self.counters;
+        f
+    }
+
+    /// Publishes to `live` (see [`Self::with_live`]); `wait` for the last
+    /// publication, otherwise skipped while a reader holds the slot.
+    fn publish(&mut self, wait: bool) {
+        let Some(live) = &self.live else {
+            return;
+        };
+        self.figures.counters = self.counters;
+        let figures = &self.figures;
+        if wait {
+            live.publish(|p| p.copy_from(figures));
+        } else {
+            live.try_publish(|p| p.copy_from(figures));
+        }
     }
 
     /// Installs a gateway view directly (replays and tests).
@@ -265,6 +403,10 @@ impl ScoringPipeline {
         {
             self.flush(Close::Deadline);
         }
+        if now_ns >= self.next_publish_ns {
+            self.publish(false);
+            self.next_publish_ns = now_ns + PUBLISH_EVERY_NS;
+        }
     }
 
     /// The worker has emptied its ring: close the open batch now unless
@@ -284,11 +426,58 @@ impl ScoringPipeline {
             .map(|m| m.ts_ns.saturating_add(self.cfg.batch_deadline_ns))
     }
 
-    /// Scores and emits whatever is batched now (e.g. at shutdown).
+    /// Scores and emits whatever is batched now (e.g. at shutdown), and
+    /// publishes the final figures.
     pub fn flush_now(&mut self) {
         if !self.rows.is_empty() {
             self.flush(Close::Deadline);
         }
+        self.publish(true);
+    }
+
+    /// Puts `swap`'s models in place at this batch boundary: the open
+    /// batch is scored by the models it was collected for, every later row
+    /// by the new ones, so no row is lost or scored twice.
+    ///
+    /// # Errors
+    /// The new classifier plans a smaller largest batch than this pipeline
+    /// collects (the models stay as they were).
+    pub fn swap_models(&mut self, swap: ModelSwap) -> Result<(), String> {
+        if swap.cls.max_batch() < self.cfg.max_batch {
+            return Err(format!(
+                "{} plans batches of at most {} rows, this pipeline collects {}",
+                swap.classifier.id(),
+                swap.cls.max_batch(),
+                self.cfg.max_batch
+            ));
+        }
+        if !self.rows.is_empty() {
+            self.flush(Close::Swap);
+        }
+        let ModelSwap {
+            classifier,
+            autoencoder,
+            cls,
+            ae,
+            n_classes,
+        } = swap;
+        self.n_classes = n_classes.min(N_CLASSES);
+        self.probs.resize(self.cfg.max_batch * self.n_classes, 0.0);
+        self.classifier = classifier;
+        self.autoencoder = autoencoder;
+        self.cls = cls;
+        self.ae = ae;
+        self.counters.model_swaps += 1;
+        Ok(())
+    }
+
+    /// `name@version` of the classifier and the autoencoder in use.
+    #[must_use]
+    pub fn model_ids(&self) -> (ModelVersion, Option<ModelVersion>) {
+        (
+            self.classifier.id(),
+            self.autoencoder.as_ref().map(|a| a.id()),
+        )
     }
 
     /// Pipeline counters.
@@ -311,7 +500,7 @@ impl ScoringPipeline {
         let k = self.n_classes;
         self.counters.batches += 1;
         match why {
-            Close::Full => {}
+            Close::Full | Close::Swap => {}
             Close::Deadline => self.counters.batches_by_deadline += 1,
             Close::Drained => self.counters.batches_on_drain += 1,
         }
@@ -322,6 +511,12 @@ impl ScoringPipeline {
             return;
         }
         self.counters.rows_scored += n as u64;
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|&b| n as u64 <= b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+        self.figures.batch_sizes[bucket] += 1;
+        self.figures.batch_rows += n as u64;
 
         // Escalate the ambiguous rows to the autoencoder.
         self.esc_rows.clear();
@@ -350,6 +545,9 @@ impl ScoringPipeline {
         }
 
         let scored_ts = monotonic_ns();
+        for m in &self.meta {
+            self.figures.score_latency.record(m.ts_ns, scored_ts);
+        }
         let cls_id = self.classifier.id();
         let ae_id = self.autoencoder.as_ref().map_or(cls_id, |a| a.id());
         let mut e = 0usize;
@@ -421,6 +619,9 @@ enum Close {
     Full,
     Deadline,
     Drained,
+    /// Before a model swap: the batch's rows go to the models they were
+    /// collected for.
+    Swap,
 }
 
 impl crate::capture::workers::EventHandler for ScoringPipeline {

@@ -3,5 +3,6 @@
 //! (its blocklists).
 
 pub mod block;
+pub mod metrics;
 pub mod report;
 pub mod stats;

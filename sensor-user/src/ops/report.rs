@@ -80,6 +80,53 @@ pub(crate) fn read_counters(sensor: &Sensor) -> Result<[u64; COUNTER_COUNT as us
     sum_counters(sensor.map(map_names::GLOBAL_COUNTERS)?)
 }
 
+/// The sensor's `GLOBAL_COUNTERS`, through a descriptor of its own, for a
+/// thread other than the one that owns the [`Sensor`] (the metrics
+/// endpoint). Reading needs no privilege once the descriptor is open.
+#[derive(Debug)]
+pub(crate) struct CountersReader {
+    map: aya::maps::Map,
+}
+
+impl CountersReader {
+    /// Duplicates the descriptor of `sensor`'s counters.
+    ///
+    /// # Errors
+    /// The map is missing, of another type, or the descriptor cannot be
+    /// duplicated.
+    pub(crate) fn new(sensor: &Sensor) -> Result<Self, SensorError> {
+        use std::os::fd::AsFd as _;
+        let name = map_names::GLOBAL_COUNTERS;
+        let aya::maps::Map::PerCpuArray(data) = sensor.map(name)? else {
+            return Err(SensorError::MissingMap { name });
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| SensorError::System {
+                what: "duplicating the counters' descriptor",
+                source,
+            })?;
+        let data = MapData::from_fd(fd).map_err(|source| SensorError::MapAccess {
+            name,
+            op: "opening",
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            map: aya::maps::Map::PerCpuArray(data),
+        })
+    }
+
+    /// The counters now, summed over CPUs, in [`Counter`] index order.
+    ///
+    /// # Errors
+    /// A read failed.
+    pub(crate) fn read(&self) -> Result<[u64; COUNTER_COUNT as usize], SensorError> {
+        sum_counters(&self.map)
+    }
+}
+
 /// Reads the counters a running sensor pinned for `iface`, resolved in the
 /// caller's network namespace.
 ///

@@ -46,6 +46,9 @@ pub enum Command {
     ExportTraining(crate::alerts::ExportTrainingArgs),
     /// Score a CSV of feature rows with a model, as the workers would.
     Score(crate::model::offline::ScoreArgs),
+    /// The versioned model registry: list versions, promote one, put one in
+    /// shadow.
+    Models(crate::model::registry::ModelsArgs),
     /// Print a shell completion script, e.g. `sensor completions bash >
     /// /etc/bash_completion.d/sensor`.
     Completions(CompletionsArgs),
@@ -328,6 +331,10 @@ pub struct RunArgs {
     /// more worker (as `sensor collect` does alone).
     #[arg(long, value_name = "ADDR:PORT")]
     pub collect: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (e.g.
+    /// 127.0.0.1:9640); off by default. Bound before the program attaches.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

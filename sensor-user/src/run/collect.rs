@@ -18,12 +18,13 @@ use crate::{
     capture::{
         SensorError,
         collector::{Collector, CollectorError, RecordBatch, RecordSource},
+        live::Published,
         workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows, noop_factory},
     },
     ops::report::{OutputFile, worker_stats, write_flows},
     run::{
         cli::CollectArgs,
-        runner::{serve_until_stop, shutdown_signals},
+        runner::{ReloadHook, serve_until_stop, shutdown_signals},
         scoring::{Scoring, ScoringError, ScoringOptions},
     },
 };
@@ -132,15 +133,15 @@ fn collect_inner(
         collector.local_addr()
     );
     let _ = out.flush();
-    let reload = scoring.as_ref().map(|s| move || s.reload(&opts));
-    let mut reloads = sensor_common::records::ConfigReloads::default();
+    let reload = scoring
+        .as_ref()
+        .map(|s| move |kind, pool: &WorkerPool| s.reload_for(&opts, kind, pool));
+    let reloads = Published::<sensor_common::records::ConfigReloads>::default();
     let waited = serve_until_stop(
-        sfd,
+        (sfd, None),
         args.duration.map(|d| started + d),
-        reload
-            .as_ref()
-            .map(|r| r as &dyn Fn() -> Result<(), String>),
-        &mut reloads,
+        (reload.as_ref().map(|r| r as ReloadHook<'_>), &pool),
+        &reloads,
         |_| warn!("SIGUSR1: sensor collect writes its outputs at the stop only"),
     );
     // Stop in order: the receiver first (its senders go), then the

@@ -6,6 +6,7 @@ pub mod collect;
 pub mod manual;
 pub mod runner;
 pub mod scoring;
+mod watch;
 
 use std::{io::Write, sync::Arc};
 
@@ -104,6 +105,7 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
             &crate::capture::control::SketchHandle::default(),
             None,
             counts.as_ref().map(|c| c as runner::CollectorCounts<'_>),
+            crate::ops::metrics::ScoringFigures::default(),
         );
         let collected = beside.map(collect::Beside::stop);
         let summary = result.map_err(capture_err)?;
@@ -128,7 +130,9 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
             return Err(e);
         }
     };
-    let reload = || scoring.reload(&scoring_opts);
+    let reload = |kind, pool: &crate::capture::workers::WorkerPool| {
+        scoring.reload_for(&scoring_opts, kind, pool)
+    };
     let counts = beside.as_ref().map(|b| move || b.counters());
     let result = runner::run_with_sketches(
         args,
@@ -137,6 +141,7 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
         scoring.sketches(),
         Some(&reload),
         counts.as_ref().map(|c| c as runner::CollectorCounts<'_>),
+        scoring.figures(),
     )
     .map_err(capture_err);
     // The collector stops before scoring finishes, so its rows are scored.

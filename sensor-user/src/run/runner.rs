@@ -31,12 +31,16 @@ use tracing::{error, info, warn};
 use crate::{
     capture::control::{ControlThread, EPOCH, SketchHandle, SketchMaps, SketchSnapshot},
     capture::error::SensorError,
+    capture::live::Published,
     capture::loader::Sensor,
     capture::pins::KeptCounts,
     capture::privileges::Account,
     capture::workers::{HandlerFactory, WorkerPool, WorkerReport, merge_worker_flows},
-    ops::report::{self, OutputFile},
+    ops::metrics::{MetricSources, MetricsListener, ScoringFigures},
+    ops::report::{self, CountersReader, OutputFile},
     run::cli::RunArgs,
+    run::scoring::ReloadKind,
+    run::watch::RegistryWatch,
 };
 
 /// What a run saw, for the closing summary.
@@ -116,10 +120,20 @@ enum Wake {
     Reload,
     /// SIGUSR1: write the outputs so far.
     Dump,
+    /// The model registry's state file changed.
+    RegistryChanged,
 }
 
-/// Waits for a signal or until `deadline`.
-fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, SensorError> {
+/// How long a registry change settles before the reload reads it (an
+/// editor or a promotion may write in several steps).
+const REGISTRY_SETTLE: Duration = Duration::from_millis(50);
+
+/// Waits for a signal, a registry change (with `watch`) or `deadline`.
+fn wait_for_wake(
+    sfd: &SignalFd,
+    watch: Option<&RegistryWatch>,
+    deadline: Option<Instant>,
+) -> Result<Wake, SensorError> {
     loop {
         let timeout = match deadline {
             None => PollTimeout::NONE,
@@ -133,9 +147,24 @@ fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, Se
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
         };
-        let mut fds = [PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = watch {
+            fds.push(PollFd::new(w.fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, timeout) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_)
+                if fds
+                    .get(1)
+                    .and_then(PollFd::revents)
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN)) =>
+            {
+                std::thread::sleep(REGISTRY_SETTLE);
+                if let Some(w) = watch {
+                    w.drain();
+                }
+                return Ok(Wake::RegistryChanged);
+            }
             Ok(_) => match sfd.read_signal() {
                 Ok(Some(info)) => {
                     let sig = i32::try_from(info.ssi_signo)
@@ -155,55 +184,57 @@ fn wait_for_signal(sfd: &SignalFd, deadline: Option<Instant>) -> Result<Wake, Se
     }
 }
 
-/// Reloads the configuration on SIGHUP: validates it as at start and, when
-/// valid, hands it to the stages that apply it; `Err` carries the reason
-/// (with file and line) when the new configuration was refused and the
-/// previous one kept running.
-pub(crate) type ReloadHook<'a> = &'a dyn Fn() -> Result<(), String>;
+/// Reloads on SIGHUP (the configuration, validated as at start, and the
+/// models) or when the model registry changed (the models): `Err` carries
+/// the reason (with file and line) when the new configuration was refused
+/// and the previous one kept running. Model reloads count themselves.
+pub(crate) type ReloadHook<'a> = &'a dyn Fn(ReloadKind, &WorkerPool) -> Result<(), String>;
 
 /// The counters so far of a flow collector running beside the capture
 /// (`sensor run --collect`), for `--stats-out`.
 pub(crate) type CollectorCounts<'a> = &'a dyn Fn() -> sensor_common::records::CollectorCounters;
 
-/// What the caller of the runner plugs in beside the capture.
-#[derive(Clone, Copy)]
-struct Hooks<'a> {
-    reload: Option<ReloadHook<'a>>,
-    collector: Option<CollectorCounts<'a>>,
-}
-
 /// Waits for SIGINT/SIGTERM or `deadline`, reloading the configuration on
 /// each SIGHUP and writing the outputs so far on each SIGUSR1; neither ever
 /// stops the sensor.
 pub(crate) fn serve_until_stop(
-    sfd: &SignalFd,
+    (sfd, watch): (&SignalFd, Option<&RegistryWatch>),
     deadline: Option<Instant>,
-    reload: Option<ReloadHook<'_>>,
-    reloads: &mut ConfigReloads,
+    (reload, pool): (Option<ReloadHook<'_>>, &WorkerPool),
+    reloads: &Published<ConfigReloads>,
     mut dump: impl FnMut(&ConfigReloads),
 ) -> Result<Option<Signal>, SensorError> {
     loop {
-        match wait_for_signal(sfd, deadline)? {
+        match wait_for_wake(sfd, watch, deadline)? {
             Wake::Stop(sig) => return Ok(sig),
+            Wake::RegistryChanged => {
+                if let Some(hook) = reload {
+                    info!("model registry changed: reloading the models");
+                    let _ = hook(ReloadKind::RegistryChanged, pool);
+                }
+            }
             Wake::Reload => match reload {
                 None => {
-                    reloads.rejected += 1;
+                    reloads.publish(|r| r.rejected += 1);
                     warn!(
                         "SIGHUP: no --config to reload (or scoring is off); the sensor keeps running as it was"
                     );
                 }
-                Some(hook) => match hook() {
+                Some(hook) => match hook(ReloadKind::Signal, pool) {
                     Ok(()) => {
-                        reloads.applied += 1;
-                        info!(applied = reloads.applied, "SIGHUP: configuration reloaded");
+                        reloads.publish(|r| r.applied += 1);
+                        info!(
+                            applied = reloads.read().applied,
+                            "SIGHUP: configuration reloaded"
+                        );
                     }
                     Err(reason) => {
-                        reloads.rejected += 1;
-                        error!(%reason, rejected = reloads.rejected, "SIGHUP: configuration refused; the previous one keeps running");
+                        reloads.publish(|r| r.rejected += 1);
+                        error!(%reason, rejected = reloads.read().rejected, "SIGHUP: configuration refused; the previous one keeps running");
                     }
                 },
             },
-            Wake::Dump => dump(reloads),
+            Wake::Dump => dump(&reloads.read()),
         }
     }
 }
@@ -229,6 +260,7 @@ pub fn run(args: &RunArgs, factory: &HandlerFactory) -> Result<RunSummary, Senso
         &SketchHandle::default(),
         None,
         None,
+        ScoringFigures::default(),
     )
 }
 
@@ -244,15 +276,34 @@ pub(crate) fn run_with_sketches(
     sketches: &SketchHandle,
     reload: Option<ReloadHook<'_>>,
     collector: Option<CollectorCounts<'_>>,
+    scoring: ScoringFigures,
 ) -> Result<RunSummary, SensorError> {
     let outputs = Outputs::create(args)?;
+    let metrics = args.metrics_addr.map(MetricsListener::bind).transpose()?;
     let (sfd, old_mask) = shutdown_signals()?;
-    let hooks = Hooks { reload, collector };
+    let hooks = Hooks {
+        reload,
+        collector,
+        metrics,
+        scoring,
+    };
     let result = run_inner(args, opts, outputs, factory, sketches, &sfd, hooks);
     if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old_mask), None) {
         warn!(error = %e, "could not restore the signal mask");
     }
     result
+}
+
+/// What a run does besides capturing: reload on SIGHUP, serve metrics,
+/// report a flow collector running beside it.
+struct Hooks<'a> {
+    reload: Option<ReloadHook<'a>>,
+    /// `--collect`: the collector's counters, for `--stats-out`.
+    collector: Option<CollectorCounts<'a>>,
+    /// `--metrics-addr`, bound.
+    metrics: Option<MetricsListener>,
+    /// What scoring publishes (metrics, latency in `--stats-out`).
+    scoring: ScoringFigures,
 }
 
 fn run_inner(
@@ -264,6 +315,12 @@ fn run_inner(
     sfd: &SignalFd,
     hooks: Hooks<'_>,
 ) -> Result<RunSummary, SensorError> {
+    let Hooks {
+        reload,
+        collector,
+        metrics,
+        scoring,
+    } = hooks;
     let n_workers = opts.n_workers;
     let flow_table_size = opts.flow_table_size;
     let mut sensor = Sensor::load_pinned(opts)?;
@@ -283,6 +340,26 @@ fn run_inner(
             return Err(e);
         }
     };
+    let reloads = std::sync::Arc::new(Published::<ConfigReloads>::default());
+    let server = match metrics
+        .map(|listener| {
+            let sources = MetricSources {
+                kernel: CountersReader::new(&sensor)?,
+                workers: pool.live(),
+                scoring: scoring.clone(),
+                reloads: std::sync::Arc::clone(&reloads),
+            };
+            listener.serve(sources)
+        })
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            pool.stop_and_join();
+            let _ = control.stop();
+            return Err(e);
+        }
+    };
     // With --user, the last privileged step: from here on the process
     // holds only file descriptors (see `capture::privileges`).
     if let Err(e) = sensor
@@ -291,6 +368,9 @@ fn run_inner(
     {
         pool.stop_and_join();
         let _ = control.stop();
+        if let Some(s) = server {
+            s.stop();
+        }
         return Err(e);
     }
     let started = Instant::now();
@@ -305,12 +385,23 @@ fn run_inner(
         .kept_counts()
         .and_then(|kept| report_handover(&sensor, kept));
 
-    let mut reloads = ConfigReloads::default();
+    // A promotion reaches the running sensor without a signal; a watch
+    // that cannot start leaves SIGHUP as the way to reload.
+    let watch = match (&reload, &scoring.models_dir) {
+        (Some(_), Some(dir)) => match RegistryWatch::start(dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, dir = %dir.display(), "cannot watch the model registry; reload models with SIGHUP");
+                None
+            }
+        },
+        _ => None,
+    };
     let waited = serve_until_stop(
-        sfd,
+        (sfd, watch.as_ref()),
         args.duration.map(|d| started + d),
-        hooks.reload,
-        &mut reloads,
+        (reload, &pool),
+        &reloads,
         |reloads| {
             // SIGUSR1: the outputs so far, each renamed into place; the run
             // goes on.
@@ -324,7 +415,7 @@ fn run_inner(
                     &counters,
                     &flows,
                     started.elapsed(),
-                    (*reloads, handover, hooks.collector.map(|c| c())),
+                    (*reloads, handover, &scoring, collector.map(|c| c())),
                 )
             })();
             match written {
@@ -346,6 +437,10 @@ fn run_inner(
     let duration = started.elapsed();
     let reports = pool.stop_and_join();
     let snapshot = control.stop();
+    if let Some(s) = server {
+        s.stop();
+    }
+    let reloads = reloads.read();
     let signal = waited?;
     if let Some(sig) = signal {
         info!(signal = %sig, "stopping");
@@ -368,7 +463,7 @@ fn run_inner(
         &counters,
         &flows,
         duration,
-        (reloads, handover, hooks.collector.map(|c| c())),
+        (reloads, handover, &scoring, collector.map(|c| c())),
     )?;
 
     Ok(RunSummary {
@@ -469,9 +564,10 @@ impl Outputs {
         counters: &[u64; COUNTER_COUNT as usize],
         flows: &[(sensor_common::FlowKey, sensor_common::FlowStats)],
         duration: Duration,
-        (reloads, handover, collector): (
+        (reloads, handover, scoring, collector): (
             ConfigReloads,
             Option<Handover>,
+            &ScoringFigures,
             Option<sensor_common::records::CollectorCounters>,
         ),
     ) -> Result<(), SensorError> {
@@ -491,6 +587,8 @@ impl Outputs {
             stats.config_reloads = reloads;
             stats.handover = handover;
             stats.collector = collector;
+            stats.latency = scoring.latency_report();
+            stats.model_reloads = scoring.models.read().reloads;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;
             info!(path, "statistics written");
@@ -523,7 +621,7 @@ mod tests {
         mask.add(Signal::SIGUSR2);
         let sfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK).unwrap();
         let t = Instant::now();
-        let r = wait_for_signal(&sfd, Some(t + Duration::from_millis(30))).unwrap();
+        let r = wait_for_wake(&sfd, None, Some(t + Duration::from_millis(30))).unwrap();
         assert_eq!(r, Wake::Stop(None));
         assert!(t.elapsed() >= Duration::from_millis(30));
     }

@@ -11,19 +11,27 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+use sensor_common::records::ModelReloads;
+
 use crate::{
     alerts::{
         self, AlertMetrics, AlertSettings, AlertStageHandle, AlertsError, Inventory, SensorFile,
         Thresholds,
     },
     capture::control::SketchHandle,
-    capture::workers::{EventHandler, HandlerFactory},
+    capture::live::Published,
+    capture::workers::{EventHandler, HandlerFactory, WorkerPool},
     features::FeatureConfig,
     model::row::{AttackClass, RowBatch},
     model::{
-        AUTOENCODER_FILE, CLASSIFIER_FILE, DEFAULT_BATCH_SIZES, Model, ModelError,
-        pipeline::{PipelineConfig, PipelineCounters, PipelineError, ScoringPipeline},
+        DEFAULT_BATCH_SIZES, Model, ModelError,
+        pipeline::{
+            ModelSwap, PipelineConfig, PipelineCounters, PipelineError, PipelineLive,
+            ScoringPipeline,
+        },
+        registry::{AUTOENCODER, CLASSIFIER, ModelSlot, Registry, RegistryError},
     },
+    ops::metrics::{ModelsInUse, ScoringFigures},
     run::cli::{CollectArgs, RunArgs},
     sinks::recorder::{self, RecordError, RecordSummary, RecorderHandle},
     sinks::{RotatingFileSink, SinkSet, StdoutSink},
@@ -81,6 +89,9 @@ pub(crate) struct ScoringOptions {
     /// What alerts name as the interface (`in_iface`) when the config does
     /// not.
     pub(crate) interface: String,
+    /// `--enforce`: whether alerts put their attackers in the XDP
+    /// blocklists (never for flow records alone: a collector drops nothing).
+    pub(crate) enforce: crate::run::cli::EnforceArg,
 }
 
 impl From<&RunArgs> for ScoringOptions {
@@ -93,6 +104,7 @@ impl From<&RunArgs> for ScoringOptions {
             batch_deadline_us: a.batch_deadline_us,
             hold_batches: a.hold_batches,
             interface: a.iface.clone(),
+            enforce: a.enforce,
         }
     }
 }
@@ -110,6 +122,7 @@ impl From<&CollectArgs> for ScoringOptions {
             batch_deadline_us: a.batch_deadline_us,
             hold_batches: false,
             interface: format!("collect:{}", a.listen),
+            enforce: crate::run::cli::EnforceArg::Off,
         }
     }
 }
@@ -127,6 +140,12 @@ pub enum ScoringError {
         path: PathBuf,
         #[source]
         source: ModelError,
+    },
+    /// The models directory's `registry.json` cannot be read.
+    #[error("cannot read the model registry (or pass --no-score to observe only)")]
+    Registry {
+        #[source]
+        source: RegistryError,
     },
     /// A worker's pipeline could not be built from the loaded models.
     #[error("cannot build the scoring pipeline of worker {worker}")]
@@ -280,6 +299,16 @@ impl EventHandler for ScoringHandler {
         self.pipeline.on_drained();
     }
 
+    fn on_request(
+        &mut self,
+        request: crate::capture::workers::HandlerRequest,
+    ) -> Result<(), String> {
+        match request.downcast::<ModelSwap>() {
+            Ok(swap) => self.pipeline.swap_models(*swap),
+            Err(_) => Err("not a request this pipeline knows".into()),
+        }
+    }
+
     fn finish(&mut self) {
         self.pipeline.flush_now();
         self.report
@@ -302,6 +331,32 @@ pub(crate) struct Scoring {
     /// The sinks in use (from the config at start), to tell a reload that
     /// changes them.
     sinks: String,
+    /// What the pipelines and the alert stage publish (metrics).
+    figures: ScoringFigures,
+    /// The models the workers run, as loaded from the registry (changed
+    /// only by [`Self::reload_models`], on the thread that serves signals).
+    loaded: Mutex<Loaded>,
+    n_workers: usize,
+}
+
+/// The models in use and where they were loaded from.
+struct Loaded {
+    classifier: (PathBuf, Arc<Model>),
+    autoencoder: (PathBuf, Arc<Model>),
+}
+
+/// How long a model reload waits for every worker to confirm its swap
+/// (each does at its next tick, within a millisecond unless a long batch
+/// holds it).
+const SWAP_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What asked for a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReloadKind {
+    /// SIGHUP: the configuration and the models.
+    Signal,
+    /// The registry's state file changed: the models.
+    RegistryChanged,
 }
 
 impl Scoring {
@@ -319,14 +374,27 @@ impl Scoring {
         collector_workers: usize,
     ) -> Result<Self, ScoringError> {
         let models_dir = args.models_dir.clone();
-        let load = |file: &str, kind: &'static str| {
-            let path = models_dir.join(file);
-            Model::load(&path, kind, &DEFAULT_BATCH_SIZES)
+        let registry = Registry::new(&models_dir);
+        let load = |slot: ModelSlot| {
+            let path = registry
+                .active_path(slot)
+                .map_err(|source| ScoringError::Registry { source })?;
+            Model::load(&path, slot.kind, &DEFAULT_BATCH_SIZES)
                 .map(Arc::new)
                 .map_err(|source| ScoringError::Model { path, source })
         };
-        let classifier = load(CLASSIFIER_FILE, "classifier")?;
-        let autoencoder = load(AUTOENCODER_FILE, "autoencoder")?;
+        let classifier = load(CLASSIFIER)?;
+        let autoencoder = load(AUTOENCODER)?;
+        let loaded = Loaded {
+            classifier: (
+                registry.active_path(CLASSIFIER).unwrap_or_default(),
+                Arc::clone(&classifier),
+            ),
+            autoencoder: (
+                registry.active_path(AUTOENCODER).unwrap_or_default(),
+                Arc::clone(&autoencoder),
+            ),
+        };
 
         let alert_setup = AlertSetup::resolve(args, &models_dir)
             .map_err(|source| ScoringError::Alerts { source })?;
@@ -353,8 +421,11 @@ impl Scoring {
         };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let sketches = SketchHandle::default();
-        let mut handlers = Vec::with_capacity(n_workers + collector_workers);
-        for worker in 0..n_workers + collector_workers {
+        let total = n_workers + collector_workers;
+        let mut handlers = Vec::with_capacity(total);
+        let live: Vec<Arc<Published<PipelineLive>>> =
+            (0..total).map(|_| Arc::new(Published::default())).collect();
+        for (worker, live) in live.iter().enumerate() {
             // The collector's workers share the hosts of the flow records
             // among themselves, not with the ring workers.
             let scale = if worker < n_workers {
@@ -376,7 +447,8 @@ impl Scoring {
                 tx.clone(),
             )
             .map_err(|source| ScoringError::Pipeline { worker, source })?
-            .with_sketches(sketches.clone());
+            .with_sketches(sketches.clone())
+            .with_live(Arc::clone(live));
             handlers.push(Some(ScoringHandler {
                 pipeline,
                 report: Arc::clone(&report),
@@ -400,6 +472,18 @@ impl Scoring {
         let alerts = alert_setup
             .spawn(args, alert_rx, sketches.clone())
             .map_err(|source| ScoringError::Alerts { source })?;
+        let figures = ScoringFigures {
+            pipelines: live,
+            alerts: Some(alerts.reader()),
+            models: Arc::new(Published::new(ModelsInUse {
+                ids: vec![
+                    ("classifier", classifier.id().to_string()),
+                    ("autoencoder", autoencoder.id().to_string()),
+                ],
+                reloads: ModelReloads::default(),
+            })),
+            models_dir: Some(models_dir.clone()),
+        };
         let handlers = Mutex::new(handlers);
         let factory: Box<HandlerFactory> = Box::new(move |i| {
             let taken = handlers
@@ -423,7 +507,135 @@ impl Scoring {
             sketches,
             models_dir,
             sinks,
+            figures,
+            loaded: Mutex::new(loaded),
+            n_workers,
         })
+    }
+
+    /// Reloads as `kind` asks: on SIGHUP the configuration (the result is
+    /// the configuration's, see [`Self::reload`]) and the models; on a
+    /// registry change the models only. A model reload's outcome is logged
+    /// and counted by [`Self::reload_models`] itself.
+    pub(crate) fn reload_for(
+        &self,
+        args: &ScoringOptions,
+        kind: ReloadKind,
+        pool: &WorkerPool,
+    ) -> Result<(), String> {
+        let config = match kind {
+            ReloadKind::Signal => self.reload(args),
+            ReloadKind::RegistryChanged => Ok(()),
+        };
+        self.reload_models(pool);
+        config
+    }
+
+    /// Loads the registry's active versions and, where they differ from
+    /// the running ones, checks them as `sensor models promote` does (hash,
+    /// card, schema), plans them and has every worker swap them in at its
+    /// next batch boundary. A model that fails is refused with its path and
+    /// the reason, and the running ones keep scoring. Counted in
+    /// [`ModelReloads`].
+    pub(crate) fn reload_models(&self, pool: &WorkerPool) {
+        let started = std::time::Instant::now();
+        let outcome = self.swap_models(pool);
+        let latency_us = started.elapsed().as_micros() as u64;
+        self.figures.models.publish(|m| {
+            let r = &mut m.reloads;
+            match &outcome {
+                Ok(Some(ids)) => {
+                    r.applied += 1;
+                    r.last_latency_us = latency_us;
+                    r.max_latency_us = r.max_latency_us.max(latency_us);
+                    m.ids.clone_from(ids);
+                }
+                Ok(None) => r.unchanged += 1,
+                Err(_) => r.rejected += 1,
+            }
+        });
+        match outcome {
+            Ok(Some(ids)) => tracing::info!(
+                models = ?ids,
+                latency_us,
+                "models reloaded: every worker swapped at a batch boundary"
+            ),
+            Ok(None) => tracing::info!("models reloaded: the active versions already run"),
+            Err(reason) => tracing::error!(
+                %reason,
+                "model reload refused; the running models keep scoring"
+            ),
+        }
+    }
+
+    /// The new models' ids when swapped, `None` when nothing changed.
+    fn swap_models(
+        &self,
+        pool: &WorkerPool,
+    ) -> Result<Option<Vec<(&'static str, String)>>, String> {
+        let registry = Registry::new(&self.models_dir);
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = |slot: ModelSlot, current: &(PathBuf, Arc<Model>)| {
+            let path = registry.active_path(slot).map_err(|e| error_chain(&e))?;
+            if path == current.0 {
+                return Ok::<_, String>(None);
+            }
+            let (_, model) = crate::model::registry::check_model(&path, slot, &DEFAULT_BATCH_SIZES)
+                .map_err(|e| error_chain(&e))?;
+            Ok(Some((path, Arc::new(model))))
+        };
+        let classifier = next(CLASSIFIER, &loaded.classifier)?;
+        let autoencoder = next(AUTOENCODER, &loaded.autoencoder)?;
+        if classifier.is_none() && autoencoder.is_none() {
+            return Ok(None);
+        }
+        let cls = classifier.unwrap_or_else(|| loaded.classifier.clone());
+        let ae = autoencoder.unwrap_or_else(|| loaded.autoencoder.clone());
+        // Every worker's states are spawned here, off the worker threads.
+        let mut swaps = (0..self.n_workers)
+            .map(|_| {
+                ModelSwap::new(Arc::clone(&cls.1), Some(Arc::clone(&ae.1)))
+                    .map(Some)
+                    .map_err(|e| error_chain(&e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let answers = pool.request_handlers(
+            |i| match swaps.get_mut(i).and_then(Option::take) {
+                Some(swap) => Box::new(swap),
+                // More workers than pipelines: the worker refuses it.
+                None => Box::new(()),
+            },
+            SWAP_WAIT,
+        );
+        let failed: Vec<String> = answers
+            .iter()
+            .filter_map(|(w, r)| r.as_ref().err().map(|e| format!("worker {w}: {e}")))
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!(
+                "{} -> {}, {}: not every worker swapped ({})",
+                loaded.classifier.1.id(),
+                cls.1.id(),
+                ae.1.id(),
+                failed.join("; ")
+            ));
+        }
+        let ids = vec![
+            ("classifier", cls.1.id().to_string()),
+            ("autoencoder", ae.1.id().to_string()),
+        ];
+        *loaded = Loaded {
+            classifier: cls,
+            autoencoder: ae,
+        };
+        Ok(Some(ids))
+    }
+
+    /// What the pipelines and the alert stage publish, for the metrics
+    /// endpoint.
+    #[must_use]
+    pub(crate) fn figures(&self) -> ScoringFigures {
+        self.figures.clone()
     }
 
     /// Reloads `--config` (SIGHUP) with exactly the validation of the start
@@ -490,6 +702,9 @@ impl Scoring {
             sketches: _,
             models_dir: _,
             sinks: _,
+            figures: _,
+            loaded: _,
+            n_workers: _,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);

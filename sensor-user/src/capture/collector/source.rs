@@ -4,10 +4,12 @@
 use std::{collections::HashMap, time::Duration};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
-use sensor_common::{FlowKey, FlowStats, clock::monotonic_ns};
+use sensor_common::{FlowKey, FlowStats};
 
 use super::{CollectedFlow, RecordBatch, is_initiator, origin_tag, record_event, record_stats};
-use crate::capture::workers::{EventSource, FlowHashBuilder, WorkerState};
+use crate::capture::workers::{
+    EventSource, FlowHashBuilder, WorkerRequest, WorkerState, tick_between_events,
+};
 
 /// Record batches handled per drain before the worker loop gets a turn
 /// (its ticks, requests and stop flag).
@@ -84,7 +86,11 @@ impl RecordSource {
 }
 
 impl EventSource for RecordSource {
-    fn drain(&mut self, state: &mut WorkerState) -> u32 {
+    fn drain(
+        &mut self,
+        state: &mut WorkerState,
+        requests: &crossbeam_channel::Receiver<WorkerRequest>,
+    ) -> u32 {
         let mut handled = 0u32;
         for _ in 0..BATCHES_PER_DRAIN {
             let batch = match self.pending.take() {
@@ -95,7 +101,7 @@ impl EventSource for RecordSource {
                 },
             };
             handled += self.handle(&batch, state);
-            state.tick_if_due(monotonic_ns());
+            tick_between_events(state, requests);
         }
         handled
     }
