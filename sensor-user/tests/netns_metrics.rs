@@ -159,6 +159,29 @@ fn prometheus_scrapes_a_running_sensor_and_promtool_accepts_it() {
     );
 
     let body = http_get(&lab.gateway, &format!("http://{METRICS_ADDR}/metrics")).expect("scrape");
+    // For the record (speed is measured, not asserted, in a test): curl's
+    // view of one scrape, connection included.
+    if let Ok(out) = lab
+        .gateway
+        .command("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{time_total}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{METRICS_ADDR}/metrics"))
+        .output()
+    {
+        eprintln!(
+            "one scrape: {} s, {} bytes",
+            String::from_utf8_lossy(&out.stdout),
+            body.len()
+        );
+    }
     for needle in [
         "xdp_sensor_model_info{role=\"classifier\"",
         "xdp_sensor_event_to_score_seconds_bucket{worker=\"0\",le=\"0.001\"}",

@@ -24,6 +24,21 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Packets per round and rounds: traffic flows through every reload.
 const PACKETS: u64 = 400;
 const ROUNDS: u64 = 12;
+/// Loopback of the gateway namespace (private to the test).
+const METRICS_ADDR: &str = "127.0.0.1:9641";
+
+/// The sensor's metrics, read from inside the gateway namespace.
+fn scrape(lab: &Lab) -> String {
+    let out = lab
+        .gateway
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "--fail"])
+        .arg(format!("http://{METRICS_ADDR}/metrics"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
 
 fn promote(dir: &Path, version: &str) {
     let out = Command::new(SENSOR)
@@ -74,6 +89,8 @@ fn promoted_model_swaps_in_and_a_bad_one_is_refused_while_traffic_flows() {
             models.to_str().expect("utf-8 path"),
             "--eve-out",
             eve.to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            METRICS_ADDR,
         ],
         "info",
     )
@@ -118,6 +135,15 @@ fn promoted_model_swaps_in_and_a_bad_one_is_refused_while_traffic_flows() {
             "{log}"
         );
         assert!(log.contains("something_else"), "{log}");
+        // The promoted version keeps scoring.
+        let metrics = scrape(&lab);
+        for needle in [
+            "xdp_sensor_model_info{role=\"classifier\",version=\"flow-classifier@2.0.0+good\"} 1",
+            "xdp_sensor_model_reloads_total{outcome=\"applied\"} 1",
+            "xdp_sensor_model_reloads_total{outcome=\"rejected\"} 1",
+        ] {
+            assert!(metrics.contains(needle), "no `{needle}` in\n{metrics}");
+        }
         // SIGHUP: the same refusal (no --config: that part is refused too).
         let refusals = log.matches("model reload refused").count();
         run.signal(libc::SIGHUP);

@@ -389,6 +389,12 @@ impl WorkerState {
         }
     }
 
+    /// Gives the handler a request from another thread (see
+    /// [`EventHandler::on_request`]); the ring loop calls it at a tick.
+    pub fn handle_request(&mut self, request: HandlerRequest) -> Result<(), String> {
+        self.handler.on_request(request)
+    }
+
     /// Tells the handler the ring is empty (after a drain that handled events).
     pub fn drained(&mut self) {
         self.handler.on_drained();
@@ -806,7 +812,7 @@ fn serve_requests(state: &mut WorkerState, requests: &crossbeam_channel::Receive
                 let _ = reply.send(state.report_so_far());
             }
             WorkerRequest::Handler(request, reply) => {
-                let outcome = state.handler.on_request(request);
+                let outcome = state.handle_request(request);
                 let _ = reply.send((state.index, outcome));
             }
         }
