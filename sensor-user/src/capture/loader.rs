@@ -230,7 +230,13 @@ pub struct Sensor {
     origin: Origin,
     /// Whether [`Sensor::release`] ran (so drop does nothing more).
     released: bool,
+    /// Whether attaching removed a previous sensor's link pin (its link
+    /// goes away asynchronously: see [`Sensor::attach_fresh`]).
+    released_link: bool,
 }
+
+/// How long an attach waits for a released link to leave the interface.
+const LINK_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why pinned state cannot be adopted: the first map whose layout differs.
 fn layout_mismatch(ebpf: &Ebpf, pins: &PinDir) -> Option<String> {
@@ -447,6 +453,7 @@ impl Sensor {
             previous,
             origin,
             released: false,
+            released_link: false,
         })
     }
 
@@ -543,9 +550,25 @@ impl Sensor {
     fn attach_fresh(&mut self) -> Result<XdpLinkId, SensorError> {
         let (mode, if_index) = (self.opts.mode, self.if_index);
         let iface = self.opts.iface.clone();
-        xdp_program(&mut self.ebpf)?
-            .attach_to_if_index(if_index, mode.xdp_mode())
-            .map_err(|source| attach_error(&iface, mode, source))
+        // A previous sensor's link whose pin was just removed is released
+        // by the kernel asynchronously (a deferred work item): until then
+        // the interface still holds it, and an attach finds it there. Retry
+        // for a bounded time when such a link was released.
+        let deadline = self
+            .released_link
+            .then(|| std::time::Instant::now() + LINK_RELEASE_WAIT);
+        loop {
+            match xdp_program(&mut self.ebpf)?.attach_to_if_index(if_index, mode.xdp_mode()) {
+                Ok(id) => return Ok(id),
+                Err(source)
+                    if find_errno(&source) == Some(libc::EEXIST)
+                        && deadline.is_some_and(|d| std::time::Instant::now() < d) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(source) => return Err(attach_error(&iface, mode, source)),
+            }
+        }
     }
 
     /// Takes the link out of the program, so dropping the program leaves
@@ -608,6 +631,7 @@ impl Sensor {
         {
             return Err(SensorError::Pin { path, source });
         }
+        self.released_link = true;
         Ok(None)
     }
 
