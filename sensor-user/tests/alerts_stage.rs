@@ -412,21 +412,30 @@ fn regular_uploads_to_one_server_open_one_anomaly_alert() {
 #[test]
 fn irregular_or_spread_uploads_open_nothing() {
     let (mut stage, mem) = stage();
+    // A person's files differ in size: the check-in shape (the same
+    // exchange every time) never fits them.
+    let sized = |src: &str, t: u64, i: u64| {
+        let mut r = upload_row(src, "10.20.0.2", t);
+        if let Some(c) = r.facts.closed.as_mut() {
+            c.bytes_out = 3_000 + (i * 7_919) % 40_000;
+        }
+        r
+    };
     // Uploads at irregular times (a person sending files) ...
     let mut t = SEC;
     for i in 0..40u64 {
         t += SEC * (1 + (i * i * 7919) % 23);
-        stage.process(&upload_row("10.10.0.11", "10.20.0.2", t));
+        stage.process(&sized("10.10.0.11", t, i));
     }
     // ... or at random (exponential gaps, 10 s on average) ...
     let (mut t, mut x) = (SEC, 0x2545_f491_4f6c_dd1du64);
-    for _ in 0..200 {
+    for i in 0..200 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         let u = (x >> 11) as f64 / (1u64 << 53) as f64;
         t += (-(1.0 - u).ln() * 10.0 * SEC as f64) as u64;
-        stage.process(&upload_row("10.10.0.14", "10.20.0.2", t));
+        stage.process(&sized("10.10.0.14", t, i));
     }
     // ... and regular ones spread over many servers (one each).
     for i in 0..40u64 {

@@ -9,6 +9,9 @@ Standard library only; every mode is bounded in time and requests.
           a few bytes at the start and the end, idle in between
   exfil   --src A --server S --seconds T --interval I --bytes B
           one small HTTP POST /upload every I seconds (new connection each)
+  beacon  --src A --server S --seconds T --interval I --jitter J
+          an implant's check-ins: GET /page0.html every I seconds, each
+          sleep jittered by up to +-J of it (new connection each)
   sshlike --src A --server S --count N
           N short TCP connections to :22: read the banner, send a client
           banner and a few small packets, close (brute-force fallback)
@@ -87,6 +90,23 @@ def exfil(a):
             pass
         time.sleep(a.interval)
     return {"posts": posts, "bytes": sent}
+
+
+def beacon(a):
+    rng = random.Random(a.seed)
+    end = time.monotonic() + a.seconds
+    gets = 0
+    while time.monotonic() < end:
+        try:
+            c = http.client.HTTPConnection(a.server, 80, timeout=3, source_address=(a.src, 0))
+            c.request("GET", "/page0.html")
+            c.getresponse().read()
+            c.close()
+            gets += 1
+        except OSError:
+            pass
+        time.sleep(a.interval * (1.0 + a.jitter * rng.uniform(-1.0, 1.0)))
+    return {"gets": gets}
 
 
 def sshlike(a):
@@ -192,7 +212,7 @@ def offline(a):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["browse", "idle", "exfil", "sshlike", "offline"])
+    ap.add_argument("mode", choices=["browse", "idle", "exfil", "beacon", "sshlike", "offline"])
     ap.add_argument("--src", required=True)
     ap.add_argument("--server", required=True)
     ap.add_argument("--seconds", type=float, default=10)
@@ -200,11 +220,12 @@ def main():
     ap.add_argument("--pages", type=int, default=20)
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--bytes", type=int, default=2048)
+    ap.add_argument("--jitter", type=float, default=0.0)
     ap.add_argument("--count", type=int, default=50)
     ap.add_argument("--peers", default="")
     ap.add_argument("--resolvers", default="")
     a = ap.parse_args()
-    modes = {"browse": browse, "idle": idle, "exfil": exfil, "sshlike": sshlike, "offline": offline}
+    modes = {"browse": browse, "idle": idle, "exfil": exfil, "beacon": beacon, "sshlike": sshlike, "offline": offline}
     out = modes[a.mode](a)
     print(json.dumps(out), flush=True)
 

@@ -140,6 +140,9 @@ enum Kind {
     Exfil {
         seconds: u32,
     },
+    Beacon {
+        seconds: u32,
+    },
 }
 
 /// One scenario of the catalogue.
@@ -175,7 +178,7 @@ const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25
 #[rustfmt::skip]
 const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
     use Kind::{
-        Browse, Carpet, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping,
+        Beacon, Browse, Carpet, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping,
         SlowHttp, SshLike, Trafgen,
     };
     use Label::{Anomaly, Benign, Bruteforce, Flood, Scan};
@@ -211,6 +214,7 @@ const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
         ("bruteforce-http", Bruteforce, 25, 0, Hydra { service: Brute::HttpLogin, passwords: 300 }, "hydra HTTP POST form login guessing (every answer \"login failed\"), 300 tries, 8 tasks"),
         ("anomaly-slowhttp", Anomaly, 30, 0, SlowHttp { seconds: 20 }, "slowhttptest slowloris: 60 connections sending headers every 3 s for 20 s"),
         ("anomaly-exfil", Anomaly, 40, 0, Exfil { seconds: 30 }, "low-and-slow exfiltration: a 3 KB HTTP POST to one outside server every second for 30 s"),
+        ("anomaly-beacon-get", Anomaly, 40, 0, Beacon { seconds: 30 }, "an implant's check-ins: an HTTP GET of the same page from one outside server every 1.5 s +- 30 % for 30 s, a new connection each"),
     ]
 };
 
@@ -222,7 +226,8 @@ impl Kind {
             | Kind::IdleTcp { .. }
             | Kind::Offline { .. }
             | Kind::SshLike { .. }
-            | Kind::Exfil { .. } => &["python3"],
+            | Kind::Exfil { .. }
+            | Kind::Beacon { .. } => &["python3"],
             Kind::Download => &["curl"],
             Kind::Dns { .. } => &["dig"],
             Kind::Iperf { .. } => &["iperf3"],
@@ -561,6 +566,14 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
                 .args(["--server", &plan.exfil_server.to_string()])
                 .args(["--seconds", &seconds.to_string()])
                 .args(["--interval", "1", "--bytes", "3000"]);
+            finish(&mut cmd, &[0])
+        }
+        Kind::Beacon { seconds } => {
+            let mut cmd = lab.client_script(&lab.attacker, "beacon");
+            cmd.args(["--src", &attacker])
+                .args(["--server", &plan.exfil_server.to_string()])
+                .args(["--seconds", &seconds.to_string()])
+                .args(["--interval", "1.5", "--jitter", "0.3"]);
             finish(&mut cmd, &[0])
         }
         Kind::SshLike { connections } => {

@@ -205,6 +205,18 @@ pub struct AlertsSection {
     pub beacon_max_jitter: f64,
     /// Upload-heavy connections older than this are forgotten.
     pub beacon_window_s: f64,
+    /// Check-ins: `beacon_connections` connections (any direction) from one
+    /// client to one server whose intervals vary by at most this fraction
+    /// (median absolute deviation over median; a sleep jittered by ±j
+    /// gives about j/2) …
+    /// 0 turns check-in detection off.
+    pub beacon_checkin_jitter: f64,
+    /// … and whose bytes each way vary by at most this fraction: the same
+    /// request and answer every time …
+    pub beacon_checkin_size_spread: f64,
+    /// … started at least this many seconds apart (median): a sleep, not a
+    /// tool working through a list.
+    pub beacon_checkin_min_interval_s: f64,
 }
 
 impl Default for AlertsSection {
@@ -229,6 +241,9 @@ impl Default for AlertsSection {
             beacon_connections: 12,
             beacon_max_jitter: 0.05,
             beacon_window_s: 3600.0,
+            beacon_checkin_jitter: 0.2,
+            beacon_checkin_size_spread: 0.1,
+            beacon_checkin_min_interval_s: 0.5,
         }
     }
 }
@@ -602,6 +617,27 @@ impl SensorFile {
             a.beacon_window_s,
             pos(a.beacon_window_s),
             "a positive number of seconds",
+        )?;
+        range(
+            "alerts",
+            "beacon_checkin_jitter",
+            a.beacon_checkin_jitter,
+            (0.0..=1.0).contains(&a.beacon_checkin_jitter),
+            "a fraction in [0, 1] (0 = off)",
+        )?;
+        range(
+            "alerts",
+            "beacon_checkin_size_spread",
+            a.beacon_checkin_size_spread,
+            (0.0..=1.0).contains(&a.beacon_checkin_size_spread),
+            "a fraction in [0, 1]",
+        )?;
+        range(
+            "alerts",
+            "beacon_checkin_min_interval_s",
+            a.beacon_checkin_min_interval_s,
+            nonneg(a.beacon_checkin_min_interval_s),
+            "a number of seconds >= 0",
         )?;
         let v = &self.volume;
         range(

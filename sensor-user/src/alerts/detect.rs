@@ -24,6 +24,9 @@ pub(super) enum Rule {
     /// The beacon rule: an `anomaly` whose raw score is the intervals'
     /// relative jitter.
     Beacon,
+    /// The beacon rule's check-ins: an `anomaly` whose raw score is the
+    /// intervals' relative jitter, for connections of a steady size.
+    Checkin,
     /// The volume rule: a `flood` whose raw score is the victim's new flows
     /// per second in the kernel's destination sketch.
     Volume,
@@ -41,6 +44,7 @@ impl Rule {
         match self {
             Rule::Model => None,
             Rule::Beacon => Some("beacon"),
+            Rule::Checkin => Some("checkin"),
             Rule::Volume => Some("volume"),
             Rule::Sweep => Some("sweep"),
             Rule::Logins => Some("logins"),
@@ -116,6 +120,7 @@ pub(super) fn threshold_of(settings: &AlertSettings, class: AttackClass, rule: R
     match rule {
         Rule::Model => settings.thresholds.get(class),
         Rule::Beacon => settings.alerts.beacon_max_jitter as f32,
+        Rule::Checkin => settings.alerts.beacon_checkin_jitter as f32,
         Rule::Volume => settings.volume.min_new_flows_per_s as f32,
         Rule::Sweep => settings.alerts.scan_hosts as f32,
         Rule::Logins => settings.logins.attempts as f32,

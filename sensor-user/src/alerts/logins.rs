@@ -155,7 +155,7 @@ impl LoginRule {
             });
         }
         let p = self.pairs.entry(pair).or_insert_with(ConnStarts::new);
-        p.add(c.start_ns, now);
+        p.add(&c, now);
         let n = p.recent(now, window);
         if n < s.attempts as usize {
             return None;

@@ -322,15 +322,21 @@ impl AlertStage {
         if let Some(c) = row.facts.closed {
             // The connection rules' own bars (that many regular uploads,
             // that many short logins) are their corroboration.
-            if c.is_upload_heavy() {
-                self.metrics.upload_connections += 1;
-                let (now, a) = (self.now_ns, &self.settings.alerts);
-                if let Some(det) = self.beacons.observe(row, c, now, a, &mut self.metrics) {
-                    self.metrics.beacon_detections += 1;
-                    let r = beacon::client_row(row, c);
-                    let key = dedup_key(&r, AttackClass::Anomaly);
-                    self.apply(&r, key, det, false);
-                }
+            let (now, a) = (self.now_ns, &self.settings.alerts);
+            let server_port = if c.client_is_src {
+                row.dport
+            } else {
+                row.sport
+            };
+            let login = self.settings.logins.ports.contains(&server_port);
+            if let Some(det) = self
+                .beacons
+                .observe(row, (c, login), now, a, &mut self.metrics)
+            {
+                self.metrics.beacon_detections += 1;
+                let r = beacon::client_row(row, c);
+                let key = dedup_key(&r, AttackClass::Anomaly);
+                self.apply(&r, key, det, false);
             }
             let l = &self.settings.logins;
             if let Some(det) = self.logins.observe(row, c, l, &mut self.metrics) {
