@@ -97,7 +97,7 @@ pub(crate) extern "C" fn sensor_over_protect_rate(
     }
     let victim = addr_bytes(dst_lo, dst_hi);
     // SAFETY: the value is only read while the program runs.
-    let Some(p) = (unsafe { PROTECTED.get(&victim) }) else {
+    let Some(p) = (unsafe { PROTECTED.get(victim) }) else {
         return 0;
     };
     let (cost, full, expires) = (p.ns_per_token, p.max_credit_ns, p.expires_ns);
@@ -107,21 +107,21 @@ pub(crate) extern "C" fn sensor_over_protect_rate(
         return 0;
     }
     // SAFETY: as above.
-    if known != 0 || unsafe { KNOWN_SOURCES.get(&addr_bytes(src_lo, src_hi)) }.is_some() {
+    if known != 0 || unsafe { KNOWN_SOURCES.get(addr_bytes(src_lo, src_hi)) }.is_some() {
         count(Counter::ProtectKnownPassed);
         return 0;
     }
-    let b = if let Some(b) = PROTECT_BUCKETS.get_ptr_mut(&victim) {
+    let b = if let Some(b) = PROTECT_BUCKETS.get_ptr_mut(victim) {
         b
     } else {
         let fresh = TokenBucket {
             credit_ns: full,
             last_ns: now,
         };
-        if PROTECT_BUCKETS.insert(&victim, &fresh, 0).is_err() {
+        if PROTECT_BUCKETS.insert(victim, fresh, 0).is_err() {
             return 0;
         }
-        let Some(b) = PROTECT_BUCKETS.get_ptr_mut(&victim) else {
+        let Some(b) = PROTECT_BUCKETS.get_ptr_mut(victim) else {
             return 0;
         };
         b

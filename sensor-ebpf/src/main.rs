@@ -120,17 +120,16 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
     // lookup. Unknown modes count as off.
     let enforcing =
         cfg.enforce == EnforceMode::On as u32 || cfg.enforce == EnforceMode::DryRun as u32;
-    if enforcing {
-        if let Some(reason) =
+    if enforcing
+        && let Some(reason) =
             BlockReason::from_u32(enforce::sensor_source_blocked(src_lo, src_hi) as u32)
-        {
-            let [dropped, would_drop] = reason.counters();
-            if cfg.enforce == EnforceMode::On as u32 {
-                count(dropped);
-                return Ok(xdp_action::XDP_DROP);
-            }
-            count(would_drop);
+    {
+        let [dropped, would_drop] = reason.counters();
+        if cfg.enforce == EnforceMode::On as u32 {
+            count(dropped);
+            return Ok(xdp_action::XDP_DROP);
         }
+        count(would_drop);
     }
 
     let src_hash = hash_words(src_lo, src_hi);
@@ -158,7 +157,7 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
         // At export time, not per packet: a source whose flow carried an
         // ACK completed an exchange and stays welcome at protected victims.
         if flags_or & tcp_flags::ACK != 0 {
-            let _ = KNOWN_SOURCES.insert(&key.src, &now, 0);
+            let _ = KNOWN_SOURCES.insert(key.src, now, 0);
         }
     }
 
