@@ -76,6 +76,9 @@ pub mod map_names {
     pub const ALLOW_V4: &str = "ALLOW_V4";
     pub const ALLOW_V6: &str = "ALLOW_V6";
     pub const LIST_SIZES: &str = "LIST_SIZES";
+    pub const PROTECTED: &str = "PROTECTED";
+    pub const PROTECT_BUCKETS: &str = "PROTECT_BUCKETS";
+    pub const KNOWN_SOURCES: &str = "KNOWN_SOURCES";
     /// Ring `i` is named `RING_WORKER_<i>`, `i` in `0..MAX_WORKERS`.
     pub const RING_WORKERS: [&str; super::MAX_WORKERS] = [
         "RING_WORKER_0",
@@ -518,6 +521,71 @@ impl BlockReason {
     }
 }
 
+/// A victim under protection (`PROTECTED`, keyed by its IPv4-mapped or
+/// IPv6 address): sources it has no completed exchange with share a
+/// per-CPU token bucket. Kept in nanoseconds of credit, so the program
+/// neither multiplies nor divides: a packet costs `ns_per_token`, time
+/// adds credit, up to `max_credit_ns` (the burst).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Protection {
+    /// 10⁹ / rate: nanoseconds of credit one packet costs.
+    pub ns_per_token: u64,
+    /// Burst × `ns_per_token`.
+    pub max_credit_ns: u64,
+    /// `CLOCK_MONOTONIC` ns after which the protection ends; 0: never.
+    pub expires_ns: u64,
+}
+
+impl Protection {
+    /// `rate_pps` packets per second per CPU, bursts of `burst`.
+    #[must_use]
+    pub const fn new(rate_pps: u64, burst: u64, expires_ns: u64) -> Self {
+        let rate = if rate_pps == 0 { 1 } else { rate_pps };
+        let ns_per_token = 1_000_000_000 / rate;
+        let ns_per_token = if ns_per_token == 0 { 1 } else { ns_per_token };
+        Self {
+            ns_per_token,
+            max_credit_ns: ns_per_token.saturating_mul(burst),
+            expires_ns,
+        }
+    }
+
+    /// The rate it was made with (rounded).
+    #[must_use]
+    pub const fn rate_pps(&self) -> u64 {
+        1_000_000_000
+            / if self.ns_per_token == 0 {
+                1
+            } else {
+                self.ns_per_token
+            }
+    }
+
+    /// The burst it was made with.
+    #[must_use]
+    pub const fn burst(&self) -> u64 {
+        self.max_credit_ns
+            / if self.ns_per_token == 0 {
+                1
+            } else {
+                self.ns_per_token
+            }
+    }
+}
+
+/// One CPU's token bucket for one protected victim (`PROTECT_BUCKETS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct TokenBucket {
+    /// Credit left, in nanoseconds (see [`Protection`]).
+    pub credit_ns: u64,
+    /// `bpf_ktime_get_coarse_ns` of the last refill.
+    pub last_ns: u64,
+}
+
 /// Indexes of `LIST_SIZES`, the number of entries in each list: the program
 /// skips the trie lookup of an empty list (a miss costs more than the rest
 /// of the check).
@@ -526,7 +594,8 @@ pub mod list_size {
     pub const BLOCK_V6: u32 = 1;
     pub const ALLOW_V4: u32 = 2;
     pub const ALLOW_V6: u32 = 3;
-    pub const COUNT: u32 = 4;
+    pub const PROTECTED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// Bytes of free text an operator or alert attaches to a block entry.
@@ -606,6 +675,14 @@ pub enum Counter {
     BlockAllowlisted,
     /// A blocklist entry matched but had expired: passed.
     BlockExpired,
+    /// To a protected victim from a source it has no completed exchange
+    /// with, over the victim's token bucket: dropped.
+    DroppedRateLimit,
+    /// As `DroppedRateLimit`, in a dry run: passed.
+    WouldDropRateLimit,
+    /// To a protected victim from a known source or on a known flow: passed
+    /// without a token.
+    ProtectKnownPassed,
     /// The program hit an internal error and failed open.
     InternalError,
 }
@@ -646,6 +723,9 @@ impl Counter {
         Counter::WouldDropBlockAlert,
         Counter::BlockAllowlisted,
         Counter::BlockExpired,
+        Counter::DroppedRateLimit,
+        Counter::WouldDropRateLimit,
+        Counter::ProtectKnownPassed,
         Counter::InternalError,
     ];
 
@@ -704,6 +784,9 @@ impl Counter {
             Counter::WouldDropBlockAlert => "would_drop_block_alert",
             Counter::BlockAllowlisted => "block_allowlisted",
             Counter::BlockExpired => "block_expired",
+            Counter::DroppedRateLimit => "dropped_rate_limit",
+            Counter::WouldDropRateLimit => "would_drop_rate_limit",
+            Counter::ProtectKnownPassed => "protect_known_passed",
             Counter::InternalError => "internal_error",
         }
     }
@@ -731,7 +814,7 @@ pub const fn is_checkpoint(n: u64) -> bool {
 
 #[cfg(feature = "user")]
 mod pod_impls {
-    use super::{BlockEntry, FlowKey, FlowStats, SensorConfig};
+    use super::{BlockEntry, FlowKey, FlowStats, Protection, SensorConfig, TokenBucket};
     use crate::sketch::{CmsRow, DstSketch, HllRegisters};
 
     // SAFETY: all are `#[repr(C)]`, `Copy`, made only of integers with explicit
@@ -741,6 +824,8 @@ mod pod_impls {
     unsafe impl aya::Pod for FlowStats {}
     unsafe impl aya::Pod for SensorConfig {}
     unsafe impl aya::Pod for BlockEntry {}
+    unsafe impl aya::Pod for Protection {}
+    unsafe impl aya::Pod for TokenBucket {}
     unsafe impl aya::Pod for CmsRow {}
     unsafe impl aya::Pod for HllRegisters {}
     unsafe impl aya::Pod for DstSketch {}

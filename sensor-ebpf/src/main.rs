@@ -19,11 +19,11 @@ use aya_ebpf::{
 };
 use sensor_common::{
     BlockReason, Counter, EnforceMode, EventKind, FlowKey, FlowStats, SensorConfig,
-    hash::hash_words,
+    hash::hash_words, ipproto, tcp_flags,
 };
 
 use crate::{
-    maps::{SENSOR_CONFIG, count, count_add},
+    maps::{KNOWN_SOURCES, SENSOR_CONFIG, count, count_add},
     parse::Parsed,
 };
 
@@ -118,17 +118,18 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
 
     // Before any flow work: a blocked packet costs the parse and a trie
     // lookup. Unknown modes count as off.
-    if cfg.enforce == EnforceMode::On as u32 || cfg.enforce == EnforceMode::DryRun as u32 {
-        if let Some(reason) =
+    let enforcing =
+        cfg.enforce == EnforceMode::On as u32 || cfg.enforce == EnforceMode::DryRun as u32;
+    if enforcing
+        && let Some(reason) =
             BlockReason::from_u32(enforce::sensor_source_blocked(src_lo, src_hi) as u32)
-        {
-            let [dropped, would_drop] = reason.counters();
-            if cfg.enforce == EnforceMode::On as u32 {
-                count(dropped);
-                return Ok(xdp_action::XDP_DROP);
-            }
-            count(would_drop);
+    {
+        let [dropped, would_drop] = reason.counters();
+        if cfg.enforce == EnforceMode::On as u32 {
+            count(dropped);
+            return Ok(xdp_action::XDP_DROP);
         }
+        count(would_drop);
     }
 
     let src_hash = hash_words(src_lo, src_hi);
@@ -148,9 +149,35 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
     let packets = unsafe { (*f.stats).packets };
     let kind = EventKind::for_packet(meta.tcp_flags, f.is_new, packets);
     sketch::sensor_update_dst(dst_lo, dst_hi, len, packets);
+    // SAFETY: as above.
+    let flags_or = unsafe { (*f.stats).tcp_flags_or };
     if let Some(kind) = kind {
         let hashes = (src_hash, hash_words(dst_lo, dst_hi));
         export::emit(&cfg, key, f.stats, kind, hashes, now, &meta, len as u32);
+        // At export time, not per packet: a source whose flow carried an
+        // ACK completed an exchange and stays welcome at protected victims.
+        if flags_or & tcp_flags::ACK != 0 {
+            let _ = KNOWN_SOURCES.insert(key.src, now, 0);
+        }
+    }
+
+    // Victim protection, after the accounting so the flood stays visible:
+    // a known flow is a TCP flow that carried an ACK, or another protocol's
+    // flow past its first packet.
+    if enforcing {
+        let known = if key.proto == ipproto::TCP {
+            flags_or & tcp_flags::ACK != 0
+        } else {
+            packets > 1
+        };
+        if enforce::sensor_over_protect_rate(dst_lo, dst_hi, src_lo, src_hi, u64::from(known)) != 0
+        {
+            if cfg.enforce == EnforceMode::On as u32 {
+                count(Counter::DroppedRateLimit);
+                return Ok(xdp_action::XDP_DROP);
+            }
+            count(Counter::WouldDropRateLimit);
+        }
     }
     Ok(verdict(&cfg))
 }

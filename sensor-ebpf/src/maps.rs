@@ -5,10 +5,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{
+        Array, HashMap, LpmTrie, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf,
+    },
 };
 use sensor_common::{
-    BlockEntry, COUNTER_COUNT, Counter, FlowKey, FlowStats, SensorConfig, list_size,
+    BlockEntry, COUNTER_COUNT, Counter, FlowKey, FlowStats, Protection, SensorConfig, TokenBucket,
+    list_size,
     sketch::{CMS_ENTRIES, CmsRow, DST_ENTRIES, DstSketch, EPOCHS, HllRegisters},
 };
 
@@ -82,6 +85,22 @@ pub(crate) static ALLOW_V6: LpmTrie<[u8; 16], u32> =
 /// kept by whoever changes a list.
 #[map]
 pub(crate) static LIST_SIZES: Array<u32> = Array::with_max_entries(list_size::COUNT, 0);
+
+/// Victims under protection, by address (IPv4-mapped for IPv4).
+#[map]
+pub(crate) static PROTECTED: HashMap<[u8; 16], Protection> = HashMap::with_max_entries(1024, 0);
+
+/// Each CPU's token bucket for each protected victim.
+#[map]
+pub(crate) static PROTECT_BUCKETS: PerCpuHashMap<[u8; 16], TokenBucket> =
+    PerCpuHashMap::with_max_entries(1024, 0);
+
+/// Sources seen completing a TCP exchange (a flow with an ACK at one of its
+/// export checkpoints), with the time: they keep reaching a protected
+/// victim. LRU, so the busiest stay.
+#[map]
+pub(crate) static KNOWN_SOURCES: LruHashMap<[u8; 16], u64> =
+    LruHashMap::with_max_entries(65_536, 0);
 
 /// Flow events for worker 0.
 #[map]

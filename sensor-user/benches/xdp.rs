@@ -3,8 +3,12 @@
 //! built it, the C reference program (`benches/reference/flow.c`), all
 //! measured the same way in the same run.
 //!
-//! Enforcement is on, so every case includes the blocklist check;
-//! `udp_blocked` comes from a blocklisted source and is dropped.
+//! The program holds one blocklist entry and one protected victim. The
+//! `*_enforcing` cases and the dropped ones run with `--enforce on` (every
+//! packet pays both checks); the others with enforcement off, the default.
+//! `udp_blocked` comes from a blocklisted source and is dropped before flow
+//! work, `tcp_syn_rate_limited` is a SYN to the protected victim over its
+//! token bucket, dropped after the accounting.
 //!
 //! Prints one line per case: `xdp_ns_per_packet <case> <ns> floor=<ns>` and,
 //! with the reference, `ratio=<case / reference_c>`, after a line
@@ -32,15 +36,15 @@ use std::{path::Path, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{
-        Array, RingBuf,
+        Array, HashMap, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
     programs::Xdp,
 };
 use etherparse::{PacketBuilder, TcpHeader};
 use sensor_common::{
-    BlockEntry, BlockReason, EnforceMode, MAX_WORKERS, SensorConfig, XDP_PROGRAM_NAME, list_size,
-    map_names,
+    BlockEntry, BlockReason, EnforceMode, MAX_WORKERS, Protection, SensorConfig, XDP_PROGRAM_NAME,
+    list_size, map_names,
 };
 
 #[path = "../tests/xdp_util/mod.rs"]
@@ -59,6 +63,9 @@ const N_WORKERS: u32 = 2;
 const RING_BYTES: u32 = 256 * 1024;
 /// The source the blocked case sends from (in the blocklist, enforcement on).
 const BLOCKED_SOURCE: [u8; 4] = [10, 0, 0, 99];
+/// A victim under protection with an empty token bucket: the
+/// `tcp_syn_rate_limited` case's SYNs to it are dropped.
+const PROTECTED_VICTIM: [u8; 4] = [10, 255, 0, 77];
 /// The verifier's limit on processed instructions per program.
 const VERIFIER_LIMIT: u32 = 1_000_000;
 
@@ -122,6 +129,7 @@ fn main() {
     let mut malformed = udp4.clone();
     malformed.truncate(14 + 10);
     let blocked = udp4_frame(BLOCKED_SOURCE);
+    let rate_limited = tcp_syn_frame([10, 0, 0, 1], PROTECTED_VICTIM);
 
     // The reference on the same frame as the sensor's warm IPv4 UDP case.
     let reference_ns = reference.as_ref().map(|r| {
@@ -137,12 +145,17 @@ fn main() {
     let ratio =
         |ns: f64| reference_ns.map_or_else(String::new, |r| format!(" ratio={:.2}", ns / r));
 
-    for (case, frame) in [
-        ("udp_warm", &udp4),
-        ("ipv6_udp_warm", &udp6),
-        ("malformed", &malformed),
-        ("udp_blocked", &blocked),
+    for (case, frame, mode) in [
+        ("udp_warm", &udp4, EnforceMode::Off),
+        ("ipv6_udp_warm", &udp6, EnforceMode::Off),
+        ("malformed", &malformed, EnforceMode::Off),
+        ("udp_warm_enforcing", &udp4, EnforceMode::On),
+        ("udp_blocked", &blocked, EnforceMode::On),
+        ("tcp_syn_rate_limited", &rate_limited, EnforceMode::On),
     ] {
+        for (_, e) in &mut sensors {
+            set_enforce(e, mode);
+        }
         // Sensor builds and the floor take turns within each round.
         let mut rounds: Vec<Vec<f64>> = Vec::new();
         for _ in 0..ROUNDS {
@@ -171,10 +184,13 @@ fn main() {
     // so the floor is measured exactly the same way over the same frames.
     // Rings are drained between batches (outside the timed region), as the
     // workers would, so the figure is the normal export path, not a full ring.
+    for (_, e) in &mut sensors {
+        set_enforce(e, EnforceMode::Off);
+    }
     let frames: Vec<Vec<u8>> = (0..NEW_SOURCES)
         .map(|i| {
             let [_, a, b, c] = i.to_be_bytes();
-            tcp_syn_frame([10, a, b, c])
+            tcp_syn_frame([10, a, b, c], [10, 255, 0, 1])
         })
         .collect();
     for (label, ebpf) in &mut sensors {
@@ -227,17 +243,6 @@ fn load(object: &[u8]) -> Ebpf {
         prog.load()
             .unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
-    // Enforcement on: every case pays the blocklist check.
-    let cfg = SensorConfig {
-        enforce: EnforceMode::On as u32,
-        ..SensorConfig::new(
-            N_WORKERS,
-            false,
-            RING_BYTES,
-            3,
-            sensor_common::sketch::DST_PREFIX_DEFAULT,
-        )
-    };
     if let Some(map) = ebpf.map_mut(map_names::BLOCK_V4) {
         let mut block: LpmTrie<_, [u8; 4], BlockEntry> = LpmTrie::try_from(map).expect("lpm trie");
         let entry = BlockEntry {
@@ -255,6 +260,35 @@ fn load(object: &[u8]) -> Ebpf {
             sizes.set(list_size::BLOCK_V4, 1, 0).expect("list size");
         }
     }
+    if let Some(map) = ebpf.map_mut(map_names::PROTECTED) {
+        let mut protected: HashMap<_, [u8; 16], Protection> =
+            HashMap::try_from(map).expect("hash map");
+        let victim = std::net::Ipv4Addr::from(PROTECTED_VICTIM)
+            .to_ipv6_mapped()
+            .octets();
+        protected
+            .insert(victim, Protection::new(1, 1, 0), 0)
+            .expect("protect");
+        let map = ebpf.map_mut(map_names::LIST_SIZES).expect("list sizes");
+        let mut sizes: Array<_, u32> = Array::try_from(map).expect("list sizes");
+        sizes.set(list_size::PROTECTED, 1, 0).expect("list size");
+    }
+    set_enforce(&mut ebpf, EnforceMode::On);
+    ebpf
+}
+
+/// Writes the bench's configuration with enforcement `mode`.
+fn set_enforce(ebpf: &mut Ebpf, mode: EnforceMode) {
+    let cfg = SensorConfig {
+        enforce: mode as u32,
+        ..SensorConfig::new(
+            N_WORKERS,
+            false,
+            RING_BYTES,
+            3,
+            sensor_common::sketch::DST_PREFIX_DEFAULT,
+        )
+    };
     let map = ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config");
     if let Ok(mut a) = Array::<_, SensorConfig>::try_from(map) {
         a.set(0, cfg, 0).expect("write config");
@@ -267,7 +301,6 @@ fn load(object: &[u8]) -> Ebpf {
         old.copy_from_slice(&bytemuck::bytes_of(&cfg)[..24]);
         a.set(0, old, 0).expect("write config");
     }
-    ebpf
 }
 
 fn udp4_frame(src: [u8; 4]) -> Vec<u8> {
@@ -279,11 +312,11 @@ fn udp4_frame(src: [u8; 4]) -> Vec<u8> {
     v
 }
 
-fn tcp_syn_frame(src: [u8; 4]) -> Vec<u8> {
+fn tcp_syn_frame(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut t = TcpHeader::new(40000, 80, 1, 64240);
     t.syn = true;
     let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
-        .ipv4(src, [10, 255, 0, 1], 64)
+        .ipv4(src, dst, 64)
         .tcp_header(t);
     let mut v = Vec::new();
     b.write(&mut v, &[]).expect("tcp syn");

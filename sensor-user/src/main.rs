@@ -44,6 +44,14 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 &mut std::io::stdout().lock(),
             )?)
         }
+        Command::Protect(args) => {
+            let (iface, op) = args.op();
+            Ok(sensor::ops::block::run_block(
+                iface,
+                &op,
+                &mut std::io::stdout().lock(),
+            )?)
+        }
         Command::Feedback(args) => {
             sensor::alerts::run_feedback(&args, &mut std::io::stdout())?;
             Ok(())

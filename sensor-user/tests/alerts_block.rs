@@ -15,7 +15,9 @@ use aya::{
 };
 use etherparse::PacketBuilder;
 use sensor::{
-    alerts::AlertStage, capture::blocklist::Lists, model::row::AttackClass::BruteForce,
+    alerts::{AlertStage, Inventory},
+    capture::blocklist::Lists,
+    model::row::AttackClass::BruteForce,
     sinks::MemorySink,
 };
 use sensor_common::{
@@ -30,6 +32,15 @@ const ATTACKER: [u8; 4] = [198, 51, 100, 7];
 /// The XDP program with enforcement `mode`, and a stage blocking into its
 /// lists at `bar` (any severity).
 fn setup(test: &str, mode: EnforceMode, bar: f32) -> Option<(Ebpf, AlertStage, MemorySink)> {
+    setup_with(test, mode, bar, Inventory::default())
+}
+
+fn setup_with(
+    test: &str,
+    mode: EnforceMode,
+    bar: f32,
+    inventory: Inventory,
+) -> Option<(Ebpf, AlertStage, MemorySink)> {
     if !require_root(test) {
         return None;
     }
@@ -50,11 +61,11 @@ fn setup(test: &str, mode: EnforceMode, bar: f32) -> Option<(Ebpf, AlertStage, M
         Array::try_from(ebpf.map_mut(map_names::SENSOR_CONFIG).expect("config")).expect("array");
     a.set(0, cfg, 0).expect("write config");
     let lists = Lists::from_ebpf(&mut ebpf).expect("lists");
-    let (mut stage, mem) = stage_tuned(|s| {
-        s.enforce = mode;
-        s.block.max_severity = 3;
-        s.block.min_score = bar;
-    });
+    let mut settings = settings();
+    settings.enforce = mode;
+    settings.block.max_severity = 3;
+    settings.block.min_score = bar;
+    let (mut stage, mem) = stage_with(settings, inventory);
     stage.set_block_lists(lists);
     Some((ebpf, stage, mem))
 }
@@ -147,4 +158,27 @@ fn a_dry_run_alert_counts_what_its_block_would_drop() {
     let before = counter(&ebpf, Counter::WouldDropBlockAlert);
     assert_eq!(from_attacker(&ebpf, 25), XDP_PASS);
     assert_eq!(counter(&ebpf, Counter::WouldDropBlockAlert) - before, 25);
+}
+
+#[test]
+fn a_critical_asset_is_never_blocked_by_an_alert() {
+    let inventory = Inventory::parse(
+        std::path::Path::new("inventory.toml"),
+        "[[asset]]\nsubnet = \"198.51.100.0/24\"\nname = \"partner-gw\"\nowner = \"net\"\ncriticality = 5\ntags = []\n",
+    )
+    .expect("inventory");
+    let Some((ebpf, mut stage, mem)) = setup_with(
+        "a_critical_asset_is_never_blocked_by_an_alert",
+        EnforceMode::On,
+        0.99,
+        inventory,
+    ) else {
+        return;
+    };
+    brute_force(&mut stage, 0.995);
+    let alerts = take_of_type(&mem, "alert");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["alert"]["action"], "allowed");
+    assert!(alerts[0]["xdp_sensor"].get("block").is_none());
+    assert_eq!(from_attacker(&ebpf, 10), XDP_PASS);
 }

@@ -1,7 +1,7 @@
 //! Enforcement in the XDP program through `BPF_PROG_TEST_RUN`: blocklisted
 //! sources dropped before any flow work with a counter per reason, dry runs
-//! that drop nothing and count, the allowlist that wins, expiry, and the
-//! lists' user-space view.
+//! that drop nothing and count, the allowlist that wins, expiry, the
+//! lists' user-space view, and victim protection.
 
 use std::time::Duration;
 
@@ -27,6 +27,10 @@ fn load(test: &str, mode: EnforceMode) -> Option<(Ebpf, Lists)> {
     if !require_root(test) {
         return None;
     }
+    // One CPU: per-CPU flow slots and token buckets stay on it between runs.
+    let mut set = nix::sched::CpuSet::new();
+    set.set(0).expect("cpu 0");
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to cpu 0");
     let mut ebpf = EbpfLoader::new()
         .load(sensor::capture::XDP_OBJECT)
         .unwrap_or_else(|e| panic!("loading the XDP object: {e}"));
@@ -233,4 +237,64 @@ fn entries_expire_after_their_ttl() {
     assert!(lists.blocked()[0].expired);
     assert_eq!(lists.remove_expired().unwrap(), 1);
     assert!(lists.blocked().is_empty());
+}
+
+fn tcp(src: [u8; 4], sport: u16, syn: bool, ack: bool) -> Vec<u8> {
+    let mut t = etherparse::TcpHeader::new(sport, 80, 1, 64240);
+    t.syn = syn;
+    t.ack = ack;
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src, [10, 9, 0, 1], 64)
+        .tcp_header(t);
+    let mut v = Vec::new();
+    b.write(&mut v, &[]).expect("tcp4");
+    v
+}
+
+#[test]
+fn victim_protection_passes_a_known_client_and_drops_spoofed_syns() {
+    let Some((ebpf, mut lists)) = load(
+        "victim_protection_passes_a_known_client_and_drops_spoofed_syns",
+        EnforceMode::On,
+    ) else {
+        return;
+    };
+    let client = [10, 7, 0, 1];
+    // The client's connection before the flood: its SYN (unknown yet: it
+    // takes one of the burst's 5 tokens), then ACKs (a known flow; its
+    // checkpoint at packet 2 makes the source known).
+    lists
+        .protect("10.9.0.1".parse().unwrap(), 1, 5, None)
+        .unwrap();
+    assert_eq!(send(&ebpf, &tcp(client, 40_000, true, false), 1), XDP_PASS);
+    assert_eq!(send(&ebpf, &tcp(client, 40_000, false, true), 1), XDP_PASS);
+    let before = counters(&ebpf);
+    // The flood: SYNs from 200 spoofed sources, one each.
+    let mut verdicts = [0u32; 3];
+    for i in 0..200u16 {
+        let [a, b] = i.to_be_bytes();
+        let v = send(&ebpf, &tcp([10, 66, a, b], 1024 + i, true, false), 1);
+        verdicts[v as usize] += 1;
+    }
+    assert_eq!(verdicts[XDP_PASS as usize], 4, "the burst's 4 tokens left");
+    assert_eq!(verdicts[XDP_DROP as usize], 196);
+    // The client keeps being served: its flow, and a new connection.
+    assert_eq!(send(&ebpf, &tcp(client, 40_000, false, true), 50), XDP_PASS);
+    assert_eq!(send(&ebpf, &tcp(client, 40_001, true, false), 1), XDP_PASS);
+    let after = counters(&ebpf);
+    let d = |k| c(&after, k) - c(&before, k);
+    assert_eq!(d(Counter::DroppedRateLimit), 196);
+    assert_eq!(d(Counter::ProtectKnownPassed), 51);
+    // Every spoofed SYN was still counted in its flow (the flood stays
+    // visible to the sketches and the alert stage).
+    assert_eq!(d(Counter::ParsedOk), 251);
+    let listed = lists.protected();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].rate_pps, 1);
+    assert_eq!(listed[0].burst, 5);
+    assert!(lists.unprotect("10.9.0.1".parse().unwrap()).unwrap());
+    assert_eq!(
+        send(&ebpf, &tcp([10, 66, 1, 1], 5000, true, false), 1),
+        XDP_PASS
+    );
 }

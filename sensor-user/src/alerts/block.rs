@@ -19,6 +19,14 @@ use crate::{
     model::row::AttackClass,
 };
 
+/// Inventory criticality (1–5) from which an address is never blocked by
+/// an alert.
+pub(super) const NEVER_BLOCKED_CRITICALITY: u8 = 5;
+
+/// How often (stage time) expired entries are removed from the lists, so
+/// the program's lookups skip lists that only held expired entries.
+const SWEEP_EXPIRED_NS: u64 = 10_000_000_000;
+
 /// When an alert's block started and when it ends (stage clock, ns).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct BlockSpan {
@@ -32,6 +40,8 @@ pub(super) struct Blocker {
     lists: Option<Lists>,
     /// Opening the pins failed once: not retried for every alert.
     unavailable: bool,
+    /// Stage time of the last removal of expired entries.
+    last_sweep_ns: u64,
 }
 
 impl Blocker {
@@ -39,6 +49,23 @@ impl Blocker {
         Self {
             lists,
             unavailable: false,
+            last_sweep_ns: 0,
+        }
+    }
+
+    /// Removes expired entries (operators' and alerts') every
+    /// [`SWEEP_EXPIRED_NS`], once the lists are open.
+    pub(super) fn sweep(&mut self, now_ns: u64) {
+        if now_ns.saturating_sub(self.last_sweep_ns) < SWEEP_EXPIRED_NS {
+            return;
+        }
+        self.last_sweep_ns = now_ns;
+        if let Some(lists) = self.lists.as_mut() {
+            match lists.remove_expired() {
+                Ok(0) => {}
+                Ok(n) => info!(entries = n, "removed expired blocklist entries"),
+                Err(e) => warn!(error = %e, "could not remove expired blocklist entries"),
+            }
         }
     }
 

@@ -655,6 +655,7 @@ impl AlertStage {
     }
 
     fn sweep(&mut self) {
+        self.blocker.sweep(self.now_ns);
         let now = self.now_ns;
         let mut i = self.alerts.len();
         while i > 0 {
@@ -722,7 +723,11 @@ impl AlertStage {
         if state != AlertState::Closed {
             let a = &self.alerts[i];
             let facts = (a.key.class, a.severity().1, a.peak_score);
-            let (attacker, id, prev) = (a.key.attacker, a.id.clone(), a.block);
+            // Critical assets of the inventory are never blocked.
+            let attacker = a.key.attacker.filter(|ip| {
+                self.inventory.lookup(*ip).criticality < super::block::NEVER_BLOCKED_CRITICALITY
+            });
+            let (id, prev) = (a.id.clone(), a.block);
             let span = self.blocker.apply(
                 &self.settings.block,
                 self.settings.enforce,

@@ -1,4 +1,4 @@
-//! The XDP program's source lists: blocklists (LPM tries of IPv4 and IPv6
+//! The XDP program's source lists (and its protected victims): blocklists (LPM tries of IPv4 and IPv6
 //! prefixes, each entry with a reason, a note and an expiry time) and the
 //! allowlist that overrides them. The same code changes the maps of a
 //! sensor being loaded and, through their pins, those of a running sensor
@@ -17,12 +17,12 @@ use std::{
 use aya::{
     Ebpf,
     maps::{
-        Array, Map, MapData, MapError,
+        Array, HashMap, Map, MapData, MapError,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use sensor_common::{
-    BLOCK_NOTE_LEN, BlockEntry, BlockReason, clock::monotonic_ns, list_size, map_names,
+    BLOCK_NOTE_LEN, BlockEntry, BlockReason, Protection, clock::monotonic_ns, list_size, map_names,
 };
 
 use crate::capture::{SensorError, pins::PinDir};
@@ -123,7 +123,27 @@ pub struct Lists {
     block_v6: LpmTrie<MapData, [u8; 16], BlockEntry>,
     allow_v4: LpmTrie<MapData, [u8; 4], u32>,
     allow_v6: LpmTrie<MapData, [u8; 16], u32>,
+    protected: HashMap<MapData, [u8; 16], Protection>,
     sizes: Array<MapData, u32>,
+}
+
+/// One protected victim as user space sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Protected {
+    pub victim: IpAddr,
+    /// Packets per second per CPU from sources without a completed exchange.
+    pub rate_pps: u64,
+    pub burst: u64,
+    /// Seconds until the protection ends; `None`: never.
+    pub expires_in_s: Option<u64>,
+}
+
+/// The key of `PROTECTED` for `addr` (IPv4-mapped for IPv4).
+fn victim_key(addr: IpAddr) -> [u8; 16] {
+    match addr {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
 }
 
 fn map_type(name: &'static str) -> impl Fn(MapError) -> SensorError {
@@ -174,6 +194,8 @@ impl Lists {
         let allow_v4 = LpmTrie::try_from(open(n)?).map_err(map_type(n))?;
         let n = map_names::ALLOW_V6;
         let allow_v6 = LpmTrie::try_from(open(n)?).map_err(map_type(n))?;
+        let n = map_names::PROTECTED;
+        let protected = HashMap::try_from(open(n)?).map_err(map_type(n))?;
         let n = map_names::LIST_SIZES;
         let sizes = Array::try_from(open(n)?).map_err(map_type(n))?;
         Ok(Self {
@@ -181,6 +203,7 @@ impl Lists {
             block_v6,
             allow_v4,
             allow_v6,
+            protected,
             sizes,
         })
     }
@@ -334,6 +357,74 @@ impl Lists {
         Ok(n)
     }
 
+    /// Protects `victim`: packets to it from sources without a completed
+    /// exchange pass at `rate_pps` per second per CPU in bursts of `burst`,
+    /// for `ttl` (`None` or zero: until removed).
+    ///
+    /// # Errors
+    /// A rate or burst out of range, or the map refused the entry.
+    pub fn protect(
+        &mut self,
+        victim: IpAddr,
+        rate_pps: u64,
+        burst: u64,
+        ttl: Option<Duration>,
+    ) -> Result<(), SensorError> {
+        let limit = u64::from(u32::MAX);
+        if rate_pps == 0 || rate_pps > limit || burst == 0 || burst > limit {
+            return Err(SensorError::InvalidConfig {
+                what: "protection",
+                reason: format!(
+                    "rate {rate_pps} and burst {burst} must both be 1..={limit} packets"
+                ),
+            });
+        }
+        let expires_ns = match ttl {
+            Some(t) if !t.is_zero() => {
+                monotonic_ns().saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX))
+            }
+            _ => 0,
+        };
+        self.protected
+            .insert(
+                victim_key(victim),
+                Protection::new(rate_pps, burst, expires_ns),
+                0,
+            )
+            .map_err(access(map_names::PROTECTED, "adding to"))?;
+        self.recount()
+    }
+
+    /// Ends the protection of `victim`; false when there was none.
+    ///
+    /// # Errors
+    /// The sizes could not be written.
+    pub fn unprotect(&mut self, victim: IpAddr) -> Result<bool, SensorError> {
+        let removed = self.protected.remove(&victim_key(victim)).is_ok();
+        self.recount()?;
+        Ok(removed)
+    }
+
+    /// The protected victims.
+    #[must_use]
+    pub fn protected(&self) -> Vec<Protected> {
+        let now = monotonic_ns();
+        self.protected
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(k, p)| {
+                let v6 = Ipv6Addr::from(k);
+                Protected {
+                    victim: v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                    rate_pps: p.rate_pps(),
+                    burst: p.burst(),
+                    expires_in_s: (p.expires_ns != 0)
+                        .then(|| p.expires_ns.saturating_sub(now) / 1_000_000_000),
+                }
+            })
+            .collect()
+    }
+
     /// Writes each list's entry count to `LIST_SIZES`.
     fn recount(&mut self) -> Result<(), SensorError> {
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
@@ -342,6 +433,7 @@ impl Lists {
             (list_size::BLOCK_V6, count(self.block_v6.keys().count())),
             (list_size::ALLOW_V4, count(self.allow_v4.keys().count())),
             (list_size::ALLOW_V6, count(self.allow_v6.keys().count())),
+            (list_size::PROTECTED, count(self.protected.keys().count())),
         ];
         for (i, n) in sizes {
             self.sizes

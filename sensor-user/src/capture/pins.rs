@@ -50,7 +50,7 @@ const XDP_LINK: &str = "XDP_LINK";
 /// Rings are not among them: a ring's events belong to the process that
 /// reads it, and `SENSOR_CONFIG` is each sensor's own. The source lists
 /// are, so blocks outlive a restart and `sensor block` reaches them.
-pub(crate) const STATE_MAPS: [&str; 11] = [
+pub(crate) const STATE_MAPS: [&str; 13] = [
     map_names::FLOW_TABLE,
     map_names::SRC_PACKETS_CMS,
     map_names::SRC_BYTES_CMS,
@@ -62,6 +62,8 @@ pub(crate) const STATE_MAPS: [&str; 11] = [
     map_names::ALLOW_V4,
     map_names::ALLOW_V6,
     map_names::LIST_SIZES,
+    map_names::PROTECTED,
+    map_names::KNOWN_SOURCES,
 ];
 
 /// The directory of one attachment: a network namespace and an interface

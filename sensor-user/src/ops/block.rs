@@ -1,9 +1,10 @@
-//! `sensor block add|del|list`: the operator's hand on the blocklists of the
-//! sensor attached to an interface, through the maps it pinned. Entries live
+//! `sensor block add|del|list` and `sensor protect add|del|list`: the
+//! operator's hand on the blocklists and protected victims of the sensor
+//! attached to an interface, through the maps it pinned. Entries live
 //! in those maps, so they outlive the user-space process (a restarted sensor
 //! adopts them with the rest of its state).
 
-use std::{io::Write, time::Duration};
+use std::{io::Write, net::IpAddr, time::Duration};
 
 use sensor_common::{BlockReason, map_names};
 
@@ -26,6 +27,19 @@ pub enum BlockOp {
     Del { prefix: Prefix },
     /// Print the entries.
     List,
+    /// Protect `victim`: sources without a completed exchange pass at
+    /// `rate` packets/s per CPU in bursts of `burst`, for `ttl` s (0: until
+    /// removed).
+    Protect {
+        victim: IpAddr,
+        rate: u64,
+        burst: u64,
+        ttl: u64,
+    },
+    /// End the protection of `victim`.
+    Unprotect { victim: IpAddr },
+    /// Print the protected victims.
+    ListProtected,
 }
 
 /// Runs `op` on the lists of the sensor on `iface`, reporting on `out`
@@ -71,6 +85,34 @@ pub fn run_block(iface: &str, op: &BlockOp, out: &mut impl Write) -> Result<(), 
         BlockOp::List => {
             for b in lists.blocked() {
                 let line = serde_json::to_string(&b).map_err(|e| io(e.into()))?;
+                writeln!(out, "{line}").map_err(io)?;
+            }
+        }
+        BlockOp::Protect {
+            victim,
+            rate,
+            burst,
+            ttl,
+        } => {
+            lists.protect(*victim, *rate, *burst, Some(Duration::from_secs(*ttl)))?;
+            writeln!(
+                out,
+                "protecting {victim} on {iface}: unknown sources at {rate} packets/s per CPU, bursts of {burst}"
+            )
+            .map_err(io)?;
+        }
+        BlockOp::Unprotect { victim } => {
+            if !lists.unprotect(*victim)? {
+                return Err(SensorError::NotBlocked {
+                    prefix: victim.to_string(),
+                    iface: iface.to_owned(),
+                });
+            }
+            writeln!(out, "stopped protecting {victim} on {iface}").map_err(io)?;
+        }
+        BlockOp::ListProtected => {
+            for p in lists.protected() {
+                let line = serde_json::to_string(&p).map_err(|e| io(e.into()))?;
                 writeln!(out, "{line}").map_err(io)?;
             }
         }

@@ -38,6 +38,10 @@ pub enum Command {
     /// Add, remove or list blocked source prefixes of the sensor on an
     /// interface (dropped while it runs with `--enforce on`).
     Block(BlockArgs),
+    /// Protect a victim under a spoofed flood on the sensor's interface:
+    /// sources without a completed exchange share a token bucket, known
+    /// clients pass (with `--enforce on`).
+    Protect(ProtectArgs),
     /// Record an operator's verdict (true or false positive) on an alert.
     Feedback(crate::alerts::FeedbackArgs),
     /// Recompute per-class alert thresholds from the recorded verdicts.
@@ -208,6 +212,76 @@ impl From<EnforceArg> for EnforceMode {
             EnforceArg::Off => EnforceMode::Off,
             EnforceArg::DryRun => EnforceMode::DryRun,
             EnforceArg::On => EnforceMode::On,
+        }
+    }
+}
+
+/// `sensor protect`.
+#[derive(Debug, Clone, Args)]
+pub struct ProtectArgs {
+    #[command(subcommand)]
+    pub action: ProtectAction,
+}
+
+/// What `sensor protect` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ProtectAction {
+    /// Protect a victim address (replaces and renews its protection).
+    Add {
+        #[arg(value_name = "VICTIM")]
+        victim: std::net::IpAddr,
+        /// Packets per second per CPU let through from sources without a
+        /// completed exchange (the victim's normal rate of new clients).
+        #[arg(long, value_name = "PPS")]
+        rate: u64,
+        /// Largest burst of such packets.
+        #[arg(long, value_name = "N", default_value_t = 64)]
+        burst: u64,
+        /// Seconds the protection lasts; 0: until removed.
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_BLOCK_TTL.as_secs())]
+        ttl: u64,
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+    /// End a victim's protection.
+    Del {
+        #[arg(value_name = "VICTIM")]
+        victim: std::net::IpAddr,
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+    /// Print every protected victim as one JSON object per line.
+    List {
+        /// Interface the sensor is attached to.
+        #[arg(long, value_name = "IF")]
+        iface: String,
+    },
+}
+
+impl ProtectArgs {
+    /// The interface and the operation to run on its lists.
+    #[must_use]
+    pub fn op(&self) -> (&str, BlockOp) {
+        match &self.action {
+            ProtectAction::Add {
+                victim,
+                rate,
+                burst,
+                ttl,
+                iface,
+            } => (
+                iface,
+                BlockOp::Protect {
+                    victim: *victim,
+                    rate: *rate,
+                    burst: *burst,
+                    ttl: *ttl,
+                },
+            ),
+            ProtectAction::Del { victim, iface } => (iface, BlockOp::Unprotect { victim: *victim }),
+            ProtectAction::List { iface } => (iface, BlockOp::ListProtected),
         }
     }
 }
