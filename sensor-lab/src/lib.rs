@@ -18,6 +18,7 @@
 //! - [`root`]: the skip-or-fail policy for tests that need root.
 
 #![cfg_attr(not(test), warn(unused_crate_dependencies))]
+pub mod collect;
 pub mod detection;
 pub mod error;
 pub mod generator;

@@ -36,11 +36,24 @@ const PORT: u16 = 2055;
 /// The interface index softflowd is told to report (`-i IDX:IF`).
 const IF_INDEX: u32 = 5;
 
-/// A child process killed and reaped when dropped (also during a panic).
+/// A child process stopped and reaped when dropped (also during a panic):
+/// SIGINT first, so a program that forked helpers (pmacctd's plugins) stops
+/// them, then SIGKILL if it has not exited within 5 s.
 struct Guard(Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.0.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -279,6 +292,92 @@ fn totals_match(version: u8, test: &str) {
     );
 }
 
+/// pmacct's `pmacctd` with its nfprobe plugin on `iface` of `ns`,
+/// exporting `version` with every timeout at 1 s, so a flow is exported
+/// within about 2 s of its last packet.
+fn start_pmacct(ns: &Netns, iface: &str, dir: &Path, version: u8) -> Guard {
+    let conf = dir.join("pmacctd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemonize: false\n\
+             pcap_interface: {iface}\n\
+             promisc: false\n\
+             aggregate: src_host, dst_host, src_port, dst_port, proto, tos\n\
+             plugins: nfprobe\n\
+             nfprobe_receiver: 127.0.0.1:{PORT}\n\
+             nfprobe_version: {version}\n\
+             nfprobe_timeouts: tcp=1:tcp.rst=1:tcp.fin=1:udp=1:icmp=1:general=1:maxlife=60:expint=1\n"
+        ),
+    )
+    .expect("pmacctd config");
+    let (_, stderr) = stderr_file(dir, "pmacctd.log");
+    let child = ns
+        .command("pmacctd")
+        .arg("-f")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("starting pmacctd (cargo xtask setup installs pmacct)");
+    // pmacctd opens its capture and starts its plugin within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    Guard(child)
+}
+
+/// pmacct's nfprobe (v9 or IPFIX) on the lab link: per-flow totals equal
+/// the ground truth once its 1-s timeouts have expired every flow.
+fn pmacct_totals_match(version: u8, test: &str) {
+    let Some(net) = net_test(test) else {
+        return;
+    };
+    let dir = TempDir::new("collect-pmacct").expect("tempdir");
+    let flows_out = dir.path().join("flows.json");
+    let (collector, log) = start_collector(
+        &net.lab.gateway,
+        dir.path(),
+        &["--no-score", "--flows-out", &flows_out.to_string_lossy()],
+    );
+    let pmacct = start_pmacct(&net.lab.gateway, &net.lab.link.b, dir.path(), version);
+    let frames = truth_frames(&net);
+    let report = Sender::open(&net.lab.sender, &net.lab.link.a)
+        .expect("sender")
+        .send(&frames, Pacing::paced(20_000))
+        .expect("sending");
+    assert_eq!(report.sent, frames.len(), "every frame sent");
+    let truth = frames.truth(report.sent);
+    // Idle timeout 1 s, expiry check every 1 s: every flow is out by 3 s.
+    std::thread::sleep(Duration::from_secs(4));
+    drop(pmacct);
+    let stderr = stop_collector(collector, &log);
+    let got: BTreeMap<FlowTuple, FlowRecord> = read_flows(&flows_out)
+        .expect("flows written")
+        .into_iter()
+        .map(|f| (FlowTuple::from(&f), f))
+        .collect();
+    for (tuple, want) in &truth.flows {
+        let f = got
+            .get(tuple)
+            .unwrap_or_else(|| panic!("pmacct v{version}: no record of {tuple:?}\n{stderr}"));
+        assert_eq!(
+            (f.packets, f.bytes),
+            (want.packets, want.bytes),
+            "pmacct v{version} {tuple:?}: (packets, bytes)"
+        );
+    }
+    assert!(stderr.contains("malformed 0 "), "{stderr}");
+}
+
+#[test]
+fn pmacct_nfprobe_v9_totals_equal_ground_truth() {
+    pmacct_totals_match(9, "pmacct_nfprobe_v9_totals_equal_ground_truth");
+}
+
+#[test]
+fn pmacct_nfprobe_ipfix_totals_equal_ground_truth() {
+    pmacct_totals_match(10, "pmacct_nfprobe_ipfix_totals_equal_ground_truth");
+}
+
 #[test]
 fn softflowd_v9_totals_equal_ground_truth() {
     totals_match(9, "softflowd_v9_totals_equal_ground_truth");
@@ -423,4 +522,54 @@ fn run_scores_packets_and_flow_records_side_by_side() {
         "no scan alert record from the flow records: {scans:?}\n{}",
         output.stderr
     );
+}
+
+/// The lab's SYN flood (20 000 SYNs from 5 000 spoofed sources to one
+/// port) seen only as IPFIX records raises a flood alert on its victim.
+#[test]
+fn flood_is_detected_from_flow_records_alone() {
+    let Some(net) = net_test("flood_is_detected_from_flow_records_alone") else {
+        return;
+    };
+    let victim: IpAddr = "10.99.0.2".parse().unwrap();
+    let dir = TempDir::new("collect-flood").expect("tempdir");
+    let eve = dir.path().join("eve.json");
+    let (collector, log) = start_collector(
+        &net.lab.gateway,
+        dir.path(),
+        &["--eve-out", &eve.to_string_lossy()],
+    );
+    let exporter = Softflowd::start(&net.lab.gateway, &net.lab.link.b, dir.path(), 10);
+    let frames = net.syn_flood(5_000, victim, 80, 20_000);
+    let report = Sender::open(&net.lab.sender, &net.lab.link.a)
+        .expect("sender")
+        .send(&frames, Pacing::paced(20_000))
+        .expect("sending");
+    assert_eq!(report.sent, frames.len(), "every frame sent");
+    exporter.flush(&net, frames.len() as u64);
+    std::thread::sleep(Duration::from_secs(1));
+    let stderr = stop_collector(collector, &log);
+    let text = std::fs::read_to_string(&eve).expect("EVE file written");
+    let opened: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("EVE line is JSON"))
+        .filter(|v| v["event_type"] == "alert" && v["xdp_sensor"]["state"] == "open")
+        .collect();
+    let summary: Vec<String> = opened
+        .iter()
+        .map(|v| {
+            let x = &v["xdp_sensor"];
+            format!("{} {} -> {}", x["class"], x["attacker"], x["victim"])
+        })
+        .collect();
+    assert!(
+        opened.iter().any(|v| {
+            let x = &v["xdp_sensor"];
+            x["class"] == "flood"
+                && x["victim"] == victim.to_string()
+                && x["flow_source"]["exporter"] == "127.0.0.1"
+        }),
+        "no flood alert on {victim} from the flow records: {summary:?}\n{stderr}"
+    );
+    eprintln!("alerts from flow records: {summary:?}");
 }

@@ -20,6 +20,12 @@
 //!
 //! Captures replay through the sensor's `--mirror` mode: the gateway end
 //! counts then drops every frame, so replayed traffic never reaches a stack.
+//!
+//! `--source flows` runs the same cases with no XDP program: softflowd
+//! watches the same interface and exports IPFIX to `sensor collect`
+//! (`sensor_lab::collect`), so detection comes from flow records alone;
+//! `--source both` runs each case both ways, the flow row (`<case>
+//! [flows]`) under the packet row, time to detect beside time to detect.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -28,12 +34,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use sensor_lab::collect::CollectRun;
 use sensor_lab::detection::{OpenAlert, judge, read_open_alerts, scenario_roles};
 use sensor_lab::lab::TrafficLab;
 use sensor_lab::lab::scenario::{self, Label, ScenarioSpec};
 use sensor_lab::manifest::{self, Entry};
 use sensor_lab::replay::{AttackRoles, Capture, ReplayOptions, Replayer, compress_gaps};
-use sensor_lab::sensor::{SensorOutput, SensorRun, TempDir};
+use sensor_lab::sensor::{SensorRun, TempDir};
 use sensor_lab::{Lab, Netns};
 use serde_json::{Value, json};
 
@@ -66,10 +73,23 @@ pub(crate) struct EvalArgs {
     /// Only cases whose name contains this text.
     #[arg(long, value_name = "TEXT")]
     only: Option<String>,
+    /// What the sensor reads: the interface's packets (XDP), flow records
+    /// a real exporter (softflowd) makes of them (`sensor collect`), or
+    /// each case both ways.
+    #[arg(long, value_enum, default_value_t = Source::Xdp)]
+    source: Source,
     /// Markdown table path; the JSON goes next to it (`.json`)
     /// [default: target/eval/eval.md].
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+}
+
+/// `--source`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Xdp,
+    Flows,
+    Both,
 }
 
 fn parse_gap(s: &str) -> Result<f64, String> {
@@ -130,7 +150,16 @@ pub(crate) struct SensorSlot {
     models: PathBuf,
     max_duration: Duration,
     dir: TempDir,
+    /// Flow records from softflowd to `sensor collect` instead of XDP.
+    flows: bool,
     run: Option<SensorRun>,
+    collect: Option<CollectRun>,
+}
+
+/// What a stopped sensor leaves for the table: its counters and stderr.
+struct Stopped {
+    counters: BTreeMap<String, u64>,
+    stderr: String,
 }
 
 impl SensorSlot {
@@ -146,7 +175,7 @@ impl SensorSlot {
     /// # Errors
     /// A sensor is already running, or it fails to start.
     pub(crate) fn start(&mut self, ns: &Netns, iface: &str, mirror: bool) -> Result<()> {
-        if self.run.is_some() {
+        if self.run.is_some() || self.collect.is_some() {
             bail!("the sensor of this case is already running");
         }
         let eve = self.eve().to_string_lossy().into_owned();
@@ -161,6 +190,14 @@ impl SensorSlot {
             "--duration",
             &duration,
         ];
+        if self.flows {
+            // The exporter captures the frames; nothing drops them.
+            self.collect = Some(
+                CollectRun::start(ns, &self.bin, iface, self.dir.path(), &args)
+                    .context("starting softflowd and sensor collect")?,
+            );
+            return Ok(());
+        }
         if mirror {
             args.push("--mirror");
         }
@@ -171,12 +208,30 @@ impl SensorSlot {
         Ok(())
     }
 
-    fn stop(&mut self) -> Result<SensorOutput> {
+    fn stop(&mut self) -> Result<Stopped> {
+        if let Some(c) = self.collect.take() {
+            let out = c.stop(Duration::from_secs(20))?;
+            let counters = match serde_json::to_value(out.stats.collector)? {
+                Value::Object(m) => m
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            return Ok(Stopped {
+                counters,
+                stderr: out.stderr,
+            });
+        }
         let run = self
             .run
             .take()
             .context("the case never started the sensor")?;
-        Ok(run.stop(Duration::from_secs(20))?)
+        let out = run.stop(Duration::from_secs(20))?;
+        Ok(Stopped {
+            counters: out.stats.counters,
+            stderr: out.stderr,
+        })
     }
 }
 
@@ -512,9 +567,21 @@ fn score(
 /// Runs one case end to end. Errors become a row with the error, so one
 /// broken case does not hide the others.
 /// The case's EVE file is kept in `eve_dir` as `<case>.eve.json`.
-fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: &Path) -> Row {
+fn evaluate(
+    case: &dyn Case,
+    bin: &Path,
+    models: &Path,
+    opts: RunOpts,
+    eve_dir: &Path,
+    flows: bool,
+) -> Row {
+    let name = if flows {
+        format!("{} [flows]", case.name())
+    } else {
+        case.name()
+    };
     let failed = |e: anyhow::Error| Row {
-        name: case.name(),
+        name: name.clone(),
         source: case.source(),
         expected: case.expected_class(),
         traffic: String::new(),
@@ -539,9 +606,11 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
         models: models.to_owned(),
         max_duration: opts.max_duration,
         dir,
+        flows,
         run: None,
+        collect: None,
     };
-    let result = (|| -> Result<(CaseTruth, SensorOutput)> {
+    let result = (|| -> Result<(CaseTruth, Stopped)> {
         let (truth, keep) = case.run(&mut slot, opts)?;
         // Rows of the last events reach the models and the alert stage.
         std::thread::sleep(Duration::from_millis(1500));
@@ -554,7 +623,11 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
         Err(e) => return failed(e),
     };
     // Capture names are paths (`scan/x`): the same tree under `eve_dir`.
-    let kept = eve_dir.join(format!("{}.eve.json", case.name()));
+    let kept = eve_dir.join(format!(
+        "{}{}.eve.json",
+        case.name(),
+        if flows { ".flows" } else { "" }
+    ));
     let copied = kept
         .parent()
         .map_or(Ok(()), std::fs::create_dir_all)
@@ -568,14 +641,8 @@ fn evaluate(case: &dyn Case, bin: &Path, models: &Path, opts: RunOpts, eve_dir: 
     }
     match read_open_alerts(&slot.eve()) {
         Ok(alerts) => {
-            let mut row = score(
-                case.name(),
-                case.source(),
-                case.expected_class(),
-                truth,
-                &alerts,
-            );
-            row.counters = out.stats.counters;
+            let mut row = score(name, case.source(), case.expected_class(), truth, &alerts);
+            row.counters = out.counters;
             // The sensor's closing summary (pipeline and alert-stage
             // counters): why rows did or did not become alerts.
             let lines: Vec<&str> = out.stderr.lines().collect();
@@ -879,18 +946,28 @@ pub(crate) fn eval(args: &EvalArgs) -> Result<()> {
     std::fs::create_dir_all(&eve_dir).with_context(|| format!("creating {}", eve_dir.display()))?;
     crate::demo::catch_ctrl_c();
     let mut rows = Vec::new();
-    for (i, case) in cases.iter().enumerate() {
+    let ways: &[bool] = match args.source {
+        Source::Xdp => &[false],
+        Source::Flows => &[true],
+        Source::Both => &[false, true],
+    };
+    let runs: Vec<(&Box<dyn Case>, bool)> = cases
+        .iter()
+        .flat_map(|c| ways.iter().map(move |&f| (c, f)))
+        .collect();
+    for (i, &(case, flows)) in runs.iter().enumerate() {
         crate::demo::check_interrupt()?;
         print!(
-            "[{}/{}] {} {} ... ",
+            "[{}/{}] {} {}{} ... ",
             i + 1,
-            cases.len(),
+            runs.len(),
             case.source(),
-            case.name()
+            case.name(),
+            if flows { " [flows]" } else { "" }
         );
         let _ = std::io::Write::flush(&mut std::io::stdout());
         let t = Instant::now();
-        let row = evaluate(case.as_ref(), &bin, &models, opts, &eve_dir);
+        let row = evaluate(case.as_ref(), &bin, &models, opts, &eve_dir, flows);
         println!(
             "{} ({:.1} s)",
             match (&row.error, row.ok()) {

@@ -543,6 +543,30 @@ mod tests {
     }
 
     #[test]
+    fn collect_parses_and_run_takes_a_collector() {
+        match parse(&["collect", "--listen", "127.0.0.1:2055"])
+            .unwrap()
+            .command
+        {
+            Command::Collect(c) => {
+                assert_eq!(c.listen, "127.0.0.1:2055".parse().unwrap());
+                assert_eq!(c.workers, 1);
+                assert!(!c.no_score);
+            }
+            other => panic!("not collect: {other:?}"),
+        }
+        assert!(parse(&["collect"]).is_err(), "--listen is required");
+        assert!(
+            parse(&["collect", "--listen", "2055"]).is_err(),
+            "an address and a port"
+        );
+        assert!(parse(&["collect", "--listen", "[::]:2055", "--workers", "9"]).is_err());
+        let r = run(&["run", "--iface", "eth0", "--collect", "[::]:4739"]);
+        assert_eq!(r.collect, Some("[::]:4739".parse().unwrap()));
+        assert_eq!(run(&["run", "--iface", "eth0"]).collect, None);
+    }
+
+    #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
     }
