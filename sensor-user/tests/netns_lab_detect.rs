@@ -110,10 +110,6 @@ fn periodic_uploads_are_detected_as_anomaly() {
     assert_detected_alone(&run, 20_000.0);
 }
 
-/// Carpet bombing: spoofed SYNs to random hosts of the server /24. No
-/// host receives a flood, the /24 does: one flood alert naming the prefix
-/// (the volume rule reads the kernel's destination sketch once a second),
-/// and no alert on any single host.
 /// An implant polling one outside server for tasks: the same GET every
 /// 1.5 s ± 30 % (download-heavy, so no upload beacon): an anomaly by the
 /// attacker (the beacon rule's check-ins), and nothing else.
@@ -128,6 +124,10 @@ fn jittered_get_checkins_are_detected_as_anomaly() {
     assert_detected_alone(&run, 30_000.0);
 }
 
+/// Carpet bombing: spoofed SYNs to random hosts of the server /24. No
+/// host receives a flood, the /24 does: one flood alert naming the prefix
+/// (the volume rule reads the kernel's destination sketch once a second),
+/// and no alert on any single host.
 #[test]
 fn carpet_bombing_a_24_is_one_alert_on_the_prefix() {
     let Some(run) = play(

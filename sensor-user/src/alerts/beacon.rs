@@ -113,7 +113,7 @@ impl ConnStarts {
 
     /// The relative spread ([`relative_spread`]) of the intervals between
     /// the latest `need` connection starts within `window_ns` of `now`, and
-    /// of their bytes out and bytes in; `None` with fewer starts than
+    /// of their sizes (bytes both ways); `None` with fewer starts than
     /// `need` or no interval.
     fn regularity(&self, need: usize, now: u64, window_ns: u64) -> Option<Regularity> {
         let need = need.clamp(3, BEACON_HISTORY);
@@ -133,18 +133,14 @@ impl ConnStarts {
         let median_gap_ns = sorted[sorted.len() / 2];
         let timing = relative_spread(gaps)?;
         let mut sizes = [0f64; BEACON_HISTORY];
-        let mut spread_of = |f: fn(&(u64, u64, u64)) -> u64| {
-            let v = &mut sizes[..need];
-            for (x, c) in v.iter_mut().zip(latest) {
-                *x = f(c) as f64;
-            }
-            relative_spread(v).unwrap_or(0.0)
-        };
+        let sizes = &mut sizes[..need];
+        for (x, c) in sizes.iter_mut().zip(latest) {
+            *x = c.1.saturating_add(c.2) as f64;
+        }
         Some(Regularity {
             median_gap_ns,
             timing,
-            bytes_out: spread_of(|c| c.1),
-            bytes_in: spread_of(|c| c.2),
+            size: relative_spread(sizes).unwrap_or(0.0),
         })
     }
 }
@@ -154,8 +150,10 @@ struct Regularity {
     /// The median interval between their starts.
     median_gap_ns: u64,
     timing: f64,
-    bytes_out: f64,
-    bytes_in: f64,
+    /// Of the connections' sizes, both directions together: the bytes
+    /// each way at the close differ by the acknowledgements the close
+    /// caught (delayed ACKs vary), the exchange as a whole does not.
+    size: f64,
 }
 
 /// Closed connections per (client, server): the upload-heavy ones, and
@@ -193,7 +191,7 @@ impl BeaconRule {
     ///   malware and low-and-slow exfiltration do; people uploading files
     ///   do not keep a clock;
     /// - or any connections whose intervals vary by at most
-    ///   `beacon_checkin_jitter` and whose bytes each way by at most
+    ///   `beacon_checkin_jitter` and whose sizes by at most
     ///   `beacon_checkin_size_spread`: the same check-in, over and over, on
     ///   a jittered sleep, whether it uploads or downloads (an HTTP GET
     ///   poll for tasks). People's sessions vary in size and timing both.
@@ -258,8 +256,7 @@ impl BeaconRule {
                 .filter(|r| {
                     r.median_gap_ns >= secs_to_ns(a.beacon_checkin_min_interval_s)
                         && r.timing <= bar
-                        && r.bytes_out <= sizes
-                        && r.bytes_in <= sizes
+                        && r.size <= sizes
                 })
                 .map(|r| (r.timing, bar, Rule::Checkin));
         }
@@ -336,8 +333,8 @@ mod tests {
         // 0, 2, 1, 3 s: median 2 s.
         let r = p.regularity(5, now, 10 * 60 * SEC).unwrap();
         assert_eq!(r.timing, 2.0 / 61.0);
-        // Sizes out 500 ×4 and 520: no spread; in constant.
-        assert_eq!((r.bytes_out, r.bytes_in), (0.0, 0.0));
+        // Sizes 1 400 ×4 and 1 420: no spread (median deviation 0).
+        assert_eq!(r.size, 0.0);
         // Fewer starts within the window than needed: no verdict.
         assert!(p.regularity(5, now, 3 * 60 * SEC).is_none());
         // The latest 3 only: gaps 62, 58; median 62 (upper middle),
