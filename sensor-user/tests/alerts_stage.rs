@@ -1247,6 +1247,62 @@ fn brute_force_attempts_that_upload_are_not_guesses() {
     assert_eq!(stage.open_alerts()[0].attacker, Some(guesser));
 }
 
+/// A closed client connection from `client` to `server:80` that started
+/// at `start_ns` and closed 20 ms later (a GET and its page).
+fn closed_get(client: IpAddr, server: IpAddr, sport: u16, start_ns: u64) -> ScoredRow {
+    let mut r = row(Benign, 0.0, client, server, 80, start_ns + 20_000_000);
+    r.class_probs[0] = 1.0;
+    r.sport = sport;
+    r.facts.closed = Some(sensor::features::ClosedConn {
+        start_ns,
+        bytes_out: 412,
+        bytes_in: 2639,
+        client_is_src: true,
+    });
+    r
+}
+
+/// Connections opened one at a time, a sleep apart, are a poller (or a
+/// person), however their openings score as guesses; the same exchanges
+/// opened several at once, as guessing tools do, are still brute force.
+#[test]
+fn brute_force_attempts_a_sleep_apart_are_not_guesses() {
+    let (mut stage, _mem) = stage_with_corroboration(3, |_| {});
+    let (poller, server) = (ip("10.10.0.66"), ip("10.20.0.200"));
+    for k in 0..20u64 {
+        let t = SEC + k * 1_500_000_000;
+        let sport = 40_000 + k as u16;
+        let mut r = row(BruteForce, 0.99, poller, server, 80, t + 1_000_000);
+        r.sport = sport;
+        stage.process(&r);
+        stage.process(&closed_get(poller, server, sport, t));
+    }
+    assert!(
+        stage.open_alerts().iter().all(|a| a.class != BruteForce),
+        "{:?}",
+        stage.open_alerts()
+    );
+    assert!(stage.metrics().rows_bruteforce_paced >= 17);
+    // Four connections at a time, the next as soon as the last closes.
+    let guesser = ip("10.10.0.67");
+    for k in 0..4u64 {
+        let t = 40 * SEC + k * 30_000_000;
+        for task in 0..4u64 {
+            let sport = 50_000 + (4 * k + task) as u16;
+            let mut r = row(BruteForce, 0.99, guesser, server, 80, t + 1_000_000);
+            r.sport = sport;
+            stage.process(&r);
+            stage.process(&closed_get(guesser, server, sport, t + task * 1_000));
+        }
+    }
+    let open = stage.open_alerts();
+    assert!(
+        open.iter()
+            .any(|a| a.class == BruteForce && a.attacker == Some(guesser)),
+        "{open:?}"
+    );
+}
+
 /// A full corroboration table is emptied in bulk (counted), and keys keep
 /// being corroborated afterwards.
 #[test]

@@ -82,6 +82,22 @@ impl ConnStarts {
             .count()
     }
 
+    /// Whether at least two connections started within `window_ns` of
+    /// `now`, each at least `min_gap_ns` after the one before.
+    fn one_at_a_time(&self, now: u64, window_ns: u64, min_gap_ns: u64) -> bool {
+        let mut starts = [0u64; BEACON_HISTORY];
+        let mut k = 0;
+        for &(t, _, _) in &self.conns[..self.n.min(BEACON_HISTORY)] {
+            if now.saturating_sub(t) < window_ns {
+                starts[k] = t;
+                k += 1;
+            }
+        }
+        let starts = &mut starts[..k];
+        starts.sort_unstable();
+        k >= 2 && starts.windows(2).all(|w| w[1] - w[0] >= min_gap_ns)
+    }
+
     /// Event time of the latest connection.
     pub(super) fn last_ns(&self) -> u64 {
         self.last_ns
@@ -274,6 +290,22 @@ impl BeaconRule {
         })
     }
 
+    /// Whether `client`'s closed connections to `server` (all of them, as
+    /// the check-ins record them) started within `window_ns` of `now` one
+    /// at a time, each at least `min_gap_ns` after the one before: a
+    /// sleep between them, not a tool opening the next as soon as it can.
+    pub(super) fn paced(
+        &self,
+        (client, server): (IpAddr, IpAddr),
+        now: u64,
+        window_ns: u64,
+        min_gap_ns: u64,
+    ) -> bool {
+        self.checkins
+            .get(&(client, server))
+            .is_some_and(|p| p.one_at_a_time(now, window_ns, min_gap_ns))
+    }
+
     /// Upload-heavy connections `client` started to `server` within
     /// `window_ns` of `now`.
     pub(super) fn recent_uploads(
@@ -341,6 +373,22 @@ mod tests {
         // deviations 0, 4: median 4.
         let r = p.regularity(3, now, 10 * 60 * SEC).unwrap();
         assert_eq!(r.timing, 4.0 / 62.0);
+    }
+
+    #[test]
+    fn one_at_a_time_needs_two_starts_each_a_gap_apart() {
+        let mut p = ConnStarts::new();
+        p.add(&conn(SEC, 400, 2_600), SEC);
+        assert!(!p.one_at_a_time(2 * SEC, 60 * SEC, SEC / 2), "one start");
+        p.add(&conn(2 * SEC, 400, 2_600), 2 * SEC);
+        assert!(p.one_at_a_time(3 * SEC, 60 * SEC, SEC / 2));
+        // A second connection opened beside one: not one at a time.
+        p.add(&conn(2 * SEC + SEC / 10, 400, 2_600), 2 * SEC);
+        assert!(!p.one_at_a_time(3 * SEC, 60 * SEC, SEC / 2));
+        // Outside the window, only the latest two count: paced again.
+        p.add(&conn(70 * SEC, 400, 2_600), 70 * SEC);
+        p.add(&conn(72 * SEC, 400, 2_600), 72 * SEC);
+        assert!(p.one_at_a_time(72 * SEC, 60 * SEC, SEC / 2));
     }
 
     #[test]

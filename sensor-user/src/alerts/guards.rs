@@ -9,7 +9,7 @@ use std::{collections::HashMap, net::IpAddr};
 use super::{
     AlertMetrics,
     beacon::BeaconRule,
-    config::{AlertSettings, AlertsSection},
+    config::{AlertSettings, AlertsSection, secs_to_ns},
     dedup::DedupKey,
     detect::{Detection, Rule, detect_except},
     inventory::canonical,
@@ -317,7 +317,13 @@ impl Corroboration {
     /// rule's records) number at least half of its suspected attempts: a
     /// guess is a few bytes answered by a banner or a failure page, and a
     /// client whose connections carry kilobytes out is uploading, not
-    /// guessing. A guesser that uploads now and then stays suspected.
+    /// guessing. A guesser that uploads now and then stays suspected. An
+    /// attempt is also dropped (`rows_bruteforce_paced`) while the client's
+    /// closed connections to the server ([`BeaconRule::paced`]) started one
+    /// at a time, at least `beacon_checkin_min_interval_s` apart: a poller
+    /// or a person, where a guessing tool opens the next connection as soon
+    /// as the last answer comes, usually several at once. Login ports are
+    /// the login rule's, whatever the pace.
     #[expect(
         clippy::too_many_arguments,
         reason = "the stage's clock, settings, tables and counters, borrowed apart"
@@ -370,6 +376,19 @@ impl Corroboration {
                 };
                 if 2 * uploads >= attempts {
                     metrics.rows_bruteforce_upload += 1;
+                    return false;
+                }
+                let paced = match (key.attacker, key.victim) {
+                    (Some(c), Some(s)) => beacons.paced(
+                        (c, s),
+                        ts,
+                        win,
+                        secs_to_ns(a.beacon_checkin_min_interval_s),
+                    ),
+                    _ => false,
+                };
+                if paced {
+                    metrics.rows_bruteforce_paced += 1;
                     return false;
                 }
                 attempts >= need as usize

@@ -128,6 +128,10 @@ pub struct AlertMetrics {
     /// Brute-force detections dropped because the client's connections to
     /// that server were mostly upload-heavy (see the beacon rule).
     pub rows_bruteforce_upload: u64,
+    /// Brute-force detections dropped because the client's connections to
+    /// that server came one at a time, a sleep apart (check-ins or a
+    /// person's clicks; guessing tools run as fast as the service answers).
+    pub rows_bruteforce_paced: u64,
     /// Autoencoder anomalies on a scanner's rows to a host its open scan
     /// alert lists among its top targets: the scan's probes, dropped.
     pub rows_anomaly_scan_probe: u64,
@@ -224,6 +228,7 @@ shared_metrics!(
     rows_flood_backscatter,
     rows_uncorroborated,
     rows_bruteforce_upload,
+    rows_bruteforce_paced,
     rows_anomaly_scan_probe,
     corroboration_evicted,
     upload_connections,
