@@ -379,12 +379,9 @@ impl Corroboration {
                     return false;
                 }
                 let paced = match (key.attacker, key.victim) {
-                    (Some(c), Some(s)) => beacons.paced(
-                        (c, s),
-                        ts,
-                        win,
-                        secs_to_ns(a.beacon_checkin_min_interval_s),
-                    ),
+                    (Some(c), Some(s)) => {
+                        beacons.paced((c, s), ts, win, secs_to_ns(a.beacon_checkin_min_interval_s))
+                    }
                     _ => false,
                 };
                 if paced {
