@@ -1,6 +1,7 @@
 //! Hot model reload on a running sensor while traffic flows: a promoted
 //! version is picked up from the registry (file watch), swapped by every
-//! worker at a batch boundary; a state file naming a version that does not
+//! worker at a batch boundary (the flow collector's beside the ring
+//! workers'); a state file naming a version that does not
 //! match the feature schema is refused (file watch and SIGHUP) with the
 //! card's path and the reason while the running models keep scoring. Every
 //! event reaches a worker and every scored row is scored once.
@@ -26,6 +27,9 @@ const PACKETS: u64 = 400;
 const ROUNDS: u64 = 12;
 /// Loopback of the gateway namespace (private to the test).
 const METRICS_ADDR: &str = "127.0.0.1:9641";
+/// A flow collector beside the ring workers (no exporter sends to it: its
+/// worker must still swap models with them).
+const COLLECT_ADDR: &str = "127.0.0.1:9642";
 
 /// The sensor's metrics, read from inside the gateway namespace.
 fn scrape(lab: &Lab) -> String {
@@ -91,6 +95,8 @@ fn promoted_model_swaps_in_and_a_bad_one_is_refused_while_traffic_flows() {
             eve.to_str().expect("utf-8 path"),
             "--metrics-addr",
             METRICS_ADDR,
+            "--collect",
+            COLLECT_ADDR,
         ],
         "info",
     )
@@ -117,6 +123,8 @@ fn promoted_model_swaps_in_and_a_bad_one_is_refused_while_traffic_flows() {
             "{}",
             run.stderr()
         );
+        // Two ring workers and the collector's.
+        assert!(run.stderr().contains("(3 workers)"), "{}", run.stderr());
 
         // A state file naming a version that does not fit this build's
         // schema (written by hand, past `promote`'s own check): refused,

@@ -650,6 +650,11 @@ impl WorkerPool {
         reports
     }
 
+    /// The workers in the pool (each takes requests).
+    pub(crate) fn workers(&self) -> usize {
+        self.requests.len()
+    }
+
     /// Gives worker `i` the request `make(i)`, for every worker, and waits
     /// up to `wait` for their answers: `(worker, outcome)` in worker order.
     /// A worker whose queue is full or that does not answer in time is

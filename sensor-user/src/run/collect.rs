@@ -135,7 +135,7 @@ fn collect_inner(
     let _ = out.flush();
     let reload = scoring
         .as_ref()
-        .map(|s| move |kind, pool: &WorkerPool| s.reload_for(&opts, kind, pool));
+        .map(|s| move |kind, pool: &WorkerPool| s.reload_for(&opts, kind, &[pool]));
     let reloads = Published::<sensor_common::records::ConfigReloads>::default();
     let waited = serve_until_stop(
         (sfd, None),
@@ -212,6 +212,11 @@ impl Beside {
     /// The collector's counters so far.
     pub(crate) fn counters(&self) -> CollectorCounters {
         self.collector.counters()
+    }
+
+    /// The collector's worker, for requests (a model swap).
+    pub(crate) fn pool(&self) -> &WorkerPool {
+        &self.pool
     }
 
     /// Stops the receiver, then lets the worker drain; returns the summary

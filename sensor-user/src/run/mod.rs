@@ -130,8 +130,11 @@ pub fn sensor_run(args: &RunArgs, out: &mut impl Write) -> Result<(), RunError> 
             return Err(e);
         }
     };
-    let reload = |kind, pool: &crate::capture::workers::WorkerPool| {
-        scoring.reload_for(&scoring_opts, kind, pool)
+    // The collector's worker scores rows too: it swaps models with the
+    // ring workers.
+    let reload = |kind, pool: &crate::capture::workers::WorkerPool| match &beside {
+        Some(b) => scoring.reload_for(&scoring_opts, kind, &[pool, b.pool()]),
+        None => scoring.reload_for(&scoring_opts, kind, &[pool]),
     };
     let counts = beside.as_ref().map(|b| move || b.counters());
     let result = runner::run_with_sketches(

@@ -336,7 +336,6 @@ pub(crate) struct Scoring {
     /// The models the workers run, as loaded from the registry (changed
     /// only by [`Self::reload_models`], on the thread that serves signals).
     loaded: Mutex<Loaded>,
-    n_workers: usize,
 }
 
 /// The models in use and where they were loaded from.
@@ -509,7 +508,6 @@ impl Scoring {
             sinks,
             figures,
             loaded: Mutex::new(loaded),
-            n_workers,
         })
     }
 
@@ -521,13 +519,13 @@ impl Scoring {
         &self,
         args: &ScoringOptions,
         kind: ReloadKind,
-        pool: &WorkerPool,
+        pools: &[&WorkerPool],
     ) -> Result<(), String> {
         let config = match kind {
             ReloadKind::Signal => self.reload(args),
             ReloadKind::RegistryChanged => Ok(()),
         };
-        self.reload_models(pool);
+        self.reload_models(pools);
         config
     }
 
@@ -537,9 +535,11 @@ impl Scoring {
     /// next batch boundary. A model that fails is refused with its path and
     /// the reason, and the running ones keep scoring. Counted in
     /// [`ModelReloads`].
-    pub(crate) fn reload_models(&self, pool: &WorkerPool) {
+    /// `pools` are every worker pool scoring rows: the ring workers' and,
+    /// with `--collect`, the flow collector's.
+    pub(crate) fn reload_models(&self, pools: &[&WorkerPool]) {
         let started = std::time::Instant::now();
-        let outcome = self.swap_models(pool);
+        let outcome = self.swap_models(pools);
         let latency_us = started.elapsed().as_micros() as u64;
         self.figures.models.publish(|m| {
             let r = &mut m.reloads;
@@ -558,7 +558,8 @@ impl Scoring {
             Ok(Some(ids)) => tracing::info!(
                 models = ?ids,
                 latency_us,
-                "models reloaded: every worker swapped at a batch boundary"
+                "models reloaded: every worker swapped at a batch boundary ({} workers)",
+                pools.iter().map(|p| p.workers()).sum::<usize>()
             ),
             Ok(None) => tracing::info!("models reloaded: the active versions already run"),
             Err(reason) => tracing::error!(
@@ -571,7 +572,7 @@ impl Scoring {
     /// The new models' ids when swapped, `None` when nothing changed.
     fn swap_models(
         &self,
-        pool: &WorkerPool,
+        pools: &[&WorkerPool],
     ) -> Result<Option<Vec<(&'static str, String)>>, String> {
         let registry = Registry::new(&self.models_dir);
         let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -591,26 +592,37 @@ impl Scoring {
         }
         let cls = classifier.unwrap_or_else(|| loaded.classifier.clone());
         let ae = autoencoder.unwrap_or_else(|| loaded.autoencoder.clone());
-        // Every worker's states are spawned here, off the worker threads.
-        let mut swaps = (0..self.n_workers)
-            .map(|_| {
-                ModelSwap::new(Arc::clone(&cls.1), Some(Arc::clone(&ae.1)))
-                    .map(Some)
-                    .map_err(|e| error_chain(&e))
+        // Every worker's states are spawned here, off the worker threads,
+        // before any worker is asked: a model that cannot be planned
+        // leaves every worker as it was.
+        let mut swaps = pools
+            .iter()
+            .map(|pool| {
+                (0..pool.workers())
+                    .map(|_| {
+                        ModelSwap::new(Arc::clone(&cls.1), Some(Arc::clone(&ae.1)))
+                            .map(Some)
+                            .map_err(|e| error_chain(&e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let answers = pool.request_handlers(
-            |i| match swaps.get_mut(i).and_then(Option::take) {
-                Some(swap) => Box::new(swap),
-                // More workers than pipelines: the worker refuses it.
-                None => Box::new(()),
-            },
-            SWAP_WAIT,
-        );
-        let failed: Vec<String> = answers
-            .iter()
-            .filter_map(|(w, r)| r.as_ref().err().map(|e| format!("worker {w}: {e}")))
-            .collect();
+        let mut failed = Vec::new();
+        for (p, (pool, swaps)) in pools.iter().zip(&mut swaps).enumerate() {
+            let answers = pool.request_handlers(
+                |i| match swaps.get_mut(i).and_then(Option::take) {
+                    Some(swap) => Box::new(swap),
+                    // More workers than pipelines: the worker refuses it.
+                    None => Box::new(()),
+                },
+                SWAP_WAIT,
+            );
+            failed.extend(answers.iter().filter_map(|(w, r)| {
+                r.as_ref()
+                    .err()
+                    .map(|e| format!("pool {p} worker {w}: {e}"))
+            }));
+        }
         if !failed.is_empty() {
             return Err(format!(
                 "{} -> {}, {}: not every worker swapped ({})",
@@ -704,7 +716,6 @@ impl Scoring {
             sinks: _,
             figures: _,
             loaded: _,
-            n_workers: _,
         } = self;
         // Pipelines never handed to a worker still hold senders.
         drop(factory);
