@@ -101,6 +101,20 @@ pub mod ipproto {
     pub const TCP: u8 = 6;
     pub const UDP: u8 = 17;
     pub const ICMPV6: u8 = 58;
+    /// Not an IP protocol: an ARP request is a flow sender → target (their
+    /// IPv4 addresses) with `proto` 0 and `sport` [`ARP_MARK`]. An IPv4
+    /// packet of protocol 0 has no ports parsed, so both are 0 there: the
+    /// pair tells them apart ([`crate::FlowKey::is_arp`]).
+    pub const ARP: u8 = 0;
+    /// `sport` of an ARP flow: the ARP ethertype.
+    pub const ARP_MARK: u16 = 0x0806;
+
+    /// True for the key fields of an ARP flow.
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_arp(proto: u8, sport: u16) -> bool {
+        proto == ARP && sport == ARP_MARK
+    }
 }
 
 /// A unidirectional flow: the map key of `FLOW_TABLE` and the subject of every
@@ -155,6 +169,13 @@ impl FlowKey {
             0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr_be[0], addr_be[1], addr_be[2],
             addr_be[3],
         ]
+    }
+
+    /// True for an ARP request's flow ([`ipproto::ARP`]).
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_arp(&self) -> bool {
+        ipproto::is_arp(self.proto, self.sport)
     }
 
     /// True when `addr` is an IPv4-mapped address.
@@ -634,7 +655,7 @@ pub enum Counter {
     /// VLAN tag cut off, or more tags than the parser follows.
     TruncatedVlan,
     TooManyVlanTags,
-    /// Ethertype neither IPv4 nor IPv6 (ARP, LLDP …): passed, not a flow.
+    /// Ethertype neither IPv4, IPv6 nor ARP (LLDP …): passed, not a flow.
     UnknownEthertype,
     TruncatedIpv4,
     /// IPv4 IHL below 5 or header longer than the packet.
@@ -683,6 +704,12 @@ pub enum Counter {
     /// To a protected victim from a known source or on a known flow: passed
     /// without a token.
     ProtectKnownPassed,
+    /// A broadcast ARP request for another IPv4 address: counted in a flow
+    /// sender → target ([`ipproto::ARP`]), never blocked or rate-limited.
+    ArpRequest,
+    /// Any other ARP frame (unicast requests, replies, announcements, other
+    /// address types, a cut-off one): passed, not a flow.
+    ArpOther,
     /// The program hit an internal error and failed open.
     InternalError,
 }
@@ -726,6 +753,8 @@ impl Counter {
         Counter::DroppedRateLimit,
         Counter::WouldDropRateLimit,
         Counter::ProtectKnownPassed,
+        Counter::ArpRequest,
+        Counter::ArpOther,
         Counter::InternalError,
     ];
 
@@ -787,6 +816,8 @@ impl Counter {
             Counter::DroppedRateLimit => "dropped_rate_limit",
             Counter::WouldDropRateLimit => "would_drop_rate_limit",
             Counter::ProtectKnownPassed => "protect_known_passed",
+            Counter::ArpRequest => "arp_request",
+            Counter::ArpOther => "arp_other",
             Counter::InternalError => "internal_error",
         }
     }

@@ -117,9 +117,11 @@ fn try_sensor_xdp(ctx: &XdpContext) -> Result<u32, Counter> {
     let [src_lo, src_hi, dst_lo, dst_hi] = addr_words(key);
 
     // Before any flow work: a blocked packet costs the parse and a trie
-    // lookup. Unknown modes count as off.
-    let enforcing =
-        cfg.enforce == EnforceMode::On as u32 || cfg.enforce == EnforceMode::DryRun as u32;
+    // lookup. Unknown modes count as off. ARP is never blocked: its sender
+    // address is the frame's claim, and dropping it cuts a segment apart.
+    let enforcing = (cfg.enforce == EnforceMode::On as u32
+        || cfg.enforce == EnforceMode::DryRun as u32)
+        && !key.is_arp();
     if enforcing
         && let Some(reason) =
             BlockReason::from_u32(enforce::sensor_source_blocked(src_lo, src_hi) as u32)

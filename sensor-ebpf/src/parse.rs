@@ -19,6 +19,12 @@ const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_P_ARP: u16 = 0x0806;
+/// ARP for IPv4 over Ethernet: hardware and protocol types, their lengths,
+/// the operation, then sender and target hardware and protocol addresses.
+const ARP_LEN: usize = 28;
+/// The first 8 bytes of an ARP request for IPv4 over Ethernet.
+const ARP_IPV4_REQUEST: [u8; 8] = [0, 1, 8, 0, 6, 4, 0, 1];
 /// VLAN tag: TCI (2 bytes) + encapsulated ethertype (2 bytes).
 const VLAN_TAG_LEN: usize = 4;
 
@@ -80,6 +86,28 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
+/// A broadcast ARP request for another address becomes a flow sender →
+/// target ([`ipproto::ARP`]): ARP scans on the local segment probe hosts
+/// this way. Unicast requests (a host refreshing a neighbour it knows),
+/// replies, announcements (sender = target) and other address types are
+/// only counted.
+#[inline(always)]
+fn parse_arp(ctx: &XdpContext, off: usize, key: &mut FlowKey, mut meta: PacketMeta) -> Parsed {
+    let (Some(dst_mac), Some(a)) = (bytes_at::<6>(ctx, 0), bytes_at::<ARP_LEN>(ctx, off)) else {
+        return Parsed::NoIp(Counter::ArpOther);
+    };
+    let (spa, tpa) = ([a[14], a[15], a[16], a[17]], [a[24], a[25], a[26], a[27]]);
+    if dst_mac != [0xff; 6] || a[..8] != ARP_IPV4_REQUEST || spa == tpa {
+        return Parsed::NoIp(Counter::ArpOther);
+    }
+    key.src = FlowKey::map_v4(spa);
+    key.dst = FlowKey::map_v4(tpa);
+    key.proto = ipproto::ARP;
+    key.sport = ipproto::ARP_MARK;
+    meta.note = Some(Counter::ArpRequest);
+    Parsed::Flow(meta)
+}
+
 /// Parses `ctx` into `key` (which must start zeroed).
 #[inline(always)]
 pub(crate) fn parse(ctx: &XdpContext, key: &mut FlowKey) -> Parsed {
@@ -132,6 +160,7 @@ pub(crate) fn parse(ctx: &XdpContext, key: &mut FlowKey) -> Parsed {
             }
             Err(e) => return e,
         },
+        ETH_P_ARP => return parse_arp(ctx, off, key, meta),
         _ => return Parsed::NoIp(Counter::UnknownEthertype),
     };
 

@@ -110,6 +110,18 @@ fn periodic_uploads_are_detected_as_anomaly() {
     assert_detected_alone(&run, 20_000.0);
 }
 
+/// arp-scan of the attacker's own LAN: a broadcast ARP request for every
+/// address of the /24, seen on the gateway's LAN port. The parser makes
+/// each request a flow sender → target and the scan rule counts the hosts
+/// probed: a scan by the attacker, and nothing else.
+#[test]
+fn arp_scan_is_detected_as_scan() {
+    let Some(run) = play("arp_scan_is_detected_as_scan", "scan-arp") else {
+        return;
+    };
+    assert_detected_alone(&run, 5_000.0);
+}
+
 /// An implant polling one outside server for tasks: the same GET every
 /// 1.5 s ± 30 % (download-heavy, so no upload beacon): an anomaly by the
 /// attacker (the beacon rule's check-ins), and nothing else.

@@ -365,9 +365,18 @@ fn set(mut frame: Vec<u8>, at: usize, v: u8) -> Vec<u8> {
     frame
 }
 
+/// A gratuitous ARP: the sender asks for its own address.
+fn arp_announcement() -> Vec<u8> {
+    let mut f = arp();
+    let n = f.len();
+    f[n - 4..].copy_from_slice(&[10, 0, 0, 1]);
+    f
+}
+
+/// A broadcast ARP request from 10.0.0.1 for 10.0.0.2.
 fn arp() -> Vec<u8> {
     let mut f = Vec::new();
-    f.extend(MAC_B);
+    f.extend([0xff; 6]);
     f.extend(MAC_A);
     f.extend([0x08, 0x06]);
     // htype 1, ptype IPv4, hlen 6, plen 4, request, sender, target.
@@ -464,6 +473,16 @@ fn table() -> Vec<Fixture> {
         f
     };
     extra("gre over ipv4 (other l4)", gre, k4(18, 0, 0, GRE), Counter::OtherL4);
+    // An ARP request: a flow sender → target, marked as ARP.
+    let arp_key = FlowKey::new(
+        FlowKey::map_v4([10, 0, 0, 1]),
+        FlowKey::map_v4([10, 0, 0, 2]),
+        ipproto::ARP_MARK,
+        0,
+        ipproto::ARP,
+    );
+    assert!(arp_key.is_arp());
+    extra("arp request", arp(), arp_key, Counter::ArpRequest);
 
     let three_tags = splice(
         udp4_vlan2(v4(19, 1), v4(19, 2)),
@@ -479,7 +498,12 @@ fn table() -> Vec<Fixture> {
         // `TruncatedL2` branch cannot be driven from here.
         bad_fx("truncated vlan tag", truncate(udp4_vlan1(v4(22, 1), v4(22, 2)), ETH_LEN + 2), Counter::TruncatedVlan, None),
         bad_fx("three vlan tags", three_tags, Counter::TooManyVlanTags, None),
-        bad_fx("arp", arp(), Counter::UnknownEthertype, None),
+        // ARP replies, announcements and cut-off ARP: counted, no flow.
+        bad_fx("arp reply", set(arp(), ETH_LEN + 7, 2), Counter::ArpOther, None),
+        bad_fx("unicast arp request", set(arp(), 0, 0x02), Counter::ArpOther, None),
+        bad_fx("arp announcement", arp_announcement(), Counter::ArpOther, None),
+        bad_fx("truncated arp", truncate(arp(), ETH_LEN + 20), Counter::ArpOther, None),
+        bad_fx("lldp", set(set(arp(), 12, 0x88), 13, 0xcc), Counter::UnknownEthertype, None),
         bad_fx("truncated ipv4", truncate(udp.clone(), ETH_LEN + 10), Counter::TruncatedIpv4, None),
         bad_fx("ipv4 ihl 4", set(udp.clone(), ETH_LEN, 0x44), Counter::BadIpv4Ihl, None),
         bad_fx("ipv4 ihl 15 past the end", truncate(set(udp.clone(), ETH_LEN, 0x4f), ETH_LEN + 40), Counter::BadIpv4Ihl, None),
@@ -1094,14 +1118,15 @@ fn check_random_frame(
         .sum();
     let parsed = moved(Counter::ParsedOk);
     prop_assert_eq!(
-        parsed + problems + moved(Counter::UnknownEthertype),
+        parsed + problems + moved(Counter::UnknownEthertype) + moved(Counter::ArpOther),
         1,
         "every frame has exactly one outcome: parsed {}, problems {}",
         parsed,
         problems
     );
     prop_assert!(
-        moved(Counter::NonFirstFragment) + moved(Counter::OtherL4) <= parsed,
+        moved(Counter::NonFirstFragment) + moved(Counter::OtherL4) + moved(Counter::ArpRequest)
+            <= parsed,
         "notes only on parsed frames"
     );
     let flows_after = sensor.flow_count();

@@ -11,7 +11,7 @@ use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary (or, for an absolute path, a file) that
 /// proves each is installed.
-const APT_PACKAGES: [(&str, &str); 24] = [
+const APT_PACKAGES: [(&str, &str); 25] = [
     ("clang-19", "clang-19"),
     // Headers of the XDP bench's C reference (`bpf/bpf_helpers.h`).
     ("libbpf-dev", "/usr/include/bpf/bpf_helpers.h"),
@@ -32,6 +32,7 @@ const APT_PACKAGES: [(&str, &str); 24] = [
     ("openssh-server", "sshd"),
     ("hydra", "hydra"),
     ("slowhttptest", "slowhttptest"),
+    ("arp-scan", "arp-scan"),
     ("python3", "python3"),
     // Real flow exporters watching a lab interface for the collector's
     // tests (`sensor collect`): NetFlow v5/v9 and IPFIX.

@@ -137,6 +137,8 @@ enum Kind {
     SlowHttp {
         seconds: u32,
     },
+    /// arp-scan of the attacker's own LAN (/24), one request per address.
+    ArpScan,
     Exfil {
         seconds: u32,
     },
@@ -179,7 +181,7 @@ const HPING_ICMP: &[&str] = &["-q", "--icmp", "-d", "56", "-i", "u40", "-c", "25
 const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
     use Kind::{
         Beacon, Browse, Carpet, Dns, Download, Exfil, Hping, Hydra, IdleTcp, Iperf, Nmap, Offline, Ping,
-        SlowHttp, SshLike, Trafgen,
+        SlowHttp, SshLike, Trafgen, ArpScan,
     };
     use Label::{Anomaly, Benign, Bruteforce, Flood, Scan};
     &[
@@ -200,6 +202,7 @@ const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
         ("scan-slow", Scan, 15, 40, Nmap { args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"], targets: Targets::Server }, "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"),
         ("scan-sweep", Scan, 30, 400, Nmap { args: &["-sS", "-T4", "-p", "22,80,443"], targets: Targets::Sweep }, "nmap horizontal sweep: 3 ports on 32 server addresses"),
         ("scan-ping-sweep", Scan, 30, 200, Nmap { args: &["-sn", "-PE", "-T4"], targets: Targets::Sweep }, "nmap ICMP echo sweep (-sn -PE) of 32 server addresses"),
+        ("scan-arp", Scan, 15, 600, ArpScan, "arp-scan of the attacker's LAN /24: a broadcast ARP request for each of its 256 addresses"),
         ("flood-syn", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: false }, "hping3 SYN flood to :80, 25k packets"),
         ("flood-syn-spoofed", Flood, 10, 25_000, Hping { args: HPING_SYN, rand_source: true }, "hping3 SYN flood to :80 from random sources, 25k packets"),
         ("flood-udp", Flood, 10, 25_000, Hping { args: HPING_UDP, rand_source: false }, "hping3 UDP flood to :53, 25k packets"),
@@ -237,6 +240,7 @@ impl Kind {
             Kind::Trafgen { .. } => &["trafgen"],
             Kind::Hydra { .. } => &["hydra"],
             Kind::SlowHttp { .. } => &["slowhttptest"],
+            Kind::ArpScan => &["arp-scan"],
         }
     }
 }
@@ -499,7 +503,11 @@ pub fn run(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<ScenarioOutcome> {
     };
     let tx_packets = ns.link_stat(ifname, "tx_packets")?;
     let tx_bytes = ns.link_stat(ifname, "tx_bytes")?;
-    let first = FirstFrame::arm(ns, ifname)?;
+    let ethertype = match spec.kind {
+        Kind::ArpScan => libc::ETH_P_ARP,
+        _ => libc::ETH_P_IP,
+    };
+    let first = FirstFrame::arm(ns, ifname, ethertype as u16)?;
     let start_mono_ns = monotonic_ns();
     let detail = play(lab, spec);
     let end_mono_ns = monotonic_ns();
@@ -758,6 +766,12 @@ fn play(lab: &TrafficLab, spec: &ScenarioSpec) -> Result<String> {
                 // hydra writes hydra.restore into its working directory.
                 .current_dir(lab.dir());
             finish(&mut cmd, &[0, 255])
+        }
+        Kind::ArpScan => {
+            let (ifname, _, _) = lab.attacker_link();
+            let lan = format!("{}/24", plan.gateway_lan);
+            let a = strs(&["--interface", ifname, "--retry", "1", &lan]);
+            bounded(&lab.attacker, secs, "arp-scan", &a, &[0])
         }
         Kind::SlowHttp { seconds } => bounded(
             &lab.attacker,

@@ -347,7 +347,11 @@ impl<'a> Context<'a> {
             src_port: ends.src.map(|e| e.1),
             dest_ip: ends.dst.map(|e| e.0),
             dest_port: ends.dst.map(|e| e.1),
-            proto: eve::proto_name(ends.proto),
+            proto: if ends.arp {
+                "ARP".into()
+            } else {
+                eve::proto_name(ends.proto)
+            },
             community_id: flow.and_then(|f| community_id(f.src, f.dst, f.sport, f.dport, f.proto)),
             alert: EveAlert {
                 action: if a.block.is_some() && s.enforce == EnforceMode::On {

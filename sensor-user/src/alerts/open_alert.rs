@@ -34,11 +34,17 @@ pub(super) struct Endpoints {
     pub(super) src: Option<(IpAddr, u16)>,
     pub(super) dst: Option<(IpAddr, u16)>,
     pub(super) proto: u8,
+    /// An ARP request's pseudo-flow ([`sensor_common::ipproto::ARP`]): no
+    /// ports, and no IP flow to name (flow id, Community ID).
+    pub(super) arp: bool,
 }
 
 impl Endpoints {
-    /// The one flow the alert is about: both endpoints named.
+    /// The one flow the alert is about: both endpoints named (never ARP).
     pub(super) fn flow(&self) -> Option<Tuple> {
+        if self.arp {
+            return None;
+        }
         let ((src, sport), (dst, dport)) = (self.src?, self.dst?);
         Some(Tuple {
             src,
@@ -97,10 +103,14 @@ impl OpenAlert {
     /// The endpoints its records name (see [`Endpoints`]).
     pub(super) fn endpoints(&self) -> Endpoints {
         let t = self.tuple;
+        // An ARP flow's `sport` is its mark, not a port.
+        let arp = sensor_common::ipproto::is_arp(t.proto, t.sport);
+        let (sport, dport) = if arp { (0, 0) } else { (t.sport, t.dport) };
         Endpoints {
-            src: self.key.attacker.is_some().then_some((t.src, t.sport)),
-            dst: self.key.victim.is_some().then_some((t.dst, t.dport)),
+            src: self.key.attacker.is_some().then_some((t.src, sport)),
+            dst: self.key.victim.is_some().then_some((t.dst, dport)),
             proto: t.proto,
+            arp,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::{
     features::RowFacts,
     model::row::{AttackClass, Entity, MAX_FEATURES, ModelVersion, N_CLASSES, ScoredRow, Window},
 };
+use sensor_common::ipproto;
 
 /// How often (event time) open alerts are checked for updates and closing.
 const SWEEP_NS: u64 = 1_000_000_000;
@@ -346,7 +347,14 @@ impl AlertStage {
                 self.apply(&r, key, det, false);
             }
         }
-        let det = match detect(row, &self.settings.thresholds) {
+        // ARP requests are no IP traffic the models learnt: only the scan
+        // rule reads them, as discovery probes.
+        let model = if ipproto::is_arp(row.proto, row.sport) {
+            None
+        } else {
+            detect(row, &self.settings.thresholds)
+        };
+        let det = match model {
             Some(d) => d,
             // A host discovery probe the models pass over: the scan rule
             // still counts its host (a sweep is many such probes, each

@@ -126,7 +126,8 @@ pub struct RowFacts {
     /// feature before its logarithm, so the alert stage need not undo it.
     pub victim_pps: f32,
     /// The event started an ICMP or ICMPv6 echo request flow to a host
-    /// (one per host and echo identifier): a host discovery probe. Such rows always reach the alert stage, whose scan
+    /// (one per host and echo identifier), or an ARP request's flow (one
+    /// per sender and target): a host discovery probe. Such rows always reach the alert stage, whose scan
     /// rule counts the distinct hosts a source probes: a sweep, which no
     /// single row shows.
     pub discovery_probe: bool,
@@ -626,10 +627,10 @@ impl FeatureExtractor {
         ];
         let discovery_probe = new_flow
             && !solicited
-            && matches!(
+            && (matches!(
                 (key.proto, key.sport),
                 (ipproto::ICMP, 8) | (ipproto::ICMPV6, 128)
-            );
+            ) || key.is_arp());
         Some(RowFacts {
             responder,
             solicited,

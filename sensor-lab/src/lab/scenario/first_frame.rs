@@ -1,5 +1,6 @@
 //! When a scenario's first frame left: a packet tap on the sender's link
-//! that keeps the kernel's timestamp of the first outgoing IPv4 frame.
+//! that keeps the kernel's timestamp of the first outgoing frame of the
+//! scenario's ethertype (IPv4; ARP for an ARP scan).
 
 use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use crate::error::Result;
 use crate::generator::{packet_socket, set_socket_option};
 use crate::netns::Netns;
 
-/// Watches a namespace's link for its first outgoing IPv4 frame and records
+/// Watches a namespace's link for its first outgoing frame of one ethertype
+/// (IPv4 for IP scenarios: the tools' own ARP resolution comes first and is
+/// not the attack) and records
 /// the `CLOCK_MONOTONIC` time it saw it (within microseconds of the send).
 pub(super) struct FirstFrame {
     stop: Arc<AtomicBool>,
@@ -20,10 +23,11 @@ pub(super) struct FirstFrame {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Receives one frame from a packet tap; for an outgoing IPv4 frame, the
+/// Receives one frame from a packet tap; for an outgoing frame of
+/// `ethertype` (network byte order), the
 /// `CLOCK_MONOTONIC` time it was sent: the kernel's stamp (`CLOCK_REALTIME`)
 /// moved onto the monotonic clock, or, without a stamp, now.
-fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
+fn recv_outgoing(fd: &OwnedFd, ethertype: u16) -> Option<u64> {
     let mut buf = [0u8; 64];
     // SAFETY: sockaddr_ll is plain data.
     let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
@@ -42,7 +46,7 @@ fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
     msg.msg_controllen = size_of_val(&cbuf);
     // SAFETY: msg describes valid buffers.
     let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, libc::MSG_TRUNC) };
-    if n < 0 || from.sll_pkttype != libc::PACKET_OUTGOING || from.sll_protocol != ipv4 {
+    if n < 0 || from.sll_pkttype != libc::PACKET_OUTGOING || from.sll_protocol != ethertype {
         return None;
     }
     let now_mono = monotonic_ns();
@@ -67,11 +71,13 @@ fn recv_outgoing_ipv4(fd: &OwnedFd, ipv4: u16) -> Option<u64> {
 }
 
 impl FirstFrame {
-    pub(super) fn arm(ns: &Netns, ifname: &str) -> Result<Self> {
+    /// Watches `ifname` in `ns` for `ethertype` (host byte order, e.g.
+    /// `libc::ETH_P_IP`).
+    pub(super) fn arm(ns: &Netns, ifname: &str, ethertype: u16) -> Result<Self> {
         // Outgoing frames reach only ETH_P_ALL taps, so the socket takes
-        // every frame and the loop keeps the first outgoing IPv4 one.
+        // every frame and the loop keeps the first outgoing one of its type.
         let fd = packet_socket(ns, ifname, libc::ETH_P_ALL as u16)?;
-        let ipv4 = (libc::ETH_P_IP as u16).to_be();
+        let ethertype = ethertype.to_be();
         // Both options are best effort: the watch works without them, only
         // less precisely.
         let tv = libc::timeval {
@@ -94,7 +100,7 @@ impl FirstFrame {
         let (s2, seen2) = (Arc::clone(&stop), Arc::clone(&seen));
         let thread = std::thread::spawn(move || {
             while !s2.load(Ordering::Relaxed) {
-                if let Some(t) = recv_outgoing_ipv4(&fd, ipv4) {
+                if let Some(t) = recv_outgoing(&fd, ethertype) {
                     seen2.store(t, Ordering::Relaxed);
                     return;
                 }
