@@ -122,6 +122,37 @@ fn arp_scan_is_detected_as_scan() {
     assert_detected_alone(&run, 5_000.0);
 }
 
+/// nmap -sO: one probe per IP protocol number to the server, most
+/// answered by ICMP protocol unreachable. A scan, never a flood.
+#[test]
+fn nmap_ip_protocol_scan_is_detected_as_scan() {
+    let Some(run) = play("nmap_ip_protocol_scan_is_detected_as_scan", "scan-ipproto") else {
+        return;
+    };
+    assert_detected_alone(&run, 5_000.0);
+}
+
+/// nmap -sA: bare ACKs to 500 ports, every one answered by an RST.
+#[test]
+fn nmap_ack_scan_is_detected_as_scan() {
+    let Some(run) = play("nmap_ack_scan_is_detected_as_scan", "scan-ack") else {
+        return;
+    };
+    assert_detected_alone(&run, 1_000.0);
+}
+
+/// nmap -sV of the server's five open ports: it first finds them with
+/// half-open probes (SYN, the server's SYN-ACK, the scanner's RST), then
+/// talks to each service. Three half-open probes of one host are a scan
+/// (the rows of the service probes look like ordinary connections).
+#[test]
+fn nmap_version_probing_is_detected_as_scan() {
+    let Some(run) = play("nmap_version_probing_is_detected_as_scan", "scan-version") else {
+        return;
+    };
+    assert_detected_alone(&run, 5_000.0);
+}
+
 /// An implant polling one outside server for tasks: the same GET every
 /// 1.5 s ± 30 % (download-heavy, so no upload beacon): an anomaly by the
 /// attacker (the beacon rule's check-ins), and nothing else.

@@ -127,7 +127,9 @@ pub struct RowFacts {
     pub victim_pps: f32,
     /// The event started an ICMP or ICMPv6 echo request flow to a host
     /// (one per host and echo identifier), or an ARP request's flow (one
-    /// per sender and target): a host discovery probe. Such rows always reach the alert stage, whose scan
+    /// per sender and target): a host discovery probe; or it is a
+    /// half-open probe of a TCP port (SYN, the server's SYN-ACK, the
+    /// client's RST, nothing else). Such rows always reach the alert stage, whose scan
     /// rule counts the distinct hosts a source probes: a sweep, which no
     /// single row shows.
     pub discovery_probe: bool,
@@ -175,6 +177,11 @@ pub(crate) const UPLOAD_MIN_BYTES: u64 = 1024;
 /// downloads and login attempts (a guess out, a banner or a failure page
 /// back) stay below it.
 pub(crate) const UPLOAD_RATIO: u64 = 3;
+
+/// Largest frame of a half-open probe ([`RowFacts::discovery_probe`]): a
+/// SYN with the usual 20 bytes of options over IPv6 behind a VLAN tag is 98
+/// bytes; one that carries data is larger.
+const HALF_OPEN_MAX_FRAME: u32 = 100;
 
 /// Host table key: the 16-byte address.
 type HostKey = [u8; 16];
@@ -625,12 +632,23 @@ impl FeatureExtractor {
             ln1p(gw_src_pps),
             ln1p(gw_distinct),
         ];
-        let discovery_probe = new_flow
-            && !solicited
-            && (matches!(
-                (key.proto, key.sport),
-                (ipproto::ICMP, 8) | (ipproto::ICMPV6, 128)
-            ) || key.is_arp());
+        // A half-open probe: the client answered the server's SYN-ACK with
+        // an RST, having sent nothing else (a SYN scan finding an open
+        // port; `nmap -sV` starts so). A program that gives up on a
+        // connection closes it after its handshake, with an ACK first.
+        let half_open = key.proto == ipproto::TCP
+            && kind == EventKind::Rst
+            && flow.client_syn
+            && flow.answered
+            && tot.packets <= 2
+            && u32::from(tot.len_max) <= HALF_OPEN_MAX_FRAME;
+        let discovery_probe = half_open
+            || new_flow
+                && !solicited
+                && (matches!(
+                    (key.proto, key.sport),
+                    (ipproto::ICMP, 8) | (ipproto::ICMPV6, 128)
+                ) || key.is_arp());
         Some(RowFacts {
             responder,
             solicited,
