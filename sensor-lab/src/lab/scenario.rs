@@ -202,6 +202,7 @@ const CATALOGUE: &[(&str, Label, u32, u64, Kind, &str)] = {
         ("scan-ack", Scan, 30, 1_200, Nmap { args: &["-sA", "-T4", "-p", "1-500"], targets: Targets::Server }, "nmap ACK scan of 500 ports (every probe answered with RST)"),
         ("scan-ipproto", Scan, 30, 600, Nmap { args: &["-sO", "-T4"], targets: Targets::Server }, "nmap IP protocol scan (-sO): one probe for each of the 256 protocol numbers"),
         ("scan-version", Scan, 15, 3_000, Nmap { args: &["-sV", "-T4", "-p", "22,53,80,5201,7000"], targets: Targets::Server }, "nmap service version probing (-sV) of the server's five open ports, cut after 15 s"),
+        ("scan-aggressive-80", Scan, 40, 3_000, Nmap { args: &["-A", "-T4", "-p", "80"], targets: Targets::Server }, "nmap -A of the server's web port alone: service and OS detection, default scripts, traceroute, cut after 40 s"),
         ("scan-slow", Scan, 15, 40, Nmap { args: &["-sS", "-T2", "-p", "20-30,80,443,3306,8080"], targets: Targets::Server }, "nmap polite (-T2) SYN scan of 15 ports, one probe every 0.4 s"),
         ("scan-sweep", Scan, 30, 400, Nmap { args: &["-sS", "-T4", "-p", "22,80,443"], targets: Targets::Sweep }, "nmap horizontal sweep: 3 ports on 32 server addresses"),
         ("scan-ping-sweep", Scan, 30, 200, Nmap { args: &["-sn", "-PE", "-T4"], targets: Targets::Sweep }, "nmap ICMP echo sweep (-sn -PE) of 32 server addresses"),
