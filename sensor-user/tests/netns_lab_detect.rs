@@ -122,16 +122,6 @@ fn arp_scan_is_detected_as_scan() {
     assert_detected_alone(&run, 5_000.0);
 }
 
-/// nmap -sO: one probe per IP protocol number to the server, most
-/// answered by ICMP protocol unreachable. A scan, never a flood.
-#[test]
-fn nmap_ip_protocol_scan_is_detected_as_scan() {
-    let Some(run) = play("nmap_ip_protocol_scan_is_detected_as_scan", "scan-ipproto") else {
-        return;
-    };
-    assert_detected_alone(&run, 5_000.0);
-}
-
 /// nmap -sA: bare ACKs to 500 ports, every one answered by an RST.
 #[test]
 fn nmap_ack_scan_is_detected_as_scan() {

@@ -132,6 +132,7 @@ pub fn package_of(binary: &str) -> &'static str {
         "dig" => "bind9-dnsutils",
         "hydra" => "hydra",
         "slowhttptest" => "slowhttptest",
+        "arp-scan" => "arp-scan",
         "sshd" | "/usr/sbin/sshd" => "openssh-server",
         "ssh-keygen" => "openssh-client",
         "curl" => "curl",
