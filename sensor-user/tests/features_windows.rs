@@ -590,3 +590,78 @@ fn syn_at_the_end_of_the_clock_does_not_overflow_its_deadline() {
     fx.expire(u64::MAX);
     assert_eq!(fx.counters().events, 1);
 }
+
+/// Probes no model needs to flag reach the scan rule as discovery probes:
+/// stealth probes (a first packet with none of SYN, ACK and RST),
+/// half-open probes (SYN, the host's SYN-ACK, the scanner's RST) and ARP
+/// requests. A flow met mid-stream and a connection that completed its
+/// handshake before its RST are none.
+#[test]
+fn stealth_half_open_and_arp_probes_are_discovery_probes() {
+    use sensor_common::EventKind::{Fin, Rst, Start};
+    use sensor_common::ipproto;
+    use sensor_common::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
+    let mut fx = Facts::default();
+    let (scanner, host) = (
+        FlowKey::map_v4([10, 0, 0, 66]),
+        FlowKey::map_v4([10, 0, 0, 2]),
+    );
+    let tcp = |sport, dport| (scanner, host, sport, dport, ipproto::TCP);
+    let first = |conn, ts, kind, flags| {
+        let mut e = one_packet(conn, ts, kind);
+        e.tcp_flags = flags;
+        e.stats.tcp_flags_or = flags;
+        e.stats.fin = u32::from(flags & FIN != 0);
+        e.stats.bytes = 60;
+        e.stats.len_max = 60;
+        e
+    };
+    for (port, kind, flags) in [
+        (3390, Fin, FIN),
+        (3391, Start, 0),
+        (3392, Fin, FIN | PSH | URG),
+    ] {
+        let e = first(tcp(40_000, port), 1_000_000, kind, flags);
+        assert!(fx.of(&e).discovery_probe, "flags {flags:#x}");
+    }
+    let mid = first(tcp(40_001, 443), 2_000_000, Start, ACK | PSH);
+    assert!(!fx.of(&mid).discovery_probe, "a flow met mid-stream");
+
+    // SYN, SYN-ACK, then the scanner's RST (2 packets its way) or its ACK
+    // and RST (3 packets: a connection it completed).
+    for (sport, packets) in [(41_000, 2), (41_001, 3)] {
+        let ts = 3_000_000 + u64::from(sport) * 1_000;
+        let mut syn = first(tcp(sport, 80), ts, Start, SYN);
+        syn.stats.syn = 1;
+        syn.stats.len_max = 74;
+        assert!(!fx.of(&syn).discovery_probe, "a SYN is not yet a probe");
+        let mut synack = first(
+            (host, scanner, 80, sport, ipproto::TCP),
+            ts + 100,
+            Start,
+            SYN | ACK,
+        );
+        synack.stats.synack = 1;
+        fx.of(&synack);
+        let mut rst = syn;
+        rst.kind = Rst as u32;
+        rst.ts_ns = ts + 200;
+        rst.tcp_flags = RST | if packets == 3 { ACK } else { 0 };
+        rst.stats.packets = packets;
+        rst.stats.rst = 1;
+        rst.stats.tcp_flags_or = SYN | rst.tcp_flags;
+        rst.stats.last_seen_ns = ts + 200;
+        assert_eq!(
+            fx.of(&rst).discovery_probe,
+            packets == 2,
+            "{packets} packets before the RST"
+        );
+    }
+
+    let arp = one_packet(
+        (scanner, host, ipproto::ARP_MARK, 0, ipproto::ARP),
+        9_000_000,
+        Start,
+    );
+    assert!(fx.of(&arp).discovery_probe, "an ARP request");
+}

@@ -23,6 +23,7 @@ const EVILFINGERS_SYN_SCAN: &str = "scan/evilfingers_nmap/TCP_SYN_SCAN.pcap";
 const EVILFINGERS_UDP_SCAN: &str = "scan/evilfingers_nmap/UDP_SCAN.pcap";
 const KITSUNE_IOT: &str = "benign/kitsune_mirai2000_benign-iot-prefix.pcap";
 const ESPN_BROWSING: &str = "benign/ppa3_http_espn.pcapng";
+const SGR_ARP_SCAN: &str = "scan/sgr_hs-arpScan.pcap";
 
 /// Replays one committed capture (checked against its manifest row) and
 /// judges the sensor's alerts; `None` when skipped for lack of root.
@@ -193,6 +194,18 @@ fn evilfingers_nmap_udp_scan_is_one_scan_alert() {
     };
     assert_detected(&e, &run, &j);
     assert_no_false_alert(&e, &j);
+}
+
+/// An ARP scan of a /24 (a broadcast request for each address): a scan by
+/// its sender and nothing else. The parser makes each request a flow.
+#[test]
+fn sgr_arp_scan_is_one_scan_alert() {
+    let Some((e, run, j)) = replay("sgr_arp_scan_is_one_scan_alert", SGR_ARP_SCAN) else {
+        return;
+    };
+    assert_detected(&e, &run, &j);
+    assert_no_false_alert(&e, &j);
+    assert!(run.output.stats.counter("arp_request") >= 250);
 }
 
 #[test]

@@ -354,34 +354,42 @@ impl AlertStage {
         } else {
             detect(row, &self.settings.thresholds)
         };
-        let det = match model {
+        let screen = |stage: &mut Self, det| {
+            guards::screen(
+                row,
+                det,
+                &stage.settings,
+                &stage.alerts,
+                &stage.logins,
+                &mut stage.metrics,
+            )
+        };
+        let screened = model.and_then(|d| screen(self, d));
+        let det = match screened {
             Some(d) => d,
-            // A host discovery probe the models pass over: the scan rule
-            // still counts its host (a sweep is many such probes, each
-            // ordinary on its own).
+            // A discovery probe the models pass over, or whose detection
+            // the guards dropped (a probe flagged as a flood at no flood's
+            // volume): the scan rule still counts its target (a sweep is
+            // many such probes, each ordinary on its own).
             None if row.facts.discovery_probe => {
                 self.metrics.discovery_probes += 1;
-                Detection {
+                let probe = Detection {
                     class: AttackClass::Scan,
                     score: SWEEP_SCORE,
                     raw: 1.0,
                     rule: Rule::Sweep,
-                }
+                };
+                let Some(d) = screen(self, probe) else {
+                    return;
+                };
+                d
             }
             None => {
-                self.metrics.rows_below_threshold += 1;
+                if model.is_none() {
+                    self.metrics.rows_below_threshold += 1;
+                }
                 return;
             }
-        };
-        let Some(det) = guards::screen(
-            row,
-            det,
-            &self.settings,
-            &self.alerts,
-            &self.logins,
-            &mut self.metrics,
-        ) else {
-            return;
         };
         let mut key = dedup_key(row, det.class);
         if det.class == AttackClass::Flood

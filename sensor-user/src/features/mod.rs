@@ -129,7 +129,8 @@ pub struct RowFacts {
     /// (one per host and echo identifier), or an ARP request's flow (one
     /// per sender and target): a host discovery probe; or it is a
     /// half-open probe of a TCP port (SYN, the server's SYN-ACK, the
-    /// client's RST, nothing else). Such rows always reach the alert stage, whose scan
+    /// client's RST, nothing else) or a stealth probe (a TCP flow whose
+    /// first packet has none of SYN, ACK and RST). Such rows always reach the alert stage, whose scan
     /// rule counts the distinct hosts a source probes: a sweep, which no
     /// single row shows.
     pub discovery_probe: bool,
@@ -642,7 +643,15 @@ impl FeatureExtractor {
             && flow.answered
             && tot.packets <= 2
             && u32::from(tot.len_max) <= HALF_OPEN_MAX_FRAME;
+        // A stealth probe: a connection's first packet with none of SYN,
+        // ACK and RST (FIN, NULL and Xmas scans; nmap's OS detection). No
+        // stack opens or continues a connection so: mid-stream packets
+        // carry an ACK.
+        let stealth = key.proto == ipproto::TCP
+            && new_flow
+            && tot.tcp_flags_or & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == 0;
         let discovery_probe = half_open
+            || stealth
             || new_flow
                 && !solicited
                 && (matches!(
