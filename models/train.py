@@ -492,6 +492,13 @@ def main():
     baseline = {
         n: [round(float(v), 6) for v in np.quantile(ben[:, i], QUANTILES)] for i, n in enumerate(names)
     }
+    # The share of those rows at or below each value, within the sensor's
+    # rounding tolerance: drift monitoring's expected bin shares, exact where
+    # values tie (a feature that is 0 on most rows).
+    baseline_cdf = {
+        n: [round(float((ben[:, i] <= v + 1e-6 * (1 + abs(v))).mean()), 6) for v in baseline[n]]
+        for i, n in enumerate(names)
+    }
 
     args.out.mkdir(parents=True, exist_ok=True)
     data_desc = {"sources": sources}
@@ -511,7 +518,7 @@ def main():
         "schema": schema,
         "data": data_desc,
         "input": "input",
-        "baseline_quantiles": {"quantiles": QUANTILES, "benign_train": baseline},
+        "baseline_quantiles": {"quantiles": QUANTILES, "benign_train": baseline, "benign_train_cdf": baseline_cdf},
         "rebuild_command": REBUILD,
         "training": {"seed": SEED, "script": "models/train.py", "requirements": "models/requirements.txt"},
     }

@@ -167,6 +167,11 @@ enum RawBaseline {
 struct BaselineQuantiles {
     quantiles: Vec<f64>,
     benign_train: BTreeMap<String, Vec<f64>>,
+    /// Per feature, the share of the benign training rows at or below each
+    /// of its quantile values (exact where values tie; cards written before
+    /// it existed lack it).
+    #[serde(default)]
+    benign_train_cdf: BTreeMap<String, Vec<f64>>,
 }
 
 /// Robust location and scale of one feature in the training data, for the
@@ -226,6 +231,20 @@ pub struct ModelCard {
     pub baseline: Vec<Option<Baseline>>,
     /// SHA-256 of the ONNX file the card describes (hex), when recorded.
     pub onnx_sha256: Option<String>,
+    /// The benign training rows' quantiles, as the card lists them (drift
+    /// monitoring bins rows by them; see `model::drift`).
+    pub quantiles: Option<QuantileBaseline>,
+}
+
+/// Quantile levels and, aligned with the card's features, each feature's
+/// values at those levels (`None` for a feature the card does not list).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuantileBaseline {
+    pub levels: Vec<f64>,
+    pub values: Vec<Option<Vec<f64>>>,
+    /// Share of the training rows at or below each value, when the card
+    /// records it.
+    pub cdf: Vec<Option<Vec<f64>>>,
 }
 
 impl ModelCard {
@@ -338,6 +357,17 @@ impl ModelCard {
                 }
             }
         }
+        let quantiles = raw.baseline_quantiles.map(|bq| QuantileBaseline {
+            values: feature_names
+                .iter()
+                .map(|n| bq.benign_train.get(n).cloned())
+                .collect(),
+            cdf: feature_names
+                .iter()
+                .map(|n| bq.benign_train_cdf.get(n).cloned())
+                .collect(),
+            levels: bq.quantiles,
+        });
         Ok(Self {
             name: raw.name.unwrap_or_else(|| "model".to_owned()),
             version: match raw.version {
@@ -353,6 +383,7 @@ impl ModelCard {
             feature_names,
             thresholds,
             anomaly_threshold,
+            quantiles,
             baseline,
             onnx_sha256: raw.onnx_sha256,
         })

@@ -58,6 +58,9 @@ fn numbers_out_of_range_are_refused_with_their_line() {
             2,
         ),
         ("[volume]\nmin_pps = 0\n", "[volume] min_pps = 0", 2),
+        ("[drift]\nwindow_s = 0.5\n", "[drift] window_s = 0.5", 2),
+        ("[drift]\n\nthreshold = -1\n", "[drift] threshold = -1", 3),
+        ("[drift]\nmin_rows = 0\n", "[drift] min_rows = 0", 2),
         (
             "[[sinks]]\nkind = \"file\"\npath = \"e\"\nkeep = 0\n",
             "[sinks] keep = 0",
