@@ -70,6 +70,9 @@ pub struct DriftSection {
     /// Rows the window must hold before it is judged: a quiet link's few
     /// rows say nothing about a distribution.
     pub min_rows: u64,
+    /// Features whose PSI is still measured (metrics) but never reported
+    /// as moved: those known to differ at this site and accepted.
+    pub ignore: Vec<String>,
 }
 
 impl Default for DriftSection {
@@ -79,6 +82,7 @@ impl Default for DriftSection {
             window_s: 300.0,
             threshold: 0.2,
             min_rows: 500,
+            ignore: Vec::new(),
         }
     }
 }
@@ -773,6 +777,15 @@ impl SensorFile {
             d.min_rows >= 1,
             "at least 1 row",
         )?;
+        for name in &d.ignore {
+            range(
+                "drift",
+                "ignore",
+                name,
+                crate::features::SCHEMA.iter().any(|f| f.name == name),
+                "feature names of the schema",
+            )?;
+        }
         let b = &self.block;
         let fraction = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
         range(

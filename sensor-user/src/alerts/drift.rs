@@ -204,7 +204,7 @@ impl DriftMonitor {
         b.psi_into(&self.sum, &mut self.psi);
         self.judged += 1;
         let mut moved: Vec<usize> = (0..self.psi.len())
-            .filter(|&i| self.psi[i] > cfg.threshold)
+            .filter(|&i| self.psi[i] > cfg.threshold && !cfg.ignore.contains(&b.names[i]))
             .collect();
         let max_psi = self.psi.iter().copied().fold(0.0, f64::max);
         let state = if moved.is_empty() {
@@ -303,6 +303,7 @@ mod tests {
             window_s: 10.0,
             threshold: 0.2,
             min_rows: 100,
+            ignore: Vec::new(),
         }
     }
 

@@ -232,20 +232,22 @@ impl std::fmt::Debug for DriftTally {
 }
 
 impl DriftTally {
-    /// The baseline for `card`: the one in place when it is the same
-    /// model's (every worker then shares it), otherwise built and put in
-    /// place (a model reload). `None` when the card has none.
+    /// The baseline for `card`: the one in place when `card` gives the
+    /// same bins (every worker then shares it), otherwise built and put in
+    /// place (a model reload, or a card re-baselined under the same
+    /// version). `None`, and none in place, when the card has none.
     pub fn baseline_for(&self, card: &ModelCard) -> Option<Arc<DriftBaseline>> {
         let mut slot = self.baseline.lock().unwrap_or_else(PoisonError::into_inner);
-        let id = format!("{}@{}", card.name, card.version);
-        if let Some(b) = slot.as_ref().filter(|b| b.model == id) {
-            return Some(Arc::clone(b));
+        let Some(b) = DriftBaseline::from_card(card) else {
+            *slot = None;
+            return None;
+        };
+        if let Some(cur) = slot.as_ref().filter(|cur| ***cur == b) {
+            return Some(Arc::clone(cur));
         }
-        let b = DriftBaseline::from_card(card).map(Arc::new);
-        if b.is_some() {
-            slot.clone_from(&b);
-        }
-        b
+        let b = Arc::new(b);
+        *slot = Some(Arc::clone(&b));
+        Some(b)
     }
 
     /// The baseline the workers bin by now.
@@ -482,5 +484,26 @@ mod tests {
         assert_eq!(&out[..2], &[1, 2]);
         assert_eq!(tally.take(&mut out), 0);
         assert!(out.iter().all(|&c| c == 0));
+        // The same model re-baselined: a swap bins by the new cut point.
+        let mut v = serde_json::json!({
+            "name": "m", "version": "1",
+            "schema": {"version": 1, "features": [{"name": "a", "unit": "x"}, {"name": "b", "unit": "x"}]},
+            "baseline_quantiles": {"quantiles": [0.5], "benign_train": {"b": [100.0]}}
+        });
+        let rebased = ModelCard::from_json(&v).unwrap();
+        w1.swap(&rebased);
+        let now = tally.baseline().unwrap();
+        assert!(!Arc::ptr_eq(&now, &base));
+        w1.count(&[0.0, 50.0]);
+        w1.publish();
+        assert_eq!(tally.take(&mut out), 1);
+        assert_eq!(&out[..2], &[1, 0], "50 is below the new cut, 100");
+        // A card without quantiles: nothing counted.
+        v["baseline_quantiles"] = serde_json::Value::Null;
+        w1.swap(&ModelCard::from_json(&v).unwrap());
+        assert!(tally.baseline().is_none());
+        w1.count(&[0.0, 50.0]);
+        w1.publish();
+        assert_eq!(tally.take(&mut out), 0);
     }
 }

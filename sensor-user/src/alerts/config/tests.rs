@@ -62,6 +62,11 @@ fn numbers_out_of_range_are_refused_with_their_line() {
         ("[drift]\n\nthreshold = -1\n", "[drift] threshold = -1", 3),
         ("[drift]\nmin_rows = 0\n", "[drift] min_rows = 0", 2),
         (
+            "[drift]\nignore = [\"flow_bytes\", \"flow_byte\"]\n",
+            "[drift] ignore = flow_byte",
+            2,
+        ),
+        (
             "[[sinks]]\nkind = \"file\"\npath = \"e\"\nkeep = 0\n",
             "[sinks] keep = 0",
             4,
