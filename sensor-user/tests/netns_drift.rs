@@ -120,6 +120,17 @@ fn write_config(dir: &Path, enabled: bool) -> PathBuf {
 struct Run {
     drift: Vec<serde_json::Value>,
     rows: Vec<Vec<f32>>,
+    /// The metrics endpoint's text at the end of the traffic.
+    metrics: String,
+}
+
+/// The metrics endpoint, inside the gateway namespace.
+const METRICS_ADDR: &str = "127.0.0.1:9643";
+
+/// The value of the sample `name` in Prometheus text, if present.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Runs the sensor with `models`: warm-up with drift off, a SIGHUP turning
@@ -139,6 +150,8 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
         eve.display().to_string(),
         "--record-out".into(),
         rec.display().to_string(),
+        "--metrics-addr".into(),
+        METRICS_ADDR.into(),
     ]
     .into();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -162,22 +175,38 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
     };
     let sent = sender.send(warm_up, pacing).expect("warm-up");
     assert_eq!(sent.sent, warm_up.len(), "{tag}: warm-up sent");
-    write_config(dir.path(), true);
-    let reloads = sensor.stderr().matches("configuration reloaded").count();
-    sensor.signal(libc::SIGHUP);
-    let t = Instant::now();
-    while sensor.stderr().matches("configuration reloaded").count() == reloads {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "{tag}: SIGHUP did not reload: {}",
-            sensor.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let drift = |sensor: &mut SensorRun, enabled: bool| {
+        write_config(dir.path(), enabled);
+        let reloads = sensor.stderr().matches("configuration reloaded").count();
+        sensor.signal(libc::SIGHUP);
+        let t = Instant::now();
+        while sensor.stderr().matches("configuration reloaded").count() == reloads {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{tag}: SIGHUP did not reload: {}",
+                sensor.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    drift(&mut sensor, true);
     let on_ns = sensor_common::clock::monotonic_ns();
     let sent = sender.send(judged, pacing).expect("judged traffic");
     assert_eq!(sent.sent, judged.len(), "{tag}: every frame sent");
-    std::thread::sleep(Duration::from_millis(300));
+    let off_ns = sensor_common::clock::monotonic_ns();
+    // Off again before the traffic's end (its last flows unfinished, none
+    // starting) fills a window; then the figures, published once a
+    // second, keep the last judged PSI.
+    drift(&mut sensor, false);
+    std::thread::sleep(Duration::from_millis(1_300));
+    let metrics = lab
+        .gateway
+        .command("curl")
+        .args(["-sS", "--max-time", "5", "--fail"])
+        .arg(format!("http://{METRICS_ADDR}/metrics"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
     let out = sensor.stop(Duration::from_secs(15)).expect("sensor stop");
     assert!(
         out.stderr.contains("rows lost before recording: 0"),
@@ -199,7 +228,7 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
         .filter_map(|l| {
             let c: Vec<&str> = l.split(',').collect();
             let ts: u64 = c[0].parse().expect("event time");
-            (ts >= on_ns).then(|| {
+            (on_ns..off_ns).contains(&ts).then(|| {
                 c[first..first + n]
                     .iter()
                     .map(|v| v.parse().expect("feature value"))
@@ -207,7 +236,11 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
             })
         })
         .collect();
-    Run { drift, rows }
+    Run {
+        drift,
+        rows,
+        metrics,
+    }
 }
 
 /// PSI per feature of `rows` against `card`, highest first.
@@ -387,6 +420,19 @@ fn a_shifted_mix_raises_drift_naming_what_moved_and_the_normal_mix_moves_none_of
     let psi: Vec<f64> = moved.iter().map(|f| f["psi"].as_f64().unwrap()).collect();
     assert!(psi.windows(2).all(|w| w[0] >= w[1]), "sorted: {psi:?}");
     assert!(psi.iter().all(|p| *p > 0.2), "{psi:?}");
+    // The metrics say so too: the records counted, each feature's PSI.
+    let events = sample(&shifted.metrics, "xdp_sensor_drift_events_total");
+    assert_eq!(
+        events,
+        Some(shifted.drift.len() as f64),
+        "{}",
+        shifted.metrics
+    );
+    let frame_mean = sample(
+        &shifted.metrics,
+        "xdp_sensor_feature_psi{feature=\"flow_frame_mean\"}",
+    );
+    assert!(frame_mean.is_some_and(|p| p > 0.2), "{}", shifted.metrics);
     // What the shift changed is among the moved features: the frame size,
     // the protocol and the port class.
     let named = named(start);
