@@ -123,6 +123,13 @@ impl DriftMonitor {
     /// Advances to `now_ns`: at each sub-window boundary takes the tally's
     /// counts and judges the window. A record to write, if any.
     pub(super) fn tick(&mut self, now_ns: u64, cfg: &DriftSection) -> Option<DriftFinding> {
+        self.tally.as_ref()?;
+        let window_ns = secs_to_ns(cfg.window_s).max(SUBWINDOWS as u64);
+        // Every row ticks the stage: between boundaries, nothing to do.
+        if cfg.enabled && self.next_ns != 0 && window_ns == self.window_ns && now_ns < self.next_ns
+        {
+            return None;
+        }
         let tally = Arc::clone(self.tally.as_ref()?);
         if !cfg.enabled {
             // Counts keep arriving; drop them so turning monitoring back
@@ -134,7 +141,6 @@ impl DriftMonitor {
             }
             return None;
         }
-        let window_ns = secs_to_ns(cfg.window_s).max(SUBWINDOWS as u64);
         if window_ns != self.window_ns || self.next_ns == 0 {
             // First tick, or a reload changed the window: start afresh.
             self.window_ns = window_ns;
