@@ -21,8 +21,10 @@ use std::sync::{
 use super::card::ModelCard;
 use crate::features::schema::MAX_FEATURES;
 
-/// Most quantile levels a baseline may have (bins are levels + 1).
-pub const MAX_LEVELS: usize = 15;
+/// Most quantile levels a baseline may have (bins are levels + 1): the 7
+/// the training script writes. The lookup compares a row's value with all
+/// of them at once, so each one more costs every row.
+pub const MAX_LEVELS: usize = 7;
 /// Bins per feature in the count arrays.
 pub const MAX_BINS: usize = MAX_LEVELS + 1;
 /// Shares (observed and expected) below this count as this in the PSI, so
@@ -56,8 +58,10 @@ pub fn psi(counts: &[u64], expected: &[f64]) -> f64 {
 #[derive(Clone, Debug, PartialEq)]
 pub struct FeatureBins {
     /// Distinct cut points, ascending, each raised by the card's rounding
-    /// tolerance (see [`FeatureBins::new`]).
-    cuts: Vec<f32>,
+    /// tolerance (see [`FeatureBins::new`]), then +∞ to the end: a fixed
+    /// width the bin lookup compares in one pass, without branches (the
+    /// compiler turns it into a few vector compares).
+    cuts: [f32; MAX_BINS],
     /// Expected share of each bin (`cuts.len() + 1`, summing to 1).
     expected: Vec<f64>,
 }
@@ -124,14 +128,20 @@ impl FeatureBins {
             expected.push(f - prev);
             prev = f;
         }
-        Some(Self { cuts, expected })
+        let mut padded = [f32::INFINITY; MAX_BINS];
+        padded[..cuts.len()].copy_from_slice(&cuts);
+        Some(Self {
+            cuts: padded,
+            expected,
+        })
     }
 
-    /// The bin of `v` (a NaN falls in bin 0; features are never NaN).
+    /// The bin of `v`: the number of cut points below it (a NaN falls in
+    /// bin 0; features are never NaN).
     #[inline]
     #[must_use]
     pub fn bin(&self, v: f32) -> usize {
-        self.cuts.partition_point(|&c| c < v)
+        self.cuts.iter().map(|&c| usize::from(c < v)).sum()
     }
 
     /// Expected share of each bin.
