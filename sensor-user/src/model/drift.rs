@@ -459,6 +459,24 @@ mod tests {
         assert!((b.expected()[0] - 0.85).abs() < 1e-12);
     }
 
+    /// The committed classifier card bins every feature of the schema, each
+    /// feature's expected shares summing to 1.
+    #[test]
+    fn the_shipped_card_bins_every_feature() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/flow-classifier.card.json"
+        );
+        let card = ModelCard::load(std::path::Path::new(path)).unwrap();
+        let b = DriftBaseline::from_card(&card).unwrap();
+        assert_eq!(b.names.len(), crate::features::N_FEATURES);
+        for (_, bins) in &b.bins {
+            let sum: f64 = bins.expected().iter().sum();
+            assert!((sum - 1.0).abs() < 1e-9, "{bins:?}");
+            assert!(bins.expected().iter().all(|e| *e >= 0.0), "{bins:?}");
+        }
+    }
+
     #[test]
     fn unusable_quantiles_give_no_bins() {
         let rising = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
