@@ -119,6 +119,8 @@ fn write_config(dir: &Path, enabled: bool) -> PathBuf {
 /// after drift was turned on.
 struct Run {
     drift: Vec<serde_json::Value>,
+    /// `--stats-out`'s drift figures.
+    stats: Option<sensor_common::records::DriftReport>,
     rows: Vec<Vec<f32>>,
     /// The metrics endpoint's text at the end of the traffic.
     metrics: String,
@@ -238,6 +240,7 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
         .collect();
     Run {
         drift,
+        stats: out.stats.drift.clone(),
         rows,
         metrics,
     }
@@ -433,6 +436,10 @@ fn a_shifted_mix_raises_drift_naming_what_moved_and_the_normal_mix_moves_none_of
         "xdp_sensor_feature_psi{feature=\"flow_frame_mean\"}",
     );
     assert!(frame_mean.is_some_and(|p| p > 0.2), "{}", shifted.metrics);
+    // And `--stats-out` at the stop.
+    let stats = shifted.stats.as_ref().expect("drift in --stats-out");
+    assert_eq!(stats.events, shifted.drift.len() as u64);
+    assert!(stats.psi["flow_frame_mean"] > 0.2, "{stats:?}");
     // What the shift changed is among the moved features: the frame size,
     // the protocol and the port class.
     let named = named(start);

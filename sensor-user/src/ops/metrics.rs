@@ -114,6 +114,16 @@ impl ScoringFigures {
                 .unwrap_or_default(),
         })
     }
+
+    /// Drift monitoring's figures for `--stats-out`, as last published
+    /// (`None` without the alert stage).
+    pub(crate) fn drift_report(&self) -> Option<sensor_common::records::DriftReport> {
+        let a = self.alerts.as_ref()?;
+        Some(sensor_common::records::DriftReport {
+            events: a.counters().drift_events,
+            psi: a.figures().drift_psi.into_iter().collect(),
+        })
+    }
 }
 
 /// Everything one scrape reads.
