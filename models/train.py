@@ -499,6 +499,17 @@ def main():
         n: [round(float((ben[:, i] <= v + 1e-6 * (1 + abs(v))).mean()), 6) for v in baseline[n]]
         for i, n in enumerate(names)
     }
+    # The classifier's attack score (1 - P(benign)) on the same rows: the
+    # sensor's drift monitoring of the model's scores.
+    ben_score = 1.0 - run(cls_sess, "probabilities", ben)[:, 0]
+    score_q = [round(float(v), 6) for v in np.quantile(ben_score, QUANTILES)]
+    score_baseline = {
+        "quantiles": QUANTILES,
+        "benign_train": score_q,
+        "benign_train_cdf": [
+            round(float((ben_score <= v + 1e-6 * (1 + abs(v))).mean()), 6) for v in score_q
+        ],
+    }
 
     args.out.mkdir(parents=True, exist_ok=True)
     data_desc = {"sources": sources}
@@ -535,6 +546,7 @@ def main():
                 "inverse-frequency class weights; each data source weighs the same; "
                 f"within a source each scenario instance of a class weighs the same "
                 f"(row weight capped at {GROUP_WEIGHT_CAP:g}x)",
+                "score_quantiles": score_baseline,
                 "thresholds": {
                     "attack_score": thr,
                     "attack_score_definition": "1 - P(benign)",

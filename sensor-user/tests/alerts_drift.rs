@@ -39,7 +39,7 @@ fn second(w: &mut DriftCounter, shifted: bool) {
         for _ in 0..n {
             let bytes = if shifted { 9.0 } else { v };
             let udp = if shifted || i % 5 >= 3 { 1.0 } else { 0.0 };
-            w.count(&[bytes, udp]);
+            w.count(&[bytes, udp], 0.0);
             i += 1;
         }
     }

@@ -35,7 +35,7 @@ use std::{
 
 use sensor::model::{
     ModelCard,
-    drift::{DriftBaseline, MAX_BINS},
+    drift::{COUNTS, DriftBaseline},
 };
 use sensor_lab::generator::{FlowSpec, Frames, Pacing, Sender};
 use sensor_lab::sensor::{NetTest, SensorRun, TempDir, net_test};
@@ -249,9 +249,9 @@ fn run(net: &NetTest, tag: &str, models: &Path, warm_up: &Frames, judged: &Frame
 /// PSI per feature of `rows` against `card`, highest first.
 fn psi_of(card: &ModelCard, rows: &[Vec<f32>]) -> Vec<(String, f64)> {
     let b = DriftBaseline::from_card(card).expect("card has a baseline");
-    let mut counts = vec![0u64; sensor::features::schema::MAX_FEATURES * MAX_BINS];
+    let mut counts = vec![0u64; COUNTS];
     for r in rows {
-        b.count(r, &mut counts);
+        b.count(r, f32::NAN, &mut counts);
     }
     let mut psi = Vec::new();
     b.psi_into(&counts, &mut psi);

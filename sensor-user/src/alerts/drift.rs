@@ -16,14 +16,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::config::{DriftSection, secs_to_ns};
-use crate::{
-    features::schema::MAX_FEATURES,
-    model::drift::{DriftBaseline, DriftTally, MAX_BINS},
-};
+use crate::model::drift::{COUNTS, DriftBaseline, DriftTally};
 
 /// Sub-windows per window: the window moves in tenths of its length.
 pub(super) const SUBWINDOWS: usize = 10;
-const CELLS: usize = MAX_FEATURES * MAX_BINS;
+const CELLS: usize = COUNTS;
 
 /// What a judged window found, for the stage to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -317,7 +314,7 @@ mod tests {
     fn feed(c: &mut crate::model::drift::DriftCounter, shift_b: bool) {
         for i in 0..100 {
             let v = [0.5f32, 1.5, 2.5, 3.5][i % 4];
-            c.count(&[v, if shift_b { 3.5 } else { v }]);
+            c.count(&[v, if shift_b { 3.5 } else { v }], 0.0);
         }
         c.publish();
     }

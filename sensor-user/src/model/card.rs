@@ -141,6 +141,8 @@ struct RawCard {
     #[serde(default)]
     baseline_quantiles: Option<BaselineQuantiles>,
     #[serde(default)]
+    score_quantiles: Option<ScoreQuantiles>,
+    #[serde(default)]
     onnx_sha256: Option<String>,
 }
 
@@ -150,6 +152,16 @@ struct RawCard {
 enum FeatureRef {
     Name(String),
     Object { name: String },
+}
+
+/// The classifier's attack score (`1 − P(benign)`) on the benign training
+/// rows: quantile levels, values and the share at or below each.
+#[derive(Deserialize)]
+struct ScoreQuantiles {
+    quantiles: Vec<f64>,
+    benign_train: Vec<f64>,
+    #[serde(default)]
+    benign_train_cdf: Option<Vec<f64>>,
 }
 
 /// Per-feature baseline statistics, keyed by feature name or aligned with
@@ -234,6 +246,18 @@ pub struct ModelCard {
     /// The benign training rows' quantiles, as the card lists them (drift
     /// monitoring bins rows by them; see `model::drift`).
     pub quantiles: Option<QuantileBaseline>,
+    /// Classifier cards: the attack score's quantiles on the benign training
+    /// rows (levels, values, shares at or below), when recorded.
+    pub score_quantiles: Option<ScoreBaseline>,
+}
+
+/// A score's quantile levels, its values at them and, when recorded, the
+/// share at or below each value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreBaseline {
+    pub levels: Vec<f64>,
+    pub values: Vec<f64>,
+    pub cdf: Option<Vec<f64>>,
 }
 
 /// Quantile levels and, aligned with the card's features, each feature's
@@ -384,6 +408,11 @@ impl ModelCard {
             thresholds,
             anomaly_threshold,
             quantiles,
+            score_quantiles: raw.score_quantiles.map(|q| ScoreBaseline {
+                levels: q.quantiles,
+                values: q.benign_train,
+                cdf: q.benign_train_cdf,
+            }),
             baseline,
             onnx_sha256: raw.onnx_sha256,
         })

@@ -27,6 +27,12 @@ use crate::features::schema::MAX_FEATURES;
 pub const MAX_LEVELS: usize = 7;
 /// Bins per feature in the count arrays.
 pub const MAX_BINS: usize = MAX_LEVELS + 1;
+/// Length of a count array: every feature a row can have, then the
+/// classifier's attack score.
+pub const COUNTS: usize = (MAX_FEATURES + 1) * MAX_BINS;
+/// What the classifier's attack score (`1 − P(benign)`) is called among
+/// the features (PSI, records, metrics).
+pub const SCORE_NAME: &str = "attack_score";
 /// Shares (observed and expected) below this count as this in the PSI, so
 /// an empty bin adds a large but finite term instead of infinity. 1e-4 is
 /// one row in ten thousand: a bin that should hold 1 % and holds nothing
@@ -156,10 +162,13 @@ impl FeatureBins {
 pub struct DriftBaseline {
     /// `name@version` of the card the quantiles come from.
     pub model: String,
-    /// Feature names, aligned with `bins`.
+    /// Feature names, aligned with `bins`, then [`SCORE_NAME`] when the
+    /// card has score quantiles.
     pub names: Vec<String>,
     /// (index in the row, bins).
     pub bins: Vec<(usize, FeatureBins)>,
+    /// The attack score's bins (`score_quantiles` of a classifier card).
+    pub score: Option<FeatureBins>,
 }
 
 impl DriftBaseline {
@@ -185,21 +194,32 @@ impl DriftBaseline {
                 );
             }
         }
-        (!bins.is_empty()).then(|| Self {
+        let score = card
+            .score_quantiles
+            .as_ref()
+            .and_then(|q| FeatureBins::new(&q.levels, &q.values, q.cdf.as_deref()));
+        if score.is_some() {
+            names.push(SCORE_NAME.to_owned());
+        }
+        (!bins.is_empty() || score.is_some()).then(|| Self {
             model: format!("{}@{}", card.name, card.version),
             names,
             bins,
+            score,
         })
     }
 
-    /// Adds one row's bins to `counts` (`bins.len() × MAX_BINS`, feature
-    /// by feature).
+    /// Adds one row's bins and its attack `score`'s to `counts` ([`COUNTS`]
+    /// long, [`MAX_BINS`] per feature, the score after the features).
     #[inline]
-    pub fn count(&self, row: &[f32], counts: &mut [u64]) {
+    pub fn count(&self, row: &[f32], score: f32, counts: &mut [u64]) {
         for (k, (i, b)) in self.bins.iter().enumerate() {
             if let Some(&v) = row.get(*i) {
                 counts[k * MAX_BINS + b.bin(v)] += 1;
             }
+        }
+        if let Some(b) = &self.score {
+            counts[self.bins.len() * MAX_BINS + b.bin(score)] += 1;
         }
     }
 
@@ -207,7 +227,8 @@ impl DriftBaseline {
     /// written to `out` (cleared first).
     pub fn psi_into(&self, counts: &[u64], out: &mut Vec<f64>) {
         out.clear();
-        for (k, (_, b)) in self.bins.iter().enumerate() {
+        let all = self.bins.iter().map(|(_, b)| b).chain(self.score.as_ref());
+        for (k, b) in all.enumerate() {
             let n = b.expected().len();
             out.push(psi(&counts[k * MAX_BINS..k * MAX_BINS + n], b.expected()));
         }
@@ -227,9 +248,7 @@ impl Default for DriftTally {
     fn default() -> Self {
         Self {
             baseline: Mutex::new(None),
-            counts: (0..MAX_FEATURES * MAX_BINS)
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            counts: (0..COUNTS).map(|_| AtomicU64::new(0)).collect(),
             rows: AtomicU64::new(0),
         }
     }
@@ -308,16 +327,16 @@ impl DriftCounter {
         Self {
             baseline: tally.baseline_for(card),
             tally,
-            counts: vec![0; MAX_FEATURES * MAX_BINS],
+            counts: vec![0; COUNTS],
             rows: 0,
         }
     }
 
-    /// Counts one scored row.
+    /// Counts one scored row and its attack score.
     #[inline]
-    pub fn count(&mut self, row: &[f32]) {
+    pub fn count(&mut self, row: &[f32], score: f32) {
         if let Some(b) = &self.baseline {
-            b.count(row, &mut self.counts);
+            b.count(row, score, &mut self.counts);
             self.rows += 1;
         }
     }
@@ -477,6 +496,44 @@ mod tests {
         }
     }
 
+    /// A classifier card's score quantiles add the attack score after the
+    /// features, binned from the score each row is counted with.
+    #[test]
+    fn score_quantiles_add_the_attack_score() {
+        let card = ModelCard::from_json(&serde_json::json!({
+            "name": "c", "version": "1",
+            "schema": {"version": 1, "features": [{"name": "a", "unit": "x"}]},
+            "baseline_quantiles": {"quantiles": [0.5], "benign_train": {"a": [1.0]}},
+            "score_quantiles": {"quantiles": [0.5, 0.99], "benign_train": [0.01, 0.2],
+                                "benign_train_cdf": [0.5, 0.99]}
+        }))
+        .unwrap();
+        let b = DriftBaseline::from_card(&card).unwrap();
+        assert_eq!(b.names, ["a", SCORE_NAME]);
+        let mut counts = vec![0; COUNTS];
+        // Scores as the baseline: half at or below 0.01, 49 % to 0.2, 1 % above.
+        for i in 0..1000 {
+            let score = match i % 100 {
+                0..50 => 0.005,
+                50..99 => 0.1,
+                _ => 0.9,
+            };
+            b.count(&[[0.5, 1.5][i % 2]], score, &mut counts);
+        }
+        let mut psi = Vec::new();
+        b.psi_into(&counts, &mut psi);
+        assert_eq!(psi.len(), 2);
+        assert!(psi.iter().all(|p| *p < 1e-9), "{psi:?}");
+        // Every row scored high: the score moved, the feature did not.
+        let mut counts = vec![0; COUNTS];
+        for i in 0..1000 {
+            b.count(&[[0.5, 1.5][i % 2]], 0.9, &mut counts);
+        }
+        b.psi_into(&counts, &mut psi);
+        assert!(psi[1] > 1.0, "{psi:?}");
+        assert!(psi[0] < 1e-9, "{psi:?}");
+    }
+
     #[test]
     fn unusable_quantiles_give_no_bins() {
         let rising = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0];
@@ -502,12 +559,12 @@ mod tests {
         let base = tally.baseline().unwrap();
         assert_eq!(base.names, ["b"]);
         assert!(Arc::ptr_eq(&base, w2.baseline.as_ref().unwrap()));
-        w1.count(&[0.0, 5.0]);
-        w2.count(&[0.0, 50.0]);
-        w2.count(&[0.0, 60.0]);
+        w1.count(&[0.0, 5.0], 0.0);
+        w2.count(&[0.0, 50.0], 0.0);
+        w2.count(&[0.0, 60.0], 0.0);
         w1.publish();
         w2.publish();
-        let mut out = vec![0; MAX_FEATURES * MAX_BINS];
+        let mut out = vec![0; COUNTS];
         assert_eq!(tally.take(&mut out), 3);
         assert_eq!(&out[..2], &[1, 2]);
         assert_eq!(tally.take(&mut out), 0);
@@ -522,7 +579,7 @@ mod tests {
         w1.swap(&rebased);
         let now = tally.baseline().unwrap();
         assert!(!Arc::ptr_eq(&now, &base));
-        w1.count(&[0.0, 50.0]);
+        w1.count(&[0.0, 50.0], 0.0);
         w1.publish();
         assert_eq!(tally.take(&mut out), 1);
         assert_eq!(&out[..2], &[1, 0], "50 is below the new cut, 100");
@@ -530,7 +587,7 @@ mod tests {
         v["baseline_quantiles"] = serde_json::Value::Null;
         w1.swap(&ModelCard::from_json(&v).unwrap());
         assert!(tally.baseline().is_none());
-        w1.count(&[0.0, 50.0]);
+        w1.count(&[0.0, 50.0], 0.0);
         w1.publish();
         assert_eq!(tally.take(&mut out), 0);
     }

@@ -532,8 +532,9 @@ impl ScoringPipeline {
         }
         self.counters.rows_scored += n as u64;
         if let Some(d) = &mut self.drift {
-            for r in &self.rows {
-                d.count(r);
+            // The attack score, 1 − P(benign), as the thresholds read it.
+            for (i, r) in self.rows.iter().enumerate() {
+                d.count(r, 1.0 - self.probs[i * k]);
             }
         }
         let bucket = BATCH_SIZE_BOUNDS
