@@ -154,8 +154,9 @@ impl DriftMonitor {
         // stage idle for several sub-windows leaves the skipped ones empty.
         let baseline = tally.baseline();
         self.slot = (self.slot + 1) % SUBWINDOWS;
-        let rows = tally.take(&mut self.ring[self.slot * CELLS..(self.slot + 1) * CELLS]);
-        self.ring_rows[self.slot] = rows;
+        let taken = self.slot;
+        let rows = tally.take(&mut self.ring[taken * CELLS..(taken + 1) * CELLS]);
+        self.ring_rows[taken] = rows;
         self.filled += 1;
         let mut skipped = 0;
         self.next_ns += sub_ns;
@@ -178,18 +179,43 @@ impl DriftMonitor {
         };
         if !same {
             // A model reload: counts binned by the old cut points mean
-            // nothing against the new ones.
-            let kept = self.ring[self.slot * CELLS..(self.slot + 1) * CELLS].to_vec();
+            // nothing against the new ones. A drift in progress ends (it
+            // was drift from the old model's training data).
+            let ended = self.drifting.then(|| self.end_finding(cfg));
+            let kept = self.ring[taken * CELLS..(taken + 1) * CELLS].to_vec();
             self.clear();
             self.baseline = baseline;
-            self.ring[self.slot * CELLS..(self.slot + 1) * CELLS].copy_from_slice(&kept);
-            self.ring_rows[self.slot] = rows;
+            self.ring[taken * CELLS..(taken + 1) * CELLS].copy_from_slice(&kept);
+            self.ring_rows[taken] = rows;
             self.filled = 1;
+            if ended.is_some() {
+                self.last_emit_ns = now_ns;
+                self.events += 1;
+            }
+            return ended;
         }
         if self.filled < SUBWINDOWS {
             return None;
         }
         self.judge(now_ns, cfg)
+    }
+
+    /// The `end` record of a drift cut short by a model reload: the old
+    /// baseline, its latest figures, nothing moved.
+    fn end_finding(&self, cfg: &DriftSection) -> DriftFinding {
+        DriftFinding {
+            state: DriftState::End,
+            baseline: self
+                .baseline
+                .as_ref()
+                .map(|b| b.model.clone())
+                .unwrap_or_default(),
+            window_s: cfg.window_s,
+            rows: self.ring_rows.iter().sum(),
+            threshold: cfg.threshold,
+            moved: Vec::new(),
+            max_psi: self.psi.iter().copied().fold(0.0, f64::max),
+        }
     }
 
     fn judge(&mut self, now_ns: u64, cfg: &DriftSection) -> Option<DriftFinding> {
@@ -363,6 +389,41 @@ mod tests {
         assert_eq!(latest.len(), 2);
         assert!(latest.iter().all(|(_, p)| *p < 0.2), "{latest:?}");
         assert_eq!(m.events, 4);
+    }
+
+    /// A model reload whose card bins the shifted rows as normal ends the
+    /// drift at once and starts a new window.
+    #[test]
+    fn a_model_swap_ends_a_drift_and_starts_a_new_window() {
+        let tally = Arc::new(DriftTally::default());
+        let mut w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
+        let mut m = DriftMonitor::new();
+        m.attach(Arc::clone(&tally));
+        let s = 1_000_000_000u64;
+        m.tick(s, &cfg());
+        let mut states = Vec::new();
+        for t in 1..=12u64 {
+            feed(&mut w, true);
+            states.extend(m.tick(s + t * s, &cfg()).map(|f| (t, f.state)));
+        }
+        assert_eq!(states, [(10, DriftState::Start)]);
+        // `b` re-baselined where the shifted rows are: all at 3.5.
+        let rebased = ModelCard::from_json(&serde_json::json!({
+            "name": "m", "version": "2",
+            "schema": {"version": 1, "features": [{"name": "a", "unit": "x"}, {"name": "b", "unit": "x"}]},
+            "baseline_quantiles": {"quantiles": [0.25, 0.5, 0.75],
+                "benign_train": {"a": [1.0, 2.0, 3.0], "b": [4.0, 4.0, 4.0]},
+                "benign_train_cdf": {"b": [1.0, 1.0, 1.0]}}
+        }))
+        .unwrap();
+        w.swap(&rebased);
+        let mut after = Vec::new();
+        for t in 13..=40u64 {
+            feed(&mut w, true);
+            after.extend(m.tick(s + t * s, &cfg()).map(|f| (t, f.state, f.baseline)));
+        }
+        assert_eq!(after, [(13, DriftState::End, "m@1".to_owned())]);
+        assert_eq!(m.events, 2);
     }
 
     /// Shifted from the first row: nothing is judged until the window
