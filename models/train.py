@@ -492,6 +492,24 @@ def main():
     baseline = {
         n: [round(float(v), 6) for v in np.quantile(ben[:, i], QUANTILES)] for i, n in enumerate(names)
     }
+    # The share of those rows at or below each value, within the sensor's
+    # rounding tolerance: drift monitoring's expected bin shares, exact where
+    # values tie (a feature that is 0 on most rows).
+    baseline_cdf = {
+        n: [round(float((ben[:, i] <= v + 1e-6 * (1 + abs(v))).mean()), 6) for v in baseline[n]]
+        for i, n in enumerate(names)
+    }
+    # The classifier's attack score (1 - P(benign)) on the same rows: the
+    # sensor's drift monitoring of the model's scores.
+    ben_score = 1.0 - run(cls_sess, "probabilities", ben)[:, 0]
+    score_q = [round(float(v), 6) for v in np.quantile(ben_score, QUANTILES)]
+    score_baseline = {
+        "quantiles": QUANTILES,
+        "benign_train": score_q,
+        "benign_train_cdf": [
+            round(float((ben_score <= v + 1e-6 * (1 + abs(v))).mean()), 6) for v in score_q
+        ],
+    }
 
     args.out.mkdir(parents=True, exist_ok=True)
     data_desc = {"sources": sources}
@@ -511,7 +529,7 @@ def main():
         "schema": schema,
         "data": data_desc,
         "input": "input",
-        "baseline_quantiles": {"quantiles": QUANTILES, "benign_train": baseline},
+        "baseline_quantiles": {"quantiles": QUANTILES, "benign_train": baseline, "benign_train_cdf": baseline_cdf},
         "rebuild_command": REBUILD,
         "training": {"seed": SEED, "script": "models/train.py", "requirements": "models/requirements.txt"},
     }
@@ -528,6 +546,7 @@ def main():
                 "inverse-frequency class weights; each data source weighs the same; "
                 f"within a source each scenario instance of a class weighs the same "
                 f"(row weight capped at {GROUP_WEIGHT_CAP:g}x)",
+                "score_quantiles": score_baseline,
                 "thresholds": {
                     "attack_score": thr,
                     "attack_score_definition": "1 - P(benign)",

@@ -162,6 +162,19 @@ pub struct StatsReport {
     /// `--no-score`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyReport>,
+    /// Drift monitoring's figures at the stop (absent with `--no-score`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftReport>,
+}
+
+/// What drift monitoring reported over a run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DriftReport {
+    /// `drift` records written (start, update, end).
+    pub events: u64,
+    /// The latest PSI of each feature against the model card's baseline
+    /// (empty when no window was judged).
+    pub psi: BTreeMap<String, f64>,
 }
 
 /// What the model reloads of a run did.
@@ -257,6 +270,7 @@ impl StatsReport {
             collector: None,
             model_reloads: ModelReloads::default(),
             latency: None,
+            drift: None,
         }
     }
 

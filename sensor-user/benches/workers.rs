@@ -27,6 +27,9 @@
 //! consumer; rows kept back by the floor are scored in the same batches, so
 //! the sent rows' latency is the batch latency.
 //!
+//! Every worker also counts its rows' drift bins, as in `sensor run`;
+//! `WORKER_BENCH_DRIFT=0` leaves that out (to measure what it costs).
+//!
 //! The machine may have only two cores: the producer is pinned to core 0
 //! and the worker to core 1, and the consumer floats. Producer and consumer
 //! sleep or block when idle, so at moderate loads the worker has its core
@@ -54,6 +57,7 @@ use sensor::{
     model::row::RowBatch,
     model::{
         DEFAULT_BATCH_SIZES, Model,
+        drift::DriftTally,
         pipeline::{ModelSwap, PipelineConfig, ScoringPipeline},
     },
     run::scoring::emit_floor,
@@ -185,6 +189,11 @@ fn worker(
 ) -> Worker {
     let p = ScoringPipeline::new(cfg, Arc::clone(&s.cls), Some(Arc::clone(&s.ae)), tx)
         .expect("pipeline");
+    let p = if std::env::var("WORKER_BENCH_DRIFT").is_ok_and(|v| v == "0") {
+        p
+    } else {
+        p.with_drift(Arc::new(DriftTally::default()))
+    };
     let shed = Arc::new(AtomicU64::new(0));
     let scored = Arc::new(AtomicU64::new(0));
     let escalated = Arc::new(AtomicU64::new(0));

@@ -644,6 +644,7 @@ fn threaded_stage_applies_verdicts_and_reloads_thresholds_without_restart() {
         Inventory::default(),
         SinkSet::new().with(mem.clone()),
         None,
+        None,
     )
     .unwrap();
     let now = sensor_common::clock::monotonic_ns();
@@ -735,7 +736,7 @@ fn documented_examples_match_the_schema_and_example_configs_load() {
         .skip(1)
         .map(|b| b.split("\n```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 3);
+    assert_eq!(blocks.len(), 4);
     for b in blocks {
         let v: serde_json::Value = serde_json::from_str(b).unwrap();
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();

@@ -51,6 +51,40 @@ pub struct SensorFile {
     pub tuning: TuningSection,
     pub sinks: Vec<SinkConfig>,
     pub block: BlockSection,
+    pub drift: DriftSection,
+}
+
+/// Drift monitoring: how far the traffic's feature distributions moved from
+/// the benign training rows the model card describes (population stability
+/// index per feature over a sliding window; see `docs/alerts.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DriftSection {
+    /// `false` turns monitoring off (no PSI, no `drift` records).
+    pub enabled: bool,
+    /// Length of the sliding window, in seconds; it moves in tenths.
+    pub window_s: f64,
+    /// A feature has moved when its PSI over the window exceeds this
+    /// (0.1 is commonly read as a slight shift, 0.25 as a major one).
+    pub threshold: f64,
+    /// Rows the window must hold before it is judged: a quiet link's few
+    /// rows say nothing about a distribution.
+    pub min_rows: u64,
+    /// Features whose PSI is still measured (metrics) but never reported
+    /// as moved: those known to differ at this site and accepted.
+    pub ignore: Vec<String>,
+}
+
+impl Default for DriftSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_s: 300.0,
+            threshold: 0.2,
+            min_rows: 500,
+            ignore: Vec::new(),
+        }
+    }
 }
 
 /// When an alert blocks its attacker at the edge (with `sensor run
@@ -721,6 +755,37 @@ impl SensorFile {
                 )?;
             }
         }
+        let d = &self.drift;
+        range(
+            "drift",
+            "window_s",
+            d.window_s,
+            d.window_s.is_finite() && (1.0..=86_400.0).contains(&d.window_s),
+            "from 1 to 86400 seconds",
+        )?;
+        range(
+            "drift",
+            "threshold",
+            d.threshold,
+            pos(d.threshold),
+            "a positive PSI",
+        )?;
+        range(
+            "drift",
+            "min_rows",
+            d.min_rows,
+            d.min_rows >= 1,
+            "at least 1 row",
+        )?;
+        for name in &d.ignore {
+            range(
+                "drift",
+                "ignore",
+                name,
+                crate::features::SCHEMA.iter().any(|f| f.name == name),
+                "feature names of the schema",
+            )?;
+        }
         let b = &self.block;
         let fraction = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
         range(
@@ -842,6 +907,8 @@ pub struct AlertSettings {
     pub block: BlockSection,
     /// `sensor run --enforce`: whether blocks are installed at all.
     pub enforce: EnforceMode,
+    /// Drift monitoring.
+    pub drift: DriftSection,
 }
 
 impl AlertSettings {
@@ -867,6 +934,7 @@ impl AlertSettings {
             config_path: config_path.map(Path::to_path_buf),
             block: file.block.clone(),
             enforce: EnforceMode::Off,
+            drift: file.drift.clone(),
         })
     }
 

@@ -13,6 +13,7 @@ mod block;
 pub mod config;
 mod dedup;
 mod detect;
+mod drift;
 mod emit;
 pub mod eve;
 pub mod feedback;
@@ -197,6 +198,8 @@ pub struct AlertMetrics {
     pub sink_errors: u64,
     /// Alert records that could not be written to the alert record log.
     pub alert_log_errors: u64,
+    /// `drift` records written (start, update and end).
+    pub drift_events: u64,
 }
 
 macro_rules! shared_metrics {
@@ -258,6 +261,7 @@ shared_metrics!(
     threshold_reloads,
     sink_errors,
     alert_log_errors,
+    drift_events,
 );
 
 /// What the poller thread (and a reload) tells the stage.
@@ -320,12 +324,16 @@ pub struct AlertFigures {
     /// `opened[class as usize][eve_severity - 1]`.
     pub opened: [[u64; EVE_SEVERITIES]; crate::model::row::N_CLASSES],
     pub alert_latency: LatencyHistogram,
+    /// Latest PSI per feature against the model card's baseline (empty
+    /// before the first judged window).
+    pub drift_psi: Vec<(String, f64)>,
 }
 
 impl AlertFigures {
     fn copy_from(&mut self, other: &Self) {
         self.opened = other.opened;
         self.alert_latency.copy_from(&other.alert_latency);
+        self.drift_psi.clone_from(&other.drift_psi);
     }
 }
 
@@ -446,6 +454,7 @@ pub fn spawn_alert_stage(
     inventory: Inventory,
     sinks: impl AlertOutput + 'static,
     sketches: Option<SketchHandle>,
+    drift: Option<Arc<crate::model::drift::DriftTally>>,
 ) -> Result<AlertStageHandle, AlertsError> {
     let shed = Arc::new(AtomicU64::new(0));
     let metrics = Arc::new(SharedMetrics::default());
@@ -472,6 +481,9 @@ pub fn spawn_alert_stage(
         )
     };
     let mut stage = AlertStage::new(settings, inventory, sinks, ClockMap::from_system())?;
+    if let Some(t) = drift {
+        stage.set_drift_tally(t);
+    }
     let m2 = Arc::clone(&metrics);
     let f2 = Arc::clone(&figures);
     let shed2 = Arc::clone(&shed);

@@ -15,6 +15,7 @@ use super::{
     config::{AlertSettings, Thresholds, secs_to_ns},
     dedup::{Aggregate, DedupKey, dedup_key},
     detect::{Detection, Rule, detect},
+    drift::{DriftFields, DriftFinding, DriftMonitor, DriftWrapper, EveDriftRecord, MovedFeature},
     emit::{AlertState, CloseReason, Context, Emitter},
     eve::ClockMap,
     feedback::{RecordKind, Verdict, VerdictRecord},
@@ -106,6 +107,8 @@ pub struct AlertStage {
     /// the epoch of the last finding and the new flows summed over
     /// consecutive epochs (see [`SCAN_MAX_PROBES`]).
     scanned_floods: std::collections::HashMap<IpAddr, (u64, f64)>,
+    /// Feature drift against the classifier card's baseline.
+    drift: DriftMonitor,
 }
 
 /// Confidence of a sweep's scan alert: the scan rule's bar passed by
@@ -161,6 +164,7 @@ impl AlertStage {
             prefix_floods: Vec::new(),
             scanned_floods: std::collections::HashMap::new(),
             blocker: Blocker::new(None),
+            drift: DriftMonitor::new(),
         })
     }
 
@@ -170,6 +174,12 @@ impl AlertStage {
         self.blocker = Blocker::new(Some(lists));
     }
 
+    /// Judges drift on the bin counts the scoring pipelines add to `tally`
+    /// (see `model::drift`).
+    pub fn set_drift_tally(&mut self, tally: Arc<crate::model::drift::DriftTally>) {
+        self.drift.attach(tally);
+    }
+
     /// Counters now (`rows_shed` as last set by the owner).
     #[must_use]
     pub fn metrics(&self) -> AlertMetrics {
@@ -177,6 +187,7 @@ impl AlertStage {
         m.open_alerts = self.alerts.len() as u64;
         m.open_incidents = self.incidents.len() as u64;
         m.sink_errors = self.out.errors();
+        m.drift_events = self.drift.events;
         m
     }
 
@@ -309,6 +320,50 @@ impl AlertStage {
         if self.now_ns >= self.next_sweep_ns {
             self.sweep();
         }
+        let judged = self.drift.judged;
+        if let Some(f) = self.drift.tick(self.now_ns, &self.settings.drift) {
+            self.emit_drift(&f);
+        }
+        if self.drift.judged != judged {
+            self.figures.drift_psi = self.drift.latest();
+        }
+    }
+
+    fn emit_drift(&mut self, f: &DriftFinding) {
+        tracing::info!(
+            state = ?f.state,
+            moved = ?f.moved,
+            rows = f.rows,
+            "feature drift against {}",
+            f.baseline
+        );
+        let models = [&self.settings.classifier, &self.settings.autoencoder]
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{}@{}", c.name, c.version))
+            .collect();
+        let rec = EveDriftRecord {
+            timestamp: super::eve::timestamp(self.clock.wall_ns(self.now_ns)),
+            event_type: "drift",
+            host: &self.settings.sensor_name,
+            xdp_sensor: DriftWrapper {
+                drift: DriftFields {
+                    state: f.state,
+                    baseline: &f.baseline,
+                    models,
+                    window_s: f.window_s,
+                    rows: f.rows,
+                    threshold: f.threshold,
+                    max_psi: f.max_psi,
+                    features: f
+                        .moved
+                        .iter()
+                        .map(|(name, psi)| MovedFeature { name, psi: *psi })
+                        .collect(),
+                },
+            },
+        };
+        self.out.write(&rec);
     }
 
     /// Flushes buffered sink output and the alert log.

@@ -141,6 +141,8 @@ struct RawCard {
     #[serde(default)]
     baseline_quantiles: Option<BaselineQuantiles>,
     #[serde(default)]
+    score_quantiles: Option<ScoreQuantiles>,
+    #[serde(default)]
     onnx_sha256: Option<String>,
 }
 
@@ -150,6 +152,16 @@ struct RawCard {
 enum FeatureRef {
     Name(String),
     Object { name: String },
+}
+
+/// The classifier's attack score (`1 − P(benign)`) on the benign training
+/// rows: quantile levels, values and the share at or below each.
+#[derive(Deserialize)]
+struct ScoreQuantiles {
+    quantiles: Vec<f64>,
+    benign_train: Vec<f64>,
+    #[serde(default)]
+    benign_train_cdf: Option<Vec<f64>>,
 }
 
 /// Per-feature baseline statistics, keyed by feature name or aligned with
@@ -167,6 +179,11 @@ enum RawBaseline {
 struct BaselineQuantiles {
     quantiles: Vec<f64>,
     benign_train: BTreeMap<String, Vec<f64>>,
+    /// Per feature, the share of the benign training rows at or below each
+    /// of its quantile values (exact where values tie; cards written before
+    /// it existed lack it).
+    #[serde(default)]
+    benign_train_cdf: BTreeMap<String, Vec<f64>>,
 }
 
 /// Robust location and scale of one feature in the training data, for the
@@ -226,6 +243,32 @@ pub struct ModelCard {
     pub baseline: Vec<Option<Baseline>>,
     /// SHA-256 of the ONNX file the card describes (hex), when recorded.
     pub onnx_sha256: Option<String>,
+    /// The benign training rows' quantiles, as the card lists them (drift
+    /// monitoring bins rows by them; see `model::drift`).
+    pub quantiles: Option<QuantileBaseline>,
+    /// Classifier cards: the attack score's quantiles on the benign training
+    /// rows (levels, values, shares at or below), when recorded.
+    pub score_quantiles: Option<ScoreBaseline>,
+}
+
+/// A score's quantile levels, its values at them and, when recorded, the
+/// share at or below each value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScoreBaseline {
+    pub levels: Vec<f64>,
+    pub values: Vec<f64>,
+    pub cdf: Option<Vec<f64>>,
+}
+
+/// Quantile levels and, aligned with the card's features, each feature's
+/// values at those levels (`None` for a feature the card does not list).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuantileBaseline {
+    pub levels: Vec<f64>,
+    pub values: Vec<Option<Vec<f64>>>,
+    /// Share of the training rows at or below each value, when the card
+    /// records it.
+    pub cdf: Vec<Option<Vec<f64>>>,
 }
 
 impl ModelCard {
@@ -338,6 +381,17 @@ impl ModelCard {
                 }
             }
         }
+        let quantiles = raw.baseline_quantiles.map(|bq| QuantileBaseline {
+            values: feature_names
+                .iter()
+                .map(|n| bq.benign_train.get(n).cloned())
+                .collect(),
+            cdf: feature_names
+                .iter()
+                .map(|n| bq.benign_train_cdf.get(n).cloned())
+                .collect(),
+            levels: bq.quantiles,
+        });
         Ok(Self {
             name: raw.name.unwrap_or_else(|| "model".to_owned()),
             version: match raw.version {
@@ -353,6 +407,12 @@ impl ModelCard {
             feature_names,
             thresholds,
             anomaly_threshold,
+            quantiles,
+            score_quantiles: raw.score_quantiles.map(|q| ScoreBaseline {
+                levels: q.quantiles,
+                values: q.benign_train,
+                cdf: q.benign_train_cdf,
+            }),
             baseline,
             onnx_sha256: raw.onnx_sha256,
         })

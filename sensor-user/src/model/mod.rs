@@ -8,6 +8,7 @@
 //! per event.
 
 pub mod card;
+pub mod drift;
 pub mod offline;
 pub mod pipeline;
 pub mod registry;

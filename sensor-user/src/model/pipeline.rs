@@ -21,7 +21,10 @@ use std::sync::Arc;
 use crossbeam_channel::{Sender, TrySendError};
 use sensor_common::{FlowEvent, FlowKey, addr_to_ip as ip, clock::monotonic_ns};
 
-use super::{Model, ModelKind, Runner};
+use super::{
+    Model, ModelKind, Runner,
+    drift::{DriftCounter, DriftTally},
+};
 use crate::{
     capture::live::{LatencyHistogram, Published},
     capture::{collector::FlowOrigin, control::SketchHandle},
@@ -187,6 +190,8 @@ pub struct ScoringPipeline {
     figures: PipelineLive,
     live: Option<Arc<Published<PipelineLive>>>,
     next_publish_ns: u64,
+    /// Drift bins of every scored row (see [`super::drift`]).
+    drift: Option<DriftCounter>,
 }
 
 /// Models to put in place of a pipeline's running ones (hot reload), with
@@ -301,6 +306,7 @@ impl ScoringPipeline {
             figures: PipelineLive::default(),
             live: None,
             next_publish_ns: 0,
+            drift: None,
         })
     }
 
@@ -320,6 +326,14 @@ impl ScoringPipeline {
         self
     }
 
+    /// Counts every scored row into `tally`'s drift bins (the classifier
+    /// card's baseline), added to it with each publication.
+    #[must_use]
+    pub fn with_drift(mut self, tally: Arc<DriftTally>) -> Self {
+        self.drift = Some(DriftCounter::new(tally, self.classifier.card()));
+        self
+    }
+
     /// The figures so far: counters, event→score latency, batch sizes.
     #[must_use]
     pub fn figures(&self) -> PipelineLive {
@@ -331,6 +345,9 @@ impl ScoringPipeline {
     /// Publishes to `live` (see [`Self::with_live`]); `wait` for the last
     /// publication, otherwise skipped while a reader holds the slot.
     fn publish(&mut self, wait: bool) {
+        if let Some(d) = &mut self.drift {
+            d.publish();
+        }
         let Some(live) = &self.live else {
             return;
         };
@@ -461,6 +478,9 @@ impl ScoringPipeline {
             ae,
             n_classes,
         } = swap;
+        if let Some(d) = &mut self.drift {
+            d.swap(classifier.card());
+        }
         self.n_classes = n_classes.min(N_CLASSES);
         self.probs.resize(self.cfg.max_batch * self.n_classes, 0.0);
         self.classifier = classifier;
@@ -511,6 +531,12 @@ impl ScoringPipeline {
             return;
         }
         self.counters.rows_scored += n as u64;
+        if let Some(d) = &mut self.drift {
+            // The attack score, 1 − P(benign), as the thresholds read it.
+            for (i, r) in self.rows.iter().enumerate() {
+                d.count(r, 1.0 - self.probs[i * k]);
+            }
+        }
         let bucket = BATCH_SIZE_BOUNDS
             .iter()
             .position(|&b| n as u64 <= b)

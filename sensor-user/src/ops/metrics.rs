@@ -114,6 +114,16 @@ impl ScoringFigures {
                 .unwrap_or_default(),
         })
     }
+
+    /// Drift monitoring's figures for `--stats-out`, as last published
+    /// (`None` without the alert stage).
+    pub(crate) fn drift_report(&self) -> Option<sensor_common::records::DriftReport> {
+        let a = self.alerts.as_ref()?;
+        Some(sensor_common::records::DriftReport {
+            events: a.counters().drift_events,
+            psi: a.figures().drift_psi.into_iter().collect(),
+        })
+    }
 }
 
 /// Everything one scrape reads.
@@ -317,9 +327,26 @@ impl MetricSources {
                 ("alerts_updated", "Alert updates written.", a.alerts_updated),
                 ("alerts_closed", "Alerts closed.", a.alerts_closed),
                 ("incidents_opened", "Incidents opened.", a.incidents_opened),
+                (
+                    "drift_events",
+                    "Drift records written (start, update, end): feature distributions moved from the model card's baseline.",
+                    a.drift_events,
+                ),
             ] {
                 enc.encode_descriptor(name, help, None, MetricType::Counter)?
                     .encode_counter::<NoLabelSet, u64, u64>(&v, None)?;
+            }
+            if !f.drift_psi.is_empty() {
+                let mut m = enc.encode_descriptor(
+                    "feature_psi",
+                    "Population stability index of each feature over the drift window against the model card's baseline, as last judged.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for (feature, psi) in &f.drift_psi {
+                    m.encode_family(&[("feature", feature.as_str())])?
+                        .encode_gauge(psi)?;
+                }
             }
             for (name, help, v) in [
                 ("open_alerts", "Alerts open now.", a.open_alerts),

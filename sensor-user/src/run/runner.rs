@@ -588,6 +588,7 @@ impl Outputs {
             stats.handover = handover;
             stats.collector = collector;
             stats.latency = scoring.latency_report();
+            stats.drift = scoring.drift_report();
             stats.model_reloads = scoring.models.read().reloads;
             let path = out.path().display().to_string();
             out.write_json(&stats)?;

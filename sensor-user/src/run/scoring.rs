@@ -25,6 +25,7 @@ use crate::{
     model::row::{AttackClass, RowBatch},
     model::{
         DEFAULT_BATCH_SIZES, Model, ModelError,
+        drift::DriftTally,
         pipeline::{
             ModelSwap, PipelineConfig, PipelineCounters, PipelineError, PipelineLive,
             ScoringPipeline,
@@ -420,6 +421,8 @@ impl Scoring {
         };
         let report = Arc::new(Mutex::new(Vec::with_capacity(n_workers)));
         let sketches = SketchHandle::default();
+        // Every scored row's drift bins, whatever the emit floor.
+        let drift = Arc::new(DriftTally::default());
         let total = n_workers + collector_workers;
         let mut handlers = Vec::with_capacity(total);
         let live: Vec<Arc<Published<PipelineLive>>> =
@@ -447,7 +450,8 @@ impl Scoring {
             )
             .map_err(|source| ScoringError::Pipeline { worker, source })?
             .with_sketches(sketches.clone())
-            .with_live(Arc::clone(live));
+            .with_live(Arc::clone(live))
+            .with_drift(Arc::clone(&drift));
             handlers.push(Some(ScoringHandler {
                 pipeline,
                 report: Arc::clone(&report),
@@ -469,7 +473,7 @@ impl Scoring {
             None => (rx, None),
         };
         let alerts = alert_setup
-            .spawn(args, alert_rx, sketches.clone())
+            .spawn(args, alert_rx, sketches.clone(), drift)
             .map_err(|source| ScoringError::Alerts { source })?;
         let figures = ScoringFigures {
             pipelines: live,
@@ -794,10 +798,18 @@ impl AlertSetup {
         args: &ScoringOptions,
         rx: crossbeam_channel::Receiver<RowBatch>,
         sketches: SketchHandle,
+        drift: Arc<DriftTally>,
     ) -> Result<AlertStageHandle, AlertsError> {
         let inventory = self.inventory()?;
         let sinks = self.sinks(args)?;
-        alerts::spawn_alert_stage(rx, self.settings, inventory, sinks, Some(sketches))
+        alerts::spawn_alert_stage(
+            rx,
+            self.settings,
+            inventory,
+            sinks,
+            Some(sketches),
+            Some(drift),
+        )
     }
 }
 
@@ -832,5 +844,5 @@ pub fn spawn_alerts_from_config(
         None => Inventory::default(),
     };
     let sinks = SinkSet::from_config(&file.sinks)?;
-    alerts::spawn_alert_stage(rows, settings, inventory, sinks, None)
+    alerts::spawn_alert_stage(rows, settings, inventory, sinks, None, None)
 }

@@ -58,6 +58,14 @@ fn numbers_out_of_range_are_refused_with_their_line() {
             2,
         ),
         ("[volume]\nmin_pps = 0\n", "[volume] min_pps = 0", 2),
+        ("[drift]\nwindow_s = 0.5\n", "[drift] window_s = 0.5", 2),
+        ("[drift]\n\nthreshold = -1\n", "[drift] threshold = -1", 3),
+        ("[drift]\nmin_rows = 0\n", "[drift] min_rows = 0", 2),
+        (
+            "[drift]\nignore = [\"flow_bytes\", \"flow_byte\"]\n",
+            "[drift] ignore = flow_byte",
+            2,
+        ),
         (
             "[[sinks]]\nkind = \"file\"\npath = \"e\"\nkeep = 0\n",
             "[sinks] keep = 0",
@@ -140,10 +148,15 @@ fn training_script_card_shape_is_accepted() {
                        "chosen_by": "min cost", "validation_cost": 12.0, "scan": 0.8},
         "baseline_quantiles": {"quantiles": [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99],
             "benign_train": {"syn_ratio": [0.0, 0.0, 0.0, 0.0, 0.0, 0.329, 0.5],
-                             "pkts": [1.0, 2.0, 3.0, 5.0, 4.349, 9.0, 20.0]}}
+                             "pkts": [1.0, 2.0, 3.0, 5.0, 4.349, 9.0, 20.0]},
+            "benign_train_cdf": {"syn_ratio": [0.8, 0.8, 0.8, 0.8, 0.8, 0.95, 0.99]}}
     });
     let c = ModelCard::from_json(&v).unwrap();
     assert_eq!(c.feature_names, ["syn_ratio", "pkts"]);
+    let q = c.quantiles.as_ref().unwrap();
+    assert_eq!(q.levels.len(), 7);
+    assert_eq!(q.cdf[0].as_deref().map(<[f64]>::len), Some(7));
+    assert_eq!(q.cdf[1], None);
     assert_eq!(c.thresholds[&AttackClass::Flood], 0.7);
     assert_eq!(c.thresholds[&AttackClass::Scan], 0.8);
     let b = c.baseline[0].unwrap();
