@@ -1320,3 +1320,44 @@ fn full_corroboration_table_is_bounded() {
     }
     assert_eq!(stage.open_alerts().len(), 1);
 }
+
+/// An IP protocol scan (one packet of each protocol number to one host)
+/// is one scan alert: once its scan alert is open, the probes the model
+/// scores as a flood are the scan's. A GRE flood from elsewhere is a flood.
+#[test]
+fn ip_protocol_scan_probes_are_no_flood_on_the_scanned_host() {
+    let (mut stage, _mem) = stage_with_corroboration(3, |s| s.alerts.scan_ports_per_host = 3);
+    let (scanner, host) = (ip("10.10.0.66"), ip(VICTIM));
+    let probe = |proto: u8, class, ts| {
+        let mut r = row(class, 0.99, scanner, host, 0, ts);
+        r.proto = proto;
+        r.facts.victim_pps = 5_000.0;
+        r
+    };
+    for (i, proto) in [0u8, 2, 3, 4].into_iter().enumerate() {
+        stage.process(&probe(proto, Scan, SEC + i as u64 * 1_000_000));
+    }
+    assert_eq!(stage.open_alerts().len(), 1, "{:?}", stage.open_alerts());
+    // Its probes of the protocols without ports or ICMP, scored as a
+    // flood at flood volume.
+    let other = (5u8..=100).filter(|p| ![6, 17, 58].contains(p));
+    for (i, proto) in other.enumerate() {
+        stage.process(&probe(proto, Flood, 2 * SEC + i as u64 * 1_000_000));
+    }
+    let open = stage.open_alerts();
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].class, Scan);
+    assert_eq!(stage.metrics().rows_flood_scan_probe, 93);
+    // GRE from other sources to the same host: a flood.
+    for i in 0..10u32 {
+        let mut r = spoofed_row(Flood, i, VICTIM, 3 * SEC + u64::from(i) * 1_000_000);
+        r.proto = 47;
+        r.facts.victim_pps = 5_000.0;
+        stage.process(&r);
+    }
+    assert!(
+        stage.open_alerts().iter().any(|a| a.class == Flood),
+        "{:?}",
+        stage.open_alerts()
+    );
+}

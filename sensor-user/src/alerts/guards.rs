@@ -17,6 +17,7 @@ use super::{
     open_alert::OpenAlerts,
 };
 use crate::model::row::{AttackClass, Entity, ScoredRow};
+use sensor_common::ipproto;
 
 /// Makes room in a full map of `cap` entries: drops the entries `live`
 /// rejects, or all of them if that frees less than an eighth (so a map
@@ -63,6 +64,12 @@ pub(super) fn screen(
         // or scan before) makes the row look flood-like.
         metrics.rows_flood_login += 1;
         return None;
+    } else if !is_port_or_icmp_protocol(row.proto) && is_scanning(open, row.src, row.dst) {
+        // An IP protocol scan sends one packet of each protocol number to
+        // its target: from the source of an open scan alert to a host it
+        // probes, such rows are that scan's probes, not a flood.
+        metrics.rows_flood_scan_probe += 1;
+        return None;
     } else if is_icmp_error(row) && is_open_attacker(open, row.dst, row.src) {
         // ICMP errors name no request to match, but those sent to a host
         // this stage already holds as an attacker answer its probes.
@@ -100,6 +107,14 @@ pub(super) fn screen(
         return None;
     }
     Some(det)
+}
+
+/// TCP, UDP, ICMP and ICMPv6: the protocols hosts talk with every day.
+fn is_port_or_icmp_protocol(proto: u8) -> bool {
+    matches!(
+        proto,
+        ipproto::TCP | ipproto::UDP | ipproto::ICMP | ipproto::ICMPV6
+    )
 }
 
 /// ICMP and ICMPv6 errors (unreachable, source quench, redirect, time

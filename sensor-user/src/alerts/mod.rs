@@ -123,6 +123,10 @@ pub struct AlertMetrics {
     /// names as the attacker: its probes' answers (a UDP scan's port
     /// unreachables), not a flood on it. Dropped.
     pub rows_flood_backscatter: u64,
+    /// Flood detections on rows of a protocol other than TCP, UDP and ICMP
+    /// from the source of an open scan alert to a host it probes: an IP
+    /// protocol scan's probes. Dropped.
+    pub rows_flood_scan_probe: u64,
     /// Detections waiting for corroboration (`corroborate_rows`) that did
     /// not open an alert (yet).
     pub rows_uncorroborated: u64,
@@ -229,6 +233,7 @@ shared_metrics!(
     rows_flood_low_volume,
     rows_flood_solicited,
     rows_flood_backscatter,
+    rows_flood_scan_probe,
     rows_uncorroborated,
     rows_bruteforce_upload,
     rows_bruteforce_paced,
