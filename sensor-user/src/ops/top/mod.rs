@@ -10,7 +10,7 @@ pub mod exposition;
 
 use std::{
     fmt::Write as _,
-    io::{Read as _, Write as _},
+    io::{IsTerminal as _, Read as _, Write as _},
     net::{TcpStream, ToSocketAddrs as _},
     time::{Duration, Instant},
 };
@@ -497,6 +497,14 @@ pub fn run_top(args: &TopOptions<'_>) -> Result<(), SensorError> {
         what: "reading --metrics",
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e),
     })?;
+    if !std::io::stdout().is_terminal() {
+        return Err(SensorError::System {
+            what: "sensor top",
+            source: std::io::Error::other(
+                "stdout is not a terminal; for one reading use `curl http://ADDR:PORT/metrics`",
+            ),
+        });
+    }
     let term_err = |source| SensorError::System {
         what: "driving the terminal",
         source,
