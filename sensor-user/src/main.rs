@@ -36,6 +36,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             &args.iface,
             &mut std::io::stdout().lock(),
         )?),
+        Command::Top(args) => Ok(sensor::ops::top::run_top(&sensor::ops::top::TopOptions {
+            metrics: &args.metrics,
+            iface: args.iface.as_deref(),
+            interval: args.interval,
+        })?),
         Command::Block(args) => {
             let (iface, op) = args.op();
             Ok(sensor::ops::block::run_block(

@@ -11,7 +11,7 @@ use crate::{has_binary, run_status, target_dir};
 
 /// Debian packages and a binary (or, for an absolute path, a file) that
 /// proves each is installed.
-const APT_PACKAGES: [(&str, &str); 25] = [
+const APT_PACKAGES: [(&str, &str); 26] = [
     ("clang-19", "clang-19"),
     // Headers of the XDP bench's C reference (`bpf/bpf_helpers.h`).
     ("libbpf-dev", "/usr/include/bpf/bpf_helpers.h"),
@@ -47,6 +47,9 @@ const APT_PACKAGES: [(&str, &str); 25] = [
     // Without systemd as init nothing starts the packaged service: the
     // test starts its own server with its own config and data directory.
     ("prometheus", "promtool"),
+    // `sensor top` runs in a detached tmux session whose pane the test
+    // reads (tests/netns_top.rs).
+    ("tmux", "tmux"),
 ];
 
 /// The cargo-fuzz release `cargo xtask fuzz` is known to work with.

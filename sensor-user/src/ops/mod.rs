@@ -6,3 +6,4 @@ pub mod block;
 pub mod metrics;
 pub mod report;
 pub mod stats;
+pub mod top;

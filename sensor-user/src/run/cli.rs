@@ -35,6 +35,10 @@ pub enum Command {
     Collect(CollectArgs),
     /// Print the live counters of a running `sensor run` as one JSON line.
     Stats(StatsArgs),
+    /// A live terminal view of a running `sensor run`: packets/s, bits/s,
+    /// workers, alerts, models and drift, read from its `--metrics-addr`
+    /// endpoint (never from its maps). `q` quits.
+    Top(TopArgs),
     /// Add, remove or list blocked source prefixes of the sensor on an
     /// interface (dropped while it runs with `--enforce on`).
     Block(BlockArgs),
@@ -126,6 +130,23 @@ pub struct StatsArgs {
     /// Interface the running sensor is attached to.
     #[arg(long, value_name = "IF")]
     pub iface: String,
+}
+
+/// `sensor top`.
+#[derive(Debug, Clone, Args)]
+pub struct TopArgs {
+    /// The running sensor's metrics endpoint (`sensor run --metrics-addr`):
+    /// ADDR:PORT, or a URL such as `http://127.0.0.1:9641/metrics`. This is
+    /// the view's only data source.
+    #[arg(long, value_name = "URL_OR_ADDR")]
+    pub metrics: String,
+    /// Interface the sensor runs on, shown in the title only (the figures
+    /// come from the metrics endpoint).
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Seconds between refreshes (fractions allowed).
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 /// `sensor block`.
