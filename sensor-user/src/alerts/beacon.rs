@@ -85,22 +85,34 @@ impl ConnStarts {
     /// Whether at least two connections started within `window_ns` of
     /// `now`, each at least `min_gap_ns` after the one before.
     fn one_at_a_time(&self, now: u64, window_ns: u64, min_gap_ns: u64) -> bool {
-        let mut starts = [0u64; BEACON_HISTORY];
-        let mut k = 0;
-        for &(t, _, _) in &self.conns[..self.n.min(BEACON_HISTORY)] {
-            if now.saturating_sub(t) < window_ns {
-                starts[k] = t;
-                k += 1;
-            }
-        }
-        let starts = &mut starts[..k];
-        starts.sort_unstable();
-        k >= 2 && starts.windows(2).all(|w| w[1] - w[0] >= min_gap_ns)
+        let mut buf = [(0, 0, 0); BEACON_HISTORY];
+        let starts = self.within(now, window_ns, &mut buf);
+        starts.len() >= 2 && starts.windows(2).all(|w| w[1].0 - w[0].0 >= min_gap_ns)
     }
 
     /// Event time of the latest connection.
     pub(super) fn last_ns(&self) -> u64 {
         self.last_ns
+    }
+
+    /// The connections started within `window_ns` of `now`, in start order
+    /// (into `buf`).
+    fn within<'b>(
+        &self,
+        now: u64,
+        window_ns: u64,
+        buf: &'b mut [(u64, u64, u64); BEACON_HISTORY],
+    ) -> &'b [(u64, u64, u64)] {
+        let mut k = 0;
+        for &c in &self.conns[..self.n.min(BEACON_HISTORY)] {
+            if now.saturating_sub(c.0) < window_ns {
+                buf[k] = c;
+                k += 1;
+            }
+        }
+        let v = &mut buf[..k];
+        v.sort_unstable_by_key(|c| c.0);
+        v
     }
 
     /// The latest `need` connections started within `window_ns` of `now`,
@@ -112,19 +124,8 @@ impl ConnStarts {
         window_ns: u64,
         buf: &'b mut [(u64, u64, u64); BEACON_HISTORY],
     ) -> Option<&'b [(u64, u64, u64)]> {
-        let mut k = 0;
-        for &c in &self.conns[..self.n.min(BEACON_HISTORY)] {
-            if now.saturating_sub(c.0) < window_ns {
-                buf[k] = c;
-                k += 1;
-            }
-        }
-        if k < need {
-            return None;
-        }
-        let v = &mut buf[..k];
-        v.sort_unstable_by_key(|c| c.0);
-        Some(&buf[k - need..k])
+        let v = self.within(now, window_ns, buf);
+        v.len().checked_sub(need).map(|from| &v[from..])
     }
 
     /// The relative spread ([`relative_spread`]) of the intervals between

@@ -337,6 +337,15 @@ mod tests {
     }
 
     /// 100 rows per second: `a` as the baseline, `b` too or shifted up.
+    /// A worker's counter and the stage's monitor sharing one tally.
+    fn counter_and_monitor() -> (crate::model::drift::DriftCounter, DriftMonitor) {
+        let tally = Arc::new(DriftTally::default());
+        let w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
+        let mut m = DriftMonitor::new();
+        m.attach(tally);
+        (w, m)
+    }
+
     fn feed(c: &mut crate::model::drift::DriftCounter, shift_b: bool) {
         for i in 0..100 {
             let v = [0.5f32, 1.5, 2.5, 3.5][i % 4];
@@ -347,10 +356,7 @@ mod tests {
 
     #[test]
     fn start_update_end_over_a_sliding_window() {
-        let tally = Arc::new(DriftTally::default());
-        let mut w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
-        let mut m = DriftMonitor::new();
-        m.attach(Arc::clone(&tally));
+        let (mut w, mut m) = counter_and_monitor();
         let cfg = cfg();
         let s = 1_000_000_000u64;
         let mut found = Vec::new();
@@ -395,10 +401,7 @@ mod tests {
     /// drift at once and starts a new window.
     #[test]
     fn a_model_swap_ends_a_drift_and_starts_a_new_window() {
-        let tally = Arc::new(DriftTally::default());
-        let mut w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
-        let mut m = DriftMonitor::new();
-        m.attach(Arc::clone(&tally));
+        let (mut w, mut m) = counter_and_monitor();
         let s = 1_000_000_000u64;
         m.tick(s, &cfg());
         let mut states = Vec::new();
@@ -430,10 +433,7 @@ mod tests {
     /// spans its whole length (ten rotations).
     #[test]
     fn a_window_is_judged_once_it_spans_its_length() {
-        let tally = Arc::new(DriftTally::default());
-        let mut w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
-        let mut m = DriftMonitor::new();
-        m.attach(Arc::clone(&tally));
+        let (mut w, mut m) = counter_and_monitor();
         let s = 1_000_000_000u64;
         m.tick(s, &cfg());
         let first = (1..=20u64).find_map(|t| {
@@ -445,10 +445,7 @@ mod tests {
 
     #[test]
     fn too_few_rows_are_not_judged_and_disabled_counts_nothing() {
-        let tally = Arc::new(DriftTally::default());
-        let mut w = crate::model::drift::DriftCounter::new(Arc::clone(&tally), &card());
-        let mut m = DriftMonitor::new();
-        m.attach(Arc::clone(&tally));
+        let (mut w, mut m) = counter_and_monitor();
         let mut cfg = cfg();
         cfg.min_rows = 5000;
         let s = 1_000_000_000u64;
